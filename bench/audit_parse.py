@@ -1,0 +1,289 @@
+"""Benchmark: auditd log parse+assemble throughput, ours vs ``ausearch -if FILE -i``;
+and the CPU share of the live audit tail while the docker CLI runs 1000 times a second.
+
+Usage: python bench/audit_parse.py [FILE] [--repeat N] [--live-rate N] [--live-secs S]
+       [--live-store none|sqlite] [--no-live]
+
+FILE defaults to ../shared/fixtures/scenario-a/audit.log, else the gzipped copy
+in tests/data (unpacked to a temporary file, since ausearch reads plain files).
+Both tools read the same file in the same run, alternately, ``--repeat`` times
+each (best and median reported), so machine load affects both alike. Ours is
+measured end to end: open, decode, parse every field, assemble events, order
+them; ausearch's time includes its process start. The target is a ratio >= 1.0.
+
+Live: a separate writer process appends audit records of docker CLI calls to a
+log at ``--live-rate`` calls per second (the 41 CLI execve events of scenario-a,
+7 records each, cycled with fresh time stamps and serials, written every 10 ms
+as auditd would), while this process runs what ``docktrail run`` runs for
+auditd: the tail (follow, parse, assemble, filter, convert), the correlator and
+the pipeline with its checkpointing trail wrapper — into a trail that discards
+(``none``, the audit side alone) or the SQLite trail (``sqlite``). Reported:
+the process CPU time (all threads) over wall time, the calls seen per second,
+and how far the correlator's watermark trails the clock. The target is < 10 %.
+A real loop cannot run the docker CLI 1000 times a second (each call costs
+tens of ms of CPU), hence the writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import gzip
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from config.models import AuditdConfig  # noqa: E402
+from listener.correlate import Attribution, Correlator  # noqa: E402
+from listener.event import Event  # noqa: E402
+from listener.pipeline import Pipeline  # noqa: E402
+from listener.sources.auditd import AuditLogTail, CheckpointedTrail  # noqa: E402
+from listener.sources.auditparse import AuditEvent, read_audit_file  # noqa: E402
+from sinks.base import AppendResult  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "fixtures" / "scenario-a" / "audit.log"
+PACKED = REPO / "tests" / "data" / "scenario-a" / "audit.log.gz"
+
+
+def default_file() -> Path:
+    if SHARED.exists():
+        return SHARED
+    if PACKED.exists():
+        work = tempfile.mkdtemp(prefix="dt-bench-")
+        atexit.register(shutil.rmtree, work, True)
+        unpacked = Path(work) / "audit.log"
+        unpacked.write_bytes(gzip.decompress(PACKED.read_bytes()))
+        return unpacked
+    sys.exit(f"no audit.log found; pass a file ({SHARED} or {PACKED})")
+
+
+def run_ours(path: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    records = 0
+    for item in read_audit_file(path):
+        if isinstance(item, AuditEvent):
+            records += len(item.records)
+    return time.perf_counter() - start, records
+
+
+def run_ausearch(ausearch: str, path: Path) -> float:
+    start = time.perf_counter()
+    # exit status 1 only means "no matches"; output goes nowhere like the spec'd > /dev/null
+    subprocess.run(
+        [ausearch, "-if", str(path), "-i"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- live
+
+_STAMP = "@@STAMP@@"
+WRITER = """
+import sys, time
+templates = open(sys.argv[1]).read().split("\\f")
+log, rate, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+per_tick, serial, start, n = max(1, rate // 100), 1, time.time(), 0
+with open(log, "a") as out:
+    while time.time() - start < secs:
+        now = time.time()
+        chunk = []
+        for _ in range(per_tick):
+            chunk.append(templates[n % len(templates)].replace("@@STAMP@@", f"{now:.3f}:{serial}"))
+            serial += 1
+            n += 1
+        out.write("".join(chunk))
+        out.flush()
+        time.sleep(max(0.0, start + n / rate - time.time()))
+"""
+
+
+def cli_templates(path: Path, argv: list[str] | None = None) -> list[str]:
+    """The docker CLI execve events of a log, each as text with its stamp replaced.
+
+    With `argv`, every event runs that command instead (EXECVE and PROCTITLE
+    rewritten), e.g. the `docker ps` of a monitoring loop.
+    """
+    found = []
+    for item in read_audit_file(path):
+        if isinstance(item, AuditEvent) and "docker-cli" in item.key:
+            lines = _lines_of(path, [r.line for r in item.records])
+            text = "".join(line.replace(item.id, _STAMP) for line in lines)
+            found.append(text if argv is None else _with_argv(text, argv))
+    return found
+
+
+def _with_argv(text: str, argv: list[str]) -> str:
+    out = []
+    for line in text.splitlines(keepends=True):
+        head = line[: line.index("): ") + 3] if "): " in line else ""
+        if line.startswith("type=EXECVE"):
+            args = " ".join(f'a{i}="{a}"' for i, a in enumerate(argv))
+            line = f"{head}argc={len(argv)} {args}\n"
+        elif line.startswith("type=PROCTITLE"):
+            line = f"{head}proctitle={chr(0).join(argv).encode().hex().upper()}\n"
+        out.append(line)
+    return "".join(out)
+
+
+def _lines_of(path: Path, numbers: Sequence[int]) -> list[str]:
+    wanted = set(numbers)
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as stream:
+        return [line for n, line in enumerate(stream, 1) if n in wanted]
+
+
+class NullTrail:
+    """Keeps nothing: the audit side's own cost."""
+
+    async def write(self, batch: Sequence[Event], *, source_state: Any = None) -> AppendResult:
+        return AppendResult(stored=list(batch))
+
+    async def load_source_state(self, name: str) -> dict[str, Any] | None:
+        return None
+
+
+class SqliteWithoutState:
+    """The SQLite trail until it stores source checkpoints (the checkpoint is dropped)."""
+
+    def __init__(self, trail: Any) -> None:
+        self.trail = trail
+
+    async def write(self, batch: Sequence[Event], *, source_state: Any = None) -> AppendResult:
+        result: AppendResult = await self.trail.write(batch)
+        return result
+
+    async def load_source_state(self, name: str) -> dict[str, Any] | None:
+        return None
+
+
+async def _run_tail(
+    log: Path, trail: Any, warmup: float, secs: float, cli_events: str = "all"
+) -> dict[str, float]:
+    config = AuditdConfig(log_file=log, start_at="end", passwd_file=None, cli_events=cli_events)
+    correlator = Correlator.from_config(config)
+    tail = AuditLogTail(config, "bench", correlator=correlator)
+    pipeline = Pipeline(
+        CheckpointedTrail(trail, [tail]), stages=[Attribution(correlator, hold_secs=1.0)]
+    )
+
+    async def consume() -> None:
+        async for event in tail:
+            await pipeline.put(event)
+
+    async with tail:
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(warmup)
+        before, started = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        calls = tail.converter.counters.calls
+        await asyncio.sleep(secs)
+        after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - started
+        lag = (time.time_ns() - correlator.watermark_ns) / 1e6
+        seen = tail.converter.counters.calls - calls
+    await consumer
+    await pipeline.aclose()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"cpu": cpu / wall, "rate": seen / wall, "lag_ms": lag, "rss_mb": after.ru_maxrss / 1024}
+
+
+def bench_live(
+    source: Path, rate: int, secs: float, store: str, mix: str, cli_events: str = "all"
+) -> None:
+    warmup = 1.0
+    work = Path(tempfile.mkdtemp(prefix="dt-live-"))
+    templates = work / "templates"
+    argv = ["docker", "ps", "-a"] if mix == "ps" else None
+    templates.write_text("\f".join(cli_templates(source, argv)))
+    log = work / "audit.log"
+    log.touch()
+    trail: Any = NullTrail()
+    if store == "sqlite":
+        from config.models import TrailConfig
+        from sinks.sqlite import SQLiteTrail
+
+        inner = SQLiteTrail.from_config(TrailConfig(path=work / "t.db", durability="normal"))
+        trail = SqliteWithoutState(inner)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(templates), str(log), str(rate), str(warmup + secs + 1)]
+    )
+    try:
+        if store == "sqlite":
+            result = asyncio.run(_with_sqlite(trail, log, warmup, secs, cli_events))
+        else:
+            result = asyncio.run(_run_tail(log, trail, warmup, secs, cli_events))
+    finally:
+        writer.terminate()
+        writer.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    what = "docker ps -a loop" if mix == "ps" else "scenario-a's 41 calls (run, exec, rm…)"
+    print(
+        f"live tail, {what}, cli_events={cli_events}, {store} trail: "
+        f"{result['cpu'] * 100:.1f} % of one CPU at "
+        f"{result['rate']:.0f} docker CLI calls/s (writer asked {rate}); watermark "
+        f"{result['lag_ms']:.0f} ms behind the clock; max RSS {result['rss_mb']:.0f} MB"
+    )
+
+
+async def _with_sqlite(
+    trail: SqliteWithoutState, log: Path, warmup: float, secs: float, cli_events: str
+) -> Any:
+    async with trail.trail:
+        return await _run_tail(log, trail, warmup, secs, cli_events)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", nargs="?", type=Path)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--live-rate", type=int, default=1000)
+    parser.add_argument("--live-secs", type=float, default=5.0)
+    parser.add_argument("--live-store", choices=["none", "sqlite"], default="none")
+    parser.add_argument("--no-live", action="store_true")
+    args = parser.parse_args()
+    path: Path = args.file or default_file()
+    bench_parse(path, args.repeat)
+    if not args.no_live:
+        for mix, cli_events in (("ps", "all"), ("ps", "changes"), ("scenario", "all")):
+            bench_live(path, args.live_rate, args.live_secs, args.live_store, mix, cli_events)
+
+
+def bench_parse(path: Path, repeat: int) -> None:
+    ausearch = shutil.which("ausearch") or (
+        "/usr/sbin/ausearch" if Path("/usr/sbin/ausearch").exists() else None
+    )
+    ours: list[float] = []
+    theirs: list[float] = []
+    records = 0
+    run_ours(path)  # warm the page cache and imports for both tools
+    for _ in range(repeat):
+        elapsed, records = run_ours(path)
+        ours.append(elapsed)
+        if ausearch:
+            theirs.append(run_ausearch(ausearch, path))
+
+    size_mb = path.stat().st_size / 1e6
+    print(f"file: {path} ({size_mb:.1f} MB, {records} records)")
+    best, median = records / min(ours), records / statistics.median(ours)
+    print(f"ours:     {best:10.0f} records/s best, {median:10.0f} median")
+    if not theirs:
+        print("ausearch: not installed (apt-get install auditd); no ratio")
+        return
+    tbest, tmedian = records / min(theirs), records / statistics.median(theirs)
+    print(f"ausearch: {tbest:10.0f} records/s best, {tmedian:10.0f} median")
+    print(f"ratio ours/ausearch: {best / tbest:.2f}x best, {median / tmedian:.2f}x median")
+
+
+if __name__ == "__main__":
+    main()

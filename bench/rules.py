@@ -1,0 +1,128 @@
+"""Throughput of the rules: every rule over a trail of synthetic events.
+
+    .venv/bin/python bench/rules.py [--events 1000000] [--dir DIR]
+
+Builds a trail of N realistic events (container lifecycles with configs,
+execs, image pulls; 4 % privileged or with added capabilities), then in the
+same run measures:
+
+- reading every event back from the trail (the baseline: what replay costs
+  without rules);
+- `replay_trail`: reading plus every rule, the path of `docktrail replay`;
+- the rules alone on events already in memory (what the live pipeline adds
+  per batch).
+
+Prints events/s for each and the ratio of replay to the plain read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from trail_append import synthetic_events
+
+from config.models import RulesConfig
+from listener.containerconfig import ContainerConfig, Mount
+from listener.event import Event
+from listener.rules.engine import RuleEngine, replay_trail
+from sinks.base import EventFilter
+from sinks.sqlite import SQLiteTrail
+
+RULES = RulesConfig.model_validate(
+    {"untrusted-image": {"trusted": ["docker.io/library/*", "registry.internal/*"]}}
+)
+
+
+def rule_events(count: int) -> Iterator[Event]:
+    """The trail benchmark's stream, with container configs in the contract's shape."""
+    for event in synthetic_events(count):
+        if event.config:
+            event.config = _contract_config(event.config)
+        yield event
+
+
+def _contract_config(raw: dict[str, object]) -> dict[str, object]:
+    source, destination, mode = str(raw["mounts"][0]).split(":")  # type: ignore[index]
+    return ContainerConfig(
+        origin="inspect",
+        privileged=bool(raw["privileged"]),
+        cap_add=list(raw["cap_add"]),  # type: ignore[call-overload]
+        mounts=[Mount(source=source, destination=destination, mode=mode, read_only=True)],
+        network_mode=str(raw["network_mode"]),
+        read_only_rootfs=bool(raw["read_only"]),
+        user=str(raw["user"]) or None,
+        memory_bytes=int(raw["memory"]) or None,  # type: ignore[call-overload]
+        pids_limit=raw["pids_limit"],  # type: ignore[arg-type]
+    ).as_event_config()
+
+
+def build(path: Path, count: int) -> float:
+    started = time.perf_counter()
+    batch: list[Event] = []
+    with SQLiteTrail(path, durability="normal") as trail:
+        for event in rule_events(count):
+            batch.append(event)
+            if len(batch) == 5_000:
+                trail.append(batch)
+                batch = []
+                print(f"\rbuilding trail: {trail.count():,}/{count:,}", end="", file=sys.stderr)
+        if batch:
+            trail.append(batch)
+    print(file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def timed_read(path: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    with SQLiteTrail(path) as trail:
+        seen = sum(1 for _ in trail.query(EventFilter()))
+    return time.perf_counter() - started, seen
+
+
+def timed_replay(path: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    with SQLiteTrail(path) as trail:
+        found = replay_trail(trail, RULES)
+    return time.perf_counter() - started, len(found)
+
+
+def timed_rules_only(count: int) -> float:
+    events = list(rule_events(count))
+    for seq, event in enumerate(events, 1):
+        event.seq = seq
+    engine = RuleEngine(RULES, attribution_available=True)
+    started = time.perf_counter()
+    engine.alerts_for(events)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--dir", type=Path, help="where the trail goes (temp dir)")
+    args = parser.parse_args()
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="docktrail-rules-"))
+    path = folder / "rules.db"
+    n = args.events
+    built = build(path, n)
+    print(f"{n:,} events; trail built in {built:.1f} s ({n / built:,.0f} ev/s appended)")
+    read_secs, seen = timed_read(path)
+    replay_secs, alerts = timed_replay(path)
+    only = min(n, 200_000)
+    rules_secs = timed_rules_only(only)
+    print(f"read back (baseline)     {seen / read_secs:>10,.0f} ev/s")
+    print(f"replay: read + 15 rules  {n / replay_secs:>10,.0f} ev/s   {alerts:,} alerts   "
+          f"ratio {read_secs / replay_secs:.2f}x of the plain read")  # fmt: skip
+    print(f"rules alone (in memory)  {only / rules_secs:>10,.0f} ev/s   ({only:,} events)")
+
+
+if __name__ == "__main__":
+    main()

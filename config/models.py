@@ -1,0 +1,293 @@
+"""Pydantic models of `docktrail.yaml`.
+
+The nesting mirrors the file. Every model forbids unknown keys, so a typo is
+an error rather than a silently ignored setting. Durations carry their unit in
+the key name (`window_secs`), as in Vector's configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TrailConfig(Strict):
+    path: Path = Field(Path("./docktrail.db"), description="SQLite file of the embedded trail.")
+    durability: Literal["full", "normal"] = Field(
+        "full",
+        description="SQLite `synchronous` level: full survives power loss, normal only crashes.",
+    )
+    signing_key: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs checkpoints; created on first use. "
+        "Default: the trail path with `.key` in place of its suffix. Keep it outside the "
+        "database's backups so a rewritten database is detected.",
+    )
+    batch_size: int = Field(500, ge=1, le=100_000, description="Events per write transaction.")
+    flush_interval_secs: float = Field(
+        0.05, gt=0, le=60, description="Longest wait before a partial batch is written."
+    )
+    checkpoint_interval_secs: float = Field(
+        60.0, gt=0, description="How often the running service signs the chain head."
+    )
+
+
+class DockerConfig(Strict):
+    host: str = Field(
+        "unix:///var/run/docker.sock",
+        description="Docker Engine address; the DOCKER_HOST environment variable wins when set.",
+    )
+    timeout_secs: float = Field(10.0, gt=0, description="Timeout of Engine API calls.")
+    reconnect_min_secs: float = Field(
+        0.5, gt=0, description="First wait before reconnecting to the Engine; doubles per failure."
+    )
+    reconnect_max_secs: float = Field(
+        30.0, gt=0, description="Longest wait between reconnection attempts."
+    )
+    stall_threshold_secs: float = Field(
+        0.5,
+        gt=0,
+        description="A pause of docktrail this long (process stopped, host overloaded) is a "
+        "stall: the Engine may have skipped events, so they are fetched again and compared.",
+    )
+    inspect_workers: int = Field(
+        4, ge=1, le=64, description="Threads that inspect containers and images."
+    )
+
+
+# Keys that published CIS Docker Benchmark 1.1.x rule sets put on their watches.
+CIS_AUDIT_KEYS = (
+    "docker", "dockerd", "docker-daemon", "docker_daemon", "docker-socket", "docker-service",
+    "docker-config", "containerd", "runc",
+)  # fmt: skip
+# The Docker daemon's own programs: their work on the data roots is housekeeping.
+DAEMON_PROGRAMS = (
+    "dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v1",
+    "containerd-shim-runc-v2", "runc", "docker-init", "docker-proxy",
+)  # fmt: skip
+DAEMON_ROOTS = (
+    "/var/lib/docker", "/var/lib/containerd", "/run/docker", "/var/run/docker",
+    "/run/containerd", "/var/run/containerd",
+)  # fmt: skip
+
+
+class AuditdConfig(Strict):
+    enabled: bool = Field(True, description="Read auditd's log for attribution.")
+    log_file: Path = Field(Path("/var/log/audit/audit.log"), description="auditd log to follow.")
+    keys: list[str] = Field(
+        default_factory=lambda: ["docker", "docker-cli"],
+        description="Audit rule keys (-k) whose events are kept.",
+    )
+    cis_keys: list[str] = Field(
+        default_factory=lambda: list(CIS_AUDIT_KEYS),
+        description="Keys of CIS Docker Benchmark 1.1.x watch rule sets, kept besides `keys`.",
+    )
+    cli_key: str = Field(
+        "docker-cli",
+        description="Key of the execve rule on the docker CLI (deploy/audit/docktrail.rules).",
+    )
+    drop_housekeeping: bool = Field(
+        True,
+        description="Drop the daemon's own work: daemon_programs touching only paths under "
+        "daemon_roots, or reading/executing their own binaries. Never drops a write to a "
+        "binary or a configuration file.",
+    )
+    daemon_programs: list[str] = Field(
+        default_factory=lambda: list(DAEMON_PROGRAMS),
+        description="Program names (exe basename) of the Docker daemon and its runtime.",
+    )
+    daemon_roots: list[str] = Field(
+        default_factory=lambda: list(DAEMON_ROOTS),
+        description="Data and state directories of the daemon (its --data-root, exec roots).",
+    )
+    passwd_file: Path | None = Field(
+        Path("/etc/passwd"),
+        description="Names for uids when the log is not ENRICHED; for a log from another "
+        "host, that host's copy. None: numbers only.",
+    )
+    group_file: Path | None = Field(
+        Path("/etc/group"), description="Names for gids, like passwd_file."
+    )
+    cli_events: Literal["all", "changes", "none"] = Field(
+        "all",
+        description="Which docker CLI calls become trail events (type docker-cli): all, only "
+        "those that can change something (not ps, logs, inspect …), or none.",
+    )
+    window_secs: float = Field(
+        10.0, gt=0, description="Longest time from a CLI call to the Engine events it causes."
+    )
+    long_window_secs: float = Field(
+        600.0,
+        gt=0,
+        description="The same for calls that may pull or build first (run, create, pull, "
+        "build, compose up …); stop/restart/rm -f add their --time.",
+    )
+    hold_secs: float = Field(
+        1.0,
+        ge=0,
+        description="Live: longest an Engine event waits for the audit log to catch up "
+        "with it before it is written unattributed.",
+    )
+    audit_lag_secs: float = Field(
+        0.1,
+        ge=0,
+        description="Live: how far behind the clock auditd may write a record; the log "
+        "counts as caught up with time T once it was read to its end after T + this.",
+    )
+    poll_interval_secs: float = Field(
+        0.05, gt=0, le=10, description="Live: how often the log is checked for new lines."
+    )
+    event_timeout_secs: float = Field(
+        2.0,
+        gt=0,
+        description="An audit event without EOE is complete once a record this much newer "
+        "arrives (auditd's end_of_event_timeout).",
+    )
+    start_at: Literal["end", "start"] = Field(
+        "end",
+        description="Live, without a checkpoint: read the current log from its end (only "
+        "new records) or from its start.",
+    )
+    max_cli_calls: int = Field(
+        50_000,
+        ge=100,
+        description="Most CLI calls kept in memory for correlation (oldest dropped first).",
+    )
+
+
+class RuleException(Strict):
+    image: str | None = Field(None, description="Glob of image references it applies to.")
+    container: str | None = Field(None, description="Glob of container names it applies to.")
+    label: str | None = Field(None, description="`key=value` label the container must carry.")
+    user: str | None = Field(None, description="Login the exception applies to.")
+    reason: str = Field(description="Why this is allowed; stored with every suppressed match.")
+
+
+class RuleConfig(Strict):
+    enabled: bool = Field(True, description="Evaluate this rule.")
+    severity: Severity | None = Field(None, description="Override the rule's default severity.")
+    exceptions: list[RuleException] = Field(
+        default_factory=list, description="Matches that are suppressed, with a reason."
+    )
+
+
+class UntrustedImageRule(RuleConfig):
+    trusted: list[str] = Field(
+        default_factory=lambda: ["docker.io/library/*"],
+        description="Glob patterns of trusted image references.",
+    )
+    require_digest: bool = Field(False, description="Only digest-pinned references are trusted.")
+
+
+class ContainerChurnRule(RuleConfig):
+    threshold: int = Field(20, ge=1, description="Creates/destroys per window that alert.")
+    window_secs: int = Field(60, ge=1, description="Sliding window length.")
+
+
+class ContainerSprawlRule(RuleConfig):
+    margin: int = Field(25, ge=0, description="Stopped containers allowed beyond running ones.")
+
+
+class RulesConfig(Strict):
+    privileged_container: RuleConfig = Field(
+        default_factory=RuleConfig, alias="privileged-container", description="CIS 5.5."
+    )
+    docker_socket_mount: RuleConfig = Field(
+        default_factory=RuleConfig, alias="docker-socket-mount", description="CIS 5.32."
+    )
+    sensitive_mount: RuleConfig = Field(
+        default_factory=RuleConfig, alias="sensitive-mount", description="CIS 5.6."
+    )
+    dangerous_capability: RuleConfig = Field(
+        default_factory=RuleConfig, alias="dangerous-capability", description="CIS 5.4."
+    )
+    host_namespace: RuleConfig = Field(
+        default_factory=RuleConfig, alias="host-namespace", description="CIS 5.10/5.16/5.17/5.21."
+    )
+    security_profile_disabled: RuleConfig = Field(
+        default_factory=RuleConfig, alias="security-profile-disabled", description="CIS 5.2/5.22."
+    )
+    untrusted_image: UntrustedImageRule = Field(
+        default_factory=UntrustedImageRule, alias="untrusted-image", description="CIS 4.x, 6.4."
+    )
+    exec_in_container: RuleConfig = Field(
+        default_factory=RuleConfig, alias="exec-in-container", description="CIS 5.23/5.24."
+    )
+    container_churn: ContainerChurnRule = Field(
+        default_factory=ContainerChurnRule, alias="container-churn", description="CIS 6.5."
+    )
+    container_sprawl: ContainerSprawlRule = Field(
+        default_factory=ContainerSprawlRule, alias="container-sprawl", description="CIS 6.5."
+    )
+    daemon_config_change: RuleConfig = Field(
+        default_factory=RuleConfig, alias="daemon-config-change", description="CIS 1.1.x."
+    )
+    no_resource_limits: RuleConfig = Field(
+        default_factory=RuleConfig, alias="no-resource-limits", description="CIS 5.11/5.29."
+    )
+    writable_rootfs: RuleConfig = Field(
+        default_factory=RuleConfig, alias="writable-rootfs", description="CIS 5.13."
+    )
+    runs_as_root: RuleConfig = Field(
+        default_factory=RuleConfig, alias="runs-as-root", description="CIS 4.1."
+    )
+    unattributed_change: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="unattributed-change",
+        description="A container change no login can be tied to.",
+    )
+
+
+class Destination(Strict):
+    name: str = Field(description="Name used in logs and `notify test --destination`.")
+    url: str = Field(description="apprise URL of the channel.")
+    min_severity: Severity = Field("high", description="Lowest severity sent here.")
+    rules: list[str] = Field(default_factory=list, description="Only these rule ids; all if empty.")
+    language: Literal["en", "zh"] = Field("en", description="Message language.")
+    timezone: str = Field("UTC", description="IANA time zone of times in messages.")
+
+
+class NotificationsConfig(Strict):
+    destinations: list[Destination] = Field(
+        default_factory=list, description="Where alerts are sent."
+    )
+
+
+class KafkaConfig(Strict):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic: str = Field("docktrail.events", description="Topic the trail is written to.")
+
+
+class OutputConfig(Strict):
+    timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")
+
+
+class DocktrailConfig(Strict):
+    """The whole of `docktrail.yaml`."""
+
+    host: str | None = Field(
+        None, description="Host name recorded on events; default: this machine's host name."
+    )
+    trail: TrailConfig = Field(default_factory=TrailConfig, description="The embedded trail.")
+    docker: DockerConfig = Field(default_factory=DockerConfig, description="Docker Engine.")
+    auditd: AuditdConfig = Field(default_factory=AuditdConfig, description="auditd source.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="Detection rules.")
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig, description="Alert delivery."
+    )
+    kafka: KafkaConfig | None = Field(None, description="Kafka trail sink; off when absent.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="CLI output.")
+
+    def signing_key_path(self) -> Path:
+        if self.trail.signing_key is not None:
+            return self.trail.signing_key
+        return self.trail.path.with_suffix(".key")

@@ -1,0 +1,181 @@
+"""`docktrail run`: the live service's wiring and lifecycle.
+
+It opens the trail, loads what the trail knows about this host, and follows
+the Docker Engine (`listener.sources.docker_live.DockerSource`) through the
+pipeline into the trail until SIGTERM or SIGINT; then it hands on what was
+read, flushes, signs a checkpoint (the trail's `aclose()`) and exits 0. While
+running, the trail signs its head every `trail.checkpoint_interval_secs`.
+
+An unreachable Engine never stops the service: the source says so (socket,
+error) and keeps retrying. A missing audit log is reported with how to fix
+it, and checked again every 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from config.models import DocktrailConfig
+from listener.correlate import Attribution, Correlator
+from listener.pipeline import Pipeline, Stage
+from listener.rules.engine import RuleEngine, RulesStage
+from listener.sources.auditd import AuditLogTail, CheckpointedTrail
+from listener.sources.docker_live import DockerSource
+from listener.sources.docker_state import KnownState, load_known_state
+from sinks.base import TrailSink
+from sinks.sqlite import SQLiteTrail
+
+log = logging.getLogger("docktrail")
+
+RECHECK_SECS = 30.0
+
+
+@dataclass(slots=True, frozen=True)
+class Problem:
+    what: str
+    fix: str
+
+
+def audit_log_problem(config: DocktrailConfig) -> Problem | None:
+    if not config.auditd.enabled:
+        return None
+    path: Path = config.auditd.log_file
+    if os.access(path, os.R_OK):
+        return None
+    reason = "does not exist" if not path.exists() else "is not readable by this user"
+    return Problem(
+        what=f"audit log {path} {reason}: changes cannot be tied to logins",
+        fix="install auditd and load deploy/audit/docktrail.rules, run docktrail as root, "
+        "or set auditd.enabled: false",
+    )
+
+
+def report_problems(config: DocktrailConfig, known: set[str]) -> set[str]:
+    """Log each problem once when it appears and once when it is gone."""
+    found = {p.what: p for p in (audit_log_problem(config),) if p}
+    for what, problem in found.items():
+        if what not in known:
+            log.warning(what, extra={"fields": {"fix": problem.fix}})
+    for what in known - found.keys():
+        log.info("resolved: " + what)
+    return set(found)
+
+
+async def run_service(config: DocktrailConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    host = config.host or socket.gethostname()
+    trail = SQLiteTrail.from_config(config.trail)
+    async with trail:
+        seq, _ = await trail.call(lambda t: t.head())
+        known = await trail.call(lambda t: load_known_state(t, host))
+        log.info(
+            "docktrail running",
+            extra={"fields": _start_fields(config, host, seq, known)},
+        )
+        wiring = await _wire(config, trail, host)
+        pipeline = Pipeline(
+            wiring.sink,
+            stages=wiring.stages,
+            batch_size=config.trail.batch_size,
+            flush_interval_secs=config.trail.flush_interval_secs,
+        )
+        source = DockerSource(config.docker, host, pipeline.put, known=known)
+        try:
+            await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pipeline.aclose()  # keep what can still be kept
+            raise
+        await pipeline.aclose()
+        log.info(
+            "stopping: flushed the trail, signing a checkpoint",
+            extra={"fields": {**asdict(source.stats), "stored": pipeline.stats.stored}},
+        )
+    log.info("stopped")
+    return 0
+
+
+@dataclass(slots=True)
+class Wiring:
+    sink: TrailSink
+    stages: list[Stage]
+    audit: AuditLogTail | None
+
+
+async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
+    """Stages in order: attribution fills `who` before the write; rules judge after it."""
+    stages: list[Stage] = []
+    audit = None
+    sink: TrailSink = trail
+    if config.auditd.enabled:
+        correlator = Correlator.from_config(config.auditd)
+        checkpoint = await trail.call(lambda t: t.load_source_state(AuditLogTail.name))
+        audit = AuditLogTail(config.auditd, host, correlator=correlator, checkpoint=checkpoint)
+        stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs))
+        sink = CheckpointedTrail(trail, [audit])
+    engine = RuleEngine(config.rules, attribution_available=config.auditd.enabled)
+    rules = RulesStage(trail, engine)
+    await rules.start()
+    stages.append(rules)
+    return Wiring(sink, stages, audit)
+
+
+async def _run_until_stopped(
+    config: DocktrailConfig,
+    source: DockerSource,
+    audit: AuditLogTail | None,
+    pipeline: Pipeline,
+    stop: asyncio.Event,
+) -> None:
+    """Runs the sources and the problem reports until `stop`; a failed source raises."""
+    source_task = asyncio.create_task(source.run(), name="docker-source")
+    tasks = [asyncio.create_task(_report_problems_forever(config), name="problems")]
+    if audit is not None:
+        await audit.start()  # a missing or unreadable log is retried, never raises
+        tasks.append(asyncio.create_task(_pump(audit, pipeline), name="auditd-source"))
+    stopped = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({source_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        source.stop()
+        await source_task  # hands on what was read; raises what made the source fail
+    finally:
+        for task in (*tasks, stopped, source_task):
+            task.cancel()
+        await asyncio.gather(*tasks, stopped, source_task, return_exceptions=True)
+        if audit is not None:
+            await audit.aclose()
+
+
+async def _pump(audit: AuditLogTail, pipeline: Pipeline) -> None:
+    """Every audit event goes into the pipeline in order, or its checkpoint stalls."""
+    async for event in audit:
+        await pipeline.put(event)
+
+
+async def _report_problems_forever(config: DocktrailConfig) -> None:
+    known: set[str] = set()
+    while True:
+        known = await asyncio.to_thread(report_problems, config, known)
+        await asyncio.sleep(RECHECK_SECS)
+
+
+def _start_fields(
+    config: DocktrailConfig, host: str, seq: int, known: KnownState
+) -> dict[str, object]:
+    return {
+        "trail": str(config.trail.path),
+        "events": seq,
+        "host": host,
+        "docker_host": config.docker.host,
+        "known_containers": len(known.containers),
+    }

@@ -1,0 +1,169 @@
+"""Offline ingest: captured files through the same pipeline as the live service.
+
+With `--audit-log` files beside `--docker-events`, the two are separate
+captures of the same time span, and ingest correlates them: it walks the
+Engine events in their order and, before each one, reads the audit log on
+until it has passed that event's time (`AuditLogFiles.watermark_ns`), so the
+CLI call that caused the event is known when it is attributed. Audit events go
+into the pipeline as they are read; the Correlator keeps only the CLI calls
+still inside their window, so memory stays flat however long the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.errors import InputError
+from config.models import DocktrailConfig
+from listener.correlate import CorrelationStats, Correlator
+from listener.event import Event
+from listener.pipeline import Pipeline, PipelineStats
+from listener.rules.engine import RuleEngine, RulesStage
+from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted
+from listener.sources.docker import read_events_file
+
+if TYPE_CHECKING:
+    from sinks.base import TrailSink
+
+Progress = Callable[[int], None]
+
+# An audit record may be written after records of later events (its syscall ran
+# long): read this much past an Engine event before attributing it.
+_MERGE_SLACK_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class IngestReport:
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    malformed: list[InputError] = field(default_factory=list)
+    audit: AuditCounters | None = None
+    audit_records: int = 0
+    attribution: CorrelationStats | None = None
+    docker_events: int = 0
+    alerts: int = 0
+
+    @property
+    def read(self) -> int:
+        return self.stats.received + len(self.malformed)
+
+    def summary(self) -> str:
+        text = (
+            f"read {self.read}, stored {self.stats.stored}, "
+            f"duplicates {self.stats.duplicates}, malformed {len(self.malformed)}"
+        )
+        if self.audit is not None:
+            audit = self.audit
+            text += (
+                f"; audit log: {self.audit_records} records in {audit.events} events, "
+                f"{audit.kept} kept ({audit.calls} docker CLI calls), "
+                f"{audit.housekeeping} daemon housekeeping dropped"
+            )
+        if self.attribution is not None and self.docker_events:
+            found = self.attribution
+            text += (
+                f"; attributed {found.attributed} of {self.docker_events} Docker events "
+                f"({found.ambiguous} ambiguous)"
+            )
+        return text + f"; alerts {self.alerts}"
+
+
+async def ingest_files(
+    config: DocktrailConfig,
+    *,
+    docker_events: Sequence[Path] = (),
+    audit_logs: Sequence[Path] = (),
+    host: str,
+    on_progress: Progress | None = None,
+    trail: TrailSink | None = None,
+) -> IngestReport:
+    """Store the files' events in the trail (`config.trail`, unless `trail` is given)."""
+    report = IngestReport()
+    if trail is None:
+        from sinks.sqlite import SQLiteTrail
+
+        trail = SQLiteTrail.from_config(config.trail)
+    async with trail:
+        # Rules need attribution to judge `unattributed-change`: only with an audit log.
+        rules = RulesStage(trail, RuleEngine(config.rules, attribution_available=bool(audit_logs)))
+        await rules.start()
+        pipeline = Pipeline(
+            trail,
+            stages=[rules],
+            batch_size=config.trail.batch_size,
+            flush_interval_secs=config.trail.flush_interval_secs,
+        )
+        report.stats = pipeline.stats
+        async with pipeline:
+            docker = _docker_items(docker_events, host, on_progress, report)
+            if audit_logs:
+                await _correlated(config, docker, audit_logs, host, pipeline, report)
+            else:
+                for event in docker:
+                    await pipeline.put(event)
+    report.alerts = rules.alerts_stored
+    return report
+
+
+def _docker_items(
+    paths: Sequence[Path], host: str, on_progress: Progress | None, report: IngestReport
+) -> Iterator[Event]:
+    for path in paths:
+        for item in read_events_file(path, host, on_progress=on_progress):
+            if isinstance(item, InputError):
+                report.malformed.append(item)
+            else:
+                report.docker_events += 1
+                yield item
+
+
+async def _correlated(
+    config: DocktrailConfig,
+    docker: Iterator[Event],
+    audit_logs: Sequence[Path],
+    host: str,
+    pipeline: Pipeline,
+    report: IngestReport,
+) -> None:
+    converter = AuditConverter(config.auditd, host)
+    audit = AuditLogFiles(audit_logs, converter, window_secs=config.auditd.event_timeout_secs)
+    correlator = Correlator.from_config(config.auditd)
+    merge = _AuditMerge(audit, correlator, pipeline)
+    for event in docker:
+        await merge.read_past(event.time_ns)
+        correlator.attribute(event)
+        await pipeline.put(event)
+    await merge.read_past(None)
+    report.malformed.extend(audit.malformed)
+    report.audit, report.audit_records = converter.counters, audit.records
+    report.attribution = correlator.stats
+
+
+class _AuditMerge:
+    """Reads the audit log just far enough ahead of the Engine events."""
+
+    def __init__(self, audit: AuditLogFiles, correlator: Correlator, pipeline: Pipeline) -> None:
+        self.audit = audit
+        self.correlator = correlator
+        self.pipeline = pipeline
+        self._items: Iterator[Converted] = iter(audit)
+        self._done = False
+
+    async def read_past(self, time_ns: int | None) -> None:
+        """Until the audit log is read past `time_ns` (None: to its end)."""
+        while not self._done and (
+            time_ns is None or self.audit.watermark_ns <= time_ns + _MERGE_SLACK_NS
+        ):
+            item = next(self._items, None)
+            if item is None:
+                self._done = True
+                self.correlator.close()
+                break
+            if item.call is not None:
+                self.correlator.add_call(item.call)
+            if item.event is not None:
+                await self.pipeline.put(item.event)
+        if time_ns is not None:
+            self.correlator.evict(time_ns)

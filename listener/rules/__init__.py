@@ -1,0 +1,1 @@
+"""Detection rules: pure functions over (event, context), registered in `registry`."""

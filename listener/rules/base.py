@@ -1,0 +1,116 @@
+"""What a rule is: declared metadata plus a small pure function.
+
+A rule function takes one stored `Event` and the `RuleContext` (configuration
+and the little state that windowed rules need) and yields `Finding`s. Rules
+never do I/O, so they run the same way live, on ingest and on replay, and can
+be tested alone. `RULES` in `listener.rules.registry` lists them all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.models import RuleConfig, RuleException, RulesConfig, Severity
+from listener.event import Event
+
+SEVERITY_RANK: Mapping[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    id: str
+    severity: Severity
+    cis: str
+    description: str
+    # What the rule can fire on; the engine skips it for anything else without a call.
+    types: frozenset[str] = frozenset({"container"})
+    actions: frozenset[str] | None = None  # None: every action of those types
+
+
+@dataclass(slots=True)
+class Finding:
+    """One match of a rule on one event, before it becomes a stored alert."""
+
+    rule: str
+    severity: Severity
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    container: str | None = None
+    image: str | None = None
+    suppressed_by: str | None = None  # the exception's reason, when one applies
+
+
+RuleFunc = Callable[[Event, "RuleContext"], Iterable[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    meta: RuleMeta
+    check: RuleFunc
+
+    def settings(self, rules: RulesConfig) -> RuleConfig:
+        return getattr(rules, self.meta.id.replace("-", "_"))  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class RuleContext:
+    """Configuration plus the per-trail state of windowed rules.
+
+    `state` is keyed by rule id; each rule owns its entry. Replaying events in
+    `seq` order rebuilds it exactly, so live and replay agree.
+    """
+
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    attribution_available: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    # (type, action) -> the enabled rules that apply, with their settings; filled on use.
+    dispatch: dict[tuple[str, str], list[tuple[Rule, RuleConfig]]] = field(default_factory=dict)
+
+
+def container_name(event: Event) -> str | None:
+    if event.type != "container":
+        return None
+    return event.actor.name or event.actor.id[:12] or None
+
+
+def finding(
+    meta: RuleMeta, event: Event, summary: str, *, severity: Severity | None = None, **details: Any
+) -> Finding:
+    return Finding(
+        rule=meta.id,
+        severity=severity or meta.severity,
+        summary=summary,
+        details=details,
+        container=container_name(event),
+        image=event.actor.image or (event.actor.name if event.type == "image" else None),
+    )
+
+
+def exception_reason(exceptions: Iterable[RuleException], event: Event) -> str | None:
+    """The reason of the first exception that covers this event, if any."""
+    for exception in exceptions:
+        if _exception_matches(exception, event):
+            return exception.reason
+    return None
+
+
+def _exception_matches(exception: RuleException, event: Event) -> bool:
+    image = event.actor.image or (event.actor.name if event.type == "image" else None)
+    labels: Mapping[str, Any] = event.attributes.get("labels") or {}
+    checks = [
+        (exception.image, image),
+        (exception.container, container_name(event)),
+        (exception.user, event.who.login),
+    ]
+    for pattern, value in checks:
+        if pattern is not None and not (value and fnmatch.fnmatchcase(value, pattern)):
+            return False
+    if exception.label is not None:
+        key, _, value = exception.label.partition("=")
+        if labels.get(key) != value:
+            return False
+    return any(v is not None for v in (exception.image, exception.container, exception.user,
+                                       exception.label))  # fmt: skip

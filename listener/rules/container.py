@@ -1,0 +1,233 @@
+"""Rules over a container's security configuration (`Event.config`).
+
+They judge container `create` events (config from inspect or from the CLI
+argv) and posture observations of running containers, CIS Docker Benchmark
+section 5.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from listener.event import Event
+from listener.rules.base import Finding, RuleContext, RuleMeta, finding
+
+CONFIG_ACTIONS = frozenset({"create", "observed", "posture"})
+
+PRIVILEGED = RuleMeta(
+    "privileged-container",
+    "critical",
+    "5.5",
+    "Container runs --privileged.",
+    actions=CONFIG_ACTIONS,
+)
+SOCKET_MOUNT = RuleMeta(
+    "docker-socket-mount",
+    "critical",
+    "5.32",
+    "The Docker or containerd socket is mounted: the container controls the host.",
+    actions=CONFIG_ACTIONS,
+)
+SENSITIVE_MOUNT = RuleMeta(
+    "sensitive-mount",
+    "high",
+    "5.6",
+    "A sensitive host directory is mounted into the container.",
+    actions=CONFIG_ACTIONS,
+)
+DANGEROUS_CAPABILITY = RuleMeta(
+    "dangerous-capability",
+    "high",
+    "5.4",
+    "A dangerous Linux capability is added.",
+    actions=CONFIG_ACTIONS,
+)
+HOST_NAMESPACE = RuleMeta(
+    "host-namespace",
+    "high",
+    "5.10, 5.16, 5.17, 5.21, 5.31",
+    "The container shares a namespace with the host.",
+    actions=CONFIG_ACTIONS,
+)
+SECURITY_PROFILE = RuleMeta(
+    "security-profile-disabled",
+    "high",
+    "5.2, 5.22",
+    "seccomp, AppArmor or SELinux confinement is disabled.",
+    actions=CONFIG_ACTIONS,
+)
+NO_LIMITS = RuleMeta(
+    "no-resource-limits",
+    "low",
+    "5.11, 5.29",
+    "No memory or pids limit is set.",
+    actions=CONFIG_ACTIONS,
+)
+WRITABLE_ROOTFS = RuleMeta(
+    "writable-rootfs",
+    "low",
+    "5.13",
+    "The root file system is not read-only.",
+    actions=CONFIG_ACTIONS,
+)
+RUNS_AS_ROOT = RuleMeta(
+    "runs-as-root", "low", "4.1", "The container's process runs as root.", actions=CONFIG_ACTIONS
+)
+
+SOCKET_NAMES = ("docker.sock", "containerd.sock")
+SENSITIVE_PATHS = frozenset(
+    {"/", "/etc", "/proc", "/sys", "/boot", "/dev", "/lib", "/usr", "/root", "/var/lib/docker"}
+)
+DANGEROUS_CAPS = frozenset(
+    {"SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH", "BPF",
+     "SYS_BOOT", "ALL", "NET_RAW", "SYS_TIME", "MAC_ADMIN", "MAC_OVERRIDE", "PERFMON",
+     "DAC_OVERRIDE", "SETFCAP", "LINUX_IMMUTABLE", "SYSLOG"}
+)  # fmt: skip
+NAMESPACES = ("network", "pid", "ipc", "uts", "userns")
+
+
+def config_of(event: Event) -> Mapping[str, Any] | None:
+    """The container configuration this event judges, or None."""
+    if event.type != "container" or event.action not in CONFIG_ACTIONS or not event.config:
+        return None
+    return event.config
+
+
+def check_privileged(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if config and config.get("privileged"):
+        yield finding(PRIVILEGED, event, f"privileged container {_name(event)}")
+
+
+def check_socket_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    for mount in _mounts(event):
+        if _base(mount.get("source", "")) in SOCKET_NAMES:
+            yield finding(
+                SOCKET_MOUNT,
+                event,
+                f"{mount['source']} mounted into {_name(event)}",
+                mount=mount,
+            )
+
+
+def check_sensitive_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    for mount in _mounts(event):
+        source = _normal(mount.get("source", ""))
+        if mount.get("type", "bind") == "bind" and _is_sensitive(source):
+            yield finding(
+                SENSITIVE_MOUNT,
+                event,
+                f"host {source} mounted into {_name(event)}",
+                mount=mount,
+            )
+
+
+def check_dangerous_capability(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if not config:
+        return
+    added = sorted({_cap(c) for c in config.get("cap_add") or []} & DANGEROUS_CAPS)
+    if added:
+        yield finding(
+            DANGEROUS_CAPABILITY,
+            event,
+            f"{_name(event)} adds {', '.join(added)}",
+            capabilities=added,
+        )
+
+
+def check_host_namespace(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if not config:
+        return
+    shared = [ns for ns in NAMESPACES if config.get(f"{ns}_mode") == "host"]
+    if shared:
+        yield finding(
+            HOST_NAMESPACE,
+            event,
+            f"{_name(event)} shares the host's {', '.join(shared)} namespace",
+            namespaces=shared,
+        )
+
+
+def check_security_profile(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if not config:
+        return
+    disabled = [
+        name
+        for name, off in (
+            ("seccomp", config.get("seccomp") == "unconfined"),
+            ("apparmor", config.get("apparmor") == "unconfined"),
+            ("selinux", bool(config.get("selinux_disabled"))),
+        )
+        if off
+    ]
+    if disabled:
+        yield finding(
+            SECURITY_PROFILE,
+            event,
+            f"{_name(event)} runs without {', '.join(disabled)}",
+            disabled=disabled,
+        )
+
+
+def check_no_limits(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if not config:
+        return
+    missing = [
+        limit
+        for limit, key in (("memory", "memory_bytes"), ("pids", "pids_limit"))
+        if not config.get(key)
+    ]
+    if missing:
+        yield finding(
+            NO_LIMITS, event, f"{_name(event)} has no {' or '.join(missing)} limit", missing=missing
+        )
+
+
+def check_writable_rootfs(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if config and not config.get("read_only_rootfs"):
+        yield finding(WRITABLE_ROOTFS, event, f"{_name(event)} has a writable root file system")
+
+
+def check_runs_as_root(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event)
+    if config and is_root_user(config.get("user")):
+        yield finding(RUNS_AS_ROOT, event, f"{_name(event)} runs as root", user=config.get("user"))
+
+
+def is_root_user(user: str | None) -> bool:
+    name = (user or "").partition(":")[0]
+    return name in ("", "0", "root")
+
+
+def _mounts(event: Event) -> list[dict[str, Any]]:
+    config = config_of(event)
+    return list(config.get("mounts") or []) if config else []
+
+
+def _name(event: Event) -> str:
+    return event.actor.name or event.actor.id[:12] or "container"
+
+
+def _cap(name: str) -> str:
+    return name.upper().removeprefix("CAP_")
+
+
+def _base(path: str) -> str:
+    return posixpath.basename(_normal(path))
+
+
+def _normal(path: str) -> str:
+    return posixpath.normpath(path) if path else ""
+
+
+def _is_sensitive(source: str) -> bool:
+    if source in SENSITIVE_PATHS:
+        return True
+    return source.startswith("/var/lib/docker/") or source.startswith(("/proc/", "/sys/"))

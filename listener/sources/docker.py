@@ -1,0 +1,434 @@
+"""Docker Engine events: normalisation to `Event`, and captured files.
+
+Normalisation decisions (one raw Engine event -> one `Event`):
+
+* Only `Type`, `Action`, `Actor.ID`, `Actor.Attributes`, `scope`, `time` and
+  `timeNano` are read. The legacy `status`, `id` and `from` fields are gone
+  from API 1.52 on, so nothing may depend on them.
+* `time_ns` is `timeNano`; `time` * 1e9 only when `timeNano` is absent (old
+  captures). The id is `natural_id("docker", time_ns, Type, raw Action,
+  Actor.ID)`: reading the same capture twice, or the same event through the
+  CLI (`docker events --format '{{json .}}'`) and the raw API, gives one id.
+* Exec and health actions carry text after a colon (`exec_start: sh -c id`,
+  `health_status: healthy`). `action` is the part before the colon, so rules
+  and queries match one word; the rest is kept in `attributes.action_detail`.
+* Every attribute is kept. The Engine builds container event attributes by
+  copying the container's labels, then the action's own attributes, then
+  `image` and `name` on top (daemon/events.go). Labels therefore sit beside
+  engine keys and cannot be told apart by name alone. We keep the engine keys
+  top-level and move everything else to `attributes.labels`, using the keys
+  each action is known to add (`_CONTAINER_ENGINE_KEYS`, checked against
+  dockerd 20.10 / API 1.41 and the moby source up to API 1.52). The table is
+  per action so that a label named like another action's key (`signal` on a
+  `create`) is still a label. Limits, from the Engine itself: a label called
+  `image` or `name` is overwritten and lost; a label named like the action's
+  own key (`exitCode` on `die`) overwrites the real value, which we then
+  report as the engine key. Seen on dockerd 20.10 (API 1.41): every container
+  event has `image` and `name`; `exec_*` add `execID`, `exec_die` and `die`
+  `exitCode`, `kill` `signal`, `rename` `oldName`, `commit` `comment`,
+  `imageID` and `imageRef`. Keys such as `container`, `driver`,
+  `destination`, `propagation`, `read/write` and `type` belong to volume and
+  network events and are never set by the Engine on container events: on a
+  container they are labels.
+  Image events get the same treatment: the Engine copies the image's labels
+  and sets `name` (the reference). Volume, network, daemon, plugin and swarm
+  events carry no labels, so their attributes stay flat.
+* `actor.name` is the human name: `Attributes.name` for most types; for
+  images the reference, falling back to the image id (`untag`/`delete` name
+  the id); for volumes and builder, `Actor.ID` (a volume's id is its name).
+* `scope` (`local` / `swarm`) goes to `attributes.scope`.
+* Labels `audit.who` / `audit.why` / `audit.ticket` / `audit.expires` are the
+  declared who and why (`who.method` / `why.source` = `label`).
+
+Reading files: one JSON object per line (blank lines ignored); objects
+concatenated on one line (`}{`, as a raw `/events` chunk may be saved) are
+split with `raw_decode`. Files are read in binary and decoded per line, so a
+bad byte, bad JSON or a bad record is an `InputError` naming the file and line
+and the good records around it are kept. Gzip is recognised by magic bytes.
+
+The live source (`docktrail run`) is in `docker_live`; the Engine calls it
+makes are in `docker_engine`, the reading of inspect data in
+`docker_inspect`, and what the trail knows about a host in `docker_state`.
+
+This module must stay light to import (the CLI imports it for `ingest`):
+no docker-py at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from config.errors import InputError, SourceError
+from listener.event import Actor, Event, Who, Why, natural_id
+from sinks.base import AsyncLifecycle
+
+log = logging.getLogger(__name__)
+
+_NS = 1_000_000_000
+
+# Keys the Engine adds to every container event (after the labels).
+_CONTAINER_COMMON_KEYS = frozenset({"image", "name"})
+# Keys a container action adds on top of the common ones (moby daemon/*.go).
+_CONTAINER_ENGINE_KEYS: Mapping[str, frozenset[str]] = {
+    "die": frozenset({"exitCode", "execDuration"}),  # execDuration: API >= 1.42
+    "exec_create": frozenset({"execID"}),
+    "exec_start": frozenset({"execID"}),
+    "exec_detach": frozenset({"execID"}),
+    "exec_die": frozenset({"execID", "exitCode"}),
+    "kill": frozenset({"signal"}),
+    "rename": frozenset({"oldName"}),
+    "resize": frozenset({"height", "width"}),
+    "commit": frozenset({"comment", "imageID", "imageRef"}),
+    "prune": frozenset({"reclaimed"}),
+}
+# Keys the Engine adds to image events (after the image's labels).
+_IMAGE_ENGINE_KEYS: Mapping[str, frozenset[str]] = {"prune": frozenset({"reclaimed"})}
+_IMAGE_COMMON_KEYS = frozenset({"name"})
+
+# Types whose human name is the actor id rather than Attributes.name.
+_NAME_IS_ID = frozenset({"volume", "builder"})
+
+_PROGRESS_EVERY = 256 * 1024  # bytes between on_progress calls
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def engine_keys(type_: str, action: str) -> frozenset[str]:
+    """Attribute keys the Engine itself sets on a `type_` event with base `action`.
+
+    Only container and image events mix labels into their attributes; other
+    types raise `ValueError` (every key of theirs is the Engine's).
+    """
+    if type_ == "container":
+        return _CONTAINER_COMMON_KEYS | _CONTAINER_ENGINE_KEYS.get(action, frozenset())
+    if type_ == "image":
+        return _IMAGE_COMMON_KEYS | _IMAGE_ENGINE_KEYS.get(action, frozenset())
+    raise ValueError(f"{type_} events carry no labels")
+
+
+def normalize_engine_event(raw: dict[str, Any], host: str) -> Event:
+    """One raw Engine event (API or `docker events --format '{{json .}}'`) as an `Event`.
+
+    Raises `InputError` (without location: the caller adds it) when the record
+    is not a usable event.
+    """
+    if not isinstance(raw, dict):
+        raise InputError(f"expected a JSON object, got {_json_type(raw)}")
+    type_ = _required_str(raw, "Type")
+    raw_action = _required_str(raw, "Action")
+    actor_id, attrs = _read_actor(raw.get("Actor"))
+    time_ns = _read_time_ns(raw)
+    action, _, detail = raw_action.partition(":")
+    action = action.strip()
+    attributes = _attributes(type_, action, attrs, detail.strip(), _read_scope(raw))
+    labels: Mapping[str, str] = attributes.get("labels", {})
+    return Event(
+        id=natural_id("docker", time_ns, type_, raw_action, actor_id),
+        time_ns=time_ns,
+        source="docker",
+        host=host,
+        type=type_,
+        action=action,
+        actor=Actor(
+            id=actor_id,
+            name=_actor_name(type_, actor_id, attrs),
+            image=attrs.get("image") if type_ == "container" else None,
+        ),
+        attributes=attributes,
+        who=_who_from_labels(labels),
+        why=_why_from_labels(labels),
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _required_str(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        raise InputError(f"missing {key}")
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{key} must be a non-empty string, got {value!r:.60}")
+    return value
+
+
+def _read_actor(actor: object) -> tuple[str, dict[str, str]]:
+    """`Actor.ID` and `Actor.Attributes`; prune events have an empty actor."""
+    if actor is None:
+        return "", {}
+    if not isinstance(actor, dict):
+        raise InputError(f"Actor must be an object, got {_json_type(actor)}")
+    actor_id = actor.get("ID") or ""
+    if not isinstance(actor_id, str):
+        raise InputError(f"Actor.ID must be a string, got {_json_type(actor_id)}")
+    attrs = actor.get("Attributes") or {}
+    if not isinstance(attrs, dict):
+        raise InputError(f"Actor.Attributes must be an object, got {_json_type(attrs)}")
+    for key, value in attrs.items():
+        # The Engine's type is map[string]string: anything else is not from it.
+        if not isinstance(value, str):
+            raise InputError(f"Actor.Attributes.{key} must be a string, got {_json_type(value)}")
+    return actor_id, dict(attrs)
+
+
+def _read_scope(raw: Mapping[str, Any]) -> str | None:
+    scope = raw.get("scope")
+    if scope is not None and not isinstance(scope, str):
+        raise InputError(f"scope must be a string, got {_json_type(scope)}")
+    return scope
+
+
+def _attributes(
+    type_: str, action: str, attrs: dict[str, str], detail: str, scope: str | None
+) -> dict[str, Any]:
+    attributes = _split_labels(type_, action, attrs)
+    if detail:
+        attributes["action_detail"] = detail
+    if scope is not None:
+        attributes["scope"] = scope
+    return attributes
+
+
+def _read_time_ns(raw: Mapping[str, Any]) -> int:
+    time_nano = raw.get("timeNano")
+    if time_nano is not None:
+        if isinstance(time_nano, bool) or not isinstance(time_nano, int) or time_nano < 0:
+            raise InputError(f"timeNano must be a non-negative integer, got {time_nano!r}")
+        return time_nano
+    seconds = raw.get("time")
+    if seconds is None:
+        raise InputError("missing timeNano and time")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise InputError(f"time must be a non-negative number, got {seconds!r}")
+    if isinstance(seconds, int):
+        return seconds * _NS
+    return round(seconds * _NS)
+
+
+def _split_labels(type_: str, action: str, attrs: dict[str, str]) -> dict[str, Any]:
+    """Engine keys stay top-level; for containers and images the rest are labels."""
+    if type_ not in ("container", "image"):
+        return dict(attrs)
+    keys = engine_keys(type_, action)
+    attributes: dict[str, Any] = {k: v for k, v in attrs.items() if k in keys}
+    attributes["labels"] = {k: v for k, v in attrs.items() if k not in keys}
+    return attributes
+
+
+def _actor_name(type_: str, actor_id: str, attrs: Mapping[str, str]) -> str | None:
+    if type_ in _NAME_IS_ID:
+        return actor_id or None
+    name = attrs.get("name")
+    if type_ == "image":
+        return name or actor_id or None
+    return name or None
+
+
+def _label(labels: Mapping[str, str], key: str) -> str | None:
+    value = labels.get(key, "").strip()
+    return value or None
+
+
+def _who_from_labels(labels: Mapping[str, str]) -> Who:
+    login = _label(labels, "audit.who")
+    return Who(login=login, method="label") if login else Who()
+
+
+def _why_from_labels(labels: Mapping[str, str]) -> Why:
+    reason = _label(labels, "audit.why")
+    ticket = _label(labels, "audit.ticket")
+    expires = _label(labels, "audit.expires")
+    if reason is None and ticket is None and expires is None:
+        return Why()
+    return Why(reason=reason, ticket=ticket, expires=expires, source="label")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_events_file(
+    path: Path, host: str, *, on_progress: Callable[[int], None] | None = None
+) -> Iterator[Event | InputError]:
+    """Events of a captured file, with each bad record yielded as an `InputError`.
+
+    `on_progress(bytes_consumed)` is called every few hundred KiB and at the
+    end; for a gzip file the bytes are those of the compressed file, so they
+    can be compared with its size. Raises `SourceError` when the file cannot
+    be read at all.
+    """
+    try:
+        with open(path, "rb") as raw_file:
+            lines = _open_lines(raw_file)
+            progress = on_progress or (lambda _consumed: None)
+            yield from _read_lines(lines, raw_file, path, host, progress)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _open_lines(raw_file: IO[bytes]) -> Iterable[bytes]:
+    magic = raw_file.read(2)
+    raw_file.seek(0)
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw_file, mode="rb")
+    return raw_file
+
+
+def _read_lines(
+    lines: Iterable[bytes],
+    raw_file: IO[bytes],
+    path: Path,
+    host: str,
+    on_progress: Callable[[int], None],
+) -> Iterator[Event | InputError]:
+    reported = 0
+    line_no = 0
+    line_iter = iter(lines)
+    while True:
+        try:
+            data = next(line_iter)
+        except StopIteration:
+            break
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            # A truncated or corrupt gzip stream: keep what was read, say where it broke.
+            reason = f"compressed data is damaged: {exc}"
+            yield InputError(reason, path=str(path), line=line_no + 1)
+            break
+        line_no += 1
+        yield from _parse_line(data, line_no, path, host)
+        # tell() is a system call: look at it every few lines only.
+        if line_no % 256 == 0 and raw_file.tell() - reported >= _PROGRESS_EVERY:
+            reported = raw_file.tell()
+            on_progress(reported)
+    on_progress(raw_file.tell())
+
+
+def _parse_line(data: bytes, line_no: int, path: Path, host: str) -> Iterator[Event | InputError]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield InputError(f"invalid UTF-8 at byte {exc.start + 1}", path=str(path), line=line_no)
+        return
+    if line_no == 1:
+        text = text.removeprefix("\ufeff")  # a BOM written by some editors
+    for record in _decode_objects(text.strip()):
+        if isinstance(record, InputError):
+            yield InputError(record.reason, path=str(path), line=line_no)
+            continue
+        try:
+            yield normalize_engine_event(record, host)
+        except InputError as exc:
+            yield InputError(exc.reason, path=str(path), line=line_no)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _decode_objects(text: str) -> Iterator[Any | InputError]:
+    """The JSON values of one line: usually one, several when written as `}{`."""
+    pos = 0
+    while pos < len(text):
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield InputError(f"invalid JSON: {exc.msg} (column {exc.colno})")
+            return
+        yield value
+        pos = end
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+
+
+# --------------------------------------------------------------------------- source
+
+
+class DockerEventsFile(AsyncLifecycle):
+    """Async source of the events in captured files (`docktrail ingest`).
+
+    Files are read in a worker thread, a batch at a time, so the event loop is
+    never blocked for long. Bad records are logged and collected in
+    `malformed`; they never stop the reading.
+    """
+
+    _BATCH = 512
+
+    def __init__(
+        self,
+        paths: Iterable[Path | str],
+        host: str,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.host = host
+        self.malformed: list[InputError] = []
+        self.count = 0
+        self._on_progress = on_progress  # total bytes over all files, called on the loop
+        self._done_bytes = 0
+        self._current: Iterator[Event | InputError] | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        """Checks that every file can be opened, before anything is read."""
+        for path in self.paths:
+            if not path.is_file():
+                raise SourceError(f"{path}: not a readable file")
+        self._started = True
+
+    async def aclose(self) -> None:
+        if self._current is not None:
+            close = getattr(self._current, "close", None)
+            if close is not None:
+                close()
+            self._current = None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        if not self._started:
+            await self.start()
+        for path in self.paths:
+            async for event in self._file_events(path):
+                yield event
+
+    async def _file_events(self, path: Path) -> AsyncIterator[Event]:
+        position = [0]
+        self._current = read_events_file(
+            path, self.host, on_progress=lambda n: position.__setitem__(0, n)
+        )
+        while self._current is not None:
+            batch = await asyncio.to_thread(_take, self._current, self._BATCH)
+            self._report_progress(position[0])
+            for item in batch:
+                if isinstance(item, InputError):
+                    log.warning("skipped: %s", item)
+                    self.malformed.append(item)
+                    continue
+                self.count += 1
+                yield item
+            if len(batch) < self._BATCH:
+                break
+        self._done_bytes += position[0]
+        self._current = None
+
+    def _report_progress(self, in_file: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self._done_bytes + in_file)
+
+
+def _take(items: Iterator[Event | InputError], n: int) -> list[Event | InputError]:
+    """Up to `n` items; fewer only at the end (runs in a worker thread)."""
+    batch: list[Event | InputError] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            break
+    return batch

@@ -1,0 +1,198 @@
+"""What the trail knows about one Docker host (`KnownState`), and loading it.
+
+`KnownState` holds the host's containers and images and the time of the last
+Engine event. It is folded from the stored events at start
+(`load_known_state`) and from every event since. Its `last_docker_ns` is
+where the live source (`docker_live`) resumes reading; its containers and
+images are what a reconciliation compares with the Engine's listing, to
+record what changed while nobody was listening. Replayed events older than
+what is known change nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from listener.event import Event
+from sinks.base import EventFilter
+
+_NS = 1_000_000_000
+_RECENT_IDS = 16_384
+_IMAGE_ADD_ACTIONS = frozenset({"pull", "tag", "import", "load"})
+
+
+@dataclass(slots=True)
+class KnownContainer:
+    id: str
+    name: str | None = None
+    image: str | None = None
+    state: str | None = None  # created, running, exited; None: not known yet
+    started_ns: int | None = None  # when the last start we know of happened
+    last_event_ns: int = 0
+
+
+@dataclass(slots=True)
+class KnownState:
+    """What the trail says about one host: containers, images, the last Engine event.
+
+    Folded from stored events (at start) and from every event since, so that a
+    reconciliation can tell what changed while nobody was listening.
+    """
+
+    containers: dict[str, KnownContainer] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)  # image id -> last event time
+    last_docker_ns: int | None = None
+    removed: OrderedDict[str, int] = field(default_factory=OrderedDict)  # id -> when
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> KnownState:
+        state = cls()
+        for event in events:
+            state.apply(event)
+        return state
+
+    def apply(self, event: Event) -> None:
+        if event.source == "docker":
+            self.last_docker_ns = max(self.last_docker_ns or 0, event.time_ns)
+        if event.type == "container" and event.actor.id:
+            self._apply_container(event)
+        elif event.type == "image":
+            self._apply_image(event)
+        elif event.type == "container" and event.action == "commit":
+            self._add_image(str(event.attributes.get("imageID") or ""), event.time_ns)
+
+    def removed_since(self, object_id: str, time_ns: int) -> bool:
+        return self.removed.get(object_id, -1) >= time_ns
+
+    def _apply_container(self, event: Event) -> None:
+        cid, action, when = event.actor.id, event.action, event.time_ns
+        known = self.containers.get(cid)
+        if self._is_stale(cid, when, known.last_event_ns if known else None):
+            return  # a replayed event older than what we know
+        if action == "destroy" or _observed_change(event) == "disappeared":
+            self.containers.pop(cid, None)
+            self._remember_removed(cid, when)
+            return
+        known = self.containers.setdefault(cid, KnownContainer(id=cid))
+        known.last_event_ns = max(known.last_event_ns, when)
+        known.name = event.actor.name or known.name
+        known.image = event.actor.image or known.image
+        if action == "commit":
+            self._add_image(str(event.attributes.get("imageID") or ""), when)
+        if event.source == "docktrail":
+            self._apply_observed(known, event)
+        elif action == "create":
+            known.state = "created"
+        elif action == "start":
+            known.state, known.started_ns = "running", when
+        elif action == "die":
+            known.state = "exited"
+
+    @staticmethod
+    def _apply_observed(known: KnownContainer, event: Event) -> None:
+        if event.action != "observed":
+            return
+        state = event.attributes.get("state")
+        known.state = str(state) if state else known.state
+        started = event.attributes.get("started_at_ns")
+        known.started_ns = started if isinstance(started, int) else known.started_ns
+
+    def _apply_image(self, event: Event) -> None:
+        image_id = event.attributes.get("image_id") or event.actor.id
+        if not isinstance(image_id, str) or not image_id.startswith("sha256:"):
+            return
+        change = _observed_change(event)
+        if self._is_stale(image_id, event.time_ns, self.images.get(image_id)):
+            return
+        if event.action == "delete" or change == "disappeared":
+            self.images.pop(image_id, None)
+            self._remember_removed(image_id, event.time_ns)
+        elif event.action in _IMAGE_ADD_ACTIONS or change == "appeared":
+            self._add_image(image_id, event.time_ns)
+        elif image_id in self.images:
+            self.images[image_id] = event.time_ns
+
+    def _is_stale(self, object_id: str, when: int, last_event_ns: int | None) -> bool:
+        """Replays (after a reconnect or stall) can hand on old events after newer ones."""
+        if last_event_ns is not None and last_event_ns > when:
+            return True
+        return self.removed.get(object_id, -1) > when
+
+    def _add_image(self, image_id: str, when: int) -> None:
+        if image_id:
+            self.images[image_id] = max(self.images.get(image_id, 0), when)
+
+    def _remember_removed(self, object_id: str, when: int) -> None:
+        self.removed[object_id] = when
+        self.removed.move_to_end(object_id)
+        while len(self.removed) > _RECENT_IDS:
+            self.removed.popitem(last=False)
+
+
+def _observed_change(event: Event) -> str | None:
+    if event.source != "docktrail" or event.action != "observed":
+        return None
+    change = event.attributes.get("change")
+    return change if isinstance(change, str) else None
+
+
+def _listed_state(engine_state: object) -> str:
+    """`docker ps` State -> created / running / exited."""
+    if engine_state in ("running", "paused", "restarting"):
+        return "running"
+    return "created" if engine_state == "created" else "exited"
+
+
+# The container actions that change what `KnownState` holds; the others (exec,
+# attach, …) need not be read at start-up.
+_LIFECYCLE_ACTIONS = ("create", "start", "die", "destroy", "commit", "rename", "observed")
+_RECENT_WINDOWS_SECS = (300, 3600, 86_400, 30 * 86_400)
+_TAIL_ROWS = 2000  # rows read back from the head for the last Engine event
+
+
+class QueryableTrail(Protocol):
+    def query(self, f: EventFilter) -> Iterator[Event]: ...
+
+    def head(self) -> tuple[int, str]: ...
+
+    def get(self, seq: int) -> Event | None: ...
+
+
+def load_known_state(trail: QueryableTrail, host: str) -> KnownState:
+    """What `trail` knows about `host`: containers, images, the last Engine event time.
+
+    Blocking: run it where the trail may be used (`await trail.call(...)`).
+    Reads every container lifecycle and image event of the host once.
+    """
+    filters = [EventFilter(type="container", action=a, host=host) for a in _LIFECYCLE_ACTIONS]
+    filters.append(EventFilter(type="image", host=host))
+    merged = heapq.merge(*(trail.query(f) for f in filters), key=lambda event: event.seq or 0)
+    state = KnownState.from_events(merged)
+    state.last_docker_ns = last_docker_time_ns(trail, host)
+    return state
+
+
+def last_docker_time_ns(trail: QueryableTrail, host: str) -> int | None:
+    """The `timeNano` of the last stored Engine event of `host`: where reading resumes.
+
+    Usually among the last rows, so they are looked at first; otherwise the
+    newest by time, searching recent times first.
+    """
+    seq, _ = trail.head()
+    for back in range(seq, max(seq - _TAIL_ROWS, 0), -1):
+        event = trail.get(back)
+        if event is not None and event.source == "docker" and event.host == host:
+            return event.time_ns
+    now = time.time_ns()
+    for window in (*_RECENT_WINDOWS_SECS, None):
+        since = None if window is None else now - window * _NS
+        found = trail.query(EventFilter(source="docker", host=host, since_ns=since))
+        newest = max((event.time_ns for event in found), default=None)
+        if newest is not None:
+            return newest
+    return None

@@ -1,0 +1,89 @@
+"""Parsing of `--since` / `--until` values, as `docker events` accepts them.
+
+Accepted: RFC 3339 (`2026-11-23T10:00:00Z`, fractional seconds up to ns,
+offsets, or a bare date), unix seconds with an optional fraction
+(`1795346502.65`), and durations before now (`10m`, `2h`, `7d`, `1h30m`,
+`500ms`). Results are integer UTC nanoseconds, computed without floats so that
+nanosecond timestamps round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+from config.errors import InputError
+
+_NS = 1_000_000_000
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": _NS,
+    "m": 60 * _NS,
+    "h": 3600 * _NS,
+    "d": 86400 * _NS,
+    "w": 7 * 86400 * _NS,
+}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
+_UNIX = re.compile(r"(\d+)(?:\.(\d{1,9}))?")
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?)?"
+    r"\s*([Zz]|[+-]\d{2}:?\d{2})?"
+)
+
+
+def parse_time_ns(text: str, *, now_ns: int | None = None) -> int:
+    """One `--since`/`--until` value as UTC nanoseconds; `InputError` when unreadable."""
+    value = text.strip()
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    for parser in (_parse_unix, _parse_duration, _parse_rfc3339):
+        result = parser(value, now_ns)
+        if result is not None:
+            return result
+    raise InputError(
+        f"cannot read time {text!r}: use RFC 3339 (2026-11-23T10:00:00Z), "
+        "unix seconds (1795346502.5) or a duration before now (10m, 2h, 7d)"
+    )
+
+
+def _parse_unix(value: str, now_ns: int) -> int | None:
+    match = _UNIX.fullmatch(value)
+    if match is None:
+        return None
+    seconds, fraction = match.groups()
+    return int(seconds) * _NS + int((fraction or "0").ljust(9, "0"))
+
+
+def _parse_duration(value: str, now_ns: int) -> int | None:
+    if not value or _DURATION.sub("", value):
+        return None
+    total = 0
+    for amount, unit in _DURATION.findall(value):
+        whole, _, fraction = amount.partition(".")
+        scale = _UNIT_NS[unit]
+        total += int(whole) * scale + int(fraction or "0") * scale // 10 ** len(fraction or "0")
+    return now_ns - total
+
+
+def _parse_rfc3339(value: str, now_ns: int) -> int | None:
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    clock = clock or "00:00:00"
+    if clock.count(":") == 1:
+        clock += ":00"
+    zone = zone or "Z"
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif ":" not in zone:
+        zone = zone[:3] + ":" + zone[3:]
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{zone}")
+    except ValueError:
+        return None
+    seconds = int(moment.astimezone(UTC).timestamp())
+    return seconds * _NS + int((fraction or "0").ljust(9, "0"))

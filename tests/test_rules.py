@@ -1,0 +1,302 @@
+"""Table-driven tests of every rule: fires, does not fire, suppressed with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from config.models import RulesConfig
+from listener.containerconfig import ContainerConfig, Mount
+from listener.event import Actor, Event, Who, natural_id
+from listener.rules.base import RuleContext
+from listener.rules.registry import RULES, RULES_BY_ID, evaluate
+
+SAFE = {
+    "user": "1000",
+    "read_only_rootfs": True,
+    "memory_bytes": 64 << 20,
+    "pids_limit": 100,
+}
+_counter = iter(range(1, 10**9))
+
+
+def event(
+    action: str = "create",
+    *,
+    type_: str = "container",
+    name: str = "c1",
+    image: str | None = "docker.io/library/nginx:1.25",
+    login: str | None = "alice",
+    time_ns: int = 1_795_346_502_000_000_000,
+    config: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
+    source: str = "docker",
+    actor_id: str | None = None,
+) -> Event:
+    n = next(_counter)
+    return Event(
+        id=natural_id("test", n),
+        time_ns=time_ns,
+        source=source,  # type: ignore[arg-type]
+        host="h1",
+        type=type_,
+        action=action,
+        actor=Actor(id=actor_id or f"{name}-id", name=name, image=image),
+        attributes=attributes or {},
+        who=Who(login=login, method="auditd-cli" if login else "unknown"),
+        config=config or {},
+    )
+
+
+def container(origin: str = "inspect", **settings: Any) -> Event:
+    config = ContainerConfig(origin=origin, **{**SAFE, **settings})  # type: ignore[arg-type]
+    return event(config=config.as_event_config())
+
+
+def rules_fired(ev: Event, ctx: RuleContext | None = None) -> dict[str, str]:
+    found = evaluate(ev, ctx or RuleContext())
+    return {f.rule: f.severity for f in found if f.suppressed_by is None}
+
+
+CONFIG_CASES = [
+    ("privileged-container", {"privileged": True}, "critical"),
+    (
+        "docker-socket-mount",
+        {"mounts": [Mount(source="/var/run/docker.sock", destination="/var/run/docker.sock")]},
+        "critical",
+    ),
+    (
+        "docker-socket-mount",
+        {"mounts": [Mount(source="/run/containerd/containerd.sock", destination="/c.sock")]},
+        "critical",
+    ),
+    ("sensitive-mount", {"mounts": [Mount(source="/etc", destination="/host-etc")]}, "high"),
+    ("sensitive-mount", {"mounts": [Mount(source="/", destination="/host")]}, "high"),
+    (
+        "sensitive-mount",
+        {"mounts": [Mount(source="/var/lib/docker/volumes", destination="/v")]},
+        "high",
+    ),
+    ("dangerous-capability", {"cap_add": ["SYS_ADMIN"]}, "high"),
+    ("dangerous-capability", {"cap_add": ["CAP_NET_ADMIN"]}, "high"),
+    ("host-namespace", {"network_mode": "host"}, "high"),
+    ("host-namespace", {"pid_mode": "host"}, "high"),
+    ("security-profile-disabled", {"seccomp": "unconfined"}, "high"),
+    ("security-profile-disabled", {"apparmor": "unconfined"}, "high"),
+    ("security-profile-disabled", {"selinux_disabled": True}, "high"),
+    ("no-resource-limits", {"memory_bytes": None}, "low"),
+    ("no-resource-limits", {"pids_limit": None}, "low"),
+    ("writable-rootfs", {"read_only_rootfs": False}, "low"),
+    ("runs-as-root", {"user": None}, "low"),
+    ("runs-as-root", {"user": "0:0"}, "low"),
+    ("runs-as-root", {"user": "root"}, "low"),
+]
+
+
+@pytest.mark.parametrize("origin", ["inspect", "argv"])
+@pytest.mark.parametrize(("rule", "settings", "severity"), CONFIG_CASES)
+def test_config_rule_fires(origin: str, rule: str, settings: dict[str, Any], severity: str) -> None:
+    assert rules_fired(container(origin, **settings)) == {rule: severity}
+
+
+def test_hardened_container_fires_nothing() -> None:
+    assert rules_fired(container()) == {}
+    harmless = [
+        Mount(source="/srv/app", destination="/app"),
+        Mount(type="volume", source="data", destination="/data"),
+    ]
+    assert rules_fired(container(mounts=harmless, cap_add=["CHOWN"], network_mode="bridge")) == {}
+
+
+def test_config_rules_ignore_other_actions() -> None:
+    ev = container(privileged=True)
+    started = ev.model_copy(update={"action": "start"})
+    assert rules_fired(started) == {}
+
+
+def test_exception_suppresses_with_reason_and_keeps_the_finding() -> None:
+    rules = RulesConfig.model_validate(
+        {
+            "privileged-container": {
+                "exceptions": [{"image": "registry.internal/tools/*", "reason": "node exporter"}]
+            }
+        }
+    )
+    ctx = RuleContext(rules=rules)
+    ev = container(privileged=True).model_copy(
+        update={"actor": Actor(id="x", name="exp", image="registry.internal/tools/exporter:1")}
+    )
+    (found,) = [f for f in evaluate(ev, ctx) if f.rule == "privileged-container"]
+    assert found.suppressed_by == "node exporter"
+    other = container(privileged=True)
+    assert evaluate(other, ctx)[0].suppressed_by is None
+
+
+@pytest.mark.parametrize(
+    ("exception", "suppressed"),
+    [
+        ({"container": "c*", "reason": "r"}, True),
+        ({"container": "other", "reason": "r"}, False),
+        ({"user": "alice", "reason": "r"}, True),
+        ({"user": "bob", "reason": "r"}, False),
+        ({"label": "team=infra", "reason": "r"}, True),
+        ({"label": "team=web", "reason": "r"}, False),
+    ],
+)
+def test_exceptions_by_container_user_label(exception: dict[str, str], suppressed: bool) -> None:
+    rules = RulesConfig.model_validate({"host-namespace": {"exceptions": [exception]}})
+    ev = container(network_mode="host")
+    ev.attributes["labels"] = {"team": "infra"}
+    (found,) = evaluate(ev, RuleContext(rules=rules))
+    assert (found.suppressed_by == "r") is suppressed
+
+
+def test_disabled_rule_and_severity_override() -> None:
+    rules = RulesConfig.model_validate(
+        {"privileged-container": {"enabled": False}, "host-namespace": {"severity": "critical"}}
+    )
+    ev = container(privileged=True, network_mode="host")
+    assert rules_fired(ev, RuleContext(rules=rules)) == {"host-namespace": "critical"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "name", "image", "fires"),
+    [
+        ("image", "tag", "docker.io/randomuser/cryptominer:latest", None, True),
+        ("image", "pull", "randomuser/cryptominer", None, True),
+        ("image", "pull", "nginx:1.25", None, False),  # docker.io/library/* is trusted
+        ("image", "import", "sha256:7d1f59067bf3", None, False),  # the tag names it
+        ("image", "tag", "registry.internal/web/nginx:1.25", None, False),
+        ("container", "create", "miner", "docker.io/randomuser/cryptominer:latest", True),
+        ("container", "create", "web", "registry.internal/web/nginx:1.25", False),
+        ("container", "start", "miner", "docker.io/randomuser/cryptominer:latest", False),
+    ],
+)
+def test_untrusted_image(kind: str, action: str, name: str, image: str | None, fires: bool) -> None:
+    rules = RulesConfig.model_validate(
+        {"untrusted-image": {"trusted": ["docker.io/library/*", "registry.internal/*"]}}
+    )
+    ev = event(action, type_=kind, name=name, image=image, config=SAFE if kind != "image" else {})
+    found = {f.rule for f in evaluate(ev, RuleContext(rules=rules))}
+    assert ("untrusted-image" in found) is fires
+
+
+def test_require_digest() -> None:
+    rules = RulesConfig.model_validate(
+        {"untrusted-image": {"trusted": ["docker.io/library/*"], "require_digest": True}}
+    )
+    ctx = RuleContext(rules=rules)
+    pinned = event("pull", type_="image", name="nginx@sha256:" + "a" * 64, image=None)
+    loose = event("pull", type_="image", name="nginx:1.25", image=None)
+    assert not evaluate(pinned, ctx)
+    (found,) = evaluate(loose, ctx)
+    assert "digest" in found.details["reason"]
+
+
+def _exec(command: str, config: dict[str, Any] | None = None, name: str = "web") -> Event:
+    return event(
+        "exec_start", name=name, attributes={"action_detail": command}, config=config or {}
+    )
+
+
+def test_exec_severity_rises_for_root_shell_and_privileged() -> None:
+    ctx = RuleContext()
+    evaluate(
+        container(user="1000").model_copy(update={"actor": Actor(id="web-id", name="web")}), ctx
+    )
+    assert rules_fired(_exec("ls -l"), ctx) == {"exec-in-container": "medium"}
+    assert rules_fired(_exec("sh"), ctx) == {"exec-in-container": "high"}
+    assert rules_fired(_exec("sh -c id"), ctx) == {"exec-in-container": "medium"}
+    assert rules_fired(_exec("ls", {"user": "0"}), ctx) == {"exec-in-container": "high"}
+    assert rules_fired(_exec("ls", {"privileged": True}), ctx) == {"exec-in-container": "high"}
+    unknown = _exec("ls", name="never-seen")
+    found = evaluate(unknown, RuleContext())
+    assert found[0].severity == "high" and "as root" in found[0].details["risks"]
+
+
+def test_churn_fires_once_per_window_per_burst() -> None:
+    ctx = RuleContext(rules=RulesConfig.model_validate({"container-churn": {"threshold": 20}}))
+    start = 1_795_346_500_000_000_000
+    fired = []
+    for i in range(30):
+        for j, action in enumerate(("create", "destroy")):
+            t = start + (2 * i + j) * 100_000_000  # 60 changes in 6 s
+            ev = event(action, name=f"churn-{i}", login="bob", time_ns=t, config={})
+            fired += [f for f in evaluate(ev, ctx) if f.rule == "container-churn"]
+    assert len(fired) == 1
+    assert fired[0].details["scopes"]["user h1/bob"] == 21
+    later = event("create", name="x", login="bob", time_ns=start + 120 * 10**9)
+    assert not [f for f in evaluate(later, ctx) if f.rule == "container-churn"]
+
+
+def test_churn_below_threshold_is_quiet() -> None:
+    ctx = RuleContext()
+    for i in range(20):
+        ev = event("create", name=f"c{i}", time_ns=1_795_346_500_000_000_000 + i * 10**9)
+        assert not [f for f in evaluate(ev, ctx) if f.rule == "container-churn"]
+
+
+def test_sprawl_fires_when_stopped_exceed_running_by_margin() -> None:
+    ctx = RuleContext(rules=RulesConfig.model_validate({"container-sprawl": {"margin": 2}}))
+    fired = []
+    for i in range(5):
+        for action in ("create", "start", "die"):
+            ev = event(
+                action, name=f"s{i}", actor_id=f"s{i}", config=SAFE if action == "create" else {}
+            )
+            fired += [f for f in evaluate(ev, ctx) if f.rule == "container-sprawl"]
+    assert len(fired) == 1 and fired[0].details == {"stopped": 3, "running": 0, "margin": 2}
+
+
+def _daemon_file(action: str, login: str | None, time_ns: int) -> Event:
+    return event(
+        action,
+        type_="daemon-file",
+        name="/etc/docker/daemon.json",
+        image=None,
+        source="auditd",
+        login=login,
+        time_ns=time_ns,
+    )
+
+
+def test_daemon_config_change_on_writes_only() -> None:
+    t = 1_795_346_512_000_000_000
+    assert rules_fired(_daemon_file("write", "alice", t)) == {"daemon-config-change": "high"}
+    assert rules_fired(_daemon_file("read", "alice", t)) == {}
+    assert rules_fired(_daemon_file("exec", None, t)) == {}
+
+
+def test_daemon_config_follow_up_by_same_or_no_login_is_info() -> None:
+    ctx = RuleContext()
+    t = 1_795_346_512_000_000_000
+    assert rules_fired(_daemon_file("create", "alice", t), ctx) == {"daemon-config-change": "high"}
+    assert rules_fired(_daemon_file("delete", None, t + 10**7), ctx) == {
+        "daemon-config-change": "info"
+    }
+    assert rules_fired(_daemon_file("write", "bob", t + 2 * 10**7), ctx) == {
+        "daemon-config-change": "high"
+    }
+    later = _daemon_file("write", "bob", t + 60 * 10**9)
+    assert rules_fired(later, ctx) == {"daemon-config-change": "high"}
+
+
+def test_unattributed_change_only_when_attribution_is_available() -> None:
+    ev = container().model_copy(update={"who": Who()})
+    assert "unattributed-change" not in rules_fired(ev, RuleContext())
+    ctx = RuleContext(attribution_available=True)
+    assert rules_fired(ev, ctx) == {"unattributed-change": "medium"}
+    known = container()
+    assert "unattributed-change" not in rules_fired(known, RuleContext(attribution_available=True))
+
+
+def test_every_rule_id_is_registered_once_with_metadata() -> None:
+    ids = [rule.meta.id for rule in RULES]
+    assert len(ids) == len(set(ids)) == 15
+    for rule in RULES:
+        assert rule.meta.cis and rule.meta.description
+        assert rule.settings(RulesConfig()) is not None
+    assert set(RULES_BY_ID) == {
+        name for name, field in RulesConfig.model_fields.items() for name in [field.alias or name]
+    }
