@@ -100,6 +100,13 @@ def test_config_rule_fires(origin: str, rule: str, settings: dict[str, Any], sev
     assert rules_fired(container(origin, **settings)) == {rule: severity}
 
 
+def test_label_disable_the_engine_adds_is_not_a_finding() -> None:
+    implied = {"privileged": True, "security_opt": ["label=disable"], "selinux_disabled": True}
+    assert "security-profile-disabled" not in rules_fired(container(**implied))
+    host_pid = {"pid_mode": "host", "selinux_disabled": True}
+    assert "security-profile-disabled" not in rules_fired(container(**host_pid))
+
+
 def test_hardened_container_fires_nothing() -> None:
     assert rules_fired(container()) == {}
     harmless = [

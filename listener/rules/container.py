@@ -161,7 +161,7 @@ def check_security_profile(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         for name, off in (
             ("seccomp", config.get("seccomp") == "unconfined"),
             ("apparmor", config.get("apparmor") == "unconfined"),
-            ("selinux", bool(config.get("selinux_disabled"))),
+            ("selinux", bool(config.get("selinux_disabled")) and not _engine_unlabels(config)),
         )
         if off
     ]
@@ -199,6 +199,17 @@ def check_runs_as_root(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     config = config_of(event)
     if config and is_root_user(config.get("user")):
         yield finding(RUNS_AS_ROOT, event, f"{_name(event)} runs as root", user=config.get("user"))
+
+
+def _engine_unlabels(config: Mapping[str, Any]) -> bool:
+    """Whether the Engine itself set label=disable (moby's generateSecurityOpt).
+
+    dockerd adds it to every --privileged, --pid host or --ipc host container
+    that names no label option, so inspect shows it although nobody asked for
+    it; those containers already alert under their own rules.
+    """
+    host_ns = "host" in (config.get("pid_mode"), config.get("ipc_mode"))
+    return bool(config.get("privileged")) or host_ns
 
 
 def is_root_user(user: str | None) -> bool:
