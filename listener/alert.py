@@ -8,17 +8,16 @@ repair, replay) yields the same alert and the trail stores it once.
 
 from __future__ import annotations
 
-from datetime import UTC, tzinfo
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.models import Severity
-from listener.event import Event, Who, format_time_ns, natural_id
+from listener.event import Chained, Event, Who, natural_id
 from listener.rules.base import Finding
 
 
-class Alert(BaseModel):
+class Alert(Chained, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seq: int | None = Field(None, description="Position among alerts, set by the trail.")
@@ -39,18 +38,6 @@ class Alert(BaseModel):
     )
     hash: str | None = Field(None, description="sha256(prev_hash ‖ canonical alert), hex.")
     prev_hash: str | None = Field(None, description="`hash` of the previous alert.")
-
-    @property
-    def time(self) -> str:
-        return format_time_ns(self.time_ns)
-
-    def content(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"hash", "prev_hash"})
-
-    def to_json_object(self, tz: tzinfo = UTC) -> dict[str, Any]:
-        obj = self.model_dump()
-        obj["time"] = format_time_ns(self.time_ns, tz)
-        return obj
 
     @classmethod
     def from_finding(cls, found: Finding, event: Event, index: int = 0) -> Alert:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,7 +88,28 @@ class Why(_Part):
     source: str | None = Field(None, description="Where the reason came from: label, intent.")
 
 
-class Event(BaseModel):
+class Chained:
+    """What events and alerts share: a UTC ns time and content hashed into a chain."""
+
+    if TYPE_CHECKING:  # declared by the models themselves; invisible to pydantic here
+        time_ns: int
+
+    @property
+    def time(self) -> str:
+        return format_time_ns(self.time_ns)
+
+    def content(self) -> dict[str, Any]:
+        """The hashed content: every field but `hash` and `prev_hash`."""
+        return cast(BaseModel, self).model_dump(exclude={"hash", "prev_hash"})
+
+    def to_json_object(self, tz: tzinfo = UTC) -> dict[str, Any]:
+        """The DESIGN.md object, with `time` rendered in `tz`."""
+        obj = cast(BaseModel, self).model_dump()
+        obj["time"] = format_time_ns(self.time_ns, tz)
+        return obj
+
+
+class Event(Chained, BaseModel):
     """One event of the trail. `seq`, `hash` and `prev_hash` are set by the trail."""
 
     model_config = ConfigDict(extra="forbid")
@@ -109,20 +130,6 @@ class Event(BaseModel):
     )
     hash: str | None = Field(None, description="sha256(prev_hash ‖ canonical event), hex.")
     prev_hash: str | None = Field(None, description="`hash` of the previous event.")
-
-    @property
-    def time(self) -> str:
-        return format_time_ns(self.time_ns)
-
-    def content(self) -> dict[str, Any]:
-        """The hashed content: every field but `hash` and `prev_hash`."""
-        return self.model_dump(exclude={"hash", "prev_hash"})
-
-    def to_json_object(self, tz: tzinfo = UTC) -> dict[str, Any]:
-        """The DESIGN.md event object, with `time` rendered in `tz`."""
-        obj = self.model_dump()
-        obj["time"] = format_time_ns(self.time_ns, tz)
-        return obj
 
 
 _STDLIB_CANONICAL = json.JSONEncoder(

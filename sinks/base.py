@@ -134,3 +134,25 @@ class AsyncLifecycle:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class SyncLifecycle:
+    """`with` for anything with `open()` and `close()`: the trails' sync API."""
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -31,7 +31,6 @@ import json
 import re
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from config.errors import TrailError
@@ -43,6 +42,7 @@ from sinks.base import (
     AsyncLifecycle,
     EventFilter,
     SourceState,
+    SyncLifecycle,
     severities_at_least,
 )
 
@@ -434,7 +434,7 @@ def _glob_class(pattern: str, start: int) -> tuple[int, str | None]:
 # -- the in-memory trail ----------------------------------------------------
 
 
-class MemoryTrail(AsyncLifecycle):
+class MemoryTrail(SyncLifecycle, AsyncLifecycle):
     """A trail in Python lists, with the same API as `SQLiteTrail` (minus signing)."""
 
     def __init__(self) -> None:
@@ -450,18 +450,6 @@ class MemoryTrail(AsyncLifecycle):
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- events and source state ----------------------------------------------
 

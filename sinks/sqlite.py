@@ -127,7 +127,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -144,6 +143,7 @@ from sinks.base import (
     AsyncLifecycle,
     EventFilter,
     SourceState,
+    SyncLifecycle,
     severities_at_least,
 )
 from sinks.memory import (
@@ -670,7 +670,7 @@ class Checkpoint:
     alerts_hash: str = GENESIS_HASH
 
 
-class SQLiteTrail(AsyncLifecycle):
+class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     """The embedded trail. Sync API for CLI and tests; async API for the service.
 
     In async use (`start()` … `aclose()`) the connection belongs to one worker
@@ -774,18 +774,6 @@ class SQLiteTrail(AsyncLifecycle):
         finally:
             self._conn = None
             conn.close()
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- writing --------------------------------------------------------------
 
