@@ -525,11 +525,7 @@ class _progress_bar:
 
 
 def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
-    for error in _first(errors, shown):
+    for error in errors[:shown]:
         click.echo(f"malformed: {error}", err=True)
     if len(errors) > shown:
         click.echo(f"malformed: … and {len(errors) - shown} more", err=True)
-
-
-def _first(items: Sequence[Exception], count: int) -> Iterator[Exception]:
-    yield from items[:count]

@@ -81,7 +81,7 @@ def _write_csv(events: Iterable[Event], tz: tzinfo, out: TextIO) -> int:
 
 
 def _write_table(events: Iterable[Event], tz: tzinfo, out: TextIO) -> int:
-    out.write(_table_line([name for name, _ in _TABLE_COLUMNS]))
+    out.write(_line(_TABLE_COLUMNS, [name for name, _ in _TABLE_COLUMNS]))
     count = 0
     for event in events:
         who = event.who.login or event.who.user or ("?" if event.who.method == "unknown" else "")
@@ -94,13 +94,9 @@ def _write_table(events: Iterable[Event], tz: tzinfo, out: TextIO) -> int:
             event.actor.name or event.actor.id[:12],
             who,
         ]
-        out.write(_table_line(cells))
+        out.write(_line(_TABLE_COLUMNS, cells))
         count += 1
     return count
-
-
-def _table_line(cells: list[str]) -> str:
-    return _line(_TABLE_COLUMNS, cells)
 
 
 ALERT_CSV_COLUMNS = [
