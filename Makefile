@@ -36,6 +36,7 @@ bench: $(STAMP)
 # Needs root: starts a private dockerd.
 bench-docker: $(STAMP)
 	$(BIN)/python bench/docker_events.py
+	$(BIN)/python bench/notify_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

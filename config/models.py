@@ -8,9 +8,9 @@ the key name (`window_secs`), as in Vector's configuration.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
@@ -61,6 +61,15 @@ class DockerConfig(Strict):
     )
     inspect_workers: int = Field(
         4, ge=1, le=64, description="Threads that inspect containers and images."
+    )
+    sweep_interval_secs: float = Field(
+        900.0,
+        ge=0,
+        description="Posture sweep: after every connect and then this often, running "
+        "containers are inspected and those whose security configuration was not judged yet "
+        "(started before docktrail, or changed by `docker update`) are recorded as "
+        "`docktrail` container `posture` events, which the container-config rules judge. "
+        "A container is judged once per configuration. 0 turns the sweep off.",
     )
 
 
@@ -189,8 +198,37 @@ class UntrustedImageRule(RuleConfig):
 
 
 class ContainerChurnRule(RuleConfig):
-    threshold: int = Field(20, ge=1, description="Creates/destroys per window that alert.")
+    threshold: int = Field(
+        20,
+        ge=1,
+        description="Creates/destroys per window above which the rule fires; with a learned "
+        "baseline, the lowest threshold.",
+    )
     window_secs: int = Field(60, ge=1, description="Sliding window length.")
+    baseline: Literal["learn", "fixed"] = Field(
+        "learn",
+        description="learn: once a scope (host, image or user) has baseline_min_windows "
+        "windows with creates/destroys in the trail's history, its threshold is the higher of "
+        "`threshold` and the learned one (baseline_percentile of its per-window counts times "
+        "baseline_factor), learned at start from the trail and from every event since. "
+        "fixed: `threshold` only.",
+    )
+    baseline_min_windows: int = Field(
+        24,
+        ge=1,
+        description="Windows with creates/destroys a scope's history needs before its learned "
+        "threshold applies.",
+    )
+    baseline_percentile: float = Field(
+        99.0,
+        gt=0,
+        le=100,
+        description="Percentile of the per-window counts in a scope's history that its "
+        "learned threshold starts from.",
+    )
+    baseline_factor: float = Field(
+        1.5, ge=1, description="Head room: the learned threshold is the percentile times this."
+    )
 
 
 class ContainerSprawlRule(RuleConfig):
@@ -247,19 +285,111 @@ class RulesConfig(Strict):
     )
 
 
+Format = Literal["auto", "plain", "markdown", "dingtalk", "html", "json"]
+
+
 class Destination(Strict):
-    name: str = Field(description="Name used in logs and `notify test --destination`.")
-    url: str = Field(description="apprise URL of the channel.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name used in logs, the outbox and `notify test --destination`.",
+    )
+    url: str = Field(description="apprise URL of the channel (secrets are masked in logs).")
     min_severity: Severity = Field("high", description="Lowest severity sent here.")
     rules: list[str] = Field(default_factory=list, description="Only these rule ids; all if empty.")
+    hosts: list[str] = Field(
+        default_factory=list, description="Glob patterns of hosts sent here; all if empty."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Only alerts whose container carries every one of these labels "
+        "(value `*` matches any value).",
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="apprise tags given to the URL and to each send (apprise's own routing).",
+    )
+    format: Format = Field(
+        "auto",
+        description="Message family: auto picks it from the URL scheme (mailto -> html, "
+        "dingtalk -> dingtalk, slack/msteams/feishu/lark/mmost/discord/wecombot -> markdown, "
+        "json/form/xml -> json, others plain).",
+    )
     language: Literal["en", "zh"] = Field("en", description="Message language.")
     timezone: str = Field("UTC", description="IANA time zone of times in messages.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (IANA names: Asia/Shanghai)") from None
+        return name
+
+    rate_limit_per_min: int = Field(
+        20,
+        ge=1,
+        description="Most messages sent here per minute; alerts over it wait and go out "
+        "grouped in the next message (never dropped).",
+    )
 
 
 class NotificationsConfig(Strict):
     destinations: list[Destination] = Field(
         default_factory=list, description="Where alerts are sent."
     )
+    templates_dir: Path | None = Field(
+        None,
+        description="Directory of Jinja2 templates overriding the built-in ones, by the same "
+        "file names (`<family>.<language>.title.j2`, `<family>.<language>.body.j2`).",
+    )
+    link_base_url: str | None = Field(
+        None,
+        description="Base URL of `docktrail serve`; messages then link to the alert "
+        "instead of naming the `docktrail timeline` command.",
+    )
+    dedup_window_secs: float = Field(
+        300.0,
+        ge=0,
+        description="An alert identical to one sent here within this window (same rule, "
+        "container or image, and login) is not sent again; 0 turns dedup off.",
+    )
+    group_window_secs: float = Field(
+        60.0,
+        ge=0,
+        description="After a message for a rule on a host, further alerts of that rule and "
+        "host within this window go out together in one grouped message; 0 turns it off.",
+    )
+    timeout_secs: float = Field(
+        10.0, gt=0, description="Longest wait for one send before it counts as failed."
+    )
+    retry_initial_secs: float = Field(
+        2.0, gt=0, description="Wait before the first retry; doubles on every failure."
+    )
+    retry_max_secs: float = Field(300.0, gt=0, description="Longest wait between retries.")
+    max_age_secs: float = Field(
+        86_400.0,
+        gt=0,
+        description="A delivery still failing this long after its alert is marked failed, "
+        "logged and recorded in the trail as a `docktrail/delivery-failed` event.",
+    )
+    poll_interval_secs: float = Field(
+        1.0, gt=0, le=60, description="How often the worker looks for due retries."
+    )
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Self:
+        seen: set[str] = set()
+        for destination in self.destinations:
+            if destination.name in seen:
+                raise ValueError(f"destination name {destination.name!r} is used twice")
+            seen.add(destination.name)
+        return self
 
 
 class KafkaConfig(Strict):

@@ -29,6 +29,8 @@ from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownState, load_known_state
+from notifiers.routing import Routing
+from notifiers.worker import DeliveryWorker
 from sinks.base import TrailSink
 from sinks.sqlite import SQLiteTrail
 
@@ -90,12 +92,18 @@ async def run_service(config: DocktrailConfig) -> int:
             flush_interval_secs=config.trail.flush_interval_secs,
         )
         source = DockerSource(config.docker, host, pipeline.put, known=known)
+        worker = wiring.worker
+        if worker is not None:
+            await worker.start()
         try:
             await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pipeline.aclose()  # keep what can still be kept
             raise
+        finally:
+            if worker is not None:
+                await worker.aclose()  # what is unsent stays in the outbox for the next start
         await pipeline.aclose()
         log.info(
             "stopping: flushed the trail, signing a checkpoint",
@@ -110,6 +118,7 @@ class Wiring:
     sink: TrailSink
     stages: list[Stage]
     audit: AuditLogTail | None
+    worker: DeliveryWorker | None
 
 
 async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
@@ -124,10 +133,17 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs))
         sink = CheckpointedTrail(trail, [audit])
     engine = RuleEngine(config.rules, attribution_available=config.auditd.enabled)
-    rules = RulesStage(trail, engine)
+    worker = routing = None
+    if config.notifications.destinations:
+        # channels are built here so that a bad apprise URL stops the start, clearly
+        worker = DeliveryWorker(trail, config.notifications, host=host)
+        routing = Routing(config.notifications)
+    rules = RulesStage(
+        trail, engine, routing=routing, on_queued=worker.wake if worker is not None else None
+    )
     await rules.start()
     stages.append(rules)
-    return Wiring(sink, stages, audit)
+    return Wiring(sink, stages, audit, worker)
 
 
 async def _run_until_stopped(

@@ -127,6 +127,9 @@ def run(state: State, log_level: str) -> None:
 @click.option("--host", help="Host name recorded on the events (default: host setting).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")  # fmt: skip
+@click.option("--notify", default="none", show_default=True, type=click.Choice(["none", "live"]),
+              help="live: queue the new alerts for the configured destinations and send "
+                   "them before exiting (historical files notify nobody by default).")  # fmt: skip
 @pass_state
 @handles_errors
 def ingest(
@@ -135,6 +138,7 @@ def ingest(
     audit_logs: Sequence[Path],
     host: str | None,
     progress: bool | None,
+    notify: str,
 ) -> None:
     """Store captured files in the trail, through the same pipeline as `run`.
 
@@ -155,6 +159,7 @@ def ingest(
                 audit_logs=audit_logs,
                 host=host or _default_host(config),
                 on_progress=on_progress,
+                notify=_wants_delivery(config, notify),
             )
         )
     _report_malformed(report.malformed)
@@ -225,7 +230,15 @@ def validate(state: State, file: Path | None) -> None:
     """Check a configuration file (default: -c FILE or ./docktrail.yaml)."""
     if file is not None:
         state.config_path = file
-    state.config  # noqa: B018 - loading is the check
+    notifications = state.config.notifications
+    if notifications.destinations:
+        from notifiers.worker import build_channels
+
+        build_channels(notifications)  # every apprise URL must load
+    if notifications.templates_dir is not None:
+        from notifiers.render import check_templates
+
+        check_templates(notifications.templates_dir)
     click.echo(f"ok: {state.config_path or 'defaults (no configuration file)'}")
 
 
@@ -350,7 +363,8 @@ def timeline(state: State, container: str, fmt: str) -> None:
 @click.option("--until", help="Same forms as --since; exclusive.")
 @click.option("--notify", default="none", show_default=True,
               type=click.Choice(["none", "dry", "live"]),
-              help="none: store nothing; dry: store new alerts; live: also send.")  # fmt: skip
+              help="none: store nothing; dry: store the new alerts; live: store them and "
+                   "send them to the configured destinations.")  # fmt: skip
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))  # fmt: skip
 @pass_state
@@ -368,26 +382,25 @@ def replay(
     Only findings the trail does not hold yet are listed (a stricter rules
     file shows what it would add). With --notify none nothing is stored.
     """
-    from config.errors import ConfigError
     from config.loader import load_rules_file
     from listener.output import write_alerts
-    from listener.rules.engine import replay_trail
+    from listener.rules.engine import replay_trail, store_alerts
     from listener.timeparse import parse_time_ns
 
-    if notify == "live":
-        raise ConfigError("--notify live: alert delivery is not available yet; use dry")
     rules = load_rules_file(rules_file) if rules_file else state.config.rules
     since_ns = parse_time_ns(since) if since else None
     until_ns = parse_time_ns(until) if until else None
+    live = _wants_delivery(state.config, notify)
     with _existing_trail(state) as trail:
         found = replay_trail(trail, rules, since_ns=since_ns, until_ns=until_ns)
-        if notify == "dry" and found:
-            trail.append_alerts(found)
+        if notify != "none" and found:
+            store_alerts(trail, found, state.config.notifications if live else None)
     write_alerts(found, fmt, state.timezone())
-    click.echo(
-        f"replay: {len(found)} new findings" + ("; stored" if notify == "dry" and found else ""),
-        err=True,
-    )
+    stored = "; stored" if notify != "none" and found else ""
+    click.echo(f"replay: {len(found)} new findings{stored}", err=True)
+    if live:
+        stats = _flush_outbox(state)
+        click.echo("notifications: " + stats.summary(), err=True)
 
 
 @main.group()
@@ -490,6 +503,30 @@ def _existing_trail(state: State) -> Any:
     return SQLiteTrail.from_config(state.config.trail)
 
 
+def _wants_delivery(config: DocktrailConfig, notify: str) -> bool:
+    from config.errors import ConfigError
+
+    if notify != "live":
+        return False
+    if not config.notifications.destinations:
+        raise ConfigError("--notify live: no notifications.destinations are configured")
+    return True
+
+
+def _flush_outbox(state: State) -> Any:
+    """Send every pending delivery once (the CLI's side of the outbox)."""
+    import asyncio
+
+    from notifiers.worker import deliver_now
+
+    async def flush() -> Any:
+        async with _existing_trail(state) as trail:
+            config = state.config
+            return await deliver_now(trail, config.notifications, host=_default_host(config))
+
+    return asyncio.run(flush())
+
+
 def _default_host(config: DocktrailConfig) -> str:
     import socket
 
@@ -529,3 +566,7 @@ def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
         click.echo(f"malformed: {error}", err=True)
     if len(errors) > shown:
         click.echo(f"malformed: … and {len(errors) - shown} more", err=True)
+
+
+# Command groups kept in their own modules register themselves on `main`.
+from listener import notify_cli  # noqa: E402, F401

@@ -24,6 +24,8 @@ from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted
 from listener.sources.docker import read_events_file
+from notifiers.routing import Routing
+from notifiers.worker import WorkerStats, deliver_now
 
 if TYPE_CHECKING:
     from sinks.base import TrailSink
@@ -44,6 +46,7 @@ class IngestReport:
     attribution: CorrelationStats | None = None
     docker_events: int = 0
     alerts: int = 0
+    notified: WorkerStats | None = None
 
     @property
     def read(self) -> int:
@@ -67,7 +70,10 @@ class IngestReport:
                 f"; attributed {found.attributed} of {self.docker_events} Docker events "
                 f"({found.ambiguous} ambiguous)"
             )
-        return text + f"; alerts {self.alerts}"
+        text += f"; alerts {self.alerts}"
+        if self.notified is not None:
+            text += "; notifications: " + self.notified.summary()
+        return text
 
 
 async def ingest_files(
@@ -78,8 +84,13 @@ async def ingest_files(
     host: str,
     on_progress: Progress | None = None,
     trail: TrailSink | None = None,
+    notify: bool = False,
 ) -> IngestReport:
-    """Store the files' events in the trail (`config.trail`, unless `trail` is given)."""
+    """Store the files' events in the trail (`config.trail`, unless `trail` is given).
+
+    Historical files notify nobody unless `notify`: then the new alerts'
+    deliveries go into the outbox and are flushed once before returning.
+    """
     report = IngestReport()
     if trail is None:
         from sinks.sqlite import SQLiteTrail
@@ -87,7 +98,9 @@ async def ingest_files(
         trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
-        rules = RulesStage(trail, RuleEngine(config.rules, attribution_available=bool(audit_logs)))
+        engine = RuleEngine(config.rules, attribution_available=bool(audit_logs))
+        routing = Routing(config.notifications) if notify else None
+        rules = RulesStage(trail, engine, routing=routing)
         await rules.start()
         pipeline = Pipeline(
             trail,
@@ -103,6 +116,8 @@ async def ingest_files(
             else:
                 for event in docker:
                     await pipeline.put(event)
+        if routing:
+            report.notified = await deliver_now(trail, config.notifications, host=host)
     report.alerts = rules.alerts_stored
     return report
 

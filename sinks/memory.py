@@ -45,6 +45,7 @@ from sinks.base import (
     SyncLifecycle,
     severities_at_least,
 )
+from sinks.outbox import Route, Router
 
 T = TypeVar("T")
 Sealed = tuple[Event, dict[str, Any], str]
@@ -443,6 +444,7 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
         self._alerts: list[Alert] = []
         self._alert_ids: set[str] = set()
         self._states: dict[str, str] = {}  # name -> canonical JSON, as SQLite stores it
+        self.routed: list[tuple[str, Route]] = []  # (alert id, route) given to append_alerts
 
     # sync lifecycle: nothing to acquire, kept for API parity
     def open(self) -> None:
@@ -503,9 +505,16 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
     # -- alerts ---------------------------------------------------------------
 
     def append_alerts(
-        self, alerts: Sequence[Alert], *, evaluated_through: int | None = None
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
     ) -> list[Alert]:
-        """Store the new alerts and advance the evaluation mark together; all or nothing."""
+        """Store the new alerts and advance the evaluation mark together; all or nothing.
+
+        Routes are only recorded (`routed`): the outbox and its worker need SQLite.
+        """
         fresh, _duplicates = split_new(alerts, self._alert_ids)
         for alert in fresh:
             stored_id = self._event_id(alert.event_seq)
@@ -520,6 +529,8 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
         for stored, _content, _body in sealed:
             self._alerts.append(stored.model_copy(deep=True))
             self._alert_ids.add(stored.id)
+            if route is not None:
+                self.routed.extend((stored.id, r) for r in route(stored))
         if evaluated_through is not None and evaluated_through > self.evaluated_through():
             name, text = mark_state(evaluated_through)
             self._states[name] = text
@@ -617,9 +628,13 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
         return self.append(batch, source_state=source_state)
 
     async def write_alerts(
-        self, alerts: Sequence[Alert], *, evaluated_through: int | None = None
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
     ) -> list[Alert]:
-        return self.append_alerts(alerts, evaluated_through=evaluated_through)
+        return self.append_alerts(alerts, evaluated_through=evaluated_through, route=route)
 
     async def call(self, fn: Callable[[Self], T]) -> T:
         """As `SQLiteTrail.call`: run `fn(self)` (inline here, there is no worker)."""

@@ -137,6 +137,7 @@ from config.errors import SigningKeyError, TamperError, TrailBusyError, TrailErr
 from config.models import TrailConfig
 from listener.alert import Alert
 from listener.event import GENESIS_HASH, Event, chain_hash
+from sinks import outbox
 from sinks.base import (
     AlertFilter,
     AppendResult,
@@ -162,6 +163,7 @@ from sinks.memory import (
     seal_alerts,
     split_new,
 )
+from sinks.outbox import Router
 from sinks.signing import (
     checkpoint_payload,
     fingerprint,
@@ -408,6 +410,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0004_source_state", _m0004_source_state),
     Migration("0005_alerts", _m0005_alerts),
     Migration("0006_checkpoint_alerts_head", _m0006_checkpoint_alerts_head),
+    Migration("0007_outbox", outbox.migrate),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 
@@ -701,6 +704,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._last_checkpoint = time.monotonic()
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self.enqueued = 0  # deliveries this instance queued (pending ones)
 
     @classmethod
     def from_config(cls, config: TrailConfig) -> Self:
@@ -836,9 +840,16 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
     def append_alerts(
-        self, alerts: Sequence[Alert], *, evaluated_through: int | None = None
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
     ) -> list[Alert]:
-        """Store the new alerts and advance the evaluation mark in one transaction.
+        """Store the new alerts, their deliveries and the evaluation mark in one transaction.
+
+        `route(alert)` names the destinations of each new alert; each gets a
+        pending row in the outbox (`sinks.outbox`), committed with the alert.
 
         Alerts whose id is stored already (a replay, a repair after a crash)
         are skipped; the new ones are sealed in place and returned. Raises
@@ -869,6 +880,10 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                     for stored, content, body in sealed
                 ],
             )
+            if route is not None:
+                self.enqueued += outbox.enqueue(
+                    conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
+                )
             if evaluated_through is not None and evaluated_through > self._mark(conn):
                 self._put_states(conn, [mark_state(evaluated_through)])
         if sealed:
@@ -971,6 +986,26 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         with self._errors("query alerts"):
             for row in cursor:
                 yield _alert_from_row(*row)
+
+    def alerts_by_seq(self, seqs: Sequence[int]) -> dict[int, Alert]:
+        """The stored alerts of these seqs (missing ones are left out)."""
+        conn = self._connection()
+        found: dict[int, Alert] = {}
+        unique = sorted(set(seqs))
+        with self._errors("read alerts"):
+            for start in range(0, len(unique), ID_CHUNK):
+                chunk = unique[start : start + ID_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT seq, body, prev_hash, hash FROM alerts WHERE seq IN ({marks})", chunk
+                )
+                found.update((row[0], _alert_from_row(*row)) for row in rows)
+        return found
+
+    @property
+    def outbox(self) -> outbox.Outbox:
+        """The deliveries of alerts to destinations (`sinks.outbox`)."""
+        return outbox.Outbox(self._connection(), _immediate)
 
     def alerts_for_event(self, seq: int) -> list[Alert]:
         """The alerts raised on the event at `seq`, in alert seq order."""
@@ -1167,10 +1202,16 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         return await self._call(self._append, list(batch), encode_states(source_state))
 
     async def write_alerts(
-        self, alerts: Sequence[Alert], *, evaluated_through: int | None = None
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
     ) -> list[Alert]:
         """`append_alerts` on the worker thread."""
-        append = functools.partial(self.append_alerts, evaluated_through=evaluated_through)
+        append = functools.partial(
+            self.append_alerts, evaluated_through=evaluated_through, route=route
+        )
         return await self._call(append, list(alerts))
 
     async def call(self, fn: Callable[[Self], T]) -> T:

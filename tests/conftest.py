@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.notify_servers import smtp_server, webhook_server  # noqa: F401 - shared fixtures
+
 if TYPE_CHECKING:
     from tests.dockerd import Dockerd
 

@@ -239,7 +239,9 @@ class Dockerd:
         """Stops both daemons and removes every trace: processes, mounts, directories."""
         try:
             self._kill_running_containers()
+            bridges = self._network_bridges()
             self._stop_dockerd()
+            _delete_links(bridges)  # dockerd leaves them behind; the address pools run out
             self._kill_leftover_tasks()
             self._terminate(self._containerd, "containerd")
             self._containerd = None
@@ -370,6 +372,15 @@ class Dockerd:
             running = self.docker("ps", "--quiet").split()
             if running:
                 self.docker("kill", *running, check=False)
+
+    def _network_bridges(self) -> list[str]:
+        """Names of the Linux bridges of this daemon's user networks (`br-` + short id)."""
+        if self._dockerd is None or self._dockerd.poll() is not None:
+            return []
+        with contextlib.suppress(DockerdError, subprocess.TimeoutExpired):
+            ids = self.docker("network", "ls", "--quiet", "--filter", "driver=bridge").split()
+            return [f"br-{network_id[:12]}" for network_id in ids]
+        return []
 
     def _stop_dockerd(self) -> None:
         self._terminate(self._dockerd, "dockerd")
@@ -610,6 +621,12 @@ def _shim_pids(containerd_address: str) -> Iterator[int]:
             continue
         if b"containerd-shim" in argv[0] and containerd_address.encode() in argv:
             yield int(entry.name)
+
+
+def _delete_links(names: list[str]) -> None:
+    for name in names:
+        if Path("/sys/class/net", name).exists():
+            subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
 
 
 def mounts_under(root: Path) -> list[str]:

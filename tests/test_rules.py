@@ -9,7 +9,9 @@ import pytest
 from config.models import RulesConfig
 from listener.containerconfig import ContainerConfig, Mount
 from listener.event import Actor, Event, Who, natural_id
+from listener.rules.activity import config_fingerprint
 from listener.rules.base import RuleContext
+from listener.rules.engine import RuleEngine
 from listener.rules.registry import RULES, RULES_BY_ID, evaluate
 
 SAFE = {
@@ -307,3 +309,78 @@ def test_every_rule_id_is_registered_once_with_metadata() -> None:
     assert set(RULES_BY_ID) == {
         name for name, field in RulesConfig.model_fields.items() for name in [field.alias or name]
     }
+
+
+# ---------------------------------------------------------------------- judged once
+
+
+def _stored(ev: Event, action: str, **update: Any) -> Event:
+    """`ev` as another stored event of the same container (`observed`, `posture` …)."""
+    n = next(_counter)
+    return ev.model_copy(
+        update={"id": natural_id("test", n), "seq": n, "action": action, **update}, deep=True
+    )
+
+
+def _alerted(engine: RuleEngine, ev: Event) -> set[str]:
+    return {alert.rule for alert in engine.alerts_for_event(ev)}
+
+
+def test_a_configuration_is_judged_once_per_container() -> None:
+    engine = RuleEngine(RulesConfig())
+    created = _stored(container(privileged=True, user=None), "create")
+    assert _alerted(engine, created) == {"privileged-container", "runs-as-root"}
+    # Seen again by a reconciliation or a sweep: same container, same configuration.
+    for action in ("observed", "posture"):
+        assert _alerted(engine, _stored(created, action, source="docktrail")) == set()
+    # The CLI's view of it (origin, argv_differences) is the same configuration.
+    same = {**created.config, "argv_differences": {"user": "0"}, "origin": "argv"}
+    assert _alerted(engine, _stored(created, "posture", config=same)) == set()
+    # Changed (docker update): judged again, every finding of the new configuration.
+    updated = {**created.config, "memory_bytes": 32 << 20}
+    assert _alerted(engine, _stored(created, "posture", config=updated)) == {
+        "privileged-container", "runs-as-root"
+    }  # fmt: skip
+    assert _alerted(engine, _stored(created, "observed", config=updated)) == set()
+    # Another container with the same configuration is another judgement.
+    other = _stored(created, "posture", actor=Actor(id="other-id", name="other"))
+    assert _alerted(engine, other) == {"privileged-container", "runs-as-root"}
+
+
+def test_a_restarted_engine_remembers_what_was_judged() -> None:
+    created = _stored(container(network_mode="host"), "create")
+    engine = RuleEngine(RulesConfig())
+    engine.prime([created], recent_from_ns=created.time_ns + 1)  # older than the recent window
+    assert _alerted(engine, _stored(created, "posture", source="docktrail")) == set()
+    fresh = RuleEngine(RulesConfig())
+    assert _alerted(fresh, _stored(created, "posture")) == {"host-namespace"}
+
+
+def test_config_fingerprint_is_canonical() -> None:
+    mounts = [Mount(source="/srv/a", destination="/a"), Mount(source="/srv/b", destination="/b")]
+    config = ContainerConfig(origin="inspect", mounts=mounts, cap_add=["CHOWN", "KILL"])
+    base = config_fingerprint(config.as_event_config())
+    shuffled = config.model_copy(update={"mounts": mounts[::-1], "cap_add": ["KILL", "CHOWN"]})
+    assert config_fingerprint(shuffled.as_event_config()) == base
+    digests = config.model_copy(update={"image_repo_digests": ["app@sha256:" + "1" * 64]})
+    assert config_fingerprint(digests.as_event_config()) == base
+    # A setting added to the model later, unset, is the configuration of an older trail.
+    assert config_fingerprint({**config.as_event_config(), "new_setting": None}) == base
+    limited = config.model_copy(update={"pids_limit": 100})
+    assert config_fingerprint(limited.as_event_config()) != base
+
+
+def test_posture_events_are_for_the_config_rules_only() -> None:
+    """Not a create or destroy (churn), a start or stop (sprawl), a change (unattributed)."""
+    ctx = RuleContext(
+        rules=RulesConfig.model_validate(
+            {"container-churn": {"threshold": 1}, "container-sprawl": {"margin": 0}}
+        ),
+        attribution_available=True,
+    )
+    for i in range(3):
+        ev = container(privileged=True).model_copy(
+            update={"action": "posture", "source": "docktrail", "who": Who(),
+                    "actor": Actor(id=f"p{i}", name=f"p{i}", image="evil/miner:1")}
+        )  # fmt: skip
+        assert rules_fired(ev, ctx) == {"privileged-container": "critical"}

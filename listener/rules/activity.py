@@ -3,19 +3,37 @@ and changes no login can be tied to.
 
 Windowed rules keep their state in `RuleContext.state`, fed in `seq` order,
 so a replay of the trail rebuilds exactly what the live service saw.
+
+container-churn compares the creates/destroys of each scope (host, image,
+user) in a sliding window with a threshold: the configured one, or, once the
+scope's history holds enough windows (`baseline: learn`), the higher of it
+and a learned one: a high percentile of the counts the scope reached per
+window, times a factor. The history is kept as a histogram (peak count per
+window -> windows), never as events; the engine's `prime` feeds it from the
+whole trail at start (`learn_churn`), and every event since adds to it.
+
+The container table also remembers, per container, the fingerprint of the
+last configuration the container-config rules judged (`config_fingerprint`),
+so that the engine does not repeat their findings for a configuration
+already judged (`already_judged`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import posixpath
-from collections import deque
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from config.models import ContainerChurnRule
 from listener.event import Event
 from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-from listener.rules.container import is_root_user
+from listener.rules.container import CONFIG_ACTIONS, is_root_user
 
 EXEC = RuleMeta(
     "exec-in-container",
@@ -58,6 +76,43 @@ ATTRIBUTABLE_ACTIONS = frozenset(
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
+# Settings of a container that say nothing about its own security configuration:
+# where they came from, what the CLI said otherwise, the image's names elsewhere.
+_NOT_FINGERPRINTED = frozenset({"origin", "argv_differences", "image_repo_digests"})
+# Config actions that may show a configuration judged before (a create is a new container).
+_REJUDGED = CONFIG_ACTIONS - {"create"}
+# Bounds of the learned churn baselines: closed windows kept per scope (halved, older
+# ones weighing less, beyond this) and scopes kept (least recently active dropped).
+_BASELINE_MAX_WINDOWS = 10_000
+_BASELINE_MAX_SCOPES = 10_000
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """A digest of a container's security configuration (`Event.config`).
+
+    Canonical: keys sorted, lists in a fixed order (inspect lists mounts in no
+    particular order), bookkeeping left out (`origin`, `argv_differences`,
+    `image_repo_digests`), so that the same configuration read by inspect at
+    create time and by a later sweep has the same fingerprint. Unset settings
+    (None, 0, false, empty) are left out too: a setting added to the model later
+    does not change the fingerprint of the containers that do not use it.
+    """
+    canonical = {
+        k: _canonical(v)
+        for k, v in config.items()
+        if k not in _NOT_FINGERPRINTED and v not in (None, False, "", [], {})
+    }
+    body = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+    return value
 
 
 @dataclass(slots=True)
@@ -66,6 +121,54 @@ class KnownContainer:
     root: bool
     privileged: bool
     state: str = "created"
+    judged: str | None = None  # fingerprint of the last configuration the config rules judged
+
+
+@dataclass(slots=True)
+class ChurnBaseline:
+    """What one scope's history says about its churn: peak count per window -> windows.
+
+    Windows are fixed buckets of `window_secs`; a window's count is the highest
+    sliding-window count reached in it, the number the threshold is compared
+    with. Windows without creates/destroys are not counted.
+    """
+
+    bucket: int = -1  # the window being counted
+    peak: int = 0  # its highest count so far
+    histogram: dict[int, int] = field(default_factory=dict)
+    windows: int = 0  # closed windows in the histogram
+    learned: int | None = None  # the learned threshold, once there are enough windows
+
+    def observe(self, bucket: int, count: int, settings: ContainerChurnRule) -> None:
+        if bucket > self.bucket:
+            if self.peak:
+                self._close(settings)
+            self.bucket, self.peak = bucket, 0
+        self.peak = max(self.peak, count)
+
+    def _close(self, settings: ContainerChurnRule) -> None:
+        self.histogram[self.peak] = self.histogram.get(self.peak, 0) + 1
+        self.windows += 1
+        if self.windows > max(_BASELINE_MAX_WINDOWS, 2 * settings.baseline_min_windows + 2):
+            # Older windows weigh less: halve them all, so the histogram stays bounded
+            # and the baseline follows a host whose work changes.
+            self.histogram = {n: w // 2 for n, w in self.histogram.items() if w // 2}
+            self.windows = sum(self.histogram.values())
+        self.learned = None
+        if self.windows >= settings.baseline_min_windows:
+            typical = _percentile(self.histogram, self.windows, settings.baseline_percentile)
+            self.learned = math.ceil(typical * settings.baseline_factor)
+
+
+def _percentile(histogram: Mapping[int, int], total: int, percentile: float) -> int:
+    """Nearest-rank percentile of the counts in `histogram` (count -> how often)."""
+    rank = max(1, math.ceil(percentile / 100 * total))
+    seen = 0
+    for count in sorted(histogram):
+        seen += histogram[count]
+        if seen >= rank:
+            return count
+    return max(histogram)
 
 
 @dataclass(slots=True)
@@ -73,6 +176,7 @@ class ActivityState:
     containers: dict[str, KnownContainer] = field(default_factory=dict)
     windows: dict[tuple[str, ...], deque[int]] = field(default_factory=dict)
     quiet_until: dict[tuple[str, ...], int] = field(default_factory=dict)
+    baselines: OrderedDict[tuple[str, ...], ChurnBaseline] = field(default_factory=OrderedDict)
     sprawl_alerted: bool = False
 
 
@@ -89,13 +193,14 @@ def track_container(event: Event, ctx: RuleContext) -> None:
         return
     state = activity_state(ctx)
     known = state.containers.get(event.actor.id)
-    if event.action in ("create", "observed", "posture") and event.config:
+    if event.action in CONFIG_ACTIONS and event.config:
         config = event.config
         state.containers[event.actor.id] = KnownContainer(
             name=event.actor.name,
             root=is_root_user(config.get("user")),
             privileged=bool(config.get("privileged")),
             state=known.state if known else "created",
+            judged=config_fingerprint(config),
         )
     elif event.action == "create" and known is None:
         state.containers[event.actor.id] = KnownContainer(event.actor.name, True, False)
@@ -106,6 +211,20 @@ def track_container(event: Event, ctx: RuleContext) -> None:
             known.state = "stopped"
         elif event.action == "destroy":
             del state.containers[event.actor.id]
+
+
+def already_judged(event: Event, ctx: RuleContext) -> bool:
+    """Whether the config rules judged this container's configuration before.
+
+    True for an `observed` or `posture` event whose configuration has the
+    fingerprint of the last one judged for the same container (a create, an
+    observation, a posture sweep): its findings were alerted then. Call it
+    before the event is evaluated (evaluating it records its fingerprint).
+    """
+    if event.type != "container" or event.action not in _REJUDGED or not event.config:
+        return False
+    known = activity_state(ctx).containers.get(event.actor.id)
+    return known is not None and known.judged == config_fingerprint(event.config)
 
 
 def check_exec(event: Event, ctx: RuleContext) -> Iterator[Finding]:
@@ -149,14 +268,11 @@ def check_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     state = activity_state(ctx)
     crossed = []
     keys = _churn_keys(event)
-    for key in keys:
-        times = state.windows.setdefault(key, deque())
-        times.append(event.time_ns)
-        while times and times[0] <= event.time_ns - window_ns:
-            times.popleft()
+    for key, count, learned in _count_churn(event, keys, settings, state):
+        threshold = max(settings.threshold, learned or 0)
         quiet = state.quiet_until.get(key, 0)
-        if len(times) > settings.threshold and event.time_ns >= quiet:
-            crossed.append((key, len(times)))
+        if count > threshold and event.time_ns >= quiet:
+            crossed.append((key, count, threshold, learned))
     if not crossed:
         return
     # One alert per burst: every scope this event counts in goes quiet for a window,
@@ -164,15 +280,72 @@ def check_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     # would otherwise cross a few events later and alert again).
     for key in keys:
         state.quiet_until[key] = event.time_ns + window_ns
-    scope, count = crossed[0]
+    scope, count, threshold, learned = crossed[0]
+    baseline = "learned" if threshold != settings.threshold else "fixed"
+    over = f"; learned baseline {threshold}" if baseline == "learned" else ""
     yield finding(
         CHURN,
         event,
-        f"{count} container creates/destroys in {settings.window_secs}s ({_scope_text(scope)})",
+        f"{count} container creates/destroys in {settings.window_secs}s "
+        f"({_scope_text(scope)}{over})",
         window_secs=settings.window_secs,
-        threshold=settings.threshold,
-        scopes={_scope_text(key): n for key, n in crossed},
+        threshold=threshold,
+        baseline=baseline,
+        configured_threshold=settings.threshold,
+        learned_threshold=learned,
+        history_windows=_history_windows(state, scope),
+        scopes={_scope_text(key): n for key, n, _, _ in crossed},
+        thresholds={_scope_text(key): limit for key, _, limit, _ in crossed},
     )
+
+
+def learn_churn(event: Event, ctx: RuleContext) -> None:
+    """Counts an already evaluated event into the churn windows and baselines, silently.
+
+    For `prime`: history older than the recent window teaches the baselines
+    without being judged again.
+    """
+    settings = ctx.rules.container_churn
+    if event.type != "container" or event.action not in CHURN_ACTIONS or not settings.enabled:
+        return
+    for _ in _count_churn(event, _churn_keys(event), settings, activity_state(ctx)):
+        pass
+
+
+def _count_churn(
+    event: Event, keys: list[tuple[str, ...]], settings: ContainerChurnRule, state: ActivityState
+) -> Iterator[tuple[tuple[str, ...], int, int | None]]:
+    """(scope, count in the sliding window, learned threshold) of each scope of `event`."""
+    window_ns = settings.window_secs * _NS
+    learn = settings.baseline == "learn"
+    for key in keys:
+        times = state.windows.setdefault(key, deque())
+        times.append(event.time_ns)
+        while times and times[0] <= event.time_ns - window_ns:
+            times.popleft()
+        learned = None
+        if learn:
+            baseline = _baseline(state, key)
+            learned = baseline.learned  # from closed windows: this one is still open
+            baseline.observe(event.time_ns // window_ns, len(times), settings)
+        yield key, len(times), learned
+
+
+def _baseline(state: ActivityState, key: tuple[str, ...]) -> ChurnBaseline:
+    baselines = state.baselines
+    baseline = baselines.get(key)
+    if baseline is None:
+        baseline = baselines[key] = ChurnBaseline()
+        if len(baselines) > _BASELINE_MAX_SCOPES:
+            baselines.popitem(last=False)
+    else:
+        baselines.move_to_end(key)
+    return baseline
+
+
+def _history_windows(state: ActivityState, key: tuple[str, ...]) -> int:
+    baseline = state.baselines.get(key)
+    return baseline.windows if baseline is not None else 0
 
 
 def _churn_keys(event: Event) -> list[tuple[str, ...]]:

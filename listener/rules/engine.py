@@ -7,25 +7,40 @@ between the two writes) are evaluated again. Alert ids derive from (event id,
 rule, index), so an evaluation repeated after a crash stores nothing twice.
 
 Windowed rules (churn, sprawl, exec severity) need what came before: `prime`
-replays the container table and the recent window from the trail, so a
-restarted service judges the next event as a never-stopped one would.
+replays the container table, the churn baselines and the recent window from
+the trail, so a restarted service judges the next event as a never-stopped
+one would.
+
+The container-config rules judge a container's configuration once: on an
+`observed` or `posture` event whose configuration was judged already for
+that container (the same fingerprint), their findings are not repeated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from config.models import RulesConfig
 from listener.alert import Alert
 from listener.event import Event
-from listener.rules.activity import track_container
+from listener.rules import container
+from listener.rules.activity import already_judged, learn_churn, track_container
 from listener.rules.base import RuleContext
-from listener.rules.registry import evaluate
+from listener.rules.registry import RULES, evaluate
 from sinks.base import EventFilter
 
+if TYPE_CHECKING:
+    from notifiers.routing import Routing
+    from sinks.outbox import Route, Router
+
 log = logging.getLogger(__name__)
+
+# The rules that judge a container's configuration (create, observed, posture).
+CONFIG_RULES = frozenset(
+    rule.meta.id for rule in RULES if rule.meta.actions == container.CONFIG_ACTIONS
+)
 
 _NS = 1_000_000_000
 PRIME_WINDOW_FACTOR = 2  # replay twice the longest rule window before the mark
@@ -47,7 +62,10 @@ class RuleEngine:
     def alerts_for_event(self, event: Event) -> list[Alert]:
         alerts = []
         seen: dict[str, int] = {}
+        judged = already_judged(event, self.context)
         for found in evaluate(event, self.context):
+            if judged and found.rule in CONFIG_RULES:
+                continue  # alerted when this configuration was first judged
             index = seen.get(found.rule, 0)
             seen[found.rule] = index + 1
             alerts.append(Alert.from_finding(found, event, index))
@@ -56,15 +74,17 @@ class RuleEngine:
     def prime(self, history: Iterable[Event], *, recent_from_ns: int) -> None:
         """Rebuild rule state from events already evaluated, without alerting.
 
-        The container table needs the whole history of container events; the
-        windows only what is recent. Findings are discarded: they were stored
-        when those events were first evaluated.
+        The container table (with the configurations judged) and the churn
+        baselines need the whole history; the other windows only what is
+        recent. Findings are discarded: they were stored when those events were
+        first evaluated.
         """
         for event in history:
             if event.time_ns >= recent_from_ns:
                 evaluate(event, self.context)
             else:
                 track_container(event, self.context)
+                learn_churn(event, self.context)
 
     def window_ns(self) -> int:
         rules = self.context.rules
@@ -72,12 +92,26 @@ class RuleEngine:
 
 
 class RulesStage:
-    """Pipeline stage: evaluate what was stored, store the alerts and the mark."""
+    """Pipeline stage: evaluate what was stored, store the alerts and the mark.
 
-    def __init__(self, trail: Any, engine: RuleEngine) -> None:
+    With `routing`, each new alert's deliveries go into the outbox in the same
+    transaction, and `on_queued` (the delivery worker's wake-up) is called.
+    """
+
+    def __init__(
+        self,
+        trail: Any,
+        engine: RuleEngine,
+        *,
+        routing: Routing | None = None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
         self._trail = trail
         self._engine = engine
+        self._routing = routing if routing else None
+        self._on_queued = on_queued
         self.alerts_stored = 0
+        self.deliveries_queued = 0
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
         return batch
@@ -87,8 +121,25 @@ class RulesStage:
             return
         alerts = self._engine.alerts_for(stored)
         last = stored[-1].seq
-        written = await self._trail.write_alerts(alerts, evaluated_through=last)
+        queued = self.deliveries_queued
+        route = self._router(stored) if alerts else None
+        written = await self._trail.write_alerts(alerts, evaluated_through=last, route=route)
         self.alerts_stored += len(written)
+        if self.deliveries_queued > queued and self._on_queued is not None:
+            self._on_queued()
+
+    def _router(self, events: Sequence[Event]) -> Router | None:
+        routing = self._routing
+        if routing is None:
+            return None
+        labels = {event.seq: event.attributes.get("labels") or {} for event in events}
+
+        def route(alert: Alert) -> list[Route]:
+            routes = routing.routes(alert, labels.get(alert.event_seq))
+            self.deliveries_queued += len(routes)
+            return routes
+
+        return route
 
     async def start(self) -> None:
         """Prime the rules from the trail and evaluate what a crash left unevaluated."""
@@ -111,7 +162,8 @@ class RulesStage:
         pending = list(_events(trail, EventFilter(after_seq=through), until_seq=head))
         if pending:
             alerts = self._engine.alerts_for(pending)
-            stored = trail.append_alerts(alerts, evaluated_through=pending[-1].seq)
+            route = self._router(pending)
+            stored = trail.append_alerts(alerts, evaluated_through=pending[-1].seq, route=route)
             self.alerts_stored += len(stored)
         return len(pending)
 
@@ -154,6 +206,25 @@ def replay_trail(
         if in_range:
             found.extend(alert for alert in alerts if alert.id not in stored)
     return found
+
+
+def store_alerts(trail: Any, alerts: Sequence[Alert], notifications: Any = None) -> list[Alert]:
+    """Store replayed alerts; with `notifications` (a NotificationsConfig) queue their deliveries.
+
+    The event labels that routing may need are read from the trail.
+    """
+    route = None
+    if notifications is not None:
+        from notifiers.routing import Routing
+
+        routing = Routing(notifications)
+
+        def route(alert: Alert) -> list[Route]:
+            event = trail.get(alert.event_seq)
+            labels = event.attributes.get("labels") if event is not None else None
+            return routing.routes(alert, labels or {})
+
+    return trail.append_alerts(alerts, route=route)  # type: ignore[no-any-return]
 
 
 def has_attribution(trail: Any) -> bool:

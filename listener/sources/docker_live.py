@@ -23,6 +23,14 @@ What it records:
   disappeared) whose state differs from what the trail knows
   (`KnownState`). Objects with an event newer than the listing are left out.
   The missed Engine events themselves are never invented.
+* A posture sweep after every connect and every `docker.sweep_interval_secs`
+  (`sweep`): the running containers the trail knows are inspected, and each
+  whose security configuration was not judged yet (it differs from the last
+  one of its `create`, `observed` or `posture` events, by `config_fingerprint`)
+  is recorded as a `docktrail` container `posture` event with that
+  configuration, for the container-config rules. Its id derives from (host,
+  container, fingerprint), so a configuration is recorded once per container
+  even if two sweeps race.
 
 Threads and who does what:
 
@@ -32,7 +40,8 @@ Threads and who does what:
 * one watchdog thread (`StallWatchdog`) notices when the whole process was
   paused (SIGSTOP, an overloaded host), which is when dockerd skips us;
 * a small pool of worker threads runs every other Engine call (connect,
-  list, inspect, bounded re-reads of the Engine's event buffer);
+  list, inspect, bounded re-reads of the Engine's event buffer, the sweeps'
+  inspects);
 * the event loop normalises, deduplicates, keeps what is known about the
   host's containers and images, and hands events to the pipeline in stream
   order per object, each after its inspect result (started at once) is in.
@@ -58,6 +67,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
 from listener.event import Actor, Event, format_time_ns, natural_id
+from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
 from listener.sources.docker_engine import (
     DaemonIdentity,
@@ -239,6 +249,8 @@ class SourceStats:
     observed: int = 0
     inspect_gone: int = 0
     inspect_failed: int = 0
+    sweeps: int = 0  # posture sweeps done
+    posture: int = 0  # containers a sweep recorded (configuration not judged before)
 
 
 @dataclass(slots=True)
@@ -267,6 +279,9 @@ class _Drain:
 class _Pending:
     event: Event
     enrichment: asyncio.Future[Enrichment] | None = None
+    # A posture event: dropped when, by its turn, its configuration has been judged
+    # (the create of a new container, held behind its inspect, came first).
+    judge_once: bool = False
 
     @property
     def waiting(self) -> bool:
@@ -365,6 +380,8 @@ class DockerSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._image_digests: dict[str, list[str]] = {}
+        self._sweep_wanted = asyncio.Event()  # a connect asks for a sweep
+        self._sweep_reason = "periodic"
 
     # ------------------------------------------------------------------ life cycle
 
@@ -379,6 +396,8 @@ class DockerSource:
         watchdog.start()
         emitter = asyncio.create_task(self._emit_in_order(), name="docker-emit")
         connection = asyncio.create_task(self._connection_loop(), name="docker-connection")
+        if self.config.sweep_interval_secs > 0:
+            self._spawn(self._sweep_loop())
         try:
             done, _ = await asyncio.wait({connection, emitter}, return_when=FIRST_COMPLETED)
             for task in done:
@@ -458,6 +477,8 @@ class DockerSource:
         )  # fmt: skip
         self._put(self._daemon_event("connected", {"since": since_arg(since_ns)}))
         await self._reconcile(reason, horizon, replay_from_ns=since_ns)
+        self._sweep_reason = reason
+        self._sweep_wanted.set()
 
     async def _follow(self) -> str | None:
         """Hands on the stream's events until it ends (its error) or `stop()` (None)."""
@@ -528,6 +549,8 @@ class DockerSource:
 
     async def _emit_in_order(self) -> None:
         while (pending := await self._order.ready.get()) is not None:
+            if pending.judge_once and not self._not_judged(pending.event):
+                continue
             if pending.enrichment is not None:
                 enrichment = _enrichment_result(pending.enrichment)
                 enrichment.apply(pending.event)
@@ -539,6 +562,7 @@ class DockerSource:
                         f"stored {pending.event.type} {pending.event.action} without inspect: "
                         f"{enrichment.attributes.get('inspect_error')}"
                     )
+            self.known.judged(pending.event)  # a create's configuration comes with its inspect
             await self._emit(pending.event)
 
     def _replay(self, buffer: list[dict[str, Any]], from_ns: int) -> int:
@@ -791,6 +815,116 @@ class DockerSource:
             if image_id not in listed and last_event < listed_at:
                 attributes = {"change": "disappeared", "reason": reason, "image_id": image_id}
                 yield self._observed("image", image_id, "disappeared", image_id, None, attributes)
+
+    # ------------------------------------------------------------------ posture sweep
+
+    async def sweep(self, reason: str = "periodic") -> int:
+        """Records each running container whose configuration was not judged yet.
+
+        Lists the containers, inspects the running ones the trail knows (in the
+        worker threads) and hands on a `posture` event for each whose security
+        configuration has another fingerprint than the last one judged. A
+        container the trail does not know yet is left to its `create` event or
+        to a reconciliation's `observed` one. Returns how many were handed on.
+        Raises `SourceError` when the Engine cannot list its containers.
+        """
+        listed = await self._call(self.engine.containers)
+        running = [
+            item
+            for item in listed
+            if _listed_state(item.get("State")) == "running"
+            and str(item.get("Id")) in self.known.containers
+        ]
+        inspected = await asyncio.gather(
+            *(self._call(self._inspect_with_config, str(item.get("Id"))) for item in running)
+        )
+        recorded = 0
+        for item, (data, enrichment) in zip(running, inspected, strict=True):
+            event = self._posture_event(item, data, enrichment, reason)
+            if event is not None:
+                self._order.put(_Pending(event, judge_once=True))
+                recorded += 1
+        self.stats.sweeps += 1
+        return recorded
+
+    async def _sweep_loop(self) -> None:
+        """A sweep after every connect and every `sweep_interval_secs` after the last one."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wanted.wait(), self.config.sweep_interval_secs)
+            if self._stopping.is_set():
+                return
+            reason, self._sweep_reason = self._sweep_reason, "periodic"
+            self._sweep_wanted.clear()
+            try:
+                recorded = await self.sweep(reason)
+            except SourceError as exc:  # the Engine is away: its reconnect asks again
+                log.warning(f"posture sweep skipped: {exc}")
+                continue
+            except Exception:  # a bug must not end the sweeps, nor the source
+                log.exception("posture sweep failed")
+                continue
+            log.log(
+                logging.INFO if recorded else logging.DEBUG,
+                "posture sweep done",
+                extra={"fields": {"reason": reason, "recorded": recorded}},
+            )
+
+    def _posture_event(
+        self,
+        listed: dict[str, Any],
+        data: dict[str, Any] | None,
+        enrichment: Enrichment,
+        reason: str,
+    ) -> Event | None:
+        """A `posture` event, or None: gone, not inspectable, or its configuration was judged."""
+        cid = str(listed.get("Id"))
+        known = self.known.containers.get(cid)
+        if data is None or enrichment.config is None or known is None:
+            return None
+        fingerprint = config_fingerprint(enrichment.config)
+        if fingerprint == known.config_fingerprint:
+            return None
+        state_info: Mapping[str, Any] = data.get("State") or {}
+        labels = dict(listed.get("Labels") or {})
+        attributes: dict[str, Any] = {
+            "reason": reason,
+            "state": _listed_state(listed.get("State")),
+            "status": str(listed.get("Status") or ""),
+            "labels": labels,
+            "config_fingerprint": fingerprint,
+            "previous_config_fingerprint": known.config_fingerprint,
+            **_state_attributes(state_info, parse_engine_time_ns(state_info.get("StartedAt"))),
+        }
+        now = time.time_ns()
+        return Event(
+            # Once per container and configuration: a repeated sweep stores nothing twice.
+            id=natural_id("docktrail", self.host, "container", "posture", cid, fingerprint),
+            time_ns=now,
+            source="docktrail",
+            host=self.host,
+            type="container",
+            action="posture",
+            actor=Actor(
+                id=cid,
+                name=_container_name(listed, data) or known.name,
+                image=listed.get("Image") or known.image,
+            ),
+            attributes=attributes,
+            who=_who_from_labels(labels),
+            why=_why_from_labels(labels),
+            config=enrichment.config,
+        )
+
+    def _not_judged(self, event: Event) -> bool:
+        """At its turn to be handed on: whether a posture event still says something new."""
+        known = self.known.containers.get(event.actor.id)
+        if known is None:
+            return False  # removed meanwhile
+        if known.config_fingerprint == event.attributes.get("config_fingerprint"):
+            return False
+        self.stats.posture += 1
+        return True
 
     # ------------------------------------------------------------------ docktrail events
 

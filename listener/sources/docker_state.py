@@ -7,6 +7,11 @@ where the live source (`docker_live`) resumes reading; its containers and
 images are what a reconciliation compares with the Engine's listing, to
 record what changed while nobody was listening. Replayed events older than
 what is known change nothing.
+
+Each container also carries the fingerprint of the last security
+configuration the container-config rules judged (of its `create`, an
+`observed` or a `posture` event): the posture sweep records a container
+again only when its configuration has another fingerprint.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from listener.event import Event
+from listener.rules.activity import config_fingerprint
+from listener.rules.container import CONFIG_ACTIONS
 from sinks.base import EventFilter
 
 _NS = 1_000_000_000
@@ -34,6 +41,7 @@ class KnownContainer:
     state: str | None = None  # created, running, exited; None: not known yet
     started_ns: int | None = None  # when the last start we know of happened
     last_event_ns: int = 0
+    config_fingerprint: str | None = None  # of the last configuration judged (`judged`)
 
 
 @dataclass(slots=True)
@@ -69,8 +77,28 @@ class KnownState:
     def removed_since(self, object_id: str, time_ns: int) -> bool:
         return self.removed.get(object_id, -1) >= time_ns
 
+    def judged(self, event: Event) -> None:
+        """Notes the configuration a container event gives the config rules to judge.
+
+        For events whose `config` is filled after they were applied (the
+        inspect of a live `create`). Unknown containers are not added.
+        """
+        if event.type != "container" or event.action not in CONFIG_ACTIONS or not event.config:
+            return
+        known = self.containers.get(event.actor.id)
+        if known is not None:
+            known.config_fingerprint = config_fingerprint(event.config)
+
+    def fingerprint(self, container_id: str) -> str | None:
+        """The fingerprint of the configuration judged last for a container, if any."""
+        known = self.containers.get(container_id)
+        return known.config_fingerprint if known is not None else None
+
     def _apply_container(self, event: Event) -> None:
         cid, action, when = event.actor.id, event.action, event.time_ns
+        if action == "posture":
+            self.judged(event)  # a judgement, not a change: times and state stay
+            return
         known = self.containers.get(cid)
         if self._is_stale(cid, when, known.last_event_ns if known else None):
             return  # a replayed event older than what we know
@@ -84,6 +112,7 @@ class KnownState:
         known.image = event.actor.image or known.image
         if action == "commit":
             self._add_image(str(event.attributes.get("imageID") or ""), when)
+        self.judged(event)
         if event.source == "docktrail":
             self._apply_observed(known, event)
         elif action == "create":
@@ -150,7 +179,8 @@ def _listed_state(engine_state: object) -> str:
 
 # The container actions that change what `KnownState` holds; the others (exec,
 # attach, …) need not be read at start-up.
-_LIFECYCLE_ACTIONS = ("create", "start", "die", "destroy", "commit", "rename", "observed")
+_LIFECYCLE_ACTIONS = ("create", "start", "die", "destroy", "commit", "rename", "observed",
+                      "posture")  # fmt: skip
 _RECENT_WINDOWS_SECS = (300, 3600, 86_400, 30 * 86_400)
 _TAIL_ROWS = 2000  # rows read back from the head for the last Engine event
 
