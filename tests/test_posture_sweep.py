@@ -27,7 +27,7 @@ from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownState, load_known_state
 from sinks.memory import MemoryTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd
-from tests.test_docker_source import FakeEngine, inspected, listed
+from tests.test_docker_source import FakeEngine, eventually, inspected, listed
 
 HOST = "posture-test"
 
@@ -73,13 +73,6 @@ async def following(
     finally:
         source.stop()
         await asyncio.wait_for(task, 15)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def swept(source: DockerSource, count: int = 1) -> None:
