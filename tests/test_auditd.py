@@ -23,6 +23,7 @@ from listener.sources.auditd import (
     CheckpointedTrail,
     Converted,
     IdNames,
+    _LiveReader,
 )
 from listener.sources.auditparse import AuditAssembler, AuditEvent
 from sinks.base import AppendResult, EventFilter
@@ -604,3 +605,61 @@ async def test_an_unreadable_log_neither_stops_the_tail_nor_holds_events(tmp_pat
     async with tail:
         await until(lambda: tail.failed is not None)
         assert correlator.watermark_ns > time.time_ns()  # Engine events do not wait for it
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def test_a_repeated_command_is_parsed_once_per_argv_and_cwd() -> None:
+    def compose_up(stamp: str, cwd: str) -> list[str]:
+        lines = cli_lines(stamp, ["docker", "compose", "up", "-d"])
+        return [*lines[:2], f'type=CWD msg=audit({stamp}): cwd="{cwd}"', lines[3]]
+
+    lines = compose_up("7.000:1", "/srv/shop") + compose_up("7.001:2", "/srv/blog")
+    lines += compose_up("7.002:3", "/srv/shop")
+    conv = converter()
+    calls = [c.call for c in map(conv.convert, assemble(lines)) if c is not None]
+    projects = [c.call.compose.project for c in calls if c and c.call.compose]
+    assert projects == ["shop", "blog", "shop"]
+    assert calls[0] and calls[2] and calls[0].call is calls[2].call  # the same text: reused
+    assert [c.audit_id for c in calls if c] == ["7.000:1", "7.001:2", "7.002:3"]
+
+
+def test_live_reader_positions_in_bytes_across_small_reads(tmp_path: Path) -> None:
+    """Lines are decoded a block at a time; checkpoints are still byte offsets, and bad
+    lines keep their file line numbers, whatever the block boundaries."""
+    lines = [b"caf\xc3\xa9 is not a record", *map(str.encode, rm_call("8.000:1", "a"))]
+    lines += [b"\xff\xfe binary", *map(str.encode, rm_call("8.100:2", "b"))]
+    cut = rm_call("8.200:3", "c")
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"\n".join(lines) + b"\n" + "\n".join(cut[:2]).encode() + b"\n")
+    start = len(b"\n".join(lines)) + 1  # where "c" begins, after multi-byte characters
+    config = tail_config(log)
+
+    whole = _LiveReader(config, converter())  # one read; "a" and "b" open, "c" held
+    whole.follower.open(None, "start")
+    first = whole.cycle()
+    assert first.converted == [] and first.checkpoint is not None
+    # the oldest open event begins on line 2, after 21 characters in 22 bytes
+    assert (first.checkpoint["offset"], first.checkpoint["line"]) == (len(lines[0]) + 1, 1)
+
+    small = _LiveReader(config, converter())
+    small.follower.chunk = 37  # lines cross reads, and reads end mid-character
+    small.follower.open(None, "start")
+    converted: list[Converted] = []
+    bad: list[tuple[str | None, int | None]] = []
+    checkpoints = []
+    for _ in range(200):
+        cycle = small.cycle()
+        converted += cycle.converted
+        bad += [(e.path, e.line) for e in cycle.malformed]
+        checkpoints.append(cycle.checkpoint)
+    assert [c.event.actor.name for c in converted if c.event] == ["a", "b", "c"]
+    assert bad == [(str(log), 1), (str(log), 6)]
+    positions = {(c["offset"], c["line"]) for c in checkpoints if c}
+    assert (start, 10) in positions  # while "c" was open or held
+    data = log.read_bytes()
+    for offset, line in positions:  # every one a line start, `line` lines before it
+        assert offset == 0 or data[offset - 1 : offset] == b"\n"
+        assert data[:offset].count(b"\n") == line
+    assert checkpoints[-1] is not None and checkpoints[-1]["offset"] == len(data)

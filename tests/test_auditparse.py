@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from pathlib import Path
 
 import pytest
 
+from listener.sources import auditparse
 from listener.sources.auditparse import (
     AuditAssembler,
     AuditEvent,
@@ -529,3 +531,101 @@ def test_scenario_one_event_per_docker_cli_call(scenario_events: list[AuditEvent
     churn = [e for e in cli if e.argv and "--rm" in e.argv]
     assert len(churn) == 30 and {e.auid_name for e in churn} == {"bob"}
     assert [e.line for e in scenario_events] == sorted(e.line for e in scenario_events)
+
+
+# ----------------------------------------------------------------------------- lazy fields
+
+NAMES = ["key", "auid", "exe", "comm", "name", "nametype", "a0", "a1", "argc", "cwd", "pid"]
+NAMES += ["proctitle", "msg", "_text", "AUID", "UID", "EUID", "SYSCALL", "SADDR", "op", "res"]
+
+
+def test_lazy_answers_match_the_parsed_fields() -> None:
+    """get, enriched_get, field and all_keys answer without parsing what they can skip:
+    the answers are those of the parsed dicts, on every record of the captures."""
+    paths = [DATA / "scenario-a" / "audit.log.gz", *corpus_files()]
+    checked = 0
+    for path in paths:
+        lazy = [i for i in read_audit_file(path) if isinstance(i, AuditEvent)]
+        parsed = [i for i in read_audit_file(path) if isinstance(i, AuditEvent)]
+        for event, twin in zip(lazy, parsed, strict=True):
+            for rec, full in zip(event.records, twin.records, strict=True):
+                fields, enriched = full.fields, full.enriched  # parsed first
+                assert [rec.get(n) for n in NAMES] == [fields.get(n) for n in NAMES]
+                assert [rec.enriched_get(n) for n in NAMES] == [enriched.get(n) for n in NAMES]
+            keys = {k for r in twin.records for k in (r.fields.get("key") or "").split("\x01")}
+            assert event.all_keys() == keys - {"", "(null)"}
+            assert [event.field(n) for n in NAMES] == [twin.field(n) for n in NAMES]
+            assert event == twin
+            checked += len(event.records)
+    assert checked > 41_000
+
+
+def test_a_lazy_record_is_checked_when_fed() -> None:
+    """A line is reported as cut exactly when parsing it on the spot fails, and an
+    accepted record parses, later, to what parsing it on the spot gives."""
+    rng = random.Random(4)
+    alphabet = ["a", "=", '"', " ", "'", "{", "}", "\t", "x=", ' k="', '" ', "6162", "é", GS]
+    types = ["USER_CMD", "EXECVE", "SYSCALL", "PATH", "CWD"]
+    cut = 0
+    for n in range(1, 4001):
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        if rng.random() < 0.5:  # around the anchors of the cached tails
+            body = f" item=0 name={body} dev=fe:00 auid={body}"
+        rtype = rng.choice(types)
+        raw, gs, extra = body.partition(GS)
+        try:  # what parsing every field at once gives
+            expected = (
+                auditparse._record_fields(rtype, raw),
+                auditparse._enriched_fields(extra) if gs else {},
+            )
+        except auditparse._Truncated:
+            expected = None
+        events, asm = feed_all(f"type={rtype} msg=audit(1.000:{n}):{body}")
+        if expected is None:
+            assert [m.reason for m in asm.malformed] == ["unterminated quote (truncated line?)"]
+            cut += 1
+        else:
+            assert not asm.malformed
+            (rec,) = events[0].records
+            assert (rec.fields, rec.enriched) == expected, body
+    assert 100 < cut < 3000
+
+
+def test_feeding_lines_at_once_or_one_by_one_is_the_same() -> None:
+    text = (DATA / "scenario-a" / "audit.log.gz").read_bytes()
+    lines = gzip.decompress(text).decode().split("\n")[:5000]
+    lines[10:10] = ["junk", "", 'type=PATH msg=audit(1795346502.569:15428): name="cut']
+    one, asm1 = feed_all("\n".join(lines))
+    many = AuditAssembler("snippet")
+    events = many.feed_lines(lines[:2000], 1) + many.feed_lines(lines[2000:], 2001)
+    events += many.flush_all()
+    assert events == one and many.counters == asm1.counters
+    assert many.malformed == asm1.malformed
+
+
+def test_reading_in_blocks_keeps_the_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = gzip.decompress((DATA / "scenario-a" / "audit.log.gz").read_bytes())
+    lines = source.split(b"\n")[:3000]
+    lines[5:5] = [b"junk \xff", b"type=EOE msg=audit(1.000:1): "]
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"\n".join(lines))
+    whole = list(read_audit_file(path))
+    monkeypatch.setattr(auditparse, "_READ_HINT", 200)  # a handful of lines per block
+    assert list(read_audit_file(path)) == whole
+    assert [i.line for i in whole] == sorted(i.line for i in whole)
+
+
+def test_cached_texts_give_every_record_its_own_fields() -> None:
+    lines = [*(syscall(f"1.00{n}:{n}") for n in (1, 2))]
+    lines += [f'type=EXECVE msg=audit(1.00{n}:{n}): argc=2 a0="docker" a1="ps"' for n in (1, 2)]
+    lines += [f'type=CWD msg=audit(1.00{n}:{n}): cwd="/"' for n in (1, 2)]
+    first, second = feed_all("\n".join(lines))[0]
+    for rtype in ("SYSCALL", "EXECVE", "CWD"):
+        rec = first.first(rtype)
+        assert rec is not None
+        rec.fields["changed"] = "yes"
+        rec.enriched["CHANGED"] = "yes"
+    assert all("changed" not in r.fields and "CHANGED" not in r.enriched for r in second.records)
+    assert second.argv == ["docker", "ps"] and second.key == ["docker-cli"]

@@ -66,13 +66,14 @@ from typing import Any, NamedTuple, Protocol
 
 from config.errors import InputError, SourceError
 from config.models import AuditdConfig
-from listener.argv import container_config, exec_options, parse_docker_argv
+from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
 from listener.correlate import CliCall, Correlator
 from listener.event import Actor, Event, Who, natural_id
 from listener.sources.auditparse import (
     UNSET_ID,
     AuditAssembler,
     AuditEvent,
+    AuditRecord,
     Malformed,
     open_audit_text,
     parse_time_ns,
@@ -198,6 +199,15 @@ class Converted:
     call: CliCall | None = None
 
 
+class _ParsedCall(NamedTuple):
+    call: DockerCall
+    cwd: str | None
+    command_line: str
+
+
+_CALL_CACHE_MAX = 1024
+
+
 @dataclass(slots=True)
 class AuditCounters:
     events: int = 0
@@ -218,15 +228,20 @@ class AuditConverter:
         self._programs = frozenset(config.daemon_programs)
         self._roots = tuple(r.rstrip("/") for r in config.daemon_roots)
         self.counters = AuditCounters()
+        # EXECVE and CWD texts -> (call, cwd, command line): a host runs the same few
+        # commands over and over (monitoring loops), parsing them once is enough.
+        self._calls: dict[tuple[tuple[str | None, ...], str | None], _ParsedCall] = {}
 
     def convert(self, event: AuditEvent) -> Converted | None:
         """None when the event is not kept."""
         self.counters.events += 1
-        keys = _keys(event)
-        if not keys & self.keys:
+        keys = event.all_keys()
+        if self.keys.isdisjoint(keys):
             return None
-        if event.first("EXECVE") is not None and self._is_cli(event, keys):
-            return self._cli(event, keys)
+        if event.first("EXECVE") is not None:
+            syscall = event.first("SYSCALL")
+            if self._is_cli(event, keys, syscall):
+                return self._cli(event, keys, syscall)
         if event.first("CONFIG_CHANGE") is not None:
             return self._kept(event, self._rule_change(event, keys))
         return self._file_event(event, keys)
@@ -235,28 +250,54 @@ class AuditConverter:
         self.counters.kept += 1
         return Converted(trail_event)
 
-    def _is_cli(self, event: AuditEvent, keys: frozenset[str]) -> bool:
-        exe = event.exe or ""
-        return event.success is not False and (
-            self.config.cli_key in keys or posixpath.basename(exe) in _CLI_PROGRAMS
-        )
+    def _is_cli(self, event: AuditEvent, keys: frozenset[str], syscall: AuditRecord | None) -> bool:
+        success = _field(event, syscall, "success")  # event.success
+        if success is not None and success != "yes":
+            return False
+        if self.config.cli_key in keys:
+            return True
+        return posixpath.basename(_field(event, syscall, "exe") or "") in _CLI_PROGRAMS
 
     # -- docker CLI ---------------------------------------------------------
 
-    def _cli(self, event: AuditEvent, keys: frozenset[str]) -> Converted:
-        argv = event.argv or []
-        call = parse_docker_argv(argv, cwd=event.cwd)
-        who = self._who(event, command=call.command_line)
+    def _cli(
+        self, event: AuditEvent, keys: frozenset[str], syscall: AuditRecord | None
+    ) -> Converted:
+        parsed = self._parsed_call(event)
+        call = parsed.call
+        audit_id = _audit_id(event)
+        who = self._who_of(event, syscall, parsed.command_line, audit_id)
         event_id = self._id(event)
-        cli = CliCall(event.time_ns, _audit_id(event), call, who, event_id)
+        cli = CliCall(event.time_ns, audit_id, call, who, event_id)
         self.counters.kept += 1
         self.counters.calls += 1
         wanted = self.config.cli_events
         if wanted == "none" or (wanted == "changes" and call.read_only):
             return Converted(None, cli)
-        return Converted(self._cli_event(event, keys, cli), cli)
+        return Converted(self._cli_event(event, keys, cli, parsed.cwd), cli)
 
-    def _cli_event(self, event: AuditEvent, keys: frozenset[str], cli: CliCall) -> Event:
+    def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
+        """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
+        cwd_record = event.first("CWD")
+        key = (
+            tuple(r.text for r in event.records if r.type == "EXECVE"),
+            None if cwd_record is None else cwd_record.text,
+        )
+        cacheable = None not in key[0] and (cwd_record is None or key[1] is not None)
+        parsed = self._calls.get(key) if cacheable else None
+        if parsed is None:
+            cwd = event.cwd
+            call = parse_docker_argv(event.argv or [], cwd=cwd)
+            parsed = _ParsedCall(call, cwd, call.command_line)
+            if cacheable:
+                if len(self._calls) >= _CALL_CACHE_MAX:
+                    self._calls.clear()
+                self._calls[key] = parsed
+        return parsed
+
+    def _cli_event(
+        self, event: AuditEvent, keys: frozenset[str], cli: CliCall, cwd: str | None
+    ) -> Event:
         call = cli.call
         config: dict[str, Any] = {}
         container = container_config(call)
@@ -267,7 +308,7 @@ class AuditConverter:
             config = options.model_dump(mode="json")
         attributes: dict[str, Any] = {
             "argv": list(call.argv),
-            "cwd": event.cwd,
+            "cwd": cwd,
             "exe": event.exe,
             "ppid": event.ppid,
             **self._group(event),
@@ -370,16 +411,20 @@ class AuditConverter:
     # -- who ------------------------------------------------------------------
 
     def _who(self, event: AuditEvent, *, command: str | None) -> Who:
-        record = event.first("SYSCALL")
+        return self._who_of(event, event.first("SYSCALL"), command, _audit_id(event))
+
+    def _who_of(
+        self, event: AuditEvent, record: AuditRecord | None, command: str | None, audit_id: str
+    ) -> Who:
         if record is None:  # user-space records (CONFIG_CHANGE …): any record that has them
-            return self._who_from(event.field, event.enriched_field, event, command)
-        return self._who_from(record.fields.get, record.enriched.get, event, command)
+            return self._who_from(event.field, event.enriched_field, audit_id, command)
+        return self._who_from(record.fields.get, record.enriched.get, audit_id, command)
 
     def _who_from(
         self,
         raw: Callable[[str], str | None],
         names: Callable[[str], str | None],
-        event: AuditEvent,
+        audit_id: str,
         command: str | None,
     ) -> Who:
         auid = _id_number(raw("auid"))
@@ -387,11 +432,12 @@ class AuditConverter:
         user = _id_name(names("EUID"))
         if euid is None:
             euid, user = _id_number(raw("uid")), _id_name(names("UID"))
+        login = _id_name(names("AUID"))
         tty = raw("tty")
         return Who(
-            login=_id_name(names("AUID")) or self.names.user(auid),
+            login=login if login is not None else self.names.user(auid),
             auid=auid,
-            user=user or self.names.user(euid),
+            user=user if user is not None else self.names.user(euid),
             uid=euid,
             pid=_id_number(raw("pid")),
             command=command,
@@ -399,7 +445,7 @@ class AuditConverter:
             ses=_id_number(raw("ses")),
             tty=None if tty in (None, "(none)", "?") else tty,
             exe=raw("exe"),
-            audit_id=_audit_id(event),
+            audit_id=audit_id,
         )
 
     def _group(self, event: AuditEvent) -> dict[str, Any]:
@@ -411,6 +457,13 @@ class AuditConverter:
 
     def _id(self, event: AuditEvent) -> str:
         return natural_id("auditd", event.node or self.host, event.serial, event.time_ns)
+
+
+def _field(event: AuditEvent, syscall: AuditRecord | None, name: str) -> str | None:
+    """``event.field(name)`` when its SYSCALL record is at hand."""
+    if syscall is not None and (value := syscall.get(name)) is not None:
+        return value
+    return event.field(name)
 
 
 def _id_number(value: str | None) -> int | None:
@@ -434,12 +487,7 @@ def _audit_id(event: AuditEvent) -> str:
 
 def _keys(event: AuditEvent) -> frozenset[str]:
     """Keys of every record (a CONFIG_CHANGE carries its key, its SYSCALL none)."""
-    keys: set[str] = set()
-    for record in event.records:
-        value = record.fields.get("key")
-        if value and value != "(null)":
-            keys.update(k for k in value.split("\x01") if k)
-    return frozenset(keys)
+    return event.all_keys()
 
 
 def _title(event: AuditEvent) -> str | None:
@@ -605,11 +653,30 @@ class _FileId(NamedTuple):
     path: str
 
 
-class _Line(NamedTuple):  # one per line read: a tuple is the cheapest to build
-    text: str
-    number: int  # line number in its file (1-based)
-    start: int  # byte offset of the line in its file
-    file: _FileId
+class _Batch:
+    """Consecutive complete lines of one file, as one read returned them."""
+
+    __slots__ = ("ascii", "file", "lines", "number", "start")
+
+    def __init__(self, file: _FileId, start: int, number: int, lines: list[str], ascii: bool):
+        self.file = file
+        self.start = start  # byte offset of lines[0] in its file
+        self.number = number  # line number of lines[0] in its file (1-based)
+        self.lines = lines  # decoded (surrogateescape), without their "\n"
+        self.ascii = ascii  # then characters are bytes
+
+    def offset(self, index: int) -> int:
+        """Byte offset of lines[index] in the file (worked out only for a checkpoint)."""
+        before = self.lines[:index]
+        if self.ascii:
+            return self.start + sum(map(len, before)) + index
+        encoded = (len(line.encode("utf-8", "surrogateescape")) for line in before)
+        return self.start + sum(encoded) + index
+
+
+# Lines lo..hi-1 of a batch; and, once fed, the global line number of lines[lo].
+_Span = tuple[_Batch, int, int]
+_FedSpan = tuple[int, _Batch, int, int]
 
 
 class _Follower:
@@ -697,41 +764,42 @@ class _Follower:
 
     # -- reading -----------------------------------------------------------
 
-    def read(self) -> tuple[list[_Line], bool]:
+    def read(self) -> tuple[_Batch | None, bool]:
         """Complete new lines, and whether the end of the log was reached."""
         if self.fd is None:
             if self.path.exists():
                 with contextlib.suppress(OSError):
                     self._open_file(self._id_of(self.path), 0, 0)
-            return [], True
+            return None, True
         data = os.read(self.fd, self.chunk)
         if data:
             return self._lines(data), len(data) < self.chunk
         if self._rotated():
             return self._switch(), False
         self._check_truncated()
-        return [], True
+        return None, True
 
-    def _lines(self, data: bytes, final: bool = False) -> list[_Line]:
-        """Split off complete lines (`final`: the unterminated rest too, at a rotation)."""
+    def _lines(self, data: bytes, final: bool = False) -> _Batch | None:
+        """Split off complete lines (`final`: the unterminated rest too, at a rotation).
+
+        The whole block is decoded and split at once (surrogateescape maps bytes
+        one to one and never joins a byte with a following newline, so this is
+        what decoding line by line gives); byte offsets are worked out only when
+        a checkpoint needs one.
+        """
         buffer = self._rest + data
         cut = len(buffer) if final else buffer.rfind(b"\n") + 1
         self._rest = buffer[cut:]
         if cut == 0:
-            return []
+            return None
         body = buffer[:cut]
-        pieces = body.split(b"\n")
+        lines = body.decode("utf-8", "surrogateescape").split("\n")
         if body.endswith(b"\n"):
-            pieces.pop()  # the empty piece after the last newline
+            lines.pop()  # the empty piece after the last newline
         assert self.file is not None
-        lines: list[_Line] = []
-        start, number, file = self.offset, self.line, self.file
-        for raw in pieces:
-            number += 1
-            lines.append(_Line(raw.decode("utf-8", "surrogateescape"), number, start, file))
-            start += len(raw) + 1
-        self.offset, self.line = self.offset + cut, number
-        return lines
+        batch = _Batch(self.file, self.offset, self.line + 1, lines, body.isascii())
+        self.offset, self.line = self.offset + cut, self.line + len(lines)
+        return batch
 
     def _rotated(self) -> bool:
         try:
@@ -741,9 +809,9 @@ class _Follower:
         assert self.file is not None
         return (st.st_dev, st.st_ino) != (self.file.dev, self.file.ino)
 
-    def _switch(self) -> list[_Line]:
+    def _switch(self) -> _Batch | None:
         """Our file was rotated away and is complete: hand out its tail, open the next."""
-        tail = self._lines(b"", final=True) if self._rest else []
+        tail = self._lines(b"", final=True) if self._rest else None
         assert self.file is not None
         chain = self._chain()
         ids = [(f.dev, f.ino) for f in chain]
@@ -828,10 +896,10 @@ class _LiveReader:
         self.assembler = AuditAssembler(str(config.log_file), config.event_timeout_secs)
         self.lag_ns = round(config.audit_lag_secs * _NS)
         self.busy_grace_ns = 200_000_000  # interleaved records of one event come within this
-        self._held: list[_Line] = []
+        self._held: list[_Span] = []  # the last event's lines, not fed yet
         self._empty_reads = 0
-        self._fed: deque[tuple[int, _Line]] = deque()  # (global line, line) since oldest open
-        self._global = 0
+        self._fed: deque[_FedSpan] = deque()  # fed since the oldest open event began
+        self._global = 0  # lines fed so far: the assembler's line numbers
         self._serial = 0
         self._time_ns = 0
 
@@ -841,14 +909,13 @@ class _LiveReader:
 
     def _cycle(self) -> _Cycle:
         started = time.time_ns()
-        lines, at_eof = self.follower.read()
+        batch, at_eof = self.follower.read()
         closed: list[AuditEvent] = []
-        if lines:
+        if batch is not None:
             self._empty_reads = 0
-            pending = self._held + lines
-            cut = _last_event_start(pending)
-            self._held = pending[cut:]
-            closed += self._feed(pending[:cut])
+            pending = [*self._held, (batch, 0, len(batch.lines))]
+            ready, self._held = _hold_last_event(pending)
+            closed += self._feed(ready)
             closed += self.assembler.flush(self.assembler.newest_ns - self.busy_grace_ns)
         else:
             # Quiet for a whole poll interval (two empty reads in a row): whatever is
@@ -858,38 +925,42 @@ class _LiveReader:
                 closed += self._feed(self._held)
                 self._held = []
                 closed += self.assembler.flush_all()
-        result = _Cycle(idle=not lines and at_eof, gap=self.follower.gap)
+        result = _Cycle(idle=batch is None and at_eof, gap=self.follower.gap)
         self.follower.gap = None
         result.malformed = self._malformed()
+        convert, converted = self.converter.convert, result.converted
         for event in closed:
-            converted = self.converter.convert(event)
-            self._serial, self._time_ns = event.serial, event.time_ns
-            if converted is not None:
-                result.converted.append(converted)
+            item = convert(event)
+            if item is not None:
+                converted.append(item)
+        if closed:
+            self._serial, self._time_ns = closed[-1].serial, closed[-1].time_ns
         result.checkpoint = self._checkpoint()
         result.watermark_ns = self._watermark(started, result.idle)
         return result
 
-    def _feed(self, lines: list[_Line]) -> list[AuditEvent]:
+    def _feed(self, spans: list[_Span]) -> list[AuditEvent]:
         closed: list[AuditEvent] = []
-        feed, fed = self.assembler.feed, self._fed
-        for line in lines:
-            self._global += 1
-            fed.append((self._global, line))
-            closed += feed(line.text, self._global)
+        feed_lines, fed = self.assembler.feed_lines, self._fed
+        for batch, lo, hi in spans:
+            if lo < hi:
+                fed.append((self._global + 1, batch, lo, hi))
+                closed += feed_lines(batch.lines[lo:hi], self._global + 1)
+                self._global += hi - lo
         return closed
 
     def _malformed(self) -> list[InputError]:
         if not self.assembler.malformed:
             return []
         errors = []
-        by_line = {number: line for number, line in self._fed}
         for bad in self.assembler.drain_malformed():
-            line = by_line.get(bad.line)
-            if line is None:
-                errors.append(_malformed_error(bad))
+            for first, batch, lo, hi in self._fed:
+                if first <= bad.line < first + hi - lo:
+                    number = batch.number + lo + bad.line - first
+                    errors.append(_malformed_error(bad, batch.file.path, number))
+                    break
             else:
-                errors.append(_malformed_error(bad, line.file.path, line.number))
+                errors.append(_malformed_error(bad))
         self.converter.counters.malformed += len(errors)
         return errors
 
@@ -898,15 +969,18 @@ class _LiveReader:
         oldest = self.assembler.oldest_open_line
         fed = self._fed
         if oldest is not None:
-            while fed and fed[0][0] < oldest:
-                fed.popleft()
+            while fed and fed[0][0] + fed[0][3] - fed[0][2] <= oldest:
+                fed.popleft()  # every line of it is before the oldest open event
             if fed:
-                first = fed[0][1]
-                return self._position(first.file, first.start, first.number - 1)
+                first, batch, lo, hi = fed[0]
+                if first < oldest:
+                    lo, first = lo + oldest - first, oldest
+                    fed[0] = (first, batch, lo, hi)
+                return self._position(batch.file, batch.offset(lo), batch.number + lo - 1)
         fed.clear()
         if self._held:
-            first = self._held[0]
-            return self._position(first.file, first.start, first.number - 1)
+            batch, lo, _ = self._held[0]
+            return self._position(batch.file, batch.offset(lo), batch.number + lo - 1)
         follower = self.follower
         if follower.file is None:
             return None
@@ -933,7 +1007,8 @@ class _LiveReader:
         if oldest is not None:
             bounds.append(oldest - 1)
         if self._held:
-            held = _stamp_time(self._held[0].text)
+            batch, lo, _ = self._held[0]
+            held = _stamp_time(batch.lines[lo])
             if held is not None:
                 bounds.append(held - 1)
         return min(bounds)
@@ -943,17 +1018,26 @@ class _LiveReader:
             self.follower.close()
 
 
-def _last_event_start(lines: list[_Line]) -> int:
-    """Index where the trailing run of lines of the last record's event begins.
+def _hold_last_event(spans: list[_Span]) -> tuple[list[_Span], list[_Span]]:
+    """Split off the trailing run of lines of the last record's event: ``(ready, held)``.
 
     Those lines are held back until more data or an idle poll: the rest of
     their event may still be on its way.
     """
-    stamp = _stamp_of(lines[-1].text)
-    index = len(lines)
-    while index > 0 and stamp is not None and _stamp_of(lines[index - 1].text) == stamp:
-        index -= 1
-    return index if stamp is not None else len(lines)
+    batch, lo, hi = spans[-1]
+    stamp = _stamp_of(batch.lines[hi - 1]) if hi > lo else None
+    if stamp is None:
+        return spans, []
+    for index in range(len(spans) - 1, -1, -1):
+        batch, lo, hi = spans[index]
+        lines, cut = batch.lines, hi
+        while cut > lo and _stamp_of(lines[cut - 1]) == stamp:
+            cut -= 1
+        if cut > lo or index == 0:  # the run starts in this span
+            ready = [*spans[:index], (batch, lo, cut)]
+            held = [(batch, cut, hi)] if cut < hi else []
+            return ready, held + spans[index + 1 :]
+    raise AssertionError("unreachable")
 
 
 def _stamp_time(text: str) -> int | None:

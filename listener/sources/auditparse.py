@@ -47,11 +47,18 @@ Line format and the quirks handled here::
   lines in test corpora, an EOE whose event the window already closed) never
   raises: it becomes a ``Malformed`` entry and the records around it are kept.
 
-Speed: fields are split with ``str.split`` and a C-level ``dict(map(...))``;
-quoted values with spaces, ``msg='...'``, ``{ ... }`` and EXECVE go through an
-exact but slower scanner. The ENRICHED part and the tail of SYSCALL/PATH records
-(``auid= ... key=``, ``dev= ...``) repeat heavily on a host, so each distinct
-text is parsed once and copied (bounded caches per assembler).
+Speed: a record's fields are parsed when first asked for (``AuditRecord``): a
+filter that drops most events reads a key or two, a docker CLI call needs three
+records of six. When a line is fed only its header is read, with
+``str.partition``, and its text checked for what would make the parse fail (an
+unterminated quote: the line is reported malformed right away, as before).
+Fields are split with ``str.split`` and a C-level ``dict(map(...))``; quoted
+values with spaces, ``msg='...'``, ``{ ... }`` and unusual EXECVE records go
+through an exact but slower scanner. The ENRICHED part, the tail of SYSCALL/PATH
+records (``auid= ... key=``, ``dev= ...``), whole CWD/PROCTITLE/EXECVE records
+repeat heavily on a host, so each distinct text is parsed once and copied
+(bounded module-level caches); ``AuditRecord.get`` answers from a cached tail
+without parsing the rest. ``feed_lines`` takes a block of lines at once.
 
 Accounting: for every input, ``records + malformed + blank`` equals the number
 of lines fed, and every record ends up in exactly one emitted event.
@@ -107,30 +114,145 @@ _str_split = str.split
 _EQ = itertools.repeat("=")  # endless: map() stops at the shorter input
 # Entries per parse cache (a few MB at most); cleared when full, no LRU bookkeeping.
 _CACHE_MAX = 2048
-# Where the low-cardinality tail of a record starts ("" = the whole body), see
-# AuditAssembler._fields. Only kernel record types with a fixed field order.
-_TAIL_AT = {
-    "SYSCALL": " auid=",
-    "PATH": " dev=",
-    "CWD": "",
-    "PROCTITLE": "",
-    "BPRM_FCAPS": "",
-    "SOCKADDR": "",
+# Where the low-cardinality tail of a record starts ("" = the whole body), and
+# the cache of parsed tails (keyed by the text after that anchor), see
+# _record_fields. Only kernel record types with a fixed field order.
+_TAILS: dict[str, tuple[str, dict[str, dict[str, str]]]] = {
+    "SYSCALL": (" auid=", {}),
+    "PATH": (" dev=", {}),
+    "CWD": ("", {}),
+    "PROCTITLE": ("", {}),
+    "BPRM_FCAPS": ("", {}),
+    "SOCKADDR": ("", {}),
 }
 _EXECVE_ARG = re.compile(r"a(\d+)(?:\[(\d+)\])?")  # EXECVE only, off the hot path
 _MALFORMED_TEXT_MAX = 200
+_NO_KEYS: frozenset[str] = frozenset()
+_READ_HINT = 16384  # bytes of lines read_audit_file feeds at once
 
 
 class _Truncated(Exception):
     """A quoted value or a brace group never ends: the line was cut."""
 
 
-@dataclass(slots=True)
 class AuditRecord:
-    type: str  # "SYSCALL", "EXECVE", "UNKNOWN[1420]", ...
-    fields: dict[str, str]  # raw fields, unquoted, hex decoded where applicable
-    enriched: dict[str, str]  # fields after \x1d (ENRICHED format), else empty
-    line: int  # 1-based line number in its source
+    """One record (line) of an event.
+
+    ``fields`` are the raw fields, unquoted, hex decoded where applicable;
+    ``enriched`` the fields after ``\\x1d`` (ENRICHED format), else empty. The
+    assembler hands out records whose fields are parsed on first access (most
+    records of most events are never looked at: a filter drops the event, or
+    the consumer needs three records of seven); that the text parses at all is
+    checked when the line is fed, so a bad line is still reported right away.
+    ``get``/``enriched_get`` answer for a missing name without parsing.
+    """
+
+    __slots__ = ("_cut", "_enriched", "_extra", "_fields", "_raw", "_tail", "line", "type")
+
+    def __init__(
+        self,
+        type: str,  # "SYSCALL", "EXECVE", "UNKNOWN[1420]", ...
+        fields: dict[str, str] | None,
+        enriched: dict[str, str] | None,
+        line: int,  # 1-based line number in its source
+        raw: str | None = None,  # text of the raw fields, parsed into `fields` when None
+        extra: str | None = None,  # text after \x1d, parsed into `enriched` when None
+        tail: dict[str, str] | None = None,  # the parsed fields of raw[cut:], shared
+        cut: int = 0,
+    ) -> None:
+        self.type = type
+        self.line = line
+        self._raw = raw
+        self._extra = extra
+        self._fields = fields
+        self._enriched = enriched
+        self._tail = tail
+        self._cut = cut
+
+    @property
+    def fields(self) -> dict[str, str]:
+        fields = self._fields
+        if fields is None:
+            tail, cut, raw = self._tail, self._cut, self._raw or ""
+            if tail is None:
+                fields = _record_fields(self.type, raw)
+            elif cut == 0:
+                fields = tail.copy()
+            else:
+                fields = _fields_fast(raw[:cut])
+                if fields is None:
+                    fields = _parse_fields(self.type, raw)
+                else:
+                    fields.update(tail)
+            self._fields = fields
+        return fields
+
+    @fields.setter
+    def fields(self, value: dict[str, str]) -> None:
+        self._fields = value
+
+    @property
+    def enriched(self) -> dict[str, str]:
+        enriched = self._enriched
+        if enriched is None:
+            extra = self._extra
+            enriched = self._enriched = {} if extra is None else _enriched_fields(extra)
+        return enriched
+
+    @enriched.setter
+    def enriched(self, value: dict[str, str]) -> None:
+        self._enriched = value
+
+    @property
+    def text(self) -> str | None:
+        """The record's raw text after ``msg=audit(...):`` (None if it was built from fields).
+
+        Equal texts give equal ``fields``: a consumer may cache what it derives from them.
+        """
+        return self._raw
+
+    def get(self, name: str) -> str | None:
+        """``fields.get(name)``; without parsing when the text does not name it."""
+        fields = self._fields
+        if fields is None and name != "_text":  # other names are in the text, before "="
+            tail, raw = self._tail, self._raw or ""
+            if tail is None:
+                if name not in raw:
+                    return None
+            else:
+                cut = self._cut  # the tail has all fields, or the head has not this one:
+                if cut == 0 or raw.find(name, 0, cut) < 0:
+                    return tail.get(name)
+        return self.fields.get(name)
+
+    def enriched_get(self, name: str) -> str | None:
+        """``enriched.get(name)``; without parsing when the text does not name it."""
+        enriched = self._enriched
+        if enriched is None:
+            extra = self._extra
+            if extra is None or (name not in extra and name != "_text"):
+                return None
+            known = _ENRICHED_CACHE.get(extra)  # the same text parsed: read, no copy
+            enriched = self.enriched if known is None else known
+        return enriched.get(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AuditRecord):
+            return NotImplemented
+        return (self.type, self.line, self.fields, self.enriched) == (
+            other.type,
+            other.line,
+            other.fields,
+            other.enriched,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditRecord(type={self.type!r}, fields={self.fields!r}, "
+            f"enriched={self.enriched!r}, line={self.line!r})"
+        )
 
 
 @dataclass(slots=True)
@@ -178,21 +300,21 @@ class AuditEvent:
     def field(self, name: str) -> str | None:
         """A raw field, from the SYSCALL record if it has it, else the first record that does."""
         rec = self.first("SYSCALL")
-        if rec is not None and name in rec.fields:
-            return rec.fields[name]
+        if rec is not None and (value := rec.get(name)) is not None:
+            return value
         for rec in self.records:
-            if name in rec.fields:
-                return rec.fields[name]
+            if (value := rec.get(name)) is not None:
+                return value
         return None
 
     def enriched_field(self, name: str) -> str | None:
         """An interpreted (ENRICHED) field, SYSCALL record first."""
         rec = self.first("SYSCALL")
-        if rec is not None and name in rec.enriched:
-            return rec.enriched[name]
+        if rec is not None and (value := rec.enriched_get(name)) is not None:
+            return value
         for rec in self.records:
-            if name in rec.enriched:
-                return rec.enriched[name]
+            if (value := rec.enriched_get(name)) is not None:
+                return value
         return None
 
     @property
@@ -207,6 +329,27 @@ class AuditEvent:
         if value is None or value in ("(null)", ""):
             return []
         return [k for k in value.split("\x01") if k]
+
+    def all_keys(self) -> frozenset[str]:
+        """The rule keys of every record (``key`` reads one record: SYSCALL's, else the first).
+
+        A CONFIG_CHANGE carries its key, its SYSCALL none. Parses only records
+        whose text has a ``key`` (cheap: a filter asks this of every event).
+        """
+        found: frozenset[str] | set[str] = _NO_KEYS
+        for rec in self.records:
+            fields = rec._fields
+            if fields is not None:
+                value = fields.get("key")
+            elif "key" in (rec._raw or ""):
+                value = rec.get("key")  # from the cached tail of a SYSCALL, no parse
+            else:
+                continue
+            if not value or value == "(null)":
+                continue
+            keys = {k for k in value.split("\x01") if k} if "\x01" in value else {value}
+            found = keys if not found else {*found, *keys}
+        return frozenset(found)
 
     @property
     def argv(self) -> list[str] | None:
@@ -343,14 +486,6 @@ def parse_time_ns(stamp_time: str) -> int | None:
     return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0"))
 
 
-def _parse_stamp(stamp: str) -> tuple[int, int] | None:
-    time_part, colon, serial = stamp.partition(":")
-    if not (colon and serial.isascii() and serial.isdigit()):
-        return None
-    time_ns = parse_time_ns(time_part)
-    return None if time_ns is None else (time_ns, int(serial))
-
-
 # --------------------------------------------------------------------------- fields
 
 
@@ -370,6 +505,8 @@ def _fields_fast(text: str) -> dict[str, str] | None:
     except ValueError:  # a bare word, or "=" inside a value
         return None
     quotes = text.count('"')
+    if not quotes and _ENCODED_FIELDS.isdisjoint(fields):
+        return fields  # the usual SYSCALL head: numbers only
     unquoted = 0
     for key in _ENCODED_FIELDS.intersection(fields):
         value = fields[key]
@@ -499,6 +636,144 @@ def _parse_enriched(text: str) -> dict[str, str]:
     return _split_fields_slow(text)[0]
 
 
+# The ENRICHED part and the tail of SYSCALL/PATH records repeat heavily on a host:
+# each distinct text is parsed once (callers get copies they may modify). Shared by
+# all assemblers (a record parses its fields whenever it is first asked for them).
+_ENRICHED_CACHE: dict[str, dict[str, str]] = {}
+# Whole EXECVE texts (a host runs the same commands again and again), see _execve_fast.
+_EXECVE_CACHE: dict[str, dict[str, str]] = {}
+
+
+def _split_tail(anchor: str, text: str) -> tuple[str, str] | None:
+    """``(head, rest)`` around the first ``anchor`` (the tail is anchor + rest); None if absent."""
+    if not anchor:
+        return "", text
+    head, found, rest = text.partition(anchor)
+    return (head, rest) if found else None
+
+
+def _record_fields(rtype: str, text: str) -> dict[str, str]:
+    """Raw fields; the repetitive tail of common records is parsed once per distinct text.
+
+    A SYSCALL's ``auid= ... key=`` or a PATH's ``dev= ... cap_frootid=`` take
+    few distinct values on a host, so only the head (pids, addresses, inode)
+    is split every time. Both parts are validated on their own by
+    ``_fields_fast``, so a cut inside a quoted value falls back to the exact
+    parse of the whole text.
+    """
+    spec = _TAILS.get(rtype)
+    parts = None if spec is None else _split_tail(spec[0], text)
+    if spec is None or parts is None:
+        return _parse_fields(rtype, text)
+    (anchor, cache), (head, rest) = spec, parts
+    tail = cache.get(rest)
+    if tail is None:
+        tail_text = anchor + rest
+        tail = _fields_fast(tail_text)
+        if tail is None:
+            return _parse_fields(rtype, text)
+        if _plain(tail_text, tail):
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[rest] = tail
+    if not head:
+        return tail.copy()
+    fields = _fields_fast(head)
+    if fields is None:
+        return _parse_fields(rtype, text)
+    fields.update(tail)
+    return fields
+
+
+def _plain(text: str, fields: dict[str, str]) -> bool:
+    """Only single spaces between words, no name twice: the exact scanner reads it alike.
+
+    Then a cached tail's values are the record's values whatever its head holds
+    (``AuditRecord.get`` answers from the tail without parsing the head).
+    """
+    words = text.split()
+    return len(words) == len(fields) and [w for w in text.rstrip("\n").split(" ") if w] == words
+
+
+def _enriched_fields(text: str) -> dict[str, str]:
+    """ENRICHED fields (a few users x syscall names: parsed once per distinct text)."""
+    cache = _ENRICHED_CACHE
+    parsed = cache.get(text)
+    if parsed is None:
+        parsed = _parse_enriched(text)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[text] = parsed
+    return parsed.copy()
+
+
+def _parses_later(text: str) -> bool:
+    """True when parsing ``text`` can wait: it cannot raise ``_Truncated``.
+
+    Only the exact scanner raises, on a quote or brace that never closes.
+    Without single quotes and braces, the double quotes decide: the text is
+    safe when they pair up as the scanner reads them, each opening quote right
+    after the only ``=`` of its word. Anything else (rare: ``msg='...'``,
+    ``{ ... }``, a cut line) is parsed at once, as it always was.
+    """
+    if "'" in text or "{" in text:
+        return False
+    find, rfind = text.find, text.rfind
+    quote = find('"')
+    pos = 0  # where the current word may start: after a space or a closing quote
+    while quote >= 0:
+        start = rfind(" ", pos, quote) + 1 or pos
+        if quote == start or find("=", start, quote) != quote - 1:  # no "=", or two
+            return False
+        end = find('"', quote + 1)
+        if end < 0:
+            return False
+        pos = end + 1
+        quote = find('"', pos)
+    return True
+
+
+# Heads of PATH records (item, name, inode) with quotes that _parses_later accepted:
+# the same files come up again and again.
+_SAFE_HEADS: set[str] = set()
+
+
+def _head_parses_later(head: str) -> bool:
+    if not _parses_later(head):
+        return False
+    if len(_SAFE_HEADS) >= _CACHE_MAX:
+        _SAFE_HEADS.clear()
+    _SAFE_HEADS.add(head)
+    return True
+
+
+def _execve_fast(text: str) -> dict[str, str] | None:
+    """EXECVE fields when every word is ``k=v`` or ``k="v"`` (None: use the exact scanner).
+
+    Split on single spaces only, as the exact scanner does: an argument with
+    white space or quotes in it is hex anyway, and one with ``=`` goes the slow way.
+    """
+    if "'" in text or "{" in text:
+        return None
+    words = text.strip().split(" ")
+    try:
+        fields = dict(map(_str_split, words, _EQ))
+    except ValueError:  # a bare word, "=" inside a value, or two spaces in a row
+        return None
+    if len(fields) != len(words):
+        return None
+    for key, value in fields.items():
+        if value[:1] == '"':
+            if len(value) < 2 or value[-1] != '"' or value.count('"') != 2:
+                return None
+            fields[key] = value[1:-1]
+        elif '"' in value:
+            return None
+        elif key[:1] == "a" and _EXECVE_ARG.fullmatch(key):
+            fields[key] = _unhex(value)
+    return fields
+
+
 # --------------------------------------------------------------------------- argv
 
 
@@ -544,8 +819,9 @@ def _printable(line: str) -> str:
 class AuditAssembler:
     """Feed lines, get events. See the module docstring for the closing rules.
 
-    Batch use: ``feed`` every line, then ``flush_all()``; or just ``read_audit_file``.
-    Live tailing: ``feed`` each new line as it is written, and every second or so
+    Batch use: ``feed`` every line (or ``feed_lines`` blocks of them), then
+    ``flush_all()``; or just ``read_audit_file``.
+    Live tailing: ``feed`` new lines as they are written, and every second or so
     ``flush(older_than_ns=time.time_ns() - grace)`` to close EOE-less events that
     no newer record will close. ``feed``/``flush``/``flush_all`` return events in
     the order they close; use ``LineOrder`` with ``oldest_open_line`` for file
@@ -569,8 +845,6 @@ class AuditAssembler:
         # are skipped when popped.
         self._heap: list[tuple[int, int, str, AuditEvent]] = []
         self._seq = itertools.count()
-        self._enriched_cache: dict[str, dict[str, str]] = {}
-        self._tail_cache: dict[str, dict[str, str]] = {}
 
     # -- counters -----------------------------------------------------------
     @property
@@ -595,8 +869,11 @@ class AuditAssembler:
 
     @property
     def oldest_open_ns(self) -> int | None:
-        """Audit time of the earliest open event (a scan: call it per read, not per line)."""
-        return min((e.time_ns for e in self._open.values()), default=None)
+        """Audit time of the earliest open event."""
+        heap, opened = self._heap, self._open
+        while heap and opened.get(heap[0][2]) is not heap[0][3]:
+            heapq.heappop(heap)  # closed by EOE: stale
+        return heap[0][0] if heap else None
 
     def drain_malformed(self) -> list[Malformed]:
         """Malformed entries reported since the last drain (keeps a live tail's memory flat)."""
@@ -606,112 +883,157 @@ class AuditAssembler:
     # -- input --------------------------------------------------------------
     def feed(self, line: str, lineno: int) -> list[AuditEvent]:
         """Parse one line (with or without its newline); return the events it closed."""
+        return self.feed_lines((line,), lineno)
+
+    def feed_lines(self, lines: Iterable[str], first: int = 1) -> list[AuditEvent]:
+        """``feed`` each of ``lines``, numbered from ``first``; the events they closed.
+
+        Per line only the header is read (type, ``msg=audit(TIME:SERIAL)``) and
+        the record's text checked: its fields are parsed when first asked for
+        (see ``AuditRecord``), so what a consumer drops unread costs little.
+        """
+        closed: list[AuditEvent] = []
+        opened, heap, window = self._open, self._heap, self.window_ns
+        newest, records, path = self.newest_ns, 0, self.path
+        bad = self._bad
+        tails_of, enriched_known, safe_heads = _TAILS.get, _ENRICHED_CACHE, _SAFE_HEADS
+        execves = _EXECVE_CACHE.get
+        lineno = first - 1
+        for line in lines:
+            lineno += 1
+            # The header: [node=NODE ]type=TYPE msg=audit(STAMP): ... Partitions are the
+            # quick way; any doubt goes through _header, which names what is wrong.
+            head, close, body = line.partition("):")
+            pre, msg, stamp = head.partition(" msg=audit(")
+            if pre[:5] == "type=" and " " not in pre:
+                node, rtype = None, pre[5:]
+            elif pre[:5] == "node=":
+                node, _, rtype = pre.partition(" ")
+                node = node[5:]
+                if rtype[:5] != "type=" or " " in rtype:
+                    msg = ""  # not the quick kind
+                rtype = rtype[5:]
+            else:
+                msg = ""
+            if not (close and msg) or "\x00" in line or "msg=audit(" in body:
+                parsed_header = self._header(line, lineno)
+                if parsed_header is None:
+                    continue
+                node, rtype, stamp, body = parsed_header
+            key = stamp if node is None else f"{node} {stamp}"
+            event = opened.get(key)
+            if event is None:  # time and serial (as parse_time_ns reads the time)
+                seconds, colon, number = stamp.partition(":")
+                whole, dot, frac = seconds.partition(".")
+                if not (
+                    colon
+                    and dot
+                    and number.isdigit()
+                    and whole.isdigit()
+                    and frac.isdigit()
+                    and len(frac) <= 9
+                    and stamp.isascii()
+                ):
+                    bad(line, lineno, "garbled time or serial in msg=audit(...)")
+                    continue
+                time_ns = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0"))
+                serial = int(number)
+            else:
+                time_ns = event.time_ns
+            raw, gs, extra_text = body.partition("\x1d")
+            extra = extra_text if gs else None
+            # Parse now only what might not parse (rare: see _parses_later) and
+            # EXECVE (quick, and wanted by every docker CLI event); the rest waits.
+            fields = enriched = tail = None
+            cut = 0
+            try:
+                spec = tails_of(rtype)
+                found = ""
+                if spec is not None:
+                    anchor, known = spec
+                    head, found, rest = raw.partition(anchor) if anchor else ("", "=", raw)
+                if found:
+                    tail = known.get(rest)  # it parsed before, and plainly: it will again
+                    if tail is None or (
+                        head
+                        and ('"' in head or "'" in head or "{" in head)
+                        and head not in safe_heads
+                        and not _head_parses_later(head)
+                    ):
+                        fields, tail = _record_fields(rtype, raw), None
+                    else:
+                        cut = len(head)
+                elif rtype == "EXECVE":
+                    tail = execves(raw)
+                    if tail is None:
+                        fields = _execve_fast(raw)
+                        if fields is not None:
+                            if len(_EXECVE_CACHE) >= _CACHE_MAX:
+                                _EXECVE_CACHE.clear()
+                            _EXECVE_CACHE[raw] = fields.copy()
+                        elif not _parses_later(raw):
+                            fields = _record_fields(rtype, raw)
+                elif not _parses_later(raw):
+                    fields = _record_fields(rtype, raw)
+                if extra is not None and extra not in enriched_known:
+                    enriched = _enriched_fields(extra)
+            except _Truncated:
+                bad(line, lineno, "unterminated quote (truncated line?)")
+                continue
+            rec = AuditRecord(rtype, fields, enriched, lineno, raw, extra, tail, cut)
+            if time_ns > newest:
+                newest = time_ns
+            if heap and time_ns - heap[0][0] > window:
+                closed += self._expire(time_ns)
+            if event is not None:
+                records += 1
+                event.records.append(rec)
+                if rtype == "EOE":
+                    closed.append(self._close(key, event))
+                continue
+            if rtype == "EOE":  # its event was closed by the window already
+                bad(line, lineno, "EOE without an open event")
+                continue
+            records += 1
+            event = AuditEvent(time_ns, serial, node, [rec], path)
+            if rtype.startswith("DAEMON_"):  # written by auditd itself: never extended
+                self.events += 1
+                closed.append(event)
+                continue
+            opened[key] = event
+            heapq.heappush(heap, (time_ns, next(self._seq), key, event))
+        self.newest_ns, self.records = newest, self.records + records
+        return closed
+
+    def _header(self, line: str, lineno: int) -> tuple[str | None, str, str, str] | None:
+        """``(node, type, stamp, body)`` of a record line; None (reported) when it is not one."""
         if line.startswith("type="):
             node = None
             rest = line
         elif line.startswith("node="):
             sp = line.find(" ")
             if sp < 0 or not line.startswith("type=", sp + 1):
-                return self._bad(line, lineno, "node= prefix without type=")
+                self._bad(line, lineno, "node= prefix without type=")
+                return None
             node, rest = line[5:sp], line[sp + 1 :]
         else:
-            return self._not_a_record(line, lineno)
+            self._not_a_record(line, lineno)
+            return None
         sp = rest.find(" ", 5)
         if sp < 0 or not rest.startswith("msg=audit(", sp + 1):
-            return self._bad(line, lineno, "no msg=audit(...) after type=")
+            self._bad(line, lineno, "no msg=audit(...) after type=")
+            return None
         close = rest.find("):", sp + 11)
         if close < 0:
-            return self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
+            self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
+            return None
         if "\x00" in line:
-            return self._bad(line, lineno, "NUL bytes in line (binary garbage)")
+            self._bad(line, lineno, "NUL bytes in line (binary garbage)")
+            return None
         if rest.find("msg=audit(", close) >= 0:  # a cut line ran into the next record
-            return self._bad(line, lineno, "two records on one line (truncated line?)")
-        stamp = rest[sp + 11 : close]
-        key = stamp if node is None else f"{node} {stamp}"
-        event = self._open.get(key)
-        if event is None:
-            parsed = _parse_stamp(stamp)
-            if parsed is None:
-                return self._bad(line, lineno, "garbled time or serial in msg=audit(...)")
-            time_ns, serial = parsed
-        else:
-            time_ns, serial = event.time_ns, event.serial
-        rtype = rest[5:sp]
-        try:
-            rec = self._record(rtype, rest[close + 2 :], lineno)
-        except _Truncated:
-            return self._bad(line, lineno, "unterminated quote (truncated line?)")
-        heap = self._heap
-        if time_ns > self.newest_ns:
-            self.newest_ns = time_ns
-        closed = self._expire(time_ns) if heap and time_ns - heap[0][0] > self.window_ns else []
-        if event is not None:
-            self.records += 1
-            event.records.append(rec)
-            if rtype == "EOE":
-                closed.append(self._close(key, event))
-            return closed
-        if rtype == "EOE":  # its event was closed by the window already
-            self._bad(line, lineno, "EOE without an open event")
-            return closed
-        self.records += 1
-        event = AuditEvent(time_ns, serial, node, [rec], self.path)
-        if rtype.startswith("DAEMON_"):  # written by auditd itself: never extended
-            self.events += 1
-            closed.append(event)
-            return closed
-        self._open[key] = event
-        heapq.heappush(heap, (time_ns, next(self._seq), key, event))
-        return closed
-
-    def _record(self, rtype: str, body: str, lineno: int) -> AuditRecord:
-        gs = body.find("\x1d")
-        if gs < 0:
-            return AuditRecord(rtype, self._fields(rtype, body), {}, lineno)
-        enriched = self._enriched(body[gs + 1 :])
-        return AuditRecord(rtype, self._fields(rtype, body[:gs]), enriched, lineno)
-
-    def _fields(self, rtype: str, text: str) -> dict[str, str]:
-        """Raw fields; the repetitive tail of common records is parsed once per distinct text.
-
-        A SYSCALL's ``auid= ... key=`` or a PATH's ``dev= ... cap_frootid=`` take
-        few distinct values on a host, so only the head (pids, addresses, inode)
-        is split every time. Both parts are validated on their own by
-        ``_fields_fast``, so a cut inside a quoted value falls back to the exact
-        parse of the whole text.
-        """
-        anchor = _TAIL_AT.get(rtype)
-        cut = -1 if anchor is None else text.find(anchor)
-        if cut < 0:
-            return _parse_fields(rtype, text)
-        cache, tail_text = self._tail_cache, text[cut:]
-        tail = cache.get(tail_text)
-        if tail is None:
-            tail = _fields_fast(tail_text)
-            if tail is None:
-                return _parse_fields(rtype, text)
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[tail_text] = tail
-        if cut == 0:
-            return tail.copy()
-        head = _fields_fast(text[:cut])
-        if head is None:
-            return _parse_fields(rtype, text)
-        head.update(tail)
-        return head
-
-    def _enriched(self, text: str) -> dict[str, str]:
-        # The interpreted tails repeat heavily (a few users x syscall names), so
-        # parse each distinct one once; callers get a copy they may modify.
-        cache = self._enriched_cache
-        parsed = cache.get(text)
-        if parsed is None:
-            parsed = _parse_enriched(text)
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            cache[text] = parsed
-        return parsed.copy()
+            self._bad(line, lineno, "two records on one line (truncated line?)")
+            return None
+        return node, rest[5:sp], rest[sp + 11 : close], rest[close + 2 :]
 
     def _close(self, key: str, event: AuditEvent) -> AuditEvent:
         del self._open[key]
@@ -813,14 +1135,15 @@ def read_audit_file(
     asm = assembler if assembler is not None else AuditAssembler(str(path), window_secs)
     order = LineOrder()
     push = order.push
+    lineno = 1
     with open_audit_text(path) as stream:
-        for lineno, line in enumerate(stream, 1):
-            closed = asm.feed(line, lineno)
-            if asm.malformed:
-                for bad in asm.drain_malformed():
-                    push(bad)
-            elif not closed:
-                continue
+        # About 1 MB of lines at a time (the order of what comes out is the same:
+        # LineOrder releases everything sorted by first line).
+        while lines := stream.readlines(_READ_HINT):
+            closed = asm.feed_lines(lines, lineno)
+            lineno += len(lines)
+            for bad in asm.drain_malformed():
+                push(bad)
             for event in closed:
                 push(event)
             yield from order.pop_ready(asm.oldest_open_line)
