@@ -912,7 +912,11 @@ class _LiveReader:
         batch, at_eof = self.follower.read()
         closed: list[AuditEvent] = []
         if batch is not None:
-            self._empty_reads = 0
+            # A read that reached the end counts as the first quiet look: the
+            # cycle sleeps a poll interval instead of reading again at once (an
+            # empty read costs a whole cycle), and an event held back is still
+            # fed after one quiet interval, as before.
+            self._empty_reads = 1 if at_eof else 0
             pending = [*self._held, (batch, 0, len(batch.lines))]
             ready, self._held = _hold_last_event(pending)
             closed += self._feed(ready)
@@ -925,7 +929,7 @@ class _LiveReader:
                 closed += self._feed(self._held)
                 self._held = []
                 closed += self.assembler.flush_all()
-        result = _Cycle(idle=batch is None and at_eof, gap=self.follower.gap)
+        result = _Cycle(idle=at_eof, gap=self.follower.gap)
         self.follower.gap = None
         result.malformed = self._malformed()
         convert, converted = self.converter.convert, result.converted
