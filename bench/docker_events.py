@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from tests.dockerd import (  # noqa: E402
     Dockerd,
     EngineSession,
     EventsRecorder,
-    unavailable_reason,
+    bench_on_private_dockerd,
 )
 
 MS = 1_000_000
@@ -184,12 +183,7 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=2000, help="volumes to churn")
     parser.add_argument("--workers", type=int, default=4, help="client threads")
     args = parser.parse_args()
-    reason = unavailable_reason()
-    if reason is not None:
-        sys.exit(f"cannot start a private dockerd: {reason}")
-    with tempfile.TemporaryDirectory(prefix="docktrail-bench-") as tmp, Dockerd() as daemon:
-        daemon.import_busybox()
-        asyncio.run(bench(daemon, args, Path(tmp) / "trail.db"))
+    bench_on_private_dockerd(lambda daemon, trail_path: bench(daemon, args, trail_path))
 
 
 if __name__ == "__main__":

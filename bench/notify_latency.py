@@ -27,7 +27,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from listener.sources.docker_live import DockerSource  # noqa: E402
 from notifiers.routing import Routing  # noqa: E402
 from notifiers.worker import DeliveryWorker  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
-from tests.dockerd import BUSYBOX_REF, Dockerd, unavailable_reason  # noqa: E402
+from tests.dockerd import BUSYBOX_REF, Dockerd, bench_on_private_dockerd  # noqa: E402
 
 MS = 1_000_000
 
@@ -186,12 +185,7 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=200, help="privileged creates")
     parser.add_argument("--interval-ms", type=float, default=50, help="pause between creates")
     args = parser.parse_args()
-    reason = unavailable_reason()
-    if reason is not None:
-        sys.exit(f"cannot start a private dockerd: {reason}")
-    with tempfile.TemporaryDirectory(prefix="docktrail-bench-") as tmp, Dockerd() as daemon:
-        daemon.import_busybox()
-        asyncio.run(bench(daemon, args, Path(tmp) / "trail.db"))
+    bench_on_private_dockerd(lambda daemon, trail_path: bench(daemon, args, trail_path))
 
 
 if __name__ == "__main__":

@@ -379,9 +379,6 @@ class NotificationsConfig(Strict):
         1.0, gt=0, le=60, description="How often the worker looks for due retries."
     )
 
-    def destination(self, name: str) -> Destination | None:
-        return next((d for d in self.destinations if d.name == name), None)
-
     @model_validator(mode="after")
     def _names_are_unique(self) -> Self:
         seen: set[str] = set()

@@ -143,7 +143,8 @@ class DeliveryWorker:
         """
         before = _snapshot(self.stats)
         chosen = [d for d in self._config.destinations if names is None or d.name in names]
-        await asyncio.gather(*(self._drain(d) for d in chosen))
+        # one forced pass each: what fails again stays pending for the next one
+        await asyncio.gather(*(self._pass(d, force=True) for d in chosen))
         return _difference(self.stats, before)
 
     # -- one destination --------------------------------------------------------
@@ -162,10 +163,6 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), wait_ns / _NS)
             wakeup.clear()
-
-    async def _drain(self, destination: Destination) -> None:
-        # Deliveries that fail again stay pending; one forced pass each is enough.
-        await self._pass(destination, force=True)
 
     async def _pass(self, destination: Destination, *, force: bool) -> int | None:
         """Send what is due; return when this destination should be looked at again."""

@@ -115,16 +115,14 @@ def enqueue(
     conn: sqlite3.Connection,
     routed: Iterable[tuple[int, str, int, Sequence[Route]]],
     now_ns: int | None = None,
-) -> int:
+) -> None:
     """Insert deliveries for (alert seq, alert id, alert time, routes); inside the caller's txn.
 
     An alert identical (same dedup key) to one already queued or sent to the
     same destination within the window before it is stored as `deduplicated`,
     pointing at that one: it is never sent, and counted in that message.
-    Returns the number of rows that are pending.
     """
     now = time.time_ns() if now_ns is None else now_ns
-    pending = 0
     for alert_seq, alert_id, alert_ns, routes in routed:
         for route in routes:
             original = _duplicate_of(conn, route, alert_ns)
@@ -146,8 +144,6 @@ def enqueue(
                     original,
                 ),
             )
-            pending += status == "pending"
-    return pending
 
 
 def _duplicate_of(conn: sqlite3.Connection, route: Route, alert_ns: int) -> int | None:
@@ -219,21 +215,19 @@ class Outbox:
     def next_due_ns(self, destination: str, after_ns: int) -> int | None:
         """When the next pending delivery of `destination` falls due (or its claim runs out),
         among those not due at `after_ns` already."""
-        row = self._conn.execute(
+        return self._number(
             "SELECT min(max(next_ns, lease_ns)) FROM deliveries "
             "WHERE destination = ? AND status = 'pending' AND max(next_ns, lease_ns) > ?",
             (destination, after_ns),
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        )
 
     def last_sent_ns(self, destination: str, group_key: str) -> int | None:
         """When a message of `group_key` last reached `destination` (wall clock)."""
-        row = self._conn.execute(
+        return self._number(
             "SELECT max(done_ns) FROM deliveries WHERE destination = ? AND group_key = ? "
             "AND status = 'sent'",
             (destination, group_key),
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        )
 
     def sent_messages_since(self, destination: str, since_ns: int) -> list[int]:
         """Times of successful sends to `destination` since `since_ns` (for its rate limit)."""
@@ -248,10 +242,8 @@ class Outbox:
         if not ids:
             return 0
         marks = ", ".join("?" * len(ids))
-        row = self._conn.execute(
-            f"SELECT count(*) FROM deliveries WHERE duplicate_of IN ({marks})", list(ids)
-        ).fetchone()
-        return int(row[0])
+        sql = f"SELECT count(*) FROM deliveries WHERE duplicate_of IN ({marks})"
+        return self._number(sql, list(ids)) or 0
 
     def record_attempt(
         self,
@@ -326,9 +318,10 @@ class Outbox:
             for row in rows
         ]
 
-    def destinations(self) -> list[str]:
-        rows = self._conn.execute("SELECT DISTINCT destination FROM deliveries ORDER BY 1")
-        return [row[0] for row in rows]
+    def _number(self, sql: str, params: Sequence[Any]) -> int | None:
+        """The one value `sql` selects; None when it is NULL (min/max over no rows)."""
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def _deliveries(self, where: str, params: Sequence[Any]) -> list[Delivery]:
         rows = self._conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {where}", params)

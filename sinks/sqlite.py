@@ -704,7 +704,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._last_checkpoint = time.monotonic()
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.enqueued = 0  # deliveries this instance queued (pending ones)
 
     @classmethod
     def from_config(cls, config: TrailConfig) -> Self:
@@ -881,7 +880,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 ],
             )
             if route is not None:
-                self.enqueued += outbox.enqueue(
+                outbox.enqueue(
                     conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
                 )
             if evaluated_through is not None and evaluated_through > self._mark(conn):

@@ -17,6 +17,7 @@ crash) a `restart()` brings the same daemon back on the same state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import http.client
@@ -29,11 +30,12 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -627,6 +629,19 @@ def _delete_links(names: list[str]) -> None:
     for name in names:
         if Path("/sys/class/net", name).exists():
             subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+
+
+def bench_on_private_dockerd(bench: Callable[[Dockerd, Path], Coroutine[Any, Any, None]]) -> None:
+    """For the benchmarks: `bench(daemon, trail_path)` on a private dockerd with busybox.
+
+    Exits with the reason when no private dockerd can start here.
+    """
+    reason = unavailable_reason()
+    if reason is not None:
+        sys.exit(f"cannot start a private dockerd: {reason}")
+    with tempfile.TemporaryDirectory(prefix="docktrail-bench-") as tmp, Dockerd() as daemon:
+        daemon.import_busybox()
+        asyncio.run(bench(daemon, Path(tmp) / "trail.db"))
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -26,6 +26,7 @@ from listener.event import Event
 from listener.sources.docker_engine import DaemonIdentity, since_arg
 from listener.sources.docker_live import DockerSource, Stall, StallWatchdog
 from listener.sources.docker_state import KnownContainer, KnownState
+from tests.dockerd import Dockerd
 
 HOST = "h"
 _END = object()
@@ -185,8 +186,13 @@ def inspected(cid: str, started_ns: int | None = None, **host_config: Any) -> di
 
 @asynccontextmanager
 async def running(
-    engine: FakeEngine, known: KnownState | None = None, **settings: Any
+    engine: FakeEngine | Dockerd,
+    known: KnownState | None = None,
+    *,
+    host_name: str = HOST,
+    **settings: Any,
 ) -> AsyncIterator[tuple[DockerSource, list[Event]]]:
+    """A `DockerSource` on a fake Engine or the private daemon; yields it and what it emitted."""
     stored: list[Event] = []
 
     async def emit(event: Event) -> None:
@@ -195,17 +201,18 @@ async def running(
     config = DockerConfig(
         host=engine.host, reconnect_min_secs=0.05, reconnect_max_secs=0.1, **settings
     )
-    source = DockerSource(config, HOST, emit, known=known, engine=engine)
+    fake = engine if isinstance(engine, FakeEngine) else None
+    source = DockerSource(config, host_name, emit, known=known, engine=fake)
     task = asyncio.create_task(source.run())
     try:
-        await eventually(lambda: source.connected.is_set() or task.done())
+        await eventually(lambda: source.connected.is_set() or task.done(), 15)
         yield source, stored
     finally:
         source.stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 15)
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -24,13 +24,12 @@ from config.models import NotificationsConfig
 from listener.alert import Alert
 from listener.cli import main
 from listener.event import Actor, Event, Who, natural_id
-from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.sqlite import SQLiteTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd, wait_until
 from tests.notify_servers import SmtpServer, WebhookServer
 from tests.shared_data import DATA
-from tests.test_outbox import alert as make_alert
+from tests.test_outbox import store
 
 T0 = 1_795_346_502_000_000_000
 S = 1_000_000_000
@@ -71,10 +70,7 @@ async def store_alerts(
     first: int = 1,
 ) -> list[Alert]:
     events = [make_event(n, f"c-{n}") for n in range(first, first + count)]
-    stored = (await trail.write(events)).stored
-    routing = Routing(config)
-    alerts = [make_alert(e, rule) for e in stored]
-    return await trail.write_alerts(alerts, route=lambda a: routing.routes(a))
+    return await store(trail, config, events, rule)
 
 
 def json_alert_ids(server: WebhookServer) -> list[str]:

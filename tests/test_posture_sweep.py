@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownState, load_known_state
 from sinks.memory import MemoryTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd
-from tests.test_docker_source import FakeEngine, eventually, inspected, listed
+from tests.test_docker_source import FakeEngine, eventually, inspected, listed, running
 
 HOST = "posture-test"
 
@@ -54,25 +54,11 @@ def run_risky(dockerd: Dockerd, container: str) -> str:
     ).strip()  # fmt: skip
 
 
-@asynccontextmanager
-async def following(
+def following(
     dockerd: Dockerd, known: KnownState | None = None, **settings: Any
-) -> AsyncIterator[tuple[DockerSource, list[Event]]]:
+) -> AbstractAsyncContextManager[tuple[DockerSource, list[Event]]]:
     """A `DockerSource` on the private daemon; yields it and what it handed on."""
-    stored: list[Event] = []
-
-    async def emit(event: Event) -> None:
-        stored.append(event)
-
-    config = DockerConfig(host=dockerd.host, reconnect_min_secs=0.05, **settings)
-    source = DockerSource(config, HOST, emit, known=known)
-    task = asyncio.create_task(source.run())
-    try:
-        await eventually(lambda: source.connected.is_set() or task.done())
-        yield source, stored
-    finally:
-        source.stop()
-        await asyncio.wait_for(task, 15)
+    return running(dockerd, known, host_name=HOST, **settings)
 
 
 async def swept(source: DockerSource, count: int = 1) -> None:
