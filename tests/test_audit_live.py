@@ -42,7 +42,7 @@ from listener.pipeline import Pipeline
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker import normalize_engine_event
 from tests.dockerd import BUSYBOX_REF, Dockerd
-from tests.shared_data import missing_component
+from tests.shared_data import machine_lock, missing_component
 from tests.test_auditd import StateTrail
 
 HOST = "live-host"
@@ -191,15 +191,16 @@ class PrivateAuditd:
 
 @pytest.fixture(scope="module")
 def audit_daemon() -> Iterator[PrivateAuditd]:
-    reason = _auditd_unavailable()
-    if reason is not None:
-        missing_component(reason)
-    daemon = PrivateAuditd()
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
+    with machine_lock("live-audit"):
+        reason = _auditd_unavailable()
+        if reason is not None:
+            missing_component(reason)
+        daemon = PrivateAuditd()
+        try:
+            daemon.start()
+            yield daemon
+        finally:
+            daemon.stop()
 
 
 # ---------------------------------------------------------------------------- people
@@ -212,6 +213,11 @@ class Person:
 
 @pytest.fixture(scope="module")
 def people() -> Iterator[dict[str, Person]]:
+    with machine_lock("live-audit"):
+        yield from _people()
+
+
+def _people() -> Iterator[dict[str, Person]]:
     created: list[str] = []
     found: dict[str, Person] = {}
     home = Path(tempfile.mkdtemp(prefix="dt-home-"))
