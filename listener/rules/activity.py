@@ -70,9 +70,14 @@ UNATTRIBUTED = RuleMeta(
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(
-    {"create", "exec_create", "kill", "stop", "destroy", "rename", "update", "commit", "pause",
-     "unpause", "restart"}
+    {"create", "start", "exec_create", "kill", "stop", "destroy", "rename", "update", "commit",
+     "pause", "unpause", "restart"}
 )  # fmt: skip
+# A restart policy starts again a container that exited by itself (a die with no stop
+# after it), after a back-off of at most a minute: that start is the daemon's, nobody's.
+_RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
+_POLICY_RESTART_NS = 90 * 1_000_000_000
+_EXITS_STATE = "unattributed-change/exits"
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
@@ -425,7 +430,7 @@ def _recent_change(event: Event, path: str, ctx: RuleContext) -> str | None:
 def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.attribution_available or event.source != "docker":
         return
-    if event.type != "container" or event.action not in ATTRIBUTABLE_ACTIONS:
+    if event.type != "container" or not _attributable(event, ctx):
         return
     if event.who.method != "unknown":
         return
@@ -435,3 +440,21 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login",
         action=event.action,
     )
+
+
+def _attributable(event: Event, ctx: RuleContext) -> bool:
+    """A change some login must have asked for: not a restart policy's own start."""
+    exits: dict[str, tuple[int, str]] = ctx.state.setdefault(_EXITS_STATE, {})
+    container_id, action = event.actor.id, event.action
+    policy = str(event.config.get("restart_policy") or "")
+    if action == "die":
+        exits[container_id] = (event.time_ns, policy)
+    elif action in ("stop", "destroy"):
+        exits.pop(container_id, None)  # stopped on purpose: no policy restarts it
+    elif action == "start":
+        died_ns, known_policy = exits.pop(container_id, (0, ""))
+        policy = policy or known_policy
+        recent = 0 < event.time_ns - died_ns <= _POLICY_RESTART_NS
+        if recent and policy.partition(":")[0] in _RESTART_POLICIES:
+            return False
+    return action in ATTRIBUTABLE_ACTIONS
