@@ -63,6 +63,7 @@ from listener.argv import (
     exec_options,
     normalize_image_ref,
 )
+from listener.argvmatch import argv_agrees
 from listener.containerconfig import ContainerConfig, merge_configs
 from listener.event import Event, Who
 
@@ -550,7 +551,7 @@ class Correlator:
             self.stats.unattributed += event.who.method == "unknown"
             return None
         best = max(c.score for c in candidates)
-        top = [c for c in candidates if c.score == best]
+        top = _agreeing(event, [c for c in candidates if c.score == best])
         singular = any(effect in _SINGULAR.get(c.call.command, ()) for c in top)
         logins = {c.call.login_key for c in top}
         if len(logins) > 1:
@@ -793,6 +794,15 @@ def _project_prefixes(name: str) -> Iterable[str]:
     """Compose names networks and volumes PROJECT_NAME: every split at `_` is a guess."""
     parts = name.split("_")
     return ("_".join(parts[:i]) for i in range(1, len(parts)))
+
+
+def _agreeing(event: Event, top: list[_Candidate]) -> list[_Candidate]:
+    """Of equal candidates for a container's create, those whose argv agrees with what
+    was created (a refused call made nothing); all of them when none or all agree."""
+    if len(top) < 2 or event.type != "container" or event.action != "create":
+        return top
+    agree = [c for c in top if argv_agrees(c.call.call, event.config, event.launch)]
+    return agree or top
 
 
 def _merged(current: dict[str, object], argv_config: ContainerConfig) -> dict[str, object]:
