@@ -463,7 +463,9 @@ class Correlator:
         """Whether the call names something of the kind this event carries."""
         compose = cli.call.compose
         if compose is not None:
-            return compose.project_given
+            # A derived project may be overridden (COMPOSE_PROJECT_NAME, `name:`), but
+            # never absent: an object compose did not make is no fallback of it.
+            return compose.project_given or not self._compose_made(event)
         if event.type == "container":
             return bool(cli.names) or (bool(cli.refs) and cli.command in ("run", "create"))
         if event.type == "image":
@@ -475,6 +477,19 @@ class Correlator:
             if event.action in ("connect", "disconnect", "mount", "unmount"):
                 return bool(cli.names or cli.objects or cli.refs)
             return bool(cli.objects)
+        return True
+
+    def _compose_made(self, event: Event) -> bool:
+        """Whether compose could have made this: its containers (and their network and
+        volume attachments) carry the project label; its networks and volumes are
+        named PROJECT_NAME. Images and the rest: no way to tell."""
+        container_id = self._event_container(event)
+        if event.type == "container" or (container_id and event.type in ("network", "volume")):
+            info = self._containers.get(container_id or "")
+            labelled = event.type == "container" and any(_project_keys(event))
+            return labelled or (info is not None and info.project is not None)
+        if event.type in ("network", "volume"):
+            return "_" in (event.actor.name or event.actor.id)
         return True
 
     def _usable(self, cli: CliCall, event: Event) -> bool:
