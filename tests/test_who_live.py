@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,36 @@ def test_a_refused_run_does_not_take_the_container_from_the_run_that_worked(
         assert create.who.confidence == "high"
     finally:
         engine.docker("rm", "-f", "x1", check=False)
+
+
+def test_two_unnamed_runs_at_once_with_different_commands(
+    service: ScenarioService, engine: Dockerd, people: dict[str, Person]
+) -> None:
+    alice, bob = people["dt-alice"], people["dt-bob"]
+    cidfiles = {person.name: person.home / "pair.cid" for person in (alice, bob)}
+
+    def run(person: Person, word: str) -> None:
+        as_login(person, engine, "run", "--rm", "--cidfile", str(cidfiles[person.name]),
+                 BUSYBOX_REF, "echo", word, own_uid=person is bob)  # fmt: skip
+
+    threads = [threading.Thread(target=run, args=(alice, "one")),
+               threading.Thread(target=run, args=(bob, "two"))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    owners = {path.read_text().strip(): login for login, path in cidfiles.items()}
+    for path in cidfiles.values():
+        path.unlink()
+
+    def ours(action: str) -> list[Any]:
+        found = docker_events(service, source="docker", type="container", action=action)
+        return [e for e in found if e.actor.id in owners]
+
+    assert wait_until(lambda: len(ours("create")) == 2 and len(ours("destroy")) == 2, 10)
+    for action in ("create", "start", "destroy"):
+        for event in ours(action):
+            assert (event.who.login, action) == (owners[event.actor.id], action), event.who
 
 
 # ------------------------------------------------------------------------ raw API
