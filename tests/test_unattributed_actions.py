@@ -46,6 +46,19 @@ def test_a_restart_policy_start_after_an_exit_is_not_flagged() -> None:
     ]
 
 
+def test_the_start_of_a_container_whose_exit_was_not_seen_is_the_daemons() -> None:
+    """A daemon restart: the old daemon's die is lost, the new one restores the container."""
+    ctx = RuleContext(attribution_available=True)
+    started = event("start", actor_id="c0ffee", time_ns=T0)  # by a login
+    restored = unknown("start", 600, restart_policy="unless-stopped")
+    assert fired(ctx, started, restored) == [False, False]
+    assert fired(ctx, unknown("die", 700), unknown("stop", 700), unknown("start", 900)) == [
+        False,
+        True,
+        True,
+    ]
+
+
 def test_attributed_start_and_no_audit_coverage_are_not_flagged() -> None:
     assert not fired(RuleContext(attribution_available=True), event("start"))[0]
     assert not fired(RuleContext(attribution_available=False), unknown("start"))[0]

@@ -75,9 +75,10 @@ ATTRIBUTABLE_ACTIONS = frozenset(
 )  # fmt: skip
 # A restart policy starts again a container that exited by itself (a die with no stop
 # after it), after a back-off of at most a minute: that start is the daemon's, nobody's.
+# Per container: (running | exited | stopped, since when, its restart policy).
 _RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
 _POLICY_RESTART_NS = 90 * 1_000_000_000
-_EXITS_STATE = "unattributed-change/exits"
+_LIVES_STATE = "unattributed-change/lives"
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
@@ -443,18 +444,26 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def _attributable(event: Event, ctx: RuleContext) -> bool:
-    """A change some login must have asked for: not a restart policy's own start."""
-    exits: dict[str, tuple[int, str]] = ctx.state.setdefault(_EXITS_STATE, {})
+    """A change some login must have asked for. Not the daemon's own starts: a restart
+    policy's soon after the container exited by itself (a die with no stop after it),
+    or the start of a container whose exit was never seen (a daemon restart: the old
+    daemon's last events are lost, the new one starts the containers it restores)."""
+    lives: dict[str, tuple[str, int, str]] = ctx.state.setdefault(_LIVES_STATE, {})
     container_id, action = event.actor.id, event.action
     policy = str(event.config.get("restart_policy") or "")
-    if action == "die":
-        exits[container_id] = (event.time_ns, policy)
-    elif action in ("stop", "destroy"):
-        exits.pop(container_id, None)  # stopped on purpose: no policy restarts it
-    elif action == "start":
-        died_ns, known_policy = exits.pop(container_id, (0, ""))
+    before = lives.get(container_id)
+    if action in ("die", "stop", "start"):
+        known_policy = policy or (before[2] if before else "")
+        state = {"die": "exited", "stop": "stopped", "start": "running"}[action]
+        lives[container_id] = (state, event.time_ns, known_policy)
+    elif action == "destroy":
+        lives.pop(container_id, None)
+    if action == "start" and before is not None:
+        state, since_ns, known_policy = before
         policy = policy or known_policy
-        recent = 0 < event.time_ns - died_ns <= _POLICY_RESTART_NS
-        if recent and policy.partition(":")[0] in _RESTART_POLICIES:
+        if state == "running":
+            return False
+        soon = event.time_ns - since_ns <= _POLICY_RESTART_NS
+        if state == "exited" and soon and policy.partition(":")[0] in _RESTART_POLICIES:
             return False
     return action in ATTRIBUTABLE_ACTIONS
