@@ -93,3 +93,29 @@ def test_without_engine_evidence_equal_calls_of_two_logins_stay_unknown() -> Non
     (same,) = attribute(both_agree, inspected(container(1.1, "create", CID, "v1"),
                                               ran(("sleep", "1"))))  # fmt: skip
     assert same.who.method == "unknown" and same.who.candidates == ["alice", "bob"]
+
+
+def test_spellings_the_engine_resolves_do_not_lose_a_call_the_container() -> None:
+    """bob's run worked (a relative bind, another container's network) after pulling;
+    alice's, the same name a second later, was refused (name in use) and states less."""
+    worked = call(0, "run -d --name u1 -v ./data:/data --network container:db busybox sleep 5",
+                  login="bob")  # fmt: skip
+    refused = call(1, "run -d --name u1 busybox sleep 5", login="alice")
+    found = correlator(worked, refused)
+    mount = {"type": "bind", "source": "/home/bob/data", "destination": "/data"}
+    create = inspected(container(5, "create", CID, "u1"), ran(("sleep", "5")),
+                       mounts=[mount], network_mode="container:" + "d" * 64)  # fmt: skip
+    attribute(found, create)
+    # the spellings agree once set aside; alice's argv asked for no bind and no network
+    assert (create.who.login, create.who.candidates) == ("bob", None)
+
+
+def test_settings_only_a_call_sets_must_be_stated_by_it() -> None:
+    plain = call(0, "run -d --name p1 busybox sleep 5", login="alice")
+    privileged = call(0, "run -d --name p1 --privileged --cap-add NET_ADMIN busybox sleep 5",
+                      login="bob")  # fmt: skip
+    found = correlator(plain, privileged)
+    create = inspected(container(0.1, "create", CID, "p1"), ran(("sleep", "5")),
+                       privileged=True, cap_add=["NET_ADMIN"])  # fmt: skip
+    attribute(found, create)
+    assert create.who.login == "bob"
