@@ -63,6 +63,13 @@ def service(
         assert code == 0, live.log_text()
 
 
+@pytest.fixture(scope="module")
+def no_command_image(engine: Dockerd) -> Iterator[str]:
+    engine.docker("import", "-", NO_COMMAND_IMAGE, input=busybox_rootfs_tar())
+    yield NO_COMMAND_IMAGE
+    engine.docker("rmi", NO_COMMAND_IMAGE, check=False)
+
+
 def docker_events(service: ScenarioService, **where: str) -> list[Any]:
     with SQLiteTrail(service.trail_path) as trail:
         return list(trail.query(EventFilter(**where)))  # type: ignore[arg-type]
@@ -132,11 +139,11 @@ def test_compose_v1_up_and_down_by_one_login_is_attributed_to_it(
 # ------------------------------------------------------------------------------ races
 
 
+@pytest.mark.usefixtures("no_command_image")
 def test_a_refused_run_does_not_take_the_container_from_the_run_that_worked(
     service: ScenarioService, engine: Dockerd, people: dict[str, Person]
 ) -> None:
     alice, bob = people["dt-alice"], people["dt-bob"]
-    engine.docker("import", "-", NO_COMMAND_IMAGE, input=busybox_rootfs_tar())
     refused = subprocess.run(
         ["sh", "-c", f'echo {bob.uid} > /proc/self/loginuid && exec "$@"', "_",
          "docker", "run", "-d", "--name", "x1", NO_COMMAND_IMAGE],
@@ -159,6 +166,41 @@ def test_a_refused_run_does_not_take_the_container_from_the_run_that_worked(
         assert create.who.confidence == "high"
     finally:
         engine.docker("rm", "-f", "x1", check=False)
+
+
+@pytest.mark.usefixtures("no_command_image")
+def test_a_refused_create_of_the_same_login_is_not_the_evidence(
+    service: ScenarioService, engine: Dockerd, people: dict[str, Person]
+) -> None:
+    """The issue's refused `container create` 14 s before the one that worked: any gap
+    inside the long window shows it (the first call was taken, being the first)."""
+    alice = people["dt-alice"]
+    script = f'echo {alice.uid} > /proc/self/loginuid && exec "$@"'
+    refused = subprocess.run(
+        ["sh", "-c", script, "_", "docker", "container", "create", "--name", "late1",
+         "--memory", "64m", NO_COMMAND_IMAGE],
+        env=engine.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0, refused.stderr
+    time.sleep(4)
+    as_login(alice, engine, "container", "create", "--name", "late1", "--memory", "64m",
+             NO_COMMAND_IMAGE, "echo", "hi")  # fmt: skip
+
+    def found() -> tuple[list[Any], list[Any]]:
+        creates = [e for e in docker_events(service, source="docker", action="create")
+                   if e.actor.name == "late1"]  # fmt: skip
+        calls = [e for e in docker_events(service, source="auditd", type="docker-cli")
+                 if e.actor.name == "late1" and e.who.login == alice.name]  # fmt: skip
+        return creates, calls
+
+    try:
+        assert wait_until(lambda: len(found()[0]) == 1 and len(found()[1]) == 2, 10)
+        (create,), calls = found()
+        worked = max(calls, key=lambda e: e.time_ns)
+        assert create.who.audit_id == worked.who.audit_id, (create.who, worked.who)
+        assert create.who.confidence == "high"
+    finally:
+        engine.docker("rm", "-f", "late1", check=False)
 
 
 def test_two_unnamed_runs_at_once_with_different_commands(
