@@ -49,6 +49,7 @@ __all__ = [
     "normalize_image_ref",
     "parse_docker_argv",
     "parse_memory",
+    "program_argv",
 ]
 
 
@@ -243,6 +244,88 @@ _COMPOSE_SUB = _spec(
     "ignore-pull-failures",
 )
 
+# The standalone docker-compose: compose's global flags and the connection flags
+# v1 shares with the docker CLI (v1's -c is --context, as in the docker CLI).
+_COMPOSE_STANDALONE = _spec(
+    "ansi env-file f=file parallel profile progress project-directory p=project-name "
+    "H=host c=context config l=log-level tlscacert tlscert tlskey",
+    "all-resources compatibility dry-run verbose no-ansi skip-hostname-check tls tlsverify "
+    "v=version",
+    interspersed=False,
+)
+
+# --------------------------------------------------------------------------- wrappers
+
+_CLI_NAMES = frozenset({"docker", "docker-compose"})
+_INTERPRETER = re.compile(r"^(python[0-9.]*|pypy[0-9.]*|sh|bash|dash|ash|zsh|ksh)$")
+# Options of the wrappers that take a value (the next word when not attached).
+_WRAPPER_VALUES: dict[str, frozenset[str]] = {
+    "env": frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"}),
+    "sudo": frozenset({"-u", "--user", "-g", "--group", "-h", "--host", "-p", "--prompt",
+                       "-C", "--close-from", "-D", "--chdir", "-r", "--role", "-t", "--type",
+                       "-U", "--other-user", "-T", "--command-timeout", "-R", "--chroot"}),
+    "nice": frozenset({"-n", "--adjustment"}),
+    "ionice": frozenset({"-c", "--class", "-n", "--classdata", "-p", "--pid"}),
+    "timeout": frozenset({"-k", "--kill-after", "-s", "--signal"}),
+    "stdbuf": frozenset({"-i", "-o", "-e"}),
+    "nohup": frozenset(),
+    "setsid": frozenset(),
+    "doas": frozenset({"-u", "-C"}),
+}  # fmt: skip
+_INTERPRETER_VALUES = frozenset({"-W", "-X", "-Q", "-o", "-O", "--rcfile", "--init-file"})
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def program_argv(argv: Sequence[str]) -> list[str]:
+    """The argv of the docker CLI or docker-compose inside `argv`, or `argv` itself.
+
+    auditd records what the kernel ran: a script's interpreter comes first
+    (`/usr/bin/python3 /usr/bin/docker-compose up -d`; with `#!/usr/bin/env
+    python3`, `/usr/bin/env python3 …`), and a rule on a wrapper records the
+    wrapper (`sudo -u x docker …`). Those are skipped, with their own options,
+    only when a known CLI follows; anything else is left as it is.
+    """
+    words = list(argv)
+    for _ in range(8):  # env python3 script …: a few layers at most
+        if not words or _basename(words[0]) in _CLI_NAMES:
+            return words
+        rest = _after_wrapper(words)
+        if rest is None:
+            return list(argv)
+        words = rest
+    return list(argv)
+
+
+def _after_wrapper(words: list[str]) -> list[str] | None:
+    """The words after a wrapper or interpreter and its options; None if words[0] is neither."""
+    name = _basename(words[0])
+    if _INTERPRETER.match(name):
+        values = _INTERPRETER_VALUES
+    elif name in _WRAPPER_VALUES:
+        values = _WRAPPER_VALUES[name]
+    else:
+        return None
+    index = 1
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            return words[index + 1 :]
+        if name == "env" and "=" in word and not word.startswith("-"):
+            index += 1  # VAR=value
+        elif word in ("-c", "-m"):
+            return None  # a command string or a module: not a program path
+        elif word.startswith("-") and word != "-":
+            index += 2 if word in values else 1
+        else:
+            break
+    rest = words[index:]
+    if name == "timeout" and rest:
+        rest = rest[1:]  # its DURATION
+    return rest or None
+
 
 @dataclass(frozen=True, slots=True)
 class ComposeCall:
@@ -316,18 +399,21 @@ def _is_local(host: str) -> bool:
 def parse_docker_argv(argv: Sequence[str], cwd: str | None = None) -> DockerCall:
     """Parse a docker CLI argv (argv[0] is the program). Never raises.
 
-    The standalone `docker-compose` is read as `docker compose`.
+    Interpreters and wrappers in front of the CLI are skipped (`program_argv`).
+    The standalone `docker-compose` (v1 or the v2 plugin) is read as `docker compose`.
     """
     errors: list[str] = []
-    if argv and argv[0].rpartition("/")[2] == "docker-compose":
-        global_opts: dict[str, tuple[str, ...]] = {}
-        command, rest = "compose", list(argv[1:])
+    program = program_argv(argv)
+    compose_options: dict[str, tuple[str, ...]] | None = None
+    if program and _basename(program[0]) == "docker-compose":
+        global_opts, compose_options, rest = _standalone_compose(program[1:], errors)
+        command = "compose"
     else:
-        global_opts, words = _parse_flags(_GLOBAL, list(argv[1:]), errors)
+        global_opts, words = _parse_flags(_GLOBAL, list(program[1:]), errors)
         command, rest = _command_words(words)
     compose: ComposeCall | None = None
     if command == "compose":
-        compose, command, options = _parse_compose(rest, cwd, errors)
+        compose, command, options = _parse_compose(rest, cwd, errors, compose_options)
         args: list[str] = list(compose.services)
     else:
         options, args = _parse_flags(_SPECS.get(command, _DEFAULT_SPEC), rest, errors)
@@ -436,10 +522,19 @@ def _short_flags(
 
 
 def _parse_compose(
-    words: list[str], cwd: str | None, errors: list[str]
+    words: list[str],
+    cwd: str | None,
+    errors: list[str],
+    parsed: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[ComposeCall, str, dict[str, tuple[str, ...]]]:
-    """Compose's own flags are many and change often: unknown ones are not errors."""
-    options, rest = _parse_flags(_COMPOSE_GLOBAL, words, errors)
+    """Compose's own flags are many and change often: unknown ones are not errors.
+
+    `parsed`: the global flags a standalone docker-compose already read.
+    """
+    if parsed is None:
+        options, rest = _parse_flags(_COMPOSE_GLOBAL, words, errors)
+    else:
+        options, rest = dict(parsed), words
     sub = rest[0] if rest else ""
     sub_options, services = _parse_flags(_COMPOSE_SUB, rest[1:], [])
     given = options.get("project-name")
@@ -451,6 +546,24 @@ def _parse_compose(
         services=tuple(services) if sub not in ("run", "exec") else tuple(services[:1]),
     )
     return call, f"compose {sub}".strip(), sub_options
+
+
+def _standalone_compose(
+    words: Sequence[str], errors: list[str]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]], list[str]]:
+    """`docker-compose [FLAGS] SUBCOMMAND …`: (docker's global flags, compose's, the rest).
+
+    The v2 plugin, when the docker CLI runs it, is called as `docker-compose compose …`.
+    v1 also takes the docker CLI's connection flags (-H, --context, --tls…).
+    """
+    options, rest = _parse_flags(_COMPOSE_STANDALONE, list(words), errors)
+    if rest and rest[0] == "compose":
+        more, rest = _parse_flags(_COMPOSE_STANDALONE, rest[1:], errors)
+        for name, values in more.items():
+            options[name] = options.get(name, ()) + values
+    connection = {k: v for k, v in options.items() if k in _GLOBAL.values | _GLOBAL.bools}
+    compose = {k: v for k, v in options.items() if k not in connection}
+    return connection, compose, rest
 
 
 def _compose_default_project(options: Mapping[str, tuple[str, ...]], cwd: str | None) -> str:

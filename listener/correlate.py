@@ -63,6 +63,7 @@ from listener.argv import (
     exec_options,
     normalize_image_ref,
 )
+from listener.argvmatch import argv_agrees
 from listener.containerconfig import ContainerConfig, merge_configs
 from listener.event import Event, Who
 
@@ -462,7 +463,9 @@ class Correlator:
         """Whether the call names something of the kind this event carries."""
         compose = cli.call.compose
         if compose is not None:
-            return compose.project_given
+            # A derived project may be overridden (COMPOSE_PROJECT_NAME, `name:`), but
+            # never absent: an object compose did not make is no fallback of it.
+            return compose.project_given or not self._compose_made(event)
         if event.type == "container":
             return bool(cli.names) or (bool(cli.refs) and cli.command in ("run", "create"))
         if event.type == "image":
@@ -474,6 +477,19 @@ class Correlator:
             if event.action in ("connect", "disconnect", "mount", "unmount"):
                 return bool(cli.names or cli.objects or cli.refs)
             return bool(cli.objects)
+        return True
+
+    def _compose_made(self, event: Event) -> bool:
+        """Whether compose could have made this: its containers (and their network and
+        volume attachments) carry the project label; its networks and volumes are
+        named PROJECT_NAME. Images and the rest: no way to tell."""
+        container_id = self._event_container(event)
+        if event.type == "container" or (container_id and event.type in ("network", "volume")):
+            info = self._containers.get(container_id or "")
+            labelled = event.type == "container" and any(_project_keys(event))
+            return labelled or (info is not None and info.project is not None)
+        if event.type in ("network", "volume"):
+            return "_" in (event.actor.name or event.actor.id)
         return True
 
     def _usable(self, cli: CliCall, event: Event) -> bool:
@@ -550,7 +566,7 @@ class Correlator:
             self.stats.unattributed += event.who.method == "unknown"
             return None
         best = max(c.score for c in candidates)
-        top = [c for c in candidates if c.score == best]
+        top = _agreeing(event, [c for c in candidates if c.score == best])
         singular = any(effect in _SINGULAR.get(c.call.command, ()) for c in top)
         logins = {c.call.login_key for c in top}
         if len(logins) > 1:
@@ -793,6 +809,15 @@ def _project_prefixes(name: str) -> Iterable[str]:
     """Compose names networks and volumes PROJECT_NAME: every split at `_` is a guess."""
     parts = name.split("_")
     return ("_".join(parts[:i]) for i in range(1, len(parts)))
+
+
+def _agreeing(event: Event, top: list[_Candidate]) -> list[_Candidate]:
+    """Of equal candidates for a container's create, those whose argv agrees with what
+    was created (a refused call made nothing); all of them when none or all agree."""
+    if len(top) < 2 or event.type != "container" or event.action != "create":
+        return top
+    agree = [c for c in top if argv_agrees(c.call.call, event.config, event.launch)]
+    return agree or top
 
 
 def _merged(current: dict[str, object], argv_config: ContainerConfig) -> dict[str, object]:

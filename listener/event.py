@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 Source = Literal["docker", "auditd", "docktrail"]
 
@@ -109,6 +110,21 @@ class Chained:
         return obj
 
 
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What a container runs, from the live Engine's inspect of its create.
+
+    Attribution compares it with the argv of the CLI calls that could have made
+    the container. It is never stored or hashed: a command line may hold secrets.
+    The image's own entrypoint and command are None when the image was not read.
+    """
+
+    entrypoint: tuple[str, ...]
+    command: tuple[str, ...]
+    image_entrypoint: tuple[str, ...] | None = None
+    image_command: tuple[str, ...] | None = None
+
+
 class Event(Chained, BaseModel):
     """One event of the trail. `seq`, `hash` and `prev_hash` are set by the trail."""
 
@@ -130,6 +146,15 @@ class Event(Chained, BaseModel):
     )
     hash: str | None = Field(None, description="sha256(prev_hash ‖ canonical event), hex.")
     prev_hash: str | None = Field(None, description="`hash` of the previous event.")
+    # In this process only (see Launch): not a field, so never dumped, stored or hashed.
+    _launch: Launch | None = PrivateAttr(default=None)
+
+    @property
+    def launch(self) -> Launch | None:
+        return self._launch
+
+    def note_launch(self, launch: Launch | None) -> None:
+        self._launch = launch
 
 
 _STDLIB_CANONICAL = json.JSONEncoder(

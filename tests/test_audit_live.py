@@ -46,6 +46,8 @@ from tests.shared_data import machine_lock, missing_component
 from tests.test_auditd import StateTrail
 
 HOST = "live-host"
+# docker-compose (v1: a Python script) has its own execve rule, as in deploy/audit.
+COMPOSE_SCRIPTS = ("/usr/bin/docker-compose", "/usr/local/bin/docker-compose")
 USERS = ("dt-alice", "dt-bob")
 
 
@@ -139,7 +141,7 @@ class PrivateAuditd:
         subprocess.run(["auditctl", "-D"], capture_output=True, check=True)
         clis = {
             os.path.realpath(p)
-            for p in ("/usr/bin/docker", "/usr/local/bin/docker")
+            for p in ("/usr/bin/docker", "/usr/local/bin/docker", *COMPOSE_SCRIPTS)
             if os.path.exists(p)
         }
         for cli in sorted(clis):

@@ -70,9 +70,15 @@ UNATTRIBUTED = RuleMeta(
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(
-    {"create", "exec_create", "kill", "stop", "destroy", "rename", "update", "commit", "pause",
-     "unpause", "restart"}
+    {"create", "start", "exec_create", "kill", "stop", "destroy", "rename", "update", "commit",
+     "pause", "unpause", "restart"}
 )  # fmt: skip
+# A restart policy starts again a container that exited by itself (a die with no stop
+# after it), after a back-off of at most a minute: that start is the daemon's, nobody's.
+# Per container: (running | exited | stopped, since when, its restart policy).
+_RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
+_POLICY_RESTART_NS = 90 * 1_000_000_000
+_LIVES_STATE = "unattributed-change/lives"
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
@@ -425,7 +431,7 @@ def _recent_change(event: Event, path: str, ctx: RuleContext) -> str | None:
 def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.attribution_available or event.source != "docker":
         return
-    if event.type != "container" or event.action not in ATTRIBUTABLE_ACTIONS:
+    if event.type != "container" or not _attributable(event, ctx):
         return
     if event.who.method != "unknown":
         return
@@ -435,3 +441,29 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login",
         action=event.action,
     )
+
+
+def _attributable(event: Event, ctx: RuleContext) -> bool:
+    """A change some login must have asked for. Not the daemon's own starts: a restart
+    policy's soon after the container exited by itself (a die with no stop after it),
+    or the start of a container whose exit was never seen (a daemon restart: the old
+    daemon's last events are lost, the new one starts the containers it restores)."""
+    lives: dict[str, tuple[str, int, str]] = ctx.state.setdefault(_LIVES_STATE, {})
+    container_id, action = event.actor.id, event.action
+    policy = str(event.config.get("restart_policy") or "")
+    before = lives.get(container_id)
+    if action in ("die", "stop", "start"):
+        known_policy = policy or (before[2] if before else "")
+        state = {"die": "exited", "stop": "stopped", "start": "running"}[action]
+        lives[container_id] = (state, event.time_ns, known_policy)
+    elif action == "destroy":
+        lives.pop(container_id, None)
+    if action == "start" and before is not None:
+        state, since_ns, known_policy = before
+        policy = policy or known_policy
+        if state == "running":
+            return False
+        soon = event.time_ns - since_ns <= _POLICY_RESTART_NS
+        if state == "exited" and soon and policy.partition(":")[0] in _RESTART_POLICIES:
+            return False
+    return action in ATTRIBUTABLE_ACTIONS

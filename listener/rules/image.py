@@ -8,9 +8,11 @@ trusted glob patterns, so users write patterns in one canonical form.
 from __future__ import annotations
 
 import fnmatch
+import shlex
 from collections.abc import Iterator
 
 from config.models import UntrustedImageRule
+from listener.argv import parse_docker_argv
 from listener.event import Event
 from listener.rules.base import Finding, RuleContext, RuleMeta, finding
 
@@ -59,7 +61,7 @@ def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     reason = untrusted_reason(reference, ctx.rules.untrusted_image)
     if reason is None:
         return
-    verb = "run" if event.type == "container" else event.action
+    verb = _container_verb(event) if event.type == "container" else event.action
     yield finding(
         UNTRUSTED,
         event,
@@ -68,6 +70,18 @@ def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         normalized=normalize_reference(reference),
         reason=reason,
     )
+
+
+def _container_verb(event: Event) -> str:
+    """`run`, `create`, `compose up` … as the CLI call behind the create said; a create
+    with no CLI call behind it (the raw API, an SDK) is just a create."""
+    if event.who.method != "auditd-cli" or not event.who.command:
+        return "create"
+    try:
+        argv = shlex.split(event.who.command)
+    except ValueError:
+        return "create"
+    return parse_docker_argv(argv).command or "create"
 
 
 def _reference(event: Event) -> str | None:

@@ -496,6 +496,8 @@ def _title(event: AuditEvent) -> str | None:
 
 
 def _cli_target(call: Any) -> str | None:
+    if call.command == "import":  # `import FILE|URL|- [REPOSITORY[:TAG]]`: the image made
+        return str(call.image) if call.image else None
     if call.name:
         return str(call.name)
     if call.compose is not None:

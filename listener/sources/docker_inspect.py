@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from listener.containerconfig import ContainerConfig, Mount
+from listener.event import Launch
 
 
 def container_config_from_inspect(
@@ -66,6 +67,27 @@ def container_config_from_inspect(
         cgroup_parent=host_config.get("CgroupParent") or None,
         oom_kill_disable=bool(host_config.get("OomKillDisable")),
     )
+
+
+def container_launch(
+    inspect: Mapping[str, Any], image: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+) -> Launch:
+    """What the container runs (`Config.Entrypoint`, `Config.Cmd`), and its image's own
+    (entrypoint, command) when known: for attribution, never stored."""
+    config: Mapping[str, Any] = inspect.get("Config") or {}
+    return Launch(
+        entrypoint=words(config.get("Entrypoint")),
+        command=words(config.get("Cmd")),
+        image_entrypoint=image[0] if image is not None else None,
+        image_command=image[1] if image is not None else None,
+    )
+
+
+def words(raw: object) -> tuple[str, ...]:
+    """An Engine string list (`Cmd`, `Entrypoint`): a list, a lone string, or null."""
+    if isinstance(raw, str):
+        return (raw,)
+    return tuple(str(word) for word in raw) if isinstance(raw, list) else ()
 
 
 @dataclass(slots=True)

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
-from listener.event import Actor, Event, format_time_ns, natural_id
+from listener.event import Actor, Event, Launch, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
 from listener.sources.docker_engine import (
@@ -77,7 +77,12 @@ from listener.sources.docker_engine import (
     parse_engine_time_ns,
     since_arg,
 )
-from listener.sources.docker_inspect import _image_attributes, container_config_from_inspect
+from listener.sources.docker_inspect import (
+    _image_attributes,
+    container_config_from_inspect,
+    container_launch,
+    words,
+)
 from listener.sources.docker_state import _RECENT_IDS, KnownState, _listed_state
 
 if TYPE_CHECKING:
@@ -259,10 +264,13 @@ class Enrichment:
 
     config: dict[str, Any] | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    launch: Launch | None = None  # for attribution only, never stored
 
     def apply(self, event: Event) -> None:
         if self.config is not None:
             event.config = self.config
+        if self.launch is not None:
+            event.note_launch(self.launch)
         event.attributes.update(self.attributes)
 
 
@@ -380,6 +388,7 @@ class DockerSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._image_digests: dict[str, list[str]] = {}
+        self._image_launch: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._sweep_wanted = asyncio.Event()  # a connect asks for a sweep
         self._sweep_reason = "periodic"
 
@@ -598,7 +607,8 @@ class DockerSource:
         except SourceError as exc:
             return None, Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
         config = container_config_from_inspect(data, digests).as_event_config()
-        return data, Enrichment(config=config)
+        launch = container_launch(data, self._image_launch.get(str(data.get("Image") or "")))
+        return data, Enrichment(config=config, launch=launch)
 
     def _repo_digests(self, image_id: str) -> list[str]:
         if not image_id:
@@ -607,7 +617,14 @@ class DockerSource:
             data = self.engine.inspect_image(image_id)
             if len(self._image_digests) > 1024:
                 self._image_digests.clear()
+                self._image_launch.clear()
             self._image_digests[image_id] = list((data or {}).get("RepoDigests") or [])
+            if data is not None:
+                image_config = data.get("Config") or {}
+                self._image_launch[image_id] = (
+                    words(image_config.get("Entrypoint")),
+                    words(image_config.get("Cmd")),
+                )
         return self._image_digests[image_id]
 
     def _resolve_image(self, reference: str) -> Enrichment:
