@@ -64,6 +64,7 @@ from listener.argv import (
     normalize_image_ref,
 )
 from listener.containerconfig import ContainerConfig, merge_configs
+from listener.coverage import Coverage, mark_uncovered
 from listener.event import Event, Who
 
 __all__ = ["Attribution", "CliCall", "Correlator"]
@@ -356,12 +357,15 @@ class Correlator:
         """Fill `who` (and `config` of creates/execs) of an Engine event, in place."""
         if event.source != "docker":
             return
+        claimed = event.who.claimed  # a label's claim stays beside the evidence
         self._observe(event)
         candidates = self._candidates(event)
         chosen = self._choose(event, candidates)
         if chosen is not None:
             self._apply(event, chosen)
         self._remember(event, chosen.call if chosen else None)
+        if claimed is not None:
+            event.who.claimed = claimed
 
     def _observe(self, event: Event) -> None:
         """Learn names of container ids and references of image ids before matching."""
@@ -820,10 +824,12 @@ class Attribution:
         *,
         hold_secs: float = 1.0,
         clock: Callable[[], int] = time.time_ns,
+        coverage: Coverage | None = None,
     ) -> None:
         self.correlator = correlator
         self.hold_ns = round(hold_secs * _NS)
         self._clock = clock
+        self.coverage = coverage  # None: every event counts as covered
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
         docker = [e for e in batch if e.source == "docker" and e.who.method != "auditd-cli"]
@@ -836,6 +842,7 @@ class Attribution:
                 await self.correlator.wait_for(newest, wait)
         for event in sorted(docker, key=lambda e: e.time_ns):
             self.correlator.attribute(event)
+            mark_uncovered(event, self.coverage)
         self.correlator.evict(min(e.time_ns for e in docker))
         return batch
 

@@ -66,6 +66,13 @@ DAEMON_FILE = RuleMeta(
 UNATTRIBUTED = RuleMeta(
     "unattributed-change", "medium", "-", "A container change that no login can be tied to."
 )
+MISMATCH = RuleMeta(
+    "attribution-mismatch",
+    "medium",
+    "-",
+    "An audit.who label claims someone other than the login auditd saw create the container.",
+    actions=frozenset({"create"}),
+)
 
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
@@ -73,7 +80,9 @@ ATTRIBUTABLE_ACTIONS = frozenset(
     {"create", "exec_create", "kill", "stop", "destroy", "rename", "update", "commit", "pause",
      "unpause", "restart"}
 )  # fmt: skip
-READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
+# Operations that read or run a daemon file: not changes (auditd's `-p wa` watches
+# still log them when rules add `r`/`x`, and `ls -l` reads extended attributes).
+READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
@@ -428,10 +437,31 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if event.type != "container" or event.action not in ATTRIBUTABLE_ACTIONS:
         return
     if event.who.method != "unknown":
-        return
+        return  # attributed, or no audit source covered it (`unavailable`)
+    claimed = event.who.claimed
     yield finding(
         UNATTRIBUTED,
         event,
-        f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login",
+        f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login"
+        + (f" (label claims {claimed})" if claimed else ""),
         action=event.action,
+        claimed=claimed,
+    )
+
+
+def check_attribution_mismatch(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    """The audit.who label names someone else than the login the evidence found."""
+    who = event.who
+    if event.source != "docker" or not who.claimed or who.method == "unknown":
+        return
+    if who.login is None or who.claimed == who.login:
+        return
+    yield finding(
+        MISMATCH,
+        event,
+        f"{event.actor.name or event.actor.id[:12]}: label claims {who.claimed}, "
+        f"auditd saw {who.login}",
+        claimed=who.claimed,
+        login=who.login,
+        method=who.method,
     )

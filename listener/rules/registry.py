@@ -32,6 +32,7 @@ RULES: tuple[Rule, ...] = (
     Rule(container.WRITABLE_ROOTFS, container.check_writable_rootfs),
     Rule(container.RUNS_AS_ROOT, container.check_runs_as_root),
     Rule(activity.UNATTRIBUTED, activity.check_unattributed),
+    Rule(activity.MISMATCH, activity.check_attribution_mismatch),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}

@@ -1,0 +1,113 @@
+"""Audit coverage: where an audit source could have tied an Engine event to a login.
+
+`unattributed-change` means "an audit source watched this moment and saw no
+login cause it". That holds only where a source really covered the event:
+
+- live (`LiveCoverage`): the audit log is open, has been read without a break
+  since before the event, and has been read past the event's time (the tail is
+  current: the `Attribution` stage waited at most `auditd.hold_secs` for it);
+- offline (`SpanCoverage`): the event lies inside the time span of the audit
+  records read, and on their host (`node=`) when they name one.
+
+Outside, attribution is unavailable, not missing: the event's `who.method` is
+`unavailable` with the reason in `who.reason`, and no alert is raised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from listener.event import Event, Who, format_time_ns
+
+_NS = 1_000_000_000
+
+
+class Coverage(Protocol):
+    def missing(self, event: Event) -> str | None:
+        """Why no audit source covered `event`, or None when one did."""
+
+
+def mark_uncovered(event: Event, coverage: Coverage | None) -> None:
+    """An Engine event no login was found for: `unavailable` when nothing covered it."""
+    if coverage is None or event.source != "docker" or event.who.method != "unknown":
+        return
+    if event.who.candidates:
+        return  # covered: the audit log showed several logins
+    reason = coverage.missing(event)
+    if reason is not None:
+        event.who = Who(method="unavailable", reason=reason, claimed=event.who.claimed)
+
+
+@dataclass(slots=True)
+class FixedCoverage:
+    """No audit source at all (auditd disabled, ingest without an audit log)."""
+
+    reason: str
+
+    def missing(self, event: Event) -> str | None:
+        return self.reason
+
+
+@dataclass(slots=True)
+class LiveCoverage:
+    """What the live audit tail covers: fed by the tail after every read cycle."""
+
+    log_file: str
+    clock: Callable[[], int] = time.time_ns
+    open_since_ns: int | None = None  # reading without a break since then; None: not open
+    read_through_ns: int = -1  # every record before this time has been read
+    problem: str | None = None  # why the log is not open
+
+    def reading(self, *, since_ns: int | None, read_through_ns: int) -> None:
+        """The tail read a cycle with the log open (since_ns: where its records begin)."""
+        if self.open_since_ns is None:
+            self.open_since_ns = since_ns if since_ns is not None else self.clock()
+        self.read_through_ns = max(self.read_through_ns, read_through_ns)
+        self.problem = None
+
+    def lost(self, problem: str) -> None:
+        """The log is not open (missing, unreadable): nothing is covered until it is."""
+        self.open_since_ns = None
+        self.problem = problem
+
+    def missing(self, event: Event) -> str | None:
+        if self.open_since_ns is None:
+            return self.problem or f"audit log {self.log_file} is not open"
+        if event.time_ns < self.open_since_ns:
+            return f"before the audit log was read (from {format_time_ns(self.open_since_ns)})"
+        if self.read_through_ns < event.time_ns:
+            lag = (self.clock() - self.read_through_ns) / _NS
+            return f"audit log {self.log_file} lags {lag:.1f}s behind the Engine"
+        return None
+
+
+@dataclass(slots=True)
+class SpanCoverage:
+    """The time span and hosts of the audit records read from captured files."""
+
+    default_host: str
+    first_ns: int | None = None
+    last_ns: int | None = None
+    hosts: set[str] = field(default_factory=set)
+
+    def add(self, time_ns: int, node: str | None) -> None:
+        if self.first_ns is None or time_ns < self.first_ns:
+            self.first_ns = time_ns
+        if self.last_ns is None or time_ns > self.last_ns:
+            self.last_ns = time_ns
+        self.hosts.add(node or self.default_host)
+
+    def missing(self, event: Event) -> str | None:
+        if self.first_ns is None or self.last_ns is None:
+            return "no audit records read"
+        if not self.first_ns <= event.time_ns <= self.last_ns:
+            return (
+                f"outside the audit records read ({format_time_ns(self.first_ns)} to "
+                f"{format_time_ns(self.last_ns)})"
+            )
+        if event.host not in self.hosts:
+            return f"audit records read are of {', '.join(sorted(self.hosts))}, not {event.host}"
+        return None
