@@ -155,7 +155,9 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
             Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage)
         )
         sink = CheckpointedTrail(trail, [audit])
-    engine = RuleEngine(config.rules, attribution_available=config.auditd.enabled)
+    engine = RuleEngine(
+        config.rules, attribution_available=config.auditd.enabled, docker_host=config.docker.host
+    )
     worker = routing = None
     if config.notifications.destinations:
         # channels are built here so that a bad apprise URL stops the start, clearly

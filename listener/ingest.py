@@ -99,7 +99,9 @@ async def ingest_files(
         trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
-        engine = RuleEngine(config.rules, attribution_available=bool(audit_logs))
+        engine = RuleEngine(
+            config.rules, attribution_available=bool(audit_logs), docker_host=config.docker.host
+        )
         routing = Routing(config.notifications) if notify else None
         rules = RulesStage(trail, engine, routing=routing)
         await rules.start()

@@ -87,7 +87,10 @@ DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
 # where they came from, what the CLI said otherwise, the image's names elsewhere.
-_NOT_FINGERPRINTED = frozenset({"origin", "argv_differences", "image_repo_digests"})
+_NOT_FINGERPRINTED = frozenset(
+    {"origin", "argv_differences", "image_repo_digests", "image_references", "image_intermediate",
+     "socket_sources"}
+)
 # Config actions that may show a configuration judged before (a create is a new container).
 _REJUDGED = CONFIG_ACTIONS - {"create"}
 # Bounds of the learned churn baselines: closed windows kept per scope (halved, older

@@ -41,6 +41,7 @@ RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
 def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     """Findings of every enabled rule on one event (suppressed ones included, marked)."""
     activity.track_container(event, ctx)
+    image.track_image(event, ctx)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
         for found in rule.check(event, ctx):

@@ -56,6 +56,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
 import threading
 import time
 from asyncio import FIRST_COMPLETED
@@ -66,6 +68,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
+from listener.containerconfig import ContainerConfig
 from listener.event import Actor, Event, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
@@ -597,8 +600,29 @@ class DockerSource:
             digests = self._repo_digests(str(data.get("Image") or ""))
         except SourceError as exc:
             return None, Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
-        config = container_config_from_inspect(data, digests).as_event_config()
-        return data, Enrichment(config=config)
+        config = container_config_from_inspect(data, digests)
+        config.socket_sources = _socket_sources(config)
+        if config.image and _is_image_id(config.image):
+            try:
+                config.image_references, config.image_intermediate = self._image_names(
+                    config.image
+                )
+            except SourceError:
+                pass  # judged by the id alone
+        return data, Enrichment(config=config.as_event_config())
+
+    def _image_names(self, image_id: str) -> tuple[list[str], bool]:
+        """Worker thread: the tags and digests of an image given by id; for an unnamed
+        classic build step, those of its nearest named ancestor (intermediate: True)."""
+        current, steps = image_id, 0
+        while current and steps < _MAX_IMAGE_ANCESTRY:
+            data = self.engine.inspect_image(current) or {}
+            names = [*(data.get("RepoTags") or []), *(data.get("RepoDigests") or [])]
+            names = [str(n) for n in names if n and not str(n).startswith("<none>")]
+            if names:
+                return names, steps > 0
+            current, steps = str(data.get("Parent") or ""), steps + 1
+        return [], False
 
     def _repo_digests(self, image_id: str) -> list[str]:
         if not image_id:
@@ -1037,3 +1061,27 @@ def _state_attributes(state: Mapping[str, Any], started_ns: int | None) -> dict[
     if finished_ns is not None and not state.get("Running"):
         attributes["exit_code"] = state.get("ExitCode")
     return attributes
+
+
+_MAX_IMAGE_ANCESTRY = 128  # classic builds have a step per instruction
+
+
+def _is_image_id(reference: str) -> bool:
+    bare = reference.removeprefix("sha256:")
+    return reference.startswith("sha256:") or (
+        len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
+    )
+
+
+def _socket_sources(config: ContainerConfig) -> list[str]:
+    """Bind sources that are Unix sockets on this host (any name: an Engine's socket)."""
+    found = []
+    for mount in config.mounts:
+        if mount.type != "bind" or not mount.source.startswith("/"):
+            continue
+        try:
+            if stat.S_ISSOCK(os.stat(mount.source).st_mode):
+                found.append(mount.source)
+        except OSError:
+            continue  # gone, or not visible from here: judged by its path
+    return found
