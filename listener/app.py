@@ -151,9 +151,7 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         audit = AuditLogTail(
             config.auditd, host, correlator=correlator, checkpoint=checkpoint, coverage=coverage
         )
-        stages.append(
-            Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage)
-        )
+        stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage))
         sink = CheckpointedTrail(trail, [audit])
     engine = RuleEngine(
         config.rules, attribution_available=config.auditd.enabled, docker_host=config.docker.host

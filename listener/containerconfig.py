@@ -94,8 +94,14 @@ class ContainerConfig(BaseModel):
 
 # Filled by inspect only, or bookkeeping: never compared.
 _NOT_COMPARED = frozenset(
-    {"origin", "image_digest", "argv_differences", "image_references", "image_intermediate",
-     "socket_sources"}
+    {
+        "origin",
+        "image_digest",
+        "argv_differences",
+        "image_references",
+        "image_intermediate",
+        "socket_sources",
+    }
 )
 
 

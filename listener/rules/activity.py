@@ -88,8 +88,14 @@ _NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
 # where they came from, what the CLI said otherwise, the image's names elsewhere.
 _NOT_FINGERPRINTED = frozenset(
-    {"origin", "argv_differences", "image_repo_digests", "image_references", "image_intermediate",
-     "socket_sources"}
+    {
+        "origin",
+        "argv_differences",
+        "image_repo_digests",
+        "image_references",
+        "image_intermediate",
+        "socket_sources",
+    }
 )
 # Config actions that may show a configuration judged before (a create is a new container).
 _REJUDGED = CONFIG_ACTIONS - {"create"}
@@ -248,12 +254,25 @@ def check_exec(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     yield finding(
         EXEC,
         event,
-        f"exec into {event.actor.name or event.actor.id[:12]}: {command or '?'}",
+        f"exec into {event.actor.name or event.actor.id[:12]}: {command or '?'}"
+        + (f" ({', '.join(reasons)})" if reasons else ""),
         severity="high" if reasons else None,
         command=command,
         risks=reasons,
         exec_id=event.attributes.get("execID"),
+        # The subject the channel dedups on: who the exec runs as, and with what power.
+        user=_exec_user(event.config, known),
+        privileged="privileged" in reasons,
     )
+
+
+def _exec_user(config: dict[str, Any], known: KnownContainer | None) -> str:
+    user = config.get("user")
+    if user:
+        return str(user)
+    if known is not None and not known.root:
+        return "container user"
+    return "root"
 
 
 def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | None) -> list[str]:
@@ -269,6 +288,8 @@ def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | No
         risks.append("as root")
     if config.get("privileged") or (known is not None and known.privileged):
         risks.append("privileged")
+    if config.get("tty") and config.get("interactive") and "interactive shell" not in risks:
+        risks.append("interactive terminal")
     return risks
 
 

@@ -5,7 +5,7 @@ CIS 1.1 keys `auditd.cis_keys`, and `auditd.cli_key`). With
 `auditd.drop_housekeeping` (the default) the daemon's own work is dropped,
 recognized only by what the process cannot choose: no audit login (auid unset:
 the daemon was started by init, not by someone who logged in) and an executable
-that is a daemon binary by its full path (`auditd.daemon_dirs` ×
+that is a daemon binary by its full path (`auditd.daemon_dirs` with
 `auditd.daemon_programs`; runc re-executing itself from a memfd shows exe "/"),
 reading or running files, or touching only paths under its data and state
 roots (`auditd.daemon_roots`; dockerd's own `docker-untar` helpers, chrooted

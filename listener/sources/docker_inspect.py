@@ -176,3 +176,26 @@ def _image_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
         "repo_tags": list(data.get("RepoTags") or []),
         "repo_digests": list(data.get("RepoDigests") or []),
     }
+
+
+def exec_config_from_inspect(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`Event.config` of an exec from `GET /exec/{id}/json`, in the shape argv gives.
+
+    `user` stays None when the exec names none: it runs as the container's user.
+    """
+    process: Mapping[str, Any] = data.get("ProcessConfig") or {}
+    entrypoint = process.get("entrypoint")
+    arguments = process.get("arguments") or []
+    command = [str(entrypoint)] if entrypoint else []
+    command += [str(a) for a in arguments if isinstance(a, str)]
+    return {
+        "origin": "inspect",
+        "kind": "exec",
+        "user": str(process.get("user") or "") or None,
+        "privileged": bool(process.get("privileged")),
+        "interactive": bool(data.get("OpenStdin")),
+        "tty": bool(process.get("tty")),
+        "detach": False,
+        "workdir": None,
+        "command": command,
+    }

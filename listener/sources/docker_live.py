@@ -80,7 +80,11 @@ from listener.sources.docker_engine import (
     parse_engine_time_ns,
     since_arg,
 )
-from listener.sources.docker_inspect import _image_attributes, container_config_from_inspect
+from listener.sources.docker_inspect import (
+    _image_attributes,
+    container_config_from_inspect,
+    exec_config_from_inspect,
+)
 from listener.sources.docker_state import _RECENT_IDS, KnownState, _listed_state
 
 if TYPE_CHECKING:
@@ -585,7 +589,23 @@ class DockerSource:
             return self._submit(self._inspect_container, event.actor.id)
         if event.type == "image" and event.action in _IMAGE_RESOLVE_ACTIONS and event.actor.id:
             return self._submit(self._resolve_image, event.actor.id)
+        exec_id = event.attributes.get("execID")
+        if event.type == "container" and event.action in _EXEC_ACTIONS and exec_id:
+            return self._submit(self._inspect_exec, str(exec_id))
         return None
+
+    def _inspect_exec(self, exec_id: str) -> Enrichment:
+        """Worker thread: who an exec runs as and how, from the Engine alone."""
+        inspect = getattr(self.engine, "inspect_exec", None)
+        if inspect is None:
+            return Enrichment()
+        try:
+            data = inspect(exec_id)
+        except SourceError as exc:
+            return Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
+        if data is None:
+            return Enrichment(attributes={"inspect": "gone"})
+        return Enrichment(config=exec_config_from_inspect(data))
 
     def _inspect_container(self, container_id: str) -> Enrichment:
         """Worker thread: the container's config, or why there is none."""
@@ -603,12 +623,8 @@ class DockerSource:
         config = container_config_from_inspect(data, digests)
         config.socket_sources = _socket_sources(config)
         if config.image and _is_image_id(config.image):
-            try:
-                config.image_references, config.image_intermediate = self._image_names(
-                    config.image
-                )
-            except SourceError:
-                pass  # judged by the id alone
+            with contextlib.suppress(SourceError):  # then judged by the id alone
+                config.image_references, config.image_intermediate = self._image_names(config.image)
         return data, Enrichment(config=config.as_event_config())
 
     def _image_names(self, image_id: str) -> tuple[list[str], bool]:
@@ -1063,6 +1079,7 @@ def _state_attributes(state: Mapping[str, Any], started_ns: int | None) -> dict[
     return attributes
 
 
+_EXEC_ACTIONS = frozenset({"exec_create", "exec_start"})
 _MAX_IMAGE_ANCESTRY = 128  # classic builds have a step per instruction
 
 
