@@ -34,6 +34,7 @@ from config.models import ContainerChurnRule
 from listener.event import Event
 from listener.rules.base import Finding, RuleContext, RuleMeta, finding
 from listener.rules.container import CONFIG_ACTIONS, is_root_user
+from listener.rules.image import is_build_step
 
 EXEC = RuleMeta(
     "exec-in-container",
@@ -462,6 +463,8 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         return
     if event.who.method != "unknown":
         return  # attributed, or no audit source covered it (`unavailable`)
+    if is_build_step(event, ctx):
+        return  # a step of a build whose call auditd recorded (its own event)
     claimed = event.who.claimed
     yield finding(
         UNATTRIBUTED,

@@ -27,6 +27,8 @@ UNTRUSTED = RuleMeta(
 # Push sends an image that is already here: it was judged when it came.
 IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag"})
 _KNOWN_IMAGES_MAX = 50_000
+# How long after a `docker build` call its steps may still create containers.
+BUILD_WINDOW_NS = 600 * 1_000_000_000
 DEFAULT_REGISTRY = "docker.io"
 
 
@@ -81,7 +83,11 @@ def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def track_image(event: Event, ctx: RuleContext) -> None:
-    """Remember the references of image ids (for containers created from a bare id)."""
+    """Remember the references of image ids (for containers created from a bare id), and
+    when a `docker build` ran on each host (its steps' containers come from bare ids)."""
+    if event.type == "docker-cli" and event.action == "build":
+        ctx.state.setdefault("builds", {})[event.host] = event.time_ns
+        return
     if event.type != "image":
         return
     known: dict[str, set[str]] = ctx.state.setdefault("image-refs", {})
@@ -131,15 +137,23 @@ def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str
     refs = known.get(full) or next((v for k, v in known.items() if k.startswith(full)), None)
     if refs:
         return sorted(refs), "trail"
-    if config.get("image_intermediate") or _built(event):
+    if is_build_step(event, ctx):
         return [], "build-step"  # a classic build's step: judged at its base and its tag
     return [image_id], "none"
 
 
-def _built(event: Event) -> bool:
-    """Created by a `docker build` (auditd tied it to the build call)."""
-    command = (event.who.command or "").split()
-    return event.who.method == "auditd-cli" and "build" in command[1:3]
+def is_build_step(event: Event, ctx: RuleContext) -> bool:
+    """A container of a classic `docker build` step: created from a bare image id, and
+    inspect says the image is an unnamed step, or a `docker build` ran on the host lately."""
+    if event.type != "container":
+        return False
+    image = event.actor.image or str(event.config.get("image") or "")
+    if not image or not _is_image_id(image):
+        return False
+    if event.config.get("image_intermediate"):
+        return True
+    last = ctx.state.get("builds", {}).get(event.host)
+    return last is not None and 0 <= event.time_ns - last <= BUILD_WINDOW_NS
 
 
 def _image_reference(event: Event) -> str | None:
