@@ -64,6 +64,11 @@ class ContainerConfig(BaseModel):
         description="Created from a bare image id: the image's tags and digests, or those of "
         "its nearest named ancestor for a classic build's step (inspect).",
     )
+    healthcheck: str | None = Field(
+        None,
+        description="The command line of the container's health check, as the Engine's "
+        "exec_start events show it (inspect).",
+    )
     socket_sources: list[str] = Field(
         default_factory=list,
         description="Host sources of bind mounts that are Unix sockets (stat at inspect).",
@@ -101,6 +106,7 @@ _NOT_COMPARED = frozenset(
         "image_references",
         "image_intermediate",
         "socket_sources",
+        "healthcheck",
     }
 )
 

@@ -96,6 +96,7 @@ _NOT_FINGERPRINTED = frozenset(
         "image_references",
         "image_intermediate",
         "socket_sources",
+        "healthcheck",
     }
 )
 # Config actions that may show a configuration judged before (a create is a new container).
@@ -141,6 +142,7 @@ class KnownContainer:
     privileged: bool
     state: str = "created"
     judged: str | None = None  # fingerprint of the last configuration the config rules judged
+    healthcheck: str | None = None  # its health check's command line (from inspect)
 
 
 @dataclass(slots=True)
@@ -220,6 +222,7 @@ def track_container(event: Event, ctx: RuleContext) -> None:
             privileged=bool(config.get("privileged")),
             state=known.state if known else "created",
             judged=config_fingerprint(config),
+            healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
         )
     elif event.action == "create" and known is None:
         state.containers[event.actor.id] = KnownContainer(event.actor.name, True, False)
@@ -246,10 +249,28 @@ def already_judged(event: Event, ctx: RuleContext) -> bool:
     return known is not None and known.judged == config_fingerprint(event.config)
 
 
+def is_health_check(event: Event, ctx: RuleContext) -> bool:
+    """The Engine's own health-check exec: exactly the health check the container was
+    created with (inspect), as the Engine runs it (no terminal, not privileged).
+
+    Anyone may run that same command by hand: it is the container's own check.
+    """
+    if event.action not in ("exec_create", "exec_start"):
+        return False
+    known = activity_state(ctx).containers.get(event.actor.id)
+    command = str(event.attributes.get("action_detail") or "")
+    if known is None or not known.healthcheck or command != known.healthcheck:
+        return False
+    config = event.config
+    return not (config.get("privileged") or config.get("tty") or config.get("interactive"))
+
+
 def check_exec(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if event.type != "container" or event.action != "exec_start":
         return
     command = str(event.attributes.get("action_detail") or "")
+    if is_health_check(event, ctx):
+        return
     known = activity_state(ctx).containers.get(event.actor.id)
     reasons = _exec_risks(command, event.config, known)
     yield finding(
@@ -463,8 +484,8 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         return
     if event.who.method != "unknown":
         return  # attributed, or no audit source covered it (`unavailable`)
-    if is_build_step(event, ctx):
-        return  # a step of a build whose call auditd recorded (its own event)
+    if is_build_step(event, ctx) or is_health_check(event, ctx):
+        return  # a build's step (the build call is its own event), the Engine's health check
     claimed = event.who.claimed
     yield finding(
         UNATTRIBUTED,

@@ -65,7 +65,19 @@ def container_config_from_inspect(
         runtime=host_config.get("Runtime") or None,
         cgroup_parent=host_config.get("CgroupParent") or None,
         oom_kill_disable=bool(host_config.get("OomKillDisable")),
+        healthcheck=_healthcheck(config.get("Healthcheck")),
     )
+
+
+def _healthcheck(raw: object) -> str | None:
+    """The health check's command line as its exec_start event shows it (moby health.go)."""
+    test = raw.get("Test") if isinstance(raw, dict) else None
+    if not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    args = [str(a) for a in test[1:]]
+    if test[0] == "CMD-SHELL":
+        args = ["/bin/sh", "-c", " ".join(args)]
+    return " ".join(args) or None
 
 
 @dataclass(slots=True)

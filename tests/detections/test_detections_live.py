@@ -158,3 +158,29 @@ def _interactive_exec(dockerd: Dockerd, container: str, command: list[str]) -> N
         client.exec_start(created["Id"], detach=True, tty=True)
     finally:
         client.close()
+
+
+def test_health_checks_are_not_execs_but_a_real_exec_still_is(
+    service: NoAuditService, dockerd: Dockerd
+) -> None:
+    dockerd.docker(
+        "run", "-d", "--name", "det-health", "--health-cmd", "true", "--health-interval", "1s",
+        BUSYBOX_REF, "sleep", "60",
+    )  # fmt: skip
+    try:
+
+        def health_execs() -> list[Event]:
+            return [
+                e for e in _container_events(service, "det-health")
+                if e.action == "exec_start" and "true" in str(e.attributes.get("action_detail"))
+            ]  # fmt: skip
+
+        assert wait_until(lambda: len(health_execs()) >= 2, 20), service.log_text()
+        dockerd.docker("exec", "det-health", "id")
+        alert = _wait_alert(service, "det-health", "exec-in-container")
+        assert alert.details["command"] == "id"
+        execs = [a for a in service.alerts() if a.rule == "exec-in-container"
+                 and a.container == "det-health"]  # fmt: skip
+        assert len(execs) == 1, [a.summary for a in execs]
+    finally:
+        dockerd.docker("rm", "-f", "det-health", check=False)
