@@ -64,7 +64,7 @@ from listener.argv import (
     normalize_image_ref,
 )
 from listener.containerconfig import ContainerConfig, merge_configs
-from listener.coverage import Coverage, mark_uncovered
+from listener.coverage import Coverage, mark_build_step, mark_uncovered
 from listener.event import Event, Who
 
 __all__ = ["Attribution", "CliCall", "Correlator"]
@@ -291,6 +291,13 @@ class Correlator:
         self.stats.calls += 1
         if len(self._calls) > self.max_calls:
             self._drop(self._calls.popleft())
+
+    def running(self, command: str, time_ns: int) -> CliCall | None:
+        """The latest call of `command` that may still be at work at `time_ns` (a build)."""
+        for cli in reversed(self._calls):
+            if cli.command == command and cli.time_ns <= time_ns <= cli.expires_ns:
+                return cli
+        return None
 
     def advance(self, watermark_ns: int) -> None:
         """The audit log has been read up to `watermark_ns`: every call before it is in."""
@@ -842,6 +849,7 @@ class Attribution:
                 await self.correlator.wait_for(newest, wait)
         for event in sorted(docker, key=lambda e: e.time_ns):
             self.correlator.attribute(event)
+            mark_build_step(event, self.correlator)
             mark_uncovered(event, self.coverage)
         self.correlator.evict(min(e.time_ns for e in docker))
         return batch

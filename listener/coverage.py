@@ -18,9 +18,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from listener.event import Event, Who, format_time_ns
+
+if TYPE_CHECKING:
+    from listener.correlate import Correlator
 
 _NS = 1_000_000_000
 
@@ -39,6 +42,28 @@ def mark_uncovered(event: Event, coverage: Coverage | None) -> None:
     reason = coverage.missing(event)
     if reason is not None:
         event.who = Who(method="unavailable", reason=reason, claimed=event.who.claimed)
+
+
+def mark_build_step(event: Event, correlator: Correlator) -> None:
+    """A container no login was found for, created from a bare image id while a `docker
+    build` call was at work: a classic build's step (`attributes.build_call` names the
+    call). The build call is the change auditd recorded; its steps are not changes of
+    their own."""
+    if event.source != "docker" or event.type != "container" or event.who.method != "unknown":
+        return
+    image = event.actor.image or ""
+    if not _is_image_id(image):
+        return
+    build = correlator.running("build", event.time_ns)
+    if build is not None:
+        event.attributes["build_call"] = build.audit_id
+
+
+def _is_image_id(reference: str) -> bool:
+    bare = reference.removeprefix("sha256:")
+    return reference.startswith("sha256:") or (
+        len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
+    )
 
 
 @dataclass(slots=True)

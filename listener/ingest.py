@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from config.errors import InputError
 from config.models import DocktrailConfig
 from listener.correlate import CorrelationStats, Correlator
-from listener.coverage import FixedCoverage, mark_uncovered
+from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
 from listener.event import Event
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
@@ -154,6 +154,7 @@ async def _correlated(
     for event in docker:
         await merge.read_past(event.time_ns)
         correlator.attribute(event)
+        mark_build_step(event, correlator)
         mark_uncovered(event, audit.span)
         await pipeline.put(event)
     await merge.read_past(None)

@@ -144,13 +144,14 @@ def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str
 
 def is_build_step(event: Event, ctx: RuleContext) -> bool:
     """A container of a classic `docker build` step: created from a bare image id, and
-    inspect says the image is an unnamed step, or a `docker build` ran on the host lately."""
+    inspect says the image is an unnamed step, or attribution saw a `docker build` call
+    at work (`attributes.build_call`), or one ran on the host lately."""
     if event.type != "container":
         return False
     image = event.actor.image or str(event.config.get("image") or "")
     if not image or not _is_image_id(image):
         return False
-    if event.config.get("image_intermediate"):
+    if event.config.get("image_intermediate") or event.attributes.get("build_call"):
         return True
     last = ctx.state.get("builds", {}).get(event.host)
     return last is not None and 0 <= event.time_ns - last <= BUILD_WINDOW_NS
