@@ -25,7 +25,7 @@ from pathlib import Path
 
 from config.models import DocktrailConfig
 from listener.correlate import Attribution, Correlator
-from listener.coverage import LiveCoverage
+from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.pipeline import Pipeline, Stage
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -153,6 +153,8 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         )
         stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage))
         sink = CheckpointedTrail(trail, [audit])
+    else:
+        stages.append(CoverageStage(FixedCoverage("auditd source disabled (auditd.enabled)")))
     engine = RuleEngine(
         config.rules, attribution_available=config.auditd.enabled, docker_host=config.docker.host
     )

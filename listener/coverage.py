@@ -16,7 +16,7 @@ Outside, attribution is unavailable, not missing: the event's `who.method` is
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +42,22 @@ def mark_uncovered(event: Event, coverage: Coverage | None) -> None:
     reason = coverage.missing(event)
     if reason is not None:
         event.who = Who(method="unavailable", reason=reason, claimed=event.who.claimed)
+
+
+class CoverageStage:
+    """Pipeline Stage of a service without an audit source: Engine events say why `who`
+    is missing (`auditd.enabled: false`)."""
+
+    def __init__(self, coverage: Coverage) -> None:
+        self.coverage = coverage
+
+    async def before_write(self, batch: list[Event]) -> list[Event]:
+        for event in batch:
+            mark_uncovered(event, self.coverage)
+        return batch
+
+    async def after_write(self, stored: Sequence[Event]) -> None:
+        return None
 
 
 def mark_build_step(event: Event, correlator: Correlator) -> None:

@@ -184,3 +184,19 @@ def test_health_checks_are_not_execs_but_a_real_exec_still_is(
         assert len(execs) == 1, [a.summary for a in execs]
     finally:
         dockerd.docker("rm", "-f", "det-health", check=False)
+
+
+def test_without_an_audit_source_events_say_why_who_is_missing(
+    tmp_path: Path, dockerd: Dockerd
+) -> None:
+    plain = Service(tmp_path, dockerd)  # auditd.enabled: false
+    plain.start()
+    try:
+        dockerd.docker("create", "--name", "det-noaudit", BUSYBOX_REF, "true")
+        assert wait_until(lambda: bool(_container_events(plain, "det-noaudit")), 20)
+        (create,) = _container_events(plain, "det-noaudit")
+        assert create.who.method == "unavailable"
+        assert "auditd source disabled" in (create.who.reason or "")
+    finally:
+        dockerd.docker("rm", "-f", "det-noaudit", check=False)
+        assert plain.stop() == 0, plain.log_text()
