@@ -75,6 +75,8 @@ MISMATCH = RuleMeta(
     actions=frozenset({"create"}),
 )
 
+# How `who` was found from evidence (auditd records), as opposed to unknown/unavailable.
+EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd"})
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(
@@ -500,15 +502,16 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 def check_attribution_mismatch(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     """The audit.who label names someone else than the login the evidence found."""
     who = event.who
-    if event.source != "docker" or not who.claimed or who.method == "unknown":
+    if event.source != "docker" or not who.claimed or who.method not in EVIDENCE_METHODS:
         return
-    if who.login is None or who.claimed == who.login:
+    if who.claimed == who.login:
         return
+    # No login at all (auid unset: a service, cron) disagrees with a claim of a person too.
+    seen = who.login or (f"auid {who.auid}" if who.auid is not None else "no login")
     yield finding(
         MISMATCH,
         event,
-        f"{event.actor.name or event.actor.id[:12]}: label claims {who.claimed}, "
-        f"auditd saw {who.login}",
+        f"{event.actor.name or event.actor.id[:12]}: label claims {who.claimed}, auditd saw {seen}",
         claimed=who.claimed,
         login=who.login,
         method=who.method,

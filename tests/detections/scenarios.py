@@ -282,4 +282,28 @@ SCENARIOS: list[Scenario] = [
         ],
         expect=[Expect("attribution-mismatch", "claimed", "medium", "bob")],
     ),
+    Scenario(
+        "i19.2 a label claiming alice on a run by no login (cron) is a mismatch",
+        docker=_run(T + 1, "nightly", 13, "busybox", **{"audit.who": "alice"}),
+        audit=[
+            *audit_noise(T),
+            *audit_cli(
+                T + 0.5,
+                None,
+                [
+                    "docker",
+                    "run",
+                    "-d",
+                    "--name",
+                    "nightly",
+                    "-l",
+                    "audit.who=alice",
+                    *SAFE,
+                    "busybox",
+                ],
+            ),
+            *audit_noise(T + 5),
+        ],
+        expect=[Expect("attribution-mismatch", "nightly", "medium", None)],
+    ),
 ]
