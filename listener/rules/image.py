@@ -118,9 +118,17 @@ def _judged_references(event: Event, ctx: RuleContext) -> tuple[list[str], str] 
     reference = event.actor.image or str(event.config.get("image") or "") or None
     if reference is None:
         return None
-    if not _is_image_id(reference):
+    if not _is_image_id(reference) and not _names_id_prefix(reference, event):
         return [reference], "event"
     return _resolve_id(reference, event, ctx)
+
+
+def _names_id_prefix(reference: str, event: Event) -> bool:
+    """`docker run 3f4a9c0b1d2e`: a short image id (inspect says which image it was), not a
+    Docker Hub repository that would be trusted as docker.io/library/3f4a9c0b1d2e."""
+    digest = str(event.config.get("image_digest") or "")
+    hexadecimal = len(reference) >= 4 and all(c in "0123456789abcdef" for c in reference)
+    return hexadecimal and digest.startswith(f"sha256:{reference}")
 
 
 def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str], str] | None:
@@ -133,13 +141,14 @@ def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str
     if digests:
         return digests, "inspect"
     known = ctx.state.get("image-refs", {})
-    full = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+    full = str(config.get("image_digest") or "") if not _is_image_id(image_id) else image_id
+    full = full if full.startswith("sha256:") else f"sha256:{full}"
     refs = known.get(full) or next((v for k, v in known.items() if k.startswith(full)), None)
     if refs:
         return sorted(refs), "trail"
     if is_build_step(event, ctx):
         return [], "build-step"  # a classic build's step: judged at its base and its tag
-    return [image_id], "none"
+    return [full], "none"
 
 
 def is_build_step(event: Event, ctx: RuleContext) -> bool:
@@ -149,7 +158,7 @@ def is_build_step(event: Event, ctx: RuleContext) -> bool:
     if event.type != "container":
         return False
     image = event.actor.image or str(event.config.get("image") or "")
-    if not image or not _is_image_id(image):
+    if not image or not (_is_image_id(image) or _names_id_prefix(image, event)):
         return False
     if event.config.get("image_intermediate") or event.attributes.get("build_call"):
         return True

@@ -200,3 +200,35 @@ def test_thirty_runs_of_one_image_alert_with_one_subject() -> None:
     assert {(a.image, a.details["reference"], a.who.login) for a in alerts} == {
         ("ci/localapp:1", "ci/localapp:1", "bob")
     }
+
+
+def test_a_short_image_id_is_not_a_trusted_docker_hub_repository() -> None:
+    """`docker run 3f4a9c0b1d2e` would read as docker.io/library/3f4a9c0b1d2e (trusted)."""
+    ctx = RuleContext()
+    full = "sha256:3f4a9c0b1d2e" + "0" * 52
+    event = Event(
+        id="s",
+        seq=1,
+        time_ns=T_NS,
+        source="docker",
+        host="h",
+        type="container",
+        action="create",
+        actor=Actor(id="c", name="short", image="3f4a9c0b1d2e"),
+        config={"origin": "inspect", "image": "3f4a9c0b1d2e", "image_digest": full},
+    )
+    (alert,) = [a for a in _alerts(event, ctx) if a.rule == "untrusted-image"]
+    assert alert.details["reason"] == "referenced by image id: no registry to trust"
+    trusted_tag = Event(
+        id="t",
+        seq=2,
+        time_ns=T_NS,
+        source="docker",
+        host="h",
+        type="image",
+        action="tag",
+        actor=Actor(id=full, name="docker.io/library/alpine:3.20"),
+    )
+    _alerts(trusted_tag, ctx)
+    event.id, event.seq = "s2", 3
+    assert [a for a in _alerts(event, ctx) if a.rule == "untrusted-image"] == []
