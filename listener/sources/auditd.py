@@ -422,13 +422,22 @@ class AuditConverter:
             return False  # a login's process, whatever it calls itself
         if operation in ("read", "exec"):
             return True
+        if self._extracting_layer(event):
+            return True  # its paths are inside the layer (docker:dind holds /usr/bin/docker…)
         names = [p["name"] for p in paths if p["resolved"]]
         if any(self._daemon_file(name) for name in names):
             return False  # the daemon's configuration and binaries: never housekeeping
-        title = event.proctitle
-        if title and title[0] in _DOCKERD_HELPERS and event.exe in self._executables:
-            return True  # dockerd re-executed itself chrooted into an image layer
         return all(self._under_roots(name) for name in names)
+
+    def _extracting_layer(self, event: AuditEvent) -> bool:
+        """dockerd re-executed as `docker-untar / ROOT/…/diff`: chrooted into an image
+        layer it is writing (pull, load, build). Into a container's own root (`docker cp`),
+        whose bind mounts may be host paths, it is judged by its paths like anyone."""
+        title = event.proctitle
+        if not title or title[0] not in _DOCKERD_HELPERS or event.exe not in self._executables:
+            return False
+        target = title[-1].rstrip("/")
+        return len(title) >= 3 and target.endswith("/diff") and self._under_roots(target)
 
     def _daemon_process(self, event: AuditEvent) -> bool:
         exe, comm = event.exe or "", event.comm or ""

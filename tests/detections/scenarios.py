@@ -372,4 +372,30 @@ SCENARIOS: list[Scenario] = [
             Expect("exec-in-container", "dbg", "high", "alice"),
         ],
     ),
+    Scenario(
+        "i19.1 dockerd extracting docker:dind's layer writes /usr/bin/docker there: housekeeping",
+        audit=audit_file(
+            T,
+            None,
+            "openat-write",
+            "/usr/bin/docker",
+            exe="/usr/sbin/dockerd",
+            comm="exe",
+            argv=["docker-untar", "/", "/var/lib/docker/overlay2/" + "ab" * 32 + "/diff"],
+            created=True,
+        ),
+    ),
+    Scenario(
+        "i19.1 the same helper into a container's root is judged by its paths",
+        audit=audit_file(
+            T,
+            None,
+            "openat-write",
+            "/etc/docker/daemon.json",
+            exe="/usr/sbin/dockerd",
+            comm="exe",
+            argv=["docker-untar", "/", "/var/lib/docker/overlay2/" + "ab" * 32 + "/merged"],
+        ),
+        expect=[Expect("daemon-config-change", "/etc/docker/daemon.json", "high", None)],
+    ),
 ]
