@@ -101,6 +101,7 @@ class LiveCoverage:
     open_since_ns: int | None = None  # reading without a break since then; None: not open
     read_through_ns: int = -1  # every record before this time has been read
     problem: str | None = None  # why the log is not open
+    halted: str | None = None  # the log says auditd (or its CLI rule) stopped recording
 
     def reading(self, *, since_ns: int | None, read_through_ns: int) -> None:
         """The tail read a cycle with the log open (since_ns: where its records begin)."""
@@ -114,7 +115,18 @@ class LiveCoverage:
         self.open_since_ns = None
         self.problem = problem
 
+    def halt(self, reason: str) -> None:
+        self.halted = reason
+
+    def resume(self) -> None:
+        """Recording again: events from now on are covered."""
+        if self.halted is not None:
+            self.halted = None
+            self.open_since_ns = self.clock()
+
     def missing(self, event: Event) -> str | None:
+        if self.halted is not None:
+            return self.halted
         if self.open_since_ns is None:
             return self.problem or f"audit log {self.log_file} is not open"
         if event.time_ns < self.open_since_ns:

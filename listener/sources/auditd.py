@@ -937,6 +937,7 @@ class _Cycle:
     idle: bool = False
     gap: str | None = None
     open: bool = False  # the log is open: the records read cover the time read through
+    auditing: str | None = None  # "stopped"/"started": auditd or its CLI rule went or came
 
 
 class _LiveReader:
@@ -988,6 +989,7 @@ class _LiveReader:
         self.follower.gap = None
         result.malformed = self._malformed()
         convert, converted = self.converter.convert, result.converted
+        result.auditing = _auditing_change(closed, self.converter.config.cli_key)
         for event in closed:
             item = convert(event)
             if item is not None:
@@ -1075,6 +1077,30 @@ class _LiveReader:
     def close(self) -> None:
         with self._lock:
             self.follower.close()
+
+
+def _auditing_change(events: Sequence[AuditEvent], cli_key: str) -> str | None:
+    """ "stopped" when auditd's log says it stopped or was disabled, or that the docker CLI
+    rule was removed (nothing more is recorded); "started" when it says the opposite."""
+    change = None
+    for event in events:
+        kind = event.records[0].type
+        if kind in ("DAEMON_END", "DAEMON_ABORT"):
+            change = "stopped"
+        elif kind in ("DAEMON_START", "DAEMON_RESUME"):
+            change = "started"
+        elif kind == "CONFIG_CHANGE":
+            change = _config_change(event.records[0].fields, cli_key) or change
+    return change
+
+
+def _config_change(fields: Mapping[str, str], cli_key: str) -> str | None:
+    enabled = fields.get("audit_enabled")
+    if enabled is not None:
+        return "stopped" if enabled == "0" else "started"
+    if fields.get("key") == cli_key:
+        return {"remove_rule": "stopped", "add_rule": "started"}.get(fields.get("op", ""))
+    return None
 
 
 def _hold_last_event(spans: list[_Span]) -> tuple[list[_Span], list[_Span]]:
@@ -1246,6 +1272,10 @@ class AuditLogTail(AsyncLifecycle):
         if not cycle.open:
             coverage.lost(f"audit log {self.config.log_file} does not exist or is not readable")
             return
+        if cycle.auditing == "stopped":
+            coverage.halt("auditd stopped, or its docker CLI rule was removed (its log says so)")
+        elif cycle.auditing == "started":
+            coverage.resume()
         # A first open resumes at the checkpoint: records from its time on are read again.
         first = coverage.read_through_ns < 0
         resumed = self._checkpoint.get("time_ns") if self._checkpoint and first else None

@@ -232,3 +232,46 @@ def test_a_short_image_id_is_not_a_trusted_docker_hub_repository() -> None:
     _alerts(trusted_tag, ctx)
     event.id, event.seq = "s2", 3
     assert [a for a in _alerts(event, ctx) if a.rule == "untrusted-image"] == []
+
+
+DAEMON_END = (
+    "type=DAEMON_END msg=audit({t:.3f}:{n}): op=terminate auid=0 uid=0 ses=4 pid=1 "
+    "subj=unconfined res=success"
+)
+DAEMON_START = (
+    "type=DAEMON_START msg=audit({t:.3f}:{n}): op=start ver=3.0.9 format=enriched "
+    "kernel=6.1.0 auid=4294967295 pid=77 uid=0 ses=4294967295 subj=unconfined res=success"
+)
+RULE_REMOVED = (
+    "type=CONFIG_CHANGE msg=audit({t:.3f}:{n}): auid=0 ses=4 subj=unconfined op=remove_rule "
+    'key="docker-cli" list=4 res=1'
+)
+
+
+def test_coverage_ends_when_the_log_says_auditd_stopped(tmp_path: Path) -> None:
+    """A log that stays but is no longer written does not cover what follows."""
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    coverage = LiveCoverage(str(log))
+    config = AuditdConfig(log_file=log, poll_interval_secs=0.01, start_at="start")
+    event = Event(id="e", time_ns=0, source="docker", host="h", type="container", action="create")
+
+    async def scenario() -> None:
+        tail = AuditLogTail(config, "h", coverage=coverage)
+        await tail.start()
+        try:
+            await _until(lambda: coverage.open_since_ns is not None)
+            for n, line in enumerate((DAEMON_END, DAEMON_START, RULE_REMOVED)):
+                with log.open("a") as f:
+                    f.write(line.format(t=time.time(), n=100 + n) + "\n")
+                await asyncio.sleep(0.3)
+                event.time_ns = _now()
+                reason = coverage.missing(event)
+                if line is DAEMON_START:
+                    await _until(lambda: coverage.missing(event) is None)
+                else:
+                    assert reason is not None and "auditd stopped" in reason, reason
+        finally:
+            await tail.aclose()
+
+    asyncio.run(scenario())
