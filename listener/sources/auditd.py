@@ -422,22 +422,27 @@ class AuditConverter:
             return False  # a login's process, whatever it calls itself
         if operation in ("read", "exec"):
             return True
-        if self._extracting_layer(event):
-            return True  # its paths are inside the layer (docker:dind holds /usr/bin/docker…)
         names = [p["name"] for p in paths if p["resolved"]]
+        helper_root = self._helper_root(event)
+        if helper_root is not None:
+            # Its paths are inside the root it chrooted into: an image layer or build
+            # context holds what it holds (docker:dind has /usr/bin/docker). Only a
+            # container's own root (`docker cp`) may reach host files through bind mounts.
+            container_root = helper_root.endswith("/merged")
+            return not (container_root and any(self._daemon_file(n) for n in names))
         if any(self._daemon_file(name) for name in names):
             return False  # the daemon's configuration and binaries: never housekeeping
         return all(self._under_roots(name) for name in names)
 
-    def _extracting_layer(self, event: AuditEvent) -> bool:
-        """dockerd re-executed as `docker-untar / ROOT/…/diff`: chrooted into an image
-        layer it is writing (pull, load, build). Into a container's own root (`docker cp`),
-        whose bind mounts may be host paths, it is judged by its paths like anyone."""
+    def _helper_root(self, event: AuditEvent) -> str | None:
+        """dockerd re-executed as `docker-untar DEST ROOT` (chrooted into ROOT, under its
+        data root): ROOT, else None. argv alone proves nothing; with dockerd's own exe and
+        no login it is dockerd's choice."""
         title = event.proctitle
         if not title or title[0] not in _DOCKERD_HELPERS or event.exe not in self._executables:
-            return False
-        target = title[-1].rstrip("/")
-        return len(title) >= 3 and target.endswith("/diff") and self._under_roots(target)
+            return None
+        root = title[-1].rstrip("/")
+        return root if len(title) >= 3 and self._under_roots(root) else None
 
     def _daemon_process(self, event: AuditEvent) -> bool:
         exe, comm = event.exe or "", event.comm or ""

@@ -398,4 +398,38 @@ SCENARIOS: list[Scenario] = [
         ),
         expect=[Expect("daemon-config-change", "/etc/docker/daemon.json", "high", None)],
     ),
+    Scenario(
+        "i19.1 dockerd unpacking a build context or copying into a container: housekeeping",
+        audit=[
+            *audit_file(
+                T,
+                None,
+                "openat-write",
+                "/Dockerfile",
+                exe="/usr/sbin/dockerd",
+                comm="exe",
+                created=True,
+                argv=["docker-untar", "/", "/var/lib/docker/tmp/docker-builder1234"],
+            ),
+            *audit_file(
+                T + 1,
+                None,
+                "renameat",
+                "/.pivot_root1972916086",
+                exe="/usr/sbin/dockerd",
+                comm="exe",
+                argv=["docker-untar", "/app", "/var/lib/docker/overlay2/" + "cd" * 32 + "/merged"],
+            ),
+            *audit_file(
+                T + 2,
+                None,
+                "openat-write",
+                "/app/config.yaml",
+                exe="/usr/sbin/dockerd",
+                comm="exe",
+                created=True,
+                argv=["docker-untar", "/app", "/var/lib/docker/overlay2/" + "cd" * 32 + "/merged"],
+            ),
+        ],
+    ),
 ]
