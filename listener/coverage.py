@@ -115,6 +115,11 @@ class LiveCoverage:
         self.open_since_ns = None
         self.problem = problem
 
+    def broken(self) -> None:
+        """Records may be missing (a rotation lost a file): covered again from now on."""
+        if self.open_since_ns is not None:
+            self.open_since_ns = max(self.open_since_ns, self.clock())
+
     def halt(self, reason: str) -> None:
         self.halted = reason
 

@@ -1286,6 +1286,8 @@ class AuditLogTail(AsyncLifecycle):
         resumed = self._checkpoint.get("time_ns") if self._checkpoint and first else None
         since = resumed if isinstance(resumed, int) and resumed > 0 else None
         coverage.reading(since_ns=since, read_through_ns=cycle.watermark_ns)
+        if cycle.gap is not None:
+            coverage.broken()  # records may be missing up to here
 
     def _gap_event(self, reason: str) -> Event:
         log.warning("audit records may be missing: %s", reason)

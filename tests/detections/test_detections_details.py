@@ -275,3 +275,28 @@ def test_coverage_ends_when_the_log_says_auditd_stopped(tmp_path: Path) -> None:
             await tail.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_lost_checkpointed_log_covers_only_from_now(tmp_path: Path) -> None:
+    """The checkpointed file is gone (records between may be lost): not covered before."""
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    coverage = LiveCoverage(str(log))
+    config = AuditdConfig(log_file=log, poll_interval_secs=0.01)
+    an_hour_ago = _now() - 3600 * NS
+    gone = {"dev": 1, "ino": 999_999_999, "offset": 10, "line": 1, "time_ns": an_hour_ago}
+    event = Event(
+        id="e", time_ns=an_hour_ago + NS, source="docker", host="h", type="container",
+        action="create",
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        tail = AuditLogTail(config, "h", coverage=coverage, checkpoint=gone)
+        await tail.start()
+        try:
+            await _until(lambda: coverage.open_since_ns is not None)
+            assert "before the audit log was read" in (coverage.missing(event) or "")
+        finally:
+            await tail.aclose()
+
+    asyncio.run(scenario())
