@@ -1079,7 +1079,7 @@ def _state_attributes(state: Mapping[str, Any], started_ns: int | None) -> dict[
     return attributes
 
 
-_EXEC_ACTIONS = frozenset({"exec_create", "exec_start"})
+_EXEC_ACTIONS = frozenset({"exec_start"})  # what exec-in-container judges
 _MAX_IMAGE_ANCESTRY = 128  # classic builds have a step per instruction
 
 
