@@ -5,8 +5,12 @@ What it records:
 * Every Engine event, read on a thread of its own (dockerd skips a reader
   that lags 100 ms), each inspected container `create`/`start` with its
   security settings in `event.config` (`container_config_from_inspect`;
-  `attributes.inspect = "gone"` when the container was removed first), each
-  image event with its id, tags and digests.
+  `attributes.inspect = "gone"` when the container was removed first; a
+  container made from a bare image id also gets the names of that image or of
+  its nearest named ancestor, `image_references`, and bind sources that are
+  Unix sockets, `socket_sources`), each image event with its id, tags and
+  digests, and each `exec_start` with the exec's user, privilege, terminal and
+  command from `GET /exec/{id}/json` (`exec_config_from_inspect`).
 * Per connection, a `docktrail` `daemon`/`connected` event: the daemon's id,
   name, versions. Reading resumes at the last stored `timeNano` (`since`).
 * A `docktrail` `daemon`/`gap` event naming the window (`from_ns`,
