@@ -59,6 +59,7 @@ class Scenario:
     expect: list[Expect] = field(default_factory=list)
     rules: Json = field(default_factory=dict)  # rule settings (docktrail.yaml `rules:`)
     why: str = ""  # the issue item it reproduces
+    captured: Path | None = None  # a real capture: events.jsonl and audit.log(.gz) in it
 
 
 @dataclass(slots=True)
@@ -98,6 +99,9 @@ def run_offline(scenario: Scenario, tmp: Path) -> Outcome:
     events_file = tmp / "events.jsonl"
     events_file.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in scenario.docker))
     audit_files: list[Path] = []
+    if scenario.captured is not None:
+        events_file = scenario.captured / "events.jsonl"
+        audit_files = sorted(scenario.captured.glob("audit.log*"))
     if scenario.audit:
         audit_file = tmp / "audit.log"
         audit_file.write_text("".join(line + "\n" for line in scenario.audit))
@@ -106,14 +110,14 @@ def run_offline(scenario: Scenario, tmp: Path) -> Outcome:
         {
             "host": HOST,
             "trail": {"path": str(tmp / "trail.db")},
-            "auditd": {"passwd_file": None, "group_file": None},
+            "auditd": {"passwd_file": None, "group_file": None},  # the log's own names
             "rules": scenario.rules,
         }
     )
     asyncio.run(
         ingest_files(
             config,
-            docker_events=[events_file] if scenario.docker else [],
+            docker_events=[events_file] if scenario.docker or scenario.captured else [],
             audit_logs=audit_files,
             host=HOST,
         )

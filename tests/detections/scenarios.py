@@ -7,6 +7,8 @@ reference of an image event.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.detections.harness import (
     Expect,
     Scenario,
@@ -18,6 +20,7 @@ from tests.detections.harness import (
     image_id,
 )
 
+SCENARIO_A = Path(__file__).resolve().parents[1] / "data" / "scenario-a"  # dockerd + auditd
 T = 1_795_000_000.0  # 2026-11-18
 OLD = 1_430_000_000.0  # 2015
 ALICE, BOB = 1001, 1002
@@ -430,6 +433,23 @@ SCENARIOS: list[Scenario] = [
                 created=True,
                 argv=["docker-untar", "/app", "/var/lib/docker/overlay2/" + "cd" * 32 + "/merged"],
             ),
+        ],
+    ),
+    # ------------------------------------------------------------- a real capture
+    Scenario(
+        "captured scenario-a: the risky steps and nothing else above low",
+        captured=SCENARIO_A,
+        rules={"untrusted-image": {"trusted": ["registry.internal/*"]}},
+        expect=[
+            Expect("privileged-container", "debug-priv", "critical", "alice"),
+            Expect("docker-socket-mount", "sock-mounter", "critical", "bob"),
+            Expect("host-namespace", "hostnet", "high", "bob"),
+            Expect("dangerous-capability", "hostnet", "high", "bob"),
+            Expect("untrusted-image", "randomuser/cryptominer:latest", "high", "bob"),
+            Expect("untrusted-image", "miner", "high", "bob"),
+            Expect("exec-in-container", "web-1", "high", "alice"),
+            Expect("container-churn", "churn-8", "medium", "bob"),
+            Expect("daemon-config-change", "/etc/docker/daemon.json", "high", "alice"),
         ],
     ),
 ]
