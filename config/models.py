@@ -83,6 +83,10 @@ DAEMON_PROGRAMS = (
     "dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v1",
     "containerd-shim-runc-v2", "runc", "docker-init", "docker-proxy",
 )  # fmt: skip
+DAEMON_DIRS = (
+    "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/usr/libexec/docker",
+    "/usr/lib/docker", "/bin", "/sbin",
+)  # fmt: skip
 DAEMON_ROOTS = (
     "/var/lib/docker", "/var/lib/containerd", "/run/docker", "/var/run/docker",
     "/run/containerd", "/var/run/containerd",
@@ -106,13 +110,20 @@ class AuditdConfig(Strict):
     )
     drop_housekeeping: bool = Field(
         True,
-        description="Drop the daemon's own work: daemon_programs touching only paths under "
-        "daemon_roots, or reading/executing their own binaries. Never drops a write to a "
-        "binary or a configuration file.",
+        description="Drop the daemon's own work, recognized only by what a caller cannot "
+        "choose: a process with no audit login (auid unset) whose executable is a daemon "
+        "binary (daemon_dirs/daemon_programs, full path) reading or running files, or "
+        "touching only paths under daemon_roots. Never drops a write to a daemon binary or "
+        "configuration file, whoever makes it.",
     )
     daemon_programs: list[str] = Field(
         default_factory=lambda: list(DAEMON_PROGRAMS),
-        description="Program names (exe basename) of the Docker daemon and its runtime.",
+        description="Program names of the Docker daemon and its runtime; a process is the "
+        "daemon's only when its executable is one of these in daemon_dirs.",
+    )
+    daemon_dirs: list[str] = Field(
+        default_factory=lambda: list(DAEMON_DIRS),
+        description="Directories the daemon's binaries are installed in (root-owned).",
     )
     daemon_roots: list[str] = Field(
         default_factory=lambda: list(DAEMON_ROOTS),
@@ -282,6 +293,11 @@ class RulesConfig(Strict):
         default_factory=RuleConfig,
         alias="unattributed-change",
         description="A container change no login can be tied to.",
+    )
+    attribution_mismatch: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="attribution-mismatch",
+        description="An audit.who label claims someone other than the login auditd saw.",
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from config.models import DocktrailConfig
 from listener.correlate import Attribution, Correlator
+from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.pipeline import Pipeline, Stage
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -146,10 +147,17 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
     if config.auditd.enabled:
         correlator = Correlator.from_config(config.auditd)
         checkpoint = await trail.call(lambda t: t.load_source_state(AuditLogTail.name))
-        audit = AuditLogTail(config.auditd, host, correlator=correlator, checkpoint=checkpoint)
-        stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs))
+        coverage = LiveCoverage(str(config.auditd.log_file))
+        audit = AuditLogTail(
+            config.auditd, host, correlator=correlator, checkpoint=checkpoint, coverage=coverage
+        )
+        stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage))
         sink = CheckpointedTrail(trail, [audit])
-    engine = RuleEngine(config.rules, attribution_available=config.auditd.enabled)
+    else:
+        stages.append(CoverageStage(FixedCoverage("auditd source disabled (auditd.enabled)")))
+    engine = RuleEngine(
+        config.rules, attribution_available=config.auditd.enabled, docker_host=config.docker.host
+    )
     worker = routing = None
     if config.notifications.destinations:
         # channels are built here so that a bad apprise URL stops the start, clearly

@@ -59,6 +59,23 @@ class ContainerConfig(BaseModel):
     image_repo_digests: list[str] = Field(
         default_factory=list, description="repo@sha256:… digests of the image (inspect)."
     )
+    image_references: list[str] = Field(
+        default_factory=list,
+        description="Created from a bare image id: the image's tags and digests, or those of "
+        "its nearest named ancestor for a classic build's step (inspect).",
+    )
+    healthcheck: str | None = Field(
+        None,
+        description="The command line of the container's health check, as the Engine's "
+        "exec_start events show it (inspect).",
+    )
+    socket_sources: list[str] = Field(
+        default_factory=list,
+        description="Host sources of bind mounts that are Unix sockets (stat at inspect).",
+    )
+    image_intermediate: bool = Field(
+        False, description="The image is an unnamed build step of a named ancestor (inspect)."
+    )
     ports: list[str] = Field(
         default_factory=list,
         description="Published ports as host_ip:host_port->port/proto (-p; CIS 5.7, 5.14).",
@@ -81,7 +98,17 @@ class ContainerConfig(BaseModel):
 # --------------------------------------------------------------------------- merge
 
 # Filled by inspect only, or bookkeeping: never compared.
-_NOT_COMPARED = frozenset({"origin", "image_digest", "argv_differences"})
+_NOT_COMPARED = frozenset(
+    {
+        "origin",
+        "image_digest",
+        "argv_differences",
+        "image_references",
+        "image_intermediate",
+        "socket_sources",
+        "healthcheck",
+    }
+)
 
 
 def merge_configs(inspect: ContainerConfig, argv: ContainerConfig) -> ContainerConfig:

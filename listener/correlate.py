@@ -65,6 +65,7 @@ from listener.argv import (
 )
 from listener.argvmatch import argv_agrees
 from listener.containerconfig import ContainerConfig, merge_configs
+from listener.coverage import Coverage, mark_build_step, mark_uncovered
 from listener.event import Event, Who
 
 __all__ = ["Attribution", "CliCall", "Correlator"]
@@ -292,6 +293,13 @@ class Correlator:
         if len(self._calls) > self.max_calls:
             self._drop(self._calls.popleft())
 
+    def running(self, command: str, time_ns: int) -> CliCall | None:
+        """The latest call of `command` that may still be at work at `time_ns` (a build)."""
+        for cli in reversed(self._calls):
+            if cli.command == command and cli.time_ns <= time_ns <= cli.expires_ns:
+                return cli
+        return None
+
     def advance(self, watermark_ns: int) -> None:
         """The audit log has been read up to `watermark_ns`: every call before it is in."""
         if watermark_ns > self._watermark_ns:
@@ -357,12 +365,15 @@ class Correlator:
         """Fill `who` (and `config` of creates/execs) of an Engine event, in place."""
         if event.source != "docker":
             return
+        claimed = event.who.claimed  # a label's claim stays beside the evidence
         self._observe(event)
         candidates = self._candidates(event)
         chosen = self._choose(event, candidates)
         if chosen is not None:
             self._apply(event, chosen)
         self._remember(event, chosen.call if chosen else None)
+        if claimed is not None:
+            event.who.claimed = claimed
 
     def _observe(self, event: Event) -> None:
         """Learn names of container ids and references of image ids before matching."""
@@ -845,10 +856,12 @@ class Attribution:
         *,
         hold_secs: float = 1.0,
         clock: Callable[[], int] = time.time_ns,
+        coverage: Coverage | None = None,
     ) -> None:
         self.correlator = correlator
         self.hold_ns = round(hold_secs * _NS)
         self._clock = clock
+        self.coverage = coverage  # None: every event counts as covered
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
         docker = [e for e in batch if e.source == "docker" and e.who.method != "auditd-cli"]
@@ -861,6 +874,8 @@ class Attribution:
                 await self.correlator.wait_for(newest, wait)
         for event in sorted(docker, key=lambda e: e.time_ns):
             self.correlator.attribute(event)
+            mark_build_step(event, self.correlator)
+            mark_uncovered(event, self.coverage)
         self.correlator.evict(min(e.time_ns for e in docker))
         return batch
 

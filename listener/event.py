@@ -54,7 +54,17 @@ class Who(_Part):
     method: str = Field(
         "unknown",
         description="How `who` was found: auditd-cli (the docker CLI call that caused it), "
-        "auditd (the audit record of the change itself), label, intent, or unknown.",
+        "auditd (the audit record of the change itself), intent, unknown (an audit source "
+        "covered the event and tied it to no login), or unavailable (no audit source "
+        "covered it: `reason` says why).",
+    )
+    reason: str | None = Field(
+        None, description="unavailable: why no audit source covered the event."
+    )
+    claimed: str | None = Field(
+        None,
+        description="Who the `audit.who` label claims; anyone can set a label, so it is "
+        "shown beside the evidence and never taken as the login.",
     )
     ses: int | None = Field(None, description="Audit session id of the process; None when unset.")
     tty: str | None = Field(None, description="Terminal of the process (pts0); None without one.")

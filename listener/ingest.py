@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from config.errors import InputError
 from config.models import DocktrailConfig
 from listener.correlate import CorrelationStats, Correlator
+from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
 from listener.event import Event
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
@@ -98,7 +99,9 @@ async def ingest_files(
         trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
-        engine = RuleEngine(config.rules, attribution_available=bool(audit_logs))
+        engine = RuleEngine(
+            config.rules, attribution_available=bool(audit_logs), docker_host=config.docker.host
+        )
         routing = Routing(config.notifications) if notify else None
         rules = RulesStage(trail, engine, routing=routing)
         await rules.start()
@@ -114,7 +117,9 @@ async def ingest_files(
             if audit_logs:
                 await _correlated(config, docker, audit_logs, host, pipeline, report)
             else:
+                no_audit = FixedCoverage("no audit log read")
                 for event in docker:
+                    mark_uncovered(event, no_audit)
                     await pipeline.put(event)
         if routing:
             report.notified = await deliver_now(trail, config.notifications, host=host)
@@ -149,6 +154,8 @@ async def _correlated(
     for event in docker:
         await merge.read_past(event.time_ns)
         correlator.attribute(event)
+        mark_build_step(event, correlator)
+        mark_uncovered(event, audit.span)
         await pipeline.put(event)
     await merge.read_past(None)
     report.malformed.extend(audit.malformed)

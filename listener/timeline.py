@@ -95,11 +95,13 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
 
 def _who(event: Event) -> str:
     who = event.who
-    if who.method == "unknown" and not who.login:
-        return "unknown"
+    claims = f" (claims {who.claimed})" if who.claimed else ""
+    if who.method in ("unknown", "unavailable") and not who.login:
+        return "unknown" + claims
     person = who.login or "?"
     if who.user and who.user != who.login:
         person += f" (as {who.user})"
+    person += claims
     return person + (f" via `{who.command}`" if who.command and event.action == "create" else "")
 
 

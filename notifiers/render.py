@@ -111,6 +111,10 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
     "writable-rootfs": ("根文件系统可写", "根文件系统不是只读的。"),
     "runs-as-root": ("以 root 运行", "容器进程以 root 身份运行。"),
     "unattributed-change": ("无法归属的变更", "无法追溯到任何登录用户的容器变更。"),
+    "attribution-mismatch": (
+        "归属声明不符",
+        "audit.who 标签声称的人与 auditd 记录的登录用户不符。",
+    ),
 }
 """Chinese name and description of every rule id (the summary itself stays as stored)."""
 
@@ -536,9 +540,11 @@ def _who_text(who: Who, language: Language) -> str:
     """`alice (as root)`: the login (which survives sudo) and, when different, the user."""
     words = _WORDS[language]
     login = who.login or words["unknown"]
+    # A label's claim is shown beside the evidence, never as the login.
+    claims = f" (claims {who.claimed})" if who.claimed else ""
     if who.user and who.user != who.login:
-        return words["as"].format(login=login, user=who.user)
-    return login
+        return words["as"].format(login=login, user=who.user) + claims
+    return login + claims
 
 
 def _target(alert: Alert) -> str:

@@ -309,14 +309,16 @@ def test_calls_to_other_engines_and_read_only_calls_are_ignored() -> None:
     assert destroyed.who.method == "unknown" and found.stats.calls == 0
 
 
-def test_a_label_who_is_replaced_by_the_cli_and_kept_without_one() -> None:
+def test_a_label_who_is_a_claim_beside_the_cli_and_never_the_login() -> None:
     found = correlator(call(0, "run -d --name lab -l audit.who=carol busybox"))
     labelled = container(0.1, "create", CID, "lab", **{"audit.who": "carol"})
-    assert labelled.who.method == "label"
+    assert (labelled.who.login, labelled.who.claimed) == (None, "carol")
     attribute(found, labelled)
     assert who(labelled) == ("alice", "auditd-cli", "name")
+    assert labelled.who.claimed == "carol"
     (unmatched,) = attribute(found, container(0.2, "create", CID2, "x", **{"audit.who": "carol"}))
-    assert (unmatched.who.login, unmatched.who.method) == ("carol", "label")
+    assert (unmatched.who.login, unmatched.who.method) == (None, "unknown")
+    assert unmatched.who.claimed == "carol"
 
 
 def test_inspect_config_wins_and_keeps_what_argv_said() -> None:

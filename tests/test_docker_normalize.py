@@ -166,7 +166,7 @@ def test_container_labels_are_separated_from_engine_keys() -> None:
             "audit.expires": "2030-01-01",
         },
     }
-    assert (event.who.login, event.who.method) == ("alice", "label")
+    assert (event.who.login, event.who.claimed) == (None, "alice")
     assert (event.why.expires, event.why.reason, event.why.source) == ("2030-01-01", None, "label")
 
 
@@ -459,7 +459,7 @@ def test_container_label_split_on_real_events(
         assert event.attributes["labels"] == APP_LABELS, event.action
         assert set(event.attributes) - OURS == engine, event.action
         assert engine <= engine_keys("container", event.action), event.action
-        assert (event.who.login, event.who.method) == ("alice", "label")
+        assert (event.who.login, event.who.claimed) == (None, "alice")
         assert (event.why.reason, event.why.ticket) == ("nightly batch", "OPS-42")
         assert event.actor.image == BUSYBOX_REF
     # What this Engine adds to container events (printed for the record; see -s).

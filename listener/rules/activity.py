@@ -34,6 +34,7 @@ from config.models import ContainerChurnRule
 from listener.event import Event
 from listener.rules.base import Finding, RuleContext, RuleMeta, finding
 from listener.rules.container import CONFIG_ACTIONS, is_root_user
+from listener.rules.image import is_build_step
 
 EXEC = RuleMeta(
     "exec-in-container",
@@ -66,7 +67,16 @@ DAEMON_FILE = RuleMeta(
 UNATTRIBUTED = RuleMeta(
     "unattributed-change", "medium", "-", "A container change that no login can be tied to."
 )
+MISMATCH = RuleMeta(
+    "attribution-mismatch",
+    "medium",
+    "-",
+    "An audit.who label claims someone other than the login auditd saw create the container.",
+    actions=frozenset({"create"}),
+)
 
+# How `who` was found from evidence (auditd records), as opposed to unknown/unavailable.
+EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd"})
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(
@@ -79,12 +89,24 @@ ATTRIBUTABLE_ACTIONS = frozenset(
 _RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
 _POLICY_RESTART_NS = 90 * 1_000_000_000
 _LIVES_STATE = "unattributed-change/lives"
-READ_OPERATIONS = frozenset({"read", "open", "execute", "exec"})
+# Operations that read or run a daemon file: not changes (auditd's `-p wa` watches
+# still log them when rules add `r`/`x`, and `ls -l` reads extended attributes).
+READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
 # where they came from, what the CLI said otherwise, the image's names elsewhere.
-_NOT_FINGERPRINTED = frozenset({"origin", "argv_differences", "image_repo_digests"})
+_NOT_FINGERPRINTED = frozenset(
+    {
+        "origin",
+        "argv_differences",
+        "image_repo_digests",
+        "image_references",
+        "image_intermediate",
+        "socket_sources",
+        "healthcheck",
+    }
+)
 # Config actions that may show a configuration judged before (a create is a new container).
 _REJUDGED = CONFIG_ACTIONS - {"create"}
 # Bounds of the learned churn baselines: closed windows kept per scope (halved, older
@@ -128,6 +150,7 @@ class KnownContainer:
     privileged: bool
     state: str = "created"
     judged: str | None = None  # fingerprint of the last configuration the config rules judged
+    healthcheck: str | None = None  # its health check's command line (from inspect)
 
 
 @dataclass(slots=True)
@@ -207,6 +230,7 @@ def track_container(event: Event, ctx: RuleContext) -> None:
             privileged=bool(config.get("privileged")),
             state=known.state if known else "created",
             judged=config_fingerprint(config),
+            healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
         )
     elif event.action == "create" and known is None:
         state.containers[event.actor.id] = KnownContainer(event.actor.name, True, False)
@@ -233,21 +257,52 @@ def already_judged(event: Event, ctx: RuleContext) -> bool:
     return known is not None and known.judged == config_fingerprint(event.config)
 
 
+def is_health_check(event: Event, ctx: RuleContext) -> bool:
+    """The Engine's own health-check exec: exactly the health check the container was
+    created with (inspect), as the Engine runs it (no terminal, not privileged).
+
+    Anyone may run that same command by hand: it is the container's own check.
+    """
+    if event.action not in ("exec_create", "exec_start"):
+        return False
+    known = activity_state(ctx).containers.get(event.actor.id)
+    command = str(event.attributes.get("action_detail") or "")
+    if known is None or not known.healthcheck or command != known.healthcheck:
+        return False
+    config = event.config
+    return not (config.get("privileged") or config.get("tty") or config.get("interactive"))
+
+
 def check_exec(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if event.type != "container" or event.action != "exec_start":
         return
     command = str(event.attributes.get("action_detail") or "")
+    if is_health_check(event, ctx):
+        return
     known = activity_state(ctx).containers.get(event.actor.id)
     reasons = _exec_risks(command, event.config, known)
     yield finding(
         EXEC,
         event,
-        f"exec into {event.actor.name or event.actor.id[:12]}: {command or '?'}",
+        f"exec into {event.actor.name or event.actor.id[:12]}: {command or '?'}"
+        + (f" ({', '.join(reasons)})" if reasons else ""),
         severity="high" if reasons else None,
         command=command,
         risks=reasons,
         exec_id=event.attributes.get("execID"),
+        # The subject the channel dedups on: who the exec runs as, and with what power.
+        user=_exec_user(event.config, known),
+        privileged="privileged" in reasons,
     )
+
+
+def _exec_user(config: dict[str, Any], known: KnownContainer | None) -> str:
+    user = config.get("user")
+    if user:
+        return str(user)
+    if known is not None and not known.root:
+        return "container user"
+    return "root"
 
 
 def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | None) -> list[str]:
@@ -263,6 +318,8 @@ def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | No
         risks.append("as root")
     if config.get("privileged") or (known is not None and known.privileged):
         risks.append("privileged")
+    if config.get("tty") and config.get("interactive") and "interactive shell" not in risks:
+        risks.append("interactive terminal")
     return risks
 
 
@@ -434,12 +491,36 @@ def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if event.type != "container" or not _attributable(event, ctx):
         return
     if event.who.method != "unknown":
-        return
+        return  # attributed, or no audit source covered it (`unavailable`)
+    if is_build_step(event, ctx) or is_health_check(event, ctx):
+        return  # a build's step (the build call is its own event), the Engine's health check
+    claimed = event.who.claimed
     yield finding(
         UNATTRIBUTED,
         event,
-        f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login",
+        f"{event.action} of {event.actor.name or event.actor.id[:12]} by no known login"
+        + (f" (label claims {claimed})" if claimed else ""),
         action=event.action,
+        claimed=claimed,
+    )
+
+
+def check_attribution_mismatch(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    """The audit.who label names someone else than the login the evidence found."""
+    who = event.who
+    if event.source != "docker" or not who.claimed or who.method not in EVIDENCE_METHODS:
+        return
+    if who.claimed == who.login:
+        return
+    # No login at all (auid unset: a service, cron) disagrees with a claim of a person too.
+    seen = who.login or (f"auid {who.auid}" if who.auid is not None else "no login")
+    yield finding(
+        MISMATCH,
+        event,
+        f"{event.actor.name or event.actor.id[:12]}: label claims {who.claimed}, auditd saw {seen}",
+        claimed=who.claimed,
+        login=who.login,
+        method=who.method,
     )
 
 

@@ -16,6 +16,10 @@ from typing import Any
 from config.models import RuleConfig, RuleException, RulesConfig, Severity
 from listener.event import Event
 
+ENGINE_SOCKETS = (
+    "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock",
+)  # fmt: skip
 SEVERITY_RANK: Mapping[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -65,9 +69,18 @@ class RuleContext:
 
     rules: RulesConfig = field(default_factory=RulesConfig)
     attribution_available: bool = False
+    # Unix socket paths of the Engines watched (docker.host, the daemon's own): a mount of
+    # one, of a directory holding one, or onto one's usual path hands over the host.
+    engine_sockets: tuple[str, ...] = ENGINE_SOCKETS
     state: dict[str, Any] = field(default_factory=dict)
     # (type, action) -> the enabled rules that apply, with their settings; filled on use.
     dispatch: dict[tuple[str, str], list[tuple[Rule, RuleConfig]]] = field(default_factory=dict)
+
+
+def engine_sockets(docker_host: str) -> tuple[str, ...]:
+    """The usual Engine socket paths plus the one `docker.host` names (unix://PATH)."""
+    path = docker_host.removeprefix("unix://") if docker_host.startswith("unix://") else ""
+    return tuple(dict.fromkeys([*ENGINE_SOCKETS, *([path] if path.startswith("/") else [])]))
 
 
 def container_name(event: Event) -> str | None:

@@ -27,7 +27,9 @@ SOCKET_MOUNT = RuleMeta(
     "docker-socket-mount",
     "critical",
     "5.32",
-    "The Docker or containerd socket is mounted: the container controls the host.",
+    "The Docker or containerd socket is mounted (by its path, the Engine's real socket, a "
+    "directory holding it, a source that is a socket, or onto docker.sock inside): the "
+    "container controls the host.",
     actions=CONFIG_ACTIONS,
 )
 SENSITIVE_MOUNT = RuleMeta(
@@ -102,13 +104,19 @@ def check_privileged(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def check_socket_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    config = config_of(event) or {}
+    sockets = {_normal(s) for s in config.get("socket_sources") or []}
     for mount in _mounts(event):
-        if _base(mount.get("source", "")) in SOCKET_NAMES:
+        why = _socket_reason(mount, sockets, ctx.engine_sockets)
+        if why is not None:
             yield finding(
                 SOCKET_MOUNT,
                 event,
-                f"{mount['source']} mounted into {_name(event)}",
+                f"{mount.get('source') or '?'} mounted into {_name(event)} at "
+                f"{mount.get('destination') or '?'} ({why})",
                 mount=mount,
+                mounts=[_mount_subject(mount)],
+                matched=why,
             )
 
 
@@ -121,7 +129,47 @@ def check_sensitive_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
                 event,
                 f"host {source} mounted into {_name(event)}",
                 mount=mount,
+                mounts=[_mount_subject(mount)],
             )
+
+
+def _socket_reason(
+    mount: Mapping[str, Any], sockets: set[str], engine_sockets: tuple[str, ...]
+) -> str | None:
+    """Why this mount hands an Engine's socket to the container, or None."""
+    if mount.get("type", "bind") != "bind":
+        return None
+    source = _normal(str(mount.get("source") or ""))
+    destination = _normal(str(mount.get("destination") or ""))
+    engines = {_host_path(s) for s in engine_sockets}
+    if _host_path(source) in engines:
+        return "the Engine's socket"
+    if posixpath.basename(source) in SOCKET_NAMES:
+        return "a Docker or containerd socket"
+    if source in sockets:
+        return "a Unix socket"
+    # "/" holds everything: it alerts as sensitive-mount, not as one more socket alert.
+    if source not in ("", "/") and any(_contains(_host_path(source), s) for s in engines):
+        return "a directory holding the Engine's socket"
+    if posixpath.basename(destination) in SOCKET_NAMES:
+        return "mounted where clients look for the Docker socket"
+    return None
+
+
+def _host_path(path: str) -> str:
+    """/var/run is a symlink to /run on every current distribution."""
+    if path == "/var/run" or path.startswith("/var/run/"):
+        return "/run" + path[len("/var/run") :]
+    return path
+
+
+def _contains(directory: str, path: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
+
+
+def _mount_subject(mount: Mapping[str, Any]) -> str:
+    """The mount as the channel names it (and dedups on): source:destination."""
+    return f"{mount.get('source') or ''}:{mount.get('destination') or ''}"
 
 
 def check_dangerous_capability(event: Event, ctx: RuleContext) -> Iterator[Finding]:

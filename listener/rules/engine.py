@@ -27,7 +27,8 @@ from listener.alert import Alert
 from listener.event import Event
 from listener.rules import container
 from listener.rules.activity import already_judged, learn_churn, track_container
-from listener.rules.base import RuleContext
+from listener.rules.base import RuleContext, engine_sockets
+from listener.rules.image import track_image
 from listener.rules.registry import RULES, evaluate
 from sinks.base import EventFilter
 
@@ -50,8 +51,16 @@ BATCH = 2_000
 class RuleEngine:
     """The rules with their state; turns stored events into alerts."""
 
-    def __init__(self, rules: RulesConfig, *, attribution_available: bool = False) -> None:
+    def __init__(
+        self,
+        rules: RulesConfig,
+        *,
+        attribution_available: bool = False,
+        docker_host: str | None = None,
+    ) -> None:
         self.context = RuleContext(rules=rules, attribution_available=attribution_available)
+        if docker_host is not None:
+            self.context.engine_sockets = engine_sockets(docker_host)
 
     def alerts_for(self, events: Iterable[Event]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -84,6 +93,7 @@ class RuleEngine:
                 evaluate(event, self.context)
             else:
                 track_container(event, self.context)
+                track_image(event, self.context)
                 learn_churn(event, self.context)
 
     def window_ns(self) -> int:

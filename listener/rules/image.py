@@ -20,11 +20,17 @@ UNTRUSTED = RuleMeta(
     "untrusted-image",
     "high",
     "4.2, 6.4",
-    "An image outside the trusted registries is pulled, imported, loaded, tagged or run.",
+    "An image outside the trusted registries is pulled, imported, loaded, tagged or run "
+    "(a container created from a bare image id is judged by the names the trail or inspect "
+    "gives that id; the steps of a classic build by their base and final tag).",
     types=frozenset({"image", "container"}),
 )
 
-IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag", "push"})
+# Push sends an image that is already here: it was judged when it came.
+IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag"})
+_KNOWN_IMAGES_MAX = 50_000
+# How long after a `docker build` call its steps may still create containers.
+BUILD_WINDOW_NS = 600 * 1_000_000_000
 DEFAULT_REGISTRY = "docker.io"
 
 
@@ -55,21 +61,28 @@ def untrusted_reason(reference: str, policy: UntrustedImageRule) -> str | None:
 
 
 def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
-    reference = _reference(event)
-    if reference is None:
+    judged = _judged_references(event, ctx)
+    if judged is None:
         return
-    reason = untrusted_reason(reference, ctx.rules.untrusted_image)
-    if reason is None:
-        return
+    references, how = judged
+    policy = ctx.rules.untrusted_image
+    reasons = [untrusted_reason(ref, policy) for ref in references]
+    if not references or any(reason is None for reason in reasons):
+        return  # trusted under one of its names, or a build step of a trusted base
+    reference, reason = references[0], reasons[0]
+    shown = event.actor.image or reference if event.type == "container" else reference
     verb = _container_verb(event) if event.type == "container" else event.action
-    yield finding(
+    found = finding(
         UNTRUSTED,
         event,
-        f"untrusted image {reference} ({verb})",
+        f"untrusted image {shown} ({verb})",
         reference=reference,
         normalized=normalize_reference(reference),
         reason=reason,
+        resolved_by=how,
     )
+    found.image = shown  # the subject the channel dedups on: the image as the user named it
+    yield found
 
 
 def _container_verb(event: Event) -> str:
@@ -84,11 +97,101 @@ def _container_verb(event: Event) -> str:
     return parse_docker_argv(argv).command or "create"
 
 
-def _reference(event: Event) -> str | None:
+def track_image(event: Event, ctx: RuleContext) -> None:
+    """Remember the references of image ids (for containers created from a bare id), and
+    when a `docker build` ran on each host (its steps' containers come from bare ids)."""
+    if event.type == "docker-cli" and event.action == "build":
+        ctx.state.setdefault("builds", {})[event.host] = event.time_ns
+        return
+    if event.type != "image":
+        return
+    known: dict[str, set[str]] = ctx.state.setdefault("image-refs", {})
+    image_id = str(event.attributes.get("image_id") or "")
+    if not image_id and event.actor.id.startswith("sha256:"):
+        image_id = event.actor.id
+    if not image_id:
+        return
+    if event.action == "delete":
+        known.pop(image_id, None)
+        return
+    refs = {r for r in event.attributes.get("repo_tags") or [] if isinstance(r, str)}
+    refs |= {r for r in event.attributes.get("repo_digests") or [] if isinstance(r, str)}
+    refs |= {r for r in (_image_reference(event),) if r}
+    if refs:
+        known.setdefault(image_id, set()).update(refs)
+        if len(known) > _KNOWN_IMAGES_MAX:
+            known.pop(next(iter(known)))
+
+
+def _judged_references(event: Event, ctx: RuleContext) -> tuple[list[str], str] | None:
+    """The references an event's image goes by, and how they were found; None: not judged."""
     if event.type == "image" and event.action in IMAGE_ACTIONS:
-        name = event.actor.name or ""
-        # An import names only the new image id; the tag that follows carries the reference.
-        return None if name.startswith("sha256:") or not name else name
-    if event.type == "container" and event.action == "create":
-        return event.actor.image or str(event.config.get("image") or "") or None
+        reference = _image_reference(event)
+        return ([reference], "event") if reference else None
+    if event.type != "container" or event.action != "create":
+        return None
+    reference = event.actor.image or str(event.config.get("image") or "") or None
+    if reference is None:
+        return None
+    if not _is_image_id(reference) and not _names_id_prefix(reference, event):
+        return [reference], "event"
+    return _resolve_id(reference, event, ctx)
+
+
+def _names_id_prefix(reference: str, event: Event) -> bool:
+    """`docker run 3f4a9c0b1d2e`: a short image id (inspect says which image it was), not a
+    Docker Hub repository that would be trusted as docker.io/library/3f4a9c0b1d2e."""
+    digest = str(event.config.get("image_digest") or "")
+    hexadecimal = len(reference) >= 4 and all(c in "0123456789abcdef" for c in reference)
+    return hexadecimal and digest.startswith(f"sha256:{reference}")
+
+
+def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str], str] | None:
+    """A container created from a bare image id: the names the trail or inspect knows."""
+    config = event.config
+    resolved = [str(r) for r in config.get("image_references") or []]
+    if resolved:
+        return resolved, "inspect"
+    digests = [str(r) for r in config.get("image_repo_digests") or []]
+    if digests:
+        return digests, "inspect"
+    known = ctx.state.get("image-refs", {})
+    full = str(config.get("image_digest") or "") if not _is_image_id(image_id) else image_id
+    full = full if full.startswith("sha256:") else f"sha256:{full}"
+    refs = known.get(full) or next((v for k, v in known.items() if k.startswith(full)), None)
+    if refs:
+        return sorted(refs), "trail"
+    if is_build_step(event, ctx):
+        return [], "build-step"  # a classic build's step: judged at its base and its tag
+    return [full], "none"
+
+
+def is_build_step(event: Event, ctx: RuleContext) -> bool:
+    """A container of a classic `docker build` step: created from a bare image id, and
+    inspect says the image is an unnamed step, or attribution saw a `docker build` call
+    at work (`attributes.build_call`), or one ran on the host lately."""
+    if event.type != "container":
+        return False
+    image = event.actor.image or str(event.config.get("image") or "")
+    if not image or not (_is_image_id(image) or _names_id_prefix(image, event)):
+        return False
+    if event.config.get("image_intermediate") or event.attributes.get("build_call"):
+        return True
+    last = ctx.state.get("builds", {}).get(event.host)
+    return last is not None and 0 <= event.time_ns - last <= BUILD_WINDOW_NS
+
+
+def _image_reference(event: Event) -> str | None:
+    """An image event's reference: `Actor.ID` names it on pull and push (with its tag or
+    digest; `Attributes.name` is the bare repository), `name` on tag, load and import."""
+    for candidate in (event.actor.id, event.actor.name):
+        if candidate and not _is_image_id(candidate):
+            return candidate
     return None
+
+
+def _is_image_id(text: str) -> bool:
+    bare = text.removeprefix("sha256:")
+    return text.startswith("sha256:") or (
+        len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
+    )

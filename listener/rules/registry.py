@@ -32,6 +32,7 @@ RULES: tuple[Rule, ...] = (
     Rule(container.WRITABLE_ROOTFS, container.check_writable_rootfs),
     Rule(container.RUNS_AS_ROOT, container.check_runs_as_root),
     Rule(activity.UNATTRIBUTED, activity.check_unattributed),
+    Rule(activity.MISMATCH, activity.check_attribution_mismatch),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
@@ -40,6 +41,7 @@ RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
 def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     """Findings of every enabled rule on one event (suppressed ones included, marked)."""
     activity.track_container(event, ctx)
+    image.track_image(event, ctx)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
         for found in rule.check(event, ctx):

@@ -2,14 +2,18 @@
 
 **Kept** are events carrying one of the configured keys (`auditd.keys`, the
 CIS 1.1 keys `auditd.cis_keys`, and `auditd.cli_key`). With
-`auditd.drop_housekeeping` (the default) the daemon's own work is dropped: a
-process of the daemon (`auditd.daemon_programs`: dockerd, containerd, the shims,
-runc …, by executable or command name, since runc re-executes itself from
-memory) that only touches paths under its data and state roots
-(`auditd.daemon_roots`), or that only reads or executes files (runc being
-started for every container). A daemon's relative path (an `openat` on a
-directory descriptor) is taken to be in its own trees. Writes by anyone else,
-and writes by the daemon outside its roots, are always kept.
+`auditd.drop_housekeeping` (the default) the daemon's own work is dropped,
+recognized only by what the process cannot choose: no audit login (auid unset:
+the daemon was started by init, not by someone who logged in) and an executable
+that is a daemon binary by its full path (`auditd.daemon_dirs` with
+`auditd.daemon_programs`; runc re-executing itself from a memfd shows exe "/"),
+reading or running files, or touching only paths under its data and state
+roots (`auditd.daemon_roots`; dockerd's own `docker-untar` helpers, chrooted
+into an image layer, too). `comm` and argv[0] are the caller's choice and never
+count. A write to a daemon configuration file, unit or binary is never
+housekeeping, whoever makes it; writes by anyone else, and writes by the daemon
+outside its roots, are always kept. A daemon's relative path (an `openat` on a
+directory descriptor) is taken to be in its own trees.
 
 **What they become** (`source="auditd"`, id `natural_id("auditd", host, serial,
 time_ns)` where host is the record's `node=` if any, so re-reading a log
@@ -68,6 +72,7 @@ from config.errors import InputError, SourceError
 from config.models import AuditdConfig
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
 from listener.correlate import CliCall, Correlator
+from listener.coverage import LiveCoverage, SpanCoverage
 from listener.event import Actor, Event, Who, natural_id
 from listener.sources.auditparse import (
     UNSET_ID,
@@ -89,6 +94,15 @@ _AT_FDCWD = frozenset({"ffffff9c", "ffffffffffffff9c"})  # -100 as int32 or int6
 # data root: their absolute paths are inside the chroot.
 _DOCKERD_HELPERS = frozenset({"docker-untar", "docker-applyLayer", "docker-tar",
                               "docker-mountfrom"})  # fmt: skip
+_AUID_UNSET = frozenset({"4294967295", "-1", "unset"})
+_DAEMON_CONFIG_DIRS = ("/etc/docker/", "/etc/containerd/", "/etc/systemd/system/docker.service.d/",
+                       "/etc/systemd/system/containerd.service.d/")  # fmt: skip
+_DAEMON_CONFIG_FILES = frozenset({
+    "/etc/docker", "/etc/containerd", "/etc/default/docker", "/etc/sysconfig/docker",
+    "/etc/docker/daemon.json", "/etc/containerd/config.toml",
+})  # fmt: skip
+_UNIT_DIRS = ("/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/")
+_DOCKER_CLI_PATHS = frozenset({"/usr/bin/docker", "/usr/local/bin/docker"})
 _O_WRITE = 0o1 | 0o2 | 0o100 | 0o1000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 
 # Syscall numbers by audit arch, for logs without ENRICHED names (x86_64, aarch64).
@@ -103,7 +117,10 @@ _SYSCALLS: dict[str, dict[str, str]] = {
         "190": "fsetxattr", "197": "removexattr", "198": "lremovexattr",
         "199": "fremovexattr", "132": "utime", "235": "utimes", "280": "utimensat",
         "261": "futimesat", "59": "execve", "322": "execveat", "133": "mknod",
-        "259": "mknodat",
+        "259": "mknodat", "191": "getxattr", "192": "lgetxattr", "193": "fgetxattr",
+        "194": "listxattr", "195": "llistxattr", "196": "flistxattr", "4": "stat", "6": "lstat",
+        "21": "access", "89": "readlink", "262": "newfstatat", "267": "readlinkat",
+        "269": "faccessat", "332": "statx", "439": "faccessat2",
     },
     "c00000b7": {
         "56": "openat", "437": "openat2", "45": "truncate", "46": "ftruncate",
@@ -111,7 +128,10 @@ _SYSCALLS: dict[str, dict[str, str]] = {
         "37": "linkat", "36": "symlinkat", "52": "fchmod", "53": "fchmodat", "55": "fchown",
         "54": "fchownat", "5": "setxattr", "6": "lsetxattr", "7": "fsetxattr",
         "14": "removexattr", "15": "lremovexattr", "16": "fremovexattr", "88": "utimensat",
-        "221": "execve", "281": "execveat", "33": "mknodat",
+        "221": "execve", "281": "execveat", "33": "mknodat", "8": "getxattr",
+        "9": "lgetxattr", "10": "fgetxattr", "11": "listxattr", "12": "llistxattr",
+        "13": "flistxattr", "48": "faccessat", "78": "readlinkat", "79": "newfstatat",
+        "291": "statx", "439": "faccessat2",
     },
 }  # fmt: skip
 _OPERATIONS = {
@@ -121,7 +141,14 @@ _OPERATIONS = {
     "link": "link", "linkat": "link", "symlink": "link", "symlinkat": "link",
     "truncate": "write", "ftruncate": "write", "creat": "write",
 }  # fmt: skip
-_ATTR_CALLS = ("chmod", "chown", "xattr", "utime")
+_ATTR_CALLS = ("chmod", "chown", "setxattr", "removexattr", "utime")
+# Calls that only look at a file (`ls -l` reads its extended attributes): reads.
+_READ_CALLS = frozenset({
+    "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
+    "getxattrat", "listxattrat", "stat", "lstat", "fstat", "newfstatat", "fstatat64",
+    "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "read", "pread64",
+    "readv", "getdents", "getdents64", "chdir", "fchdir", "statfs", "fstatfs",
+})  # fmt: skip
 _CLI_PROGRAMS = frozenset({"docker", "docker-compose"})
 # Calls whose relative path is relative to a directory descriptor, not the cwd.
 _AT_CALLS = frozenset({
@@ -225,7 +252,9 @@ class AuditConverter:
         self.host = host
         self.names = names or IdNames(config.passwd_file, config.group_file)
         self.keys = frozenset([*config.keys, *config.cis_keys, config.cli_key])
-        self._programs = frozenset(config.daemon_programs)
+        self._executables = frozenset(
+            posixpath.join(d, p) for d in config.daemon_dirs for p in config.daemon_programs
+        )
         self._roots = tuple(r.rstrip("/") for r in config.daemon_roots)
         self.counters = AuditCounters()
         # EXECVE and CWD texts -> (call, cwd, command line): a host runs the same few
@@ -388,22 +417,48 @@ class AuditConverter:
         )
 
     def _housekeeping(self, event: AuditEvent, operation: str, paths: list[dict[str, Any]]) -> bool:
-        if not self._daemon_process(event):
-            return False
-        if operation in ("read", "exec") and event.auid is None:
-            return True  # started by init, not by someone who logged in
-        title = event.proctitle
-        if title and title[0] in _DOCKERD_HELPERS:
+        """The daemon's own work, by what its caller cannot choose (not comm, not argv)."""
+        if event.field("auid") not in _AUID_UNSET or not self._daemon_process(event):
+            return False  # a login's process, whatever it calls itself
+        if operation in ("read", "exec"):
             return True
         names = [p["name"] for p in paths if p["resolved"]]
+        helper_root = self._helper_root(event)
+        if helper_root is not None:
+            # Its paths are inside the root it chrooted into: an image layer or build
+            # context holds what it holds (docker:dind has /usr/bin/docker). Only a
+            # container's own root (`docker cp`) may reach host files through bind mounts.
+            container_root = helper_root.endswith("/merged")
+            return not (container_root and any(self._daemon_file(n) for n in names))
+        if any(self._daemon_file(name) for name in names):
+            return False  # the daemon's configuration and binaries: never housekeeping
         return all(self._under_roots(name) for name in names)
+
+    def _helper_root(self, event: AuditEvent) -> str | None:
+        """dockerd re-executed as `docker-untar DEST ROOT` (chrooted into ROOT, under its
+        data root): ROOT, else None. argv alone proves nothing; with dockerd's own exe and
+        no login it is dockerd's choice."""
+        title = event.proctitle
+        if not title or title[0] not in _DOCKERD_HELPERS or event.exe not in self._executables:
+            return None
+        root = title[-1].rstrip("/")
+        return root if len(title) >= 3 and self._under_roots(root) else None
 
     def _daemon_process(self, event: AuditEvent) -> bool:
         exe, comm = event.exe or "", event.comm or ""
-        if posixpath.basename(exe) in self._programs or comm in self._programs:
+        if exe in self._executables:
             return True
         # runc re-executes itself from a memfd: exe "/" and comm "runc:[2:INIT]"
-        return comm.startswith("runc:[") or (exe in ("", "/") and comm.startswith("runc"))
+        return exe in ("", "/") and comm.startswith("runc")
+
+    def _daemon_file(self, path: str) -> bool:
+        """A configuration file, unit or binary of the daemon."""
+        if path in self._executables or path in _DOCKER_CLI_PATHS:
+            return True
+        if path.startswith(_DAEMON_CONFIG_DIRS) or path in _DAEMON_CONFIG_FILES:
+            return True
+        base = posixpath.basename(path)
+        return path.startswith(_UNIT_DIRS) and base.startswith(("docker.", "containerd."))
 
     def _under_roots(self, path: str) -> bool:
         return any(path == root or path.startswith(root + "/") for root in self._roots)
@@ -529,6 +584,8 @@ def _operation(event: AuditEvent, syscall: str) -> str:
     operation = _OPERATIONS.get(syscall)
     if operation is not None:
         return operation
+    if syscall in _READ_CALLS:
+        return "read"
     if any(part in syscall for part in _ATTR_CALLS):
         return "attr"
     return syscall
@@ -606,6 +663,7 @@ class AuditLogFiles:
         self.watermark_ns = -1
         self.malformed: list[InputError] = []
         self.records = 0
+        self.span = SpanCoverage(converter.host)  # what attribution can rely on
 
     def __iter__(self) -> Iterator[Converted]:
         assembler = AuditAssembler(None, self.window_ns / _NS)
@@ -641,6 +699,7 @@ class AuditLogFiles:
 
     def _converted(self, events: Iterable[AuditEvent]) -> Iterator[Converted]:
         for event in events:
+            self.span.add(event.time_ns, event.node)
             converted = self.converter.convert(event)
             if converted is not None:
                 yield converted
@@ -884,6 +943,8 @@ class _Cycle:
     watermark_ns: int = -1
     idle: bool = False
     gap: str | None = None
+    open: bool = False  # the log is open: the records read cover the time read through
+    auditing: str | None = None  # "stopped"/"started": auditd or its CLI rule went or came
 
 
 class _LiveReader:
@@ -931,10 +992,11 @@ class _LiveReader:
                 closed += self._feed(self._held)
                 self._held = []
                 closed += self.assembler.flush_all()
-        result = _Cycle(idle=at_eof, gap=self.follower.gap)
+        result = _Cycle(idle=at_eof, gap=self.follower.gap, open=self.follower.fd is not None)
         self.follower.gap = None
         result.malformed = self._malformed()
         convert, converted = self.converter.convert, result.converted
+        result.auditing = _auditing_change(closed, self.converter.config.cli_key)
         for event in closed:
             item = convert(event)
             if item is not None:
@@ -1024,6 +1086,30 @@ class _LiveReader:
             self.follower.close()
 
 
+def _auditing_change(events: Sequence[AuditEvent], cli_key: str) -> str | None:
+    """ "stopped" when auditd's log says it stopped or was disabled, or that the docker CLI
+    rule was removed (nothing more is recorded); "started" when it says the opposite."""
+    change = None
+    for event in events:
+        kind = event.records[0].type
+        if kind in ("DAEMON_END", "DAEMON_ABORT"):
+            change = "stopped"
+        elif kind in ("DAEMON_START", "DAEMON_RESUME"):
+            change = "started"
+        elif kind == "CONFIG_CHANGE":
+            change = _config_change(event.records[0].fields, cli_key) or change
+    return change
+
+
+def _config_change(fields: Mapping[str, str], cli_key: str) -> str | None:
+    enabled = fields.get("audit_enabled")
+    if enabled is not None:
+        return "stopped" if enabled == "0" else "started"
+    if fields.get("key") == cli_key:
+        return {"remove_rule": "stopped", "add_rule": "started"}.get(fields.get("op", ""))
+    return None
+
+
 def _hold_last_event(spans: list[_Span]) -> tuple[list[_Span], list[_Span]]:
     """Split off the trailing run of lines of the last record's event: ``(ready, held)``.
 
@@ -1074,10 +1160,12 @@ class AuditLogTail(AsyncLifecycle):
         correlator: Correlator | None = None,
         checkpoint: Mapping[str, Any] | None = None,
         names: IdNames | None = None,
+        coverage: LiveCoverage | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.correlator = correlator
+        self.coverage = coverage
         self.converter = AuditConverter(config, host, names)
         self._checkpoint = dict(checkpoint) if checkpoint else None
         self._reader = _LiveReader(config, self.converter)
@@ -1162,6 +1250,8 @@ class AuditLogTail(AsyncLifecycle):
         if repr(exc) != repr(self.failed):
             log.error("cannot read the audit log %s: %s", self.config.log_file, exc)
         self.failed = exc
+        if self.coverage is not None:
+            self.coverage.lost(f"cannot read the audit log {self.config.log_file}: {exc}")
         if self.correlator is not None:  # nothing comes until the retry: do not make events wait
             self.correlator.advance(time.time_ns() + round((_RETRY_SECS + 1) * _NS))
 
@@ -1180,6 +1270,26 @@ class AuditLogTail(AsyncLifecycle):
             await self._queue.put((None, cycle.checkpoint))
         if self.correlator is not None:
             self.correlator.advance(cycle.watermark_ns)
+        self._cover(cycle)
+
+    def _cover(self, cycle: _Cycle) -> None:
+        coverage = self.coverage
+        if coverage is None:
+            return
+        if not cycle.open:
+            coverage.lost(f"audit log {self.config.log_file} does not exist or is not readable")
+            return
+        if cycle.auditing == "stopped":
+            coverage.halt("auditd stopped, or its docker CLI rule was removed (its log says so)")
+        elif cycle.auditing == "started":
+            coverage.resume()
+        # A first open resumes at the checkpoint: records from its time on are read again.
+        first = coverage.read_through_ns < 0
+        resumed = self._checkpoint.get("time_ns") if self._checkpoint and first else None
+        since = resumed if isinstance(resumed, int) and resumed > 0 else None
+        coverage.reading(since_ns=since, read_through_ns=cycle.watermark_ns)
+        if cycle.gap is not None:
+            coverage.broken()  # records may be missing up to here
 
     def _gap_event(self, reason: str) -> Event:
         log.warning("audit records may be missing: %s", reason)

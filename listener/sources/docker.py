@@ -37,8 +37,9 @@ Normalisation decisions (one raw Engine event -> one `Event`):
   images the reference, falling back to the image id (`untag`/`delete` name
   the id); for volumes and builder, `Actor.ID` (a volume's id is its name).
 * `scope` (`local` / `swarm`) goes to `attributes.scope`.
-* Labels `audit.who` / `audit.why` / `audit.ticket` / `audit.expires` are the
-  declared who and why (`who.method` / `why.source` = `label`).
+* Label `audit.who` is a claim (`who.claimed`), never the login: anyone can
+  set a label. `audit.why` / `audit.ticket` / `audit.expires` are the declared
+  why (`why.source` = `label`) of whoever the evidence says made the change.
 
 Reading files: one JSON object per line (blank lines ignored); objects
 concatenated on one line (`}{`, as a raw `/events` chunk may be saved) are
@@ -238,8 +239,9 @@ def _label(labels: Mapping[str, str], key: str) -> str | None:
 
 
 def _who_from_labels(labels: Mapping[str, str]) -> Who:
-    login = _label(labels, "audit.who")
-    return Who(login=login, method="label") if login else Who()
+    # Anyone who can create a container can set a label: a claim, never the login.
+    claimed = _label(labels, "audit.who")
+    return Who(claimed=claimed) if claimed else Who()
 
 
 def _why_from_labels(labels: Mapping[str, str]) -> Why:

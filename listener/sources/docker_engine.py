@@ -198,6 +198,10 @@ class EngineClient:
     def inspect_image(self, reference: str) -> dict[str, Any] | None:
         return self._inspect("inspect_image", reference)
 
+    def inspect_exec(self, exec_id: str) -> dict[str, Any] | None:
+        """`GET /exec/{id}/json`: user, privileged, tty, stdin and command of an exec."""
+        return self._inspect("exec_inspect", exec_id)
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []

@@ -66,6 +66,7 @@ def container_config_from_inspect(
         runtime=host_config.get("Runtime") or None,
         cgroup_parent=host_config.get("CgroupParent") or None,
         oom_kill_disable=bool(host_config.get("OomKillDisable")),
+        healthcheck=_healthcheck(config.get("Healthcheck")),
     )
 
 
@@ -88,6 +89,17 @@ def words(raw: object) -> tuple[str, ...]:
     if isinstance(raw, str):
         return (raw,)
     return tuple(str(word) for word in raw) if isinstance(raw, list) else ()
+
+
+def _healthcheck(raw: object) -> str | None:
+    """The health check's command line as its exec_start event shows it (moby health.go)."""
+    test = raw.get("Test") if isinstance(raw, dict) else None
+    if not isinstance(test, list) or not test or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    args = [str(a) for a in test[1:]]
+    if test[0] == "CMD-SHELL":
+        args = ["/bin/sh", "-c", " ".join(args)]
+    return " ".join(args) or None
 
 
 @dataclass(slots=True)
@@ -197,4 +209,27 @@ def _image_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
         "image_id": str(data.get("Id") or ""),
         "repo_tags": list(data.get("RepoTags") or []),
         "repo_digests": list(data.get("RepoDigests") or []),
+    }
+
+
+def exec_config_from_inspect(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`Event.config` of an exec from `GET /exec/{id}/json`, in the shape argv gives.
+
+    `user` stays None when the exec names none: it runs as the container's user.
+    """
+    process: Mapping[str, Any] = data.get("ProcessConfig") or {}
+    entrypoint = process.get("entrypoint")
+    arguments = process.get("arguments") or []
+    command = [str(entrypoint)] if entrypoint else []
+    command += [str(a) for a in arguments if isinstance(a, str)]
+    return {
+        "origin": "inspect",
+        "kind": "exec",
+        "user": str(process.get("user") or "") or None,
+        "privileged": bool(process.get("privileged")),
+        "interactive": bool(data.get("OpenStdin")),
+        "tty": bool(process.get("tty")),
+        "detach": False,
+        "workdir": None,
+        "command": command,
     }

@@ -5,8 +5,12 @@ What it records:
 * Every Engine event, read on a thread of its own (dockerd skips a reader
   that lags 100 ms), each inspected container `create`/`start` with its
   security settings in `event.config` (`container_config_from_inspect`;
-  `attributes.inspect = "gone"` when the container was removed first), each
-  image event with its id, tags and digests.
+  `attributes.inspect = "gone"` when the container was removed first; a
+  container made from a bare image id also gets the names of that image or of
+  its nearest named ancestor, `image_references`, and bind sources that are
+  Unix sockets, `socket_sources`), each image event with its id, tags and
+  digests, and each `exec_start` with the exec's user, privilege, terminal and
+  command from `GET /exec/{id}/json` (`exec_config_from_inspect`).
 * Per connection, a `docktrail` `daemon`/`connected` event: the daemon's id,
   name, versions. Reading resumes at the last stored `timeNano` (`since`).
 * A `docktrail` `daemon`/`gap` event naming the window (`from_ns`,
@@ -56,6 +60,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
 import threading
 import time
 from asyncio import FIRST_COMPLETED
@@ -66,6 +72,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
+from listener.containerconfig import ContainerConfig
 from listener.event import Actor, Event, Launch, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
@@ -81,6 +88,7 @@ from listener.sources.docker_inspect import (
     _image_attributes,
     container_config_from_inspect,
     container_launch,
+    exec_config_from_inspect,
     words,
 )
 from listener.sources.docker_state import _RECENT_IDS, KnownState, _listed_state
@@ -591,7 +599,23 @@ class DockerSource:
             return self._submit(self._inspect_container, event.actor.id)
         if event.type == "image" and event.action in _IMAGE_RESOLVE_ACTIONS and event.actor.id:
             return self._submit(self._resolve_image, event.actor.id)
+        exec_id = event.attributes.get("execID")
+        if event.type == "container" and event.action in _EXEC_ACTIONS and exec_id:
+            return self._submit(self._inspect_exec, str(exec_id))
         return None
+
+    def _inspect_exec(self, exec_id: str) -> Enrichment:
+        """Worker thread: who an exec runs as and how, from the Engine alone."""
+        inspect = getattr(self.engine, "inspect_exec", None)
+        if inspect is None:
+            return Enrichment()
+        try:
+            data = inspect(exec_id)
+        except SourceError as exc:
+            return Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
+        if data is None:
+            return Enrichment(attributes={"inspect": "gone"})
+        return Enrichment(config=exec_config_from_inspect(data))
 
     def _inspect_container(self, container_id: str) -> Enrichment:
         """Worker thread: the container's config, or why there is none."""
@@ -606,9 +630,26 @@ class DockerSource:
             digests = self._repo_digests(str(data.get("Image") or ""))
         except SourceError as exc:
             return None, Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
-        config = container_config_from_inspect(data, digests).as_event_config()
+        config = container_config_from_inspect(data, digests)
+        config.socket_sources = _socket_sources(config)
+        if config.image and _is_image_id(config.image):
+            with contextlib.suppress(SourceError):  # then judged by the id alone
+                config.image_references, config.image_intermediate = self._image_names(config.image)
         launch = container_launch(data, self._image_launch.get(str(data.get("Image") or "")))
-        return data, Enrichment(config=config, launch=launch)
+        return data, Enrichment(config=config.as_event_config(), launch=launch)
+
+    def _image_names(self, image_id: str) -> tuple[list[str], bool]:
+        """Worker thread: the tags and digests of an image given by id; for an unnamed
+        classic build step, those of its nearest named ancestor (intermediate: True)."""
+        current, steps = image_id, 0
+        while current and steps < _MAX_IMAGE_ANCESTRY:
+            data = self.engine.inspect_image(current) or {}
+            names = [*(data.get("RepoTags") or []), *(data.get("RepoDigests") or [])]
+            names = [str(n) for n in names if n and not str(n).startswith("<none>")]
+            if names:
+                return names, steps > 0
+            current, steps = str(data.get("Parent") or ""), steps + 1
+        return [], False
 
     def _repo_digests(self, image_id: str) -> list[str]:
         if not image_id:
@@ -1054,3 +1095,28 @@ def _state_attributes(state: Mapping[str, Any], started_ns: int | None) -> dict[
     if finished_ns is not None and not state.get("Running"):
         attributes["exit_code"] = state.get("ExitCode")
     return attributes
+
+
+_EXEC_ACTIONS = frozenset({"exec_start"})  # what exec-in-container judges
+_MAX_IMAGE_ANCESTRY = 128  # classic builds have a step per instruction
+
+
+def _is_image_id(reference: str) -> bool:
+    bare = reference.removeprefix("sha256:")
+    return reference.startswith("sha256:") or (
+        len(bare) == 64 and all(c in "0123456789abcdef" for c in bare)
+    )
+
+
+def _socket_sources(config: ContainerConfig) -> list[str]:
+    """Bind sources that are Unix sockets on this host (any name: an Engine's socket)."""
+    found = []
+    for mount in config.mounts:
+        if mount.type != "bind" or not mount.source.startswith("/"):
+            continue
+        try:
+            if stat.S_ISSOCK(os.stat(mount.source).st_mode):
+                found.append(mount.source)
+        except OSError:
+            continue  # gone, or not visible from here: judged by its path
+    return found
