@@ -1,0 +1,74 @@
+"""Host trails for the Kafka tests: real SQLite trails filled with events, alerts, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from config.models import DocktrailConfig, KafkaConfig
+from listener.alert import Alert
+from listener.consume import ConsumeReport, consume
+from listener.event import Actor, Event, Who, natural_id
+from listener.publish import publish_trail
+from listener.rules.base import Finding
+from sinks.sqlite import SQLiteTrail
+
+T0 = 1_780_000_000 * 1_000_000_000
+
+
+def host_event(host: str, n: int, **fields: Any) -> Event:
+    base: dict[str, Any] = {
+        "id": natural_id("kafka-test", host, n),
+        "time_ns": T0 + n * 1_000_000,
+        "source": "docker",
+        "host": host,
+        "type": "container",
+        "action": "start",
+        "actor": Actor(id=f"{host}-c{n}", name=f"web-{n}", image="registry.internal/web:1"),
+        "who": Who(login="alice", user="root"),
+    }
+    return Event(**(base | fields))
+
+
+class HostTrail:
+    """One host's local trail (and signing key) in `directory`."""
+
+    def __init__(self, directory: Path, host: str, name: str | None = None) -> None:
+        self.host = host
+        self.path = directory / f"{name or host}.db"
+        self.trail = SQLiteTrail(self.path)
+        self.trail.open()
+        self.count = 0
+
+    def add(self, n: int, **fields: Any) -> list[Event]:
+        events = [host_event(self.host, self.count + i + 1, **fields) for i in range(n)]
+        self.count += n
+        return self.trail.append(events).stored
+
+    def alert(self, event: Event, rule: str = "privileged-container") -> Alert:
+        found = Finding(rule=rule, severity="critical", summary=f"{rule} on {event.actor.name}")
+        return self.trail.append_alerts([Alert.from_finding(found, event)])[0]
+
+    def config(self, kafka: KafkaConfig) -> DocktrailConfig:
+        return DocktrailConfig.model_validate(
+            {"host": self.host, "trail": {"path": str(self.path)}, "kafka": kafka.model_dump()}
+        )
+
+    def publish(self, kafka: KafkaConfig) -> int:
+        return asyncio.run(publish_trail(self.config(kafka)))
+
+    def close(self) -> None:
+        self.trail.close()
+
+
+def central_config(directory: Path, kafka: KafkaConfig, **extra: Any) -> DocktrailConfig:
+    settings = {"host": "central", "trail": {"path": str(directory / "central.db")}}
+    return DocktrailConfig.model_validate({**settings, "kafka": kafka.model_dump(), **extra})
+
+
+def consume_once(config: DocktrailConfig) -> ConsumeReport:
+    async def run() -> ConsumeReport:
+        return await consume(config, stop=asyncio.Event(), once=True)
+
+    return asyncio.run(run())
