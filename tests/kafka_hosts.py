@@ -12,6 +12,9 @@ from listener.consume import ConsumeReport, consume
 from listener.event import Actor, Event, Who, natural_id
 from listener.publish import publish_trail
 from listener.rules.base import Finding
+from sinks.kafka.client import ensure_topic
+from sinks.kafka.publisher import TrailRows
+from sinks.kafka.records import encode_row, row_prefix
 from sinks.sqlite import SQLiteTrail
 
 T0 = 1_780_000_000 * 1_000_000_000
@@ -72,3 +75,43 @@ def consume_once(config: DocktrailConfig) -> ConsumeReport:
         return await consume(config, stop=asyncio.Event(), once=True)
 
     return asyncio.run(run())
+
+
+def event_values(host: HostTrail, trail_id: str | None = None) -> dict[int, bytes]:
+    """seq -> the record value the publisher would send for each stored event."""
+    rows = TrailRows(host.path)
+    try:
+        prefix = row_prefix("event", host.host, trail_id or rows.trail_id())
+        return {row[0]: encode_row(prefix, *row) for row in rows.events_after(0, 1_000_000)}
+    finally:
+        rows.close()
+
+
+def alert_values(host: HostTrail) -> dict[int, bytes]:
+    """alert seq -> the record value the publisher would send for each stored alert."""
+    rows = TrailRows(host.path)
+    try:
+        prefix = row_prefix("alert", host.host, rows.trail_id())
+        found = rows.alerts_after(0, 2**62, 1_000_000)
+        return {row[0]: encode_row(prefix, *row[:5]) for row in found}
+    finally:
+        rows.close()
+
+
+def produce(kafka: KafkaConfig, key: str, values: list[bytes]) -> None:
+    """Send raw record values as a publisher (or an attacker) would, keyed by host."""
+
+    async def send() -> None:
+        from aiokafka import AIOKafkaProducer
+
+        await ensure_topic(kafka)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers,
+                                    enable_idempotence=False)  # fmt: skip
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(kafka.topic, value, key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
