@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,8 +88,10 @@ class FleetEngine:
     def prime_and_repair(self, trail: SQLiteTrail) -> list[Alert]:
         """Windows from recent evaluated events; alerts of events stored but never evaluated."""
         through = trail.evaluated_through()
-        recent = EventFilter(since_ns=time.time_ns() - self.window_ns)
-        prime_fleet((e for e in trail.query(recent) if (e.seq or 0) <= through), self.context)
+        last = trail.get(through) if through else None
+        if last is not None:  # the windows reach back from the last event judged
+            recent = EventFilter(since_ns=last.time_ns - self.window_ns)
+            prime_fleet((e for e in trail.query(recent) if (e.seq or 0) <= through), self.context)
         pending = list(trail.query(EventFilter(after_seq=through)))
         return self.alerts_for(pending)
 
