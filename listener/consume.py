@@ -251,9 +251,7 @@ async def _consume_loop(
         try:
             partitions = await _assign(consumer, kafka.topic, central.offsets)
             while not stop.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=POLL_MS, max_records=kafka.consume.batch_size
-                )
+                batch = await _fetch(consumer, kafka.consume.batch_size)
                 if batch:
                     await central.handle(batch)
                     await _commit(consumer, central.offsets, kafka.topic)
@@ -261,6 +259,25 @@ async def _consume_loop(
                     return
         finally:
             await consumer.stop()
+
+
+async def _fetch(consumer: Any, batch_size: int) -> dict[Any, list[Any]]:
+    """Up to `batch_size` records: waits for the first, then takes what is already fetched.
+
+    One `getmany` returns what one fetch response held (a few hundred records);
+    writing each of those as a central transaction would cost a commit apiece.
+    """
+    batch: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=POLL_MS,
+                                                         max_records=batch_size)  # fmt: skip
+    count = sum(map(len, batch.values()))
+    while batch and count < batch_size:
+        more = await consumer.getmany(timeout_ms=0, max_records=batch_size - count)
+        if not more:
+            break
+        for tp, messages in more.items():
+            batch.setdefault(tp, []).extend(messages)
+            count += len(messages)
+    return batch
 
 
 async def _assign(consumer: Any, topic: str, offsets: dict[str, int]) -> list[Any]:

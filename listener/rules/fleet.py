@@ -15,7 +15,7 @@ found one, `problem` and `detail`.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -72,6 +72,7 @@ def check_chain(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 @dataclass(slots=True)
 class FleetState:
     churn: deque[tuple[int, str]] = field(default_factory=deque)
+    churn_hosts: Counter[str] = field(default_factory=Counter)  # hosts in the churn window
     churn_quiet_until: int = 0
     image_hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     image_alerted_until: dict[str, int] = field(default_factory=dict)
@@ -89,11 +90,15 @@ def check_fleet_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         return
     settings = ctx.rules.fleet_churn
     state = fleet_state(ctx)
-    window = state.churn
+    window, counts = state.churn, state.churn_hosts
     window.append((event.time_ns, event.host))
+    counts[event.host] += 1
     while window and window[0][0] <= event.time_ns - settings.window_secs * _NS:
-        window.popleft()
-    hosts = {host for _, host in window}
+        _, host = window.popleft()
+        counts[host] -= 1
+        if not counts[host]:
+            del counts[host]
+    hosts = counts.keys()
     if len(window) <= settings.threshold or len(hosts) < settings.min_hosts:
         return
     if event.time_ns < state.churn_quiet_until:
