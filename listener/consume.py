@@ -45,6 +45,7 @@ log = logging.getLogger("docktrail.consume")
 OFFSETS_PREFIX = "kafka.consume:"
 """`source_state` name prefix of the consumed offsets ({partition: next offset}), per topic."""
 POLL_MS = 500
+MALFORMED_KEPT = 100
 _NS = 1_000_000_000
 
 
@@ -56,12 +57,13 @@ class ConsumeReport:
     problems: int = 0
     alerts: int = 0
     host_alerts: int = 0
-    malformed: list[InputError] = field(default_factory=list)
+    malformed: list[InputError] = field(default_factory=list)  # the first MALFORMED_KEPT
+    malformed_total: int = 0
 
     def summary(self) -> str:
         return (
             f"records {self.records}, stored {self.stored}, duplicates {self.duplicates}, "
-            f"malformed {len(self.malformed)}, chain problems {self.problems}, "
+            f"malformed {self.malformed_total}, chain problems {self.problems}, "
             f"host alerts {self.host_alerts}, fleet alerts {self.alerts}"
         )
 
@@ -158,7 +160,9 @@ class CentralTrail:
         return located
 
     def _malformed(self, exc: InputError) -> None:
-        self.report.malformed.append(exc)
+        self.report.malformed_total += 1
+        if len(self.report.malformed) < MALFORMED_KEPT:  # a long run must not grow without end
+            self.report.malformed.append(exc)
         log.warning("malformed record skipped: %s", exc)
 
     def _count(self, accepted: Any) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from config.errors import SinkError
 from config.models import KafkaConfig
 from listener.event import canonical_json, chain_hash
 from sinks.base import AlertFilter, EventFilter
-from sinks.kafka.chains import host_heads
+from sinks.kafka.chains import host_content, host_heads
 from sinks.kafka.publisher import STATE_PREFIX
 from sinks.sqlite import SQLiteTrail
 from tests.kafka_broker import topic_config
@@ -44,10 +46,10 @@ def test_events_alerts_and_heads_reach_the_central_trail(
         assert [e.attributes["fleet"]["seq"] for e in events] == [1, 2, 3, 4, 5]
         # The host's own hash is recomputable from the central copy.
         for event, original in zip(events, stored, strict=True):
-            fleet = event.attributes["fleet"]
-            content = event.content() | {"id": fleet["id"], "seq": fleet["seq"]}
-            content["attributes"] = {k: v for k, v in content["attributes"].items() if k != "fleet"}
-            assert chain_hash(fleet["prev_hash"], canonical_json(content)) == original.hash
+            content = host_content(event)
+            assert chain_hash(event.attributes["fleet"]["prev_hash"], canonical_json(content)) == (
+                original.hash
+            )
         [alert] = central.query_alerts(AlertFilter())
         assert alert.rule == "privileged-container"
         assert alert.event_seq == events[2].seq and alert.event_id == events[2].id
@@ -77,6 +79,27 @@ def test_publishing_resumes_from_the_stored_position(tmp_path: Path, kafka: Kafk
     report = consume_once(central)
     assert (report.records, report.stored, report.problems) == (5, 5, 0)
     assert consume_once(central).records == 0  # the central trail keeps its offsets
+
+
+def test_a_broker_outage_delays_publication_and_loses_nothing(
+    tmp_path: Path, kafka: KafkaConfig
+) -> None:
+    host = HostTrail(tmp_path, "node-a")
+    host.add(3)
+    down = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port()}"})
+    with pytest.raises(SinkError, match=r"kafka 127\.0\.0\.1:"):
+        host.publish(down)
+    assert host.trail.load_source_state(STATE_PREFIX + kafka.topic) is None
+    host.add(1)
+    assert host.publish(kafka) == 4
+    host.close()
+    assert consume_once(central_config(tmp_path, kafka)).stored == 4
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the test connects
 
 
 def test_records_received_twice_are_stored_once(tmp_path: Path, kafka: KafkaConfig) -> None:

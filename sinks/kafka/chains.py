@@ -5,8 +5,11 @@ signed checkpoints. A host's rows are stored in it as new central events, so
 the hosts' seq/hash cannot be its chain; they are kept in
 `attributes.fleet` of each central event (`trail_id`, `seq`, `id`, `hash`,
 `prev_hash` of the host row), from which the host's own hash can be
-recomputed: the content with the host `id` and `seq` and without
-`attributes.fleet`. The event JSON contract is unchanged otherwise.
+recomputed (`host_content`): the content with the host `id` and `seq` and
+without `attributes.fleet` (or with its `shadowed` value, when the host's
+event had an attribute of that name). What a host sends under that name can
+therefore neither fake nor hide a problem. The event JSON contract is
+unchanged otherwise.
 
 Per host (the name the records are keyed by) the check keeps the last seq
 and hash of both host chains, the last checkpoint and the host's signing key
@@ -254,6 +257,8 @@ class _EventCheck:
         )
         fleet = {**_origin(record), "id": host_event.id, "hash": record.hash,
                  "prev_hash": record.prev_hash}  # fmt: skip
+        if FLEET_KEY in host_event.attributes:  # the host's own, kept for its hash
+            fleet["shadowed"] = host_event.attributes[FLEET_KEY]
         _mark(fleet, problem, self.batch.out)
         attributes = {**host_event.attributes, FLEET_KEY: fleet}
         update = {"id": central_id, "seq": None, "hash": None, "prev_hash": None}
@@ -447,6 +452,15 @@ def orphan_event(host_alert: HostAlert) -> Event:
                f"alert seq {origin['seq']} points at event seq {origin['event_seq']}, "
                "which was not received")  # fmt: skip
     return _trail_event(record, "alert", host_alert.alert.time_ns, origin, problem, Accepted())
+
+
+def host_content(event: Event) -> dict[str, Any]:
+    """The content of the host's row a central event was made from (what the host hashed)."""
+    fleet = event.attributes[FLEET_KEY]
+    attributes = {k: v for k, v in event.attributes.items() if k != FLEET_KEY}
+    if "shadowed" in fleet:
+        attributes[FLEET_KEY] = fleet["shadowed"]
+    return event.content() | {"id": fleet["id"], "seq": fleet["seq"], "attributes": attributes}
 
 
 def host_heads(trail: Any, host: str) -> Iterator[dict[str, Any]]:

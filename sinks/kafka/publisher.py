@@ -237,13 +237,13 @@ class KafkaPublisher:
         self._prefixes = {kind: row_prefix(kind, self.host, trail_id)
                           for kind in ("event", "alert", "checkpoint")}  # fmt: skip
         producer = AIOKafkaProducer(**producer_options(self.config))
-        async with kafka_errors("start producer", self.config):
-            await producer.start()
-            try:
+        try:
+            async with kafka_errors("start producer", self.config):
+                await producer.start()
                 self._partition = await self._choose_partition(producer)
-            except BaseException:
-                await producer.stop()
-                raise
+        except BaseException:
+            await producer.stop()  # a failed start leaves connections open otherwise
+            raise
         self._producer = producer
 
     async def _choose_partition(self, producer: Any) -> int:

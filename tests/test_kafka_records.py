@@ -1,0 +1,66 @@
+"""The record format and the chain check alone (no broker): bounds and spoofing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from config.errors import InputError
+from listener.event import Actor, canonical_json, chain_hash
+from sinks.kafka.chains import Accepted, FleetChains, Located, host_content
+from sinks.kafka.records import decode
+from tests.kafka_hosts import HostTrail, event_values
+
+
+def accept(values: list[bytes]) -> Accepted:
+    records = [Located(decode(v, f"t[0]@{i}", 1 << 20), f"t[0]@{i}") for i, v in enumerate(values)]
+    return FleetChains({}).accept(records, set(), set())
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "tombstone"),
+        (b"x" * 2000, "exceeds 1024"),
+        (b"[1]", "not a docktrail v1 record"),
+        (b'{"v":1,"kind":"nope","host":"h","trail_id":"t","seq":1,"body":{}}', "unknown kind"),
+        (b'{"v":1,"kind":"event","host":"","trail_id":"t","seq":1,"body":{}}', "host and"),
+        (b'{"v":1,"kind":"event","host":"h","trail_id":"t","seq":0,"body":{}}', "positive"),
+        (b'{"v":1,"kind":"event","host":"h","trail_id":"t","seq":true,"body":{}}', "positive"),
+        (b'{"v":1,"kind":"event","host":"h","trail_id":"t","seq":1,"body":{},"hash":"ab"}', "hex"),
+    ],
+)
+def test_bad_records_are_refused_with_their_place(value: bytes | None, reason: str) -> None:
+    with pytest.raises(InputError, match=reason) as caught:
+        decode(value, "topic[2]@17", 1024)
+    assert str(caught.value).startswith("topic[2]@17: ")
+
+
+def test_a_host_attribute_named_fleet_can_neither_fake_nor_hide_a_problem(tmp_path: Path) -> None:
+    host = HostTrail(tmp_path, "node-a")
+    fake = {"problem": "gap", "detail": "made up"}
+    stored = host.add(2, type="volume", action="create", actor=Actor(id="v"),
+                      attributes={"fleet": fake})  # fmt: skip
+    values = event_values(host)
+    accepted = accept(list(values.values()))
+    assert accepted.problems == 0
+    for event, original in zip(accepted.events, stored, strict=True):
+        assert "problem" not in event.attributes["fleet"]
+        fleet = event.attributes["fleet"]
+        digest = chain_hash(fleet["prev_hash"], canonical_json(host_content(event)))
+        assert digest == original.hash
+
+
+def test_an_invalid_event_body_is_malformed_and_the_next_row_shows_the_gap(tmp_path: Path) -> None:
+    host = HostTrail(tmp_path, "node-a")
+    host.add(3)
+    values = event_values(host)
+    broken = orjson.loads(values[2])
+    broken["body"]["unexpected"] = 1  # not an event any more: refused, not stored
+    accepted = accept([values[1], orjson.dumps(broken), values[3]])
+    assert [str(e) for e in accepted.malformed] == [
+        "t[0]@1: event seq 2: unexpected: Extra inputs are not permitted"
+    ]
+    assert [e.attributes["fleet"].get("problem") for e in accepted.events] == [None, "gap"]
