@@ -417,10 +417,11 @@ def rules_list(state: State, fmt: str) -> None:
     """Every rule: id, severity (with configured overrides), CIS item, enabled."""
     import json
 
+    from listener.rules.fleet import FLEET_RULES
     from listener.rules.registry import RULES
 
     configured = state.config.rules
-    for index, rule in enumerate(RULES):
+    for index, rule in enumerate((*RULES, *FLEET_RULES)):
         settings = rule.settings(configured)
         row = {
             "rule": rule.meta.id,

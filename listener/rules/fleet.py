@@ -32,7 +32,7 @@ FLEET_KEY = "fleet"
 CHAIN_BROKEN = RuleMeta(
     "host-chain-broken",
     "critical",
-    "—",
+    "-",
     "A host's published trail has a gap, a fork, goes backwards, does not hash, is "
     "replaced by a new trail, or a checkpoint's signature or key does not match.",
     types=frozenset(),  # any type: checked on every central event
