@@ -56,13 +56,15 @@ from config.errors import InputError
 from listener.alert import Alert
 from listener.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
-from sinks.kafka.records import Record
+from sinks.kafka.records import Kind, Record
 from sinks.signing import checkpoint_payload, fingerprint, verify_signature
 
 STATE_PREFIX = "fleet.host:"
 FLEET_KEY = "fleet"
 CHECKPOINT_TYPE, CHECKPOINT_ACTION = "trail", "checkpoint"
 Head = tuple[int, str]
+Problem = tuple[str, str]
+"""(problem, detail) of a record that does not extend its host chain."""
 
 
 def central_event_id(trail_id: str, seq: int, digest: str) -> str:
@@ -186,7 +188,7 @@ class FleetChains:
     def _accept(self, record: Record, batch: _Batch) -> None:
         chain = self._chain(record, batch)
         if record.kind == "event":
-            _EventCheck(record, chain, batch).run()
+            _RowCheck(record, chain, batch).run()
         elif record.kind == "alert":
             _AlertCheck(record, chain, batch).run()
         else:
@@ -213,9 +215,9 @@ class _Batch:
     stored_events: set[str]
     stored_alerts: set[str]
     out: Accepted = field(default_factory=Accepted)
-    pending_problem: tuple[str, str] | None = None  # new-trail: told on the next stored row
+    pending_problem: Problem | None = None  # new-trail: told on the next stored row
 
-    def take_problem(self) -> tuple[str, str] | None:
+    def take_problem(self) -> Problem | None:
         problem, self.pending_problem = self.pending_problem, None
         return problem
 
@@ -226,7 +228,7 @@ def _origin(record: Record) -> dict[str, Any]:
 
 def _chain_problem(
     what: str, record: Record, last: Head, body: Mapping[str, Any]
-) -> tuple[str, str] | None:
+) -> Problem | None:
     """The first problem of a chained row (event or alert) against the last one received."""
     if chain_hash(record.prev_hash, canonical_json(dict(body))) != record.hash:
         return "bad-hash", f"{what} seq {record.seq}: hash does not match its content"
@@ -240,43 +242,84 @@ def _chain_problem(
     return None
 
 
-class _EventCheck:
+class _RowCheck:
+    """One event or alert row against its host chain; what differs is how it is stored."""
+
+    kind: Kind = "event"
+
     def __init__(self, record: Record, chain: HostChain, batch: _Batch) -> None:
         self.record, self.chain, self.batch = record, chain, batch
 
     def run(self) -> None:
         record, chain = self.record, self.chain
-        central_id = central_event_id(record.trail_id, record.seq, record.hash)
-        if central_id in self.batch.stored_events:
+        central_id = self.central_id()
+        stored = self.stored_ids()
+        head: Head = getattr(chain, f"{self.kind}s")
+        if central_id in stored:  # received before: only the chain position moves
             self.batch.out.duplicates += 1
-            chain.events = max(chain.events, (record.seq, record.hash))
+            setattr(chain, f"{self.kind}s", max(head, (record.seq, record.hash)))
             return
-        host_event = _host_event(record)
-        problem = self.batch.take_problem() or _chain_problem(
-            "event", record, chain.events, record.body
-        )
-        fleet = {**_origin(record), "id": host_event.id, "hash": record.hash,
-                 "prev_hash": record.prev_hash}  # fmt: skip
-        if FLEET_KEY in host_event.attributes:  # the host's own, kept for its hash
-            fleet["shadowed"] = host_event.attributes[FLEET_KEY]
+        row = self.parse()
+        problem = self.batch.take_problem() or _chain_problem(self.kind, record, head, record.body)
+        origin = {**_origin(record), "id": row.id, "hash": record.hash,
+                  "prev_hash": record.prev_hash}  # fmt: skip
+        self.store(row, central_id, origin, problem)
+        stored.add(central_id)
+        setattr(chain, f"{self.kind}s", (record.seq, record.hash))
+
+    def central_id(self) -> str:
+        return central_event_id(self.record.trail_id, self.record.seq, self.record.hash)
+
+    def stored_ids(self) -> set[str]:
+        return self.batch.stored_events
+
+    def parse(self) -> Any:
+        return _parse(self.record, Event)
+
+    def store(
+        self, event: Any, central_id: str, fleet: dict[str, Any], problem: Problem | None
+    ) -> None:
+        if FLEET_KEY in event.attributes:  # the host's own, kept for its hash
+            fleet["shadowed"] = event.attributes[FLEET_KEY]
         _mark(fleet, problem, self.batch.out)
-        attributes = {**host_event.attributes, FLEET_KEY: fleet}
+        attributes = {**event.attributes, FLEET_KEY: fleet}
         update = {"id": central_id, "seq": None, "hash": None, "prev_hash": None}
-        self.batch.out.events.append(
-            host_event.model_copy(update={**update, "attributes": attributes})
+        self.batch.out.events.append(event.model_copy(update={**update, "attributes": attributes}))
+
+
+class _AlertCheck(_RowCheck):
+    kind: Kind = "alert"
+
+    def central_id(self) -> str:
+        return central_alert_id(self.record.trail_id, self.record.seq, self.record.hash)
+
+    def stored_ids(self) -> set[str]:
+        return self.batch.stored_alerts
+
+    def parse(self) -> Any:
+        return _parse(self.record, Alert)
+
+    def store(
+        self, alert: Any, central_id: str, origin: dict[str, Any], problem: Problem | None
+    ) -> None:
+        record, out = self.record, self.batch.out
+        origin["event_seq"] = alert.event_seq
+        if problem is not None:
+            out.events.append(_trail_event(record, "alert", alert.time_ns, origin, problem, out))
+        event_id = central_event_id(record.trail_id, alert.event_seq, record.event_hash)
+        update = {"id": central_id, "seq": None, "hash": None, "prev_hash": None}
+        out.host_alerts.append(HostAlert(alert.model_copy(update=update), event_id, origin))
+
+
+def _parse(record: Record, model: type[Event] | type[Alert]) -> Event | Alert:
+    if record.body.get("seq") != record.seq:
+        raise InputError(
+            f"{record.kind} body seq {record.body.get('seq')!r} is not record seq {record.seq}"
         )
-        self.batch.stored_events.add(central_id)
-        chain.events = (record.seq, record.hash)
-
-
-def _host_event(record: Record) -> Event:
-    body = record.body
-    if body.get("seq") != record.seq:
-        raise InputError(f"event body seq {body.get('seq')!r} is not record seq {record.seq}")
     try:
-        return Event.model_validate(body)
+        return model.model_validate(record.body)
     except ValidationError as exc:
-        raise InputError(f"event seq {record.seq}: {_first_error(exc)}") from None
+        raise InputError(f"{record.kind} seq {record.seq}: {_first_error(exc)}") from None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -284,48 +327,10 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
 
 
-def _mark(fleet: dict[str, Any], problem: tuple[str, str] | None, out: Accepted) -> None:
+def _mark(fleet: dict[str, Any], problem: Problem | None, out: Accepted) -> None:
     if problem is not None:
         fleet["problem"], fleet["detail"] = problem
         out.problems += 1
-
-
-class _AlertCheck:
-    def __init__(self, record: Record, chain: HostChain, batch: _Batch) -> None:
-        self.record, self.chain, self.batch = record, chain, batch
-
-    def run(self) -> None:
-        record, chain = self.record, self.chain
-        central_id = central_alert_id(record.trail_id, record.seq, record.hash)
-        if central_id in self.batch.stored_alerts:
-            self.batch.out.duplicates += 1
-            chain.alerts = max(chain.alerts, (record.seq, record.hash))
-            return
-        alert = _host_alert(record)
-        problem = self.batch.take_problem() or _chain_problem(
-            "alert", record, chain.alerts, record.body
-        )
-        origin = {**_origin(record), "id": alert.id, "hash": record.hash,
-                  "prev_hash": record.prev_hash, "event_seq": alert.event_seq}  # fmt: skip
-        if problem is not None:
-            self.batch.out.events.append(_trail_event(record, "alert", alert.time_ns, origin,
-                                                      problem, self.batch.out))  # fmt: skip
-        event_id = central_event_id(record.trail_id, alert.event_seq, record.event_hash)
-        update = {"id": central_id, "seq": None, "hash": None, "prev_hash": None}
-        self.batch.out.host_alerts.append(
-            HostAlert(alert.model_copy(update=update), event_id, origin)
-        )
-        self.batch.stored_alerts.add(central_id)
-        chain.alerts = (record.seq, record.hash)
-
-
-def _host_alert(record: Record) -> Alert:
-    if record.body.get("seq") != record.seq:
-        raise InputError(f"alert body seq {record.body.get('seq')!r} is not record seq")
-    try:
-        return Alert.model_validate(record.body)
-    except ValidationError as exc:
-        raise InputError(f"alert seq {record.seq}: {_first_error(exc)}") from None
 
 
 def _trail_event(
@@ -333,7 +338,7 @@ def _trail_event(
     action: str,
     time_ns: int,
     fleet: dict[str, Any],
-    problem: tuple[str, str] | None,
+    problem: Problem | None,
     out: Accepted,
     **attributes: Any,
 ) -> Event:
@@ -377,7 +382,7 @@ class _CheckpointCheck:
         self.batch.out.events.append(event.model_copy(update={"id": central_id}))
         self.batch.stored_events.add(central_id)
 
-    def _signature_problem(self) -> tuple[str, str] | None:
+    def _signature_problem(self) -> Problem | None:
         cp, chain = self.cp, self.chain
         public = _public_key(cp["public_key"])
         payload = checkpoint_payload(cp["trail_id"], cp["seq"], cp["hash"], cp["time_ns"],
@@ -395,7 +400,7 @@ class _CheckpointCheck:
         chain.key = cp["key_fingerprint"]
         return None
 
-    def _head_problem(self) -> tuple[str, str] | None:
+    def _head_problem(self) -> Problem | None:
         cp, chain = self.cp, self.chain
         number, seq, alerts_seq = chain.checkpoint
         if cp["n"] <= number or cp["seq"] < seq or cp["alerts_seq"] < alerts_seq:
