@@ -503,6 +503,19 @@ class KafkaConfig(Strict):
         default_factory=KafkaConsumeConfig, description="`docktrail consume` (the central trail)."
     )
 
+    @model_validator(mode="after")
+    def _credentials_fit_the_protocol(self) -> Self:
+        if self.security_protocol.startswith("SASL") and (
+            self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (DOCKTRAIL_KAFKA__SASL_PASSWORD)"
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        return self
+
 
 class OutputConfig(Strict):
     timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")

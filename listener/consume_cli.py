@@ -6,6 +6,7 @@ module level.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -40,6 +41,8 @@ def consume(state: State, once: bool, heads_of: str | None, log_level: str) -> N
     from listener.logs import setup_logging
 
     setup_logging(log_level)
+    if log_level != "debug":  # aiokafka narrates every assignment and fetch at info
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -30,12 +30,7 @@ def common_options(config: KafkaConfig) -> dict[str, Any]:
     }
     if config.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = _ssl_context(config)
-    if config.security_protocol.startswith("SASL"):
-        if config.sasl_username is None or config.sasl_password is None:
-            raise ConfigError(
-                f"kafka.security_protocol {config.security_protocol} needs "
-                "kafka.sasl_username and kafka.sasl_password"
-            )
+    if config.security_protocol.startswith("SASL") and config.sasl_password is not None:
         options["sasl_mechanism"] = config.sasl_mechanism
         options["sasl_plain_username"] = config.sasl_username
         options["sasl_plain_password"] = config.sasl_password.get_secret_value()

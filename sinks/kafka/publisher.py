@@ -30,7 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from config.errors import SinkError, TrailError
+from config.errors import DocktrailError, SinkError, TrailError
 from config.models import KafkaConfig
 from sinks.kafka.client import ensure_topic, kafka_errors, producer_options
 from sinks.kafka.records import encode_checkpoint, encode_row, row_prefix
@@ -354,7 +354,7 @@ class KafkaPublisher:
                     await self.start()  # brokers down at start-up: retried like a send
                 await self.publish_pending()
                 delay = self.config.publish_interval_secs
-            except SinkError as exc:
+            except DocktrailError as exc:  # brokers down, trail busy: the rows wait
                 self.stats.failures += 1
                 delay = min(max(delay * 2, 1.0), self.config.retry_max_secs)
                 log.warning(
