@@ -127,7 +127,10 @@ class CentralTrail:
         events, alerts = FleetChains.ids_to_look_up(item.record for item in located)
         stored_events = set(await self.trail.call(lambda t: t.seqs_by_id(events)))
         stored_alerts = set(await self.trail.call(lambda t: t.seqs_by_id(alerts, "alerts")))
-        accepted = self.chains.accept(located, stored_events, stored_alerts)
+        # CPU work (hashes, signatures, validation): off the loop, so fetching goes on meanwhile
+        accepted = await asyncio.to_thread(
+            self.chains.accept, located, stored_events, stored_alerts
+        )
         await self._add_orphans(accepted.host_alerts, accepted.events, stored_events)
         self._count(accepted)
         result = await self.trail.write(accepted.events)
