@@ -20,6 +20,8 @@ from sinks.sqlite import SQLiteTrail
 
 log = logging.getLogger("docktrail.publish")
 
+FINISH_TIMEOUT_SECS = 10.0
+
 
 async def open_publisher(config: KafkaConfig, trail: SQLiteTrail, host: str) -> KafkaPublisher:
     """A publisher of the started `trail`, resuming where the last one stopped (not started)."""
@@ -64,15 +66,19 @@ class Publishing:
             await self.publisher.aclose()
 
     async def finish(self) -> None:
-        """Seal the trail and publish up to the seal; what fails stays for the next start."""
+        """Seal the trail and publish up to the seal; what fails stays for the next start.
+
+        Bounded by `FINISH_TIMEOUT_SECS`: brokers that stopped answering must not
+        hold the service past its stop timeout.
+        """
         self._stop.set()
-        await self._task
         try:
+            await asyncio.wait_for(self._task, FINISH_TIMEOUT_SECS)
             await self._trail.call(lambda t: t.checkpoint())
             if self.publisher.started:
-                await self.publisher.publish_pending()
-        except SinkError as exc:
-            log.warning("kafka: final publish failed; the next start publishes it: %s", exc)
+                await asyncio.wait_for(self.publisher.publish_pending(), FINISH_TIMEOUT_SECS)
+        except (SinkError, TimeoutError) as exc:
+            log.warning("kafka: final publish failed; the next start publishes it: %r", exc)
         finally:
             with contextlib.suppress(SinkError):
                 await self.publisher.aclose()

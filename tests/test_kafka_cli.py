@@ -102,3 +102,39 @@ def test_run_publishes_while_running_and_up_to_its_last_seal(
 
         last = list(host_heads(trail, "live-test"))[-1]
         assert (last["seq"], last["hash"]) == (seq, digest)  # the seal at SIGTERM arrived
+
+
+def test_run_keeps_recording_while_the_brokers_are_down(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    config = tmp_path / "docktrail.yaml"
+    config.write_text(
+        f"trail:\n  path: {tmp_path / 't.db'}\n"
+        f"docker:\n  host: unix://{tmp_path / 'no-docker.sock'}\n"
+        "auditd:\n  enabled: false\n"
+        f"kafka:\n  bootstrap_servers: '127.0.0.1:{port}'\n  publish_interval_secs: 0.1\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "listener", "-c", str(config), "run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert child.stderr is not None
+    messages: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any("kafka publish failed" in m for m in messages):
+        messages.append(json.loads(child.stderr.readline() or '{"message": ""}')["message"])
+    assert any("kafka publish failed" in m for m in messages), messages
+    assert child.poll() is None, "run must keep running while the brokers are down"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 0
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        assert trail.verify().checkpoints >= 1  # sealed at SIGTERM all the same
+        assert trail.load_source_state("kafka.publish:docktrail.events") is None
