@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,17 @@ EVENTS = Path(__file__).parent / "data" / "scenario-a" / "events.jsonl"
 @pytest.fixture
 def kafka(kafka_bootstrap: str) -> KafkaConfig:
     return topic_config(kafka_bootstrap)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`consume` in-process sets up the service's logging; later tests expect pytest's."""
+    root, quiet = logging.getLogger(), logging.getLogger("aiokafka")
+    saved = (root.handlers[:], root.level, quiet.level)
+    yield
+    root.handlers[:], _, _ = saved
+    root.setLevel(saved[1])
+    quiet.setLevel(saved[2])
 
 
 def kafka_yaml(kafka: KafkaConfig) -> str:
