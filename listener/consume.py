@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.errors import ConfigError, InputError, SinkError
+from config.errors import ConfigError, InputError, SinkError, TrailError
 from config.models import DocktrailConfig, KafkaConfig, RulesConfig
 from listener.alert import Alert
 from listener.event import Event
@@ -105,7 +105,7 @@ class CentralTrail:
         self.kafka = _kafka(config)
         self.trail = trail
         self.chains = FleetChains(states)
-        self.offsets: dict[str, int] = dict(states.get(self.offsets_name) or {})
+        self.offsets = _offsets(self.offsets_name, states.get(self.offsets_name) or {})
         self.engine = FleetEngine(config.rules)
         self.report = ConsumeReport()
         self.routing: Any = None
@@ -203,6 +203,12 @@ class CentralTrail:
         self.report.alerts += sum(1 for alert in written if alert.id not in host_ids)
         if written and self.on_queued is not None:
             self.on_queued()
+
+
+def _offsets(name: str, state: dict[str, Any]) -> dict[str, int]:
+    if not all(key.isdigit() and type(value) is int and value >= 0 for key, value in state.items()):
+        raise TrailError(f"source_state {name}: not partition offsets: {state!r}")
+    return dict(state)
 
 
 def _kafka(config: DocktrailConfig) -> KafkaConfig:

@@ -52,7 +52,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from config.errors import InputError
+from config.errors import InputError, TrailError
 from listener.alert import Alert
 from listener.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
@@ -142,11 +142,15 @@ class FleetChains:
     """Per-host chain verification over the records of many hosts."""
 
     def __init__(self, states: Mapping[str, Mapping[str, Any]]) -> None:
-        self.hosts: dict[str, HostChain] = {
-            name.removeprefix(STATE_PREFIX): HostChain.from_state(state)
-            for name, state in states.items()
-            if name.startswith(STATE_PREFIX)
-        }
+        self.hosts: dict[str, HostChain] = {}
+        for name, state in states.items():
+            if name.startswith(STATE_PREFIX):
+                try:
+                    self.hosts[name.removeprefix(STATE_PREFIX)] = HostChain.from_state(state)
+                except (KeyError, TypeError, ValueError, IndexError) as exc:
+                    raise TrailError(
+                        f"source_state {name}: not a host chain state ({exc!r})"
+                    ) from exc
         self._changed: set[str] = set()
 
     def changed_states(self) -> dict[str, dict[str, Any]]:

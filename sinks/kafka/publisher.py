@@ -58,7 +58,10 @@ class PublishedPosition:
     def from_state(cls, state: dict[str, Any] | None) -> PublishedPosition:
         if not state:
             return cls()
-        return cls(int(state["events"]), int(state["alerts"]), int(state["checkpoints"]))
+        try:
+            return cls(int(state["events"]), int(state["alerts"]), int(state["checkpoints"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrailError(f"source_state {STATE_PREFIX}…: not a published position") from exc
 
     def as_state(self) -> dict[str, int]:
         return {"events": self.events, "alerts": self.alerts, "checkpoints": self.checkpoints}
