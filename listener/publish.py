@@ -27,7 +27,7 @@ async def open_publisher(config: KafkaConfig, trail: SQLiteTrail, host: str) -> 
     """A publisher of the started `trail`, resuming where the last one stopped (not started)."""
     state = await trail.call(lambda t: t.load_source_state(STATE_PREFIX + config.topic))
 
-    async def save(states: dict[str, dict[str, int]]) -> None:
+    async def save(states: dict[str, dict[str, int | None]]) -> None:
         await trail.write([], source_state=states)
 
     return KafkaPublisher(

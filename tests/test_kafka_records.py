@@ -69,5 +69,5 @@ def test_an_invalid_event_body_is_malformed_and_the_next_row_shows_the_gap(tmp_p
 def test_an_edited_host_chain_state_stops_consume_with_its_name() -> None:
     from config.errors import TrailError
 
-    with pytest.raises(TrailError, match="source_state fleet.host:node-a: not a host chain"):
+    with pytest.raises(TrailError, match=r"source_state fleet\.host:node-a: not a host chain"):
         FleetChains({"fleet.host:node-a": {"trail_id": "t", "events": "oops"}})

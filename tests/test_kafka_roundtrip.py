@@ -69,16 +69,33 @@ def test_publishing_resumes_from_the_stored_position(tmp_path: Path, kafka: Kafk
     assert host.publish(kafka) == 0  # nothing new: nothing sent again
     host.add(2)
     assert host.publish(kafka) == 2
-    assert host.trail.load_source_state(STATE_PREFIX + kafka.topic) == {
-        "events": 5,
-        "alerts": 0,
-        "checkpoints": 0,
-    }
+    position = host.trail.load_source_state(STATE_PREFIX + kafka.topic)
+    assert position is not None and position.pop("partition") in range(kafka.partitions)
+    assert position == {"events": 5, "alerts": 0, "checkpoints": 0}
     host.close()
     central = central_config(tmp_path, kafka)
     report = consume_once(central)
     assert (report.records, report.stored, report.problems) == (5, 5, 0)
     assert consume_once(central).records == 0  # the central trail keeps its offsets
+
+
+def test_a_host_keeps_its_partition(tmp_path: Path, kafka: KafkaConfig) -> None:
+    host = HostTrail(tmp_path, "node-a")
+    host.add(2)
+    host.publish(kafka)
+    name = STATE_PREFIX + kafka.topic
+    position = host.trail.load_source_state(name)
+    assert position is not None
+    # As if the topic had grown and the host's name now hashed elsewhere: the stored one wins.
+    other = (position["partition"] + 1) % kafka.partitions
+    host.trail.append([], source_state={name: position | {"partition": other}})
+    host.add(2)
+    host.publish(kafka)
+    host.close()
+    consume_once(central_config(tmp_path, kafka))
+    with SQLiteTrail(tmp_path / "central.db") as trail:
+        offsets = trail.load_source_state("kafka.consume:" + kafka.topic)
+    assert offsets == {str(position["partition"]): 2, str(other): 2}
 
 
 def test_a_broker_outage_delays_publication_and_loses_nothing(

@@ -48,23 +48,32 @@ _CHECKPOINT_FIELDS = (
 
 @dataclass(slots=True)
 class PublishedPosition:
-    """The last event seq, alert seq and checkpoint number the brokers acknowledged."""
+    """The last event seq, alert seq and checkpoint number the brokers acknowledged.
+
+    `partition`: where this trail's records went. It is kept while the topic
+    has it: were the host to follow the hash of its name into a partition
+    added later, its new records could be consumed before its older ones.
+    """
 
     events: int = 0
     alerts: int = 0
     checkpoints: int = 0
+    partition: int | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> PublishedPosition:
         if not state:
             return cls()
         try:
-            return cls(int(state["events"]), int(state["alerts"]), int(state["checkpoints"]))
+            counts = (int(state["events"]), int(state["alerts"]), int(state["checkpoints"]))
+            partition = state.get("partition")
+            return cls(*counts, None if partition is None else int(partition))
         except (KeyError, TypeError, ValueError) as exc:
             raise TrailError(f"source_state {STATE_PREFIX}…: not a published position") from exc
 
-    def as_state(self) -> dict[str, int]:
-        return {"events": self.events, "alerts": self.alerts, "checkpoints": self.checkpoints}
+    def as_state(self) -> dict[str, int | None]:
+        return {"events": self.events, "alerts": self.alerts, "checkpoints": self.checkpoints,
+                "partition": self.partition}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -185,7 +194,7 @@ class Accumulator:
         self._batch = None
 
 
-SaveState = Callable[[dict[str, dict[str, int]]], Awaitable[Any]]
+SaveState = Callable[[dict[str, dict[str, int | None]]], Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -255,6 +264,8 @@ class KafkaPublisher:
         partitions = sorted(await producer.partitions_for(self.config.topic))
         if not partitions:
             raise SinkError(f"kafka topic {self.config.topic} has no partitions")
+        if self.position.partition in partitions:
+            return self.position.partition
         return int(DefaultPartitioner()(self.host.encode(), partitions, partitions))
 
     async def aclose(self) -> None:
@@ -293,6 +304,7 @@ class KafkaPublisher:
             await accumulator.flush()
             await sender.acknowledged()
         sent = current.sent
+        current.position.partition = self._partition
         if sent.records:
             await self._save_state({self.state_name: current.position.as_state()})
             self.position = current.position
