@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -264,8 +265,9 @@ class KafkaPublisher:
         partitions = sorted(await producer.partitions_for(self.config.topic))
         if not partitions:
             raise SinkError(f"kafka topic {self.config.topic} has no partitions")
-        if self.position.partition in partitions:
-            return self.position.partition
+        kept = self.position.partition
+        if kept is not None and kept in partitions:
+            return kept
         return int(DefaultPartitioner()(self.host.encode(), partitions, partitions))
 
     async def aclose(self) -> None:
@@ -294,7 +296,7 @@ class KafkaPublisher:
         """One round: read, send, wait for acks, store the position. Returns records sent."""
         if self._producer is None:
             raise SinkError("kafka publisher not started")
-        current = _Round(PublishedPosition(**self.position.as_state()))
+        current = _Round(dataclasses.replace(self.position))
         sender = Sender(self._producer, self.config.topic, self._partition)
         accumulator = Accumulator(self._producer, sender, self.host.encode())
         async with kafka_errors(f"publish to {self.config.topic}", self.config):
