@@ -71,3 +71,29 @@ def test_an_edited_host_chain_state_stops_consume_with_its_name() -> None:
 
     with pytest.raises(TrailError, match=r"source_state fleet\.host:node-a: not a host chain"):
         FleetChains({"fleet.host:node-a": {"trail_id": "t", "events": "oops"}})
+
+
+def test_a_new_trail_is_told_on_its_host_s_next_stored_row_even_in_a_later_batch(
+    tmp_path: Path,
+) -> None:
+    first, second, other = (HostTrail(tmp_path, "node-a"), HostTrail(tmp_path, "node-a", "new"),
+                            HostTrail(tmp_path, "node-b"))  # fmt: skip
+    for host in (first, second, other):
+        host.add(1)
+    chains = FleetChains({})
+    located = [
+        Located(decode(v, "t[0]@0", 1 << 20), "t[0]@0") for v in event_values(first).values()
+    ]
+    chains.accept(located, set(), set())
+    broken = orjson.loads(event_values(second)[1])
+    broken["body"]["unexpected"] = 1  # the new trail's first record is refused ...
+    batch = [orjson.dumps(broken), event_values(other)[1]]
+    located = [Located(decode(v, f"t[0]@{i}", 1 << 20), f"t[0]@{i}") for i, v in enumerate(batch)]
+    accepted = chains.accept(located, set(), set())
+    assert [e.attributes["fleet"].get("problem") for e in accepted.events] == [None]  # node-b
+    states = chains.changed_states()  # ... and the switch survives a restart of consume
+    later = FleetChains(states)
+    second.add(1)
+    located = [Located(decode(event_values(second)[2], "t[0]@2", 1 << 20), "t[0]@2")]
+    accepted = later.accept(located, set(), set())
+    assert [e.attributes["fleet"].get("problem") for e in accepted.events] == ["new-trail"]

@@ -88,6 +88,11 @@ class HostChain:
     alerts: Head = (0, GENESIS_HASH)
     checkpoint: tuple[int, int, int] = (0, 0, 0)  # number, events seq, alerts seq
     key: str | None = None  # fingerprint of the key its checkpoints are signed with
+    pending: Problem | None = None  # new-trail: told on this host's next stored row
+
+    def take_pending(self) -> Problem | None:
+        problem, self.pending = self.pending, None
+        return problem
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> HostChain:
@@ -98,6 +103,7 @@ class HostChain:
             alerts=(int(alerts[0]), str(alerts[1])),
             checkpoint=(int(checkpoint[0]), int(checkpoint[1]), int(checkpoint[2])),
             key=state.get("key"),
+            pending=_problem(state.get("pending")),
         )
 
     def as_state(self) -> dict[str, Any]:
@@ -107,7 +113,12 @@ class HostChain:
             "alerts": list(self.alerts),
             "checkpoint": list(self.checkpoint),
             "key": self.key,
+            "pending": list(self.pending) if self.pending else None,
         }
+
+
+def _problem(value: Any) -> Problem | None:
+    return None if not value else (str(value[0]), str(value[1]))
 
 
 @dataclass(slots=True)
@@ -204,13 +215,14 @@ class FleetChains:
         if chain is None:
             chain = self.hosts[record.host] = HostChain(record.trail_id)
         elif chain.trail_id != record.trail_id:
-            batch.pending_problem = (
+            problem = (
                 "new-trail",
                 f"host {record.host} now publishes trail {record.trail_id}, not "
                 f"{chain.trail_id} (received up to seq {chain.events[0]}): a new or replaced "
                 "database",
             )
-            chain = self.hosts[record.host] = HostChain(record.trail_id, key=chain.key)
+            chain = HostChain(record.trail_id, key=chain.key, pending=problem)
+            self.hosts[record.host] = chain
         return chain
 
 
@@ -219,11 +231,6 @@ class _Batch:
     stored_events: set[str]
     stored_alerts: set[str]
     out: Accepted = field(default_factory=Accepted)
-    pending_problem: Problem | None = None  # new-trail: told on the next stored row
-
-    def take_problem(self) -> Problem | None:
-        problem, self.pending_problem = self.pending_problem, None
-        return problem
 
 
 def _origin(record: Record) -> dict[str, Any]:
@@ -264,7 +271,7 @@ class _RowCheck:
             setattr(chain, f"{self.kind}s", max(head, (record.seq, record.hash)))
             return
         row = self.parse()
-        problem = self.batch.take_problem() or _chain_problem(self.kind, record, head, record.body)
+        problem = self.chain.take_pending() or _chain_problem(self.kind, record, head, record.body)
         origin = {**_origin(record), "id": row.id, "hash": record.hash,
                   "prev_hash": record.prev_hash}  # fmt: skip
         self.store(row, central_id, origin, problem)
@@ -379,7 +386,7 @@ class _CheckpointCheck:
         if central_id in self.batch.stored_events:
             self.batch.out.duplicates += 1
             return
-        problem = self.batch.take_problem() or self._signature_problem() or self._head_problem()
+        problem = self.chain.take_pending() or self._signature_problem() or self._head_problem()
         self.chain.checkpoint = max(self.chain.checkpoint, (cp["n"], cp["seq"], cp["alerts_seq"]))
         event = _trail_event(record, CHECKPOINT_ACTION, cp["time_ns"], _origin(record), problem,
                              self.batch.out, checkpoint=cp)  # fmt: skip
