@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from config.models import DocktrailConfig, KafkaConfig
 from listener.alert import Alert
@@ -14,7 +18,8 @@ from listener.publish import publish_trail
 from listener.rules.base import Finding
 from sinks.kafka.client import ensure_topic
 from sinks.kafka.publisher import TrailRows
-from sinks.kafka.records import encode_row, row_prefix
+from sinks.kafka.records import encode_checkpoint, encode_row, row_prefix
+from sinks.signing import checkpoint_payload, fingerprint, sign
 from sinks.sqlite import SQLiteTrail
 
 T0 = 1_780_000_000 * 1_000_000_000
@@ -115,3 +120,19 @@ def produce(kafka: KafkaConfig, key: str, values: list[bytes]) -> None:
             await producer.stop()
 
     asyncio.run(send())
+
+
+def checkpoint_value(host: HostTrail, number: int, seq: int, digest: str,
+                      key: Ed25519PrivateKey) -> bytes:  # fmt: skip
+    """A checkpoint record as a host (or one holding its key) would publish it."""
+    trail_id = host.trail.trail_id
+    time_ns = 1_780_000_100 * 1_000_000_000 + number
+    public = key.public_key()
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    body = {
+        "n": number, "trail_id": trail_id, "seq": seq, "hash": digest, "time_ns": time_ns,
+        "key_fingerprint": fingerprint(public), "alerts_seq": 0,
+        "alerts_hash": "0" * 64, "public_key": base64.b64encode(raw).decode(),
+        "signature": sign(key, checkpoint_payload(trail_id, seq, digest, time_ns)),
+    }  # fmt: skip
+    return encode_checkpoint(row_prefix("checkpoint", host.host, trail_id), number, body)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from config.models import KafkaConfig
@@ -17,14 +15,14 @@ from listener.consume import ConsumeReport
 from sinks.base import AlertFilter
 from sinks.kafka.chains import host_heads
 from sinks.kafka.publisher import STATE_PREFIX
-from sinks.kafka.records import encode_checkpoint, row_prefix
-from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
+from sinks.signing import load_or_create_key
 from sinks.sqlite import SQLiteTrail
 from tests.kafka_broker import topic_config
 from tests.kafka_hosts import (
     HostTrail,
     alert_values,
     central_config,
+    checkpoint_value,
     consume_once,
     event_values,
     produce,
@@ -112,21 +110,6 @@ def test_a_host_publishing_a_new_trail_is_an_alert(tmp_path: Path, kafka: KafkaC
     assert chain_alerts(tmp_path) == [{"seq": 1, "problem": "new-trail"}]
 
 
-def _checkpoint_value(host: HostTrail, number: int, seq: int, digest: str,
-                      key: Ed25519PrivateKey) -> bytes:  # fmt: skip
-    trail_id = host.trail.trail_id
-    time_ns = 1_780_000_100 * 1_000_000_000 + number
-    public = key.public_key()
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    body = {
-        "n": number, "trail_id": trail_id, "seq": seq, "hash": digest, "time_ns": time_ns,
-        "key_fingerprint": fingerprint(public), "alerts_seq": 0,
-        "alerts_hash": "0" * 64, "public_key": base64.b64encode(raw).decode(),
-        "signature": sign(key, checkpoint_payload(trail_id, seq, digest, time_ns)),
-    }  # fmt: skip
-    return encode_checkpoint(row_prefix("checkpoint", host.host, trail_id), number, body)
-
-
 def test_checkpoints_going_backwards_or_signed_by_another_key_are_alerts(
     tmp_path: Path, kafka: KafkaConfig
 ) -> None:
@@ -134,15 +117,15 @@ def test_checkpoints_going_backwards_or_signed_by_another_key_are_alerts(
     stored = host.add(5)
     key = load_or_create_key(host.trail.signing_key)
     hashes = [event.hash or "" for event in stored]
-    bad_signature = orjson.loads(_checkpoint_value(host, 4, 5, hashes[4], key))
+    bad_signature = orjson.loads(checkpoint_value(host, 4, 5, hashes[4], key))
     bad_signature["body"]["signature"] = "00" * 64
     produce(kafka, "node-a", [
         *event_values(host).values(),
-        _checkpoint_value(host, 1, 3, hashes[2], key),
-        _checkpoint_value(host, 2, 5, hashes[4], key),
-        _checkpoint_value(host, 3, 2, hashes[1], key),  # the trail went back to seq 2
+        checkpoint_value(host, 1, 3, hashes[2], key),
+        checkpoint_value(host, 2, 5, hashes[4], key),
+        checkpoint_value(host, 3, 2, hashes[1], key),  # the trail went back to seq 2
         orjson.dumps(bad_signature),
-        _checkpoint_value(host, 5, 5, hashes[4], Ed25519PrivateKey.generate()),
+        checkpoint_value(host, 5, 5, hashes[4], Ed25519PrivateKey.generate()),
     ])  # fmt: skip
     report = consume(tmp_path, kafka)
     assert report.stored == 5 + 5

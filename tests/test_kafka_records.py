@@ -11,7 +11,8 @@ from config.errors import InputError
 from listener.event import Actor, canonical_json, chain_hash
 from sinks.kafka.chains import Accepted, FleetChains, Located, host_content
 from sinks.kafka.records import decode
-from tests.kafka_hosts import HostTrail, event_values
+from sinks.signing import load_or_create_key
+from tests.kafka_hosts import HostTrail, checkpoint_value, event_values
 
 
 def accept(values: list[bytes]) -> Accepted:
@@ -97,3 +98,15 @@ def test_a_new_trail_is_told_on_its_host_s_next_stored_row_even_in_a_later_batch
     located = [Located(decode(event_values(second)[2], "t[0]@2", 1 << 20), "t[0]@2")]
     accepted = later.accept(located, set(), set())
     assert [e.attributes["fleet"].get("problem") for e in accepted.events] == ["new-trail"]
+
+
+def test_a_forged_checkpoint_moves_nothing(tmp_path: Path) -> None:
+    host = HostTrail(tmp_path, "node-a")
+    stored = host.add(2)
+    key = load_or_create_key(host.trail.signing_key)
+    forged = orjson.loads(checkpoint_value(host, 999, 2, stored[1].hash or "", key))
+    forged["body"]["signature"] = "00" * 64
+    genuine = checkpoint_value(host, 1, 2, stored[1].hash or "", key)
+    accepted = accept([*event_values(host).values(), orjson.dumps(forged), genuine])
+    problems = [e.attributes["fleet"].get("problem") for e in accepted.events]
+    assert problems == [None, None, "bad-signature", None]  # not a "rewind" after n 999

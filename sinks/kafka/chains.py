@@ -271,7 +271,9 @@ class _RowCheck:
             setattr(chain, f"{self.kind}s", max(head, (record.seq, record.hash)))
             return
         row = self.parse()
-        problem = self.chain.take_pending() or _chain_problem(self.kind, record, head, record.body)
+        problem = _first(
+            self.chain.take_pending(), _chain_problem(self.kind, record, head, record.body)
+        )
         origin = {**_origin(record), "id": row.id, "hash": record.hash,
                   "prev_hash": record.prev_hash}  # fmt: skip
         self.store(row, central_id, origin, problem)
@@ -338,6 +340,16 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
 
 
+def _first(*problems: Problem | None) -> Problem | None:
+    """The first problem found, naming the others in its detail (one alert per row)."""
+    found = [problem for problem in problems if problem is not None]
+    if not found:
+        return None
+    name, detail = found[0]
+    also = "; ".join(f"also {other}: {text}" for other, text in found[1:])
+    return name, f"{detail}; {also}" if also else detail
+
+
 def _mark(fleet: dict[str, Any], problem: Problem | None, out: Accepted) -> None:
     if problem is not None:
         fleet["problem"], fleet["detail"] = problem
@@ -386,8 +398,12 @@ class _CheckpointCheck:
         if central_id in self.batch.stored_events:
             self.batch.out.duplicates += 1
             return
-        problem = self.chain.take_pending() or self._signature_problem() or self._head_problem()
-        self.chain.checkpoint = max(self.chain.checkpoint, (cp["n"], cp["seq"], cp["alerts_seq"]))
+        signature = self._signature_problem()
+        problem = _first(self.chain.take_pending(), signature, self._head_problem())
+        if signature is None or signature[0] == "key-changed":  # a forgery moves nothing
+            self.chain.checkpoint = max(
+                self.chain.checkpoint, (cp["n"], cp["seq"], cp["alerts_seq"])
+            )
         event = _trail_event(record, CHECKPOINT_ACTION, cp["time_ns"], _origin(record), problem,
                              self.batch.out, checkpoint=cp)  # fmt: skip
         self.batch.out.events.append(event.model_copy(update={"id": central_id}))
