@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, InputError, SinkError, TrailError
 from config.models import DocktrailConfig, KafkaConfig, RulesConfig
@@ -35,10 +35,21 @@ from listener.alert import Alert
 from listener.event import Event
 from listener.rules.fleet import FLEET_KEY, evaluate_fleet, fleet_context, prime_fleet
 from sinks.base import EventFilter
-from sinks.kafka.chains import FleetChains, HostAlert, Located, central_alert, orphan_event
+from sinks.kafka.chains import (
+    Accepted,
+    FleetChains,
+    HostAlert,
+    Located,
+    central_alert,
+    orphan_event,
+)
 from sinks.kafka.client import consumer_options, ensure_topic, kafka_errors
 from sinks.kafka.records import decode
 from sinks.sqlite import SQLiteTrail
+
+if TYPE_CHECKING:
+    from notifiers.routing import Routing
+    from sinks.outbox import Route
 
 log = logging.getLogger("docktrail.consume")
 
@@ -73,9 +84,8 @@ class FleetEngine:
 
     def __init__(self, rules: RulesConfig) -> None:
         self.context = fleet_context(rules)
-        rules_config = rules
         self.window_ns = _NS * max(
-            rules_config.fleet_churn.window_secs, rules_config.fleet_untrusted_image.window_secs
+            rules.fleet_churn.window_secs, rules.fleet_untrusted_image.window_secs
         )
 
     def alerts_for(self, events: Sequence[Event]) -> list[Alert]:
@@ -108,8 +118,8 @@ class CentralTrail:
         self.offsets = _offsets(self.offsets_name, states.get(self.offsets_name) or {})
         self.engine = FleetEngine(config.rules)
         self.report = ConsumeReport()
-        self.routing: Any = None
-        self.on_queued: Any = None
+        self.routing: Routing | None = None
+        self.on_queued: Callable[[], None] | None = None
         self._notify_host_alerts = self.kafka.consume.notify_host_alerts
 
     @property
@@ -168,7 +178,7 @@ class CentralTrail:
             self.report.malformed.append(exc)
         log.warning("malformed record skipped: %s", exc)
 
-    def _count(self, accepted: Any) -> None:
+    def _count(self, accepted: Accepted) -> None:
         for exc in accepted.malformed:
             self._malformed(exc)
         self.report.problems += accepted.problems
@@ -191,10 +201,10 @@ class CentralTrail:
     async def _store_alerts(self, fleet: list[Alert], host: list[Alert], head: int | None) -> None:
         host_ids = {alert.id for alert in host}
 
-        def route(alert: Alert) -> list[Any]:
+        def route(alert: Alert) -> list[Route]:
             if self.routing is None or (alert.id in host_ids and not self._notify_host_alerts):
                 return []
-            return self.routing.routes(alert, None)  # type: ignore[no-any-return]
+            return self.routing.routes(alert, None)
 
         written = await self.trail.write_alerts(
             [*host, *fleet], evaluated_through=head, route=route if self.routing else None
