@@ -244,7 +244,9 @@ async def consume(
             await _consume_loop(kafka, central, stop, once)
         finally:
             if worker is not None:
-                await worker.aclose()
+                await worker.aclose()  # what is unsent stays in the outbox
+        if worker is not None and once:
+            await worker.flush()  # one run: what it queued is sent before it exits
     return central.report
 
 
