@@ -27,6 +27,7 @@ from config.models import DocktrailConfig
 from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.pipeline import Pipeline, Stage
+from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
@@ -113,16 +114,21 @@ async def run_service(config: DocktrailConfig) -> int:
         worker = wiring.worker
         if worker is not None:
             await worker.start()
+        publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
         try:
             await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pipeline.aclose()  # keep what can still be kept
+            if publishing is not None:
+                await publishing.abort()
             raise
         finally:
             if worker is not None:
                 await worker.aclose()  # what is unsent stays in the outbox for the next start
         await pipeline.aclose()
+        if publishing is not None:
+            await publishing.finish()  # seals the trail and publishes up to the seal
         log.info(
             "stopping: flushed the trail, signing a checkpoint",
             extra={"fields": {**asdict(source.stats), "stored": pipeline.stats.stored}},

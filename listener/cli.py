@@ -417,10 +417,11 @@ def rules_list(state: State, fmt: str) -> None:
     """Every rule: id, severity (with configured overrides), CIS item, enabled."""
     import json
 
+    from listener.rules.fleet import FLEET_RULES
     from listener.rules.registry import RULES
 
     configured = state.config.rules
-    for index, rule in enumerate(RULES):
+    for index, rule in enumerate((*RULES, *FLEET_RULES)):
         settings = rule.settings(configured)
         row = {
             "rule": rule.meta.id,
@@ -569,4 +570,4 @@ def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from listener import notify_cli  # noqa: E402, F401
+from listener import consume_cli, notify_cli  # noqa: E402, F401

@@ -48,6 +48,8 @@ class IngestReport:
     docker_events: int = 0
     alerts: int = 0
     notified: WorkerStats | None = None
+    published: int | None = None  # records sent to Kafka (with `kafka:` configured)
+    publish_error: str | None = None
 
     @property
     def read(self) -> int:
@@ -74,6 +76,12 @@ class IngestReport:
         text += f"; alerts {self.alerts}"
         if self.notified is not None:
             text += "; notifications: " + self.notified.summary()
+        if self.published is not None:
+            text += f"; published {self.published} records to kafka"
+        if self.publish_error is not None:
+            text += (
+                f"; kafka publish failed (kept in the trail for the next run): {self.publish_error}"
+            )
         return text
 
 
@@ -93,6 +101,7 @@ async def ingest_files(
     deliveries go into the outbox and are flushed once before returning.
     """
     report = IngestReport()
+    custom_trail = trail is not None
     if trail is None:
         from sinks.sqlite import SQLiteTrail
 
@@ -124,7 +133,20 @@ async def ingest_files(
         if routing:
             report.notified = await deliver_now(trail, config.notifications, host=host)
     report.alerts = rules.alerts_stored
+    if config.kafka is not None and not custom_trail:
+        await _publish(config, report)
     return report
+
+
+async def _publish(config: DocktrailConfig, report: IngestReport) -> None:
+    """Publish what the trail holds and Kafka has not; a failure leaves it for the next run."""
+    from config.errors import SinkError
+    from listener.publish import publish_trail
+
+    try:
+        report.published = await publish_trail(config)
+    except SinkError as exc:
+        report.publish_error = str(exc)
 
 
 def _docker_items(

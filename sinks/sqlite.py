@@ -953,6 +953,20 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             )
         return None if row is None else _event_from_row(*row)
 
+    def seqs_by_id(
+        self, ids: Sequence[str], table: Literal["events", "alerts"] = "events"
+    ) -> dict[str, int]:
+        """id -> seq of the stored rows among `ids` (the central trail's dedupe and lookups)."""
+        found: dict[str, int] = {}
+        unique = sorted(set(ids))
+        with self._errors("look up ids"):
+            conn = self._connection()
+            for start in range(0, len(unique), ID_CHUNK):
+                chunk = unique[start : start + ID_CHUNK]
+                sql = f"SELECT id, seq FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
+                found.update(conn.execute(sql, chunk).fetchall())
+        return found
+
     def load_source_state(self, name: str) -> dict[str, Any] | None:
         """The state last stored for source `name`, or None."""
         with self._errors("load source state"):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.kafka_broker import kafka_bootstrap  # noqa: F401 - shared fixture
 from tests.notify_servers import smtp_server, webhook_server  # noqa: F401 - shared fixtures
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from listener.event import Actor, Event, Who, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.rules.base import RuleContext
 from listener.rules.engine import RuleEngine
+from listener.rules.fleet import FLEET_RULES_BY_ID
 from listener.rules.registry import RULES, RULES_BY_ID, evaluate
 
 SAFE = {
@@ -306,7 +307,7 @@ def test_every_rule_id_is_registered_once_with_metadata() -> None:
     for rule in RULES:
         assert rule.meta.cis and rule.meta.description
         assert rule.settings(RulesConfig()) is not None
-    assert set(RULES_BY_ID) == {
+    assert set(RULES_BY_ID) | set(FLEET_RULES_BY_ID) == {
         name for name, field in RulesConfig.model_fields.items() for name in [field.alias or name]
     }
 

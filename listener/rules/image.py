@@ -181,6 +181,17 @@ def is_build_step(event: Event, ctx: RuleContext) -> bool:
     return last is not None and 0 <= event.time_ns - last <= BUILD_WINDOW_NS
 
 
+def named_reference(event: Event) -> str | None:
+    """The image reference an event names itself (no resolution of bare ids): what the
+    fleet view compares across hosts."""
+    if event.type == "image" and event.action in IMAGE_ACTIONS:
+        return _image_reference(event)
+    if event.type == "container" and event.action == "create":
+        reference = event.actor.image or str(event.config.get("image") or "")
+        return reference if reference and not _is_image_id(reference) else None
+    return None
+
+
 def _image_reference(event: Event) -> str | None:
     """An image event's reference: `Actor.ID` names it on pull and push (with its tag or
     digest; `Attributes.name` is the bare repository), `name` on tag, load and import."""
