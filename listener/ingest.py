@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.errors import InputError
-from config.models import DocktrailConfig
+from config.models import DocktrailConfig, InputConfig
 from listener.correlate import CorrelationStats, Correlator
 from listener.event import Event
 from listener.pipeline import Pipeline, PipelineStats
@@ -110,7 +110,7 @@ async def ingest_files(
         )
         report.stats = pipeline.stats
         async with pipeline:
-            docker = _docker_items(docker_events, host, on_progress, report)
+            docker = _docker_items(docker_events, host, on_progress, report, config.input)
             if audit_logs:
                 await _correlated(config, docker, audit_logs, host, pipeline, report)
             else:
@@ -123,10 +123,14 @@ async def ingest_files(
 
 
 def _docker_items(
-    paths: Sequence[Path], host: str, on_progress: Progress | None, report: IngestReport
+    paths: Sequence[Path],
+    host: str,
+    on_progress: Progress | None,
+    report: IngestReport,
+    limits: InputConfig,
 ) -> Iterator[Event]:
     for path in paths:
-        for item in read_events_file(path, host, on_progress=on_progress):
+        for item in read_events_file(path, host, on_progress=on_progress, limits=limits):
             if isinstance(item, InputError):
                 report.malformed.append(item)
             else:
@@ -142,8 +146,13 @@ async def _correlated(
     pipeline: Pipeline,
     report: IngestReport,
 ) -> None:
-    converter = AuditConverter(config.auditd, host)
-    audit = AuditLogFiles(audit_logs, converter, window_secs=config.auditd.event_timeout_secs)
+    converter = AuditConverter(config.auditd, host, limits=config.input)
+    audit = AuditLogFiles(
+        audit_logs,
+        converter,
+        window_secs=config.auditd.event_timeout_secs,
+        max_line=config.input.max_line_bytes,
+    )
     correlator = Correlator.from_config(config.auditd)
     merge = _AuditMerge(audit, correlator, pipeline)
     for event in docker:

@@ -65,11 +65,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from config.errors import InputError, SourceError
-from config.models import AuditdConfig
+from config.models import AuditdConfig, InputConfig
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
+from listener.bounds import DEFAULT_LIMITS, bound_event
 from listener.correlate import CliCall, Correlator
 from listener.event import Actor, Event, Who, natural_id
 from listener.sources.auditparse import (
+    MAX_LINE,
     UNSET_ID,
     AuditAssembler,
     AuditEvent,
@@ -79,6 +81,7 @@ from listener.sources.auditparse import (
     parse_time_ns,
     rotation_order,
 )
+from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AppendResult, AsyncLifecycle
 
 log = logging.getLogger(__name__)
@@ -220,9 +223,16 @@ class AuditCounters:
 class AuditConverter:
     """Filter (kept or not) and conversion of assembled audit events."""
 
-    def __init__(self, config: AuditdConfig, host: str, names: IdNames | None = None) -> None:
+    def __init__(
+        self,
+        config: AuditdConfig,
+        host: str,
+        names: IdNames | None = None,
+        limits: InputConfig = DEFAULT_LIMITS,
+    ) -> None:
         self.config = config
         self.host = host
+        self.limits = limits
         self.names = names or IdNames(config.passwd_file, config.group_file)
         self.keys = frozenset([*config.keys, *config.cis_keys, config.cli_key])
         self._programs = frozenset(config.daemon_programs)
@@ -231,6 +241,21 @@ class AuditConverter:
         # EXECVE and CWD texts -> (call, cwd, command line): a host runs the same few
         # commands over and over (monitoring loops), parsing them once is enough.
         self._calls: dict[tuple[tuple[str | None, ...], str | None], _ParsedCall] = {}
+
+    def convert_bounded(self, event: AuditEvent) -> Converted | None:
+        """`convert`, and the trail event bounded (`listener.bounds`), secrets redacted.
+
+        Raises `InputError` with the event's file and first line when a value
+        cannot be stored (the event is then counted malformed, not kept).
+        """
+        converted = self.convert(event)
+        if converted is not None and converted.event is not None:
+            try:
+                bound_event(converted.event, self.limits, surrogates="escape")
+            except InputError as exc:
+                self.counters.malformed += 1
+                raise InputError(exc.reason, path=event.path, line=event.line) from None
+        return converted
 
     def convert(self, event: AuditEvent) -> Converted | None:
         """None when the event is not kept."""
@@ -467,11 +492,11 @@ def _field(event: AuditEvent, syscall: AuditRecord | None, name: str) -> str | N
 
 
 def _id_number(value: str | None) -> int | None:
-    """An id field as int; None when absent, garbled or unset ((u32)-1)."""
-    if value is None or not value.isdigit():
+    """An id field as int; None when absent, garbled, unset ((u32)-1) or beyond 64 bits."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
         return None
     number = int(value)
-    return None if number == UNSET_ID else number
+    return None if number == UNSET_ID or number >= 1 << 63 else number
 
 
 def _id_name(value: str | None) -> str | None:
@@ -597,8 +622,10 @@ class AuditLogFiles:
         converter: AuditConverter,
         *,
         window_secs: float = 2.0,
+        max_line: int = MAX_LINE,
     ) -> None:
         self.paths = rotation_order(paths)
+        self.max_line = max_line
         self.converter = converter
         self.window_ns = round(window_secs * _NS)
         self.watermark_ns = -1
@@ -606,7 +633,7 @@ class AuditLogFiles:
         self.records = 0
 
     def __iter__(self) -> Iterator[Converted]:
-        assembler = AuditAssembler(None, self.window_ns / _NS)
+        assembler = AuditAssembler(None, self.window_ns / _NS, self.max_line)
         for path in self.paths:
             assembler.path = str(path)
             yield from self._file(path, assembler)
@@ -618,13 +645,19 @@ class AuditLogFiles:
         lineno = 0
         try:
             with open_audit_text(path) as stream:
-                for lineno, line in enumerate(stream, 1):
-                    self.watermark_ns = assembler.newest_ns - self.window_ns
-                    closed = assembler.feed(line, lineno)
-                    if assembler.malformed:
-                        self._collect(assembler)
-                    if closed:
-                        yield from self._converted(closed)
+                for block in bounded_lines(stream, self.max_line):
+                    for line in block:
+                        lineno += 1
+                        if isinstance(line, Oversized):
+                            assembler.skip_oversized(lineno, line)
+                            self._collect(assembler)
+                            continue
+                        self.watermark_ns = assembler.newest_ns - self.window_ns
+                        closed = assembler.feed(line, lineno)
+                        if assembler.malformed:
+                            self._collect(assembler)
+                        if closed:
+                            yield from self._converted(closed)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             reason = f"compressed data is damaged: {exc}"
             self.malformed.append(InputError(reason, path=str(path), line=lineno + 1))
@@ -639,7 +672,11 @@ class AuditLogFiles:
 
     def _converted(self, events: Iterable[AuditEvent]) -> Iterator[Converted]:
         for event in events:
-            converted = self.converter.convert(event)
+            try:
+                converted = self.converter.convert_bounded(event)
+            except InputError as exc:
+                self.malformed.append(exc)
+                continue
             if converted is not None:
                 yield converted
 
@@ -932,9 +969,13 @@ class _LiveReader:
         result = _Cycle(idle=at_eof, gap=self.follower.gap)
         self.follower.gap = None
         result.malformed = self._malformed()
-        convert, converted = self.converter.convert, result.converted
+        convert, converted = self.converter.convert_bounded, result.converted
         for event in closed:
-            item = convert(event)
+            try:
+                item = convert(event)
+            except InputError as exc:
+                result.malformed.append(exc)
+                continue
             if item is not None:
                 converted.append(item)
         if closed:

@@ -1,0 +1,164 @@
+"""Bounds on input: line length, field size, integer range, time window, nesting.
+
+Every source hands its events through `bound_event` before they reach the
+trail, and reads its files through `listener.sources.lines.bounded_lines`, so that no single record
+(hostile or broken) can stop an ingest, exhaust memory or make SQLite refuse a
+whole batch:
+
+* A line longer than `max_line_bytes` is skipped in bounded memory (a gzip
+  bomb that expands to one 1 GB line included) by `listener.sources.lines`:
+  one malformed line with its number and size.
+* A string longer than `max_field_bytes` (UTF-8) is cut at a character
+  boundary; the event records the cap and the original size under
+  `attributes.truncated` (`{"attributes.labels.big": {"size": N, "cap": C}}`).
+* Integers outside signed 64 bits (SQLite's INTEGER), non-finite floats,
+  times outside 1970..2200 and nesting deeper than `max_depth` make the record
+  malformed (`InputError`): none of them has a sane meaning to keep.
+* Lone surrogates: a JSON `"\\ud800"` is not text, the record is malformed
+  (`surrogates="reject"`, Engine events); bytes that are not UTF-8 in an audit
+  record are real evidence (a file name, an argument) and are kept as `\\xNN`
+  escapes (`surrogates="escape"`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from config.errors import InputError
+from config.models import InputConfig
+from listener.event import Event
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_TIME_NS",
+    "bound_event",
+    "check_time_ns",
+]
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_TIME_NS = 7_258_118_400 * 1_000_000_000
+"""2200-01-01T00:00:00Z: later event times are garbage (and 2262 overflows int64 ns)."""
+
+DEFAULT_LIMITS = InputConfig()
+Surrogates = Literal["reject", "escape"]
+
+
+def check_time_ns(time_ns: int) -> None:
+    if not 0 <= time_ns < MAX_TIME_NS:
+        raise InputError(f"time {time_ns} ns is outside 1970..2200")
+
+
+def bound_event(
+    event: Event, limits: InputConfig = DEFAULT_LIMITS, surrogates: Surrogates = "reject"
+) -> Event:
+    """`event` with its strings capped (recorded) and its numbers checked, in place.
+
+    Raises `InputError` (without location: the caller knows the line) when a
+    value cannot be stored: see the module docstring.
+    """
+    check_time_ns(event.time_ns)
+    bounder = _Bounder(limits, surrogates)
+    for name in ("id", "host", "type", "action"):
+        setattr(event, name, bounder.text(getattr(event, name), name))
+    for name in ("actor", "who", "why"):
+        bounder.model(getattr(event, name), name)
+    event.attributes = bounder.mapping(event.attributes, "attributes", 1)
+    event.config = bounder.mapping(event.config, "config", 1)
+    if bounder.truncated:
+        known = event.attributes.get("truncated")
+        notes = known if isinstance(known, dict) else {}
+        event.attributes["truncated"] = {**notes, **bounder.truncated}
+    return event
+
+
+class _Bounder:
+    __slots__ = ("cap", "depth", "escape", "quick", "truncated")
+
+    def __init__(self, limits: InputConfig, surrogates: Surrogates) -> None:
+        self.cap = limits.max_field_bytes
+        self.quick = self.cap // 4  # a str this long or shorter is within the cap in UTF-8
+        self.depth = limits.max_depth
+        self.escape = surrogates == "escape"
+        self.truncated: dict[str, dict[str, int]] = {}
+
+    def model(self, model: BaseModel, path: str) -> None:
+        for name, value in model.__dict__.items():
+            if value is not None:
+                bounded = self.value(value, f"{path}.{name}", 1)
+                if bounded is not value:
+                    setattr(model, name, bounded)
+
+    def value(self, value: Any, path: str, depth: int) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.text(value, path)
+        if kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise InputError(f"{path}: integer of {value.bit_length()} bits is outside 64 bits")
+            return value
+        if kind is dict:
+            return self.mapping(value, path, depth + 1)
+        if kind is list:
+            return self.sequence(value, path, depth + 1)
+        if kind is float and not math.isfinite(value):
+            raise InputError(f"{path}: {value} is not a finite number")
+        return value
+
+    def mapping(self, value: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
+        self._deeper(path, depth)
+        changes: list[tuple[str, str, Any]] = []
+        for key, item in value.items():
+            name = self.text(key, f"{path} (key)") if type(key) is str else key
+            bounded = self.value(item, f"{path}.{name}", depth)
+            if name is not key or bounded is not item:
+                changes.append((key, name, bounded))
+        if not changes:
+            return value
+        result = dict(value)
+        for key, name, bounded in changes:
+            if name is not key:
+                del result[key]
+            result[name] = bounded
+        return result
+
+    def sequence(self, value: list[Any], path: str, depth: int) -> list[Any]:
+        self._deeper(path, depth)
+        bounded = [self.value(item, f"{path}[{index}]", depth) for index, item in enumerate(value)]
+        if all(new is old for new, old in zip(bounded, value, strict=True)):
+            return value
+        return bounded
+
+    def text(self, value: str, path: str) -> str:
+        if not value.isascii():
+            value = self._unicode(value, path)
+        if len(value) <= self.quick:
+            return value
+        data = value.encode("utf-8")
+        if len(data) <= self.cap:
+            return value
+        self.truncated[path[:200]] = {"size": len(data), "cap": self.cap}
+        return data[: self.cap].decode("utf-8", "ignore")
+
+    def _unicode(self, value: str, path: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            if not self.escape:
+                raise InputError(f"{path[:200]}: not valid Unicode (a lone surrogate)") from None
+            return _escaped(value)
+        return value
+
+    def _deeper(self, path: str, depth: int) -> None:
+        if depth > self.depth:
+            raise InputError(f"{path[:200]}: nested deeper than {self.depth} (input.max_depth)")
+
+
+def _escaped(value: str) -> str:
+    """Bytes that were not UTF-8 (surrogate escapes) as `\\xNN`; other surrogates as `\\udNNN`."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
