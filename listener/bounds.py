@@ -34,8 +34,10 @@ from listener.event import Event
 __all__ = [
     "DEFAULT_LIMITS",
     "MAX_TIME_NS",
+    "active_limits",
     "bound_event",
     "check_time_ns",
+    "configure_limits",
 ]
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -46,13 +48,26 @@ DEFAULT_LIMITS = InputConfig()
 Surrogates = Literal["reject", "escape"]
 
 
+_active_limits = DEFAULT_LIMITS
+
+
+def configure_limits(limits: InputConfig) -> None:
+    """The limits sources use when none are given (the service and ingest set them)."""
+    global _active_limits
+    _active_limits = limits
+
+
+def active_limits() -> InputConfig:
+    return _active_limits
+
+
 def check_time_ns(time_ns: int) -> None:
     if not 0 <= time_ns < MAX_TIME_NS:
         raise InputError(f"time {time_ns} ns is outside 1970..2200")
 
 
 def bound_event(
-    event: Event, limits: InputConfig = DEFAULT_LIMITS, surrogates: Surrogates = "reject"
+    event: Event, limits: InputConfig | None = None, surrogates: Surrogates = "reject"
 ) -> Event:
     """`event` with its strings capped (recorded) and its numbers checked, in place.
 
@@ -60,7 +75,7 @@ def bound_event(
     value cannot be stored: see the module docstring.
     """
     check_time_ns(event.time_ns)
-    bounder = _Bounder(limits, surrogates)
+    bounder = _Bounder(limits or _active_limits, surrogates)
     for name in ("id", "host", "type", "action"):
         setattr(event, name, bounder.text(getattr(event, name), name))
     for name in ("actor", "who", "why"):

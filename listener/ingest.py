@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from config.errors import InputError
 from config.models import DocktrailConfig, InputConfig
+from listener import redact
+from listener.bounds import configure_limits
 from listener.correlate import CorrelationStats, Correlator
 from listener.event import Event
 from listener.pipeline import Pipeline, PipelineStats
@@ -92,9 +94,11 @@ async def ingest_files(
     deliveries go into the outbox and are flushed once before returning.
     """
     report = IngestReport()
+    configure_limits(config.input)
     if trail is None:
         from sinks.sqlite import SQLiteTrail
 
+        redact.configure(redact.Redactor.from_config(config))
         trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.

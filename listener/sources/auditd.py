@@ -66,12 +66,12 @@ from typing import Any, NamedTuple, Protocol
 
 from config.errors import InputError, SourceError
 from config.models import AuditdConfig, InputConfig
+from listener import redact
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
-from listener.bounds import DEFAULT_LIMITS, bound_event
+from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall, Correlator
 from listener.event import Actor, Event, Who, natural_id
 from listener.sources.auditparse import (
-    MAX_LINE,
     UNSET_ID,
     AuditAssembler,
     AuditEvent,
@@ -228,11 +228,13 @@ class AuditConverter:
         config: AuditdConfig,
         host: str,
         names: IdNames | None = None,
-        limits: InputConfig = DEFAULT_LIMITS,
+        limits: InputConfig | None = None,
+        redactor: redact.Redactor | None = None,
     ) -> None:
         self.config = config
         self.host = host
-        self.limits = limits
+        self.limits = limits or active_limits()
+        self.redactor = redactor or redact.active()
         self.names = names or IdNames(config.passwd_file, config.group_file)
         self.keys = frozenset([*config.keys, *config.cis_keys, config.cli_key])
         self._programs = frozenset(config.daemon_programs)
@@ -250,6 +252,7 @@ class AuditConverter:
         """
         converted = self.convert(event)
         if converted is not None and converted.event is not None:
+            self.redactor.event(converted.event)
             try:
                 bound_event(converted.event, self.limits, surrogates="escape")
             except InputError as exc:
@@ -312,7 +315,9 @@ class AuditConverter:
         parsed = self._calls.get(key) if cacheable else None
         if parsed is None:
             cwd = event.cwd
-            call = parse_docker_argv(event.argv or [], cwd=cwd)
+            # Secrets go before parsing: the call, its command line and the
+            # configuration it asks for are all made of the redacted argv.
+            call = parse_docker_argv(self.redactor.argv(event.argv or []), cwd=cwd)
             parsed = _ParsedCall(call, cwd, call.command_line)
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
@@ -622,10 +627,10 @@ class AuditLogFiles:
         converter: AuditConverter,
         *,
         window_secs: float = 2.0,
-        max_line: int = MAX_LINE,
+        max_line: int | None = None,
     ) -> None:
         self.paths = rotation_order(paths)
-        self.max_line = max_line
+        self.max_line = max_line or active_limits().max_line_bytes
         self.converter = converter
         self.window_ns = round(window_secs * _NS)
         self.watermark_ns = -1
@@ -930,7 +935,9 @@ class _LiveReader:
         self._lock = threading.Lock()
         self.follower = _Follower(config.log_file)
         self.converter = converter
-        self.assembler = AuditAssembler(str(config.log_file), config.event_timeout_secs)
+        self.assembler = AuditAssembler(
+            str(config.log_file), config.event_timeout_secs, active_limits().max_line_bytes
+        )
         self.lag_ns = round(config.audit_lag_secs * _NS)
         self.busy_grace_ns = 200_000_000  # interleaved records of one event come within this
         self._held: list[_Span] = []  # the last event's lines, not fed yet

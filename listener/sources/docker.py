@@ -68,7 +68,8 @@ from typing import IO, Any, cast
 
 from config.errors import InputError, SourceError
 from config.models import InputConfig
-from listener.bounds import DEFAULT_LIMITS, MAX_TIME_NS, bound_event, check_time_ns
+from listener import redact
+from listener.bounds import MAX_TIME_NS, active_limits, bound_event, check_time_ns
 from listener.event import Actor, Event, Who, Why, natural_id
 from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
@@ -117,12 +118,17 @@ def engine_keys(type_: str, action: str) -> frozenset[str]:
 
 
 def normalize_engine_event(
-    raw: dict[str, Any], host: str, limits: InputConfig = DEFAULT_LIMITS
+    raw: dict[str, Any],
+    host: str,
+    limits: InputConfig | None = None,
+    redactor: redact.Redactor | None = None,
 ) -> Event:
     """One raw Engine event (API or `docker events --format '{{json .}}'`) as an `Event`.
 
     Raises `InputError` (without location: the caller adds it) when the record
-    is not a usable event. Values are bounded (`listener.bounds.bound_event`).
+    is not a usable event. Secrets are redacted (`listener.redact`) and values
+    bounded (`listener.bounds`); without `limits` and `redactor`, those the
+    process was configured with.
     """
     if not isinstance(raw, dict):
         raise InputError(f"expected a JSON object, got {_json_type(raw)}")
@@ -150,6 +156,7 @@ def normalize_engine_event(
         who=_who_from_labels(labels),
         why=_why_from_labels(labels),
     )
+    (redactor or redact.active()).event(event)
     return bound_event(event, limits, surrogates="reject")
 
 
@@ -271,7 +278,7 @@ def read_events_file(
     host: str,
     *,
     on_progress: Callable[[int], None] | None = None,
-    limits: InputConfig = DEFAULT_LIMITS,
+    limits: InputConfig | None = None,
 ) -> Iterator[Event | InputError]:
     """Events of a captured file, with each bad record yielded as an `InputError`.
 
@@ -284,7 +291,7 @@ def read_events_file(
         with open(path, "rb") as raw_file:
             stream = _open_stream(raw_file)
             progress = on_progress or (lambda _consumed: None)
-            reader = _LineReader(path, host, limits)
+            reader = _LineReader(path, host, limits or active_limits())
             yield from reader.read(stream, raw_file, progress)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
