@@ -266,7 +266,7 @@ class AuditConverter:
         keys = event.all_keys()
         if self.keys.isdisjoint(keys):
             return None
-        if event.first("EXECVE") is not None:
+        if event.first("EXECVE") is not None or _exec_with_title_only(event):
             syscall = event.first("SYSCALL")
             if self._is_cli(event, keys, syscall):
                 return self._cli(event, keys, syscall)
@@ -307,17 +307,18 @@ class AuditConverter:
     def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
         cwd_record = event.first("CWD")
-        key = (
-            tuple(r.text for r in event.records if r.type == "EXECVE"),
-            None if cwd_record is None else cwd_record.text,
-        )
+        argv_texts = tuple(r.text for r in event.records if r.type == "EXECVE")
+        if not argv_texts:
+            argv_texts = ("PROCTITLE", *(r.text for r in event.records if r.type == "PROCTITLE"))
+        key = (argv_texts, None if cwd_record is None else cwd_record.text)
         cacheable = None not in key[0] and (cwd_record is None or key[1] is not None)
         parsed = self._calls.get(key) if cacheable else None
         if parsed is None:
             cwd = event.cwd
             # Secrets go before parsing: the call, its command line and the
             # configuration it asks for are all made of the redacted argv.
-            call = parse_docker_argv(self.redactor.argv(event.argv or []), cwd=cwd)
+            argv = event.argv if event.argv is not None else event.proctitle
+            call = parse_docker_argv(self.redactor.argv(argv or []), cwd=cwd)
             parsed = _ParsedCall(call, cwd, call.command_line)
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
@@ -344,6 +345,7 @@ class AuditConverter:
             **self._group(event),
             "keys": sorted(keys),
             "audit_id": cli.audit_id,
+            **_argv_source(event),
         }
         if call.errors:
             attributes["argv_errors"] = list(call.errors)
@@ -487,6 +489,24 @@ class AuditConverter:
 
     def _id(self, event: AuditEvent) -> str:
         return natural_id("auditd", event.node or self.host, event.serial, event.time_ns)
+
+
+def _exec_with_title_only(event: AuditEvent) -> bool:
+    """An exec logged without EXECVE (rules that drop it): PROCTITLE has the argv."""
+    return event.first("PROCTITLE") is not None and _syscall_name(event) in _EXEC_CALLS
+
+
+_EXEC_CALLS = frozenset({"execve", "execveat"})
+_PROCTITLE_MAX = 128  # bytes the kernel keeps of a command line in PROCTITLE
+
+
+def _argv_source(event: AuditEvent) -> dict[str, Any]:
+    """Which record gave argv; PROCTITLE's may be cut by the kernel."""
+    if event.first("EXECVE") is not None:
+        return {"argv_source": "EXECVE"}
+    title = event.proctitle or []
+    cut = len("\0".join(title).encode("utf-8", "surrogateescape")) >= _PROCTITLE_MAX - 1
+    return {"argv_source": "PROCTITLE", "argv_may_be_cut": cut}
 
 
 def _field(event: AuditEvent, syscall: AuditRecord | None, name: str) -> str | None:

@@ -560,7 +560,9 @@ def _split_fields_slow(text: str) -> tuple[dict[str, str], set[str]]:
         opener = text[start : start + 1]
         if opener in ('"', "'"):
             end = text.find(opener, start + 1)
-            if end < 0:
+            if end < 0 and opener == "'" and key == "msg":
+                end = size  # Ubuntu 16.10's systemd leaves msg=' open; ausearch reads on
+            elif end < 0:
                 raise _Truncated
             value, pos = text[start + 1 : end], end + 1
             if opener == "'" and key == "msg":
@@ -1044,6 +1046,8 @@ class AuditAssembler:
             return None
         close = rest.find("):", sp + 11)
         if close < 0:
+            close = _close_without_colon(rest, sp + 11)
+        if close < 0:
             self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
             return None
         if "\x00" in line:
@@ -1116,6 +1120,19 @@ class AuditAssembler:
         self.malformed_count += 1
         self.malformed.append(Malformed(self.path, lineno, reason, _printable(line)))
         return []
+
+
+def _close_without_colon(rest: str, start: int) -> int:
+    """Where ``msg=audit(...)`` closes when auditd 2.x wrote no colon after it, else -1.
+
+    ``type=DAEMON_CONFIG msg=audit(1490239800.477:34) config changed, auid=0 …``:
+    the stamp ends at the first ``)`` followed by a space or the end of the line.
+    Returned as the index of a ``):`` would be (the body starts two further on).
+    """
+    end = rest.find(")", start)
+    if end < 0 or rest[end + 1 : end + 2] not in ("", " ", "\n", "\r"):
+        return -1
+    return end
 
 
 # --------------------------------------------------------------------------- ordering
