@@ -77,11 +77,17 @@ def bound_event(
     check_time_ns(event.time_ns)
     bounder = _Bounder(limits or _active_limits, surrogates)
     for name in ("id", "host", "type", "action"):
-        setattr(event, name, bounder.text(getattr(event, name), name))
+        value = getattr(event, name)
+        bounded = bounder.value(value, "", name, 0)
+        if bounded is not value:  # pydantic's setattr is slow: only what changed
+            setattr(event, name, bounded)
     for name in ("actor", "who", "why"):
         bounder.model(getattr(event, name), name)
-    event.attributes = bounder.mapping(event.attributes, "attributes", 1)
-    event.config = bounder.mapping(event.config, "config", 1)
+    for name in ("attributes", "config"):
+        value = getattr(event, name)
+        bounded = bounder.mapping(value, name, 1)
+        if bounded is not value:
+            setattr(event, name, bounded)
     if bounder.truncated:
         known = event.attributes.get("truncated")
         notes = known if isinstance(known, dict) else {}
@@ -89,7 +95,16 @@ def bound_event(
     return event
 
 
+def _join(parent: str, key: object) -> str:
+    """The dotted path of a value, made only when a message or a record needs it."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else str(key)
+
+
 class _Bounder:
+    """One event's walk. Paths are built only for containers and for what is reported."""
+
     __slots__ = ("cap", "depth", "escape", "quick", "truncated")
 
     def __init__(self, limits: InputConfig, surrogates: Surrogates) -> None:
@@ -102,35 +117,44 @@ class _Bounder:
     def model(self, model: BaseModel, path: str) -> None:
         for name, value in model.__dict__.items():
             if value is not None:
-                bounded = self.value(value, f"{path}.{name}", 1)
+                bounded = self.value(value, path, name, 1)
                 if bounded is not value:
                     setattr(model, name, bounded)
 
-    def value(self, value: Any, path: str, depth: int) -> Any:
+    def value(self, value: Any, parent: str, key: object, depth: int) -> Any:
         kind = type(value)
         if kind is str:
-            return self.text(value, path)
+            if len(value) <= self.quick and value.isascii():
+                return value  # the usual case, checked first
+            return self.text(value, parent, key)
         if kind is int:
             if not INT64_MIN <= value <= INT64_MAX:
-                raise InputError(f"{path}: integer of {value.bit_length()} bits is outside 64 bits")
+                where = _join(parent, key)
+                raise InputError(
+                    f"{where}: integer of {value.bit_length()} bits is outside 64 bits"
+                )
             return value
         if kind is dict:
-            return self.mapping(value, path, depth + 1)
+            return self.mapping(value, _join(parent, key), depth + 1)
         if kind is list:
-            return self.sequence(value, path, depth + 1)
+            return self.sequence(value, _join(parent, key), depth + 1)
         if kind is float and not math.isfinite(value):
-            raise InputError(f"{path}: {value} is not a finite number")
+            raise InputError(f"{_join(parent, key)}: {value} is not a finite number")
         return value
 
     def mapping(self, value: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
         self._deeper(path, depth)
-        changes: list[tuple[str, str, Any]] = []
+        quick = self.quick
+        changes: list[tuple[str, str, Any]] | None = None
         for key, item in value.items():
-            name = self.text(key, f"{path} (key)") if type(key) is str else key
-            bounded = self.value(item, f"{path}.{name}", depth)
+            name = key
+            if type(key) is str and (len(key) > quick or not key.isascii()):
+                name = self.text(key, path, f"{key[:60]} (key)")
+            bounded = self.value(item, path, name, depth)
             if name is not key or bounded is not item:
+                changes = changes or []
                 changes.append((key, name, bounded))
-        if not changes:
+        if changes is None:
             return value
         result = dict(value)
         for key, name, bounded in changes:
@@ -141,28 +165,29 @@ class _Bounder:
 
     def sequence(self, value: list[Any], path: str, depth: int) -> list[Any]:
         self._deeper(path, depth)
-        bounded = [self.value(item, f"{path}[{index}]", depth) for index, item in enumerate(value)]
+        bounded = [self.value(item, path, index, depth) for index, item in enumerate(value)]
         if all(new is old for new, old in zip(bounded, value, strict=True)):
             return value
         return bounded
 
-    def text(self, value: str, path: str) -> str:
+    def text(self, value: str, parent: str, key: object) -> str:
         if not value.isascii():
-            value = self._unicode(value, path)
+            value = self._unicode(value, parent, key)
         if len(value) <= self.quick:
             return value
         data = value.encode("utf-8")
         if len(data) <= self.cap:
             return value
-        self.truncated[path[:200]] = {"size": len(data), "cap": self.cap}
+        self.truncated[_join(parent, key)[:200]] = {"size": len(data), "cap": self.cap}
         return data[: self.cap].decode("utf-8", "ignore")
 
-    def _unicode(self, value: str, path: str) -> str:
+    def _unicode(self, value: str, parent: str, key: object) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             if not self.escape:
-                raise InputError(f"{path[:200]}: not valid Unicode (a lone surrogate)") from None
+                where = _join(parent, key)[:200]
+                raise InputError(f"{where}: not valid Unicode (a lone surrogate)") from None
             return _escaped(value)
         return value
 

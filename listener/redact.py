@@ -57,6 +57,7 @@ class Redactor:
     def __init__(self, key: bytes, secret_names: Iterable[str] = SECRET_NAME_PARTS) -> None:
         self._key = key
         self._parts = tuple(part.upper() for part in secret_names if part)
+        self._names: dict[str, bool] = {}  # names repeat (labels, variables): decided once
 
     @classmethod
     def from_config(cls, config: DocktrailConfig) -> Redactor:
@@ -69,8 +70,14 @@ class Redactor:
         return MARKER + digest.hexdigest()[:_FINGERPRINT_HEX]
 
     def secret_name(self, name: str) -> bool:
-        upper = name.upper()
-        return any(part in upper for part in self._parts)
+        known = self._names.get(name)
+        if known is None:
+            upper = name.upper()
+            known = any(part in upper for part in self._parts)
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[name] = known
+        return known
 
     def _value(self, value: str) -> str:
         if not value or value.startswith(MARKER):
@@ -165,7 +172,9 @@ class Redactor:
     def _label(self, key: str, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        return self._value(value) if self.secret_name(key) else self.text(value)
+        if self.secret_name(key):
+            return self._value(value)
+        return self.text(value) if "=" in value or "@" in value else value
 
 
 def _split_flag(arg: str) -> tuple[str, str]:
