@@ -732,8 +732,32 @@ class _Batch:
         before = self.lines[:index]
         if self.ascii:
             return self.start + sum(map(len, before)) + index
-        encoded = (len(line.encode("utf-8", "surrogateescape")) for line in before)
+        encoded = (
+            len(line)
+            if type(line) is _SkippedLine
+            else len(line.encode("utf-8", "surrogateescape"))
+            for line in before
+        )
         return self.start + sum(encoded) + index
+
+
+class _SkippedLine(str):
+    """A line longer than `input.max_line_bytes`, skipped unread by the live tail.
+
+    Its text is empty but `len()` is the line's size in bytes: byte offsets of
+    the lines after it stay right, and the assembler, which refuses lines
+    longer than its cap, reports it as one malformed line with that size.
+    """
+
+    size: int
+
+    def __new__(cls, size: int) -> _SkippedLine:
+        line = super().__new__(cls, "")
+        line.size = size
+        return line
+
+    def __len__(self) -> int:
+        return self.size
 
 
 # Lines lo..hi-1 of a batch; and, once fed, the global line number of lines[lo].
@@ -744,9 +768,11 @@ _FedSpan = tuple[int, _Batch, int, int]
 class _Follower:
     """`tail -F` by inode over one log path and its rotated names (path.1, path.2 …)."""
 
-    def __init__(self, path: Path, chunk: int = 1 << 20) -> None:
+    def __init__(self, path: Path, chunk: int = 1 << 20, max_line: int | None = None) -> None:
         self.path = path
         self.chunk = chunk
+        self.max_line = max_line or active_limits().max_line_bytes
+        self._skipped = -1  # bytes so far of a line too long to hold, else -1
         self.fd: int | None = None
         self.file: _FileId | None = None
         self.offset = 0  # after the last complete line handed out
@@ -816,7 +842,7 @@ class _Follower:
         fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC)
         st = os.fstat(fd)
         self.fd, self.file = fd, _FileId(st.st_dev, st.st_ino, file.path)
-        self.offset, self.line, self._rest = offset, line, b""
+        self.offset, self.line, self._rest, self._skipped = offset, line, b"", -1
         os.lseek(fd, offset, os.SEEK_SET)
 
     def close(self) -> None:
@@ -849,18 +875,31 @@ class _Follower:
         what decoding line by line gives); byte offsets are worked out only when
         a checkpoint needs one.
         """
+        skipped: list[str] = []
+        skipped_bytes = 0
+        if self._skipped >= 0:  # the rest of a line too long to hold: drop it unread
+            end = data.find(b"\n")
+            if end < 0 and not final:
+                self._skipped += len(data)
+                return None
+            size = self._skipped + (len(data) if end < 0 else end)
+            skipped, skipped_bytes = [_SkippedLine(size)], size + (end >= 0)
+            data, self._skipped = (b"" if end < 0 else data[end + 1 :]), -1
         buffer = self._rest + data
         cut = len(buffer) if final else buffer.rfind(b"\n") + 1
         self._rest = buffer[cut:]
-        if cut == 0:
+        if len(self._rest) > self.max_line:
+            self._skipped, self._rest = len(self._rest), b""
+        if cut == 0 and not skipped:
             return None
         body = buffer[:cut]
-        lines = body.decode("utf-8", "surrogateescape").split("\n")
-        if body.endswith(b"\n"):
+        lines = body.decode("utf-8", "surrogateescape").split("\n") if cut else [""]
+        if body.endswith(b"\n") or not cut:
             lines.pop()  # the empty piece after the last newline
         assert self.file is not None
-        batch = _Batch(self.file, self.offset, self.line + 1, lines, body.isascii())
-        self.offset, self.line = self.offset + cut, self.line + len(lines)
+        batch = _Batch(self.file, self.offset, self.line + 1, skipped + lines, body.isascii())
+        self.offset += skipped_bytes + cut
+        self.line += len(batch.lines)
         return batch
 
     def _rotated(self) -> bool:
@@ -873,7 +912,7 @@ class _Follower:
 
     def _switch(self) -> _Batch | None:
         """Our file was rotated away and is complete: hand out its tail, open the next."""
-        tail = self._lines(b"", final=True) if self._rest else None
+        tail = self._lines(b"", final=True) if self._rest or self._skipped >= 0 else None
         assert self.file is not None
         chain = self._chain()
         ids = [(f.dev, f.ino) for f in chain]

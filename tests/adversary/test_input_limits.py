@@ -268,3 +268,33 @@ def test_audit_gzip_bomb_is_one_malformed_line(tmp_path: Path) -> None:
     assert sorted(e["who"]["pid"] for e in audit_events(tmp_path)) == [1, 2]
     assert f"{path}:5: line of " in done.stderr
     assert rss_kib < 200 * 1024
+
+
+def test_live_audit_tail_skips_a_huge_line_in_bounded_memory(tmp_path: Path) -> None:
+    from config.models import AuditdConfig
+    from listener.sources.auditd import AuditConverter, _LiveReader
+
+    path = tmp_path / "audit.log"
+    big = "type=USER_CMD msg=audit(1700000000.150:7): cmd=" + "41" * (3 * MiB)
+    lines = [*audit_lines(1), big, *audit_lines(2)]
+    _write_audit(path, lines)
+    config = AuditdConfig(log_file=path, start_at="start")
+    reader = _LiveReader(config, AuditConverter(config, "h1"))
+    reader.follower.chunk = 64 * 1024  # the big line spans many reads
+    reader.follower.max_line = reader.assembler.max_line = MiB
+    reader.follower.open(None, "start")
+    pids, malformed = [], []
+    for _ in range(200):
+        cycle = reader.cycle()
+        pids += [c.event.who.pid for c in cycle.converted if c.event is not None]
+        malformed += cycle.malformed
+        assert len(reader.follower._rest) <= MiB  # never the whole line in memory
+        if cycle.idle and len(pids) == 2:
+            break
+    assert sorted(pids) == [1, 2]
+    [report] = malformed
+    assert report.path == str(path) and report.line == 5
+    assert f"line of {len(big)} bytes is longer than the cap of {MiB}" in report.reason
+    assert reader.follower.offset == path.stat().st_size
+    assert reader.follower.line == len(lines)
+    reader.close()
