@@ -154,9 +154,12 @@ class Redactor:
         argv = attributes.get("argv")
         if isinstance(argv, list) and all(isinstance(arg, str) for arg in argv):
             attributes["argv"] = self.argv(argv)
-        labels = attributes.get("labels")
-        if isinstance(labels, dict):
-            attributes["labels"] = {key: self._label(key, value) for key, value in labels.items()}
+        for holder in (attributes, event.config):  # Engine labels; inspect's config.labels
+            labels = holder.get("labels")
+            if isinstance(labels, dict) and labels:
+                redacted = {key: self._label(key, value) for key, value in labels.items()}
+                if any(redacted[key] is not value for key, value in labels.items()):
+                    holder["labels"] = redacted
         if event.who.command:
             event.who.command = self.text(event.who.command)
         actor = event.actor

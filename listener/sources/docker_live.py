@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
+from listener import redact
+from listener.bounds import bound_event
 from listener.event import Actor, Event, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
@@ -264,6 +266,22 @@ class Enrichment:
         if self.config is not None:
             event.config = self.config
         event.attributes.update(self.attributes)
+
+
+def _bound_enriched(event: Event) -> None:
+    """What inspect added is Engine data too: redacted and bounded like the event.
+
+    A value that cannot be stored drops the configuration, not the event.
+    """
+    redact.active().event(event)
+    try:
+        bound_event(event, surrogates="escape")
+    except InputError as exc:
+        log.warning(f"dropped the inspect data of {event.type} {event.action}: {exc}")
+        event.config = {}
+        event.attributes["inspect"] = "failed"
+        event.attributes["inspect_error"] = str(exc)[:200]
+        bound_event(event, surrogates="escape")  # the event itself was bounded already
 
 
 @dataclass(slots=True)
@@ -554,6 +572,7 @@ class DockerSource:
             if pending.enrichment is not None:
                 enrichment = _enrichment_result(pending.enrichment)
                 enrichment.apply(pending.event)
+                _bound_enriched(pending.event)
                 outcome = enrichment.attributes.get("inspect")
                 self.stats.inspect_gone += outcome == "gone"
                 self.stats.inspect_failed += outcome == "failed"
