@@ -230,3 +230,14 @@ def _shorten(part: str) -> str:
             out.append(part[index])
             index += 1
     return "".join(out)
+
+
+def test_an_investigator_matches_a_known_value_with_the_key(trail_dir: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["--db", str(trail_dir / "t.db"), "fingerprint"], input="hunter2\nwrong\n"
+    )
+    assert result.exit_code == 0, result.output
+    known, other = result.stdout.split()
+    run = next(e for e in events(trail_dir) if e["action"] == "run")
+    assert f"DB_PASSWORD={known}" in run["attributes"]["argv"]
+    assert other != known and other.startswith(MARKER)
