@@ -7,7 +7,7 @@ configuration derived from argv, Engine event labels and names):
   case-insensitive parts: PASSWORD, SECRET, TOKEN, KEY, CREDENTIAL …): `-e`,
   `--env`, `--env=`, `-eNAME=`, `--build-arg`, `env NAME=… cmd`, `sh -c "NAME=… cmd"`;
 * the password of `docker login -p X` / `--password X` / `--password=X`
-  (`--password-stdin` carries none);
+  (`--password-stdin` carries none), and `--token X` (`docker swarm join`);
 * the password in URL userinfo (`https://user:pass@registry/…`,
   `-H tcp://user:pass@host`); the user name is kept (it says who);
 * Engine labels whose name looks secret.
@@ -48,7 +48,8 @@ _NAME_VALUE = re.compile(
     r"(?<![\w.-])([A-Za-z_][A-Za-z0-9_.-]*)=(\"[^\"]*\"?|'[^']*'?|[^\s;&|`'\"]*)"
 )
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):([^/@\s]*)@")
-_PASSWORD_FLAGS = ("-p", "--password")
+# Flags whose value is a secret wherever they appear (`docker swarm join --token`).
+_SECRET_FLAGS = ("--password", "--token")
 
 
 class Redactor:
@@ -118,11 +119,13 @@ class Redactor:
                 redacted.append(self._value(arg))
                 password_next = False
                 continue
-            if after_login and arg in _PASSWORD_FLAGS:
+            if arg in _SECRET_FLAGS or (after_login and arg == "-p"):
                 password_next = True
                 redacted.append(arg)
                 continue
-            if after_login and arg.startswith(("--password=", "-p")) and arg != "-p":
+            if arg.startswith(("--password=", "--token=")) or (
+                after_login and arg.startswith("-p") and arg != "-p"
+            ):
                 flag, value = _split_flag(arg)
                 redacted.append(flag + self._value(value))
                 continue
@@ -181,8 +184,9 @@ class Redactor:
 
 
 def _split_flag(arg: str) -> tuple[str, str]:
-    if arg.startswith("--password="):
-        return "--password=", arg[len("--password=") :]
+    if arg.startswith("--"):
+        flag, _, value = arg.partition("=")
+        return flag + "=", value
     if arg.startswith("-p="):
         return "-p=", arg[3:]
     return "-p", arg[2:]

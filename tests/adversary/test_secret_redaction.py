@@ -205,6 +205,9 @@ ARGV_FORMS: list[tuple[list[str], list[str] | None]] = [
     (["sh", "-c", "export PGPASSWORD=abc; psql"], ["sh", "-c", "export PGPASSWORD=#; psql"]),
     (["docker", "login", "--password-stdin", "-u", "a"], _SAME),
     (["docker", "login", "--password", "x"], ["docker", "login", "--password", "#"]),
+    (["docker", "swarm", "join", "--token", "SWMTKN-1-x", "10.0.0.1:2377"],
+     ["docker", "swarm", "join", "--token", "#", "10.0.0.1:2377"]),
+    (["docker", "swarm", "join", "--token=SWMTKN-1-x"], ["docker", "swarm", "join", "--token=#"]),
     (["docker", "pull", "nginx:1@sha256:" + "a" * 64], _SAME),
 ]  # fmt: skip
 
