@@ -115,11 +115,13 @@ class _Bounder:
         self.truncated: dict[str, dict[str, int]] = {}
 
     def model(self, model: BaseModel, path: str) -> None:
+        quick = self.quick
         for name, value in model.__dict__.items():
-            if value is not None:
-                bounded = self.value(value, path, name, 1)
-                if bounded is not value:
-                    setattr(model, name, bounded)
+            if value is None or (type(value) is str and len(value) <= quick and value.isascii()):
+                continue
+            bounded = self.value(value, path, name, 1)
+            if bounded is not value:
+                setattr(model, name, bounded)
 
     def value(self, value: Any, parent: str, key: object, depth: int) -> Any:
         kind = type(value)
@@ -148,8 +150,17 @@ class _Bounder:
         changes: list[tuple[str, str, Any]] | None = None
         for key, item in value.items():
             name = key
-            if type(key) is str and (len(key) > quick or not key.isascii()):
-                name = self.text(key, path, f"{key[:60]} (key)")
+            if type(key) is not str or len(key) > quick or not key.isascii():
+                name = self.text(key, path, f"{str(key)[:60]} (key)")
+            kind = type(item)  # the usual values inline, the rest through value()
+            if name is key and (
+                item is None
+                or kind is bool
+                or (kind is str and len(item) <= quick and item.isascii())
+                or (kind is int and INT64_MIN <= item <= INT64_MAX)
+                or ((kind is list or kind is dict) and not item)
+            ):
+                continue
             bounded = self.value(item, path, name, depth)
             if name is not key or bounded is not item:
                 changes = changes or []
@@ -165,10 +176,19 @@ class _Bounder:
 
     def sequence(self, value: list[Any], path: str, depth: int) -> list[Any]:
         self._deeper(path, depth)
-        bounded = [self.value(item, path, index, depth) for index, item in enumerate(value)]
-        if all(new is old for new, old in zip(bounded, value, strict=True)):
-            return value
-        return bounded
+        quick = self.quick
+        result: list[Any] | None = None
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str and len(item) <= quick and item.isascii():
+                bounded = item
+            else:
+                bounded = self.value(item, path, index, depth)
+            if result is None and bounded is not item:
+                result = value[:index]
+            if result is not None:
+                result.append(bounded)
+        return value if result is None else result
 
     def text(self, value: str, parent: str, key: object) -> str:
         if not value.isascii():

@@ -42,6 +42,8 @@ __all__ = ["MARKER", "Redactor", "active", "configure", "load_key"]
 
 MARKER = "redacted:hmac:"
 _FINGERPRINT_HEX = 12
+_CACHE_MAX = 4096  # entries of each cache (names, texts); cleared when full
+_CACHED_TEXT = 2048  # longer texts are rare: not cached
 _KEY_BYTES = 32
 
 _NAME_VALUE = re.compile(
@@ -59,6 +61,7 @@ class Redactor:
         self._key = key
         self._parts = tuple(part.upper() for part in secret_names if part)
         self._names: dict[str, bool] = {}  # names repeat (labels, variables): decided once
+        self._texts: dict[str, str] = {}  # so do command lines: redacted once
 
     @classmethod
     def from_config(cls, config: DocktrailConfig) -> Redactor:
@@ -75,7 +78,7 @@ class Redactor:
         if known is None:
             upper = name.upper()
             known = any(part in upper for part in self._parts)
-            if len(self._names) >= 4096:
+            if len(self._names) >= _CACHE_MAX:
                 self._names.clear()
             self._names[name] = known
         return known
@@ -89,11 +92,19 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Secret `NAME=VALUE` values (up to white space) and URL passwords in free text."""
-        if "=" in text:
-            text = _NAME_VALUE.sub(self._name_value, text)
-        if "@" in text:
-            text = _URL_PASSWORD.sub(self._url, text)
-        return text
+        if "=" not in text and "@" not in text:
+            return text
+        known = self._texts.get(text)
+        if known is not None:
+            return known
+        redacted = _NAME_VALUE.sub(self._name_value, text) if "=" in text else text
+        if "@" in redacted:
+            redacted = _URL_PASSWORD.sub(self._url, redacted)
+        if len(text) <= _CACHED_TEXT:
+            if len(self._texts) >= _CACHE_MAX:
+                self._texts.clear()
+            self._texts[text] = redacted
+        return redacted
 
     def _name_value(self, match: re.Match[str]) -> str:
         name, value = match.group(1), match.group(2)
