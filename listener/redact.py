@@ -162,10 +162,13 @@ class Redactor:
 
     # -- events -----------------------------------------------------------------
 
-    def event(self, event: Event) -> Event:
-        """Redacts an event's argv, command line, labels and names in place."""
+    def event(self, event: Event, *, argv_done: bool = False) -> Event:
+        """Redacts an event's argv, command line, labels and names in place.
+
+        `argv_done`: `attributes.argv` was made of `argv()`'s output already.
+        """
         attributes = event.attributes
-        argv = attributes.get("argv")
+        argv = None if argv_done else attributes.get("argv")
         if isinstance(argv, list) and all(isinstance(arg, str) for arg in argv):
             attributes["argv"] = self.argv(argv)
         for holder in (attributes, event.config):  # Engine labels; inspect's config.labels

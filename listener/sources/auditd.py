@@ -252,7 +252,8 @@ class AuditConverter:
         """
         converted = self.convert(event)
         if converted is not None and converted.event is not None:
-            self.redactor.event(converted.event)
+            # argv was redacted before it was parsed (_parsed_call)
+            self.redactor.event(converted.event, argv_done=True)
             try:
                 bound_event(converted.event, self.limits, surrogates="escape")
             except InputError as exc:
