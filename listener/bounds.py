@@ -11,9 +11,11 @@ whole batch:
 * A string longer than `max_field_bytes` (UTF-8) is cut at a character
   boundary; the event records the cap and the original size under
   `attributes.truncated` (`{"attributes.labels.big": {"size": N, "cap": C}}`).
-* Integers outside signed 64 bits (SQLite's INTEGER), non-finite floats,
-  times outside 1970..2200 and nesting deeper than `max_depth` make the record
-  malformed (`InputError`): none of them has a sane meaning to keep.
+* Integers outside signed 64 bits (SQLite's INTEGER), times outside
+  1970..2200 and nesting deeper than `max_depth` make the record malformed
+  (`InputError`): none of them has a sane meaning to keep. (Non-finite
+  floats are stored as null, as the trail's canonical JSON writes them; an
+  event time that is one is refused by its source.)
 * Lone surrogates: a JSON `"\\ud800"` is not text, the record is malformed
   (`surrogates="reject"`, Engine events); bytes that are not UTF-8 in an audit
   record are real evidence (a file name, an argument) and are kept as `\\xNN`
@@ -22,9 +24,9 @@ whole batch:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel
 
 from config.errors import InputError
@@ -85,6 +87,8 @@ def bound_event(
         bounder.model(getattr(event, name), name)
     for name in ("attributes", "config"):
         value = getattr(event, name)
+        if not value or bounder.plain(value):
+            continue
         bounded = bounder.mapping(value, name, 1)
         if bounded is not value:
             setattr(event, name, bounded)
@@ -114,6 +118,19 @@ class _Bounder:
         self.escape = surrogates == "escape"
         self.truncated: dict[str, dict[str, int]] = {}
 
+    def plain(self, value: dict[str, Any]) -> bool:
+        """True when `value` certainly needs nothing: a quick look instead of the walk.
+
+        orjson refuses integers beyond 64 bits, lone surrogates and keys that
+        are not strings; what it writes in no more than the field cap holds no
+        longer string; fewer brackets than the depth limit, no deeper nesting.
+        """
+        try:
+            data = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):
+            return False
+        return len(data) <= self.cap and data.count(b"[") + data.count(b"{") <= self.depth
+
     def model(self, model: BaseModel, path: str) -> None:
         quick = self.quick
         for name, value in model.__dict__.items():
@@ -140,9 +157,7 @@ class _Bounder:
             return self.mapping(value, _join(parent, key), depth + 1)
         if kind is list:
             return self.sequence(value, _join(parent, key), depth + 1)
-        if kind is float and not math.isfinite(value):
-            raise InputError(f"{_join(parent, key)}: {value} is not a finite number")
-        return value
+        return value  # floats: NaN and infinities are written as null by the trail's JSON
 
     def mapping(self, value: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
         self._deeper(path, depth)
