@@ -537,6 +537,49 @@ class OutputConfig(Strict):
     timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")
 
 
+# Names of environment variables and build arguments whose values are secrets
+# (matched as substrings, case-insensitive).
+SECRET_NAME_PARTS = (
+    "PASSWORD", "PASSWD", "PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE", "AUTH",
+    "SALT", "COOKIE", "DSN",
+)  # fmt: skip
+
+
+class InputConfig(Strict):
+    """Bounds on what a source may hand to the trail (hostile or broken input)."""
+
+    max_line_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Longest input line (Engine events file, audit log); a longer line is "
+        "skipped in bounded memory and counted malformed with its number and size.",
+    )
+    max_field_bytes: int = Field(
+        64 * 1024,
+        ge=64,
+        description="Longest string value (UTF-8 bytes) stored in an event; a longer one is "
+        "cut, and the cap and original size are recorded in `attributes.truncated`.",
+    )
+    max_depth: int = Field(
+        32, ge=4, le=1000, description="Deepest nesting of objects and lists in one record."
+    )
+
+
+class RedactionConfig(Strict):
+    """Secrets on command lines and in Engine data are replaced before the trail."""
+
+    secret_names: list[str] = Field(
+        default_factory=lambda: list(SECRET_NAME_PARTS),
+        description="Parts of variable names (`-e`, `--env`, `--build-arg`) whose values "
+        "are secrets; case-insensitive substrings.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="HMAC key (created 0600 on first use) that fingerprints redacted values. "
+        "Default: the trail path with `.redact-key` in place of its suffix.",
+    )
+
+
 class DocktrailConfig(Strict):
     """The whole of `docktrail.yaml`."""
 
@@ -552,8 +595,19 @@ class DocktrailConfig(Strict):
     )
     kafka: KafkaConfig | None = Field(None, description="Kafka trail sink; off when absent.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="CLI output.")
+    input: InputConfig = Field(
+        default_factory=InputConfig, description="Bounds on input lines and fields."
+    )
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig, description="Redaction of secrets before the trail."
+    )
 
     def signing_key_path(self) -> Path:
         if self.trail.signing_key is not None:
             return self.trail.signing_key
         return self.trail.path.with_suffix(".key")
+
+    def redaction_key_path(self) -> Path:
+        if self.redaction.key_file is not None:
+            return self.redaction.key_file
+        return self.trail.path.with_suffix(".redact-key")

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from config.models import DocktrailConfig
+from listener import redact
+from listener.bounds import configure_limits
 from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.pipeline import Pipeline, Stage
@@ -95,6 +97,8 @@ async def run_service(config: DocktrailConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host = config.host or socket.gethostname()
+    configure_limits(config.input)
+    redact.configure(redact.Redactor.from_config(config))
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         seq, _ = await trail.call(lambda t: t.head())

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.errors import InputError
-from config.models import DocktrailConfig
+from config.models import DocktrailConfig, InputConfig
+from listener import redact
+from listener.bounds import configure_limits
 from listener.correlate import CorrelationStats, Correlator
 from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
 from listener.event import Event
@@ -102,9 +104,11 @@ async def ingest_files(
     """
     report = IngestReport()
     custom_trail = trail is not None
+    configure_limits(config.input)
     if trail is None:
         from sinks.sqlite import SQLiteTrail
 
+        redact.configure(redact.Redactor.from_config(config))
         trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
@@ -122,7 +126,7 @@ async def ingest_files(
         )
         report.stats = pipeline.stats
         async with pipeline:
-            docker = _docker_items(docker_events, host, on_progress, report)
+            docker = _docker_items(docker_events, host, on_progress, report, config.input)
             if audit_logs:
                 await _correlated(config, docker, audit_logs, host, pipeline, report)
             else:
@@ -150,10 +154,14 @@ async def _publish(config: DocktrailConfig, report: IngestReport) -> None:
 
 
 def _docker_items(
-    paths: Sequence[Path], host: str, on_progress: Progress | None, report: IngestReport
+    paths: Sequence[Path],
+    host: str,
+    on_progress: Progress | None,
+    report: IngestReport,
+    limits: InputConfig,
 ) -> Iterator[Event]:
     for path in paths:
-        for item in read_events_file(path, host, on_progress=on_progress):
+        for item in read_events_file(path, host, on_progress=on_progress, limits=limits):
             if isinstance(item, InputError):
                 report.malformed.append(item)
             else:
@@ -169,8 +177,13 @@ async def _correlated(
     pipeline: Pipeline,
     report: IngestReport,
 ) -> None:
-    converter = AuditConverter(config.auditd, host)
-    audit = AuditLogFiles(audit_logs, converter, window_secs=config.auditd.event_timeout_secs)
+    converter = AuditConverter(config.auditd, host, limits=config.input)
+    audit = AuditLogFiles(
+        audit_logs,
+        converter,
+        window_secs=config.auditd.event_timeout_secs,
+        max_line=config.input.max_line_bytes,
+    )
     correlator = Correlator.from_config(config.auditd)
     merge = _AuditMerge(audit, correlator, pipeline)
     for event in docker:

@@ -27,6 +27,8 @@ _UNIT_NS = {
     "d": 86400 * _NS,
     "w": 7 * 86400 * _NS,
 }
+_MAX_TEXT = 100  # no real time or duration is longer; int() of huge digit strings is slow
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1  # integer ns as SQLite stores them
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
 _UNIX = re.compile(r"(\d+)(?:\.(\d{1,9}))?")
 _RFC3339 = re.compile(
@@ -39,9 +41,13 @@ def parse_time_ns(text: str, *, now_ns: int | None = None) -> int:
     """One `--since`/`--until` value as UTC nanoseconds; `InputError` when unreadable."""
     value = text.strip()
     now_ns = time.time_ns() if now_ns is None else now_ns
+    if len(value) > _MAX_TEXT:
+        raise InputError(f"cannot read time {text[:40]!r}…: {len(text)} characters is too long")
     for parser in (_parse_unix, _parse_duration, _parse_rfc3339):
         result = parser(value, now_ns)
         if result is not None:
+            if not _INT64_MIN <= result <= _INT64_MAX:
+                raise InputError(f"time {text!r} is outside the years 1678..2262")
             return result
     raise InputError(
         f"cannot read time {text!r}: use RFC 3339 (2026-11-23T10:00:00Z), "
@@ -83,7 +89,7 @@ def _parse_rfc3339(value: str, now_ns: int) -> int | None:
         zone = zone[:3] + ":" + zone[3:]
     try:
         moment = datetime.fromisoformat(f"{day}T{clock}{zone}")
-    except ValueError:
+        seconds = int(moment.astimezone(UTC).timestamp())
+    except (ValueError, OverflowError):  # no such date, or beyond year 1..9999 in UTC
         return None
-    seconds = int(moment.astimezone(UTC).timestamp())
     return seconds * _NS + int((fraction or "0").ljust(9, "0"))

@@ -69,8 +69,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from config.errors import InputError, SourceError
-from config.models import AuditdConfig
+from config.models import AuditdConfig, InputConfig
+from listener import redact
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
+from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall, Correlator
 from listener.coverage import LiveCoverage, SpanCoverage
 from listener.event import Actor, Event, Who, natural_id
@@ -84,6 +86,7 @@ from listener.sources.auditparse import (
     parse_time_ns,
     rotation_order,
 )
+from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AppendResult, AsyncLifecycle
 
 log = logging.getLogger(__name__)
@@ -247,9 +250,18 @@ class AuditCounters:
 class AuditConverter:
     """Filter (kept or not) and conversion of assembled audit events."""
 
-    def __init__(self, config: AuditdConfig, host: str, names: IdNames | None = None) -> None:
+    def __init__(
+        self,
+        config: AuditdConfig,
+        host: str,
+        names: IdNames | None = None,
+        limits: InputConfig | None = None,
+        redactor: redact.Redactor | None = None,
+    ) -> None:
         self.config = config
         self.host = host
+        self.limits = limits or active_limits()
+        self.redactor = redactor or redact.active()
         self.names = names or IdNames(config.passwd_file, config.group_file)
         self.keys = frozenset([*config.keys, *config.cis_keys, config.cli_key])
         self._executables = frozenset(
@@ -261,13 +273,30 @@ class AuditConverter:
         # commands over and over (monitoring loops), parsing them once is enough.
         self._calls: dict[tuple[tuple[str | None, ...], str | None], _ParsedCall] = {}
 
+    def convert_bounded(self, event: AuditEvent) -> Converted | None:
+        """`convert`, and the trail event bounded (`listener.bounds`), secrets redacted.
+
+        Raises `InputError` with the event's file and first line when a value
+        cannot be stored (the event is then counted malformed, not kept).
+        """
+        converted = self.convert(event)
+        if converted is not None and converted.event is not None:
+            # argv was redacted before it was parsed (_parsed_call)
+            self.redactor.event(converted.event, argv_done=True)
+            try:
+                bound_event(converted.event, self.limits, surrogates="escape")
+            except InputError as exc:
+                self.counters.malformed += 1
+                raise InputError(exc.reason, path=event.path, line=event.line) from None
+        return converted
+
     def convert(self, event: AuditEvent) -> Converted | None:
         """None when the event is not kept."""
         self.counters.events += 1
         keys = event.all_keys()
         if self.keys.isdisjoint(keys):
             return None
-        if event.first("EXECVE") is not None:
+        if event.first("EXECVE") is not None or _exec_with_title_only(event):
             syscall = event.first("SYSCALL")
             if self._is_cli(event, keys, syscall):
                 return self._cli(event, keys, syscall)
@@ -308,15 +337,18 @@ class AuditConverter:
     def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
         cwd_record = event.first("CWD")
-        key = (
-            tuple(r.text for r in event.records if r.type == "EXECVE"),
-            None if cwd_record is None else cwd_record.text,
-        )
+        argv_texts = tuple(r.text for r in event.records if r.type == "EXECVE")
+        if not argv_texts:
+            argv_texts = ("PROCTITLE", *(r.text for r in event.records if r.type == "PROCTITLE"))
+        key = (argv_texts, None if cwd_record is None else cwd_record.text)
         cacheable = None not in key[0] and (cwd_record is None or key[1] is not None)
         parsed = self._calls.get(key) if cacheable else None
         if parsed is None:
             cwd = event.cwd
-            call = parse_docker_argv(event.argv or [], cwd=cwd)
+            # Secrets go before parsing: the call, its command line and the
+            # configuration it asks for are all made of the redacted argv.
+            argv = event.argv if event.argv is not None else event.proctitle
+            call = parse_docker_argv(self.redactor.argv(argv or []), cwd=cwd)
             parsed = _ParsedCall(call, cwd, call.command_line)
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
@@ -343,6 +375,7 @@ class AuditConverter:
             **self._group(event),
             "keys": sorted(keys),
             "audit_id": cli.audit_id,
+            **_argv_source(event),
         }
         if call.errors:
             attributes["argv_errors"] = list(call.errors)
@@ -514,6 +547,24 @@ class AuditConverter:
         return natural_id("auditd", event.node or self.host, event.serial, event.time_ns)
 
 
+def _exec_with_title_only(event: AuditEvent) -> bool:
+    """An exec logged without EXECVE (rules that drop it): PROCTITLE has the argv."""
+    return event.first("PROCTITLE") is not None and _syscall_name(event) in _EXEC_CALLS
+
+
+_EXEC_CALLS = frozenset({"execve", "execveat"})
+_PROCTITLE_MAX = 128  # bytes the kernel keeps of a command line in PROCTITLE
+
+
+def _argv_source(event: AuditEvent) -> dict[str, Any]:
+    """Which record gave argv; PROCTITLE's may be cut by the kernel."""
+    if event.first("EXECVE") is not None:
+        return {"argv_source": "EXECVE"}
+    title = event.proctitle or []
+    cut = len("\0".join(title).encode("utf-8", "surrogateescape")) >= _PROCTITLE_MAX - 1
+    return {"argv_source": "PROCTITLE", "argv_may_be_cut": cut}
+
+
 def _field(event: AuditEvent, syscall: AuditRecord | None, name: str) -> str | None:
     """``event.field(name)`` when its SYSCALL record is at hand."""
     if syscall is not None and (value := syscall.get(name)) is not None:
@@ -522,11 +573,11 @@ def _field(event: AuditEvent, syscall: AuditRecord | None, name: str) -> str | N
 
 
 def _id_number(value: str | None) -> int | None:
-    """An id field as int; None when absent, garbled or unset ((u32)-1)."""
-    if value is None or not value.isdigit():
+    """An id field as int; None when absent, garbled, unset ((u32)-1) or beyond 64 bits."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
         return None
     number = int(value)
-    return None if number == UNSET_ID else number
+    return None if number == UNSET_ID or number >= 1 << 63 else number
 
 
 def _id_name(value: str | None) -> str | None:
@@ -656,8 +707,10 @@ class AuditLogFiles:
         converter: AuditConverter,
         *,
         window_secs: float = 2.0,
+        max_line: int | None = None,
     ) -> None:
         self.paths = rotation_order(paths)
+        self.max_line = max_line or active_limits().max_line_bytes
         self.converter = converter
         self.window_ns = round(window_secs * _NS)
         self.watermark_ns = -1
@@ -666,7 +719,7 @@ class AuditLogFiles:
         self.span = SpanCoverage(converter.host)  # what attribution can rely on
 
     def __iter__(self) -> Iterator[Converted]:
-        assembler = AuditAssembler(None, self.window_ns / _NS)
+        assembler = AuditAssembler(None, self.window_ns / _NS, self.max_line)
         for path in self.paths:
             assembler.path = str(path)
             yield from self._file(path, assembler)
@@ -678,13 +731,19 @@ class AuditLogFiles:
         lineno = 0
         try:
             with open_audit_text(path) as stream:
-                for lineno, line in enumerate(stream, 1):
-                    self.watermark_ns = assembler.newest_ns - self.window_ns
-                    closed = assembler.feed(line, lineno)
-                    if assembler.malformed:
-                        self._collect(assembler)
-                    if closed:
-                        yield from self._converted(closed)
+                for block in bounded_lines(stream, self.max_line):
+                    for line in block:
+                        lineno += 1
+                        if isinstance(line, Oversized):
+                            assembler.skip_oversized(lineno, line)
+                            self._collect(assembler)
+                            continue
+                        self.watermark_ns = assembler.newest_ns - self.window_ns
+                        closed = assembler.feed(line, lineno)
+                        if assembler.malformed:
+                            self._collect(assembler)
+                        if closed:
+                            yield from self._converted(closed)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             reason = f"compressed data is damaged: {exc}"
             self.malformed.append(InputError(reason, path=str(path), line=lineno + 1))
@@ -700,7 +759,11 @@ class AuditLogFiles:
     def _converted(self, events: Iterable[AuditEvent]) -> Iterator[Converted]:
         for event in events:
             self.span.add(event.time_ns, event.node)
-            converted = self.converter.convert(event)
+            try:
+                converted = self.converter.convert_bounded(event)
+            except InputError as exc:
+                self.malformed.append(exc)
+                continue
             if converted is not None:
                 yield converted
 
@@ -731,8 +794,32 @@ class _Batch:
         before = self.lines[:index]
         if self.ascii:
             return self.start + sum(map(len, before)) + index
-        encoded = (len(line.encode("utf-8", "surrogateescape")) for line in before)
+        encoded = (
+            len(line)
+            if type(line) is _SkippedLine
+            else len(line.encode("utf-8", "surrogateescape"))
+            for line in before
+        )
         return self.start + sum(encoded) + index
+
+
+class _SkippedLine(str):
+    """A line longer than `input.max_line_bytes`, skipped unread by the live tail.
+
+    Its text is empty but `len()` is the line's size in bytes: byte offsets of
+    the lines after it stay right, and the assembler, which refuses lines
+    longer than its cap, reports it as one malformed line with that size.
+    """
+
+    size: int
+
+    def __new__(cls, size: int) -> _SkippedLine:
+        line = super().__new__(cls, "")
+        line.size = size
+        return line
+
+    def __len__(self) -> int:
+        return self.size
 
 
 # Lines lo..hi-1 of a batch; and, once fed, the global line number of lines[lo].
@@ -743,9 +830,11 @@ _FedSpan = tuple[int, _Batch, int, int]
 class _Follower:
     """`tail -F` by inode over one log path and its rotated names (path.1, path.2 …)."""
 
-    def __init__(self, path: Path, chunk: int = 1 << 20) -> None:
+    def __init__(self, path: Path, chunk: int = 1 << 20, max_line: int | None = None) -> None:
         self.path = path
         self.chunk = chunk
+        self.max_line = max_line or active_limits().max_line_bytes
+        self._skipped = -1  # bytes so far of a line too long to hold, else -1
         self.fd: int | None = None
         self.file: _FileId | None = None
         self.offset = 0  # after the last complete line handed out
@@ -815,7 +904,7 @@ class _Follower:
         fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC)
         st = os.fstat(fd)
         self.fd, self.file = fd, _FileId(st.st_dev, st.st_ino, file.path)
-        self.offset, self.line, self._rest = offset, line, b""
+        self.offset, self.line, self._rest, self._skipped = offset, line, b"", -1
         os.lseek(fd, offset, os.SEEK_SET)
 
     def close(self) -> None:
@@ -848,18 +937,31 @@ class _Follower:
         what decoding line by line gives); byte offsets are worked out only when
         a checkpoint needs one.
         """
+        skipped: list[str] = []
+        skipped_bytes = 0
+        if self._skipped >= 0:  # the rest of a line too long to hold: drop it unread
+            end = data.find(b"\n")
+            if end < 0 and not final:
+                self._skipped += len(data)
+                return None
+            size = self._skipped + (len(data) if end < 0 else end)
+            skipped, skipped_bytes = [_SkippedLine(size)], size + (end >= 0)
+            data, self._skipped = (b"" if end < 0 else data[end + 1 :]), -1
         buffer = self._rest + data
         cut = len(buffer) if final else buffer.rfind(b"\n") + 1
         self._rest = buffer[cut:]
-        if cut == 0:
+        if len(self._rest) > self.max_line:
+            self._skipped, self._rest = len(self._rest), b""
+        if cut == 0 and not skipped:
             return None
         body = buffer[:cut]
-        lines = body.decode("utf-8", "surrogateescape").split("\n")
-        if body.endswith(b"\n"):
+        lines = body.decode("utf-8", "surrogateescape").split("\n") if cut else [""]
+        if body.endswith(b"\n") or not cut:
             lines.pop()  # the empty piece after the last newline
         assert self.file is not None
-        batch = _Batch(self.file, self.offset, self.line + 1, lines, body.isascii())
-        self.offset, self.line = self.offset + cut, self.line + len(lines)
+        batch = _Batch(self.file, self.offset, self.line + 1, skipped + lines, body.isascii())
+        self.offset += skipped_bytes + cut
+        self.line += len(batch.lines)
         return batch
 
     def _rotated(self) -> bool:
@@ -872,7 +974,7 @@ class _Follower:
 
     def _switch(self) -> _Batch | None:
         """Our file was rotated away and is complete: hand out its tail, open the next."""
-        tail = self._lines(b"", final=True) if self._rest else None
+        tail = self._lines(b"", final=True) if self._rest or self._skipped >= 0 else None
         assert self.file is not None
         chain = self._chain()
         ids = [(f.dev, f.ino) for f in chain]
@@ -956,7 +1058,9 @@ class _LiveReader:
         self._lock = threading.Lock()
         self.follower = _Follower(config.log_file)
         self.converter = converter
-        self.assembler = AuditAssembler(str(config.log_file), config.event_timeout_secs)
+        self.assembler = AuditAssembler(
+            str(config.log_file), config.event_timeout_secs, active_limits().max_line_bytes
+        )
         self.lag_ns = round(config.audit_lag_secs * _NS)
         self.busy_grace_ns = 200_000_000  # interleaved records of one event come within this
         self._held: list[_Span] = []  # the last event's lines, not fed yet
@@ -995,10 +1099,14 @@ class _LiveReader:
         result = _Cycle(idle=at_eof, gap=self.follower.gap, open=self.follower.fd is not None)
         self.follower.gap = None
         result.malformed = self._malformed()
-        convert, converted = self.converter.convert, result.converted
+        convert, converted = self.converter.convert_bounded, result.converted
         result.auditing = _auditing_change(closed, self.converter.config.cli_key)
         for event in closed:
-            item = convert(event)
+            try:
+                item = convert(event)
+            except InputError as exc:
+                result.malformed.append(exc)
+                continue
             if item is not None:
                 converted.append(item)
         if closed:

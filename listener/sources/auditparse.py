@@ -81,6 +81,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from listener.sources.lines import Oversized, bounded_lines
+
 __all__ = [
     "UNSET_ID",
     "AuditAssembler",
@@ -128,7 +130,10 @@ _TAILS: dict[str, tuple[str, dict[str, dict[str, str]]]] = {
 _EXECVE_ARG = re.compile(r"a(\d+)(?:\[(\d+)\])?")  # EXECVE only, off the hot path
 _MALFORMED_TEXT_MAX = 200
 _NO_KEYS: frozenset[str] = frozenset()
-_READ_HINT = 16384  # bytes of lines read_audit_file feeds at once
+_READ_HINT = 65536  # characters read_audit_file reads (and feeds) at once
+MAX_LINE = 16 * 1024 * 1024  # characters; `input.max_line_bytes`
+_MAX_TIME_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01, as listener.bounds.MAX_TIME_NS
+_INT64_MAX = (1 << 63) - 1
 
 
 class _Truncated(Exception):
@@ -470,10 +475,10 @@ def _unhex(value: str) -> str:
 
 
 def _as_id(value: str | None) -> int | None:
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
         return None
     number = int(value)
-    return None if number == UNSET_ID else number
+    return None if number in (UNSET_ID, (1 << 64) - 1) or number > _INT64_MAX else number
 
 
 def parse_time_ns(stamp_time: str) -> int | None:
@@ -481,9 +486,10 @@ def parse_time_ns(stamp_time: str) -> int | None:
     sec, dot, frac = stamp_time.partition(".")
     if not (dot and sec.isascii() and sec.isdigit() and frac.isascii() and frac.isdigit()):
         return None
-    if len(frac) > 9:
+    if len(frac) > 9 or len(sec) > 11:
         return None
-    return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0"))
+    time_ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0"))
+    return time_ns if time_ns < _MAX_TIME_NS else None
 
 
 # --------------------------------------------------------------------------- fields
@@ -554,7 +560,9 @@ def _split_fields_slow(text: str) -> tuple[dict[str, str], set[str]]:
         opener = text[start : start + 1]
         if opener in ('"', "'"):
             end = text.find(opener, start + 1)
-            if end < 0:
+            if end < 0 and opener == "'" and key == "msg":
+                end = size  # Ubuntu 16.10's systemd leaves msg=' open; ausearch reads on
+            elif end < 0:
                 raise _Truncated
             value, pos = text[start + 1 : end], end + 1
             if opener == "'" and key == "msg":
@@ -830,8 +838,11 @@ class AuditAssembler:
     caller should ``drain_malformed()`` regularly.
     """
 
-    def __init__(self, path: str | None = None, window_secs: float = 2.0) -> None:
+    def __init__(
+        self, path: str | None = None, window_secs: float = 2.0, max_line: int = MAX_LINE
+    ) -> None:
         self.path = path
+        self.max_line = max_line  # longer lines are malformed (characters)
         self.window_ns = round(window_secs * 1_000_000_000)
         self.malformed: list[Malformed] = []
         self.records = 0
@@ -898,9 +909,13 @@ class AuditAssembler:
         bad = self._bad
         tails_of, enriched_known, safe_heads = _TAILS.get, _ENRICHED_CACHE, _SAFE_HEADS
         execves = _EXECVE_CACHE.get
+        max_line = self.max_line
         lineno = first - 1
         for line in lines:
             lineno += 1
+            if len(line) > max_line:
+                self.skip_oversized(lineno, Oversized(len(line), max_line))
+                continue
             # The header: [node=NODE ]type=TYPE msg=audit(STAMP): ... Partitions are the
             # quick way; any doubt goes through _header, which names what is wrong.
             head, close, body = line.partition("):")
@@ -936,8 +951,14 @@ class AuditAssembler:
                 ):
                     bad(line, lineno, "garbled time or serial in msg=audit(...)")
                     continue
+                if len(whole) > 11 or len(number) > 19:  # int() of a huge text is slow
+                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
+                    continue
                 time_ns = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0"))
                 serial = int(number)
+                if time_ns >= _MAX_TIME_NS or serial > _INT64_MAX:
+                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
+                    continue
             else:
                 time_ns = event.time_ns
             raw, gs, extra_text = body.partition("\x1d")
@@ -1025,6 +1046,8 @@ class AuditAssembler:
             return None
         close = rest.find("):", sp + 11)
         if close < 0:
+            close = _close_without_colon(rest, sp + 11)
+        if close < 0:
             self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
             return None
         if "\x00" in line:
@@ -1064,6 +1087,24 @@ class AuditAssembler:
         return closed
 
     # -- bad input ----------------------------------------------------------
+    def skip_oversized(self, lineno: int, line: Oversized) -> None:
+        """A line too long to read (left unread by ``bounded_lines``, or fed): malformed."""
+        self._bad("", lineno, line.reason)
+
+    def feed_block(self, block: list[str | Oversized], first: int) -> list[AuditEvent]:
+        """``feed_lines`` of a ``bounded_lines`` block, its oversized lines reported."""
+        skipped = [index for index, line in enumerate(block) if type(line) is Oversized]
+        if not skipped:
+            return self.feed_lines(block, first)  # type: ignore[arg-type]  # all str
+        closed: list[AuditEvent] = []
+        start = 0
+        for index in skipped:
+            closed += self.feed_lines(block[start:index], first + start)  # type: ignore[arg-type]
+            self.skip_oversized(first + index, block[index])  # type: ignore[arg-type]
+            start = index + 1
+        closed += self.feed_lines(block[start:], first + start)  # type: ignore[arg-type]
+        return closed
+
     def _not_a_record(self, line: str, lineno: int) -> list[AuditEvent]:
         stripped = line.strip()
         if not stripped:
@@ -1079,6 +1120,19 @@ class AuditAssembler:
         self.malformed_count += 1
         self.malformed.append(Malformed(self.path, lineno, reason, _printable(line)))
         return []
+
+
+def _close_without_colon(rest: str, start: int) -> int:
+    """Where ``msg=audit(...)`` closes when auditd 2.x wrote no colon after it, else -1.
+
+    ``type=DAEMON_CONFIG msg=audit(1490239800.477:34) config changed, auid=0 …``:
+    the stamp ends at the first ``)`` followed by a space or the end of the line.
+    Returned as the index of a ``):`` would be (the body starts two further on).
+    """
+    end = rest.find(")", start)
+    if end < 0 or rest[end + 1 : end + 2] not in ("", " ", "\n", "\r"):
+        return -1
+    return end
 
 
 # --------------------------------------------------------------------------- ordering
@@ -1129,7 +1183,8 @@ def read_audit_file(
 ) -> Iterator[AuditEvent | Malformed]:
     """Events and Malformed entries of one file, in file order of their first line.
 
-    Pass ``assembler`` to read its counters afterwards; it must be fresh.
+    Pass ``assembler`` to read its counters afterwards; it must be fresh. Lines
+    longer than its ``max_line`` are skipped unread (bounded memory) and reported.
     """
     path = Path(path)
     asm = assembler if assembler is not None else AuditAssembler(str(path), window_secs)
@@ -1139,8 +1194,8 @@ def read_audit_file(
     with open_audit_text(path) as stream:
         # About 1 MB of lines at a time (the order of what comes out is the same:
         # LineOrder releases everything sorted by first line).
-        while lines := stream.readlines(_READ_HINT):
-            closed = asm.feed_lines(lines, lineno)
+        for lines in bounded_lines(stream, asm.max_line, _READ_HINT):
+            closed = asm.feed_block(lines, lineno)
             lineno += len(lines)
             for bad in asm.drain_malformed():
                 push(bad)

@@ -61,13 +61,18 @@ import asyncio
 import gzip
 import json
 import logging
+import math
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from config.errors import InputError, SourceError
+from config.models import InputConfig
+from listener import redact
+from listener.bounds import MAX_TIME_NS, active_limits, bound_event, check_time_ns
 from listener.event import Actor, Event, Who, Why, natural_id
+from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
 
 log = logging.getLogger(__name__)
@@ -113,11 +118,18 @@ def engine_keys(type_: str, action: str) -> frozenset[str]:
     raise ValueError(f"{type_} events carry no labels")
 
 
-def normalize_engine_event(raw: dict[str, Any], host: str) -> Event:
+def normalize_engine_event(
+    raw: dict[str, Any],
+    host: str,
+    limits: InputConfig | None = None,
+    redactor: redact.Redactor | None = None,
+) -> Event:
     """One raw Engine event (API or `docker events --format '{{json .}}'`) as an `Event`.
 
     Raises `InputError` (without location: the caller adds it) when the record
-    is not a usable event.
+    is not a usable event. Secrets are redacted (`listener.redact`) and values
+    bounded (`listener.bounds`); without `limits` and `redactor`, those the
+    process was configured with.
     """
     if not isinstance(raw, dict):
         raise InputError(f"expected a JSON object, got {_json_type(raw)}")
@@ -129,7 +141,7 @@ def normalize_engine_event(raw: dict[str, Any], host: str) -> Event:
     action = action.strip()
     attributes = _attributes(type_, action, attrs, detail.strip(), _read_scope(raw))
     labels: Mapping[str, str] = attributes.get("labels", {})
-    return Event(
+    event = Event(
         id=natural_id("docker", time_ns, type_, raw_action, actor_id),
         time_ns=time_ns,
         source="docker",
@@ -145,6 +157,8 @@ def normalize_engine_event(raw: dict[str, Any], host: str) -> Event:
         who=_who_from_labels(labels),
         why=_why_from_labels(labels),
     )
+    (redactor or redact.active()).event(event)
+    return bound_event(event, limits, surrogates="reject")
 
 
 def _json_type(value: object) -> str:
@@ -202,16 +216,21 @@ def _read_time_ns(raw: Mapping[str, Any]) -> int:
     time_nano = raw.get("timeNano")
     if time_nano is not None:
         if isinstance(time_nano, bool) or not isinstance(time_nano, int) or time_nano < 0:
-            raise InputError(f"timeNano must be a non-negative integer, got {time_nano!r}")
+            raise InputError(f"timeNano must be a non-negative integer, got {time_nano!r:.60}")
+        check_time_ns(time_nano)
         return time_nano
     seconds = raw.get("time")
     if seconds is None:
         raise InputError("missing timeNano and time")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise InputError(f"time must be a non-negative number, got {seconds!r}")
-    if isinstance(seconds, int):
-        return seconds * _NS
-    return round(seconds * _NS)
+        raise InputError(f"time must be a non-negative number, got {seconds!r:.60}")
+    if isinstance(seconds, float) and not math.isfinite(seconds):
+        raise InputError(f"time must be a finite number, got {seconds!r}")
+    if seconds >= MAX_TIME_NS // _NS:
+        raise InputError(f"time {seconds!r:.60} s is outside 1970..2200")
+    time_ns = seconds * _NS if isinstance(seconds, int) else round(seconds * _NS)
+    check_time_ns(time_ns)
+    return time_ns
 
 
 def _split_labels(type_: str, action: str, attrs: dict[str, str]) -> dict[str, Any]:
@@ -257,77 +276,89 @@ def _why_from_labels(labels: Mapping[str, str]) -> Why:
 
 
 def read_events_file(
-    path: Path, host: str, *, on_progress: Callable[[int], None] | None = None
+    path: Path,
+    host: str,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    limits: InputConfig | None = None,
 ) -> Iterator[Event | InputError]:
     """Events of a captured file, with each bad record yielded as an `InputError`.
 
     `on_progress(bytes_consumed)` is called every few hundred KiB and at the
     end; for a gzip file the bytes are those of the compressed file, so they
     can be compared with its size. Raises `SourceError` when the file cannot
-    be read at all.
+    be read at all. Lines are read in bounded memory (`limits.max_line_bytes`).
     """
     try:
         with open(path, "rb") as raw_file:
-            lines = _open_lines(raw_file)
+            stream = _open_stream(raw_file)
             progress = on_progress or (lambda _consumed: None)
-            yield from _read_lines(lines, raw_file, path, host, progress)
+            reader = _LineReader(path, host, limits or active_limits())
+            yield from reader.read(stream, raw_file, progress)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _open_lines(raw_file: IO[bytes]) -> Iterable[bytes]:
+def _open_stream(raw_file: IO[bytes]) -> IO[bytes]:
     magic = raw_file.read(2)
     raw_file.seek(0)
     if magic == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw_file, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw_file, mode="rb"))
     return raw_file
 
 
-def _read_lines(
-    lines: Iterable[bytes],
-    raw_file: IO[bytes],
-    path: Path,
-    host: str,
-    on_progress: Callable[[int], None],
-) -> Iterator[Event | InputError]:
-    reported = 0
-    line_no = 0
-    line_iter = iter(lines)
-    while True:
-        try:
-            data = next(line_iter)
-        except StopIteration:
-            break
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            # A truncated or corrupt gzip stream: keep what was read, say where it broke.
-            reason = f"compressed data is damaged: {exc}"
-            yield InputError(reason, path=str(path), line=line_no + 1)
-            break
-        line_no += 1
-        yield from _parse_line(data, line_no, path, host)
-        # tell() is a system call: look at it every few lines only.
-        if line_no % 256 == 0 and raw_file.tell() - reported >= _PROGRESS_EVERY:
-            reported = raw_file.tell()
-            on_progress(reported)
-    on_progress(raw_file.tell())
+class _LineReader:
+    """The records of one file's lines, each bad line an `InputError` with its number."""
 
+    def __init__(self, path: Path, host: str, limits: InputConfig) -> None:
+        self.path = path
+        self.host = host
+        self.limits = limits
 
-def _parse_line(data: bytes, line_no: int, path: Path, host: str) -> Iterator[Event | InputError]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        yield InputError(f"invalid UTF-8 at byte {exc.start + 1}", path=str(path), line=line_no)
-        return
-    if line_no == 1:
-        text = text.removeprefix("\ufeff")  # a BOM written by some editors
-    for record in _decode_objects(text.strip()):
-        if isinstance(record, InputError):
-            yield InputError(record.reason, path=str(path), line=line_no)
-            continue
+    def read(
+        self, stream: IO[bytes], raw_file: IO[bytes], on_progress: Callable[[int], None]
+    ) -> Iterator[Event | InputError]:
+        reported = 0
+        line_no = 0
+        blocks = bounded_lines(stream, self.limits.max_line_bytes)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                # A truncated or corrupt gzip stream: keep what was read, say where it broke.
+                reason = f"compressed data is damaged: {exc}"
+                yield InputError(reason, path=str(self.path), line=line_no + 1)
+                break
+            for data in block:
+                line_no += 1
+                if isinstance(data, Oversized):
+                    yield InputError(data.reason, path=str(self.path), line=line_no)
+                else:
+                    yield from self._parse_line(data, line_no)
+            if raw_file.tell() - reported >= _PROGRESS_EVERY:
+                reported = raw_file.tell()
+                on_progress(reported)
+        on_progress(raw_file.tell())
+
+    def _parse_line(self, data: bytes, line_no: int) -> Iterator[Event | InputError]:
+        path = str(self.path)
         try:
-            yield normalize_engine_event(record, host)
-        except InputError as exc:
-            yield InputError(exc.reason, path=str(path), line=line_no)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield InputError(f"invalid UTF-8 at byte {exc.start + 1}", path=path, line=line_no)
+            return
+        if line_no == 1:
+            text = text.removeprefix("\ufeff")  # a BOM written by some editors
+        for record in _decode_objects(text.strip()):
+            if isinstance(record, InputError):
+                yield InputError(record.reason, path=path, line=line_no)
+                continue
+            try:
+                yield normalize_engine_event(record, self.host, self.limits)
+            except InputError as exc:
+                yield InputError(exc.reason, path=path, line=line_no)
 
 
 _DECODER = json.JSONDecoder()
@@ -341,6 +372,9 @@ def _decode_objects(text: str) -> Iterator[Any | InputError]:
             value, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             yield InputError(f"invalid JSON: {exc.msg} (column {exc.colno})")
+            return
+        except RecursionError:
+            yield InputError("invalid JSON: nested too deeply")
             return
         yield value
         pos = end

@@ -72,6 +72,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
+from listener import redact
+from listener.bounds import bound_event
 from listener.containerconfig import ContainerConfig
 from listener.event import Actor, Event, Launch, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
@@ -280,6 +282,22 @@ class Enrichment:
         if self.launch is not None:
             event.note_launch(self.launch)
         event.attributes.update(self.attributes)
+
+
+def _bound_enriched(event: Event) -> None:
+    """What inspect added is Engine data too: redacted and bounded like the event.
+
+    A value that cannot be stored drops the configuration, not the event.
+    """
+    redact.active().event(event)
+    try:
+        bound_event(event, surrogates="escape")
+    except InputError as exc:
+        log.warning(f"dropped the inspect data of {event.type} {event.action}: {exc}")
+        event.config = {}
+        event.attributes["inspect"] = "failed"
+        event.attributes["inspect_error"] = str(exc)[:200]
+        bound_event(event, surrogates="escape")  # the event itself was bounded already
 
 
 @dataclass(slots=True)
@@ -571,6 +589,7 @@ class DockerSource:
             if pending.enrichment is not None:
                 enrichment = _enrichment_result(pending.enrichment)
                 enrichment.apply(pending.event)
+                _bound_enriched(pending.event)
                 outcome = enrichment.attributes.get("inspect")
                 self.stats.inspect_gone += outcome == "gone"
                 self.stats.inspect_failed += outcome == "failed"
