@@ -15,6 +15,7 @@ from typing import Any
 
 from listener.alert import Alert
 from listener.event import Event, format_time_ns
+from listener.safetext import printable
 from sinks.base import EventFilter
 
 CONFIG_HIGHLIGHTS = (
@@ -63,7 +64,10 @@ def build_timelines(trail: Any, container: str) -> list[Life]:
 
 
 def render_text(lives: list[Life], tz: tzinfo) -> str:
-    return "\n".join("\n".join(_life_lines(life, tz)) + "\n" for life in lives)
+    # Every line carries names, labels and commands anyone can choose: shown escaped.
+    return "\n".join(
+        "\n".join(printable(line) for line in _life_lines(life, tz)) + "\n" for life in lives
+    )
 
 
 def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:

@@ -52,6 +52,7 @@ from listener.alert import Alert
 from listener.event import Who, Why, natural_id
 from listener.rules.base import SEVERITY_RANK
 from listener.rules.registry import RULES_BY_ID
+from listener.safetext import no_mentions, printable
 from notifiers.base import TRUNCATION_MARKER, BodyFormat, Family, Message
 
 Language = Literal["en", "zh"]
@@ -218,11 +219,12 @@ class Renderer:
     def _title(self, request: _Request) -> str:
         names = [f"{request.family}.{request.language}.title.j2"]
         names.append(f"plain.{request.language}.title.j2")
-        context = _context(request, _views(request, _plain), _plain)
+        esc = _title_escape(request.family)
+        context = _context(request, _views(request, esc), esc)
         return " ".join(_run(self._template(names), context).split())
 
     def _body(self, request: _Request, title: str, limit: int | None) -> str:
-        esc = md_escape if request.family in ("markdown", "dingtalk") else _plain
+        esc = _body_escape(request.family)
         views = _views(request, esc)
         context = _context(request, views, esc) | {"title": esc(title)}
         template = self._template([f"{request.family}.{request.language}.body.j2"])
@@ -293,6 +295,22 @@ def md_escape(text: str) -> str:
 
 def _plain(text: str) -> str:
     return text
+
+
+def _md_chat(text: str) -> str:
+    return no_mentions(md_escape(text))
+
+
+def _body_escape(family: Family) -> Callable[[str], str]:
+    """How values are escaped in a body: markup and chat mentions are the sender's, not theirs."""
+    if family in ("markdown", "dingtalk"):
+        return _md_chat
+    return no_mentions if family == "plain" else _plain  # html autoescapes; json is exact
+
+
+def _title_escape(family: Family) -> Callable[[str], str]:
+    """Titles are plain text everywhere; in chat they must not mention anyone either."""
+    return _plain if family in ("html", "json") else no_mentions
 
 
 def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
@@ -376,9 +394,13 @@ def _view(alert: Alert, request: _Request, clock: str) -> AlertView:
 
 
 def _escaped(view: AlertView, esc: Callable[[str], str]) -> AlertView:
-    """Every text on one line (a value cannot start a block) and escaped; links stay usable."""
+    """Every text on one line (a value cannot start a block), printable and escaped.
+
+    Links stay usable; control characters show as `\\x1b` (a terminal or mail
+    client must not act on a container name).
+    """
     changes = {
-        field.name: esc(" ".join(value.split()))
+        field.name: esc(printable(" ".join(value.split())))
         for field in fields(view)
         if field.name not in ("id", "link") and isinstance(value := getattr(view, field.name), str)
     }
