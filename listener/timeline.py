@@ -47,6 +47,17 @@ class Life:
     def removed(self) -> Event | None:
         return next((e for e in self.events if e.action == "destroy"), None)
 
+    @property
+    def names(self) -> list[str]:
+        """Every name the container bore, oldest first (a rename adds one)."""
+        found: list[str] = []
+        for event in self.events:
+            old = event.attributes.get("oldName") if event.action == "rename" else None
+            for name in (old.lstrip("/") if isinstance(old, str) else None, event.actor.name):
+                if event.type == "container" and name and name not in found:
+                    found.append(name)
+        return found
+
 
 def build_timelines(trail: Any, container: str) -> list[Life]:
     lives: dict[str, Life] = {}
@@ -73,7 +84,10 @@ def render_text(lives: list[Life], tz: tzinfo) -> str:
 def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
     created = life.created
     image = created.actor.image if created else None
-    yield f"{life.name or '?'}  ({life.container_id[:12]})  image {image or '?'}"
+    names = life.names
+    was = f" (was {', '.join(names[:-1])})" if len(names) > 1 else ""
+    current = names[-1] if names else life.name
+    yield f"{current or '?'}{was}  ({life.container_id[:12]})  image {image or '?'}"
     if created is not None:
         yield f"  created  {format_time_ns(created.time_ns, tz)} by {_who(created)}"
         why = created.why
@@ -84,7 +98,7 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         if config:
             yield f"  config   {config}"
     for event in life.events:
-        detail = event.attributes.get("action_detail")
+        detail = event.attributes.get("action_detail") or _renamed(event)
         line = f"  {format_time_ns(event.time_ns, tz)}  {event.action:12} {_who(event)}"
         yield line + (f"  {detail}" if detail else "")
         for alert in life.alerts.get(event.seq or 0, []):
@@ -95,6 +109,13 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         yield f"  removed  {format_time_ns(removed.time_ns, tz)} by {_who(removed)}"
     else:
         yield "  (not removed)"
+
+
+def _renamed(event: Event) -> str | None:
+    old = event.attributes.get("oldName") if event.action == "rename" else None
+    if not isinstance(old, str):
+        return None
+    return f"{old.lstrip('/')} -> {event.actor.name or '?'}"
 
 
 def _who(event: Event) -> str:
