@@ -85,6 +85,7 @@ async def _send_samples(destinations: list[Destination], state: State) -> list[A
             timezone=destination.timezone,
             body_limit=channel.body_limit,
             title_limit=channel.title_limit,
+            test=True,  # on-call must see at a glance that nothing happened
         )
         return destination.name, channel.safe_url, await channel.send(message)
 

@@ -18,15 +18,19 @@ apprise's logger would have passed: no global logging setting is changed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import apprise
 from apprise.utils import cwe312, parse
@@ -34,6 +38,11 @@ from apprise.utils import cwe312, parse
 from config.errors import ConfigError
 from config.models import Format
 from notifiers.base import Family, Message, SendOutcome
+
+# JSON webhooks get docktrail's documented object itself: apprise's json://
+# plugin would wrap it, string-encoded, in its own envelope ({"version",
+# "title", "message", "attachments", "type"}).
+_RAW_JSON_SCHEMES = frozenset({"json", "jsons"})
 
 # apprise ships py.typed but leaves these helpers unannotated, which mypy's
 # strict mode rejects at every call; they are used through Any instead.
@@ -148,11 +157,15 @@ class AppriseChannel:
         self.title_limit = _limit(plugin.title_maxlen)
         self.safe_url: str = plugin.url(privacy=True)
         self._secrets = _secret_variants(_parsed_secrets(url) | _hidden_parts(plugin))
+        scheme = url.strip().partition("://")[0].lower()
+        self._raw_json = self.family == "json" and scheme in _RAW_JSON_SCHEMES
 
     def __repr__(self) -> str:
         return f"AppriseChannel({self.name!r}, {self.safe_url!r})"
 
     async def send(self, message: Message) -> SendOutcome:
+        if self._raw_json:
+            return await self._send_raw_json(message)
         details: list[str] = []
         token = _SEND_DETAILS.set(details)
         started = time.monotonic()
@@ -177,9 +190,61 @@ class AppriseChannel:
             body=message.body,
             title=message.title,
             body_format=message.body_format,
+            notify_type=apprise.NotifyType(message.notify_kind),
             timeout=self.timeout_secs,
             **routing,
         )
+
+    async def _send_raw_json(self, message: Message) -> SendOutcome:
+        """POST the body (docktrail's JSON object) as it is, with the URL's headers and auth."""
+        started = time.monotonic()
+        try:
+            ok, status, error = await asyncio.wait_for(
+                asyncio.to_thread(self._post_json, message.body),
+                self.timeout_secs + _BACKSTOP_MARGIN_SECS,
+            )
+        except TimeoutError:
+            ok, status, error = False, "TIMEOUT", self._timed_out([])
+        return SendOutcome(ok, status, (time.monotonic() - started) * 1000, error)
+
+    def _post_json(self, body: str) -> tuple[bool, str, str | None]:
+        plugin = self._plugin
+        url = self._json_endpoint()
+        where = [f"URL: {url}"]  # for the error text's host:port, as apprise logs it
+        request = urllib.request.Request(
+            url, data=body.encode("utf-8"), headers=self._json_headers(), method=plugin.method
+        )
+        context = None if plugin.verify_certificate else _unverified_tls()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_secs, context=context):
+                return True, "SUCCESS", None
+        except urllib.error.HTTPError as exc:
+            return False, "FAILURE", self._describe("FAILURE", [f"error={exc.code}"], where)
+        except TimeoutError:
+            return False, "TIMEOUT", self._timed_out(where)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                return False, "TIMEOUT", self._timed_out(where)
+            return False, "FAILURE", self._describe("FAILURE", [str(reason)], where)
+
+    def _json_endpoint(self) -> str:
+        plugin = self._plugin
+        url = f"{'https' if plugin.secure else 'http'}://{plugin.host}"
+        if isinstance(plugin.port, int):
+            url += f":{plugin.port}"
+        url += plugin.fullpath or "/"
+        params = getattr(plugin, "params", None)
+        return url + (f"?{urlencode(params)}" if params else "")
+
+    def _json_headers(self) -> dict[str, str]:
+        plugin = self._plugin
+        headers = {"User-Agent": str(plugin.app_id), "Content-Type": "application/json"}
+        headers.update(getattr(plugin, "headers", None) or {})
+        if plugin.user:
+            pair = f"{plugin.user}:{plugin.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
 
     def _outcome(
         self, result: apprise.AppriseResult, details: list[str], elapsed_ms: float
@@ -224,6 +289,14 @@ class AppriseChannel:
 
     def _mask(self, text: str) -> str:
         return _mask(text, self._url, self.safe_url, self._secrets)[:_MAX_ERROR_LEN]
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    """TLS without certificate checks, as the URL's `verify=no` asks."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class _DetailTap(logging.Filter):

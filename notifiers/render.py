@@ -53,7 +53,13 @@ from listener.event import Who, Why, natural_id
 from listener.rules.base import SEVERITY_RANK
 from listener.rules.registry import RULES_BY_ID
 from listener.safetext import no_mentions, printable
-from notifiers.base import TRUNCATION_MARKER, BodyFormat, Family, Message
+from notifiers.base import (
+    NOTIFY_KIND_BY_SEVERITY,
+    TRUNCATION_MARKER,
+    BodyFormat,
+    Family,
+    Message,
+)
 
 Language = Literal["en", "zh"]
 
@@ -172,6 +178,15 @@ class _Request:
     whys: Mapping[str, Why]
     duplicates: int
     link_base: str | None
+    test: bool = False
+
+
+TEST_TITLE: Mapping[Language, str] = {"en": "[TEST] ", "zh": "【测试】"}
+TEST_NOTICE: Mapping[Language, str] = {
+    "en": "TEST MESSAGE from `docktrail notify test`: a sample alert, nothing happened.",
+    "zh": "测试消息（docktrail notify test）：示例告警，并未发生任何事件。",
+}
+"""Marks of a test message, added by code so that no template can leave them out."""
 
 
 class Renderer:
@@ -196,8 +211,12 @@ class Renderer:
         duplicates: int = 0,
         body_limit: int | None = None,
         title_limit: int | None = None,
+        test: bool = False,
     ) -> Message:
-        """One message: a single alert, or a grouped one listing several (oldest first)."""
+        """One message: a single alert, or a grouped one listing several (oldest first).
+
+        `test` marks it as a test in its title and body, whatever the template.
+        """
         if not alerts:
             raise ValueError("a message needs at least one alert")
         request = _Request(
@@ -209,19 +228,25 @@ class Renderer:
             whys=whys or {},
             duplicates=duplicates,
             link_base=self._link_base,
+            test=test,
         )
         title = self._title(request)
-        body = self._body(request, title, body_limit)
+        notice = _test_notice(request) if test else ""
+        room = None if body_limit is None else max(body_limit - len(notice), 0)
+        body = _with_notice(self._body(request, title, room), notice, family)
         if title_limit is not None:
             title = _cut(title, title_limit)
-        return Message(title=title, body=body, body_format=BODY_FORMATS[family])
+        top = max(request.alerts, key=lambda alert: SEVERITY_RANK.get(alert.severity, 0))
+        kind = NOTIFY_KIND_BY_SEVERITY.get(top.severity, "info")
+        return Message(title=title, body=body, body_format=BODY_FORMATS[family], notify_kind=kind)
 
     def _title(self, request: _Request) -> str:
         names = [f"{request.family}.{request.language}.title.j2"]
         names.append(f"plain.{request.language}.title.j2")
         esc = _title_escape(request.family)
         context = _context(request, _views(request, esc), esc)
-        return " ".join(_run(self._template(names), context).split())
+        title = " ".join(_run(self._template(names), context).split())
+        return TEST_TITLE[request.language] + title if request.test else title
 
     def _body(self, request: _Request, title: str, limit: int | None) -> str:
         esc = _body_escape(request.family)
@@ -249,6 +274,29 @@ class Renderer:
             return self._env.select_template(names)
         except JinjaError as exc:
             raise _template_error(exc, names[0]) from exc
+
+
+def _test_notice(request: _Request) -> str:
+    """The line that opens a test message's body ('' for JSON, which says `"test": true`)."""
+    text = TEST_NOTICE[request.language]
+    if request.family == "json":
+        return ""
+    if request.family == "html":
+        return f"<p><strong>{escape(text)}</strong></p>\n"
+    if request.family in ("markdown", "dingtalk"):
+        return f"**{text}**\n\n"
+    return text + "\n\n"
+
+
+def _with_notice(body: str, notice: str, family: Family) -> str:
+    if not notice:
+        return body
+    if family == "html":
+        # inside the document: right after <body ...> when the template wrote one
+        match = re.search(r"<body[^>]*>", body, re.IGNORECASE)
+        if match is not None:
+            return body[: match.end()] + "\n" + notice + body[match.end() :]
+    return notice + body
 
 
 def check_templates(templates_dir: Path) -> None:
@@ -506,6 +554,8 @@ def _payload(
 ) -> dict[str, Any]:  # fmt: skip
     payload: dict[str, Any] = {"title": title, "count": count, "alerts": objects}
     payload.update(lookup=context["lookup"], timezone=request.zone_name)
+    if request.test:
+        payload["test"] = True
     if request.duplicates:
         payload["duplicates"] = request.duplicates
     if len(objects) < count:
