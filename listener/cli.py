@@ -281,6 +281,12 @@ def config_show(state: State, defaults: bool) -> None:
         click.echo(dump_default_config(), nl=False)
         return
     data = state.config.model_dump(mode="json", by_alias=True)
+    destinations = data.get("notifications", {}).get("destinations") or []
+    if destinations:
+        from notifiers.apprise import mask_url
+
+        for destination in destinations:  # tokens and passwords are not for screens
+            destination["url"] = mask_url(destination["url"])
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 

@@ -37,6 +37,7 @@ from apprise.utils import cwe312, parse
 
 from config.errors import ConfigError
 from config.models import Format
+from notifiers import redact
 from notifiers.base import Family, Message, SendOutcome
 
 # JSON webhooks get docktrail's documented object itself: apprise's json://
@@ -53,7 +54,7 @@ _parse_urls: Any = parse.parse_urls
 _is_hostname: Any = parse.is_hostname
 _services: Any = apprise.NotificationManager
 
-MASK = "****"
+MASK = redact.MASK
 """What a secret of a URL becomes in error text."""
 
 _FAMILY_SCHEMES: tuple[tuple[Family, tuple[str, ...]], ...] = (
@@ -73,7 +74,7 @@ _SCHEME_FAMILY: dict[str, Family] = {
 }
 
 # Query keys (and +header/-payload keys) whose values are credentials.
-_SECRET_KEY = re.compile(r"token|key|secret|pass|pwd|auth|sig|cred|bearer|session", re.I)
+_SECRET_KEY = redact.SECRET_NAME
 # What separates the parts of a URL; a secret is one whole part.
 _URL_PARTS = re.compile(r"[/:@?&=#,;\s]+")
 # Shorter "secrets" cannot be masked without garbling the rest of the text.
@@ -122,6 +123,12 @@ def mask_secrets(text: str, url: str) -> str:
     return _mask(text, url, safe_url, secrets)
 
 
+def mask_url(url: str) -> str:
+    """`url` as written, with every secret part as ****: for `config show` and messages."""
+    _, secrets = _url_privacy(url)
+    return redact.redact(url, secrets, registered=False)
+
+
 class AppriseChannel:
     """One destination: an apprise URL with its tags and timeout (satisfies `Channel`)."""
 
@@ -140,6 +147,8 @@ class AppriseChannel:
         self._url = url
         self._tags = list(tags)
         plugin = _load_plugin(name, url, self._tags)
+        hidden = _hidden_parts(plugin)
+        redact.register(_secret_variants(hidden))
         # apprise stops waiting at its deadline but cannot stop the worker
         # thread; the socket timeouts are what end a send to a hung server.
         plugin.socket_connect_timeout = timeout_secs
@@ -155,8 +164,11 @@ class AppriseChannel:
         self._apprise.add(plugin)
         self.body_limit = _limit(plugin.body_maxlen)
         self.title_limit = _limit(plugin.title_maxlen)
-        self.safe_url: str = plugin.url(privacy=True)
-        self._secrets = _secret_variants(_parsed_secrets(url) | _hidden_parts(plugin))
+        self._secrets = _secret_variants(_parsed_secrets(url) | hidden)
+        # apprise's privacy URL still shows `+` header values (Authorization, X-Api-Key)
+        self.safe_url: str = redact.redact(
+            plugin.url(privacy=True), self._secrets, registered=False
+        )
         scheme = url.strip().partition("://")[0].lower()
         self._raw_json = self.family == "json" and scheme in _RAW_JSON_SCHEMES
 
@@ -241,7 +253,7 @@ class AppriseChannel:
         plugin = self._plugin
         headers = {"User-Agent": str(plugin.app_id), "Content-Type": "application/json"}
         headers.update(getattr(plugin, "headers", None) or {})
-        if plugin.user:
+        if plugin.user and "Authorization" not in headers:  # an explicit header wins
             pair = f"{plugin.user}:{plugin.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return headers
@@ -323,10 +335,12 @@ def _detail_logger(name: str) -> logging.Logger:
 
 def _load_plugin(name: str, url: str, tags: list[str]) -> Any:
     where = f"notifications.destinations[{name}]"
-    safe_url, secrets = _cwe312_url(url), _secret_variants(_parsed_secrets(url))
+    secrets = _secret_variants(_parsed_secrets(url))
+    redact.register(secrets)  # before apprise logs anything about this URL
+    safe_url = redact.redact(url, secrets, registered=False)
     urls: list[str] = _parse_urls(url)
     if len(urls) != 1:
-        found = ", ".join(_cwe312_url(u) for u in urls)
+        found = ", ".join(redact.redact(u, secrets, registered=False) for u in urls)
         raise ConfigError(f"{where}: one apprise URL per destination, found {len(urls)}: {found}")
     try:
         plugin = apprise.Apprise.instantiate(url, tag=tags or None, suppress_exceptions=False)
@@ -404,6 +418,4 @@ def _secret_variants(secrets: Iterable[str]) -> tuple[str, ...]:
 def _mask(text: str, url: str, safe_url: str, secrets: Iterable[str]) -> str:
     if url:
         text = text.replace(url, safe_url)
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
+    return redact.redact(text, secrets, registered=False)

@@ -29,8 +29,10 @@ send). Each alert has the fields of `AlertView`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import stat
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +43,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+)
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
@@ -132,6 +142,7 @@ _WORDS: Mapping[Language, Mapping[str, str]] = {
     },
 }
 
+_MAX_TEMPLATE_BYTES = 256 * 1024
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 _NS = 1_000_000_000
 _HTML_SHELL = (
@@ -195,9 +206,8 @@ class Renderer:
     def __init__(
         self, templates_dir: Path | None = None, *, link_base_url: str | None = None
     ) -> None:
-        if templates_dir is not None:
-            check_templates(templates_dir)  # fail at start, not at the first alert
-        self._env = _environment(templates_dir)
+        user = check_templates(templates_dir) if templates_dir is not None else {}
+        self._env = _environment(user)  # read once, here: fail at start, not at the first alert
         self._link_base = link_base_url.rstrip("/") if link_base_url else None
 
     def render(
@@ -299,18 +309,49 @@ def _with_notice(body: str, notice: str, family: Family) -> str:
     return notice + body
 
 
-def check_templates(templates_dir: Path) -> None:
-    """Raise ConfigError naming file:line for a template that cannot be used."""
+def check_templates(templates_dir: Path) -> dict[str, tuple[str, str]]:
+    """The user's templates by name (source, file), read once; ConfigError for a bad one.
+
+    A template is refused when it resolves outside `templates_dir` (a symlink
+    to /etc/shadow, say) or is not a regular file: a template is configuration,
+    and whoever can write the directory must not be able to read the host.
+    """
     if not templates_dir.is_dir():
         raise ConfigError(f"notifications.templates_dir: {templates_dir} is not a directory")
-    env = _environment(None)
+    env = _environment({})
+    sources: dict[str, tuple[str, str]] = {}
+    root = templates_dir.resolve()
     for path in sorted(templates_dir.glob("*.j2")):
         if not path.name.startswith("_") and path.name not in TEMPLATE_NAMES:
             raise ConfigError(
                 f"{path}: not a template name docktrail uses; expected "
                 "<family>.<language>.<title|body>.j2 (or a partial starting with _)"
             )
-        _check_syntax(env, path)
+        source = _read_template(path, root)
+        _check_syntax(env, path, source)
+        sources[path.name] = (source, str(path))
+    return sources
+
+
+def _read_template(path: Path, root: Path) -> str:
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise ConfigError(f"{path}: resolves to {real}, outside notifications.templates_dir")
+    try:
+        # O_NOFOLLOW: a symlink swapped in after the check is not followed either
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file")
+            data = file.read(_MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read template: {exc.strerror or exc}") from exc
+    if len(data) > _MAX_TEMPLATE_BYTES:
+        raise ConfigError(f"{path}: larger than {_MAX_TEMPLATE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read template: {exc}") from exc
 
 
 def sample_alert(*, time_ns: int | None = None) -> Alert:
@@ -361,8 +402,28 @@ def _title_escape(family: Family) -> Callable[[str], str]:
     return _plain if family in ("html", "json") else no_mentions
 
 
-def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
-    loaders = [FileSystemLoader(templates_dir)] if templates_dir is not None else []
+class _ReadOnce(BaseLoader):
+    """Templates read at start: (source, file name for error messages) by template name."""
+
+    def __init__(self, sources: Mapping[str, tuple[str, str]]) -> None:
+        self._sources = dict(sources)
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template not in self._sources:
+            raise TemplateNotFound(template)
+        source, filename = self._sources[template]
+        return source, filename, lambda: True
+
+    def list_templates(self) -> list[str]:
+        return sorted(self._sources)
+
+
+def _environment(user_templates: Mapping[str, tuple[str, str]]) -> SandboxedEnvironment:
+    # The user's templates come from memory (read once, checked): an include
+    # cannot reach a file the check did not see; the built-in ones from disk.
+    loaders: list[BaseLoader] = [_ReadOnce(user_templates)] if user_templates else []
     loaders.append(FileSystemLoader(BUILTIN_DIR))
     env = SandboxedEnvironment(
         loader=ChoiceLoader(loaders),
@@ -370,7 +431,7 @@ def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
         autoescape=_autoescape,
         trim_blocks=True,
         lstrip_blocks=True,
-        auto_reload=templates_dir is not None,  # a fixed user template works without restart
+        auto_reload=False,
     )
     # Keep the payload's key order and Chinese text readable (and short: limits count chars).
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
@@ -383,13 +444,11 @@ def _autoescape(name: str | None) -> bool:
     return "html" in parts and "title" not in parts
 
 
-def _check_syntax(env: SandboxedEnvironment, path: Path) -> None:
+def _check_syntax(env: SandboxedEnvironment, path: Path, source: str) -> None:
     try:
-        env.parse(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
+        env.parse(source, name=path.name, filename=str(path))
     except JinjaError as exc:
         raise _template_error(exc, str(path)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read template: {exc}") from exc
 
 
 def _run(template: Template, context: Mapping[str, Any]) -> str:
