@@ -59,7 +59,9 @@ class State:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"docktrail: error: {message}", err=True)
+    from listener.safetext import printable
+
+    click.echo(f"docktrail: error: {printable(message)}", err=True)  # may quote hostile input
     sys.exit(code)
 
 
@@ -595,8 +597,10 @@ class _progress_bar:
 
 
 def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
+    from listener.safetext import printable
+
     for error in errors[:shown]:
-        click.echo(f"malformed: {error}", err=True)
+        click.echo(f"malformed: {printable(str(error))}", err=True)
     if len(errors) > shown:
         click.echo(f"malformed: … and {len(errors) - shown} more", err=True)
 

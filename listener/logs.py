@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from listener.safetext import printable
 from notifiers.redact import redact
 
 
@@ -39,6 +40,7 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             text += "  " + " ".join(f"{key}={value}" for key, value in fields.items())
+        text = printable(text)  # a terminal: names and labels must not drive it
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return redact(text)
