@@ -483,7 +483,7 @@ def build_query(
         if number is not None:
             where.append(clause)
             params.append(number)
-    _add_any_of(where, params, f.container, _container_sql)
+    _add_all_of(where, params, f.container, _container_sql)
     _add_any_of(where, params, f.image, _image_sql)
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
@@ -514,6 +514,20 @@ def _add_any_of(
         where.append(clauses[0] if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")")
 
 
+def _add_all_of(
+    where: list[str],
+    params: list[Any],
+    wanted: Wanted,
+    term: Callable[[tuple[str, ...]], tuple[str, list[Any]]],
+) -> None:
+    """One AND-ed condition built from every wanted value at once (nothing when unset)."""
+    values = values_of(wanted)
+    if values:
+        clause, clause_params = term(values)
+        where.append(clause)
+        params.extend(clause_params)
+
+
 def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
     return f"{column} = ?", [value]
 
@@ -530,29 +544,49 @@ def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
     return clause, [key, value]
 
 
-# The ids of the containers that ever bore a name: a rename changes the name the
-# Engine puts in later events, not the container; network events carry only ids.
-# A rename's `oldName` ("/a1") names it too, should the trail lack the earlier events.
-_IDS_NAMED = (
-    "SELECT actor_id FROM events WHERE +type = 'container' AND actor_name = ? "
-    "UNION SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
-    "AND json_extract(body, '$.attributes.oldName') IN (?, ?)"
-)
-
-
-def _container_sql(value: str) -> tuple[str, list[Any]]:
+def _container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """Events of the containers named (names through renames) or id-prefixed by `values`."""
     # A flat OR of indexable terms lets SQLite answer each term from its own index.
     # `+type` keeps the planner off the (type, action) index, which for a common
     # type would mean scanning every container event.
-    by_id, id_params = _prefix_sql("actor_id", value)
-    attached, attached_params = _prefix_sql("container", value)
-    clause = (
-        f"((+type = 'container' AND actor_name = ?) OR (+type = 'container' AND {by_id}) "
-        f"OR ({attached}) OR (+type = 'container' AND actor_id IN ({_IDS_NAMED})) "
-        f"OR container IN ({_IDS_NAMED}))"
+    names = _marks(values)
+    terms = [f"(+type = 'container' AND actor_name IN ({names}))"]
+    params: list[Any] = list(values)
+    for column, typed in (("actor_id", "+type = 'container' AND "), ("container", "")):
+        for value in values:
+            prefix, prefix_params = _prefix_sql(column, value)
+            terms.append(f"({typed}{prefix})")
+            params.extend(prefix_params)
+    bore, bore_params = _ids_named_sql(values)
+    terms += [f"(+type = 'container' AND actor_id IN ({bore}))", f"container IN ({bore})"]
+    params += bore_params * 2
+    if len(values) == 1:
+        return "(" + " OR ".join(terms) + ")", params
+    # Several values make more OR terms than the planner will answer index by
+    # index (it scans instead): a union of one indexed select per term does.
+    union = " UNION ".join(f"SELECT seq FROM events WHERE {term}" for term in terms)
+    return f"seq IN ({union})", params
+
+
+def _ids_named_sql(names: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The ids of the containers that ever bore one of `names`.
+
+    A rename changes the name the Engine puts in later events, not the
+    container; its `oldName` ("/a1") names it too, should the trail lack the
+    earlier events. Network events carry only these ids.
+    """
+    old = (*names, *(f"/{name}" for name in names))
+    sql = (
+        "SELECT actor_id FROM events WHERE +type = 'container' "
+        f"AND actor_name IN ({_marks(names)}) "
+        "UNION SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
+        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
     )
-    named = [value, value, "/" + value]
-    return clause, [value, *id_params, *attached_params, *named, *named]
+    return sql, [*names, *old]
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _image_sql(value: str) -> tuple[str, list[Any]]:
@@ -593,7 +627,7 @@ def build_alert_query(
         params.extend(names)
     if not f.include_suppressed:
         where.append("suppressed = 0")
-    _add_any_of(where, params, f.container, _alert_container_sql)
+    _add_all_of(where, params, f.container, _alert_container_sql)
     _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
     _add_any_of(where, params, f.user, _user_sql)
     sql = f"SELECT {columns} FROM alerts"
@@ -606,13 +640,14 @@ def build_alert_query(
     return sql, params
 
 
-def _alert_container_sql(value: str) -> tuple[str, list[Any]]:
+def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
     """The alert's own container name, or an event of that container (as for events)."""
-    by_event, event_params = _container_sql(value)
-    return f"(container = ? OR event_seq IN (SELECT seq FROM events WHERE {by_event}))", [
-        value,
-        *event_params,
-    ]
+    by_event, event_params = _container_sql(values)
+    clause = (
+        f"(container IN ({_marks(values)}) "
+        f"OR event_seq IN (SELECT seq FROM events WHERE {by_event}))"
+    )
+    return clause, [*values, *event_params]
 
 
 def _glob_or_equal_sql(column: str, value: str) -> tuple[str, list[Any]]:

@@ -10,6 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from listener.cli import main
+from sinks.base import AlertFilter, EventFilter
+from sinks.memory import MemoryTrail
+from sinks.sqlite import SQLiteTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd
 
 T = 1795346502_000000000
@@ -169,3 +172,44 @@ def test_live_rename_keeps_one_history(dockerd: Dockerd, tmp_path: Path) -> None
     assert text.startswith("dt-a1b (was dt-a1)")
     assert "dt-a1 -> dt-a1b" in text and f"image {BUSYBOX_REF}" in text
     assert "(not removed)" not in text
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        EventFilter(container=("a1", "b2")),
+        EventFilter(container=("a1", "b2"), type="container", since_ns=T),
+        EventFilter(user=("alice", "bob")),
+        EventFilter(image=("registry.internal/*", "nginx:1")),
+    ],
+    ids=repr,
+)
+def test_several_values_still_use_indexes(tmp_path: Path, f: EventFilter) -> None:
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        plan = " ".join(trail.query_plan(f))
+    assert "SCAN events" not in plan
+
+
+def test_several_alert_containers_use_indexes(tmp_path: Path) -> None:
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        plan = " ".join(trail.alerts_query_plan(AlertFilter(container=("a1", "b2"))))
+    assert "SCAN" not in plan
+
+
+@pytest.mark.parametrize("trail_kind", ["sqlite", "memory"])
+def test_sql_and_memory_trails_agree_on_several_values(tmp_path: Path, trail_kind: str) -> None:
+    sqlite_path = ingest(tmp_path, EVENTS) / "t.db"
+    with SQLiteTrail(sqlite_path) as stored:
+        events = list(stored.query(EventFilter()))
+    memory = MemoryTrail()
+    with memory:
+        memory.append(events)
+        trail = memory if trail_kind == "memory" else SQLiteTrail(sqlite_path)
+        with trail:
+            f = EventFilter(container=("a1", "b2"), action=("create", "rename", "disconnect"))
+            assert [e.action for e in trail.query(f)] == [
+                "create",
+                "create",
+                "rename",
+                "disconnect",
+            ]
