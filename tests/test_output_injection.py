@@ -156,3 +156,16 @@ def test_email_escapes_html_and_control_characters(smtp_server: SmtpServer) -> N
     html = message.get_body(("html",)).get_content()
     assert_inert(html)
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_notify_status_shows_control_characters_escaped(tmp_path: Path) -> None:
+    (tmp_path / "docktrail.yaml").write_text(
+        "auditd:\n  enabled: false\nnotifications:\n  timeout_secs: 1\n  destinations:\n"
+        "    - {name: down, url: 'json://127.0.0.1:9/x', min_severity: info}\n"
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text(_create(HOSTILE_NAME, "c" * 64, 1, {}) + "\n")
+    run(tmp_path, "ingest", "--docker-events", str(events), "--notify", "live")
+    result = run(tmp_path, "notify", "status")
+    assert "\\x1b[31mred" in result.stdout  # the pending delivery is listed
+    assert_inert(result.stdout)
