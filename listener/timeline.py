@@ -62,7 +62,7 @@ class Life:
 def build_timelines(trail: Any, container: str) -> list[Life]:
     lives: dict[str, Life] = {}
     for event in trail.query(EventFilter(container=container)):
-        key = event.actor.id if event.type == "container" else "?"
+        key = event.actor.id if event.type == "container" else _attached_to(event)
         life = lives.get(key)
         if life is None:
             life = lives[key] = Life(key, event.actor.name if event.type == "container" else None)
@@ -72,6 +72,12 @@ def build_timelines(trail: Any, container: str) -> list[Life]:
             if found:
                 life.alerts[event.seq] = found
     return [life for key, life in lives.items() if key != "?"] or list(lives.values())
+
+
+def _attached_to(event: Event) -> str:
+    """The container a network connect/disconnect is about ("?" for anything else)."""
+    attached = event.attributes.get("container")
+    return attached if isinstance(attached, str) and attached else "?"
 
 
 def render_text(lives: list[Life], tz: tzinfo) -> str:
@@ -99,6 +105,8 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
             yield f"  config   {config}"
     for event in life.events:
         detail = event.attributes.get("action_detail") or _renamed(event)
+        if event.type == "network":
+            detail = f"network {event.actor.name or event.actor.id[:12]}"
         line = f"  {format_time_ns(event.time_ns, tz)}  {event.action:12} {_who(event)}"
         yield line + (f"  {detail}" if detail else "")
         for alert in life.alerts.get(event.seq or 0, []):

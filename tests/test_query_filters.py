@@ -124,6 +124,7 @@ def test_timeline_after_rename_shows_the_whole_life(trail: Path) -> None:
         assert text.startswith("a1b (was a1)")
         assert f"image {IMAGE}" in text
         assert "a1 -> a1b" in text and "removed" in text and "(not removed)" not in text
+        assert text.count("network backend") == 2  # connect and disconnect, by id only
 
 
 def test_rename_known_only_from_old_name(tmp_path: Path) -> None:
