@@ -68,9 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.end_headers()
-        message = json.loads(body)["message"]
         with self.server.lock:
-            for alert in json.loads(message)["alerts"]:
+            for alert in json.loads(body)["alerts"]:
                 self.server.arrived_ns.setdefault(alert["id"], now)
 
     def log_message(self, format: str, *args: object) -> None:

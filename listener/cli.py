@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 QUERY_KEYS = ("type", "action", "container", "image", "user", "source", "host", "label")
+FILTER_HELP = "repeat a key for any of its values (OR); different keys must all match (AND)"
+MAX_LIMIT = 2**63 - 1  # SQLite's largest integer
 
 
 class State:
@@ -57,7 +59,9 @@ class State:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"docktrail: error: {message}", err=True)
+    from listener.safetext import printable
+
+    click.echo(f"docktrail: error: {printable(message)}", err=True)  # may quote hostile input
     sys.exit(code)
 
 
@@ -168,12 +172,15 @@ def ingest(
 
 @main.command()
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help=f"Keep matching events; keys: {', '.join(QUERY_KEYS)} (label=K=V).")  # fmt: skip
+              help=f"Keep matching events; keys: {', '.join(QUERY_KEYS)} (label=K=V); "
+                   f"{FILTER_HELP}.")  # fmt: skip
 @click.option("--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d).")
 @click.option("--until", help="Same forms as --since; exclusive.")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), help="At most this many events."
+)
 @pass_state
 @handles_errors
 def query(
@@ -276,6 +283,12 @@ def config_show(state: State, defaults: bool) -> None:
         click.echo(dump_default_config(), nl=False)
         return
     data = state.config.model_dump(mode="json", by_alias=True)
+    destinations = data.get("notifications", {}).get("destinations") or []
+    if destinations:
+        from notifiers.apprise import mask_url
+
+        for destination in destinations:  # tokens and passwords are not for screens
+            destination["url"] = mask_url(destination["url"])
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
@@ -285,7 +298,8 @@ SEVERITY_CHOICES = ["critical", "high", "medium", "low", "info"]
 
 @main.command()
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help=f"Keep matching alerts; keys: {', '.join(ALERT_KEYS)}.")  # fmt: skip
+              help=f"Keep matching alerts; keys: {', '.join(ALERT_KEYS)}; "
+                   f"{FILTER_HELP}.")  # fmt: skip
 @click.option("--min-severity", type=click.Choice(SEVERITY_CHOICES),
               help="Only this severity and above.")  # fmt: skip
 @click.option("--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d).")
@@ -294,7 +308,9 @@ SEVERITY_CHOICES = ["critical", "high", "medium", "low", "info"]
               help="Include matches suppressed by an exception (with its reason).")  # fmt: skip
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))  # fmt: skip
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many alerts.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), help="At most this many alerts."
+)
 @pass_state
 @handles_errors
 def alerts(
@@ -310,17 +326,18 @@ def alerts(
     """Alerts of the trail, oldest first."""
     from listener.output import write_alerts
     from listener.timeparse import parse_time_ns
-    from sinks.base import AlertFilter
+    from sinks.base import AlertFilter, values_of
 
     alert_filter = AlertFilter(
         min_severity=min_severity, include_suppressed=suppressed, limit=limit
     )
-    for name, value in _key_values(filters, ALERT_KEYS):
-        if name == "severity" and value not in SEVERITY_CHOICES:
-            raise click.BadParameter(
-                f"severity={value}: one of {', '.join(SEVERITY_CHOICES)}", param_hint="-f"
-            )
-        setattr(alert_filter, name, value)
+    for name, wanted in _grouped(_key_values(filters, ALERT_KEYS)).items():
+        for value in values_of(wanted):
+            if name == "severity" and value not in SEVERITY_CHOICES:
+                raise click.BadParameter(
+                    f"severity={value}: one of {', '.join(SEVERITY_CHOICES)}", param_hint="-f"
+                )
+        setattr(alert_filter, name, wanted)
     alert_filter.since_ns = parse_time_ns(since) if since else None
     alert_filter.until_ns = parse_time_ns(until) if until else None
     with _existing_trail(state) as trail:
@@ -469,7 +486,20 @@ def _key_values(items: Sequence[str], keys: Sequence[str]) -> Iterator[tuple[str
                 f"{item!r}: use KEY=VALUE with KEY one of {', '.join(keys)}",
                 param_hint="-f/--filter",
             )
+        if not value.strip():
+            # An empty value would select everything: surely not what was meant.
+            raise click.BadParameter(f"{item!r}: {name} needs a value", param_hint="-f/--filter")
         yield name, value
+
+
+def _grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, str | tuple[str, ...]]:
+    """Values by key: one value as itself, a repeated key as the tuple of its values (OR)."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values = grouped.setdefault(name, [])
+        if value not in values:
+            values.append(value)
+    return {name: v[0] if len(v) == 1 else tuple(v) for name, v in grouped.items()}
 
 
 def parse_filters(
@@ -479,14 +509,19 @@ def parse_filters(
     from sinks.base import EventFilter
 
     event_filter = EventFilter(limit=limit)
+    labels: list[tuple[str, str]] = []
+    fields: list[tuple[str, str]] = []
     for name, value in _key_values(filters, QUERY_KEYS):
-        if name == "label":
-            label, sep, label_value = value.partition("=")
-            if not sep:
-                raise click.BadParameter(f"label={value!r}: use label=KEY=VALUE", param_hint="-f")
-            event_filter.labels[label] = label_value
-        else:
-            setattr(event_filter, name, value)
+        if name != "label":
+            fields.append((name, value))
+            continue
+        label, sep, label_value = value.partition("=")
+        if not sep or not label:
+            raise click.BadParameter(f"label={value!r}: use label=KEY=VALUE", param_hint="-f")
+        labels.append((label, label_value))
+    for name, wanted in _grouped(fields).items():
+        setattr(event_filter, name, wanted)
+    event_filter.labels.update(_grouped(labels))
     if since:
         event_filter.since_ns = parse_time_ns(since)
     if until:
@@ -563,8 +598,10 @@ class _progress_bar:
 
 
 def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
+    from listener.safetext import printable
+
     for error in errors[:shown]:
-        click.echo(f"malformed: {error}", err=True)
+        click.echo(f"malformed: {printable(str(error))}", err=True)
     if len(errors) > shown:
         click.echo(f"malformed: … and {len(errors) - shown} more", err=True)
 

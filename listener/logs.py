@@ -2,7 +2,8 @@
 
 Journald, Docker's log drivers and SIEM shippers read JSON; people read text.
 Extra fields given with `log.info(msg, extra={"fields": {...}})` are kept as
-keys of the JSON object.
+keys of the JSON object. Every line is redacted (`notifiers.redact`): no
+destination secret reaches a log, apprise's own debug lines included.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import sys
 import time
 from typing import Any
 
+from listener.safetext import printable
+from notifiers.redact import redact
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -21,11 +25,12 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
-        line.update(getattr(record, "fields", {}) or {})
+        fields = getattr(record, "fields", {}) or {}
+        line.update({k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
@@ -35,9 +40,10 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             text += "  " + " ".join(f"{key}={value}" for key, value in fields.items())
+        text = printable(text)  # a terminal: names and labels must not drive it
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 def setup_logging(level: str = "info", *, json_lines: bool | None = None) -> None:

@@ -85,6 +85,7 @@ async def _send_samples(destinations: list[Destination], state: State) -> list[A
             timezone=destination.timezone,
             body_limit=channel.body_limit,
             title_limit=channel.title_limit,
+            test=True,  # on-call must see at a glance that nothing happened
         )
         return destination.name, channel.safe_url, await channel.send(message)
 
@@ -149,14 +150,17 @@ def _print_status(counts: Any, waiting: Any, alerts: Any, tz: Any) -> None:
         click.echo(
             f"{name:20} {c['pending']:>8} {c['sent']:>8} {c['failed']:>8} {c['deduplicated']:>8}"
         )
+    from listener.safetext import printable
+
     for delivery in waiting:
         row = _delivery_row(delivery, alerts.get(delivery.alert_seq), tz)
         when = f"next {row['next_attempt']}" if row["next_attempt"] else "given up"
-        click.echo(
+        line = (
             f"{row['status']:8} {row['destination']} {row['rule']} {row['container'] or '-'} "
             f"attempts {row['attempts']}, {when}"
             + (f": {row['last_error']}" if row["last_error"] else "")
         )
+        click.echo(printable(line))  # container names are anyone's
 
 
 @notify.command("flush")

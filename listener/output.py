@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from listener.alert import Alert
 from listener.event import Event, format_time_ns
+from listener.safetext import csv_cell, printable
 
 FORMATS = ("table", "json", "csv")
 
@@ -75,7 +76,7 @@ def _write_csv(events: Iterable[Event], tz: tzinfo, out: TextIO) -> int:
     writer.writeheader()
     count = 0
     for event in events:
-        writer.writerow(csv_row(event, tz))
+        writer.writerow(_safe_row(csv_row(event, tz)))
         count += 1
     return count
 
@@ -120,7 +121,7 @@ def write_alerts(alerts: Iterable[Alert], fmt: str, tz: tzinfo, out: TextIO | No
         if fmt == "json":
             out.write(json.dumps(alert.to_json_object(tz), ensure_ascii=False) + "\n")
         elif fmt == "csv":
-            writer.writerow(_alert_row(alert, tz))
+            writer.writerow(_safe_row(_alert_row(alert, tz)))
         else:
             out.write(_line(_ALERT_COLUMNS, _alert_cells(alert, tz)))
         count += 1
@@ -159,9 +160,15 @@ def _alert_cells(alert: Alert, tz: tzinfo) -> list[str]:
     ]
 
 
+def _safe_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row a spreadsheet shows as text: no formulas, no control characters."""
+    return {name: csv_cell(value) for name, value in row.items()}
+
+
 def _line(columns: tuple[tuple[str, int], ...], cells: list[str]) -> str:
     parts = []
-    for (_, width), cell in zip(columns, cells, strict=True):
+    for (_, width), raw in zip(columns, cells, strict=True):
+        cell = printable(raw)  # names and labels are anyone's: the terminal must not obey them
         text = cell if len(cell) <= width else cell[: width - 1] + "…"
         parts.append(text.ljust(width))
     return " ".join(parts).rstrip() + "\n"

@@ -15,6 +15,7 @@ from typing import Any
 
 from listener.alert import Alert
 from listener.event import Event, format_time_ns
+from listener.safetext import printable
 from sinks.base import EventFilter
 
 CONFIG_HIGHLIGHTS = (
@@ -46,11 +47,22 @@ class Life:
     def removed(self) -> Event | None:
         return next((e for e in self.events if e.action == "destroy"), None)
 
+    @property
+    def names(self) -> list[str]:
+        """Every name the container bore, oldest first (a rename adds one)."""
+        found: list[str] = []
+        for event in self.events:
+            old = event.attributes.get("oldName") if event.action == "rename" else None
+            for name in (old.lstrip("/") if isinstance(old, str) else None, event.actor.name):
+                if event.type == "container" and name and name not in found:
+                    found.append(name)
+        return found
+
 
 def build_timelines(trail: Any, container: str) -> list[Life]:
     lives: dict[str, Life] = {}
     for event in trail.query(EventFilter(container=container)):
-        key = event.actor.id if event.type == "container" else "?"
+        key = event.actor.id if event.type == "container" else _attached_to(event)
         life = lives.get(key)
         if life is None:
             life = lives[key] = Life(key, event.actor.name if event.type == "container" else None)
@@ -62,14 +74,26 @@ def build_timelines(trail: Any, container: str) -> list[Life]:
     return [life for key, life in lives.items() if key != "?"] or list(lives.values())
 
 
+def _attached_to(event: Event) -> str:
+    """The container a network connect/disconnect is about ("?" for anything else)."""
+    attached = event.attributes.get("container")
+    return attached if isinstance(attached, str) and attached else "?"
+
+
 def render_text(lives: list[Life], tz: tzinfo) -> str:
-    return "\n".join("\n".join(_life_lines(life, tz)) + "\n" for life in lives)
+    # Every line carries names, labels and commands anyone can choose: shown escaped.
+    return "\n".join(
+        "\n".join(printable(line) for line in _life_lines(life, tz)) + "\n" for life in lives
+    )
 
 
 def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
     created = life.created
     image = created.actor.image if created else None
-    yield f"{life.name or '?'}  ({life.container_id[:12]})  image {image or '?'}"
+    names = life.names
+    was = f" (was {', '.join(names[:-1])})" if len(names) > 1 else ""
+    current = names[-1] if names else life.name
+    yield f"{current or '?'}{was}  ({life.container_id[:12]})  image {image or '?'}"
     if created is not None:
         yield f"  created  {format_time_ns(created.time_ns, tz)} by {_who(created)}"
         why = created.why
@@ -80,7 +104,9 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         if config:
             yield f"  config   {config}"
     for event in life.events:
-        detail = event.attributes.get("action_detail")
+        detail = event.attributes.get("action_detail") or _renamed(event)
+        if event.type == "network":
+            detail = f"network {event.actor.name or event.actor.id[:12]}"
         line = f"  {format_time_ns(event.time_ns, tz)}  {event.action:12} {_who(event)}"
         yield line + (f"  {detail}" if detail else "")
         for alert in life.alerts.get(event.seq or 0, []):
@@ -91,6 +117,13 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         yield f"  removed  {format_time_ns(removed.time_ns, tz)} by {_who(removed)}"
     else:
         yield "  (not removed)"
+
+
+def _renamed(event: Event) -> str | None:
+    old = event.attributes.get("oldName") if event.action == "rename" else None
+    if not isinstance(old, str):
+        return None
+    return f"{old.lstrip('/')} -> {event.actor.name or '?'}"
 
 
 def _who(event: Event) -> str:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from config.errors import InputError
 
 _NS = 1_000_000_000
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
 _UNIT_NS = {
     "ns": 1,
     "us": 1_000,
@@ -28,7 +29,6 @@ _UNIT_NS = {
     "w": 7 * 86400 * _NS,
 }
 _MAX_TEXT = 100  # no real time or duration is longer; int() of huge digit strings is slow
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1  # integer ns as SQLite stores them
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w)")
 _UNIX = re.compile(r"(\d+)(?:\.(\d{1,9}))?")
 _RFC3339 = re.compile(
@@ -46,13 +46,21 @@ def parse_time_ns(text: str, *, now_ns: int | None = None) -> int:
     for parser in (_parse_unix, _parse_duration, _parse_rfc3339):
         result = parser(value, now_ns)
         if result is not None:
-            if not _INT64_MIN <= result <= _INT64_MAX:
-                raise InputError(f"time {text!r} is outside the years 1678..2262")
-            return result
+            return _in_range(text, result)
     raise InputError(
         f"cannot read time {text!r}: use RFC 3339 (2026-11-23T10:00:00Z), "
         "unix seconds (1795346502.5) or a duration before now (10m, 2h, 7d)"
     )
+
+
+def _in_range(text: str, result: int) -> int:
+    """Times are stored as signed 64-bit nanoseconds: 1677-09-21 to 2262-04-11."""
+    if not _MIN_NS <= result <= _MAX_NS:
+        raise InputError(
+            f"time {text!r} is out of range: docktrail stores times between "
+            "1677-09-21 and 2262-04-11 (UTC)"
+        )
+    return result
 
 
 def _parse_unix(value: str, now_ns: int) -> int | None:

@@ -18,22 +18,32 @@ apprise's logger would have passed: no global logging setting is changed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import apprise
 from apprise.utils import cwe312, parse
 
 from config.errors import ConfigError
 from config.models import Format
+from notifiers import redact
 from notifiers.base import Family, Message, SendOutcome
+
+# JSON webhooks get docktrail's documented object itself: apprise's json://
+# plugin would wrap it, string-encoded, in its own envelope ({"version",
+# "title", "message", "attachments", "type"}).
+_RAW_JSON_SCHEMES = frozenset({"json", "jsons"})
 
 # apprise ships py.typed but leaves these helpers unannotated, which mypy's
 # strict mode rejects at every call; they are used through Any instead.
@@ -44,7 +54,7 @@ _parse_urls: Any = parse.parse_urls
 _is_hostname: Any = parse.is_hostname
 _services: Any = apprise.NotificationManager
 
-MASK = "****"
+MASK = redact.MASK
 """What a secret of a URL becomes in error text."""
 
 _FAMILY_SCHEMES: tuple[tuple[Family, tuple[str, ...]], ...] = (
@@ -64,7 +74,7 @@ _SCHEME_FAMILY: dict[str, Family] = {
 }
 
 # Query keys (and +header/-payload keys) whose values are credentials.
-_SECRET_KEY = re.compile(r"token|key|secret|pass|pwd|auth|sig|cred|bearer|session", re.I)
+_SECRET_KEY = redact.SECRET_NAME
 # What separates the parts of a URL; a secret is one whole part.
 _URL_PARTS = re.compile(r"[/:@?&=#,;\s]+")
 # Shorter "secrets" cannot be masked without garbling the rest of the text.
@@ -113,6 +123,12 @@ def mask_secrets(text: str, url: str) -> str:
     return _mask(text, url, safe_url, secrets)
 
 
+def mask_url(url: str) -> str:
+    """`url` as written, with every secret part as ****: for `config show` and messages."""
+    _, secrets = _url_privacy(url)
+    return redact.redact(url, secrets, registered=False)
+
+
 class AppriseChannel:
     """One destination: an apprise URL with its tags and timeout (satisfies `Channel`)."""
 
@@ -131,6 +147,8 @@ class AppriseChannel:
         self._url = url
         self._tags = list(tags)
         plugin = _load_plugin(name, url, self._tags)
+        hidden = _hidden_parts(plugin)
+        redact.register(_secret_variants(hidden))
         # apprise stops waiting at its deadline but cannot stop the worker
         # thread; the socket timeouts are what end a send to a hung server.
         plugin.socket_connect_timeout = timeout_secs
@@ -146,13 +164,20 @@ class AppriseChannel:
         self._apprise.add(plugin)
         self.body_limit = _limit(plugin.body_maxlen)
         self.title_limit = _limit(plugin.title_maxlen)
-        self.safe_url: str = plugin.url(privacy=True)
-        self._secrets = _secret_variants(_parsed_secrets(url) | _hidden_parts(plugin))
+        self._secrets = _secret_variants(_parsed_secrets(url) | hidden)
+        # apprise's privacy URL still shows `+` header values (Authorization, X-Api-Key)
+        self.safe_url: str = redact.redact(
+            plugin.url(privacy=True), self._secrets, registered=False
+        )
+        scheme = url.strip().partition("://")[0].lower()
+        self._raw_json = self.family == "json" and scheme in _RAW_JSON_SCHEMES
 
     def __repr__(self) -> str:
         return f"AppriseChannel({self.name!r}, {self.safe_url!r})"
 
     async def send(self, message: Message) -> SendOutcome:
+        if self._raw_json:
+            return await self._send_raw_json(message)
         details: list[str] = []
         token = _SEND_DETAILS.set(details)
         started = time.monotonic()
@@ -177,9 +202,61 @@ class AppriseChannel:
             body=message.body,
             title=message.title,
             body_format=message.body_format,
+            notify_type=apprise.NotifyType(message.notify_kind),
             timeout=self.timeout_secs,
             **routing,
         )
+
+    async def _send_raw_json(self, message: Message) -> SendOutcome:
+        """POST the body (docktrail's JSON object) as it is, with the URL's headers and auth."""
+        started = time.monotonic()
+        try:
+            ok, status, error = await asyncio.wait_for(
+                asyncio.to_thread(self._post_json, message.body),
+                self.timeout_secs + _BACKSTOP_MARGIN_SECS,
+            )
+        except TimeoutError:
+            ok, status, error = False, "TIMEOUT", self._timed_out([])
+        return SendOutcome(ok, status, (time.monotonic() - started) * 1000, error)
+
+    def _post_json(self, body: str) -> tuple[bool, str, str | None]:
+        plugin = self._plugin
+        url = self._json_endpoint()
+        where = [f"URL: {url}"]  # for the error text's host:port, as apprise logs it
+        request = urllib.request.Request(
+            url, data=body.encode("utf-8"), headers=self._json_headers(), method=plugin.method
+        )
+        context = None if plugin.verify_certificate else _unverified_tls()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_secs, context=context):
+                return True, "SUCCESS", None
+        except urllib.error.HTTPError as exc:
+            return False, "FAILURE", self._describe("FAILURE", [f"error={exc.code}"], where)
+        except TimeoutError:
+            return False, "TIMEOUT", self._timed_out(where)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                return False, "TIMEOUT", self._timed_out(where)
+            return False, "FAILURE", self._describe("FAILURE", [str(reason)], where)
+
+    def _json_endpoint(self) -> str:
+        plugin = self._plugin
+        url = f"{'https' if plugin.secure else 'http'}://{plugin.host}"
+        if isinstance(plugin.port, int):
+            url += f":{plugin.port}"
+        url += plugin.fullpath or "/"
+        params = getattr(plugin, "params", None)
+        return url + (f"?{urlencode(params)}" if params else "")
+
+    def _json_headers(self) -> dict[str, str]:
+        plugin = self._plugin
+        headers = {"User-Agent": str(plugin.app_id), "Content-Type": "application/json"}
+        headers.update(getattr(plugin, "headers", None) or {})
+        if plugin.user and "Authorization" not in headers:  # an explicit header wins
+            pair = f"{plugin.user}:{plugin.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
 
     def _outcome(
         self, result: apprise.AppriseResult, details: list[str], elapsed_ms: float
@@ -226,6 +303,14 @@ class AppriseChannel:
         return _mask(text, self._url, self.safe_url, self._secrets)[:_MAX_ERROR_LEN]
 
 
+def _unverified_tls() -> ssl.SSLContext:
+    """TLS without certificate checks, as the URL's `verify=no` asks."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class _DetailTap(logging.Filter):
     """Keeps every line of a send; lets through what apprise's logger would have let through."""
 
@@ -250,10 +335,12 @@ def _detail_logger(name: str) -> logging.Logger:
 
 def _load_plugin(name: str, url: str, tags: list[str]) -> Any:
     where = f"notifications.destinations[{name}]"
-    safe_url, secrets = _cwe312_url(url), _secret_variants(_parsed_secrets(url))
+    secrets = _secret_variants(_parsed_secrets(url))
+    redact.register(secrets)  # before apprise logs anything about this URL
+    safe_url = redact.redact(url, secrets, registered=False)
     urls: list[str] = _parse_urls(url)
     if len(urls) != 1:
-        found = ", ".join(_cwe312_url(u) for u in urls)
+        found = ", ".join(redact.redact(u, secrets, registered=False) for u in urls)
         raise ConfigError(f"{where}: one apprise URL per destination, found {len(urls)}: {found}")
     try:
         plugin = apprise.Apprise.instantiate(url, tag=tags or None, suppress_exceptions=False)
@@ -331,6 +418,4 @@ def _secret_variants(secrets: Iterable[str]) -> tuple[str, ...]:
 def _mask(text: str, url: str, safe_url: str, secrets: Iterable[str]) -> str:
     if url:
         text = text.replace(url, safe_url)
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
+    return redact.redact(text, secrets, registered=False)

@@ -20,6 +20,18 @@ webhooks, which get the alert objects themselves)."""
 BodyFormat = Literal["text", "markdown", "html"]
 """apprise's `NotifyFormat` values, as strings."""
 
+NotifyKind = Literal["info", "warning", "failure"]
+"""apprise's `NotifyType` values that docktrail uses, as strings."""
+
+NOTIFY_KIND_BY_SEVERITY: dict[str, NotifyKind] = {
+    "critical": "failure",
+    "high": "failure",
+    "medium": "warning",
+    "low": "info",
+    "info": "info",
+}
+"""How a message's highest severity shows in a channel (colour, icon, priority)."""
+
 TRUNCATION_MARKER = "… [truncated]"
 """Ends a body or title cut to a channel's limit."""
 
@@ -31,6 +43,7 @@ class Message:
     title: str
     body: str
     body_format: BodyFormat
+    notify_kind: NotifyKind = "info"
 
 
 @dataclass(slots=True, frozen=True)

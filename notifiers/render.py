@@ -29,8 +29,10 @@ send). Each alert has the fields of `AlertView`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import stat
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +43,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+)
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
@@ -52,7 +62,14 @@ from listener.alert import Alert
 from listener.event import Who, Why, natural_id
 from listener.rules.base import SEVERITY_RANK
 from listener.rules.registry import RULES_BY_ID
-from notifiers.base import TRUNCATION_MARKER, BodyFormat, Family, Message
+from listener.safetext import no_mentions, printable
+from notifiers.base import (
+    NOTIFY_KIND_BY_SEVERITY,
+    TRUNCATION_MARKER,
+    BodyFormat,
+    Family,
+    Message,
+)
 
 Language = Literal["en", "zh"]
 
@@ -132,6 +149,7 @@ _WORDS: Mapping[Language, Mapping[str, str]] = {
     },
 }
 
+_MAX_TEMPLATE_BYTES = 256 * 1024
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 _NS = 1_000_000_000
 _HTML_SHELL = (
@@ -178,6 +196,15 @@ class _Request:
     whys: Mapping[str, Why]
     duplicates: int
     link_base: str | None
+    test: bool = False
+
+
+TEST_TITLE: Mapping[Language, str] = {"en": "[TEST] ", "zh": "【测试】"}
+TEST_NOTICE: Mapping[Language, str] = {
+    "en": "TEST MESSAGE from `docktrail notify test`: a sample alert, nothing happened.",
+    "zh": "测试消息（docktrail notify test）：示例告警，并未发生任何事件。",
+}
+"""Marks of a test message, added by code so that no template can leave them out."""
 
 
 class Renderer:
@@ -186,9 +213,8 @@ class Renderer:
     def __init__(
         self, templates_dir: Path | None = None, *, link_base_url: str | None = None
     ) -> None:
-        if templates_dir is not None:
-            check_templates(templates_dir)  # fail at start, not at the first alert
-        self._env = _environment(templates_dir)
+        user = check_templates(templates_dir) if templates_dir is not None else {}
+        self._env = _environment(user)  # read once, here: fail at start, not at the first alert
         self._link_base = link_base_url.rstrip("/") if link_base_url else None
 
     def render(
@@ -202,8 +228,12 @@ class Renderer:
         duplicates: int = 0,
         body_limit: int | None = None,
         title_limit: int | None = None,
+        test: bool = False,
     ) -> Message:
-        """One message: a single alert, or a grouped one listing several (oldest first)."""
+        """One message: a single alert, or a grouped one listing several (oldest first).
+
+        `test` marks it as a test in its title and body, whatever the template.
+        """
         if not alerts:
             raise ValueError("a message needs at least one alert")
         request = _Request(
@@ -215,21 +245,28 @@ class Renderer:
             whys=whys or {},
             duplicates=duplicates,
             link_base=self._link_base,
+            test=test,
         )
         title = self._title(request)
-        body = self._body(request, title, body_limit)
+        notice = _test_notice(request) if test else ""
+        room = None if body_limit is None else max(body_limit - len(notice), 0)
+        body = _with_notice(self._body(request, title, room), notice, family)
         if title_limit is not None:
             title = _cut(title, title_limit)
-        return Message(title=title, body=body, body_format=BODY_FORMATS[family])
+        top = max(request.alerts, key=lambda alert: SEVERITY_RANK.get(alert.severity, 0))
+        kind = NOTIFY_KIND_BY_SEVERITY.get(top.severity, "info")
+        return Message(title=title, body=body, body_format=BODY_FORMATS[family], notify_kind=kind)
 
     def _title(self, request: _Request) -> str:
         names = [f"{request.family}.{request.language}.title.j2"]
         names.append(f"plain.{request.language}.title.j2")
-        context = _context(request, _views(request, _plain), _plain)
-        return " ".join(_run(self._template(names), context).split())
+        esc = _title_escape(request.family)
+        context = _context(request, _views(request, esc), esc)
+        title = " ".join(_run(self._template(names), context).split())
+        return TEST_TITLE[request.language] + title if request.test else title
 
     def _body(self, request: _Request, title: str, limit: int | None) -> str:
-        esc = md_escape if request.family in ("markdown", "dingtalk") else _plain
+        esc = _body_escape(request.family)
         views = _views(request, esc)
         context = _context(request, views, esc) | {"title": esc(title)}
         template = self._template([f"{request.family}.{request.language}.body.j2"])
@@ -256,18 +293,72 @@ class Renderer:
             raise _template_error(exc, names[0]) from exc
 
 
-def check_templates(templates_dir: Path) -> None:
-    """Raise ConfigError naming file:line for a template that cannot be used."""
+def _test_notice(request: _Request) -> str:
+    """The line that opens a test message's body ('' for JSON, which says `"test": true`)."""
+    text = TEST_NOTICE[request.language]
+    if request.family == "json":
+        return ""
+    if request.family == "html":
+        return f"<p><strong>{escape(text)}</strong></p>\n"
+    if request.family in ("markdown", "dingtalk"):
+        return f"**{text}**\n\n"
+    return text + "\n\n"
+
+
+def _with_notice(body: str, notice: str, family: Family) -> str:
+    if not notice:
+        return body
+    if family == "html":
+        # inside the document: right after <body ...> when the template wrote one
+        match = re.search(r"<body[^>]*>", body, re.IGNORECASE)
+        if match is not None:
+            return body[: match.end()] + "\n" + notice + body[match.end() :]
+    return notice + body
+
+
+def check_templates(templates_dir: Path) -> dict[str, tuple[str, str]]:
+    """The user's templates by name (source, file), read once; ConfigError for a bad one.
+
+    A template is refused when it resolves outside `templates_dir` (a symlink
+    to /etc/shadow, say) or is not a regular file: a template is configuration,
+    and whoever can write the directory must not be able to read the host.
+    """
     if not templates_dir.is_dir():
         raise ConfigError(f"notifications.templates_dir: {templates_dir} is not a directory")
-    env = _environment(None)
+    env = _environment({})
+    sources: dict[str, tuple[str, str]] = {}
+    root = templates_dir.resolve()
     for path in sorted(templates_dir.glob("*.j2")):
         if not path.name.startswith("_") and path.name not in TEMPLATE_NAMES:
             raise ConfigError(
                 f"{path}: not a template name docktrail uses; expected "
                 "<family>.<language>.<title|body>.j2 (or a partial starting with _)"
             )
-        _check_syntax(env, path)
+        source = _read_template(path, root)
+        _check_syntax(env, path, source)
+        sources[path.name] = (source, str(path))
+    return sources
+
+
+def _read_template(path: Path, root: Path) -> str:
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise ConfigError(f"{path}: resolves to {real}, outside notifications.templates_dir")
+    try:
+        # O_NOFOLLOW: a symlink swapped in after the check is not followed either
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file")
+            data = file.read(_MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read template: {exc.strerror or exc}") from exc
+    if len(data) > _MAX_TEMPLATE_BYTES:
+        raise ConfigError(f"{path}: larger than {_MAX_TEMPLATE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read template: {exc}") from exc
 
 
 def sample_alert(*, time_ns: int | None = None) -> Alert:
@@ -302,8 +393,44 @@ def _plain(text: str) -> str:
     return text
 
 
-def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
-    loaders = [FileSystemLoader(templates_dir)] if templates_dir is not None else []
+def _md_chat(text: str) -> str:
+    return no_mentions(md_escape(text))
+
+
+def _body_escape(family: Family) -> Callable[[str], str]:
+    """How values are escaped in a body: markup and chat mentions are the sender's, not theirs."""
+    if family in ("markdown", "dingtalk"):
+        return _md_chat
+    return no_mentions if family == "plain" else _plain  # html autoescapes; json is exact
+
+
+def _title_escape(family: Family) -> Callable[[str], str]:
+    """Titles are plain text everywhere; in chat they must not mention anyone either."""
+    return _plain if family in ("html", "json") else no_mentions
+
+
+class _ReadOnce(BaseLoader):
+    """Templates read at start: (source, file name for error messages) by template name."""
+
+    def __init__(self, sources: Mapping[str, tuple[str, str]]) -> None:
+        self._sources = dict(sources)
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template not in self._sources:
+            raise TemplateNotFound(template)
+        source, filename = self._sources[template]
+        return source, filename, lambda: True
+
+    def list_templates(self) -> list[str]:
+        return sorted(self._sources)
+
+
+def _environment(user_templates: Mapping[str, tuple[str, str]]) -> SandboxedEnvironment:
+    # The user's templates come from memory (read once, checked): an include
+    # cannot reach a file the check did not see; the built-in ones from disk.
+    loaders: list[BaseLoader] = [_ReadOnce(user_templates)] if user_templates else []
     loaders.append(FileSystemLoader(BUILTIN_DIR))
     env = SandboxedEnvironment(
         loader=ChoiceLoader(loaders),
@@ -311,7 +438,7 @@ def _environment(templates_dir: Path | None) -> SandboxedEnvironment:
         autoescape=_autoescape,
         trim_blocks=True,
         lstrip_blocks=True,
-        auto_reload=templates_dir is not None,  # a fixed user template works without restart
+        auto_reload=False,
     )
     # Keep the payload's key order and Chinese text readable (and short: limits count chars).
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
@@ -324,13 +451,11 @@ def _autoescape(name: str | None) -> bool:
     return "html" in parts and "title" not in parts
 
 
-def _check_syntax(env: SandboxedEnvironment, path: Path) -> None:
+def _check_syntax(env: SandboxedEnvironment, path: Path, source: str) -> None:
     try:
-        env.parse(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
+        env.parse(source, name=path.name, filename=str(path))
     except JinjaError as exc:
         raise _template_error(exc, str(path)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read template: {exc}") from exc
 
 
 def _run(template: Template, context: Mapping[str, Any]) -> str:
@@ -383,9 +508,13 @@ def _view(alert: Alert, request: _Request, clock: str) -> AlertView:
 
 
 def _escaped(view: AlertView, esc: Callable[[str], str]) -> AlertView:
-    """Every text on one line (a value cannot start a block) and escaped; links stay usable."""
+    """Every text on one line (a value cannot start a block), printable and escaped.
+
+    Links stay usable; control characters show as `\\x1b` (a terminal or mail
+    client must not act on a container name).
+    """
     changes = {
-        field.name: esc(" ".join(value.split()))
+        field.name: esc(printable(" ".join(value.split())))
         for field in fields(view)
         if field.name not in ("id", "link") and isinstance(value := getattr(view, field.name), str)
     }
@@ -491,6 +620,8 @@ def _payload(
 ) -> dict[str, Any]:  # fmt: skip
     payload: dict[str, Any] = {"title": title, "count": count, "alerts": objects}
     payload.update(lookup=context["lookup"], timezone=request.zone_name)
+    if request.test:
+        payload["test"] = True
     if request.duplicates:
         payload["duplicates"] = request.duplicates
     if len(objects) < count:

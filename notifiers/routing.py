@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from config.models import Destination, NotificationsConfig
 from listener.alert import Alert
+from notifiers.subject import alert_subject
 from sinks.base import SEVERITY_RANK
 from sinks.outbox import Route
 
@@ -74,6 +75,5 @@ def group_key(alert: Alert) -> str:
 
 
 def dedup_key(alert: Alert) -> str:
-    """Identical alerts: same rule, host, container (or image) and login."""
-    subject = alert.container or alert.image or ""
-    return _SEP.join((alert.rule, alert.host, subject, alert.who.login or ""))
+    """Identical alerts: same rule, host, subject (`alert_subject`) and login."""
+    return _SEP.join((alert.rule, alert.host, alert_subject(alert), alert.who.login or ""))

@@ -40,18 +40,37 @@ class AppendResult:
     duplicates: int = 0
 
 
+Wanted = str | tuple[str, ...] | None
+"""One filter field: a value, several values (any one matches: OR), or None (any)."""
+
+
+def values_of(wanted: Wanted) -> tuple[str, ...]:
+    """The values a filter field accepts; empty when the field is not set."""
+    if wanted is None:
+        return ()
+    return (wanted,) if isinstance(wanted, str) else tuple(wanted)
+
+
 @dataclass(slots=True)
 class EventFilter:
-    """Selection of events for `query`; every set field must match (AND)."""
+    """Selection of events for `query`.
 
-    type: str | None = None
-    action: str | None = None
-    container: str | None = None  # name, or id prefix
-    image: str | None = None
-    user: str | None = None  # login or effective user
-    source: str | None = None
-    host: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
+    Every set field must match (AND); a field given several values matches
+    any one of them (OR), as `docker events --filter` does. `container` is a
+    name or an id prefix; a name selects every container that bore it in the
+    trail (before and after renames), with the network events that carry
+    only those containers' ids. `labels` maps a label key to its value (or
+    values); every key must match.
+    """
+
+    type: Wanted = None
+    action: Wanted = None
+    container: Wanted = None  # name, or id prefix
+    image: Wanted = None
+    user: Wanted = None  # login or effective user
+    source: Wanted = None
+    host: Wanted = None
+    labels: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     since_ns: int | None = None
     until_ns: int | None = None
     after_seq: int | None = None
@@ -61,6 +80,8 @@ class EventFilter:
 @dataclass(slots=True)
 class AlertFilter:
     """Selection of alerts for `query_alerts`; every set field must match (AND).
+
+    A field given several values matches any one of them (OR), as for events.
 
     `container` selects alerts whose `container` is that name, and alerts
     whose event `EventFilter(container=...)` selects (name, or id prefix, as
@@ -72,13 +93,13 @@ class AlertFilter:
     configured exception suppressed.
     """
 
-    rule: str | None = None
-    severity: str | None = None  # one of config.models.SEVERITIES
+    rule: Wanted = None
+    severity: Wanted = None  # config.models.SEVERITIES
     min_severity: str | None = None
-    container: str | None = None
-    image: str | None = None
-    user: str | None = None
-    host: str | None = None
+    container: Wanted = None
+    image: Wanted = None
+    user: Wanted = None
+    host: Wanted = None
     since_ns: int | None = None
     until_ns: int | None = None
     include_suppressed: bool = True

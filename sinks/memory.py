@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
@@ -43,7 +43,9 @@ from sinks.base import (
     EventFilter,
     SourceState,
     SyncLifecycle,
+    Wanted,
     severities_at_least,
+    values_of,
 )
 from sinks.outbox import Route, Router
 
@@ -289,37 +291,66 @@ def check_mark(evaluated_through: int, head_seq: int) -> None:
 # -- filter semantics ---------------------------------------------------------
 
 
-def matches(event: Event, f: EventFilter) -> bool:
-    """Whether `event` is selected by `f` (every field but `after_seq`/`limit`)."""
+def matches(event: Event, f: EventFilter, named_ids: frozenset[str] = frozenset()) -> bool:
+    """Whether `event` is selected by `f` (every field but `after_seq`/`limit`).
+
+    `named_ids` are the ids of the containers that bore a wanted name
+    (`container_ids_named`): their events match whatever name they carry then.
+    """
     plain = (
         (f.type, event.type),
         (f.action, event.action),
         (f.source, event.source),
         (f.host, event.host),
     )
-    if any(wanted is not None and wanted != value for wanted, value in plain):
+    if any(not _one_of(wanted, value) for wanted, value in plain):
         return False
     if f.since_ns is not None and event.time_ns < f.since_ns:
         return False
     if f.until_ns is not None and event.time_ns >= f.until_ns:
         return False
-    if f.container is not None and not _container_matches(event, f.container):
+    if f.container is not None and not _container_matches(event, f.container, named_ids):
         return False
-    if f.image is not None and not _image_matches(event, f.image):
+    if f.image is not None and not any(_image_matches(event, v) for v in values_of(f.image)):
         return False
-    if f.user is not None and f.user not in (event.who.login, event.who.user):
+    if f.user is not None and not (
+        _one_of(f.user, event.who.login) or _one_of(f.user, event.who.user)
+    ):
         return False
     return _labels_match(event, f.labels)
 
 
-def alert_matches(alert: Alert, f: AlertFilter, event: Event | None) -> bool:
+def _one_of(wanted: Wanted, value: str | None) -> bool:
+    """An unset field matches anything; a set one, any of its values."""
+    return wanted is None or value in values_of(wanted)
+
+
+def container_ids_named(events: Iterable[Event], wanted: Wanted) -> frozenset[str]:
+    """Ids of the containers whose events carried one of the wanted names (renames included)."""
+    names = set(values_of(wanted))
+    if not names:
+        return frozenset()
+    return frozenset(e.actor.id for e in events if e.type == "container" and _bore(e, names))
+
+
+def _bore(event: Event, names: set[str]) -> bool:
+    """The event names the container by one of `names`, now or (a rename) before."""
+    if event.actor.name in names:
+        return True
+    old = event.attributes.get("oldName") if event.action == "rename" else None
+    return isinstance(old, str) and old.lstrip("/") in names
+
+
+def alert_matches(
+    alert: Alert, f: AlertFilter, event: Event | None, named_ids: frozenset[str] = frozenset()
+) -> bool:
     """Whether `alert` is selected by `f` (every field but `after_seq`/`limit`).
 
     `event` is the alert's stored event: `container` also selects alerts
     whose event is about that container (name or id prefix, as for events).
     """
     plain = ((f.rule, alert.rule), (f.severity, alert.severity), (f.host, alert.host))
-    if any(wanted is not None and wanted != value for wanted, value in plain):
+    if any(not _one_of(wanted, value) for wanted, value in plain):
         return False
     if f.event_seq is not None and alert.event_seq != f.event_seq:
         return False
@@ -331,17 +362,21 @@ def alert_matches(alert: Alert, f: AlertFilter, event: Event | None) -> bool:
         return False
     if f.until_ns is not None and alert.time_ns >= f.until_ns:
         return False
-    if f.container is not None and not _alert_container_matches(alert, event, f.container):
+    if f.container is not None and not _alert_container_matches(
+        alert, event, f.container, named_ids
+    ):
         return False
-    if f.image is not None and not _glob_or_equal(f.image, alert.image):
+    if f.image is not None and not any(_glob_or_equal(v, alert.image) for v in values_of(f.image)):
         return False
-    return f.user is None or f.user in (alert.who.login, alert.who.user)
+    return f.user is None or _one_of(f.user, alert.who.login) or _one_of(f.user, alert.who.user)
 
 
-def _alert_container_matches(alert: Alert, event: Event | None, wanted: str) -> bool:
-    if alert.container == wanted:
+def _alert_container_matches(
+    alert: Alert, event: Event | None, wanted: Wanted, named_ids: frozenset[str]
+) -> bool:
+    if _one_of(wanted, alert.container):
         return True
-    return event is not None and _container_matches(event, wanted)
+    return event is not None and _container_matches(event, wanted, named_ids)
 
 
 def _glob_or_equal(wanted: str, value: str | None) -> bool:
@@ -350,14 +385,21 @@ def _glob_or_equal(wanted: str, value: str | None) -> bool:
     return glob_match(wanted, value) if is_glob(wanted) else value == wanted
 
 
-def _container_matches(event: Event, wanted: str) -> bool:
-    if event.type == "container" and (
-        event.actor.name == wanted or event.actor.id.startswith(wanted)
-    ):
+def _container_matches(event: Event, wanted: Wanted, named_ids: frozenset[str]) -> bool:
+    if event.type == "container" and event.actor.id in named_ids:
         return True
     # network connect/disconnect events name the container in their attributes
     attached = event.attributes.get("container")
-    return isinstance(attached, str) and attached.startswith(wanted)
+    if isinstance(attached, str) and attached in named_ids:
+        return True
+    for value in values_of(wanted):
+        if event.type == "container" and (
+            event.actor.name == value or event.actor.id.startswith(value)
+        ):
+            return True
+        if isinstance(attached, str) and attached.startswith(value):
+            return True
+    return False
 
 
 def _image_matches(event: Event, wanted: str) -> bool:
@@ -366,13 +408,15 @@ def _image_matches(event: Event, wanted: str) -> bool:
     )
 
 
-def _labels_match(event: Event, wanted: dict[str, str]) -> bool:
+def _labels_match(event: Event, wanted: dict[str, str | tuple[str, ...]]) -> bool:
     if not wanted:
         return True
     labels = event.attributes.get("labels")
     if not isinstance(labels, dict):
         return False
-    return all(isinstance(labels.get(k), str) and labels[k] == v for k, v in wanted.items())
+    return all(
+        isinstance(labels.get(k), str) and labels[k] in values_of(v) for k, v in wanted.items()
+    )
 
 
 def is_glob(value: str) -> bool:
@@ -480,10 +524,11 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
     def query(self, f: EventFilter) -> Iterator[Event]:
         start = max(f.after_seq or 0, 0)
         left = f.limit
+        named = container_ids_named(self._events, f.container)
         for event in self._events[start:]:
             if left is not None and left <= 0:
                 return
-            if matches(event, f):
+            if matches(event, f, named):
                 if left is not None:
                     left -= 1
                 yield event.model_copy(deep=True)
@@ -546,11 +591,12 @@ class MemoryTrail(SyncLifecycle, AsyncLifecycle):
     def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
         start = max(f.after_seq or 0, 0)
         left = f.limit
+        named = container_ids_named(self._events, f.container)
         for alert in self._alerts[start:]:
             if left is not None and left <= 0:
                 return
             event = self._events[alert.event_seq - 1] if f.container is not None else None
-            if alert_matches(alert, f, event):
+            if alert_matches(alert, f, event, named):
                 if left is not None:
                     left -= 1
                 yield alert.model_copy(deep=True)

@@ -39,7 +39,7 @@ class Route:
 
     destination: str
     group_key: str  # alerts sharing it may go out in one message (rule and host)
-    dedup_key: str  # identical alerts share it (rule, container or image, login)
+    dedup_key: str  # identical alerts share it (rule, host, subject, login)
     dedup_window_ns: int = 0  # 0: no dedup
 
 

@@ -145,7 +145,9 @@ from sinks.base import (
     EventFilter,
     SourceState,
     SyncLifecycle,
+    Wanted,
     severities_at_least,
+    values_of,
 )
 from sinks.memory import (
     RULES_MARK,
@@ -474,29 +476,18 @@ def build_query(
         ("source", f.source),
         ("host", f.host),
     )
-    for column, text in equal:
-        if text is not None:
-            where.append(f"{column} = ?")
-            params.append(text)
+    for column, wanted in equal:
+        _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
     bounds = (("time_ns >= ?", f.since_ns), ("time_ns < ?", f.until_ns), ("seq > ?", f.after_seq))
     for clause, number in bounds:
         if number is not None:
             where.append(clause)
             params.append(number)
-    for builder, value in ((_container_sql, f.container), (_image_sql, f.image)):
-        if value is not None:
-            clause, values = builder(value)
-            where.append(clause)
-            params.extend(values)
-    if f.user is not None:
-        where.append("(who_login = ? OR who_user = ?)")
-        params.extend([f.user, f.user])
-    for key, value in f.labels.items():
-        where.append(
-            "EXISTS (SELECT 1 FROM json_each(events.body, '$.attributes.labels') AS label "
-            "WHERE label.key = ? AND label.type = 'text' AND label.value = ?)"
-        )
-        params.extend([key, value])
+    _add_all_of(where, params, f.container, _container_sql)
+    _add_any_of(where, params, f.image, _image_sql)
+    _add_any_of(where, params, f.user, _user_sql)
+    for key, wanted in f.labels.items():
+        _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
     sql = f"SELECT {columns} FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -507,17 +498,95 @@ def build_query(
     return sql, params
 
 
-def _container_sql(value: str) -> tuple[str, list[Any]]:
+def _add_any_of(
+    where: list[str],
+    params: list[Any],
+    wanted: Wanted,
+    term: Callable[[str], tuple[str, list[Any]]],
+) -> None:
+    """One AND-ed condition: any of the wanted values' terms (nothing when unset)."""
+    clauses: list[str] = []
+    for value in values_of(wanted):
+        clause, values = term(value)
+        clauses.append(clause)
+        params.extend(values)
+    if clauses:
+        where.append(clauses[0] if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")")
+
+
+def _add_all_of(
+    where: list[str],
+    params: list[Any],
+    wanted: Wanted,
+    term: Callable[[tuple[str, ...]], tuple[str, list[Any]]],
+) -> None:
+    """One AND-ed condition built from every wanted value at once (nothing when unset)."""
+    values = values_of(wanted)
+    if values:
+        clause, clause_params = term(values)
+        where.append(clause)
+        params.extend(clause_params)
+
+
+def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
+    return f"{column} = ?", [value]
+
+
+def _user_sql(value: str) -> tuple[str, list[Any]]:
+    return "(who_login = ? OR who_user = ?)", [value, value]
+
+
+def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
+    clause = (
+        "EXISTS (SELECT 1 FROM json_each(events.body, '$.attributes.labels') AS label "
+        "WHERE label.key = ? AND label.type = 'text' AND label.value = ?)"
+    )
+    return clause, [key, value]
+
+
+def _container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """Events of the containers named (names through renames) or id-prefixed by `values`."""
     # A flat OR of indexable terms lets SQLite answer each term from its own index.
     # `+type` keeps the planner off the (type, action) index, which for a common
     # type would mean scanning every container event.
-    by_id, id_params = _prefix_sql("actor_id", value)
-    attached, attached_params = _prefix_sql("container", value)
-    clause = (
-        f"((+type = 'container' AND actor_name = ?) OR (+type = 'container' AND {by_id}) "
-        f"OR ({attached}))"
+    names = _marks(values)
+    terms = [f"(+type = 'container' AND actor_name IN ({names}))"]
+    params: list[Any] = list(values)
+    for column, typed in (("actor_id", "+type = 'container' AND "), ("container", "")):
+        for value in values:
+            prefix, prefix_params = _prefix_sql(column, value)
+            terms.append(f"({typed}{prefix})")
+            params.extend(prefix_params)
+    bore, bore_params = _ids_named_sql(values)
+    terms += [f"(+type = 'container' AND actor_id IN ({bore}))", f"container IN ({bore})"]
+    params += bore_params * 2
+    if len(values) == 1:
+        return "(" + " OR ".join(terms) + ")", params
+    # Several values make more OR terms than the planner will answer index by
+    # index (it scans instead): a union of one indexed select per term does.
+    union = " UNION ".join(f"SELECT seq FROM events WHERE {term}" for term in terms)
+    return f"seq IN ({union})", params
+
+
+def _ids_named_sql(names: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The ids of the containers that ever bore one of `names`.
+
+    A rename changes the name the Engine puts in later events, not the
+    container; its `oldName` ("/a1") names it too, should the trail lack the
+    earlier events. Network events carry only these ids.
+    """
+    old = (*names, *(f"/{name}" for name in names))
+    sql = (
+        "SELECT actor_id FROM events WHERE +type = 'container' "
+        f"AND actor_name IN ({_marks(names)}) "
+        "UNION SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
+        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
     )
-    return clause, [value, *id_params, *attached_params]
+    return sql, [*names, *old]
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _image_sql(value: str) -> tuple[str, list[Any]]:
@@ -540,10 +609,9 @@ def build_alert_query(
     """SQL and parameters selecting what `sinks.memory.alert_matches` selects, in seq order."""
     where: list[str] = []
     params: list[Any] = []
+    for column, wanted in (("rule", f.rule), ("severity", f.severity), ("host", f.host)):
+        _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
     simple: tuple[tuple[str, object], ...] = (
-        ("rule = ?", f.rule),
-        ("severity = ?", f.severity),
-        ("host = ?", f.host),
         ("time_ns >= ?", f.since_ns),
         ("time_ns < ?", f.until_ns),
         ("seq > ?", f.after_seq),
@@ -559,18 +627,9 @@ def build_alert_query(
         params.extend(names)
     if not f.include_suppressed:
         where.append("suppressed = 0")
-    if f.container is not None:
-        # the alert's own container name, or an event of that container (as for events)
-        by_event, event_params = _container_sql(f.container)
-        where.append(f"(container = ? OR event_seq IN (SELECT seq FROM events WHERE {by_event}))")
-        params.extend([f.container, *event_params])
-    if f.image is not None:
-        clause, values = _glob_or_equal_sql("image", f.image)
-        where.append(clause)
-        params.extend(values)
-    if f.user is not None:
-        where.append("(who_login = ? OR who_user = ?)")
-        params.extend([f.user, f.user])
+    _add_all_of(where, params, f.container, _alert_container_sql)
+    _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
+    _add_any_of(where, params, f.user, _user_sql)
     sql = f"SELECT {columns} FROM alerts"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -579,6 +638,16 @@ def build_alert_query(
         sql += " LIMIT ?"
         params.append(max(f.limit, 0))
     return sql, params
+
+
+def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The alert's own container name, or an event of that container (as for events)."""
+    by_event, event_params = _container_sql(values)
+    clause = (
+        f"(container IN ({_marks(values)}) "
+        f"OR event_seq IN (SELECT seq FROM events WHERE {by_event}))"
+    )
+    return clause, [*values, *event_params]
 
 
 def _glob_or_equal_sql(column: str, value: str) -> tuple[str, list[Any]]:

@@ -55,12 +55,16 @@ def test_query_container_shows_its_lifecycle(ingested: Path) -> None:
     assert {"create", "start", "exec_create", "exec_start", "kill", "stop", "destroy"} <= set(
         actions
     )
-    assert all(e["actor"]["name"] == "web-1" for e in events)  # type: ignore[index]
+    containers = [e for e in events if e["type"] == "container"]
+    assert all(e["actor"]["name"] == "web-1" for e in containers)  # type: ignore[index]
     first = events[0]
+    # network events carry only the id: the name resolves to it
+    attached = {e["attributes"]["container"] for e in events if e["type"] == "network"}  # type: ignore[index]
+    assert attached <= {first["actor"]["id"]}  # type: ignore[index]
     assert first["why"]["ticket"] == "OPS-1234"  # type: ignore[index]
     assert first["time"].endswith("Z") and first["host"] == "h1"  # type: ignore[union-attr]
     by_prefix = cli(ingested, "query", "-f", f"container={first['actor']['id'][:12]}")  # type: ignore[index]
-    assert by_prefix.stdout.count("web-1") == len(events)
+    assert by_prefix.stdout.count("web-1") == len(containers)
 
 
 def test_query_filters_combine(ingested: Path) -> None:

@@ -37,7 +37,7 @@ from listener.event import (
     natural_id,
 )
 from sinks.base import EventFilter
-from sinks.memory import MemoryTrail, matches
+from sinks.memory import MemoryTrail, container_ids_named, matches
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
 
@@ -113,7 +113,7 @@ FILTER_CASES: list[tuple[EventFilter, list[int]]] = [
     (EventFilter(action="create"), [1, 6]),
     (EventFilter(source="auditd"), [7]),
     (EventFilter(host="h2"), [3]),
-    (EventFilter(container="web-1"), [1, 2, 3, 8]),
+    (EventFilter(container="web-1"), [1, 2, 3, 4, 8]),  # the network event by its id
     (EventFilter(container="aaa1"), [1, 2, 3, 4, 8]),  # id prefix, network attribute too
     (EventFilter(container=CID_API), [6]),
     (EventFilter(container="bridge"), []),  # a network's name is not a container
@@ -224,7 +224,8 @@ def test_sql_filters_agree_with_python_semantics(tmp_path: Path) -> None:
         stored = trail.append(corpus).stored
         for f in random_filters(150):
             after = f.after_seq or 0
-            expected = [e.seq for e in stored if matches(e, f) and (e.seq or 0) > after]
+            named = container_ids_named(stored, f.container)
+            expected = [e.seq for e in stored if matches(e, f, named) and (e.seq or 0) > after]
             expected = expected[: f.limit] if f.limit is not None else expected
             assert [e.seq for e in trail.query(f)] == expected, f
 
