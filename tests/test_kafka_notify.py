@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -34,8 +33,7 @@ def publish_fleet(directory: Path, kafka: KafkaConfig) -> None:
 def alert_rules(server: WebhookServer) -> list[str]:
     rules = []
     for item in server.received:
-        body = json.loads(item.json["message"])
-        rules += [alert["rule"] for alert in body["alerts"]]
+        rules += [alert["rule"] for alert in item.json["alerts"]]  # docktrail's own object
     return sorted(rules)
 
 
