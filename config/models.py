@@ -235,6 +235,20 @@ class ContainerSprawlRule(RuleConfig):
     margin: int = Field(25, ge=0, description="Stopped containers allowed beyond running ones.")
 
 
+class UndeclaredDeploymentRule(RuleConfig):
+    enabled: bool = Field(
+        False, description="Evaluate this rule (off by default: a policy, not a default)."
+    )
+    images: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of image references in scope; empty: every image.",
+    )
+    names: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of container names in scope; empty: every name.",
+    )
+
+
 class RulesConfig(Strict):
     privileged_container: RuleConfig = Field(
         default_factory=RuleConfig, alias="privileged-container", description="CIS 5.5."
@@ -282,6 +296,21 @@ class RulesConfig(Strict):
         default_factory=RuleConfig,
         alias="unattributed-change",
         description="A container change no login can be tied to.",
+    )
+    intent_mismatch: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="intent-mismatch",
+        description="A create matching a declared intent by another login than the declared one.",
+    )
+    expired_deployment: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="expired-deployment",
+        description="A container still running after its expiry (intent or audit.expires).",
+    )
+    undeclared_deployment: UndeclaredDeploymentRule = Field(
+        default_factory=UndeclaredDeploymentRule,
+        alias="undeclared-deployment",
+        description="A create with no matching intent and no why label (policy, off by default).",
     )
 
 
@@ -394,6 +423,35 @@ class KafkaConfig(Strict):
     topic: str = Field("docktrail.events", description="Topic the trail is written to.")
 
 
+class IntentApiConfig(Strict):
+    enabled: bool = Field(False, description="Serve the HTTP endpoint for declaring intents.")
+    listen: str = Field("127.0.0.1", description="Address the endpoint binds to.")
+    port: int = Field(8787, ge=0, le=65535, description="TCP port of the endpoint (0: any).")
+    token_file: Path | None = Field(
+        None, description="File holding the bearer token (must not be world-readable)."
+    )
+    token_env: str | None = Field(
+        None, description="Environment variable holding the bearer token (if no token_file)."
+    )
+    max_body_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, description="Largest request body accepted."
+    )
+    timeout_secs: float = Field(
+        10.0, gt=0, description="Time a client has to send its whole request."
+    )
+
+
+class IntentsConfig(Strict):
+    api: IntentApiConfig = Field(
+        default_factory=IntentApiConfig, description="HTTP endpoint for CI/CD pipelines."
+    )
+    expiry_check_secs: float = Field(
+        60.0,
+        gt=0,
+        description="Longest sleep of the expiry timer between checks of what expires next.",
+    )
+
+
 class OutputConfig(Strict):
     timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")
 
@@ -413,6 +471,9 @@ class DocktrailConfig(Strict):
     )
     kafka: KafkaConfig | None = Field(None, description="Kafka trail sink; off when absent.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="CLI output.")
+    intents: IntentsConfig = Field(
+        default_factory=IntentsConfig, description="Declared deployment intents."
+    )
 
     def signing_key_path(self) -> Path:
         if self.trail.signing_key is not None:

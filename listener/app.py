@@ -25,6 +25,7 @@ from pathlib import Path
 
 from config.models import DocktrailConfig
 from listener.correlate import Attribution, Correlator
+from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -108,12 +109,16 @@ async def run_service(config: DocktrailConfig) -> int:
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
         )
-        source = DockerSource(config.docker, host, pipeline.put, known=known)
+        intents = wiring.intents
+        source = DockerSource(
+            config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running
+        )
         worker = wiring.worker
         if worker is not None:
             await worker.start()
         try:
-            await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
+            async with intents.serving(config, host, pipeline, source):
+                await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pipeline.aclose()  # keep what can still be kept
@@ -136,6 +141,7 @@ class Wiring:
     stages: list[Stage]
     audit: AuditLogTail | None
     worker: DeliveryWorker | None
+    intents: IntentService
 
 
 async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
@@ -149,6 +155,8 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         audit = AuditLogTail(config.auditd, host, correlator=correlator, checkpoint=checkpoint)
         stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs))
         sink = CheckpointedTrail(trail, [audit])
+    intents = await IntentService.load(trail, host)
+    stages.append(intents.stage)  # after attribution: `intent-mismatch` needs the evidence
     engine = RuleEngine(config.rules, attribution_available=config.auditd.enabled)
     worker = routing = None
     if config.notifications.destinations:
@@ -160,7 +168,7 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
     )
     await rules.start()
     stages.append(rules)
-    return Wiring(sink, stages, audit, worker)
+    return Wiring(sink, stages, audit, worker, intents)
 
 
 async def _run_until_stopped(

@@ -569,4 +569,4 @@ def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from listener import notify_cli  # noqa: E402, F401
+from listener import intent_cli, notify_cli  # noqa: E402, F401

@@ -20,6 +20,7 @@ from config.errors import InputError
 from config.models import DocktrailConfig
 from listener.correlate import CorrelationStats, Correlator
 from listener.event import Event
+from listener.intents import IntentBook, IntentStage
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted
@@ -104,7 +105,7 @@ async def ingest_files(
         await rules.start()
         pipeline = Pipeline(
             trail,
-            stages=[rules],
+            stages=[IntentStage(trail, IntentBook()), rules],
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
         )

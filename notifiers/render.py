@@ -111,6 +111,9 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
     "writable-rootfs": ("根文件系统可写", "根文件系统不是只读的。"),
     "runs-as-root": ("以 root 运行", "容器进程以 root 身份运行。"),
     "unattributed-change": ("无法归属的变更", "无法追溯到任何登录用户的容器变更。"),
+    "intent-mismatch": ("部署人与声明不符", "与已声明部署意图匹配的容器由另一登录用户创建。"),
+    "expired-deployment": ("部署已过期", "容器在声明的到期时间之后仍在运行。"),
+    "undeclared-deployment": ("未声明的部署", "创建的容器没有匹配的部署意图，也没有 why 标签。"),
 }
 """Chinese name and description of every rule id (the summary itself stays as stored)."""
 

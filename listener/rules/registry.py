@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from config.models import RuleConfig
 from listener.event import Event
-from listener.rules import activity, container, image
+from listener.rules import activity, container, image, intent
 from listener.rules.base import Finding, Rule, RuleContext, exception_reason
 
 RULES: tuple[Rule, ...] = (
@@ -32,6 +32,9 @@ RULES: tuple[Rule, ...] = (
     Rule(container.WRITABLE_ROOTFS, container.check_writable_rootfs),
     Rule(container.RUNS_AS_ROOT, container.check_runs_as_root),
     Rule(activity.UNATTRIBUTED, activity.check_unattributed),
+    Rule(intent.MISMATCH, intent.check_intent_mismatch),
+    Rule(intent.EXPIRED, intent.check_expired),
+    Rule(intent.UNDECLARED, intent.check_undeclared),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}

@@ -1,0 +1,452 @@
+"""Declared deployment intents: why a container exists, who deploys it, until when.
+
+An intent is declared (CLI or the HTTP endpoint) before a deployment: image
+and/or name glob patterns, the login that will deploy, the reason, a ticket
+and an expiry. Intents are events of the trail (`docktrail` `intent`
+`declare` / `close`), hash-chained like everything else; the open set is
+folded from those events (`IntentBook`), never kept in a table an attacker
+could edit outside the chain.
+
+`IntentStage` (after attribution, before the write) gives a container
+`create` that matches an open intent its `why` (`why.source = "intent"`) and
+`attributes.intent` (id and declared login), which `intent-mismatch` checks
+against the evidence of who created it. `ExpiryWatch` records a `docktrail`
+container `expired` event when a container runs past its expiry (the intent's
+or its `audit.expires` label): from the posture sweep, and from a timer that
+asks for a sweep at the moment the next known expiry passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from config.errors import InputError
+from listener.event import Actor, Event, Who, Why, format_time_ns, natural_id
+from listener.timeparse import parse_time_ns
+from sinks.base import EventFilter
+
+_NS = 1_000_000_000
+_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|ms|s|m|h|d|w))+")
+_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters: they would forge output lines
+_LOGIN = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$"
+
+
+class IntentSpec(BaseModel):
+    """What a pipeline or a person declares; the HTTP endpoint's JSON body."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    image: str | None = Field(
+        None, max_length=256, pattern=_PATTERN, description="Glob of image references."
+    )
+    name: str | None = Field(
+        None, max_length=256, pattern=_PATTERN, description="Glob of container names."
+    )
+    who: str = Field(max_length=64, pattern=_LOGIN, description="Login that will deploy.")
+    why: str = Field(min_length=1, max_length=1000, pattern=_PATTERN, description="Reason.")
+    ticket: str | None = Field(None, max_length=128, pattern=_PATTERN, description="Change ticket.")
+    expires: str | None = Field(
+        None, max_length=64, description="RFC 3339 time, unix seconds, or a duration from now."
+    )
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> IntentSpec:
+        if not self.image and not self.name:
+            raise ValueError("give image or name (a glob pattern), or both")
+        return self
+
+
+def parse_expires_ns(text: str, now_ns: int) -> int:
+    """An expiry: a time, or a duration counted from `now_ns` (`2h`, `7d`)."""
+    value = text.strip()
+    parsed = parse_time_ns(value, now_ns=now_ns)
+    if _DURATION.fullmatch(value):
+        return 2 * now_ns - parsed  # parse_time_ns counts durations back from now
+    return parsed
+
+
+@dataclass(slots=True)
+class Intent:
+    id: str
+    who: str
+    why: str
+    declared_ns: int
+    image: str | None = None
+    name: str | None = None
+    ticket: str | None = None
+    expires_ns: int | None = None
+    closed_ns: int | None = None
+    via: str | None = None
+
+    def open_at(self, time_ns: int) -> bool:
+        return (
+            self.declared_ns <= time_ns
+            and (self.closed_ns is None or time_ns < self.closed_ns)
+            and (self.expires_ns is None or time_ns < self.expires_ns)
+        )
+
+    def matches(self, image: str | None, name: str | None) -> bool:
+        if self.image is not None and not _image_matches(self.image, image):
+            return False
+        return self.name is None or (name is not None and fnmatch.fnmatchcase(name, self.name))
+
+    def summary(self) -> dict[str, Any]:
+        """What a matched create carries in `attributes.intent`."""
+        return {
+            "id": self.id,
+            "who": self.who,
+            "image": self.image,
+            "name": self.name,
+            "expires_ns": self.expires_ns,
+        }
+
+    def why_of(self) -> Why:
+        expires = format_time_ns(self.expires_ns) if self.expires_ns is not None else None
+        return Why(reason=self.why, ticket=self.ticket, expires=expires, source="intent")
+
+
+def _image_matches(pattern: str, image: str | None) -> bool:
+    """The reference as given, or without its tag or digest (`app` matches `app:1.2`)."""
+    if not image:
+        return False
+    bare = image.split("@", 1)[0]
+    if ":" in bare.rsplit("/", 1)[-1]:
+        bare = bare.rsplit(":", 1)[0]
+    return fnmatch.fnmatchcase(image, pattern) or fnmatch.fnmatchcase(bare, pattern)
+
+
+# ------------------------------------------------------------------------ events
+
+
+def declare_event(
+    spec: IntentSpec,
+    *,
+    host: str,
+    declared_by: Who,
+    via: str,
+    now_ns: int | None = None,
+    peer: str | None = None,
+) -> Event:
+    """The `declare` event of a new intent (a fresh random id)."""
+    now = time.time_ns() if now_ns is None else now_ns
+    expires_ns = parse_expires_ns(spec.expires, now) if spec.expires else None
+    if expires_ns is not None and expires_ns <= now:
+        raise InputError(f"expires {spec.expires!r} is not in the future")
+    intent = Intent(
+        id="in-" + secrets.token_hex(6),
+        who=spec.who,
+        why=spec.why,
+        declared_ns=now,
+        image=spec.image,
+        name=spec.name,
+        ticket=spec.ticket,
+        expires_ns=expires_ns,
+        via=via,
+    )
+    attributes: dict[str, Any] = {"intent": intent.summary(), "via": via}
+    if peer is not None:
+        attributes["peer"] = peer
+    return Event(
+        id=natural_id("docktrail", host, "intent", "declare", intent.id),
+        time_ns=now,
+        source="docktrail",
+        host=host,
+        type="intent",
+        action="declare",
+        actor=Actor(id=intent.id),
+        attributes=attributes,
+        who=declared_by,
+        why=intent.why_of(),
+    )
+
+
+def close_event(
+    intent_id: str, *, host: str, closed_by: Who, via: str, now_ns: int | None = None
+) -> Event:
+    now = time.time_ns() if now_ns is None else now_ns
+    return Event(
+        id=natural_id("docktrail", host, "intent", "close", intent_id),
+        time_ns=now,
+        source="docktrail",
+        host=host,
+        type="intent",
+        action="close",
+        actor=Actor(id=intent_id),
+        attributes={"via": via},
+        who=closed_by,
+    )
+
+
+def _intent_of(event: Event) -> Intent | None:
+    found = event.attributes.get("intent")
+    if not isinstance(found, dict):
+        return None
+    return Intent(
+        id=event.actor.id,
+        who=str(found.get("who") or ""),
+        why=event.why.reason or "",
+        declared_ns=event.time_ns,
+        image=found.get("image"),
+        name=found.get("name"),
+        ticket=event.why.ticket,
+        expires_ns=found.get("expires_ns"),
+        via=event.attributes.get("via"),
+    )
+
+
+# ------------------------------------------------------------------------ the book
+
+
+@dataclass(slots=True)
+class IntentBook:
+    """Every intent of the trail, folded from its `declare` and `close` events."""
+
+    intents: dict[str, Intent] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def apply(self, event: Event) -> None:
+        if event.source != "docktrail" or event.type != "intent":
+            return
+        if event.action == "declare" and event.actor.id not in self.intents:
+            intent = _intent_of(event)
+            if intent is not None:
+                self.intents[intent.id] = intent
+        elif event.action == "close":
+            intent = self.intents.get(event.actor.id)
+            if intent is not None and intent.closed_ns is None:
+                intent.closed_ns = event.time_ns
+        if event.seq is not None:
+            self.last_seq = max(self.last_seq, event.seq)
+
+    def refresh(self, trail: Any) -> None:
+        """Reads the intent events stored since the last refresh (other processes' too)."""
+        where = EventFilter(source="docktrail", type="intent", after_seq=self.last_seq)
+        for event in trail.query(where):
+            self.apply(event)
+
+    def match(self, event: Event) -> Intent | None:
+        """The newest intent open at the event's time that matches its image and name."""
+        found = [
+            intent
+            for intent in self.intents.values()
+            if intent.open_at(event.time_ns) and intent.matches(event.actor.image, event.actor.name)
+        ]
+        return max(found, key=lambda i: i.declared_ns, default=None)
+
+    def open_intents(self, now_ns: int) -> list[Intent]:
+        return sorted(
+            (i for i in self.intents.values() if i.open_at(now_ns)), key=lambda i: i.declared_ns
+        )
+
+
+def load_book(trail: Any) -> IntentBook:
+    book = IntentBook()
+    book.refresh(trail)
+    return book
+
+
+# ------------------------------------------------------------------------ expiry
+
+
+@dataclass(slots=True, frozen=True)
+class Deadline:
+    expires_ns: int
+    source: str  # intent | label
+    intent_id: str | None = None
+
+
+class ExpiryWatch:
+    """Which running container is past its expiry; an `expired` event once for each."""
+
+    def __init__(self, host: str, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self.host = host
+        self.deadlines: dict[str, Deadline] = {}
+        self._reported: set[tuple[str, int]] = set()
+        self._clock = clock
+        self.changed = asyncio.Event()  # a new deadline: the timer looks again
+
+    def note(self, container_id: str, deadline: Deadline) -> None:
+        self.deadlines[container_id] = deadline
+        self.changed.set()
+
+    def note_create(self, event: Event) -> None:
+        """A stored or about-to-be-stored create: its intent's or its label's expiry."""
+        intent = event.attributes.get("intent")
+        if isinstance(intent, dict) and isinstance(intent.get("expires_ns"), int):
+            self.note(event.actor.id, Deadline(intent["expires_ns"], "intent", intent.get("id")))
+            return
+        labels = event.attributes.get("labels") or {}
+        expires = _label_deadline(labels, event.time_ns)
+        if expires is not None:
+            self.note(event.actor.id, Deadline(expires, "label"))
+
+    def on_running(self, listed: list[dict[str, Any]]) -> list[Event]:
+        """Sweep hook: `expired` events for the listed running containers past expiry."""
+        now = self._clock()
+        found = []
+        for item in listed:
+            cid = str(item.get("Id"))
+            deadline = self.deadlines.get(cid) or _listed_deadline(item)
+            if deadline is None or deadline.expires_ns > now:
+                continue
+            if (cid, deadline.expires_ns) in self._reported:
+                continue
+            self._reported.add((cid, deadline.expires_ns))
+            found.append(self._expired_event(item, cid, deadline, now))
+        return found
+
+    def next_deadline(self, after_ns: int) -> int | None:
+        return min(
+            (d.expires_ns for d in self.deadlines.values() if d.expires_ns > after_ns),
+            default=None,
+        )
+
+    def _expired_event(
+        self, item: Mapping[str, Any], cid: str, deadline: Deadline, now: int
+    ) -> Event:
+        names = item.get("Names") or []
+        name = str(names[0]).lstrip("/") if names else None
+        return Event(
+            id=natural_id("docktrail", self.host, "container", "expired", cid, deadline.expires_ns),
+            time_ns=now,
+            source="docktrail",
+            host=self.host,
+            type="container",
+            action="expired",
+            actor=Actor(id=cid, name=name, image=item.get("Image")),
+            attributes={
+                "expires": format_time_ns(deadline.expires_ns),
+                "expires_ns": deadline.expires_ns,
+                "expires_from": deadline.source,
+                "intent_id": deadline.intent_id,
+                "labels": dict(item.get("Labels") or {}),
+            },
+        )
+
+
+def _label_deadline(labels: Mapping[str, Any], created_ns: int) -> int | None:
+    text = labels.get("audit.expires")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        return parse_expires_ns(text, created_ns)
+    except InputError:
+        return None  # a label is a claim: an unreadable one is no deadline
+
+
+def _listed_deadline(item: Mapping[str, Any]) -> Deadline | None:
+    created = item.get("Created")
+    created_ns = int(created) * _NS if isinstance(created, int) else time.time_ns()
+    expires = _label_deadline(item.get("Labels") or {}, created_ns)
+    return Deadline(expires, "label") if expires is not None else None
+
+
+async def expiry_timer(
+    watch: ExpiryWatch, want_sweep: Callable[[str], None], *, max_sleep_secs: float
+) -> None:
+    """Asks for a sweep when the next known expiry passes (checked at least this often)."""
+    while True:
+        now = time.time_ns()
+        due = watch.next_deadline(now)
+        wait = max_sleep_secs if due is None else min(max_sleep_secs, (due - now) / _NS + 0.05)
+        watch.changed.clear()
+        try:
+            await asyncio.wait_for(watch.changed.wait(), wait)
+            continue  # a new deadline may come first
+        except TimeoutError:
+            pass
+        if due is not None and time.time_ns() >= due:
+            want_sweep("expiry")
+
+
+# ------------------------------------------------------------------------ the stage
+
+
+class IntentStage:
+    """Pipeline stage after attribution: stamps creates with their intent."""
+
+    def __init__(self, trail: Any, book: IntentBook, expiry: ExpiryWatch | None = None) -> None:
+        self._trail = trail
+        self.book = book
+        self.expiry = expiry
+
+    async def before_write(self, batch: list[Event]) -> list[Event]:
+        if not any(_concerns_intents(event) for event in batch):
+            return batch
+        await self._trail.call(self.book.refresh)  # intents other processes declared
+        for event in batch:
+            self.book.apply(event)
+            if event.source == "docker" and event.type == "container" and event.action == "create":
+                self._stamp(event)
+        return batch
+
+    async def after_write(self, stored: Sequence[Event]) -> None:
+        return None
+
+    def _stamp(self, event: Event) -> None:
+        intent = self.book.match(event)
+        if intent is not None:
+            event.why = intent.why_of()
+            event.attributes = {**event.attributes, "intent": intent.summary()}
+        if self.expiry is not None:
+            self.expiry.note_create(event)
+
+
+def _concerns_intents(event: Event) -> bool:
+    return event.type == "intent" or (event.type == "container" and event.action == "create")
+
+
+def prime_expiry(trail: Any, book: IntentBook, watch: ExpiryWatch) -> None:
+    """The deadlines of containers created under intents before this start."""
+    starts = [i.declared_ns for i in book.intents.values() if i.expires_ns is not None]
+    if not starts:
+        return
+    where = EventFilter(type="container", action="create", since_ns=min(starts))
+    for event in trail.query(where):
+        watch.note_create(event)
+
+
+# ------------------------------------------------------------------------ timeline
+
+
+def intent_lines(created: Event | None) -> Iterator[str]:
+    """`timeline`: the intent that explains a container, when one does."""
+    intent = created.attributes.get("intent") if created is not None else None
+    if not isinstance(intent, dict):
+        return
+    patterns = ", ".join(
+        f"{key} {intent[key]}" for key in ("image", "name") if intent.get(key) is not None
+    )
+    expires = created.why.expires if created is not None else None
+    yield (
+        f"  intent   {intent.get('id')} declared for {intent.get('who')} ({patterns})"
+        + (f", expires {expires}" if expires else "")
+    )
+
+
+def describe(intents: Iterable[Intent]) -> list[dict[str, Any]]:
+    """`intent list` / `due` rows."""
+    return [
+        {
+            "id": i.id,
+            "who": i.who,
+            "image": i.image,
+            "name": i.name,
+            "why": i.why,
+            "ticket": i.ticket,
+            "declared": format_time_ns(i.declared_ns),
+            "expires": format_time_ns(i.expires_ns) if i.expires_ns is not None else None,
+            "closed": format_time_ns(i.closed_ns) if i.closed_ns is not None else None,
+            "via": i.via,
+        }
+        for i in intents
+    ]
