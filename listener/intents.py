@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import re
 import secrets
 import time
@@ -95,9 +96,9 @@ class Intent:
         )
 
     def matches(self, image: str | None, name: str | None) -> bool:
-        if self.image is not None and not _image_matches(self.image, image):
+        if self.name is not None and (name is None or not _glob(self.name)(name)):
             return False
-        return self.name is None or (name is not None and fnmatch.fnmatchcase(name, self.name))
+        return self.image is None or _image_matches(self.image, image)
 
     def summary(self) -> dict[str, Any]:
         """What a matched create carries in `attributes.intent`."""
@@ -118,10 +119,18 @@ def _image_matches(pattern: str, image: str | None) -> bool:
     """The reference as given, or without its tag or digest (`app` matches `app:1.2`)."""
     if not image:
         return False
+    matches = _glob(pattern)
+    if matches(image):
+        return True
     bare = image.split("@", 1)[0]
     if ":" in bare.rsplit("/", 1)[-1]:
         bare = bare.rsplit(":", 1)[0]
-    return fnmatch.fnmatchcase(image, pattern) or fnmatch.fnmatchcase(bare, pattern)
+    return matches(bare) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 # ------------------------------------------------------------------------ events
@@ -212,6 +221,7 @@ class IntentBook:
 
     intents: dict[str, Intent] = field(default_factory=dict)
     last_seq: int = 0
+    _ordered: list[Intent] = field(default_factory=list)  # newest first; rebuilt on a declare
 
     def apply(self, event: Event) -> None:
         if event.source != "docktrail" or event.type != "intent":
@@ -235,12 +245,16 @@ class IntentBook:
 
     def match(self, event: Event) -> Intent | None:
         """The newest intent open at the event's time that matches its image and name."""
-        found = [
-            intent
-            for intent in self.intents.values()
-            if intent.open_at(event.time_ns) and intent.matches(event.actor.image, event.actor.name)
-        ]
-        return max(found, key=lambda i: i.declared_ns, default=None)
+        image, name, at = event.actor.image, event.actor.name, event.time_ns
+        for intent in self._newest_first():
+            if intent.open_at(at) and intent.matches(image, name):
+                return intent
+        return None
+
+    def _newest_first(self) -> list[Intent]:
+        if len(self._ordered) != len(self.intents):
+            self._ordered = sorted(self.intents.values(), key=lambda i: -i.declared_ns)
+        return self._ordered
 
     def open_intents(self, now_ns: int) -> list[Intent]:
         return sorted(
@@ -289,6 +303,9 @@ class ExpiryWatch:
         if expires is not None:
             self.note(event.actor.id, Deadline(expires, "label"))
 
+    def forget(self, container_id: str) -> None:
+        self.deadlines.pop(container_id, None)
+
     def on_running(self, listed: list[dict[str, Any]]) -> list[Event]:
         """Sweep hook: `expired` events for the listed running containers past expiry."""
         now = self._clock()
@@ -296,7 +313,11 @@ class ExpiryWatch:
         for item in listed:
             cid = str(item.get("Id"))
             deadline = self.deadlines.get(cid) or _listed_deadline(item)
-            if deadline is None or deadline.expires_ns > now:
+            if deadline is None:
+                continue
+            if deadline.expires_ns > now:
+                if cid not in self.deadlines:  # created before this start: the timer learns it
+                    self.note(cid, deadline)
                 continue
             if (cid, deadline.expires_ns) in self._reported:
                 continue
@@ -380,6 +401,10 @@ class IntentStage:
         self.expiry = expiry
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
+        if self.expiry is not None:
+            for event in batch:
+                if event.type == "container" and event.action == "destroy":
+                    self.expiry.forget(event.actor.id)
         if not any(_concerns_intents(event) for event in batch):
             return batch
         await self._trail.call(self.book.refresh)  # intents other processes declared
