@@ -59,7 +59,7 @@ class IntentService:
 
             self.api = IntentApi(
                 api_config,
-                token=load_token(api_config),
+                token=await asyncio.to_thread(load_token, api_config),
                 host=host,
                 store=store,
                 book=self.book,

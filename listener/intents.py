@@ -376,10 +376,10 @@ async def expiry_timer(
 ) -> None:
     """Asks for a sweep when the next known expiry passes (checked at least this often)."""
     while True:
+        watch.changed.clear()  # before looking: a deadline noted from now on wakes us
         now = time.time_ns()
         due = watch.next_deadline(now)
         wait = max_sleep_secs if due is None else min(max_sleep_secs, (due - now) / _NS + 0.05)
-        watch.changed.clear()
         try:
             await asyncio.wait_for(watch.changed.wait(), wait)
             continue  # a new deadline may come first

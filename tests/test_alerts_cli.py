@@ -144,7 +144,7 @@ def test_replay_rules_file_errors_name_the_line(trail: Path, tmp_path: Path) -> 
 
 def test_rules_list_names_every_rule(tmp_path: Path) -> None:
     rows = lines(run(tmp_path, "rules", "list", "--format", "json"))
-    assert len(rows) == 15
+    assert len(rows) == 18
     privileged = next(r for r in rows if r["rule"] == "privileged-container")
     assert privileged["severity"] == "critical" and privileged["cis"] == "5.5"
 
