@@ -15,7 +15,13 @@ from click.testing import CliRunner, Result
 
 from listener.cli import main
 from listener.event import Who
-from listener.intents import IntentBook, IntentSpec, declare_event, parse_expires_ns
+from listener.intents import (
+    ExpiryWatch,
+    IntentBook,
+    IntentSpec,
+    declare_event,
+    parse_expires_ns,
+)
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
 
@@ -185,3 +191,25 @@ def test_book_matches_the_newest_open_intent_by_image_with_or_without_tag() -> N
     assert found is not None and found.who == "a"
     probe.actor.image = "reg/application:1.0"
     assert book.match(probe) is None
+
+
+def test_expiry_watch_reports_a_running_container_once_past_its_deadline() -> None:
+    now = [1_800_000_000 * _NS]
+    watch = ExpiryWatch("h", clock=lambda: now[0])
+    listed = {
+        "Id": "c1",
+        "Names": ["/old-1"],
+        "Image": "busybox",
+        "Created": 1_800_000_000,
+        "Labels": {"audit.expires": "10m"},  # from its creation
+    }
+    assert watch.on_running([listed]) == []
+    assert watch.next_deadline(now[0]) == now[0] + 600 * _NS  # the timer now knows it
+    now[0] += 601 * _NS
+    expired = watch.on_running([listed])
+    assert [(e.action, e.actor.name, e.attributes["expires_from"]) for e in expired] == [
+        ("expired", "old-1", "label")
+    ]
+    assert watch.on_running([listed]) == []  # once
+    unreadable = dict(listed, Id="c2", Labels={"audit.expires": "whenever"})
+    assert watch.on_running([unreadable]) == []  # a label is a claim: no deadline
