@@ -213,3 +213,31 @@ def test_expiry_watch_reports_a_running_container_once_past_its_deadline() -> No
     assert watch.on_running([listed]) == []  # once
     unreadable = dict(listed, Id="c2", Labels={"audit.expires": "whenever"})
     assert watch.on_running([unreadable]) == []  # a label is a claim: no deadline
+
+
+SCENARIO = Path(__file__).parent / "data" / "scenario-a"
+
+
+def test_offline_ingest_cross_checks_the_declared_login_with_the_audit_log(
+    tmp_path: Path,
+) -> None:
+    """Scenario a: alice runs web-1 and debug-priv; intents declared them for alice and bob."""
+    before = 1_795_346_500 * _NS  # a little before the capture
+    declared = [
+        declare_event(IntentSpec(name="web-1", who="alice", why="hotfix"), host="h1",
+                      declared_by=Who(), via="cli", now_ns=before),
+        declare_event(IntentSpec(name="debug-priv", who="bob", why="debugging"), host="h1",
+                      declared_by=Who(), via="cli", now_ns=before + 1),
+    ]  # fmt: skip
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        trail.append(declared)
+    result = cli(tmp_path, "ingest", "--docker-events", str(SCENARIO / "events.jsonl"),
+                 "--audit-log", str(SCENARIO / "audit.log.gz"), "--host", "h1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = creates(tmp_path)
+    assert found["web-1"].why.source == "intent" and found["web-1"].who.login == "alice"
+    assert found["debug-priv"].attributes["intent"]["id"] == declared[1].actor.id
+    alerts = cli(tmp_path, "alerts", "-f", "rule=intent-mismatch", "--format", "json")
+    rows = json_lines(alerts.stdout)
+    assert [(r["container"], r["details"]["declared_who"], r["details"]["evidence_who"])
+            for r in rows] == [("debug-priv", "bob", "alice")]  # fmt: skip
