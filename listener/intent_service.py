@@ -10,8 +10,9 @@ from typing import Any
 
 from config.models import DocktrailConfig
 from listener.event import Event
+from listener.expiry import ExpiryWatch, expiry_timer, prime_expiry
 from listener.intent_api import IntentApi, load_token
-from listener.intents import ExpiryWatch, IntentBook, IntentStage, expiry_timer, prime_expiry
+from listener.intents import IntentBook, IntentStage
 from listener.pipeline import Pipeline
 from listener.sources.docker_live import DockerSource
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 
 from listener.cli import main
 from listener.event import Who
+from listener.expiry import ExpiryWatch
 from listener.intents import (
-    ExpiryWatch,
     IntentBook,
     IntentSpec,
     declare_event,
