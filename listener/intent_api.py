@@ -87,6 +87,8 @@ def load_token(config: IntentApiConfig) -> str:
             raise ConfigError(f"intents.api.token_file: {path} is world-readable (chmod 600 it)")
     elif config.token_env is not None:
         text = os.environ.get(config.token_env, "").strip()
+        if not text:
+            raise ConfigError(f"intents.api.token_env: ${config.token_env} is not set")
     else:
         raise ConfigError("intents.api: set token_file or token_env to enable the endpoint")
     if len(text) < 16:

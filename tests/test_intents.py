@@ -6,6 +6,8 @@ file that matches an open intent gets its why, and the undeclared policy.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from config.errors import ConfigError
+from config.models import DocktrailConfig, IntentApiConfig
 from listener.cli import main
 from listener.event import Who
 from listener.expiry import ExpiryWatch
+from listener.intent_api import load_token
 from listener.intents import (
     IntentBook,
     IntentSpec,
@@ -241,3 +246,39 @@ def test_offline_ingest_cross_checks_the_declared_login_with_the_audit_log(
     rows = json_lines(alerts.stdout)
     assert [(r["container"], r["details"]["declared_who"], r["details"]["evidence_who"])
             for r in rows] == [("debug-priv", "bob", "alice")]  # fmt: skip
+
+
+def test_the_endpoint_is_off_and_local_by_default() -> None:
+    api = DocktrailConfig().intents.api
+    assert (api.enabled, api.listen) == (False, "127.0.0.1")
+
+
+def test_a_token_file_others_can_read_or_a_short_token_is_refused(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o644)
+    with pytest.raises(ConfigError, match="world-readable"):
+        load_token(IntentApiConfig(enabled=True, token_file=token))
+    token.chmod(0o600)
+    assert load_token(IntentApiConfig(enabled=True, token_file=token)) == "s3cret-token-0123456789"
+    token.write_text("short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_token(IntentApiConfig(enabled=True, token_file=token))
+    with pytest.raises(ConfigError, match="token_file or token_env"):
+        load_token(IntentApiConfig(enabled=True))
+
+
+def test_run_with_the_endpoint_on_and_no_token_stops_with_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "docktrail.yaml"
+    config.write_text(
+        f"trail:\n  path: {tmp_path / 't.db'}\n"
+        f"docker:\n  host: unix://{tmp_path / 'no.sock'}\n"
+        "auditd:\n  enabled: false\n"
+        "intents:\n  api:\n    enabled: true\n    token_env: DT_TEST_NO_SUCH_TOKEN\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "-c", str(config), "run"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "intents.api.token_env: $DT_TEST_NO_SUCH_TOKEN is not set" in result.stderr
