@@ -96,7 +96,7 @@ def list_intents(state: State, show_all: bool, fmt: str) -> None:
         book = load_book(trail)
     now = time.time_ns()
     chosen = book.intents.values() if show_all else book.open_intents(now)
-    _write(describe(sorted(chosen, key=lambda i: i.declared_ns)), fmt)
+    _write(describe(sorted(chosen, key=lambda i: i.declared_ns), state.timezone()), fmt)
 
 
 @intent.command("due")
@@ -121,11 +121,11 @@ def due(state: State, within: str, fmt: str) -> None:
              and i.expires_ns is not None and i.expires_ns <= horizon),
             key=lambda i: i.expires_ns or 0,
         )  # fmt: skip
-        rows = describe(chosen)
+        rows = describe(chosen, state.timezone())
         containers = _live_containers(trail, {i.id for i in chosen})
     for row in rows:
         row["containers"] = containers.get(row["id"], [])
-    _write(rows, fmt)
+    _write(rows, fmt, (*_COLUMNS, "containers"))
 
 
 def _live_containers(trail: Any, intent_ids: set[str]) -> dict[str, list[str]]:
@@ -150,23 +150,22 @@ def _live_containers(trail: Any, intent_ids: set[str]) -> dict[str, list[str]]:
 _COLUMNS = ("id", "who", "image", "name", "expires", "ticket", "why")
 
 
-def _write(rows: list[dict[str, Any]], fmt: str) -> None:
+def _write(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] = _COLUMNS) -> None:
     if fmt == "json":
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
         return
-    click.echo(
-        "  ".join(c.upper() for c in _COLUMNS)
-        + ("  CONTAINERS" if rows and "containers" in rows[0] else "")
-    )
+    table = [[c.upper() for c in columns]]
     for row in rows:
-        cells = [_cell(row.get(c)) for c in _COLUMNS]
-        if "containers" in row:
-            cells.append(",".join(row["containers"]) or "-")
-        click.echo("  ".join(cells))
+        table.append([_cell(row.get(c)) for c in columns])
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        value = ",".join(map(str, value)) or None
     text = "-" if value is None else str(value)
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 

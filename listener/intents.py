@@ -25,6 +25,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -329,8 +330,12 @@ def intent_lines(created: Event | None) -> Iterator[str]:
     )
 
 
-def describe(intents: Iterable[Intent]) -> list[dict[str, Any]]:
-    """`intent list` / `due` rows."""
+def describe(intents: Iterable[Intent], tz: tzinfo = UTC) -> list[dict[str, Any]]:
+    """`intent list` / `due` rows, times in `tz`."""
+
+    def when(time_ns: int | None) -> str | None:
+        return format_time_ns(time_ns, tz) if time_ns is not None else None
+
     return [
         {
             "id": i.id,
@@ -339,9 +344,9 @@ def describe(intents: Iterable[Intent]) -> list[dict[str, Any]]:
             "name": i.name,
             "why": i.why,
             "ticket": i.ticket,
-            "declared": format_time_ns(i.declared_ns),
-            "expires": format_time_ns(i.expires_ns) if i.expires_ns is not None else None,
-            "closed": format_time_ns(i.closed_ns) if i.closed_ns is not None else None,
+            "declared": when(i.declared_ns),
+            "expires": when(i.expires_ns),
+            "closed": when(i.closed_ns),
             "via": i.via,
         }
         for i in intents
