@@ -57,7 +57,9 @@ class ExpiryWatch:
             self.note(event.actor.id, Deadline(expires, "label"))
 
     def forget(self, container_id: str) -> None:
+        """A removed container: nothing of it is kept (memory stays bounded)."""
         self.deadlines.pop(container_id, None)
+        self._reported = {key for key in self._reported if key[0] != container_id}
 
     def on_running(self, listed: list[dict[str, Any]]) -> list[Event]:
         """Sweep hook: `expired` events for the listed running containers past expiry."""
