@@ -261,6 +261,20 @@ class FleetImageRule(RuleConfig):
     window_secs: int = Field(3600, ge=1, description="Within this many seconds.")
 
 
+class UndeclaredDeploymentRule(RuleConfig):
+    enabled: bool = Field(
+        False, description="Evaluate this rule (off by default: a policy, not a default)."
+    )
+    images: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of image references in scope; empty: every image.",
+    )
+    names: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of container names in scope; empty: every name.",
+    )
+
+
 class RulesConfig(Strict):
     privileged_container: RuleConfig = Field(
         default_factory=RuleConfig, alias="privileged-container", description="CIS 5.5."
@@ -329,6 +343,21 @@ class RulesConfig(Strict):
         default_factory=lambda: FleetImageRule(),
         alias="fleet-untrusted-image",
         description="Fleet: the same untrusted image on many hosts. CIS 4.2, 6.4.",
+    )
+    intent_mismatch: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="intent-mismatch",
+        description="A create matching a declared intent by another login than the declared one.",
+    )
+    expired_deployment: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="expired-deployment",
+        description="A container still running after its expiry (intent or audit.expires).",
+    )
+    undeclared_deployment: UndeclaredDeploymentRule = Field(
+        default_factory=UndeclaredDeploymentRule,
+        alias="undeclared-deployment",
+        description="A create with no matching intent and no why label (policy, off by default).",
     )
 
 
@@ -533,6 +562,35 @@ class KafkaConfig(Strict):
         return self
 
 
+class IntentApiConfig(Strict):
+    enabled: bool = Field(False, description="Serve the HTTP endpoint for declaring intents.")
+    listen: str = Field("127.0.0.1", description="Address the endpoint binds to.")
+    port: int = Field(8787, ge=0, le=65535, description="TCP port of the endpoint (0: any).")
+    token_file: Path | None = Field(
+        None, description="File holding the bearer token (must not be world-readable)."
+    )
+    token_env: str | None = Field(
+        None, description="Environment variable holding the bearer token (if no token_file)."
+    )
+    max_body_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, description="Largest request body accepted."
+    )
+    timeout_secs: float = Field(
+        10.0, gt=0, description="Time a client has to send its whole request."
+    )
+
+
+class IntentsConfig(Strict):
+    api: IntentApiConfig = Field(
+        default_factory=IntentApiConfig, description="HTTP endpoint for CI/CD pipelines."
+    )
+    expiry_check_secs: float = Field(
+        60.0,
+        gt=0,
+        description="Longest sleep of the expiry timer between checks of what expires next.",
+    )
+
+
 class OutputConfig(Strict):
     timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")
 
@@ -600,6 +658,9 @@ class DocktrailConfig(Strict):
     )
     redaction: RedactionConfig = Field(
         default_factory=RedactionConfig, description="Redaction of secrets before the trail."
+    )
+    intents: IntentsConfig = Field(
+        default_factory=IntentsConfig, description="Declared deployment intents."
     )
 
     def signing_key_path(self) -> Path:

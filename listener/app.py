@@ -28,6 +28,7 @@ from listener import redact
 from listener.bounds import configure_limits
 from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
+from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
@@ -114,13 +115,17 @@ async def run_service(config: DocktrailConfig) -> int:
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
         )
-        source = DockerSource(config.docker, host, pipeline.put, known=known)
+        intents = wiring.intents
+        source = DockerSource(
+            config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running
+        )
         worker = wiring.worker
         if worker is not None:
             await worker.start()
         publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
         try:
-            await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
+            async with intents.serving(config, host, pipeline, source):
+                await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pipeline.aclose()  # keep what can still be kept
@@ -147,6 +152,7 @@ class Wiring:
     stages: list[Stage]
     audit: AuditLogTail | None
     worker: DeliveryWorker | None
+    intents: IntentService
 
 
 async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
@@ -165,6 +171,8 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         sink = CheckpointedTrail(trail, [audit])
     else:
         stages.append(CoverageStage(FixedCoverage("auditd source disabled (auditd.enabled)")))
+    intents = await IntentService.load(trail, host)
+    stages.append(intents.stage)  # after attribution: `intent-mismatch` needs the evidence
     engine = RuleEngine(
         config.rules, attribution_available=config.auditd.enabled, docker_host=config.docker.host
     )
@@ -178,7 +186,7 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
     )
     await rules.start()
     stages.append(rules)
-    return Wiring(sink, stages, audit, worker)
+    return Wiring(sink, stages, audit, worker, intents)
 
 
 async def _run_until_stopped(

@@ -23,6 +23,7 @@ from listener.bounds import configure_limits
 from listener.correlate import CorrelationStats, Correlator
 from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
 from listener.event import Event
+from listener.intents import IntentBook, IntentStage
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted
@@ -120,7 +121,7 @@ async def ingest_files(
         await rules.start()
         pipeline = Pipeline(
             trail,
-            stages=[rules],
+            stages=[IntentStage(trail, IntentBook()), rules],
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from listener.alert import Alert
 from listener.event import Event, format_time_ns
+from listener.intents import intent_lines
 from listener.safetext import printable
 from sinks.base import EventFilter
 
@@ -100,6 +101,7 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         if why.reason or why.ticket:
             ticket = f" [{why.ticket}]" if why.ticket else ""
             yield f"  why      {why.reason or ''}{ticket}"
+        yield from intent_lines(created)
         config = _config_summary(created.config)
         if config:
             yield f"  config   {config}"

@@ -135,6 +135,9 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
     "host-chain-broken": ("主机审计链断裂", "主机发布的审计链出现缺口、分叉、回退或签名无效。"),
     "fleet-churn": ("集群容器频繁创建销毁", "多台主机上容器创建/销毁总数超出阈值。"),
     "fleet-untrusted-image": ("多台主机使用不受信任的镜像", "同一不受信任的镜像出现在多台主机上。"),
+    "intent-mismatch": ("部署人与声明不符", "与已声明部署意图匹配的容器由另一登录用户创建。"),
+    "expired-deployment": ("部署已过期", "容器在声明的到期时间之后仍在运行。"),
+    "undeclared-deployment": ("未声明的部署", "创建的容器没有匹配的部署意图，也没有 why 标签。"),
 }
 """Chinese name and description of every rule id (the summary itself stays as stored)."""
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from config.models import RuleConfig
 from listener.event import Event
-from listener.rules import activity, container, image
+from listener.rules import activity, container, image, intent
 from listener.rules.base import Finding, Rule, RuleContext, exception_reason
 
 RULES: tuple[Rule, ...] = (
@@ -33,6 +33,9 @@ RULES: tuple[Rule, ...] = (
     Rule(container.RUNS_AS_ROOT, container.check_runs_as_root),
     Rule(activity.UNATTRIBUTED, activity.check_unattributed),
     Rule(activity.MISMATCH, activity.check_attribution_mismatch),
+    Rule(intent.MISMATCH, intent.check_intent_mismatch),
+    Rule(intent.EXPIRED, intent.check_expired),
+    Rule(intent.UNDECLARED, intent.check_undeclared),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}

@@ -250,6 +250,8 @@ class StallWatchdog:
 # --------------------------------------------------------------------------- source
 
 Emit = Callable[[Event], Awaitable[None]]
+# Told the running containers the trail knows (their listing) at each sweep; returns events.
+OnRunning = Callable[[list[dict[str, Any]]], list[Event]]
 _STOP = object()
 
 
@@ -392,8 +394,10 @@ class DockerSource:
         *,
         known: KnownState | None = None,
         engine: Engine | None = None,
+        on_running: OnRunning | None = None,
     ) -> None:
         self.config = config
+        self.on_running = on_running  # each sweep: events about the running containers
         self.host = host
         self.known = known if known is not None else KnownState()
         self.engine = (
@@ -912,6 +916,9 @@ class DockerSource:
             if _listed_state(item.get("State")) == "running"
             and str(item.get("Id")) in self.known.containers
         ]
+        if self.on_running is not None:
+            for found in self.on_running(running):
+                self._order.put(_Pending(found))
         inspected = await asyncio.gather(
             *(self._call(self._inspect_with_config, str(item.get("Id"))) for item in running)
         )
@@ -923,6 +930,11 @@ class DockerSource:
                 recorded += 1
         self.stats.sweeps += 1
         return recorded
+
+    def want_sweep(self, reason: str) -> None:
+        """Ask the sweep loop for a sweep now (a deployment expires)."""
+        self._sweep_reason = reason
+        self._sweep_wanted.set()
 
     async def _sweep_loop(self) -> None:
         """A sweep after every connect and every `sweep_interval_secs` after the last one."""
