@@ -39,9 +39,8 @@ class ExportSummary:
 
     def summary(self) -> str:
         classes = ", ".join(f"{name} {count}" for name, count in sorted(self.by_class.items()))
-        return (
-            f"export: {self.events} events and {self.alerts} alerts as {self.fmt}"
-            + (f" ({classes})" if classes else "")
+        return f"export: {self.events} events and {self.alerts} alerts as {self.fmt}" + (
+            f" ({classes})" if classes else ""
         )
 
 
