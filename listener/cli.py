@@ -569,6 +569,4 @@ def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from listener import notify_cli  # noqa: E402, F401
-from listener import export_cli  # noqa: E402, F401
-from listener import serve_cli  # noqa: E402, F401
+from listener import export_cli, notify_cli, serve_cli  # noqa: E402, F401

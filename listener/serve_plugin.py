@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from datasette import hookimpl
+from datasette import hookimpl as _untyped_hookimpl
 from datasette.plugins import pm
 from datasette.utils.asgi import Response
+
+F = TypeVar("F", bound=Callable[..., Any])
+hookimpl = cast(Callable[[F], F], _untyped_hookimpl)
 
 _PLUGIN_NAME = "docktrail-explorer"
 _settings = {"allow_sql": False}
