@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
 import re
 import stat
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -203,3 +207,28 @@ def test_missing_trail_is_a_clear_error(tmp_path: Path) -> None:
     result = run(tmp_path, "export", "--format", "jsonl")
     assert result.exit_code == 2
     assert "no trail here" in result.stderr
+
+
+def test_progress_bar_is_drawn_when_stderr_is_a_terminal(trail: Path) -> None:
+    leader, follower = pty.openpty()
+    target = trail / "tty.ecs"
+    config, db = str(trail / "docktrail.yaml"), str(trail / "t.db")
+    command = [sys.executable, "-m", "listener", "-c", config, "--db", db,
+               "export", "--format", "ecs", "-o", str(target)]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(60) == 0
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "export" in text and "100%" in text, text
+    assert "export: 282 events and 114 alerts as ecs" in text
+    assert len(target.read_text().splitlines()) == 282 + 114
