@@ -271,3 +271,46 @@ def test_timeline_page_in_headless_chromium(server: Server, tmp_path: Path) -> N
     alerts_red = _count_colour(shot, (0xC5, 0x30, 0x30))
     assert events_blue > 500, events_blue  # the bars were drawn, not just the text
     assert alerts_red > 200, alerts_red
+
+
+def _copy_trail(trail: Path, into: Path) -> Path:
+    import sqlite3
+
+    into.mkdir()
+    (into / "docktrail.yaml").write_text(CONFIG)
+    shutil.copy(trail / "t.key", into / "t.key")
+    source = sqlite3.connect(trail / "t.db")
+    target = sqlite3.connect(into / "t.db")
+    source.backup(target)
+    source.close()
+    target.close()
+    return into
+
+
+def test_a_trail_being_written_is_served_as_it_grows(trail: Path, tmp_path: Path) -> None:
+    live = _copy_trail(trail, tmp_path / "live")
+    running = Server(live)
+    try:
+        running.wait()
+        assert get_json(running, "/trail/events.json?_size=0")["filtered_table_rows_count"] == 284
+        later = tmp_path / "later.jsonl"
+        later.write_text((trail / "hostile.jsonl").read_text().replace("1795346600", "1795346700"))
+        command = ["-c", str(live / "docktrail.yaml"), "--db", str(live / "t.db"),
+                   "ingest", "--docker-events", str(later)]  # fmt: skip
+        result = CliRunner().invoke(main, command, catch_exceptions=False)
+        assert result.exit_code == 0, result.output  # serving never blocks the writer
+        assert get_json(running, "/trail/events.json?_size=0")["filtered_table_rows_count"] == 286
+    finally:
+        running.stop()
+
+
+def test_immutable_mode_serves_a_copy(trail: Path, tmp_path: Path) -> None:
+    copy = _copy_trail(trail, tmp_path / "copy")
+    running = Server(copy, "--immutable")
+    try:
+        running.wait()
+        rows = get_json(running, "/trail/alerts_by_rule.json?_shape=array")
+        assert any(row["rule"] == "privileged-container" for row in rows)
+        assert fetch(running.url + "/trail.json?sql=select+1")[0] == 403
+    finally:
+        running.stop()
