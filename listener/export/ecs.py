@@ -10,9 +10,10 @@ field for is kept under the custom `docktrail.*` namespace.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+import orjson
 
 from listener.alert import Alert
 from listener.event import Event, Who
@@ -55,7 +56,7 @@ class EcsWriter:
         self._write(alert_document(alert))
 
     def _write(self, document: dict[str, Any]) -> None:
-        self.out.write(json.dumps(document, ensure_ascii=False, sort_keys=True) + "\n")
+        self.out.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode() + "\n")
 
     def close(self) -> None:
         self.out.flush()

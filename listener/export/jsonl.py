@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC
 from typing import Any, TextIO
+
+import orjson
 
 from listener.alert import Alert
 from listener.event import Event
@@ -21,7 +22,7 @@ class JsonlWriter:
         self._line({"record": "alert", **alert.to_json_object(UTC)})
 
     def _line(self, obj: dict[str, Any]) -> None:
-        self.out.write(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
+        self.out.write(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode() + "\n")
 
     def close(self) -> None:
         self.out.flush()

@@ -17,9 +17,10 @@ why) under `unmapped.docktrail` so nothing of the trail is lost.
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
+
+import orjson
 
 from listener.alert import Alert
 from listener.event import Event, Who
@@ -106,7 +107,7 @@ class OcsfWriter:
     def _write(self, record: dict[str, Any]) -> None:
         name = record["class_name"]
         self.by_class[name] = self.by_class.get(name, 0) + 1
-        self.out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self.out.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode() + "\n")
 
     def close(self) -> None:
         self.out.flush()
