@@ -96,6 +96,10 @@ def test_ocsf_maps_the_risky_steps_to_the_expected_classes(trail: Path) -> None:
     }
     assert ("privileged-container", "debug-priv") in findings
     assert ("exec-in-container", "web-1") in findings
+    priv = next(
+        r for r in records if r.get("finding_info", {}).get("types") == ["privileged-container"]
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", priv["container"]["uid"])  # the id, not the name
     severities = {r["severity_id"] for r in records if r["class_uid"] == 2004}
     assert 5 in severities  # critical
     cli = [r for r in records if r["class_uid"] == 1007 and "docker run" in str(r["process"])]
@@ -156,6 +160,7 @@ def test_ecs_documents_use_ecs_fields_and_types(trail: Path) -> None:
     assert privileged[0]["container"]["name"] == "debug-priv"
     assert privileged[0]["user"]["name"] == "alice"
     assert privileged[0]["event"]["severity"] == 5
+    assert re.fullmatch(r"[0-9a-f]{64}", privileged[0]["container"]["id"])
     images = {
         d["container"]["image"]["name"] for d in documents if "image" in d.get("container", {})
     }

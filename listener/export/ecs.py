@@ -48,12 +48,14 @@ EVENT_TYPES = {
 class EcsWriter:
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._last_event: Event | None = None
 
     def write_event(self, event: Event) -> None:
+        self._last_event = event
         self._write(event_document(event))
 
     def write_alert(self, alert: Alert) -> None:
-        self._write(alert_document(alert))
+        self._write(alert_document(alert, self._last_event))
 
     def _write(self, document: dict[str, Any]) -> None:
         self.out.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode() + "\n")
@@ -107,7 +109,8 @@ def event_document(event: Event) -> dict[str, Any]:
     return document
 
 
-def alert_document(alert: Alert) -> dict[str, Any]:
+def alert_document(alert: Alert, event: Event | None = None) -> dict[str, Any]:
+    """The ECS alert; `event`, when it is the alert's, gives the container id."""
     document: dict[str, Any] = {
         "@timestamp": timestamp(alert.time_ns),
         "ecs": {"version": ECS_VERSION},
@@ -139,6 +142,8 @@ def alert_document(alert: Alert) -> dict[str, Any]:
     container: dict[str, Any] = {}
     if alert.container:
         container["name"] = alert.container
+    if event is not None and event.seq == alert.event_seq and event.type == "container":
+        container["id"] = event.actor.id
     if alert.image:
         container["image"] = _image(alert.image)
     if container:

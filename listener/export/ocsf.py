@@ -97,12 +97,14 @@ class OcsfWriter:
             "vendor_name": "docktrail",
             "version": product_version(),
         }
+        self._last_event: Event | None = None
 
     def write_event(self, event: Event) -> None:
+        self._last_event = event
         self._write(event_record(event, self.metadata_product))
 
     def write_alert(self, alert: Alert) -> None:
-        self._write(alert_record(alert, self.metadata_product))
+        self._write(alert_record(alert, self.metadata_product, self._last_event))
 
     def _write(self, record: dict[str, Any]) -> None:
         name = record["class_name"]
@@ -134,8 +136,10 @@ def event_record(event: Event, product: dict[str, str]) -> dict[str, Any]:
     return record
 
 
-def alert_record(alert: Alert, product: dict[str, str]) -> dict[str, Any]:
-    """The Detection Finding of one alert."""
+def alert_record(
+    alert: Alert, product: dict[str, str], event: Event | None = None
+) -> dict[str, Any]:
+    """The Detection Finding of one alert; its `event`, when given, names the container id."""
     severity_id = SEVERITY_IDS.get(alert.severity, 99)
     record = _base(DETECTION_FINDING, (1, "Create"), alert.time_ns, severity_id, product, alert.id)
     record["finding_info"] = {
@@ -148,7 +152,7 @@ def alert_record(alert: Alert, product: dict[str, str]) -> dict[str, Any]:
     record["message"] = alert.summary
     record["status_id"], record["status"] = (3, "Suppressed") if alert.suppressed else (1, "New")
     if alert.container:
-        record["container"] = {"name": alert.container, "uid": alert.container}
+        record["container"] = {"name": alert.container, "uid": container_id(alert, event)}
         if alert.image:
             record["container"]["image"] = {"name": alert.image, "uid": alert.image}
         record["metadata"]["profiles"] = ["container"]
@@ -170,6 +174,13 @@ def alert_record(alert: Alert, product: dict[str, str]) -> dict[str, Any]:
         }
     }
     return record
+
+
+def container_id(alert: Alert, event: Event | None) -> str:
+    """The alert's container id when its event (exported just before it) names it."""
+    if event is not None and event.seq == alert.event_seq and event.type == "container":
+        return event.actor.id
+    return alert.container or ""
 
 
 def _base(
