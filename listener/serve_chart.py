@@ -38,9 +38,16 @@ class ChartData:
     by_rule: list[tuple[str, str, int]] = field(default_factory=list)
 
 
-def chart_data(conn: sqlite3.Connection) -> ChartData:
-    """Counts per time bucket over the whole trail, and the latest alerts."""
-    first, last = conn.execute("SELECT min(time_ns), max(time_ns) FROM events").fetchone()
+def chart_data(
+    conn: sqlite3.Connection, since_ns: int | None = None, until_ns: int | None = None
+) -> ChartData:
+    """Counts per time bucket over since <= time < until (default: everything), latest alerts."""
+    low = since_ns if since_ns is not None else -(2**63)
+    high = until_ns if until_ns is not None else 2**63 - 1
+    first, last = conn.execute(
+        "SELECT min(time_ns), max(time_ns) FROM events WHERE time_ns >= ? AND time_ns < ?",
+        (low, high),
+    ).fetchone()
     if first is None:
         return ChartData()
     width = max(1, (last - first) // BUCKETS + 1)
@@ -59,13 +66,16 @@ def chart_data(conn: sqlite3.Connection) -> ChartData:
     data.latest_alerts = [
         {"seq": seq, "time": _time(t), "rule": rule, "severity": sev, "container": name or ""}
         for seq, t, rule, sev, name in conn.execute(
-            "SELECT seq, time_ns, rule, severity, container FROM alerts ORDER BY seq DESC LIMIT 20"
+            "SELECT seq, time_ns, rule, severity, container FROM alerts "
+            "WHERE time_ns >= ? AND time_ns <= ? ORDER BY seq DESC LIMIT 20",
+            (first, last),
         )
     ]
     data.by_rule = list(
         conn.execute(
-            "SELECT rule, severity, count(*) FROM alerts GROUP BY rule, severity "
-            "ORDER BY count(*) DESC"
+            "SELECT rule, severity, count(*) FROM alerts WHERE time_ns >= ? AND time_ns <= ? "
+            "GROUP BY rule, severity ORDER BY count(*) DESC",
+            (first, last),
         )
     )
     return data
@@ -113,8 +123,11 @@ table { border-collapse: collapse; } td, th { padding: 2px 10px; text-align: lef
 <h1>Events and alerts over time</h1>
 <p><a href="/">Explorer</a> · <a href="/trail/events">events</a> ·
 <a href="/trail/alerts">alerts</a></p>
+<form method="get">since <input name="since" value="{{ since }}" placeholder="7d, RFC 3339">
+until <input name="until" value="{{ until }}"> <input type="submit" value="show"></form>
+{% if error %}<p id="error">{{ error }}</p>{% endif %}
 {% if not data.buckets %}
-<p id="summary">The trail is empty.</p>
+<p id="summary">No events in this period.</p>
 {% else %}
 <p id="summary">{{ data.events }} events and {{ data.alerts }} alerts from
 {{ first }} to {{ last }}.</p>
@@ -142,10 +155,13 @@ table { border-collapse: collapse; } td, th { padding: 2px 10px; text-align: lef
 _environment = Environment(autoescape=True)
 
 
-def render_page(data: ChartData) -> str:
+def render_page(data: ChartData, *, since: str = "", until: str = "", error: str = "") -> str:
     template = _environment.from_string(_TEMPLATE)
     return template.render(
         data=data,
+        since=since,
+        until=until,
+        error=error,
         bars=bars(data),
         first=_time(data.first_ns),
         last=_time(data.last_ns),

@@ -58,9 +58,20 @@ def menu_links() -> list[dict[str, str]]:
 
 
 async def timeline_page(datasette: Any, request: Any) -> Response:
+    """The chart; `since` and `until` take the CLI's time forms (7d, RFC 3339, unix seconds)."""
+    from config.errors import InputError
     from listener.serve import DATABASE
-    from listener.serve_chart import chart_data, render_page
+    from listener.serve_chart import ChartData, chart_data, render_page
+    from listener.timeparse import parse_time_ns
 
+    since = request.args.get("since", "").strip()
+    until = request.args.get("until", "").strip()
+    try:
+        since_ns = parse_time_ns(since) if since else None
+        until_ns = parse_time_ns(until) if until else None
+    except InputError as exc:
+        page = render_page(ChartData(), since=since, until=until, error=str(exc))
+        return Response.html(page, status=400)
     database = datasette.get_database(DATABASE)
-    data = await database.execute_fn(chart_data)
-    return Response.html(render_page(data))
+    data = await database.execute_fn(lambda conn: chart_data(conn, since_ns, until_ns))
+    return Response.html(render_page(data, since=since, until=until))

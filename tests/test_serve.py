@@ -314,3 +314,18 @@ def test_immutable_mode_serves_a_copy(trail: Path, tmp_path: Path) -> None:
         assert fetch(running.url + "/trail.json?sql=select+1")[0] == 403
     finally:
         running.stop()
+
+
+def test_timeline_page_takes_a_period(server: Server) -> None:
+    events = get_json(server, "/trail/events.json?_shape=array&_size=max&_sort=time_ns")
+    middle = events[len(events) // 2]["time_ns"]
+    until = middle // 10**9
+    status, page = fetch(server.url + f"/-/timeline?until={until}")
+    assert status == 200
+    before = sum(e["time_ns"] < until * 10**9 for e in events)
+    assert 0 < before < len(events)
+    assert f"{before} events and" in page
+    status, page = fetch(server.url + "/-/timeline?since=2099-01-01T00:00:00Z")
+    assert status == 200 and "No events in this period." in page
+    status, page = fetch(server.url + "/-/timeline?since=%3Cb%3Eyesterday")
+    assert status == 400 and "cannot read time" in page and "<b>yesterday" not in page
