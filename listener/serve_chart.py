@@ -117,6 +117,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <style>
 body { font-family: sans-serif; margin: 2em; color: #1a202c; }
 table { border-collapse: collapse; } td, th { padding: 2px 10px; text-align: left; }
+.axis { display: flex; justify-content: space-between; font-size: 0.8em; color: #4a5568; }
 .legend span { display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 16px; }
 </style></head>
 <body>
@@ -138,6 +139,8 @@ until <input name="until" value="{{ until }}"> <input type="submit" value="show"
 {% for bar in bars %}<rect x="{{ bar.x }}" y="{{ bar.y }}" width="{{ bar.width }}"
  height="{{ bar.height }}" fill="{{ bar.colour }}"><title>{{ bar.title }}</title></rect>
 {% endfor %}</svg>
+<div class="axis" style="width: {{ width }}px"><span>{{ first }}</span>
+<span>{{ middle }}</span><span>{{ last }}</span></div>
 <h2>Alerts by rule</h2>
 <table id="by-rule"><tr><th>rule</th><th>severity</th><th>alerts</th></tr>
 {% for rule, severity, count in data.by_rule %}<tr><td>{{ rule }}</td><td>{{ severity }}</td>
@@ -165,6 +168,7 @@ def render_page(data: ChartData, *, since: str = "", until: str = "", error: str
         bars=bars(data),
         first=_time(data.first_ns),
         last=_time(data.last_ns),
+        middle=_time((data.first_ns + data.last_ns) // 2),
         width=WIDTH,
         height=HEIGHT,
         event_colour=EVENT_COLOUR,
