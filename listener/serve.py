@@ -155,6 +155,8 @@ def make_datasette(path: Path, *, immutable: bool = False, allow_sql: bool = Fal
             "suggest_facets": False,
         },
     )
+    if "_memory" in datasette.databases:  # added when no file is given to the constructor
+        datasette.remove_database("_memory")
     database = Database(datasette, path=str(path), is_mutable=not immutable)
     datasette.add_database(database, name=DATABASE)
     return datasette

@@ -169,6 +169,9 @@ def test_sql_secrets_and_downloads_are_refused(server: Server) -> None:
     ):
         status, _ = fetch(server.url + path)
         assert status == 403, path
+    listed = {table["name"] for table in get_json(server, "/trail.json")["tables"]}
+    assert listed == {"events", "alerts", "checkpoints"}
+    assert [db["name"] for db in get_json(server, "/-/databases.json")] == ["trail"]
     deliveries = get_json(server, "/trail/deliveries.json")
     assert "last_error" not in deliveries["columns"] and "url" not in deliveries["columns"]
 
