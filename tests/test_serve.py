@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from listener.cli import main
+from tests.notify_servers import WebhookServer
 from tests.shared_data import DATA, missing_component
 
 SCENARIO = DATA / "scenario-a"
@@ -332,3 +333,48 @@ def test_timeline_page_takes_a_period(server: Server) -> None:
     assert status == 200 and "No events in this period." in page
     status, page = fetch(server.url + "/-/timeline?since=%3Cb%3Eyesterday")
     assert status == 400 and "cannot read time" in page and "<b>yesterday" not in page
+
+
+def test_deliveries_show_names_never_urls(
+    trail: Path, tmp_path: Path, webhook_server: WebhookServer
+) -> None:
+    """Destinations with secrets in their URLs, one that works and one that is down."""
+    import sqlite3
+
+    from tests.notify_servers import free_port
+
+    secret_hook = webhook_server.json_url().replace("json://", "json://ops:Pa55w0rdX@")
+    secret_hook += "?token=qq81Zmx0Y"
+    down = f"json://ops:Dn7Secret@127.0.0.1:{free_port()}/hook?token=zz42Down"
+    live = tmp_path / "notified"
+    live.mkdir()
+    (live / "docktrail.yaml").write_text(
+        CONFIG + "notifications:\n  destinations:\n"
+        f"    - name: secops\n      url: '{secret_hook}'\n      min_severity: critical\n"
+        f"    - name: pager\n      url: '{down}'\n      min_severity: critical\n"
+    )
+    command = ["-c", str(live / "docktrail.yaml"), "--db", str(live / "t.db"), "ingest",
+               "--docker-events", str(SCENARIO / "events.jsonl"),
+               "--audit-log", str(SCENARIO / "audit.log.gz"), "--notify", "live"]  # fmt: skip
+    result = CliRunner().invoke(main, command, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert webhook_server.wait_for(1, 20)
+    with sqlite3.connect(live / "t.db") as db:
+        assert db.execute("SELECT count(*) FROM delivery_attempts").fetchone()[0] > 0
+    running = Server(live)
+    try:
+        running.wait()
+        rows = get_json(running, "/trail/deliveries.json?_shape=array")
+        assert {row["destination"] for row in rows} == {"secops", "pager"}
+        assert {"sent"} <= {row["status"] for row in rows}
+        pages = ["/", "/trail", "/trail.json", "/trail/deliveries", "/trail/deliveries.csv",
+                 "/-/timeline", "/-/metadata.json", "/-/settings.json",
+                 "/trail/events.json?_size=max", "/trail/alerts.json?_size=max",
+                 "/trail/checkpoints.json"]  # fmt: skip
+        for page in pages:
+            status, body = fetch(running.url + page)
+            assert status == 200, page
+            for secret in ("Pa55w0rdX", "qq81Zmx0Y", "Dn7Secret", "zz42Down"):
+                assert secret not in body, (page, secret)
+    finally:
+        running.stop()
