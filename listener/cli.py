@@ -607,4 +607,11 @@ def _report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from listener import consume_cli, intent_cli, notify_cli, redact_cli  # noqa: E402, F401
+from listener import (  # noqa: E402, F401
+    consume_cli,
+    export_cli,
+    intent_cli,
+    notify_cli,
+    redact_cli,
+    serve_cli,
+)
