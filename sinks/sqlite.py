@@ -115,13 +115,17 @@ gap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import re
 import secrets
+import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -136,8 +140,8 @@ from sqlite_utils import Database
 from config.errors import SigningKeyError, TamperError, TrailBusyError, TrailError
 from config.models import TrailConfig
 from listener.alert import Alert
-from listener.event import GENESIS_HASH, Event, chain_hash
-from sinks import outbox
+from listener.event import GENESIS_HASH, Event, chain_hash, natural_id
+from sinks import headseal, outbox, trailcheck, trailfiles, witness
 from sinks.base import (
     AlertFilter,
     AppendResult,
@@ -147,6 +151,7 @@ from sinks.base import (
     SyncLifecycle,
     severities_at_least,
 )
+from sinks.headseal import Heads
 from sinks.memory import (
     RULES_MARK,
     VerifyReport,
@@ -173,7 +178,15 @@ from sinks.signing import (
     verify_signature,
 )
 
-__all__ = ["MIGRATIONS", "Checkpoint", "SQLiteTrail", "VerifyReport", "apply_migrations"]
+__all__ = [
+    "MIGRATIONS",
+    "Checkpoint",
+    "Pins",
+    "SQLiteTrail",
+    "VerifyReport",
+    "apply_migrations",
+    "verify_file",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -411,6 +424,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0005_alerts", _m0005_alerts),
     Migration("0006_checkpoint_alerts_head", _m0006_checkpoint_alerts_head),
     Migration("0007_outbox", outbox.migrate),
+    Migration("0008_head_seal", headseal.migrate),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 
@@ -688,6 +702,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         durability: Literal["full", "normal"] = "full",
         signing_key: Path | None = None,
         checkpoint_interval_secs: float = 60.0,
+        checkpoint_every_events: int = 10_000,
+        witness_path: Path | None = None,
+        group: str | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise TrailError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -695,6 +712,15 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self.durability = durability
         self.signing_key = signing_key if signing_key is not None else self.path.with_suffix(".key")
         self.checkpoint_interval_secs = checkpoint_interval_secs
+        self.checkpoint_every_events = checkpoint_every_events
+        self.witness_path = witness_path
+        self.group = group
+        self.recovered: Event | None = None  # the trail-recovered event this writer stored
+        self._writer_lock = trailfiles.WriterLock(self.path, group)
+        self._writer = False  # checked the trail's tail and holds the writers' lock
+        self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
+        self._since_checkpoint = 0  # events stored since this instance's last checkpoint
+        self._unwitnessed: list[Checkpoint] = []
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
@@ -712,6 +738,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             durability=config.durability,
             signing_key=config.signing_key,
             checkpoint_interval_secs=config.checkpoint_interval_secs,
+            checkpoint_every_events=config.checkpoint_every_events,
+            witness_path=config.witness_path,
+            group=config.group,
         )
 
     @property
@@ -728,9 +757,16 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrailError(f"{self.path}: cannot create its directory: {exc.strerror}") from exc
+        trailfiles.create_private(self.path, self.group)
         with self._errors("open"):
             self._conn = self._connect()
         self._last_checkpoint = time.monotonic()
+        if "0001_tables" in self.applied_migrations:
+            try:
+                self._ensure_writer()  # a new trail: sealed at once by its genesis checkpoint
+            except BaseException:
+                self.close()
+                raise
 
     def _connect(self) -> sqlite3.Connection:
         # Switching a new file to WAL (and WAL recovery) can fail with SQLITE_BUSY
@@ -777,6 +813,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         finally:
             self._conn = None
             conn.close()
+            self._writer = False
+            self._writer_lock.release()
 
     # -- writing --------------------------------------------------------------
 
@@ -794,12 +832,17 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         conn = self._connection()
         if not events and not states:
             return AppendResult()
+        self._ensure_writer()
         with self._errors("append"), _immediate(conn):
+            self._check_own_heads(conn)
             sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
             if states:
                 self._put_states(conn, states)
+            if sealed:
+                self._seal_heads(conn)
         if sealed:
             self._dirty = True
+            self._since_checkpoint += len(sealed)
             self._periodic_checkpoint()
         return AppendResult(stored=[stored for stored, _, _ in sealed], duplicates=duplicates)
 
@@ -859,7 +902,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         conn = self._connection()
         if not alerts and evaluated_through is None:
             return []
+        self._ensure_writer()
         with self._errors("append alerts"), _immediate(conn):
+            self._check_own_heads(conn)
             known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
             fresh, _duplicates = split_new(alerts, known)
             self._check_event_refs(conn, fresh)
@@ -885,6 +930,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 )
             if evaluated_through is not None and evaluated_through > self._mark(conn):
                 self._put_states(conn, [mark_state(evaluated_through)])
+            if sealed:
+                self._seal_heads(conn)
         if sealed:
             self._dirty = True
             self._periodic_checkpoint()
@@ -1029,46 +1076,72 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     # -- checkpoints ----------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Sign the current heads of both chains and store the signature."""
+        """Sign the current heads of both chains and store the signature.
+
+        Refuses (`TamperError`) when the heads are not the ones this writer (or
+        another docktrail writer) sealed: foreign rows are never signed.
+        """
         conn = self._connection()
+        self._ensure_writer()
+        self._unwitnessed.clear()
         with self._errors("checkpoint"), _immediate(conn):
-            last = conn.execute(
-                "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-            key = self._signer(None if last is None else last[1])
-            seq, digest = self._head(conn)
-            alerts_seq, alerts_hash = self._head(conn, "alerts")
-            now = time.time_ns()
-            payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
-            cp = Checkpoint(
-                1 if last is None else last[0] + 1,
-                self._trail_id,
-                seq,
-                digest,
-                now,
-                self._key_fingerprint,
-                sign(key, payload),
-                alerts_seq,
-                alerts_hash,
-            )
-            conn.execute(
-                "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
-                "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cp.number,
-                    cp.trail_id,
-                    cp.seq,
-                    cp.hash,
-                    cp.time_ns,
-                    cp.key_fingerprint,
-                    cp.signature,
-                    cp.alerts_seq,
-                    cp.alerts_hash,
-                ),
-            )
+            self._check_own_heads(conn)
+            cp = self._checkpoint_in(conn)
+        self._checkpointed()
+        return cp
+
+    def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
+        """Sign the heads inside the caller's write transaction."""
+        last = conn.execute(
+            "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[1])
+        seq, digest = self._head(conn)
+        alerts_seq, alerts_hash = self._head(conn, "alerts")
+        now = time.time_ns()
+        payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
+        cp = Checkpoint(
+            1 if last is None else last[0] + 1,
+            self._trail_id,
+            seq,
+            digest,
+            now,
+            self._key_fingerprint,
+            sign(key, payload),
+            alerts_seq,
+            alerts_hash,
+        )
+        conn.execute(
+            "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
+            "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cp.number,
+                cp.trail_id,
+                cp.seq,
+                cp.hash,
+                cp.time_ns,
+                cp.key_fingerprint,
+                cp.signature,
+                cp.alerts_seq,
+                cp.alerts_hash,
+            ),
+        )
+        self._unwitnessed.append(cp)
+        return cp
+
+    def _checkpointed(self) -> None:
+        """After a commit that stored checkpoints: reset the counters, tell the witness."""
         self._dirty = False
         self._last_checkpoint = time.monotonic()
-        return cp
+        self._since_checkpoint = 0
+        made, self._unwitnessed = self._unwitnessed, []
+        if self.witness_path is None:
+            return
+        try:
+            witness.append(self.witness_path, made, self.group)
+        except TrailError as exc:
+            # the checkpoint is committed; the witness lags until the next one succeeds
+            log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
 
     def _signer(self, last_fingerprint: str | None) -> Ed25519PrivateKey:
         """The signing key, refusing one that differs from the key of earlier checkpoints.
@@ -1102,11 +1175,130 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         else:
             self._dirty = False
 
+    # -- the writer's own heads (sinks.headseal) --------------------------------
+
+    def _ensure_writer(self) -> None:
+        """Before this instance's first write: seal a new trail, or check and recover its tail.
+
+        A new trail gets its genesis checkpoint. Otherwise the stored heads must
+        be the sealed ones (`_check_own_heads`), and a writer alone on the
+        trail seals the tail a crashed writer left (`_recover`).
+        """
+        if self._writer:
+            return
+        conn = self._connection()
+        alone = self._writer_lock.acquire()
+        try:
+            self._unwitnessed.clear()
+            with self._errors("open for writing"), _immediate(conn):
+                if self._is_empty(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)  # genesis: the trail is never unsigned
+                else:
+                    self._check_own_heads(conn)
+                    if alone:
+                        self._recover(conn)
+            if self._unwitnessed:
+                self._checkpointed()
+        except BaseException:
+            self._writer_lock.release()
+            raise
+        self._writer_lock.share()
+        self._writer = True
+
+    @staticmethod
+    def _is_empty(conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM head_seal)"
+        ).fetchone()
+        return tuple(row) == (0, 0) and headseal.current(conn) == headseal.EMPTY
+
+    def _check_own_heads(self, conn: sqlite3.Connection) -> None:
+        """Refuse to write after rows docktrail did not write (inside the write transaction)."""
+        seal = headseal.read(conn)
+        if seal is not None and seal == self._own_seal:
+            sealed = seal.heads  # our own last write: its signature was made here
+        elif seal is not None:
+            key = self._signer(seal.key_fingerprint)
+            if not headseal.signed(seal, self._trail_id, key.public_key()):
+                raise TamperError(
+                    "the head seal's signature is invalid (forged); run docktrail verify"
+                )
+            sealed = seal.heads
+        elif headseal.has_genesis(conn):
+            raise TamperError("the head seal is missing (deleted); run docktrail verify")
+        else:
+            return  # a trail from before head seals: its next write seals it
+        stored = headseal.current(conn)
+        if stored != sealed:
+            bad_seq, bad_alert, message = headseal.foreign_problem(stored, sealed)
+            where = "" if bad_seq is not None or bad_alert is None else f"alert seq {bad_alert}: "
+            raise TamperError(
+                f"{where}foreign rows: {message}; refusing to sign them (run docktrail verify)",
+                seq=bad_seq,
+            )
+
+    def _seal_heads(self, conn: sqlite3.Connection) -> None:
+        """Sign the heads as this write leaves them (inside its transaction)."""
+        last = conn.execute(
+            "SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[0])
+        heads = headseal.current(conn)
+        self._own_seal = headseal.write(conn, self._trail_id, heads, key, self._key_fingerprint)
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
+        last = conn.execute(
+            "SELECT seq, alerts_seq, time_ns FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        since_seq, since_alert_seq, since_ns = (0, 0, None) if last is None else tuple(last)
+        heads = headseal.current(conn)
+        unsealed, unsealed_alerts = heads.seq - since_seq, heads.alerts_seq - since_alert_seq
+        if unsealed <= 0 and unsealed_alerts <= 0:
+            return
+        _check_tail(conn, "events", since_seq)
+        _check_tail(conn, "alerts", since_alert_seq)
+        now = time.time_ns()
+        attributes: dict[str, Any] = {
+            "unsealed_events": unsealed,
+            "unsealed_alerts": unsealed_alerts,
+            "first_unsealed_seq": since_seq + 1,
+            "first_unsealed_alert_seq": since_alert_seq + 1,
+            "last_checkpoint_ns": since_ns,
+            "reason": "the previous writer stopped without its final checkpoint (a crash)",
+        }
+        recovered = Event(
+            id=natural_id(
+                "docktrail", "trail-recovered", self._trail_id, heads.seq, heads.alerts_seq
+            ),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="trail",
+            action="trail-recovered",
+            attributes=attributes,
+        )
+        self._insert_events(conn, [recovered])
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
+        self.recovered = recovered
+        log.warning(
+            "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
+            self.path,
+            unsealed,
+            unsealed_alerts,
+            since_seq + 1,
+        )
+
     def _periodic_checkpoint(self) -> None:
         """Checkpoint when due. Never raises: the append it follows has committed."""
         if not self._dirty or self._conn is None:
             return
-        if time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs:
+        if (
+            time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs
+            and self._since_checkpoint < self.checkpoint_every_events
+        ):
             return
         try:
             self.checkpoint()
@@ -1139,28 +1331,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         public = None  # without a key only a trail with no checkpoints can be checked
         if public_key is not None or key_path.exists():
             public = load_public_key(key_path)
-        audit = _Audit(conn, self._trail_id, public, key_path)
-        problem = audit.run()
-        if problem is None:
-            problem = _trigger_problem(
-                Database(conn, recursive_triggers=False, execute_plugins=False)
-            )
-        events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        alerts = int(conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
-        checkpoints = int(conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
-        bad = None if problem is None else problem[0]
-        return VerifyReport(
-            ok=problem is None,
-            events=events,
-            checkpoints=checkpoints,
-            first_bad_seq=None if audit.in_alerts else bad,
-            problem=None if problem is None else problem[1],
-            unsealed=max(audit.last_seq - audit.sealed_seq, 0),
-            key_fingerprint=None if public is None else fingerprint(public),
-            alerts=alerts,
-            first_bad_alert_seq=bad if audit.in_alerts else None,
-            unsealed_alerts=max(audit.last_alert_seq - audit.sealed_alert_seq, 0),
-        )
+        return _verify_connection(conn, self._trail_id, public, key_path)
 
     # -- async API (TrailSink) ------------------------------------------------
 
@@ -1188,6 +1359,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                     .fetchone()
                 )
             self._signer(None if row is None else row[0])
+            self._ensure_writer()  # seal what a crashed writer left, before anything new
         except BaseException:
             self._dirty = False
             self.close()
@@ -1257,6 +1429,183 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             raise _trail_error(self.path, doing, exc) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Pins:
+    """What an auditor pinned: the trail's id, its key's fingerprint, and the witness."""
+
+    trail_id: str | None = None
+    key_fingerprint: str | None = None
+    witness: Path | None = None
+
+
+def verify_file(path: Path, key_path: Path, pins: Pins = Pins()) -> VerifyReport:
+    """Verify the trail at `path` read-only: never creates, migrates or writes anything.
+
+    `key_path`: a PEM file (public or private) to check signatures with.
+    """
+    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECS)
+    except sqlite3.Error as exc:
+        raise _trail_error(path, "open", exc) from exc
+    try:
+        public = load_public_key(key_path)
+        with contextlib.closing(conn):
+            conn.execute("BEGIN")  # one snapshot while the service keeps appending
+            return _verify_snapshot(conn, public, key_path, pins)
+    except sqlite3.Error as exc:
+        raise _trail_error(path, "verify", exc) from exc
+
+
+def _verify_snapshot(
+    conn: sqlite3.Connection, public: Ed25519PublicKey, key_path: Path, pins: Pins
+) -> VerifyReport:
+    applied = trailcheck.applied_migrations(conn)
+    key_id = fingerprint(public)
+    if applied is None or "0001_tables" not in applied:
+        return _not_a_trail(conn, key_id)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
+    trail_id = "" if row is None else str(row[0])
+    report = _verify_connection(conn, trail_id, public, key_path, applied)
+    finding = _pin_problem(trail_id, key_id, pins)
+    if report.ok and finding is None and pins.witness is not None:
+        witnessed = witness.check(pins.witness, conn, trail_id, public)
+        if witnessed.finding is not None:
+            finding = trailcheck.Finding(
+                witnessed.problem or "", witnessed.first_bad_seq, None, witnessed.finding
+            )
+        else:
+            note = f"witness: {witnessed.checked} checkpoints agree"
+            if witnessed.ignored:
+                note += f" ({witnessed.ignored} lines not signed by this key ignored)"
+            report = dataclasses.replace(report, notes=(*report.notes, note))
+    if report.ok and finding is not None:
+        return _failed(report, finding)
+    return report
+
+
+def _not_a_trail(conn: sqlite3.Connection, key_id: str) -> VerifyReport:
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    what = "the file is empty" if tables == 0 else "the file has no docktrail schema"
+    return VerifyReport(
+        ok=False,
+        events=0,
+        checkpoints=0,
+        first_bad_seq=1,
+        problem=f"no genesis: {what} (emptied, or replaced by another database)",
+        unsealed=0,
+        key_fingerprint=key_id,
+        finding="tampered",
+    )
+
+
+def _pin_problem(trail_id: str, key_id: str, pins: Pins) -> trailcheck.Finding | None:
+    if pins.trail_id is not None and pins.trail_id != trail_id:
+        return trailcheck.Finding(
+            f"this is trail {trail_id or '(none)'}, not the pinned trail {pins.trail_id} "
+            "(the file was replaced)",
+            1,
+        )
+    if pins.key_fingerprint is not None and pins.key_fingerprint != key_id:
+        return trailcheck.Finding(
+            f"verifying key {key_id} is not the pinned key {pins.key_fingerprint} "
+            "(the key beside the trail was replaced; verify with the auditor's public key)",
+            1,
+        )
+    return None
+
+
+def _failed(report: VerifyReport, finding: trailcheck.Finding) -> VerifyReport:
+    return dataclasses.replace(
+        report,
+        ok=False,
+        first_bad_seq=finding.seq,
+        first_bad_alert_seq=finding.alert_seq,
+        problem=finding.problem,
+        finding=finding.kind,
+        notes=(),
+    )
+
+
+def _verify_connection(
+    conn: sqlite3.Connection,
+    trail_id: str,
+    public: Ed25519PublicKey | None,
+    key_path: Path,
+    applied: Sequence[str] | None = None,
+) -> VerifyReport:
+    """Every check of one snapshot; the most precise finding first (module docstring)."""
+    if applied is None:
+        applied = trailcheck.applied_migrations(conn) or []
+    expected = trailcheck.expected_schema(MIGRATIONS, applied)
+    audit = _Audit(conn, trail_id, public, key_path)
+    finding = trailcheck.missing_tables(conn, expected)
+    problem: Problem | None = None
+    if finding is None:
+        problem = audit.run()
+    vouched: Heads | None = None
+    if finding is None and problem is None and "0008_head_seal" in applied:
+        finding, vouched = trailcheck.seal_problem(conn, trail_id, public, audit.checkpointed())
+    if finding is None and problem is None:
+        db = Database(conn, recursive_triggers=False, execute_plugins=False)
+        problem = _trigger_problem(db)
+    if finding is None and problem is None:
+        finding = (
+            trailcheck.schema_problem(conn, expected)
+            or trailcheck.integrity_problem(conn)
+            or trailcheck.delivery_problem(conn)
+        )
+    report = _audit_report(conn, audit, problem, public, trail_id)
+    if finding is not None:
+        return _failed(report, finding)
+    if not report.ok:
+        return report
+    return dataclasses.replace(report, notes=_tail_notes(report, vouched))
+
+
+def _audit_report(
+    conn: sqlite3.Connection,
+    audit: _Audit,
+    problem: Problem | None,
+    public: Ed25519PublicKey | None,
+    trail_id: str,
+) -> VerifyReport:
+    counts = []
+    for table in ("events", "alerts", "checkpoints"):
+        try:
+            counts.append(int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]))
+        except sqlite3.OperationalError:  # a dropped table, reported as such
+            counts.append(0)
+    events, alerts, checkpoints = counts
+    bad = None if problem is None else problem[0]
+    return VerifyReport(
+        ok=problem is None,
+        events=events,
+        checkpoints=checkpoints,
+        first_bad_seq=None if audit.in_alerts else bad,
+        problem=None if problem is None else problem[1],
+        unsealed=max(audit.last_seq - audit.sealed_seq, 0),
+        key_fingerprint=None if public is None else fingerprint(public),
+        alerts=alerts,
+        first_bad_alert_seq=bad if audit.in_alerts else None,
+        unsealed_alerts=max(audit.last_alert_seq - audit.sealed_alert_seq, 0),
+        finding=None if problem is None else "tampered",
+        trail_id=trail_id,
+    )
+
+
+def _tail_notes(report: VerifyReport, vouched: Heads | None) -> tuple[str, ...]:
+    if not (report.unsealed or report.unsealed_alerts):
+        return ()
+    tail = f"{report.unsealed} events and {report.unsealed_alerts} alerts after the last checkpoint"
+    if vouched is None:
+        return (f"{tail}, vouched for by the hash chain only",)
+    return (
+        f"{tail}, sealed by the writer's head seal (a writer is running, or stopped without "
+        "its final checkpoint; its next start seals them)",
+    )
+
+
 class _Audit:
     """One streaming verify over both chains and the checkpoints (module docstring)."""
 
@@ -1285,6 +1634,15 @@ class _Audit:
         self.in_alerts = False  # the problem found (if any) is in the alerts chain
         self.sealed_alert_seq = 0
         self.last_alert_seq = 0
+        self.valid_checkpoints = 0
+        self.sealed_hash = GENESIS_HASH
+        self.sealed_alert_hash = GENESIS_HASH
+
+    def checkpointed(self) -> Heads:
+        """The heads of the last valid checkpoint (after `run`)."""
+        return Heads(
+            self.sealed_seq, self.sealed_hash, self.sealed_alert_seq, self.sealed_alert_hash
+        )
 
     def run(self) -> Problem | None:
         problem = self._events_pass()
@@ -1322,7 +1680,8 @@ class _Audit:
             problem = self._checkpoint_problem(self.pending, digest)
             if problem is not None:
                 return problem
-            self.sealed_seq = self.pending[2]
+            self.sealed_seq, self.sealed_hash = self.pending[2], self.pending[3]
+            self.valid_checkpoints += 1
             self.pending = self.checkpoints.fetchone()
         return None
 
@@ -1372,10 +1731,11 @@ class _Audit:
     def _finish(self) -> Problem | None:
         if self.pending is not None:  # a checkpoint beyond the last row
             return self._checkpoint_problem(self.pending, None)
-        if self.last_seq > 0 and self.sealed_seq == 0:
+        if self.valid_checkpoints == 0:
             return 1, (
-                f"no signed checkpoint: none of the {self.last_seq} events is sealed "
-                "(a replaced database looks like this)"
+                f"no signed checkpoint: not even the genesis checkpoint; none of the "
+                f"{self.last_seq} events is sealed (an emptied or replaced database looks "
+                "like this)"
             )
         return None
 
@@ -1429,7 +1789,7 @@ class _Audit:
                     f"checkpoint {n} (alert seq {alert_seq}): signed alerts hash does not match "
                     f"alert seq {alert_seq} (alerts up to it rewritten)"
                 )
-            self.sealed_alert_seq = alert_seq
+            self.sealed_alert_seq, self.sealed_alert_hash = alert_seq, signed_hash
             self.alert_pending = self.alert_checkpoints.fetchone()
         return None
 
@@ -1465,6 +1825,27 @@ class _Audit:
             if want != have or type(want) is not type(have):
                 return f"{label} {seq}: column {name} does not match the body (row edited)"
         return f"{label} {seq}: copied columns do not match the body (row edited)"
+
+
+def _check_tail(conn: sqlite3.Connection, table: str, after_seq: int) -> None:
+    """The rows after `after_seq` must chain on from it (a crashed writer's tail)."""
+    row = conn.execute(f"SELECT hash FROM {table} WHERE seq = ?", (after_seq,)).fetchone()
+    expected_seq, expected_prev = after_seq + 1, GENESIS_HASH if row is None else row[0]
+    rows = conn.execute(
+        f"SELECT seq, prev_hash, hash, body FROM {table} WHERE seq > ? ORDER BY seq", (after_seq,)
+    )
+    for seq, prev_hash, digest, body in rows:
+        if (
+            seq != expected_seq
+            or prev_hash != expected_prev
+            or chain_hash(prev_hash, body) != digest
+        ):
+            label = "seq" if table == "events" else "alert seq"
+            raise TamperError(
+                f"the unsealed tail does not chain on from the last checkpoint at {label} {seq}; "
+                "run docktrail verify"
+            )
+        expected_seq, expected_prev = seq + 1, digest
 
 
 def _trigger_problem(db: Database) -> Problem | None:
