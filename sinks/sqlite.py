@@ -140,7 +140,7 @@ from sqlite_utils import Database
 from config.errors import SigningKeyError, TamperError, TrailBusyError, TrailError
 from config.models import TrailConfig
 from listener.alert import Alert
-from listener.event import GENESIS_HASH, Event, chain_hash, natural_id
+from listener.event import GENESIS_HASH, Actor, Event, chain_hash, natural_id
 from sinks import headseal, outbox, trailcheck, trailfiles, witness
 from sinks.base import (
     AlertFilter,
@@ -1051,7 +1051,39 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     @property
     def outbox(self) -> outbox.Outbox:
         """The deliveries of alerts to destinations (`sinks.outbox`)."""
-        return outbox.Outbox(self._connection(), _immediate)
+        return outbox.Outbox(self._connection(), self._writer_transaction, self._record_delivery)
+
+    @contextmanager
+    def _writer_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        self._ensure_writer()
+        with _immediate(conn):
+            yield
+
+    def _record_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
+        """Chain one attempt's outcome for `ids` (inside the attempt's transaction)."""
+        self._check_own_heads(conn)
+        now = time.time_ns()
+        event = Event(
+            id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="delivery",
+            action=action,
+            actor=Actor(id=destination, name=destination),
+            attributes={"attempt": attempt_id, "deliveries": sorted(ids)},
+        )
+        self._insert_events(conn, [event])
+        self._seal_heads(conn)
+        self._dirty = True
+        self._since_checkpoint += 1
 
     def alerts_for_event(self, seq: int) -> list[Alert]:
         """The alerts raised on the event at `seq`, in alert seq order."""
