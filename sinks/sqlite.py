@@ -120,6 +120,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -757,16 +758,46 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrailError(f"{self.path}: cannot create its directory: {exc.strerror}") from exc
-        trailfiles.create_private(self.path, self.group)
+        with self._errors("create"):
+            if not self.path.exists():
+                self._create()
+        if self.path.stat().st_size == 0:
+            raise TrailError(
+                f"{self.path}: the file is empty; a trail always holds at least its genesis "
+                "checkpoint (emptied?). `docktrail verify` it; remove it to start a new trail"
+            )
         with self._errors("open"):
             self._conn = self._connect()
         self._last_checkpoint = time.monotonic()
-        if "0001_tables" in self.applied_migrations:
+        if self._unwitnessed:
+            self._checkpointed()  # this instance created the trail: witness its genesis
+
+    def _create(self) -> None:
+        """Create the trail sealed by its genesis checkpoint, then put it in place.
+
+        Built under a temporary name and linked to `path` (which never replaces
+        a trail another process created meanwhile), so a crash never leaves a
+        trail file without its genesis: an empty or unsealed file at `path` is
+        never docktrail's doing.
+        """
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
+        trailfiles.create_private(temporary, self.group)
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
             try:
-                self._ensure_writer()  # a new trail: sealed at once by its genesis checkpoint
-            except BaseException:
-                self.close()
-                raise
+                self._setup(conn)
+                with _immediate(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)
+            finally:
+                conn.close()  # the last connection: SQLite folds the WAL into the file
+            try:
+                os.link(temporary, self.path)
+            except FileExistsError:
+                self._unwitnessed.clear()  # another process created it first: theirs stands
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
         # Switching a new file to WAL (and WAL recovery) can fail with SQLITE_BUSY

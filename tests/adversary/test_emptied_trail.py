@@ -7,6 +7,9 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from config.errors import TrailError
 from sinks.sqlite import SQLiteTrail
 from tests.adversary.trails import attacker, build, digest, restore_triggers, verify
 
@@ -83,3 +86,11 @@ def test_a_copy_of_another_trail_is_caught_by_the_pin(tmp_path: Path) -> None:
     shutil.copy(other, db)
     shutil.copy(other.with_suffix(".key"), db.with_suffix(".key"))
     assert verify(db, "--trail-id", trail_id).code == 1
+
+
+def test_no_writer_builds_a_new_trail_over_an_emptied_one(tmp_path: Path) -> None:
+    db = build(tmp_path / "trail.db")
+    db.write_bytes(b"")
+    with pytest.raises(TrailError, match="the file is empty"):
+        SQLiteTrail(db).open()
+    assert db.stat().st_size == 0
