@@ -665,6 +665,11 @@ def _trail_error(path: Path, doing: str, exc: sqlite3.Error) -> TrailError:
             f"{path}: {doing}: called from another thread; after start(), "
             "use `await trail.call(...)`"
         )
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return TrailError(
+            f"{path}: {doing}: the disk is full; everything stored before this write is kept "
+            "and intact: free space, then run the same command again (it resumes)"
+        )
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
         return TrailError(f"{path}: not a docktrail trail (not an SQLite database)")
     return TrailError(f"{path}: {doing}: {exc}")
