@@ -1,4 +1,4 @@
-"""kill -9 of `docktrail ingest` at random points: nothing acknowledged lost or doubled, verify intact."""
+"""kill -9 of `docktrail ingest` at random points: nothing acknowledged lost or doubled."""
 
 from __future__ import annotations
 
