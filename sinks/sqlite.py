@@ -63,6 +63,19 @@ Schema
 ``_migrations(name, applied_ns)``
     The names of the applied schema migrations (``MIGRATIONS`` below).
 
+``head_seal`` (one row, replaced by every write; ``sinks.headseal``)
+    The writer's signature over both heads as each write transaction leaves
+    them. Rows past it were written by someone else (``foreign-rows``): the
+    writer refuses to chain on or sign them, and their deliveries are never due.
+
+A new trail is built under a temporary name with its genesis checkpoint
+(checkpoint 1, at seq 0) and head seal, then linked into place, so a trail
+file always holds a signature. A writer that finds itself alone on the trail
+(``sinks.trailfiles.WriterLock``) seals what a crashed writer left after the
+last checkpoint: it checks that tail's chain and stores a ``trail-recovered``
+event and a checkpoint. Every checkpoint is also appended to the witness
+file when one is configured (``sinks.witness``).
+
 Triggers ``BEFORE UPDATE`` and ``BEFORE DELETE`` on ``events``, ``alerts``
 and ``checkpoints`` abort with ``docktrail trail is append-only``.
 
@@ -94,11 +107,16 @@ For each alert row, steps 1 to 4 likewise (messages say "alert seq N"), then:
    hash (else: alerts up to it were rewritten).
 
 A checkpoint pointing past the last row of either chain means rows were
-deleted at the end. A trail with events but no valid checkpoint at all fails
-too: a database rebuilt from scratch would look exactly like that. Finally
-the six append-only triggers must exist with their original text; they are
-checked last so that a tampered row, the more precise finding, is named
-first.
+deleted at the end. A trail without a valid checkpoint fails, even an empty
+one: its genesis is missing (emptied, or rebuilt from scratch). Then the
+head seal: signed, not behind the last checkpoint, matching the rows it
+names; rows past it are ``foreign-rows``. Then the six append-only triggers
+with their original text, the whole schema against the one the applied
+migrations create on an empty database, ``PRAGMA integrity_check``, and the
+outbox (every delivery sent or failed has its chained ``delivery`` event).
+These come after the rows so that a tampered row, the more precise finding,
+is named first. ``verify_file`` (the CLI) opens the file read-only and adds
+the auditor's pins (``trail_id``, key fingerprint) and the witness.
 
 The first problem found is reported with ``first_bad_seq`` (events) or
 ``first_bad_alert_seq`` (alerts), the first seq that can no longer be
@@ -107,9 +125,8 @@ the last valid one (anything after it may have been rewritten). Events and
 alerts after the last valid checkpoint are reported as ``unsealed`` and
 ``unsealed_alerts``: they are normal (at most one interval's worth after a
 crash), but only the chain vouches for them, not a signature. What verify
-cannot see: rows removed from the end together with the checkpoints after
-them; auditors who keep the latest exported head outside the host close that
-gap.
+cannot see without the witness: the whole file replaced by an older genuine
+copy of itself (rollback).
 """
 
 from __future__ import annotations
