@@ -445,6 +445,8 @@ MIGRATIONS: list[Migration] = [
     Migration("0008_head_seal", headseal.migrate),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
+GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]
+"""Applied in every trail created with a genesis checkpoint, from its creation on."""
 
 
 def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
@@ -1534,8 +1536,8 @@ def verify_file(path: Path, key_path: Path, pins: Pins = Pins()) -> VerifyReport
     except sqlite3.Error as exc:
         raise _trail_error(path, "open", exc) from exc
     try:
-        public = load_public_key(key_path)
         with contextlib.closing(conn):
+            public = load_public_key(key_path)
             conn.execute("BEGIN")  # one snapshot while the service keeps appending
             return _verify_snapshot(conn, public, key_path, pins)
     except sqlite3.Error as exc:
@@ -1549,8 +1551,7 @@ def _verify_snapshot(
     key_id = fingerprint(public)
     if applied is None or "0001_tables" not in applied:
         return _not_a_trail(conn, key_id)
-    row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
-    trail_id = "" if row is None else str(row[0])
+    trail_id = _stored_trail_id(conn)
     report = _verify_connection(conn, trail_id, public, key_path, applied)
     finding = _pin_problem(trail_id, key_id, pins)
     if report.ok and finding is None and pins.witness is not None:
@@ -1567,6 +1568,14 @@ def _verify_snapshot(
     if report.ok and finding is not None:
         return _failed(report, finding)
     return report
+
+
+def _stored_trail_id(conn: sqlite3.Connection) -> str:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
+    except sqlite3.OperationalError:  # meta dropped: reported by the schema check
+        return ""
+    return "" if row is None else str(row[0])
 
 
 def _not_a_trail(conn: sqlite3.Connection, key_id: str) -> VerifyReport:
@@ -1623,11 +1632,14 @@ def _verify_connection(
     if applied is None:
         applied = trailcheck.applied_migrations(conn) or []
     expected = trailcheck.expected_schema(MIGRATIONS, applied)
+    dropped = trailcheck.missing_tables(conn, expected) or trailcheck.downgrade_problem(
+        conn, applied, GENESIS_MIGRATIONS
+    )
+    if dropped is not None:  # the checks below read every table
+        return _failed(_empty_report(public, trail_id), dropped)
     audit = _Audit(conn, trail_id, public, key_path)
-    finding = trailcheck.missing_tables(conn, expected)
-    problem: Problem | None = None
-    if finding is None:
-        problem = audit.run()
+    problem = audit.run()
+    finding: trailcheck.Finding | None = None
     vouched: Heads | None = None
     if finding is None and problem is None and "0008_head_seal" in applied:
         finding, vouched = trailcheck.seal_problem(conn, trail_id, public, audit.checkpointed())
@@ -1648,6 +1660,19 @@ def _verify_connection(
     return dataclasses.replace(report, notes=_tail_notes(report, vouched))
 
 
+def _empty_report(public: Ed25519PublicKey | None, trail_id: str) -> VerifyReport:
+    return VerifyReport(
+        ok=True,
+        events=0,
+        checkpoints=0,
+        first_bad_seq=None,
+        problem=None,
+        unsealed=0,
+        key_fingerprint=None if public is None else fingerprint(public),
+        trail_id=trail_id,
+    )
+
+
 def _audit_report(
     conn: sqlite3.Connection,
     audit: _Audit,
@@ -1655,13 +1680,10 @@ def _audit_report(
     public: Ed25519PublicKey | None,
     trail_id: str,
 ) -> VerifyReport:
-    counts = []
-    for table in ("events", "alerts", "checkpoints"):
-        try:
-            counts.append(int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]))
-        except sqlite3.OperationalError:  # a dropped table, reported as such
-            counts.append(0)
-    events, alerts, checkpoints = counts
+    events, alerts, checkpoints = (
+        int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        for table in ("events", "alerts", "checkpoints")
+    )
     bad = None if problem is None else problem[0]
     return VerifyReport(
         ok=problem is None,

@@ -69,6 +69,24 @@ def expected_schema(migrations: Sequence[Migrate], applied: Sequence[str]) -> se
         conn.close()
 
 
+def downgrade_problem(
+    conn: sqlite3.Connection, applied: Sequence[str], required: Sequence[str]
+) -> Finding | None:
+    """A trail created with its genesis had every `required` migration from its first day.
+
+    Without this, removing a migration's name (and its table) would make
+    verify skip what that migration protects, as for a trail from before it.
+    """
+    if not headseal.has_genesis(conn):
+        return None
+    missing = [name for name in required if name not in applied]
+    if not missing:
+        return None
+    return Finding(
+        f"schema: migration {missing[0]} is missing from a trail created with it (downgraded)"
+    )
+
+
 def missing_tables(conn: sqlite3.Connection, expected: set[SchemaItem]) -> Finding | None:
     """Tables the rows' checks read (checked first, so the checks can run at all)."""
     present = {(kind, name) for kind, name, _, _ in _schema(conn)}

@@ -132,6 +132,16 @@ CASES: dict[str, Callable[[Scene], None]] = {
         "CREATE TRIGGER quiet AFTER INSERT ON deliveries BEGIN DELETE FROM deliveries; END;",
         drop=False,
     ),
+    "drop the checkpoints table": lambda s: s.sql("DROP TABLE checkpoints;"),
+    "drop the meta table": lambda s: s.sql("DROP TABLE meta;"),
+    "downgrade: head seal table and migration removed, rows appended": lambda s: s.sql(
+        "DROP TABLE head_seal; DELETE FROM _migrations WHERE name = '0008_head_seal';"
+        + forged_event_rows(s.db, [600])
+    ),
+    "downgrade: outbox removed": lambda s: s.sql(
+        "DROP TABLE deliveries; DROP TABLE delivery_attempts; "
+        "DELETE FROM _migrations WHERE name = '0007_outbox';"
+    ),
     "empty the file": lambda s: s.db.write_bytes(b""),
     "rewrite the whole file with a new key": lambda s: s.replace_with(s.rewritten(new_key=True)),
     "rewrite the file and replace the key": rewrite_with_a_new_key_and_trail,
