@@ -198,7 +198,7 @@ def query(
 @click.option("--public-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Auditor's copy of the public key (default: the signing key's).")  # fmt: skip
 @click.option("--witness", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Witness file of signed heads (trail.witness_path).")  # fmt: skip
+              help="Witness file of signed heads (default: trail.witness_path).")  # fmt: skip
 @click.option("--trail-id", "trail_id", metavar="ID",
               help="The trail_id the file must have (printed by verify).")  # fmt: skip
 @click.option("--key-fingerprint", "key_fingerprint", metavar="FP",
@@ -223,6 +223,9 @@ def verify(
     path = state.config.trail.path
     if not path.exists():
         raise TrailError(f"{path}: no trail here (run `docktrail ingest` or `docktrail run`)")
+    configured = state.config.trail.witness_path
+    if witness is None and configured is not None and configured.exists():
+        witness = configured
     pins = Pins(trail_id=trail_id, key_fingerprint=key_fingerprint, witness=witness)
     report = verify_file(path, public_key or state.config.signing_key_path(), pins)
     identity = f"key {report.key_fingerprint}, trail {report.trail_id or '(none)'}"
