@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +71,17 @@ def test_verify_reports_events_and_alerts_after_the_last_checkpoint(tmp_path: Pa
         in verdict.out
     )
     trail.close()
+
+
+def test_ingest_stops_at_foreign_rows_and_says_so(tmp_path: Path) -> None:
+    from tests.adversary.trails import REPO
+    from tests.reliability.harness import append_capture
+
+    db, capture = build(tmp_path / "trail.db"), tmp_path / "events.jsonl"
+    attacker(db, forged_event_rows(db, [900]), drop_triggers=False)
+    append_capture(capture, 0, 10)
+    command = ["-m", "listener", "--db", str(db), "ingest", "--docker-events", str(capture)]
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "seq 41: foreign rows: " in done.stderr and "Traceback" not in done.stderr
+    assert len(sqlite3.connect(db).execute("SELECT seq FROM events").fetchall()) == 41
