@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sinks.sqlite import Pins, VerifyReport, verify_file
@@ -55,9 +55,24 @@ def docktrail(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "listener", "-c", str(config), *args]
 
 
-def kill_at_random(command: Sequence[str], chance: random.Random, low: float, high: float) -> bool:
-    """Start `command`, kill -9 it after a random delay; True when it was killed."""
+def kill_at_random(
+    command: Sequence[str],
+    chance: random.Random,
+    low: float,
+    high: float,
+    writing: Callable[[], bool] | None = None,
+) -> bool:
+    """Start `command`, kill -9 it after a random delay; True when it was killed.
+
+    With `writing`, the delay starts once `writing()` says the command stores
+    new events, so the kill lands in the middle of its writes.
+    """
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + 30
+    while writing is not None and child.poll() is None and time.monotonic() < deadline:
+        if writing():
+            break
+        time.sleep(0.03)
     try:
         child.wait(timeout=chance.uniform(low, high))
     except subprocess.TimeoutExpired:
@@ -66,6 +81,34 @@ def kill_at_random(command: Sequence[str], chance: random.Random, low: float, hi
         return True
     assert child.returncode == 0, child.stderr.read().decode() if child.stderr else ""
     return False
+
+
+def storing_beyond(db: Path, source: str, stored: int) -> Callable[[], bool]:
+    """True once more than `stored` events of `source` are committed."""
+
+    def more() -> bool:
+        if not db.exists():
+            return False
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            sql = "SELECT count(*) FROM events WHERE source = ?"
+            return int(conn.execute(sql, (source,)).fetchone()[0]) > stored
+        except sqlite3.Error:  # not created yet
+            return False
+        finally:
+            conn.close()
+
+    return more
+
+
+def recoveries(db: Path) -> int:
+    """How many times a writer found a crashed one's unsealed tail and sealed it."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        sql = "SELECT count(*) FROM events WHERE action = 'trail-recovered'"
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
 
 
 def stored_ids(db: Path, source: str) -> list[str]:
