@@ -11,12 +11,13 @@ route=...)`), so a crash can lose neither. The notifier worker
        └─too old───> failed
     deduplicated     (at enqueue: identical to a recent one; never sent)
 
-The rows are mutable bookkeeping, but every attempt's outcome is also
-recorded in the events chain, in the attempt's transaction: a `docktrail`
-event of type `delivery`, action `sent`, `retry` or `failed`, naming the
-destination and the delivery ids (`Recorder`). `verify` checks that every
-delivery marked sent or failed has its event, so `UPDATE deliveries SET
-status = 'sent'` cannot silence an alert unnoticed. Deliveries of alerts past
+The rows are mutable bookkeeping, but every state change is also recorded
+in the events chain, in its own transaction: a `docktrail` event of type
+`delivery`, action `queued` or `deduplicated` (with the alerts) and `sent`,
+`retry` or `failed` (per attempt, `Recorder`), naming the destination and the
+delivery ids. `verify` checks every delivery's status against those events
+and that no queued delivery is gone, so `UPDATE deliveries SET status =
+'sent'` or a deleted row cannot silence an alert unnoticed. Deliveries of alerts past
 the writer's head seal (rows someone else appended, `sinks.headseal`) are
 never due: a forged alert is never sent.
 """

@@ -113,7 +113,8 @@ head seal: signed, not behind the last checkpoint, matching the rows it
 names; rows past it are ``foreign-rows``. Then the six append-only triggers
 with their original text, the whole schema against the one the applied
 migrations create on an empty database, ``PRAGMA integrity_check``, and the
-outbox (every delivery sent or failed has its chained ``delivery`` event).
+outbox (every delivery's status has its chained ``delivery`` event, and no
+queued delivery is gone).
 These come after the rows so that a tampered row, the more precise finding,
 is named first. ``verify_file`` (the CLI) opens the file read-only and adds
 the auditor's pins (``trail_id``, key fingerprint) and the witness.
@@ -979,10 +980,11 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                     for stored, content, body in sealed
                 ],
             )
-            if route is not None:
+            if route is not None and sealed:
                 outbox.enqueue(
                     conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
                 )
+                self._record_queued(conn, sealed[0][0].seq or 0, sealed[-1][0].seq or 0)
             if evaluated_through is not None and evaluated_through > self._mark(conn):
                 self._put_states(conn, [mark_state(evaluated_through)])
             if sealed:
@@ -1114,6 +1116,21 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         with _immediate(conn):
             yield
 
+    def _record_queued(self, conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
+        """Chain the deliveries just queued for alerts `first_seq`..`last_seq`, per destination
+        and status (`queued`, or `deduplicated`: never to be sent)."""
+        rows = conn.execute(
+            "SELECT destination, status, id FROM deliveries WHERE alert_seq BETWEEN ? AND ? "
+            "ORDER BY destination, status, id",
+            (first_seq, last_seq),
+        )
+        groups: dict[tuple[str, str], list[int]] = {}
+        for destination, status, number in rows:
+            action = "queued" if status == "pending" else status
+            groups.setdefault((destination, action), []).append(number)
+        for (destination, action), ids in groups.items():
+            self._chain_delivery(conn, destination, action, ids, None)
+
     def _record_delivery(
         self,
         conn: sqlite3.Connection,
@@ -1124,6 +1141,19 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     ) -> None:
         """Chain one attempt's outcome for `ids` (inside the attempt's transaction)."""
         self._check_own_heads(conn)
+        self._chain_delivery(conn, destination, action, ids, attempt_id)
+        self._seal_heads(conn)
+        self._dirty = True
+        self._since_checkpoint += 1
+
+    def _chain_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
         now = time.time_ns()
         event = Event(
             id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
@@ -1136,9 +1166,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             attributes={"attempt": attempt_id, "deliveries": sorted(ids)},
         )
         self._insert_events(conn, [event])
-        self._seal_heads(conn)
-        self._dirty = True
-        self._since_checkpoint += 1
 
     def alerts_for_event(self, seq: int) -> list[Alert]:
         """The alerts raised on the event at `seq`, in alert seq order."""

@@ -161,32 +161,45 @@ def seal_problem(
 
 
 def delivery_problem(conn: sqlite3.Connection) -> Finding | None:
-    """Every delivery sent or given up must have its chained `delivery` event.
+    """Every delivery's state must be one the chain recorded, and every recorded one must exist.
 
-    Only for trails made with a genesis checkpoint: older trails' deliveries
-    were sent before attempts were recorded in the chain.
+    The chained `delivery` events say which deliveries were queued (or
+    deduplicated) with their alert and what each attempt did (sent, retry,
+    failed). Only for trails made with a genesis checkpoint: older trails'
+    deliveries were queued and sent before that was recorded.
     """
     if not headseal.has_genesis(conn):
         return None
-    recorded: set[tuple[int, str]] = set()
+    recorded: dict[int, set[str]] = {}
     rows = conn.execute(
         "SELECT action, json_extract(body, '$.attributes.deliveries') FROM events "
         "WHERE source = 'docktrail' AND type = 'delivery'"
     )
     for action, ids in rows:
-        recorded.update((number, action) for number in _ids(ids))
-    finished = conn.execute(
-        "SELECT id, status, alert_seq, destination FROM deliveries "
-        "WHERE status IN ('sent', 'failed') ORDER BY id"
-    )
-    for number, status, alert_seq, destination in finished:
-        if (number, status) not in recorded:
+        for number in _ids(ids):
+            recorded.setdefault(number, set()).add(action)
+    present = conn.execute("SELECT id, status, alert_seq, destination FROM deliveries ORDER BY id")
+    for number, status, alert_seq, destination in present:
+        actions = recorded.pop(number, set())
+        if not actions & _RECORDS_OF[status]:
             return Finding(
-                f"delivery {number} of alert seq {alert_seq} to {destination} is marked "
-                f"{status}, but no attempt recorded it in the trail (outbox edited)",
+                f"delivery {number} of alert seq {alert_seq} to {destination} is {status}, "
+                "but the trail recorded no such state for it (outbox edited)",
                 alert_seq=alert_seq,
             )
+    if recorded:
+        number = min(recorded)
+        return Finding(f"delivery {number} was queued but is gone from the outbox (deleted)")
     return None
+
+
+# The chained actions that can leave a delivery in each status.
+_RECORDS_OF: dict[str, set[str]] = {
+    "pending": {"queued", "retry"},
+    "sent": {"sent"},
+    "failed": {"failed"},
+    "deduplicated": {"deduplicated"},
+}
 
 
 def _ids(text: Any) -> list[int]:

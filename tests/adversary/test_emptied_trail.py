@@ -58,7 +58,7 @@ def test_verify_prints_the_trail_id_and_key_and_pins_them(tmp_path: Path) -> Non
         trail_id = trail.trail_id
     verdict = verify(db)
     assert verdict.code == 0, verdict.text
-    assert verdict.out.startswith("intact: 40 events")
+    assert verdict.out.startswith("intact: 41 events")  # and the deliveries queued
     match = re.search(r"key ([0-9a-f]{16}), trail ([0-9a-f]{32})", verdict.out)
     assert match is not None and match.group(2) == trail_id
     pinned_key = match.group(1)

@@ -29,13 +29,13 @@ def test_an_event_appended_by_hand_is_foreign_and_never_signed(tmp_path: Path) -
     )  # INSERT needs no trigger change
     verdict = verify(db)
     assert verdict.code == 1, verdict.text
-    assert verdict.err.startswith("FOREIGN ROWS: seq 41: ")
+    assert verdict.err.startswith("FOREIGN ROWS: seq 42: ")  # 40 events, 1 delivery record
     with SQLiteTrail(db) as trail, pytest.raises(TamperError, match="foreign rows"):
-        trail.append([event(41)])  # the next ingest refuses to chain on and sign
+        trail.append([event(42)])  # the next ingest refuses to chain on and sign
     with SQLiteTrail(db) as trail, pytest.raises(TamperError, match="foreign rows"):
         trail.checkpoint()
     checkpoints = sqlite3.connect(db).execute("SELECT max(seq) FROM checkpoints").fetchone()[0]
-    assert checkpoints == 40  # nothing signed the forged row
+    assert checkpoints == 41  # nothing signed the forged row
     assert verify(db).code == 1
 
 
@@ -83,5 +83,5 @@ def test_ingest_stops_at_foreign_rows_and_says_so(tmp_path: Path) -> None:
     command = ["-m", "listener", "--db", str(db), "ingest", "--docker-events", str(capture)]
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "seq 41: foreign rows: " in done.stderr and "Traceback" not in done.stderr
-    assert len(sqlite3.connect(db).execute("SELECT seq FROM events").fetchall()) == 41
+    assert "seq 42: foreign rows: " in done.stderr and "Traceback" not in done.stderr
+    assert len(sqlite3.connect(db).execute("SELECT seq FROM events").fetchall()) == 42

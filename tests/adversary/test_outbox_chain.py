@@ -17,8 +17,8 @@ def test_pending_deliveries_marked_sent_by_hand_are_found(tmp_path: Path) -> Non
     verdict = verify(db)
     assert verdict.code == 1, verdict.text
     assert verdict.err.startswith(
-        "TAMPERED: alert seq 1: delivery 1 of alert seq 1 to chat is marked sent, but no "
-        "attempt recorded it in the trail (outbox edited)"
+        "TAMPERED: alert seq 1: delivery 1 of alert seq 1 to chat is sent, but the trail "
+        "recorded no such state for it (outbox edited)"
     )
 
 
@@ -40,9 +40,27 @@ def test_real_attempts_are_chained_and_verify(tmp_path: Path) -> None:
         "SELECT action, body FROM events WHERE type = 'delivery' ORDER BY seq"
     )
     recorded = [(action, json.loads(body)["attributes"]["deliveries"]) for action, body in rows]
-    assert recorded == [("sent", ids[:2]), ("retry", ids[2:3]), ("failed", ids[3:])]
+    assert recorded == [
+        ("queued", ids),
+        ("sent", ids[:2]),
+        ("retry", ids[2:3]),
+        ("failed", ids[3:]),
+    ]
     verdict = verify(db)
     assert verdict.code == 0, verdict.text
     # a retried delivery flipped to sent by hand is still caught
     attacker(db, f"UPDATE deliveries SET status = 'sent' WHERE id = {ids[2]};", drop_triggers=False)
     assert verify(db).code == 1
+
+
+def test_a_queued_delivery_deleted_or_marked_deduplicated_is_found(tmp_path: Path) -> None:
+    db = build(tmp_path / "trail.db")
+    attacker(db, "UPDATE deliveries SET status = 'deduplicated' WHERE id = 2;", drop_triggers=False)
+    verdict = verify(db)
+    assert verdict.code == 1 and "delivery 2 of alert seq 2 to chat is deduplicated" in verdict.err
+
+    db = build(tmp_path / "other.db")
+    attacker(db, "DELETE FROM deliveries WHERE id = 3;", drop_triggers=False)
+    verdict = verify(db)
+    assert verdict.code == 1, verdict.text
+    assert "delivery 3 was queued but is gone from the outbox (deleted)" in verdict.err

@@ -128,6 +128,12 @@ CASES: dict[str, Callable[[Scene], None]] = {
     "forge the head seal": lambda s: s.sql("UPDATE head_seal SET seq = 79;", drop=False),
     "append chain-correct rows": lambda s: s.sql(forged_event_rows(s.db, [500, 501]), drop=False),
     "mark deliveries sent": lambda s: s.sql("UPDATE deliveries SET status = 'sent';", drop=False),
+    "delete a pending delivery": lambda s: s.sql(
+        "DELETE FROM deliveries WHERE id = 2;", drop=False
+    ),
+    "mark a delivery deduplicated": lambda s: s.sql(
+        "UPDATE deliveries SET status = 'deduplicated' WHERE id = 1;", drop=False
+    ),
     "plant a trigger": lambda s: s.sql(
         "CREATE TRIGGER quiet AFTER INSERT ON deliveries BEGIN DELETE FROM deliveries; END;",
         drop=False,
