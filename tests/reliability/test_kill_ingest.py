@@ -37,7 +37,7 @@ def test_kill_9_ingest_at_random_points(tmp_path: Path) -> None:
         append_capture(capture, written, GROWTH)
         written += GROWTH
         if rounds % 2:  # anywhere: start-up, reading, deduplicating, writing
-            killed += kill_at_random(ingest, chance, 0.2, 1.4)
+            killed += kill_at_random(ingest, chance, 0.2, 1.0)
         else:  # while it writes this round's new events
             writing = storing_beyond(db, "docker", len(acknowledged))
             killed += kill_at_random(ingest, chance, 0.0, 0.3, writing)

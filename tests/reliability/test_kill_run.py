@@ -72,7 +72,7 @@ def test_kill_9_run_at_random_points(tmp_path: Path) -> None:
     killed, rounds, acknowledged = 0, 0, set[str]()
     try:
         while killed < KILLS:
-            killed += kill_at_random(docktrail(config, "run"), chance, 0.6, 1.8)
+            killed += kill_at_random(docktrail(config, "run"), chance, 0.5, 1.4)
             rounds += 1
             acknowledged = check_after_crash(db, key, witness, acknowledged, "auditd")
     finally:
