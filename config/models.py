@@ -39,6 +39,24 @@ class TrailConfig(Strict):
     checkpoint_interval_secs: float = Field(
         60.0, gt=0, description="How often the running service signs the chain head."
     )
+    checkpoint_every_events: int = Field(
+        10_000,
+        ge=1,
+        description="Also sign the chain head after this many new events (run and ingest), "
+        "so a crash leaves at most this many events after the last checkpoint.",
+    )
+    witness_path: Path | None = Field(
+        None,
+        description="Witness file: every signed checkpoint is also appended to it as a JSON "
+        "line. Keep it where whoever can write the trail cannot (another disk, a remote or "
+        "append-only mount); `docktrail verify --witness FILE` then detects a trail rolled "
+        "back to an older copy or forked from it. Default: none.",
+    )
+    group: str | None = Field(
+        None,
+        description="Group that may read the trail: the trail, its WAL/SHM and the witness "
+        "are created 0640 with this group instead of 0600. The signing key stays 0600.",
+    )
 
 
 class DockerConfig(Strict):

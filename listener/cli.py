@@ -204,29 +204,62 @@ def query(
 @main.command()
 @click.option("--public-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Auditor's copy of the public key (default: the signing key's).")  # fmt: skip
+@click.option("--witness", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Witness file of signed heads (default: trail.witness_path).")  # fmt: skip
+@click.option("--trail-id", "trail_id", metavar="ID",
+              help="The trail_id the file must have (printed by verify).")  # fmt: skip
+@click.option("--key-fingerprint", "key_fingerprint", metavar="FP",
+              help="The fingerprint the verifying key must have.")  # fmt: skip
 @pass_state
 @handles_errors
-def verify(state: State, public_key: Path | None) -> None:
-    """Check the hash chain and signed checkpoints.
+def verify(
+    state: State,
+    public_key: Path | None,
+    witness: Path | None,
+    trail_id: str | None,
+    key_fingerprint: str | None,
+) -> None:
+    """Check the hash chain, signed checkpoints, head seal, schema and outbox; never writes.
 
-    Exit 0 when intact, 1 when tampered (naming the first bad seq), 2 on error.
+    Exit 0 when intact, 1 when tampered, rolled back, forked or holding foreign
+    rows (naming the first bad seq), 2 on error.
     """
-    trail = _existing_trail(state)
-    with trail:
-        report = trail.verify(public_key=public_key)
+    from config.errors import TrailError
+    from sinks.sqlite import Pins, verify_file
+
+    path = state.config.trail.path
+    if not path.exists():
+        raise TrailError(f"{path}: no trail here (run `docktrail ingest` or `docktrail run`)")
+    configured = state.config.trail.witness_path
+    if witness is None and configured is not None and configured.exists():
+        witness = configured
+    pins = Pins(trail_id=trail_id, key_fingerprint=key_fingerprint, witness=witness)
+    report = verify_file(path, public_key or state.config.signing_key_path(), pins)
+    identity = f"key {report.key_fingerprint}, trail {report.trail_id or '(none)'}"
     if report.ok:
         click.echo(
-            f"intact: {report.events} events, {report.checkpoints} signed checkpoints, "
-            f"key {report.key_fingerprint}"
-            + (f"; {report.unsealed} events after the last checkpoint" if report.unsealed else "")
+            f"intact: {report.events} events, {report.alerts} alerts, "
+            f"{report.checkpoints} signed checkpoints, {identity}"
+            + "".join(f"; {note}" for note in report.notes)
         )
         return
-    where = f"seq {report.first_bad_seq}: " if report.first_bad_seq is not None else ""
-    problem = report.problem or "unknown problem"
-    if problem.startswith(where):
-        where = ""
-    click.echo(f"TAMPERED: {where}{problem}", err=True)
+    click.echo(f"{_VERDICTS.get(report.finding or '', 'TAMPERED')}: {_where(report)}", err=True)
+    click.echo(identity, err=True)
     sys.exit(1)
+
+
+_VERDICTS = {"foreign-rows": "FOREIGN ROWS", "rolled-back": "ROLLED BACK", "forked": "FORKED"}
+
+
+def _where(report: Any) -> str:
+    problem = report.problem or "unknown problem"
+    if report.first_bad_seq is not None:
+        where = f"seq {report.first_bad_seq}: "
+    elif report.first_bad_alert_seq is not None:
+        where = f"alert seq {report.first_bad_alert_seq}: "
+    else:
+        where = ""
+    return problem if problem.startswith(where) else where + problem
 
 
 @main.command()

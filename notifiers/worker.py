@@ -280,9 +280,9 @@ class DeliveryWorker:
                 expired=expired,
             )
         )
-        self._count(destination, deliveries, outcome, expired)
         if expired:
             await self._surface_failure(destination, deliveries, expired, outcome, now)
+        self._count(destination, deliveries, outcome, expired)  # once all is in the trail
 
     def _backoff_ns(self, attempts: int) -> int:
         """Exponential, capped, with equal jitter (half fixed, half random)."""

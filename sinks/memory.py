@@ -91,6 +91,11 @@ class VerifyReport:
     alerts: int = 0
     first_bad_alert_seq: int | None = None
     unsealed_alerts: int = 0
+    finding: str | None = None
+    """When not ok: "tampered", "foreign-rows", "rolled-back" or "forked"."""
+    trail_id: str | None = None
+    notes: tuple[str, ...] = ()
+    """What an intact trail's auditor should know (an unsealed tail, the witness checked)."""
 
 
 def split_new(items: Sequence[Item], known: Container[str]) -> tuple[list[Item], int]:

@@ -11,8 +11,15 @@ route=...)`), so a crash can lose neither. The notifier worker
        └─too old───> failed
     deduplicated     (at enqueue: identical to a recent one; never sent)
 
-This is mutable bookkeeping, outside the hash chains: the alert itself is in
-the append-only `alerts` table whatever happens to its messages.
+The rows are mutable bookkeeping, but every state change is also recorded
+in the events chain, in its own transaction: a `docktrail` event of type
+`delivery`, action `queued` or `deduplicated` (with the alerts) and `sent`,
+`retry` or `failed` (per attempt, `Recorder`), naming the destination and the
+delivery ids. `verify` checks every delivery's status against those events
+and that no queued delivery is gone, so `UPDATE deliveries SET status =
+'sent'` or a deleted row cannot silence an alert unnoticed. Deliveries of alerts past
+the writer's head seal (rows someone else appended, `sinks.headseal`) are
+never due: a forged alert is never sent.
 """
 
 from __future__ import annotations
@@ -161,6 +168,9 @@ def _duplicate_of(conn: sqlite3.Connection, route: Route, alert_ns: int) -> int 
 _FOREVER = 2**63 - 1
 
 Transaction = Callable[[sqlite3.Connection], AbstractContextManager[None]]
+Recorder = Callable[[sqlite3.Connection, str, str, Sequence[int], int | None], None]
+"""Chains one outcome: (connection, destination, action, delivery ids, attempt id)."""
+_UNSEALED_ALERT = "alert_seq > coalesce((SELECT alerts_seq FROM head_seal WHERE id = 1), alert_seq)"
 
 
 class Outbox:
@@ -169,9 +179,15 @@ class Outbox:
     Reach it on the trail's own thread: `await trail.call(lambda t: t.outbox.due(...))`.
     """
 
-    def __init__(self, conn: sqlite3.Connection, transaction: Transaction) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        transaction: Transaction,
+        record: Recorder | None = None,
+    ) -> None:
         self._conn = conn
         self._transaction = transaction
+        self._record = record
 
     # -- the worker -------------------------------------------------------------
 
@@ -186,7 +202,7 @@ class Outbox:
         due_by = _FOREVER if force else now_ns
         return self._deliveries(
             "WHERE destination = ? AND status = 'pending' AND next_ns <= ? AND lease_ns <= ? "
-            "ORDER BY id LIMIT ?",
+            f"AND NOT {_UNSEALED_ALERT} ORDER BY id LIMIT ?",
             (destination, due_by, now_ns, limit),
         )
 
@@ -278,6 +294,9 @@ class Outbox:
                 for chunk in _chunks(group):
                     marks = ", ".join("?" * len(chunk))
                     self._conn.execute(sql + f" WHERE id IN ({marks})", [*params, *chunk])
+                if group and self._record is not None:
+                    action = "sent" if ok else "failed" if give_up else "retry"
+                    self._record(self._conn, destination, action, group, attempt_id)
 
     # -- the CLI ----------------------------------------------------------------
 

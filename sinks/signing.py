@@ -5,9 +5,11 @@ an Ed25519 key that lives outside the database (`trail.signing_key`). Someone
 who rewrites the whole database (a fresh, internally consistent hash chain)
 cannot produce signatures for it without that key, so `verify` notices.
 
-The key file is a PEM PKCS#8 private key, unencrypted, mode 0600, created on
-first use. Auditors get the public half (`export_public_key`) and can verify a
-copy of the database without the private key.
+The key file is a PEM PKCS#8 private key, unencrypted, mode 0600, created
+atomically on first use; a key that is a symlink, belongs to another user or
+is accessible to group or others is refused (`check_key_file`). Auditors get
+the public half (`export_public_key`) and can verify a copy of the database
+without the private key.
 
 `checkpoint_payload` is the one definition of the signed bytes: every signer
 and verifier goes through it. A checkpoint covers two chains, the events and
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -41,6 +45,8 @@ PAYLOAD_DOMAIN = b"docktrail-checkpoint-v1\n"
 mistaken for a signature over anything else made with the same key."""
 PAYLOAD_DOMAIN_V2 = b"docktrail-checkpoint-v2\n"
 """Prefix of payloads that name an alerts head (see the module docstring)."""
+HEAD_DOMAIN = b"docktrail-head-v1\n"
+"""Prefix of head seals (`head_payload`)."""
 
 
 def checkpoint_payload(
@@ -60,9 +66,27 @@ def checkpoint_payload(
     return PAYLOAD_DOMAIN_V2 + canonical_json(content).encode()
 
 
+def head_payload(
+    trail_id: str, seq: int, hash: str, alerts_seq: int, alerts_hash: str, time_ns: int
+) -> bytes:
+    """The bytes a head seal signs: both heads as the writer left them at `time_ns`.
+
+    Its own domain, so a head seal can never pass for a checkpoint or the reverse.
+    """
+    content: dict[str, object] = {"alerts_hash": alerts_hash, "alerts_seq": alerts_seq}
+    content.update(hash=hash, seq=seq, time_ns=time_ns, trail_id=trail_id)
+    return HEAD_DOMAIN + canonical_json(content).encode()
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The private key at `path`, created (0600, parents too) when absent."""
-    if path.exists():
+    """The private key at `path`, created (0600, parents too) when absent.
+
+    Creation is atomic: the key is written to a temporary file in the same
+    directory and linked into place, which never replaces an existing file, so
+    a reader sees no key or the whole key, and of two racing creators exactly
+    one wins while the other loads the winner's key.
+    """
+    if os.path.lexists(path):
         return _load_private(path)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -72,18 +96,56 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: when two processes race to create the key, exactly one wins
-        # and the other loads the winner's key instead of overwriting it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_new(path, pem)
     except FileExistsError:
         return _load_private(path)
     except OSError as exc:
         raise SigningKeyError(f"{path}: cannot create signing key: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-        out.flush()
-        os.fsync(out.fileno())
     return key
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (0600), which must not exist, all or nothing."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temporary, path)  # unlike rename, never replaces a key that won a race
+    finally:
+        os.unlink(temporary)
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse a private key file an attacker could have planted, swapped or read.
+
+    A symlink (it could point anywhere), a file owned by another user, or one
+    readable or writable by group or others is refused: whoever can read the
+    key can sign a forged trail, and whoever could write it could have replaced it.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError as exc:
+        raise SigningKeyError(f"{path}: key file not found") from exc
+    except OSError as exc:
+        raise SigningKeyError(f"{path}: cannot read key file: {exc.strerror}") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise SigningKeyError(f"{path}: the signing key is a symlink; refusing to follow it")
+    if not stat.S_ISREG(info.st_mode):
+        raise SigningKeyError(f"{path}: the signing key is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise SigningKeyError(
+            f"{path}: the signing key belongs to uid {info.st_uid}, not to this user "
+            f"(uid {os.geteuid()}); refusing it"
+        )
+    if info.st_mode & 0o077:
+        raise SigningKeyError(
+            f"{path}: the signing key is accessible to group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); `chmod 600` it, after making sure "
+            "nobody else copied it"
+        )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -144,6 +206,7 @@ def _read(path: Path) -> bytes:
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:
+    check_key_file(path)
     return _parse_private(path, _read(path))
 
 

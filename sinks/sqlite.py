@@ -63,6 +63,19 @@ Schema
 ``_migrations(name, applied_ns)``
     The names of the applied schema migrations (``MIGRATIONS`` below).
 
+``head_seal`` (one row, replaced by every write; ``sinks.headseal``)
+    The writer's signature over both heads as each write transaction leaves
+    them. Rows past it were written by someone else (``foreign-rows``): the
+    writer refuses to chain on or sign them, and their deliveries are never due.
+
+A new trail is built under a temporary name with its genesis checkpoint
+(checkpoint 1, at seq 0) and head seal, then linked into place, so a trail
+file always holds a signature. A writer that finds itself alone on the trail
+(``sinks.trailfiles.WriterLock``) seals what a crashed writer left after the
+last checkpoint: it checks that tail's chain and stores a ``trail-recovered``
+event and a checkpoint. Every checkpoint is also appended to the witness
+file when one is configured (``sinks.witness``).
+
 Triggers ``BEFORE UPDATE`` and ``BEFORE DELETE`` on ``events``, ``alerts``
 and ``checkpoints`` abort with ``docktrail trail is append-only``.
 
@@ -94,11 +107,17 @@ For each alert row, steps 1 to 4 likewise (messages say "alert seq N"), then:
    hash (else: alerts up to it were rewritten).
 
 A checkpoint pointing past the last row of either chain means rows were
-deleted at the end. A trail with events but no valid checkpoint at all fails
-too: a database rebuilt from scratch would look exactly like that. Finally
-the six append-only triggers must exist with their original text; they are
-checked last so that a tampered row, the more precise finding, is named
-first.
+deleted at the end. A trail without a valid checkpoint fails, even an empty
+one: its genesis is missing (emptied, or rebuilt from scratch). Then the
+head seal: signed, not behind the last checkpoint, matching the rows it
+names; rows past it are ``foreign-rows``. Then the six append-only triggers
+with their original text, the whole schema against the one the applied
+migrations create on an empty database, ``PRAGMA integrity_check``, and the
+outbox (every delivery's status has its chained ``delivery`` event, and no
+queued delivery is gone).
+These come after the rows so that a tampered row, the more precise finding,
+is named first. ``verify_file`` (the CLI) opens the file read-only and adds
+the auditor's pins (``trail_id``, key fingerprint) and the witness.
 
 The first problem found is reported with ``first_bad_seq`` (events) or
 ``first_bad_alert_seq`` (alerts), the first seq that can no longer be
@@ -107,21 +126,25 @@ the last valid one (anything after it may have been rewritten). Events and
 alerts after the last valid checkpoint are reported as ``unsealed`` and
 ``unsealed_alerts``: they are normal (at most one interval's worth after a
 crash), but only the chain vouches for them, not a signature. What verify
-cannot see: rows removed from the end together with the checkpoints after
-them; auditors who keep the latest exported head outside the host close that
-gap.
+cannot see without the witness: the whole file replaced by an older genuine
+copy of itself (rollback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -136,8 +159,8 @@ from sqlite_utils import Database
 from config.errors import SigningKeyError, TamperError, TrailBusyError, TrailError
 from config.models import TrailConfig
 from listener.alert import Alert
-from listener.event import GENESIS_HASH, Event, chain_hash
-from sinks import outbox
+from listener.event import GENESIS_HASH, Actor, Event, chain_hash, natural_id
+from sinks import headseal, outbox, trailcheck, trailfiles, witness
 from sinks.base import (
     AlertFilter,
     AppendResult,
@@ -149,6 +172,7 @@ from sinks.base import (
     severities_at_least,
     values_of,
 )
+from sinks.headseal import Heads
 from sinks.memory import (
     RULES_MARK,
     VerifyReport,
@@ -175,7 +199,15 @@ from sinks.signing import (
     verify_signature,
 )
 
-__all__ = ["MIGRATIONS", "Checkpoint", "SQLiteTrail", "VerifyReport", "apply_migrations"]
+__all__ = [
+    "MIGRATIONS",
+    "Checkpoint",
+    "Pins",
+    "SQLiteTrail",
+    "VerifyReport",
+    "apply_migrations",
+    "verify_file",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -413,8 +445,11 @@ MIGRATIONS: list[Migration] = [
     Migration("0005_alerts", _m0005_alerts),
     Migration("0006_checkpoint_alerts_head", _m0006_checkpoint_alerts_head),
     Migration("0007_outbox", outbox.migrate),
+    Migration("0008_head_seal", headseal.migrate),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
+GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]
+"""Applied in every trail created with a genesis checkpoint, from its creation on."""
 
 
 def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
@@ -719,6 +754,11 @@ def _trail_error(path: Path, doing: str, exc: sqlite3.Error) -> TrailError:
             f"{path}: {doing}: called from another thread; after start(), "
             "use `await trail.call(...)`"
         )
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return TrailError(
+            f"{path}: {doing}: the disk is full; everything stored before this write is kept "
+            "and intact: free space, then run the same command again (it resumes)"
+        )
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
         return TrailError(f"{path}: not a docktrail trail (not an SQLite database)")
     return TrailError(f"{path}: {doing}: {exc}")
@@ -757,6 +797,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         durability: Literal["full", "normal"] = "full",
         signing_key: Path | None = None,
         checkpoint_interval_secs: float = 60.0,
+        checkpoint_every_events: int = 10_000,
+        witness_path: Path | None = None,
+        group: str | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise TrailError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -764,6 +807,15 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self.durability = durability
         self.signing_key = signing_key if signing_key is not None else self.path.with_suffix(".key")
         self.checkpoint_interval_secs = checkpoint_interval_secs
+        self.checkpoint_every_events = checkpoint_every_events
+        self.witness_path = witness_path
+        self.group = group
+        self.recovered: Event | None = None  # the trail-recovered event this writer stored
+        self._writer_lock = trailfiles.WriterLock(self.path, group)
+        self._writer = False  # checked the trail's tail and holds the writers' lock
+        self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
+        self._since_checkpoint = 0  # events stored since this instance's last checkpoint
+        self._unwitnessed: list[Checkpoint] = []
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
@@ -781,6 +833,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             durability=config.durability,
             signing_key=config.signing_key,
             checkpoint_interval_secs=config.checkpoint_interval_secs,
+            checkpoint_every_events=config.checkpoint_every_events,
+            witness_path=config.witness_path,
+            group=config.group,
         )
 
     @property
@@ -797,9 +852,46 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrailError(f"{self.path}: cannot create its directory: {exc.strerror}") from exc
+        with self._errors("create"):
+            if not self.path.exists():
+                self._create()
+        if self.path.stat().st_size == 0:
+            raise TrailError(
+                f"{self.path}: the file is empty; a trail always holds at least its genesis "
+                "checkpoint (emptied?). `docktrail verify` it; remove it to start a new trail"
+            )
         with self._errors("open"):
             self._conn = self._connect()
         self._last_checkpoint = time.monotonic()
+        if self._unwitnessed:
+            self._checkpointed()  # this instance created the trail: witness its genesis
+
+    def _create(self) -> None:
+        """Create the trail sealed by its genesis checkpoint, then put it in place.
+
+        Built under a temporary name and linked to `path` (which never replaces
+        a trail another process created meanwhile), so a crash never leaves a
+        trail file without its genesis: an empty or unsealed file at `path` is
+        never docktrail's doing.
+        """
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
+        trailfiles.create_private(temporary, self.group)
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                self._setup(conn)
+                with _immediate(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)
+            finally:
+                conn.close()  # the last connection: SQLite folds the WAL into the file
+            try:
+                os.link(temporary, self.path)
+            except FileExistsError:
+                self._unwitnessed.clear()  # another process created it first: theirs stands
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
         # Switching a new file to WAL (and WAL recovery) can fail with SQLITE_BUSY
@@ -846,6 +938,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         finally:
             self._conn = None
             conn.close()
+            self._writer = False
+            self._writer_lock.release()
 
     # -- writing --------------------------------------------------------------
 
@@ -863,12 +957,17 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         conn = self._connection()
         if not events and not states:
             return AppendResult()
+        self._ensure_writer()
         with self._errors("append"), _immediate(conn):
+            self._check_own_heads(conn)
             sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
             if states:
                 self._put_states(conn, states)
+            if sealed:
+                self._seal_heads(conn)
         if sealed:
             self._dirty = True
+            self._since_checkpoint += len(sealed)
             self._periodic_checkpoint()
         return AppendResult(stored=[stored for stored, _, _ in sealed], duplicates=duplicates)
 
@@ -928,7 +1027,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         conn = self._connection()
         if not alerts and evaluated_through is None:
             return []
+        self._ensure_writer()
         with self._errors("append alerts"), _immediate(conn):
+            self._check_own_heads(conn)
             known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
             fresh, _duplicates = split_new(alerts, known)
             self._check_event_refs(conn, fresh)
@@ -948,12 +1049,15 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                     for stored, content, body in sealed
                 ],
             )
-            if route is not None:
+            if route is not None and sealed:
                 outbox.enqueue(
                     conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
                 )
+                self._record_queued(conn, sealed[0][0].seq or 0, sealed[-1][0].seq or 0)
             if evaluated_through is not None and evaluated_through > self._mark(conn):
                 self._put_states(conn, [mark_state(evaluated_through)])
+            if sealed:
+                self._seal_heads(conn)
         if sealed:
             self._dirty = True
             self._periodic_checkpoint()
@@ -1087,7 +1191,64 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     @property
     def outbox(self) -> outbox.Outbox:
         """The deliveries of alerts to destinations (`sinks.outbox`)."""
-        return outbox.Outbox(self._connection(), _immediate)
+        return outbox.Outbox(self._connection(), self._writer_transaction, self._record_delivery)
+
+    @contextmanager
+    def _writer_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        self._ensure_writer()
+        with _immediate(conn):
+            yield
+
+    def _record_queued(self, conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
+        """Chain the deliveries just queued for alerts `first_seq`..`last_seq`, per destination
+        and status (`queued`, or `deduplicated`: never to be sent)."""
+        rows = conn.execute(
+            "SELECT destination, status, id FROM deliveries WHERE alert_seq BETWEEN ? AND ? "
+            "ORDER BY destination, status, id",
+            (first_seq, last_seq),
+        )
+        groups: dict[tuple[str, str], list[int]] = {}
+        for destination, status, number in rows:
+            action = "queued" if status == "pending" else status
+            groups.setdefault((destination, action), []).append(number)
+        for (destination, action), ids in groups.items():
+            self._chain_delivery(conn, destination, action, ids, None)
+
+    def _record_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
+        """Chain one attempt's outcome for `ids` (inside the attempt's transaction)."""
+        self._check_own_heads(conn)
+        self._chain_delivery(conn, destination, action, ids, attempt_id)
+        self._seal_heads(conn)
+        self._dirty = True
+        self._since_checkpoint += 1
+
+    def _chain_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
+        now = time.time_ns()
+        event = Event(
+            id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="delivery",
+            action=action,
+            actor=Actor(id=destination, name=destination),
+            attributes={"attempt": attempt_id, "deliveries": sorted(ids)},
+        )
+        self._insert_events(conn, [event])
 
     def alerts_for_event(self, seq: int) -> list[Alert]:
         """The alerts raised on the event at `seq`, in alert seq order."""
@@ -1112,46 +1273,72 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     # -- checkpoints ----------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Sign the current heads of both chains and store the signature."""
+        """Sign the current heads of both chains and store the signature.
+
+        Refuses (`TamperError`) when the heads are not the ones this writer (or
+        another docktrail writer) sealed: foreign rows are never signed.
+        """
         conn = self._connection()
+        self._ensure_writer()
+        self._unwitnessed.clear()
         with self._errors("checkpoint"), _immediate(conn):
-            last = conn.execute(
-                "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-            key = self._signer(None if last is None else last[1])
-            seq, digest = self._head(conn)
-            alerts_seq, alerts_hash = self._head(conn, "alerts")
-            now = time.time_ns()
-            payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
-            cp = Checkpoint(
-                1 if last is None else last[0] + 1,
-                self._trail_id,
-                seq,
-                digest,
-                now,
-                self._key_fingerprint,
-                sign(key, payload),
-                alerts_seq,
-                alerts_hash,
-            )
-            conn.execute(
-                "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
-                "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cp.number,
-                    cp.trail_id,
-                    cp.seq,
-                    cp.hash,
-                    cp.time_ns,
-                    cp.key_fingerprint,
-                    cp.signature,
-                    cp.alerts_seq,
-                    cp.alerts_hash,
-                ),
-            )
+            self._check_own_heads(conn)
+            cp = self._checkpoint_in(conn)
+        self._checkpointed()
+        return cp
+
+    def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
+        """Sign the heads inside the caller's write transaction."""
+        last = conn.execute(
+            "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[1])
+        seq, digest = self._head(conn)
+        alerts_seq, alerts_hash = self._head(conn, "alerts")
+        now = time.time_ns()
+        payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
+        cp = Checkpoint(
+            1 if last is None else last[0] + 1,
+            self._trail_id,
+            seq,
+            digest,
+            now,
+            self._key_fingerprint,
+            sign(key, payload),
+            alerts_seq,
+            alerts_hash,
+        )
+        conn.execute(
+            "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
+            "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cp.number,
+                cp.trail_id,
+                cp.seq,
+                cp.hash,
+                cp.time_ns,
+                cp.key_fingerprint,
+                cp.signature,
+                cp.alerts_seq,
+                cp.alerts_hash,
+            ),
+        )
+        self._unwitnessed.append(cp)
+        return cp
+
+    def _checkpointed(self) -> None:
+        """After a commit that stored checkpoints: reset the counters, tell the witness."""
         self._dirty = False
         self._last_checkpoint = time.monotonic()
-        return cp
+        self._since_checkpoint = 0
+        made, self._unwitnessed = self._unwitnessed, []
+        if self.witness_path is None:
+            return
+        try:
+            witness.append(self.witness_path, made, self.group)
+        except TrailError as exc:
+            # the checkpoint is committed; the witness lags until the next one succeeds
+            log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
 
     def _signer(self, last_fingerprint: str | None) -> Ed25519PrivateKey:
         """The signing key, refusing one that differs from the key of earlier checkpoints.
@@ -1185,11 +1372,130 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         else:
             self._dirty = False
 
+    # -- the writer's own heads (sinks.headseal) --------------------------------
+
+    def _ensure_writer(self) -> None:
+        """Before this instance's first write: seal a new trail, or check and recover its tail.
+
+        A new trail gets its genesis checkpoint. Otherwise the stored heads must
+        be the sealed ones (`_check_own_heads`), and a writer alone on the
+        trail seals the tail a crashed writer left (`_recover`).
+        """
+        if self._writer:
+            return
+        conn = self._connection()
+        alone = self._writer_lock.acquire()
+        try:
+            self._unwitnessed.clear()
+            with self._errors("open for writing"), _immediate(conn):
+                if self._is_empty(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)  # genesis: the trail is never unsigned
+                else:
+                    self._check_own_heads(conn)
+                    if alone:
+                        self._recover(conn)
+            if self._unwitnessed:
+                self._checkpointed()
+        except BaseException:
+            self._writer_lock.release()
+            raise
+        self._writer_lock.share()
+        self._writer = True
+
+    @staticmethod
+    def _is_empty(conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM head_seal)"
+        ).fetchone()
+        return tuple(row) == (0, 0) and headseal.current(conn) == headseal.EMPTY
+
+    def _check_own_heads(self, conn: sqlite3.Connection) -> None:
+        """Refuse to write after rows docktrail did not write (inside the write transaction)."""
+        seal = headseal.read(conn)
+        if seal is not None and seal == self._own_seal:
+            sealed = seal.heads  # our own last write: its signature was made here
+        elif seal is not None:
+            key = self._signer(seal.key_fingerprint)
+            if not headseal.signed(seal, self._trail_id, key.public_key()):
+                raise TamperError(
+                    "the head seal's signature is invalid (forged); run docktrail verify"
+                )
+            sealed = seal.heads
+        elif headseal.has_genesis(conn):
+            raise TamperError("the head seal is missing (deleted); run docktrail verify")
+        else:
+            return  # a trail from before head seals: its next write seals it
+        stored = headseal.current(conn)
+        if stored != sealed:
+            bad_seq, bad_alert, message = headseal.foreign_problem(stored, sealed)
+            where = "" if bad_seq is not None or bad_alert is None else f"alert seq {bad_alert}: "
+            raise TamperError(
+                f"{where}foreign rows: {message}; refusing to sign them (run docktrail verify)",
+                seq=bad_seq,
+            )
+
+    def _seal_heads(self, conn: sqlite3.Connection) -> None:
+        """Sign the heads as this write leaves them (inside its transaction)."""
+        last = conn.execute(
+            "SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[0])
+        heads = headseal.current(conn)
+        self._own_seal = headseal.write(conn, self._trail_id, heads, key, self._key_fingerprint)
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
+        last = conn.execute(
+            "SELECT seq, alerts_seq, time_ns FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        since_seq, since_alert_seq, since_ns = (0, 0, None) if last is None else tuple(last)
+        heads = headseal.current(conn)
+        unsealed, unsealed_alerts = heads.seq - since_seq, heads.alerts_seq - since_alert_seq
+        if unsealed <= 0 and unsealed_alerts <= 0:
+            return
+        _check_tail(conn, "events", since_seq)
+        _check_tail(conn, "alerts", since_alert_seq)
+        now = time.time_ns()
+        attributes: dict[str, Any] = {
+            "unsealed_events": unsealed,
+            "unsealed_alerts": unsealed_alerts,
+            "first_unsealed_seq": since_seq + 1,
+            "first_unsealed_alert_seq": since_alert_seq + 1,
+            "last_checkpoint_ns": since_ns,
+            "reason": "the previous writer stopped without its final checkpoint (a crash)",
+        }
+        recovered = Event(
+            id=natural_id(
+                "docktrail", "trail-recovered", self._trail_id, heads.seq, heads.alerts_seq
+            ),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="trail",
+            action="trail-recovered",
+            attributes=attributes,
+        )
+        self._insert_events(conn, [recovered])
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
+        self.recovered = recovered
+        log.warning(
+            "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
+            self.path,
+            unsealed,
+            unsealed_alerts,
+            since_seq + 1,
+        )
+
     def _periodic_checkpoint(self) -> None:
         """Checkpoint when due. Never raises: the append it follows has committed."""
         if not self._dirty or self._conn is None:
             return
-        if time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs:
+        if (
+            time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs
+            and self._since_checkpoint < self.checkpoint_every_events
+        ):
             return
         try:
             self.checkpoint()
@@ -1222,28 +1528,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         public = None  # without a key only a trail with no checkpoints can be checked
         if public_key is not None or key_path.exists():
             public = load_public_key(key_path)
-        audit = _Audit(conn, self._trail_id, public, key_path)
-        problem = audit.run()
-        if problem is None:
-            problem = _trigger_problem(
-                Database(conn, recursive_triggers=False, execute_plugins=False)
-            )
-        events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        alerts = int(conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
-        checkpoints = int(conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
-        bad = None if problem is None else problem[0]
-        return VerifyReport(
-            ok=problem is None,
-            events=events,
-            checkpoints=checkpoints,
-            first_bad_seq=None if audit.in_alerts else bad,
-            problem=None if problem is None else problem[1],
-            unsealed=max(audit.last_seq - audit.sealed_seq, 0),
-            key_fingerprint=None if public is None else fingerprint(public),
-            alerts=alerts,
-            first_bad_alert_seq=bad if audit.in_alerts else None,
-            unsealed_alerts=max(audit.last_alert_seq - audit.sealed_alert_seq, 0),
-        )
+        return _verify_connection(conn, self._trail_id, public, key_path)
 
     # -- async API (TrailSink) ------------------------------------------------
 
@@ -1271,6 +1556,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                     .fetchone()
                 )
             self._signer(None if row is None else row[0])
+            self._ensure_writer()  # seal what a crashed writer left, before anything new
         except BaseException:
             self._dirty = False
             self.close()
@@ -1340,6 +1626,203 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             raise _trail_error(self.path, doing, exc) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Pins:
+    """What an auditor pinned: the trail's id, its key's fingerprint, and the witness."""
+
+    trail_id: str | None = None
+    key_fingerprint: str | None = None
+    witness: Path | None = None
+
+
+def verify_file(path: Path, key_path: Path, pins: Pins = Pins()) -> VerifyReport:
+    """Verify the trail at `path` read-only: never creates, migrates or writes anything.
+
+    `key_path`: a PEM file (public or private) to check signatures with.
+    """
+    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECS)
+    except sqlite3.Error as exc:
+        raise _trail_error(path, "open", exc) from exc
+    try:
+        with contextlib.closing(conn):
+            public = load_public_key(key_path)
+            conn.execute("BEGIN")  # one snapshot while the service keeps appending
+            return _verify_snapshot(conn, public, key_path, pins)
+    except sqlite3.Error as exc:
+        raise _trail_error(path, "verify", exc) from exc
+
+
+def _verify_snapshot(
+    conn: sqlite3.Connection, public: Ed25519PublicKey, key_path: Path, pins: Pins
+) -> VerifyReport:
+    applied = trailcheck.applied_migrations(conn)
+    key_id = fingerprint(public)
+    if applied is None or "0001_tables" not in applied:
+        return _not_a_trail(conn, key_id)
+    trail_id = _stored_trail_id(conn)
+    report = _verify_connection(conn, trail_id, public, key_path, applied)
+    finding = _pin_problem(trail_id, key_id, pins)
+    if report.ok and finding is None and pins.witness is not None:
+        witnessed = witness.check(pins.witness, conn, trail_id, public)
+        if witnessed.finding is not None:
+            finding = trailcheck.Finding(
+                witnessed.problem or "", witnessed.first_bad_seq, None, witnessed.finding
+            )
+        else:
+            note = f"witness: {witnessed.checked} checkpoints agree"
+            if witnessed.ignored:
+                note += f" ({witnessed.ignored} lines not signed by this key ignored)"
+            report = dataclasses.replace(report, notes=(*report.notes, note))
+    if report.ok and finding is not None:
+        return _failed(report, finding)
+    return report
+
+
+def _stored_trail_id(conn: sqlite3.Connection) -> str:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
+    except sqlite3.OperationalError:  # meta dropped: reported by the schema check
+        return ""
+    return "" if row is None else str(row[0])
+
+
+def _not_a_trail(conn: sqlite3.Connection, key_id: str) -> VerifyReport:
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    what = "the file is empty" if tables == 0 else "the file has no docktrail schema"
+    return VerifyReport(
+        ok=False,
+        events=0,
+        checkpoints=0,
+        first_bad_seq=1,
+        problem=f"no genesis: {what} (emptied, or replaced by another database)",
+        unsealed=0,
+        key_fingerprint=key_id,
+        finding="tampered",
+    )
+
+
+def _pin_problem(trail_id: str, key_id: str, pins: Pins) -> trailcheck.Finding | None:
+    if pins.trail_id is not None and pins.trail_id != trail_id:
+        return trailcheck.Finding(
+            f"this is trail {trail_id or '(none)'}, not the pinned trail {pins.trail_id} "
+            "(the file was replaced)",
+            1,
+        )
+    if pins.key_fingerprint is not None and pins.key_fingerprint != key_id:
+        return trailcheck.Finding(
+            f"verifying key {key_id} is not the pinned key {pins.key_fingerprint} "
+            "(the key beside the trail was replaced; verify with the auditor's public key)",
+            1,
+        )
+    return None
+
+
+def _failed(report: VerifyReport, finding: trailcheck.Finding) -> VerifyReport:
+    return dataclasses.replace(
+        report,
+        ok=False,
+        first_bad_seq=finding.seq,
+        first_bad_alert_seq=finding.alert_seq,
+        problem=finding.problem,
+        finding=finding.kind,
+        notes=(),
+    )
+
+
+def _verify_connection(
+    conn: sqlite3.Connection,
+    trail_id: str,
+    public: Ed25519PublicKey | None,
+    key_path: Path,
+    applied: Sequence[str] | None = None,
+) -> VerifyReport:
+    """Every check of one snapshot; the most precise finding first (module docstring)."""
+    if applied is None:
+        applied = trailcheck.applied_migrations(conn) or []
+    expected = trailcheck.expected_schema(MIGRATIONS, applied)
+    dropped = trailcheck.missing_tables(conn, expected) or trailcheck.downgrade_problem(
+        conn, applied, GENESIS_MIGRATIONS
+    )
+    if dropped is not None:  # the checks below read every table
+        return _failed(_empty_report(public, trail_id), dropped)
+    audit = _Audit(conn, trail_id, public, key_path)
+    problem = audit.run()
+    finding: trailcheck.Finding | None = None
+    vouched: Heads | None = None
+    if finding is None and problem is None and "0008_head_seal" in applied:
+        finding, vouched = trailcheck.seal_problem(conn, trail_id, public, audit.checkpointed())
+    if finding is None and problem is None:
+        db = Database(conn, recursive_triggers=False, execute_plugins=False)
+        problem = _trigger_problem(db)
+    if finding is None and problem is None:
+        finding = (
+            trailcheck.schema_problem(conn, expected)
+            or trailcheck.integrity_problem(conn)
+            or trailcheck.delivery_problem(conn)
+        )
+    report = _audit_report(conn, audit, problem, public, trail_id)
+    if finding is not None:
+        return _failed(report, finding)
+    if not report.ok:
+        return report
+    return dataclasses.replace(report, notes=_tail_notes(report, vouched))
+
+
+def _empty_report(public: Ed25519PublicKey | None, trail_id: str) -> VerifyReport:
+    return VerifyReport(
+        ok=True,
+        events=0,
+        checkpoints=0,
+        first_bad_seq=None,
+        problem=None,
+        unsealed=0,
+        key_fingerprint=None if public is None else fingerprint(public),
+        trail_id=trail_id,
+    )
+
+
+def _audit_report(
+    conn: sqlite3.Connection,
+    audit: _Audit,
+    problem: Problem | None,
+    public: Ed25519PublicKey | None,
+    trail_id: str,
+) -> VerifyReport:
+    events, alerts, checkpoints = (
+        int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        for table in ("events", "alerts", "checkpoints")
+    )
+    bad = None if problem is None else problem[0]
+    return VerifyReport(
+        ok=problem is None,
+        events=events,
+        checkpoints=checkpoints,
+        first_bad_seq=None if audit.in_alerts else bad,
+        problem=None if problem is None else problem[1],
+        unsealed=max(audit.last_seq - audit.sealed_seq, 0),
+        key_fingerprint=None if public is None else fingerprint(public),
+        alerts=alerts,
+        first_bad_alert_seq=bad if audit.in_alerts else None,
+        unsealed_alerts=max(audit.last_alert_seq - audit.sealed_alert_seq, 0),
+        finding=None if problem is None else "tampered",
+        trail_id=trail_id,
+    )
+
+
+def _tail_notes(report: VerifyReport, vouched: Heads | None) -> tuple[str, ...]:
+    if not (report.unsealed or report.unsealed_alerts):
+        return ()
+    tail = f"{report.unsealed} events and {report.unsealed_alerts} alerts after the last checkpoint"
+    if vouched is None:
+        return (f"{tail}, vouched for by the hash chain only",)
+    return (
+        f"{tail}, sealed by the writer's head seal (a writer is running, or stopped without "
+        "its final checkpoint; its next start seals them)",
+    )
+
+
 class _Audit:
     """One streaming verify over both chains and the checkpoints (module docstring)."""
 
@@ -1368,6 +1851,15 @@ class _Audit:
         self.in_alerts = False  # the problem found (if any) is in the alerts chain
         self.sealed_alert_seq = 0
         self.last_alert_seq = 0
+        self.valid_checkpoints = 0
+        self.sealed_hash = GENESIS_HASH
+        self.sealed_alert_hash = GENESIS_HASH
+
+    def checkpointed(self) -> Heads:
+        """The heads of the last valid checkpoint (after `run`)."""
+        return Heads(
+            self.sealed_seq, self.sealed_hash, self.sealed_alert_seq, self.sealed_alert_hash
+        )
 
     def run(self) -> Problem | None:
         problem = self._events_pass()
@@ -1405,7 +1897,8 @@ class _Audit:
             problem = self._checkpoint_problem(self.pending, digest)
             if problem is not None:
                 return problem
-            self.sealed_seq = self.pending[2]
+            self.sealed_seq, self.sealed_hash = self.pending[2], self.pending[3]
+            self.valid_checkpoints += 1
             self.pending = self.checkpoints.fetchone()
         return None
 
@@ -1455,10 +1948,11 @@ class _Audit:
     def _finish(self) -> Problem | None:
         if self.pending is not None:  # a checkpoint beyond the last row
             return self._checkpoint_problem(self.pending, None)
-        if self.last_seq > 0 and self.sealed_seq == 0:
+        if self.valid_checkpoints == 0:
             return 1, (
-                f"no signed checkpoint: none of the {self.last_seq} events is sealed "
-                "(a replaced database looks like this)"
+                f"no signed checkpoint: not even the genesis checkpoint; none of the "
+                f"{self.last_seq} events is sealed (an emptied or replaced database looks "
+                "like this)"
             )
         return None
 
@@ -1512,7 +2006,7 @@ class _Audit:
                     f"checkpoint {n} (alert seq {alert_seq}): signed alerts hash does not match "
                     f"alert seq {alert_seq} (alerts up to it rewritten)"
                 )
-            self.sealed_alert_seq = alert_seq
+            self.sealed_alert_seq, self.sealed_alert_hash = alert_seq, signed_hash
             self.alert_pending = self.alert_checkpoints.fetchone()
         return None
 
@@ -1548,6 +2042,27 @@ class _Audit:
             if want != have or type(want) is not type(have):
                 return f"{label} {seq}: column {name} does not match the body (row edited)"
         return f"{label} {seq}: copied columns do not match the body (row edited)"
+
+
+def _check_tail(conn: sqlite3.Connection, table: str, after_seq: int) -> None:
+    """The rows after `after_seq` must chain on from it (a crashed writer's tail)."""
+    row = conn.execute(f"SELECT hash FROM {table} WHERE seq = ?", (after_seq,)).fetchone()
+    expected_seq, expected_prev = after_seq + 1, GENESIS_HASH if row is None else row[0]
+    rows = conn.execute(
+        f"SELECT seq, prev_hash, hash, body FROM {table} WHERE seq > ? ORDER BY seq", (after_seq,)
+    )
+    for seq, prev_hash, digest, body in rows:
+        if (
+            seq != expected_seq
+            or prev_hash != expected_prev
+            or chain_hash(prev_hash, body) != digest
+        ):
+            label = "seq" if table == "events" else "alert seq"
+            raise TamperError(
+                f"the unsealed tail does not chain on from the last checkpoint at {label} {seq}; "
+                "run docktrail verify"
+            )
+        expected_seq, expected_prev = seq + 1, digest
 
 
 def _trigger_problem(db: Database) -> Problem | None:

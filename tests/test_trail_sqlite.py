@@ -404,10 +404,11 @@ def test_close_seals_and_verify_passes(tmp_path: Path) -> None:
     trail = SQLiteTrail(path)
     with trail:
         trail.append(CORPUS[:4])
-        assert not trail.verify().ok  # nothing sealed yet
+        report = trail.verify()  # the genesis checkpoint and the head seal vouch for them
+        assert (report.ok, report.checkpoints, report.unsealed) == (True, 1, 4)
     with trail:
         report = trail.verify()
-        assert (report.ok, report.events, report.checkpoints, report.unsealed) == (True, 4, 1, 0)
+        assert (report.ok, report.events, report.checkpoints, report.unsealed) == (True, 4, 2, 0)
         assert report.key_fingerprint == fingerprint(
             load_or_create_key(path.with_suffix(".key")).public_key()
         )
@@ -415,25 +416,25 @@ def test_close_seals_and_verify_passes(tmp_path: Path) -> None:
         report = trail.verify()
         assert (report.ok, report.unsealed) == (True, 4)  # a tail after the last checkpoint is fine
     with trail:
-        assert trail.verify().checkpoints == 2
+        assert trail.verify().checkpoints == 3
     with trail:  # a reader never signs
-        assert trail.verify().checkpoints == 2
+        assert trail.verify().checkpoints == 3
 
 
 def test_checkpoint_records_the_head(tmp_path: Path) -> None:
     with SQLiteTrail(tmp_path / "t.db") as trail:
         trail.append(CORPUS)
         first = trail.checkpoint()
-        assert (first.number, first.seq, first.hash) == (1, 8, trail.head()[1])
+        assert (first.number, first.seq, first.hash) == (2, 8, trail.head()[1])  # after genesis
         assert first.trail_id == trail.trail_id
-        assert trail.checkpoint().number == 2
+        assert trail.checkpoint().number == 3
 
 
 def test_periodic_checkpoints_while_appending(tmp_path: Path) -> None:
     with SQLiteTrail(tmp_path / "t.db", checkpoint_interval_secs=0.0) as trail:
         for event in CORPUS[:3]:
             trail.append([event])
-        assert trail.verify().checkpoints == 3
+        assert trail.verify().checkpoints == 1 + 3  # the genesis, then one per append
 
 
 def test_auditor_public_key(tmp_path: Path) -> None:
@@ -548,7 +549,7 @@ async def test_async_roundtrip(tmp_path: Path) -> None:
         await loop_alive
     with SQLiteTrail(path) as trail:
         report = trail.verify()
-        assert (report.ok, report.events, report.checkpoints) == (True, 8, 1)
+        assert (report.ok, report.events, report.checkpoints) == (True, 8, 2)
 
 
 async def test_async_ticker_seals_idle_tail(tmp_path: Path) -> None:
@@ -557,7 +558,7 @@ async def test_async_ticker_seals_idle_tail(tmp_path: Path) -> None:
         for _ in range(100):
             await asyncio.sleep(0.02)
             report = await trail.call(lambda t: t.verify())
-            if report.checkpoints:
+            if report.checkpoints > 1:  # more than the genesis
                 break
         assert report.ok and report.unsealed == 0
 
@@ -634,14 +635,17 @@ def test_sigkill_mid_append_loses_and_duplicates_nothing(tmp_path: Path) -> None
         assert before % CRASH_BATCH_SIZE == 0 and before >= 3 * CRASH_BATCH_SIZE
         duplicates = sum(trail.append(generated_batch(b)).duplicates for b in range(CRASH_BATCHES))
         assert duplicates == before
-        assert trail.count() == CRASH_BATCHES * CRASH_BATCH_SIZE
+        # the first write sealed the crashed writer's tail and said so in the trail
+        assert trail.recovered is not None
+        assert trail.recovered.attributes["unsealed_events"] == before
+        assert trail.count() == CRASH_BATCHES * CRASH_BATCH_SIZE + 1
     with SQLiteTrail(db) as trail:
         expected = {e.id for b in range(CRASH_BATCHES) for e in generated_batch(b)}
-        stored = [e.id for e in trail.query(EventFilter())]
+        stored = [e.id for e in trail.query(EventFilter(source="docker"))]
         assert len(stored) == len(expected) and set(stored) == expected
         report = trail.verify()
         assert report.ok, report.problem
-        assert (report.events, report.unsealed) == (CRASH_BATCHES * CRASH_BATCH_SIZE, 0)
+        assert (report.events, report.unsealed) == (CRASH_BATCHES * CRASH_BATCH_SIZE + 1, 0)
 
 
 def test_verify_while_a_query_is_being_read(tmp_path: Path) -> None:

@@ -208,5 +208,5 @@ def test_sigkill_mid_append_keeps_state_and_events_together(tmp_path: Path) -> N
         for b in range(state["batches"], CRASH_BATCHES):
             result = trail.append(crash_batch(b), source_state={"auditd": {"batches": b + 1}})
             assert result.duplicates == 0
-        assert trail.count() == CRASH_BATCHES * CRASH_BATCH_SIZE
+        assert trail.count() == CRASH_BATCHES * CRASH_BATCH_SIZE + 1  # and trail-recovered
         assert trail.load_source_state("auditd") == {"batches": CRASH_BATCHES}

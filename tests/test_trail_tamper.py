@@ -63,7 +63,7 @@ def db(tmp_path: Path) -> Path:
     path = tmp_path / "trail.db"
     with SQLiteTrail(path) as trail:
         trail.append([event(n) for n in range(1, EVENTS + 1)])
-    return path  # closed: one checkpoint at seq 60
+    return path  # closed: the genesis checkpoint at seq 0, checkpoint 2 at seq 60
 
 
 def verify(db: Path, **kwargs: Any) -> VerifyReport:
@@ -83,7 +83,7 @@ def assert_tampered(report: VerifyReport, first_bad_seq: int | None, problem: st
 
 def test_intact(db: Path) -> None:
     report = verify(db)
-    assert (report.ok, report.events, report.checkpoints, report.unsealed) == (True, 60, 1, 0)
+    assert (report.ok, report.events, report.checkpoints, report.unsealed) == (True, 60, 2, 0)
     assert (report.first_bad_seq, report.problem) == (None, None)
     assert report.key_fingerprint == key_fingerprint(db)
 
@@ -140,7 +140,7 @@ def test_last_row_deleted(db: Path) -> None:
     # the chain alone cannot see this: the checkpoint at seq 60 can
     shell(db, DROP_TRIGGERS + "DELETE FROM events WHERE seq = 60;")
     assert_tampered(
-        verify(db), 60, "checkpoint 1 (seq 60): the trail ends at seq 59 (rows deleted at the end)"
+        verify(db), 60, "checkpoint 2 (seq 60): the trail ends at seq 59 (rows deleted at the end)"
     )
 
 
@@ -171,7 +171,7 @@ def test_whole_database_replaced(db: Path, tmp_path: Path) -> None:
     assert_tampered(
         verify(db),
         1,
-        f"checkpoint 1 (seq 60): signature invalid for key {ours} "
+        f"checkpoint 1 (seq 0): signature invalid for key {ours} "
         f"(database rewritten or another key; it names key {attacker})",
     )
 
@@ -181,8 +181,9 @@ def test_replaced_database_without_checkpoints(db: Path, tmp_path: Path) -> None
     trail = SQLiteTrail(fake, signing_key=tmp_path / "attacker.key")
     trail.open()
     trail.append([event(n) for n in range(1, 11)])
-    trail._dirty = False  # never sealed
+    trail._dirty = False  # not sealed at the end
     trail.close()
+    shell(fake, DROP_TRIGGERS + "DELETE FROM checkpoints; DELETE FROM head_seal;")  # nor at all
     shell(db, f".restore {fake}")
     report = verify(db)
     assert not report.ok and report.first_bad_seq == 1
@@ -204,14 +205,14 @@ def test_forged_checkpoint(db: Path, tmp_path: Path) -> None:
         "".join(insert_event(*s) for s in sealed)
         + f"""
         INSERT INTO checkpoints ({CHECKPOINT_COLUMNS})
-        VALUES (2, '{trail_id}', {last.seq}, '{last.hash}', {T0}, '{key_fingerprint(db)}',
+        VALUES (3, '{trail_id}', {last.seq}, '{last.hash}', {T0}, '{key_fingerprint(db)}',
                 '{signature}');
     """,
     )
     assert_tampered(
         verify(db),
         61,
-        f"checkpoint 2 (seq 65): signature invalid for key {key_fingerprint(db)} "
+        f"checkpoint 3 (seq 65): signature invalid for key {key_fingerprint(db)} "
         "(database rewritten or another key)",
     )
 
@@ -226,13 +227,13 @@ def test_checkpoint_from_another_trail(db: Path, tmp_path: Path) -> None:
         f"""
         ATTACH '{other}' AS other;
         INSERT INTO checkpoints ({CHECKPOINT_COLUMNS})
-        SELECT 2, {CHECKPOINT_COLUMNS.removeprefix("n, ")} FROM other.checkpoints;
+        SELECT 3, {CHECKPOINT_COLUMNS.removeprefix("n, ")} FROM other.checkpoints WHERE n = 2;
     """,
     )
     report = verify(db)
     assert not report.ok and report.first_bad_seq == 61
     assert (report.problem or "").startswith(
-        f"checkpoint 2 (seq 60): made for trail {other_id}, not this trail"
+        f"checkpoint 3 (seq 60): made for trail {other_id}, not this trail"
     )
 
 
@@ -240,10 +241,10 @@ def test_checkpoint_deleted_in_the_middle(db: Path) -> None:
     with SQLiteTrail(db) as trail:
         for n in (61, 62):
             trail.append([event(n)])
-            trail.checkpoint()  # checkpoints 2 and 3
-    shell(db, DROP_TRIGGERS + "DELETE FROM checkpoints WHERE n = 2;")
+            trail.checkpoint()  # checkpoints 3 and 4
+    shell(db, DROP_TRIGGERS + "DELETE FROM checkpoints WHERE n = 3;")
     assert_tampered(
-        verify(db), 61, "checkpoint 2: missing (checkpoint numbers jump from 1 to 3; deleted)"
+        verify(db), 61, "checkpoint 3: missing (checkpoint numbers jump from 2 to 4; deleted)"
     )
 
 
@@ -327,7 +328,7 @@ def alert_on(stored: Event, k: int, **fields: Any) -> Alert:
 
 @pytest.fixture
 def alerted(db: Path) -> Path:
-    """The 60 events plus alerts 1-10 on events 5, 10, … 50; closed: checkpoint 2 seals both."""
+    """The 60 events plus alerts 1-10 on events 5, 10, … 50; closed: checkpoint 3 seals both."""
     with SQLiteTrail(db) as trail:
         events = [trail.get(5 * k) for k in range(1, ALERTS + 1)]
         trail.append_alerts([alert_on(e, k) for k, e in enumerate(events, 1) if e is not None])
@@ -342,7 +343,7 @@ def assert_alert_tampered(report: VerifyReport, first_bad_alert_seq: int, proble
 
 def test_alerts_intact(alerted: Path) -> None:
     report = verify(alerted)
-    assert (report.ok, report.events, report.alerts, report.checkpoints) == (True, 60, 10, 2)
+    assert (report.ok, report.events, report.alerts, report.checkpoints) == (True, 60, 10, 3)
     assert (report.unsealed, report.unsealed_alerts, report.first_bad_alert_seq) == (0, 0, None)
 
 
@@ -369,7 +370,7 @@ def test_last_alert_deleted(alerted: Path) -> None:
     assert_alert_tampered(
         verify(alerted),
         10,
-        "checkpoint 2 (alert seq 10): the alerts end at alert seq 9 (rows deleted at the end)",
+        "checkpoint 3 (alert seq 10): the alerts end at alert seq 9 (rows deleted at the end)",
     )
 
 
@@ -425,7 +426,7 @@ def test_last_alert_rewritten_with_recomputed_hash(alerted: Path) -> None:
     assert_alert_tampered(
         verify(alerted),
         1,
-        "checkpoint 2 (alert seq 10): signed alerts hash does not match alert seq 10 "
+        "checkpoint 3 (alert seq 10): signed alerts hash does not match alert seq 10 "
         "(alerts up to it rewritten)",
     )
 
@@ -445,14 +446,14 @@ def test_forged_checkpoint_over_forged_alerts(alerted: Path, tmp_path: Path) -> 
         alerted,
         insert_alert(*sealed[0])
         + f"""
-        INSERT INTO checkpoints VALUES (3, '{trail_id}', {seq}, '{head}', {T0},
+        INSERT INTO checkpoints VALUES (4, '{trail_id}', {seq}, '{head}', {T0},
             '{key_fingerprint(alerted)}', '{sign(forger, payload)}', {forged.seq}, '{forged.hash}');
     """,
     )
     assert_tampered(
         verify(alerted),
         61,
-        f"checkpoint 3 (seq 60): signature invalid for key {key_fingerprint(alerted)} "
+        f"checkpoint 4 (seq 60): signature invalid for key {key_fingerprint(alerted)} "
         "(database rewritten or another key)",
     )
 
@@ -467,13 +468,13 @@ def test_checkpoint_alerts_head_edited(alerted: Path) -> None:
         + DROP_ALERT_TRIGGERS
         + f"""
         DELETE FROM alerts WHERE seq = 10;
-        UPDATE checkpoints SET alerts_seq = 9, alerts_hash = '{ninth.hash}' WHERE n = 2;
+        UPDATE checkpoints SET alerts_seq = 9, alerts_hash = '{ninth.hash}' WHERE n = 3;
     """,
     )
     assert_tampered(
         verify(alerted),
         61,
-        f"checkpoint 2 (seq 60): signature invalid for key {key_fingerprint(alerted)} "
+        f"checkpoint 3 (seq 60): signature invalid for key {key_fingerprint(alerted)} "
         "(database rewritten or another key)",
     )
 
