@@ -12,6 +12,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.posture import PostureConfig
+
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
 
@@ -377,6 +379,15 @@ class RulesConfig(Strict):
         alias="undeclared-deployment",
         description="A create with no matching intent and no why label (policy, off by default).",
     )
+    daemon_posture: RuleConfig = Field(
+        default_factory=RuleConfig, alias="daemon-posture", description="CIS 2.x."
+    )
+    audit_rule_posture: RuleConfig = Field(
+        default_factory=RuleConfig, alias="audit-rule-posture", description="CIS 1.1.x."
+    )
+    container_drift: RuleConfig = Field(
+        default_factory=RuleConfig, alias="container-drift", description="CIS 5.13 (drift)."
+    )
 
 
 Format = Literal["auto", "plain", "markdown", "dingtalk", "html", "json"]
@@ -679,6 +690,9 @@ class DocktrailConfig(Strict):
     )
     intents: IntentsConfig = Field(
         default_factory=IntentsConfig, description="Declared deployment intents."
+    )
+    posture: PostureConfig = Field(
+        default_factory=PostureConfig, description="Continuous CIS posture checks."
     )
 
     def signing_key_path(self) -> Path:

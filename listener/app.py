@@ -30,6 +30,7 @@ from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
+from listener.posture.wiring import posture_runner
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -117,8 +118,9 @@ async def run_service(config: DocktrailConfig) -> int:
         )
         intents = wiring.intents
         source = DockerSource(
-            config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running
-        )
+            config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running,
+            on_sweep=await posture_runner(config, trail, host),
+        )  # fmt: skip
         worker = wiring.worker
         if worker is not None:
             await worker.start()

@@ -132,6 +132,15 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
         "归属声明不符",
         "audit.who 标签声称的人与 auditd 记录的登录用户不符。",
     ),
+    "daemon-posture": (
+        "守护进程安全配置变差",
+        "Docker 守护进程的安全设置变差（icc、userns、live-restore 等）。",
+    ),
+    "container-drift": (
+        "容器文件漂移",
+        "运行中容器的程序、库或配置目录（bin、sbin、lib、etc）被改动。",
+    ),
+    "audit-rule-posture": ("审计规则缺失", "docktrail 需要的 Docker 文件审计监视未加载。"),
     "host-chain-broken": ("主机审计链断裂", "主机发布的审计链出现缺口、分叉、回退或签名无效。"),
     "fleet-churn": ("集群容器频繁创建销毁", "多台主机上容器创建/销毁总数超出阈值。"),
     "fleet-untrusted-image": ("多台主机使用不受信任的镜像", "同一不受信任的镜像出现在多台主机上。"),

@@ -148,10 +148,12 @@ class Dockerd:
         start_timeout: float = 60.0,
         stop_timeout: float = 30.0,
         extra_args: tuple[str, ...] = (),
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = extra_args
+        self.launcher = launcher  # e.g. `unshare --net`: dockerd in a network namespace of its own
         self.root = Path(tempfile.mkdtemp(prefix="dtd-", dir=_short_tmp()))
         self._dockerd: subprocess.Popen[bytes] | None = None
         self._containerd: subprocess.Popen[bytes] | None = None
@@ -344,6 +346,7 @@ class Dockerd:
 
     def _start_dockerd(self) -> None:
         command = [
+            *self.launcher,
             "dockerd",
             f"--host={self.host}",
             f"--data-root={self.data_root}",

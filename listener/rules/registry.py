@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from config.models import RuleConfig
 from listener.event import Event
-from listener.rules import activity, container, image, intent
+from listener.rules import activity, container, image, intent, posture
 from listener.rules.base import Finding, Rule, RuleContext, exception_reason
 
 RULES: tuple[Rule, ...] = (
@@ -36,6 +36,9 @@ RULES: tuple[Rule, ...] = (
     Rule(intent.MISMATCH, intent.check_intent_mismatch),
     Rule(intent.EXPIRED, intent.check_expired),
     Rule(intent.UNDECLARED, intent.check_undeclared),
+    Rule(posture.DAEMON_POSTURE, posture.check_daemon_posture),
+    Rule(posture.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
+    Rule(posture.CONTAINER_DRIFT, posture.check_container_drift),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}

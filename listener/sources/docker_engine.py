@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from config.errors import SourceError
 
 _NS = 1_000_000_000
+_T = TypeVar("_T")
 
 
 def since_arg(time_ns: int) -> str:
@@ -201,6 +202,11 @@ class EngineClient:
     def inspect_exec(self, exec_id: str) -> dict[str, Any] | None:
         """`GET /exec/{id}/json`: user, privileged, tty, stdin and command of an exec."""
         return self._inspect("exec_inspect", exec_id)
+
+    def api(self, what: str, call: Callable[[Any], _T]) -> _T:
+        """`call(docker-py APIClient)` in this thread; its errors as `SourceError` (`what`)."""
+        with self._translated(f"{what} on {self.host}"):
+            return call(self._client())
 
     def close(self) -> None:
         with self._lock:

@@ -252,6 +252,8 @@ class StallWatchdog:
 Emit = Callable[[Event], Awaitable[None]]
 # Told the running containers the trail knows (their listing) at each sweep; returns events.
 OnRunning = Callable[[list[dict[str, Any]]], list[Event]]
+# Each sweep, given the Engine and the sweep's reason: more checks' events (`listener.posture`).
+OnSweep = Callable[[Engine, str], Awaitable[list[Event]]]
 _STOP = object()
 
 
@@ -395,8 +397,10 @@ class DockerSource:
         known: KnownState | None = None,
         engine: Engine | None = None,
         on_running: OnRunning | None = None,
+        on_sweep: OnSweep | None = None,
     ) -> None:
         self.config = config
+        self.on_sweep = on_sweep
         self.on_running = on_running  # each sweep: events about the running containers
         self.host = host
         self.known = known if known is not None else KnownState()
@@ -918,6 +922,9 @@ class DockerSource:
         ]
         if self.on_running is not None:
             for found in self.on_running(running):
+                self._order.put(_Pending(found))
+        if self.on_sweep is not None:
+            for found in await self.on_sweep(self.engine, reason):
                 self._order.put(_Pending(found))
         inspected = await asyncio.gather(
             *(self._call(self._inspect_with_config, str(item.get("Id"))) for item in running)

@@ -1,0 +1,135 @@
+"""Container drift: files added or changed in running containers (golden images).
+
+A periodic `docker diff`, budgeted: at most `containers_per_sweep` containers
+per sweep, round robin, and no new diff after `time_budget_secs`. Paths under
+a declared mount (volume, bind, tmpfs) are the container's data, not drift.
+A container's drift is recorded when its set of changed paths differs from
+the last one recorded; the event id derives from that set, so a restart of
+docktrail stores the same drift once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from config.posture import DriftConfig
+from listener.event import Actor, Event, natural_id
+
+DRIFT_ACTION = "drift"
+_KINDS = {0: "changed", 1: "added", 2: "deleted"}
+# Changes here alter what runs: binaries, libraries, configuration.
+CRITICAL_PREFIXES = (
+    "/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/etc/", "/usr/bin/",
+    "/usr/sbin/", "/usr/lib/", "/usr/lib64/", "/usr/local/bin/", "/usr/local/sbin/",
+    "/usr/local/lib/",
+)  # fmt: skip
+
+
+def _under(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/")
+
+
+def drifted(
+    changes: Iterable[Mapping[str, Any]], mount_points: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(kind, path) of the changes outside the declared mounts, sorted by path.
+
+    A directory whose only change is a file below it (`C /usr/bin` for
+    `A /usr/bin/x`) says nothing more and is left out.
+    """
+    found = [
+        (_KINDS.get(int(change.get("Kind", 0)), "changed"), str(change.get("Path") or ""))
+        for change in changes
+    ]
+    found = [(k, p) for k, p in found if p and not any(_under(p, m) for m in mount_points)]
+    paths = {p for _, p in found}
+    return sorted(
+        (
+            (k, p)
+            for k, p in found
+            if not (k == "changed" and any(_under(o, p) and o != p for o in paths))
+        ),
+        key=lambda item: item[1],
+    )
+
+
+def critical(found: Iterable[tuple[str, str]]) -> list[str]:
+    """Paths added or changed where binaries, libraries and configuration live."""
+    return [
+        path
+        for kind, path in found
+        if kind != "deleted" and any(_under(path, prefix) for prefix in CRITICAL_PREFIXES)
+    ]
+
+
+class DriftWatch:
+    """Round-robin, budgeted diffs of running containers."""
+
+    def __init__(self, config: DriftConfig, host: str) -> None:
+        self.config = config
+        self.host = host
+        self._last: dict[str, str] = {}  # container id -> fingerprint recorded
+        self._next = 0  # where the round robin resumes
+
+    def sweep(self, engine: Any, listed: Sequence[Mapping[str, Any]], reason: str) -> list[Event]:
+        """Blocking: diffs the next running containers within the budget; their events."""
+        running = sorted(
+            (c for c in listed if str(c.get("State")) == "running"), key=lambda c: str(c["Id"])
+        )
+        if not running or not self.config.enabled:
+            return []
+        deadline = time.monotonic() + self.config.time_budget_secs
+        events = []
+        count = min(self.config.containers_per_sweep, len(running))
+        for step in range(count):
+            if time.monotonic() > deadline:
+                break
+            item = running[(self._next + step) % len(running)]
+            event = self._check(engine, item, reason)
+            if event is not None:
+                events.append(event)
+            self._next = (self._next + step + 1) % len(running)
+        return events
+
+    def _check(self, engine: Any, item: Mapping[str, Any], reason: str) -> Event | None:
+        cid = str(item["Id"])
+        changes = engine.api(f"cannot diff {cid[:12]}", lambda client: client.diff(cid)) or []
+        mounts = [str(m.get("Destination") or "") for m in item.get("Mounts") or []]
+        found = drifted(changes, [m for m in mounts if m])
+        fingerprint = hashlib.sha256(repr(found).encode()).hexdigest()[:16]
+        previous = self._last.get(cid)
+        if previous == fingerprint or (previous is None and not found):
+            return None
+        self._last[cid] = fingerprint
+        return self._event(item, found, fingerprint, reason)
+
+    def _event(
+        self, item: Mapping[str, Any], found: list[tuple[str, str]], fingerprint: str, reason: str
+    ) -> Event:
+        cid = str(item["Id"])
+        cap = self.config.max_paths
+        names = item.get("Names") or []
+        return Event(
+            id=natural_id("docktrail", self.host, "container", DRIFT_ACTION, cid, fingerprint),
+            time_ns=time.time_ns(),
+            source="docktrail",
+            host=self.host,
+            type="container",
+            action=DRIFT_ACTION,
+            actor=Actor(
+                id=cid,
+                name=str(names[0]).lstrip("/") if names else None,
+                image=str(item.get("Image") or "") or None,
+            ),
+            attributes={
+                "paths": [f"{kind} {path}" for kind, path in found[:cap]],
+                "count": len(found),
+                "critical": critical(found)[:cap],
+                "fingerprint": fingerprint,
+                "reason": reason,
+            },
+        )

@@ -1,0 +1,82 @@
+"""Posture rules: a daemon setting or the audit watches got worse (CIS 2.x, 1.1.x).
+
+The checks themselves run in `listener.posture`; these rules only read the
+`posture` events they record, so replay judges them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from listener.event import Event
+from listener.rules.base import Finding, RuleContext, RuleMeta, finding
+
+POSTURE = frozenset({"posture"})
+DAEMON_POSTURE = RuleMeta(
+    "daemon-posture",
+    "high",
+    "2.x",
+    "A daemon security setting got worse (icc, userns, live-restore, TLS, registries …).",
+    types=frozenset({"daemon"}),
+    actions=POSTURE,
+)
+AUDIT_RULE_POSTURE = RuleMeta(
+    "audit-rule-posture",
+    "high",
+    "1.1.x",
+    "An audit watch docktrail needs on Docker's files is not loaded.",
+    types=frozenset({"audit-rules"}),
+    actions=POSTURE,
+)
+
+
+def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
+    attributes = event.attributes
+    if not attributes.get("worse"):
+        return
+    status = str(attributes.get("status"))
+    was = attributes.get("previous_status") or "not seen"
+    check, cis = attributes.get("check"), attributes.get("cis")
+    yield finding(
+        meta,
+        event,
+        f"{check} ({was} → {status}, CIS {cis}): {attributes.get('detail')}",
+        severity=None if status == "fail" else "medium",
+        check=check,
+        cis=cis,
+        status=status,
+        previous_status=attributes.get("previous_status"),
+        items=attributes.get("items") or [],
+    )
+
+
+def check_daemon_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    return _worse(DAEMON_POSTURE, event)
+
+
+def check_audit_rule_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    return _worse(AUDIT_RULE_POSTURE, event)
+
+
+CONTAINER_DRIFT = RuleMeta(
+    "container-drift",
+    "high",
+    "5.13",
+    "Files added or changed in a running container where binaries, libraries or "
+    "configuration live (bin/, sbin/, lib/, etc/).",
+    actions=frozenset({"drift"}),
+)
+
+
+def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    paths = [str(path) for path in event.attributes.get("critical") or []]
+    if not paths:
+        return
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    yield finding(
+        CONTAINER_DRIFT,
+        event,
+        f"{event.actor.name or event.actor.id[:12]}: drift outside volumes: {shown}",
+        paths=paths,
+        count=event.attributes.get("count"),
+    )
