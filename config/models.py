@@ -388,6 +388,9 @@ class RulesConfig(Strict):
     container_drift: RuleConfig = Field(
         default_factory=RuleConfig, alias="container-drift", description="CIS 5.13 (drift)."
     )
+    host_posture: RuleConfig = Field(
+        default_factory=RuleConfig, alias="host-posture", description="CIS 6.2/6.3/6.4/6.5."
+    )
 
 
 Format = Literal["auto", "plain", "markdown", "dingtalk", "html", "json"]

@@ -30,7 +30,7 @@ from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
-from listener.posture.wiring import posture_runner
+from listener.posture.wiring import posture_runner, posture_tasks
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -201,6 +201,7 @@ async def _run_until_stopped(
     """Runs the sources and the problem reports until `stop`; a failed source raises."""
     source_task = asyncio.create_task(source.run(), name="docker-source")
     tasks = [asyncio.create_task(_report_problems_forever(config), name="problems")]
+    tasks += [asyncio.create_task(job) for job in posture_tasks(source.on_sweep, source.engine)]
     if audit is not None:
         await audit.start()  # a missing or unreadable log is retried, never raises
         tasks.append(asyncio.create_task(_pump(audit, pipeline), name="auditd-source"))

@@ -140,6 +140,7 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
         "容器文件漂移",
         "运行中容器的程序、库或配置目录（bin、sbin、lib、etc）被改动。",
     ),
+    "host-posture": ("运维安全状况变差", "镜像或容器堆积、卷无备份、无限制容器占用过多主机资源。"),
     "audit-rule-posture": ("审计规则缺失", "docktrail 需要的 Docker 文件审计监视未加载。"),
     "host-chain-broken": ("主机审计链断裂", "主机发布的审计链出现缺口、分叉、回退或签名无效。"),
     "fleet-churn": ("集群容器频繁创建销毁", "多台主机上容器创建/销毁总数超出阈值。"),

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from config.posture import DriftConfig
+from listener.bounds import bound_event
 from listener.event import Actor, Event, natural_id
 
 DRIFT_ACTION = "drift"
@@ -113,23 +114,27 @@ class DriftWatch:
         cid = str(item["Id"])
         cap = self.config.max_paths
         names = item.get("Names") or []
-        return Event(
-            id=natural_id("docktrail", self.host, "container", DRIFT_ACTION, cid, fingerprint),
-            time_ns=time.time_ns(),
-            source="docktrail",
-            host=self.host,
-            type="container",
-            action=DRIFT_ACTION,
-            actor=Actor(
-                id=cid,
-                name=str(names[0]).lstrip("/") if names else None,
-                image=str(item.get("Image") or "") or None,
+        # Paths are named inside the container, by whoever controls it: bounded.
+        return bound_event(
+            Event(
+                id=natural_id("docktrail", self.host, "container", DRIFT_ACTION, cid, fingerprint),
+                time_ns=time.time_ns(),
+                source="docktrail",
+                host=self.host,
+                type="container",
+                action=DRIFT_ACTION,
+                actor=Actor(
+                    id=cid,
+                    name=str(names[0]).lstrip("/") if names else None,
+                    image=str(item.get("Image") or "") or None,
+                ),
+                attributes={
+                    "paths": [f"{kind} {path}" for kind, path in found[:cap]],
+                    "count": len(found),
+                    "critical": critical(found)[:cap],
+                    "fingerprint": fingerprint,
+                    "reason": reason,
+                },
             ),
-            attributes={
-                "paths": [f"{kind} {path}" for kind, path in found[:cap]],
-                "count": len(found),
-                "critical": critical(found)[:cap],
-                "fingerprint": fingerprint,
-                "reason": reason,
-            },
+            surrogates="escape",
         )

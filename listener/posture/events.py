@@ -15,12 +15,13 @@ from typing import Any
 
 import orjson
 
+from listener.bounds import bound_event
 from listener.event import Actor, Event, natural_id
 from listener.posture.check import Check
 from sinks.base import EventFilter
 
 POSTURE_ACTION = "posture"
-FAMILIES = ("daemon", "audit-rules")  # event types of the posture families
+FAMILIES = ("daemon", "audit-rules", "host")  # event types of the posture families
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +64,35 @@ class PostureMemory:
         self.seen[(event.type, check)] = Seen(status, event.attributes.get("value"), event.time_ns)
 
     def changes(
-        self, family: str, checks: Iterable[Check], actor: Actor, host: str, reason: str
+        self,
+        family: str,
+        checks: Iterable[Check],
+        actor: Actor,
+        host: str,
+        reason: str,
+        *,
+        summary_after_ns: int | None = None,
     ) -> list[Event]:
-        """Events for the checks whose outcome differs from the last one recorded."""
+        """Events for the checks whose outcome differs from the last one recorded.
+
+        With `summary_after_ns` (counts that move all the time: sprawl, usage),
+        only the status counts, and a check that is not `pass` is recorded again
+        as a summary once that long has passed since its last record.
+        """
         events = []
+        now = time.time_ns()
         for check in checks:
             previous = self.seen.get((family, check.check))
-            if previous is not None and (previous.status, _key(previous.value)) == (
-                check.status,
-                _key(check.value),
-            ):
-                continue
+            summary = False
+            if previous is not None and previous.status == check.status:
+                if summary_after_ns is not None:
+                    summary = check.status != "pass" and now - previous.time_ns >= summary_after_ns
+                    if not summary:
+                        continue
+                elif _key(previous.value) == _key(check.value):
+                    continue
             event = posture_event(family, check, previous, actor, host, reason)
+            event.attributes["summary"] = summary
             self.note(event)
             events.append(event)
         return events
@@ -96,13 +114,16 @@ def posture_event(
         "items": list(check.items[:50]),
         "reason": reason,
     }
-    return Event(
-        id=natural_id("docktrail", host, family, POSTURE_ACTION, actor.id, check.check, now),
-        time_ns=now,
-        source="docktrail",
-        host=host,
-        type=family,
-        action=POSTURE_ACTION,
-        actor=actor,
-        attributes=dict(attributes),
+    return bound_event(
+        Event(
+            id=natural_id("docktrail", host, family, POSTURE_ACTION, actor.id, check.check, now),
+            time_ns=now,
+            source="docktrail",
+            host=host,
+            type=family,
+            action=POSTURE_ACTION,
+            actor=actor,
+            attributes=dict(attributes),
+        ),
+        surrogates="escape",
     )

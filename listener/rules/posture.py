@@ -32,22 +32,40 @@ AUDIT_RULE_POSTURE = RuleMeta(
 
 def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
     attributes = event.attributes
-    if not attributes.get("worse"):
+    summary = bool(attributes.get("summary"))
+    if not attributes.get("worse") and not summary:
         return
     status = str(attributes.get("status"))
     was = attributes.get("previous_status") or "not seen"
     check, cis = attributes.get("check"), attributes.get("cis")
+    change = f"still {status}, daily summary" if summary else f"{was} → {status}"
     yield finding(
         meta,
         event,
-        f"{check} ({was} → {status}, CIS {cis}): {attributes.get('detail')}",
-        severity=None if status == "fail" else "medium",
+        f"{check} ({change}, CIS {cis}): {attributes.get('detail')}",
+        severity="low" if summary else None if status == "fail" else "medium",
         check=check,
         cis=cis,
         status=status,
         previous_status=attributes.get("previous_status"),
         items=attributes.get("items") or [],
     )
+
+
+HOST_POSTURE = RuleMeta(
+    "host-posture",
+    "medium",
+    "6.x",
+    "Operations posture got worse or stays poor (daily): image sprawl (6.4), container "
+    "sprawl (6.5), volumes without backups (6.3), containers without limits using much "
+    "of the host (6.2).",
+    types=frozenset({"host"}),
+    actions=POSTURE,
+)
+
+
+def check_host_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    return _worse(HOST_POSTURE, event)
 
 
 def check_daemon_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:

@@ -39,6 +39,7 @@ RULES: tuple[Rule, ...] = (
     Rule(posture.DAEMON_POSTURE, posture.check_daemon_posture),
     Rule(posture.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
     Rule(posture.CONTAINER_DRIFT, posture.check_container_drift),
+    Rule(posture.HOST_POSTURE, posture.check_host_posture),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
