@@ -648,3 +648,4 @@ from listener import (  # noqa: E402, F401
     redact_cli,
     serve_cli,
 )
+from listener.posture import cli as posture_cli  # noqa: E402, F401

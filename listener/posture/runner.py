@@ -163,10 +163,13 @@ class PostureRunner:
         return len(samples)
 
     async def meter_forever(self, engine: Any) -> None:
-        """A snapshot every `metering.interval_secs` until cancelled."""
+        """A snapshot every `metering.interval_secs` (from start to start) until cancelled;
+        a snapshot that takes longer delays the next, never doubles it up."""
+        interval = self.config.metering.interval_secs
         while True:
+            started = time.monotonic()
             try:
                 await asyncio.to_thread(self.meter_once, engine)
             except SourceError as exc:
                 log.warning(f"metering snapshot skipped: {exc}")
-            await asyncio.sleep(self.config.metering.interval_secs)
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
