@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sqlite3
 import stat
@@ -156,7 +157,7 @@ def test_metering_snapshots_at_the_configured_rate_and_top_shows_them(
             "SELECT time_ns FROM samples WHERE container_id = ? ORDER BY time_ns", (workload,)
         )]  # fmt: skip
     assert 3 <= len(times) <= 6, times
-    assert all(b - a >= 300_000_000 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 300_000_000 for a, b in itertools.pairwise(times))
 
     result = cli(write_config(tmp_path, dockerd), "top", "--format", "json")
     (mine,) = [row for row in rows(result) if row["id"] == workload]
