@@ -83,10 +83,11 @@ class PostureMemory:
         now = time.time_ns()
         for check in checks:
             previous = self.seen.get((family, check.check))
-            summary = False
+            # Moving counts: a poor status is summed up when first seen and then daily.
+            summary = summary_after_ns is not None and check.status != "pass"
             if previous is not None and previous.status == check.status:
                 if summary_after_ns is not None:
-                    summary = check.status != "pass" and now - previous.time_ns >= summary_after_ns
+                    summary = summary and now - previous.time_ns >= summary_after_ns
                     if not summary:
                         continue
                 elif _key(previous.value) == _key(check.value):

@@ -114,7 +114,7 @@ class PostureRunner:
             log.warning(f"posture checks skipped: {exc}")
             return []
         events = await self._daemon(info, bridge, reason)
-        events += await self._audit_rules(reason)
+        events += await self.audit_rules(reason)
         events += self._host(info, listings, reason)
         try:
             events += await asyncio.to_thread(self.drift.sweep, engine, listings[0], reason)
@@ -130,7 +130,7 @@ class PostureRunner:
         checks = daemon_checks(info, bridge, config_file)
         return self.memory.changes("daemon", checks, actor, self.host, reason)
 
-    async def _audit_rules(self, reason: str) -> list[Event]:
+    async def audit_rules(self, reason: str) -> list[Event]:
         text, origin = await asyncio.to_thread(read_loaded_rules, self.config.audit_rules_file)
         checks = audit_rule_checks(self.config.required_watches, text, origin)
         actor = Actor(id=self.host, name=self.host)

@@ -32,7 +32,7 @@ AUDIT_RULE_POSTURE = RuleMeta(
 
 def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
     attributes = event.attributes
-    summary = bool(attributes.get("summary"))
+    summary = bool(attributes.get("summary")) and not attributes.get("worse")
     if not attributes.get("worse") and not summary:
         return
     status = str(attributes.get("status"))
