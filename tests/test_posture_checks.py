@@ -79,7 +79,7 @@ def test_moving_counts_record_status_changes_and_a_daily_summary() -> None:
 
 
 def test_sprawl_and_backups() -> None:
-    containers = [
+    containers: list[dict[str, Any]] = [
         {"Id": "1", "State": "running", "Names": ["/db"], "Labels": {},
          "Mounts": [{"Type": "volume", "Name": "dbdata"}, {"Type": "bind", "Name": ""}]},
         {"Id": "2", "State": "running", "Names": ["/web"], "Labels": {"backup": "nightly"},
