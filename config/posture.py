@@ -57,6 +57,12 @@ class MeteringConfig(_Strict):
         description="A container without limits using more than this share of the host's "
         "memory or CPUs is reported.",
     )
+    workers: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Stats calls side by side (dockerd answers each at its next 1 s tick).",
+    )
     path: Path | None = Field(
         None,
         description="SQLite file of the snapshots (created 0600, not in the hash chain). "

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ class PostureRunner:
         self.samples: list[metering.Sample] = []  # the last metering snapshot
         self.snapshots = 0
         self._last_used: dict[str, int] = {}  # image id -> last sweep a container had it
+        self._pool: ThreadPoolExecutor | None = None
 
     async def __call__(self, engine: Any, reason: str) -> list[Event]:
         if not self.config.enabled or getattr(engine, "api", None) is None:
@@ -155,7 +157,11 @@ class PostureRunner:
     def meter_once(self, engine: Any) -> int:
         """Blocking: one snapshot of the running containers, stored; how many."""
         assert self.metering_path is not None
-        samples = metering.snapshot(engine, engine.containers())
+        if self._pool is None:  # kept: each of its threads keeps its Engine connection
+            self._pool = ThreadPoolExecutor(
+                self.config.metering.workers, thread_name_prefix="docker-stats"
+            )
+        samples = metering.snapshot(engine, engine.containers(), self._pool)
         with metering.opened(self.metering_path) as store:
             store.add(samples, self.config.metering.retention_days)
         self.samples = samples
@@ -166,10 +172,19 @@ class PostureRunner:
         """A snapshot every `metering.interval_secs` (from start to start) until cancelled;
         a snapshot that takes longer delays the next, never doubles it up."""
         interval = self.config.metering.interval_secs
-        while True:
-            started = time.monotonic()
-            try:
-                await asyncio.to_thread(self.meter_once, engine)
-            except SourceError as exc:
-                log.warning(f"metering snapshot skipped: {exc}")
-            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.meter_once, engine)
+                except SourceError as exc:
+                    log.warning(f"metering snapshot skipped: {exc}")
+                await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Ends the metering threads (the snapshot under way finishes on its own)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
