@@ -30,7 +30,7 @@ from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
-from listener.posture.wiring import posture_runner, posture_tasks
+from listener.posture.wiring import SweepOnDaemonChange, posture_runner, posture_tasks
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -110,6 +110,8 @@ async def run_service(config: DocktrailConfig) -> int:
             extra={"fields": _start_fields(config, host, seq, known)},
         )
         wiring = await _wire(config, trail, host)
+        sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
+        wiring.stages.append(sweeper)
         pipeline = Pipeline(
             wiring.sink,
             stages=wiring.stages,
@@ -121,6 +123,7 @@ async def run_service(config: DocktrailConfig) -> int:
             config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running,
             on_sweep=await posture_runner(config, trail, host),
         )  # fmt: skip
+        sweeper.want = source.want_sweep
         worker = wiring.worker
         if worker is not None:
             await worker.start()

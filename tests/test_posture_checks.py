@@ -11,6 +11,7 @@ from listener.posture.daemon import daemon_checks
 from listener.posture.events import PostureMemory
 from listener.posture.sprawl import container_check, tag_sprawl, unbacked_volumes
 from listener.rules.engine import RuleEngine
+from listener.sources.docker import normalize_engine_event
 from sinks.memory import MemoryTrail
 
 ACTOR = Actor(id="host-1", name="host-1")
@@ -95,3 +96,18 @@ def test_sprawl_and_backups() -> None:
     assert container_check(containers, margin=2).status == "pass"
     images = [{"RepoTags": [f"app:{i}" for i in range(4)]}, {"RepoTags": ["<none>:<none>"]}]
     assert tag_sprawl(images, max_tags=3) == {"app": 4}
+
+
+def test_a_daemon_reload_event_is_normalized() -> None:
+    # As dockerd 20.10 sends it after SIGHUP: the daemon's settings as strings.
+    raw = {
+        "Type": "daemon", "Action": "reload", "scope": "local",
+        "Actor": {"ID": "ABCD:EFGH", "Attributes": {
+            "labels": "[]", "insecure-registries": "[10.9.8.0/24 127.0.0.0/8]",
+            "live-restore": "true", "name": "host-1",
+        }},
+        "time": 1796518665, "timeNano": 1796518665932377510,
+    }  # fmt: skip
+    event = normalize_engine_event(raw, "host-1")
+    assert (event.type, event.action) == ("daemon", "reload")
+    assert event.who.claimed is None

@@ -9,7 +9,10 @@ alert naming CIS 2.2; `--live-restore` on is recorded.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +24,7 @@ from config.posture import PostureConfig
 from listener.event import Event
 from listener.posture.events import PostureMemory
 from listener.posture.runner import PostureRunner
+from listener.posture.wiring import SweepOnDaemonChange
 from listener.rules.engine import RuleEngine
 from listener.sources.docker_live import DockerSource
 from sinks.memory import MemoryTrail
@@ -50,9 +54,11 @@ async def watching(
 ) -> AsyncIterator[list[Event]]:
     """A live source with the posture checks on `daemon`; yields what it handed on."""
     stored: list[Event] = []
+    sweeper = SweepOnDaemonChange()  # as `docktrail run` wires it, behind the trail
 
     async def emit(event: Event) -> None:
         stored.append(event)
+        await sweeper.after_write([event])
 
     posture = PostureConfig(
         daemon_config_file=tmp_path / "absent.json", audit_rules_file=tmp_path / "absent.rules"
@@ -60,6 +66,7 @@ async def watching(
     config = DockerConfig(host=daemon.host, reconnect_min_secs=0.05, reconnect_max_secs=0.2)
     runner = PostureRunner(posture, HOST, memory)
     source = DockerSource(config, HOST, emit, on_sweep=runner)
+    sweeper.want = source.want_sweep
     task = asyncio.create_task(source.run())
     try:
         await eventually(lambda: source.stats.sweeps >= 1, 30)
@@ -124,3 +131,20 @@ async def test_an_unchanged_posture_is_not_recorded_again(bridged: Dockerd, tmp_
     async with watching(bridged, PostureMemory.from_events(first), tmp_path) as second:
         pass
     assert [e for e in second if e.action == "posture"] == []
+
+
+async def test_a_daemon_reload_is_swept_at_once(bridged: Dockerd, tmp_path: Path) -> None:
+    async with watching(bridged, PostureMemory(), tmp_path) as stored:
+        await eventually(lambda: bool(daemon_posture(stored, "insecure-registries")))
+        config_file = bridged.root / "daemon.json"
+        settings = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**settings, "insecure-registries": ["10.9.8.0/24"]}))
+        assert bridged.pid is not None
+        os.kill(bridged.pid, signal.SIGHUP)  # dockerd reloads its file: a `daemon reload` event
+        await eventually(lambda: len(daemon_posture(stored, "insecure-registries")) == 2)
+
+    loosened = daemon_posture(stored, "insecure-registries")[-1]
+    assert loosened.attributes["reason"] == "daemon-reload"
+    assert loosened.attributes["items"] == ["10.9.8.0/24"]
+    (alert,) = [a for a in alerts(stored) if a[2].startswith("insecure-registries")]
+    assert "CIS 2.5" in alert[2] and alert[1] == "high"

@@ -140,7 +140,9 @@ def normalize_engine_event(
     action, _, detail = raw_action.partition(":")
     action = action.strip()
     attributes = _attributes(type_, action, attrs, detail.strip(), _read_scope(raw))
-    labels: Mapping[str, str] = attributes.get("labels", {})
+    # A `daemon reload` carries the daemon's settings, `labels` among them as a string.
+    found = attributes.get("labels")
+    labels: Mapping[str, str] = found if isinstance(found, Mapping) else {}
     event = Event(
         id=natural_id("docker", time_ns, type_, raw_action, actor_id),
         time_ns=time_ns,
