@@ -143,21 +143,22 @@ def test_metering_snapshots_at_the_configured_rate_and_top_shows_them(
     tmp_path: Path, dockerd: Dockerd, engine: EngineClient, workload: str
 ) -> None:
     path = tmp_path / "metering.db"
-    posture = PostureConfig(metering=MeteringConfig(interval_secs=0.3))
+    posture = PostureConfig(metering=MeteringConfig(interval_secs=1.0))
     runner = PostureRunner(posture, HOST, PostureMemory(), metering_path=path)
 
     async def meter_for(secs: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runner.meter_forever(engine), secs)
 
-    asyncio.run(meter_for(1.5))
+    asyncio.run(meter_for(4.5))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(path) as db:
         times = [t for (t,) in db.execute(
             "SELECT time_ns FROM samples WHERE container_id = ? ORDER BY time_ns", (workload,)
         )]  # fmt: skip
-    assert 3 <= len(times) <= 6, times
-    assert all(b - a >= 300_000_000 for a, b in itertools.pairwise(times))
+    assert 3 <= len(times) <= 5, times
+    # dockerd answers at its collector's 1 s tick: starts are 1 s apart, answers nearly so.
+    assert all(b - a >= 800_000_000 for a, b in itertools.pairwise(times)), times
 
     result = cli(write_config(tmp_path, dockerd), "top", "--format", "json")
     (mine,) = [row for row in rows(result) if row["id"] == workload]

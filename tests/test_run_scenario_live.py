@@ -91,6 +91,7 @@ class ScenarioService(Service):
             "  start_at: start\n"
             f"  hold_secs: {HOLD_SECS}\n"
             'rules:\n  untrusted-image:\n    trusted: ["registry.internal/*"]\n'
+            "posture:\n  enabled: false\n"  # the host's posture is not the scenario's
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
