@@ -160,7 +160,13 @@ def test_metering_snapshots_at_the_configured_rate_and_top_shows_them(
     # dockerd answers at its collector's 1 s tick: starts are 1 s apart, answers nearly so.
     assert all(b - a >= 800_000_000 for a, b in itertools.pairwise(times)), times
 
+    path.chmod(0o644)  # loosened by someone: the next snapshot tightens it again
+    runner.meter_once(engine)
+    runner.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = path.read_bytes()
     result = cli(write_config(tmp_path, dockerd), "top", "--format", "json")
+    assert path.read_bytes() == before  # `top` only reads
     (mine,) = [row for row in rows(result) if row["id"] == workload]
     assert mine["pids"] >= 1 and mine["memory_bytes"] > 0
     assert mine["cpu_percent"] is not None and mine["limited"] is False

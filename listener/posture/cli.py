@@ -144,7 +144,7 @@ def top(state: State, fmt: str, sort: str) -> None:
     if not path.exists():
         raise TrailError(f"{path}: no metering snapshots (run `docktrail run`)")
     window = int(3 * state.config.posture.metering.interval_secs * 1_000_000_000)
-    with opened(path) as store:
+    with opened(path, readonly=True) as store:
         samples = store.latest(window)
     key = {"cpu": lambda s: s.cpu_percent or 0.0, "memory": lambda s: s.memory_bytes,
            "pids": lambda s: s.pids}[sort]  # fmt: skip

@@ -95,10 +95,14 @@ def sample_from_stats(
 class MeteringStore:
     """The snapshots file (0600). Blocking; use from a worker thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        if readonly:  # `top` and `posture` read, never write
+            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            return
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)  # measurements of this host: not for every local user
         self._conn = sqlite3.connect(path, check_same_thread=False)
         self._conn.executescript(_SCHEMA)
 
@@ -152,8 +156,8 @@ def _sample(row: Sequence[Any]) -> Sample:
 
 
 @contextlib.contextmanager
-def opened(path: Path) -> Iterator[MeteringStore]:
-    store = MeteringStore(path)
+def opened(path: Path, *, readonly: bool = False) -> Iterator[MeteringStore]:
+    store = MeteringStore(path, readonly=readonly)
     try:
         yield store
     finally:

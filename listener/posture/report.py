@@ -128,7 +128,7 @@ def build_report(
     """Every check's row; without a trail, no since, who or drift."""
     samples: list[metering.Sample] = []
     if metering_file.exists():
-        with metering.opened(metering_file) as store:
+        with metering.opened(metering_file, readonly=True) as store:
             samples = store.latest(int(3 * config.posture.metering.interval_secs * _NS))
     images = live.listings[1]
     used = images_last_used(trail, host, images) if trail is not None else {}
