@@ -197,6 +197,8 @@ def _sample_of(engine: Any, container: Mapping[str, Any]) -> Sample | None:
 
 def usage_check(samples: Sequence[Sample], host_memory: int, host_cpus: int, share: float) -> Check:
     """Containers without limits of their own using more than `share` of the host."""
+    if not samples:
+        return Check("resource-usage", "6.2", "warn", "no recent metering snapshot")
     heavy = []
     for sample in samples:
         if sample.limited:

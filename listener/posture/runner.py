@@ -65,22 +65,26 @@ def host_checks(
     config: PostureConfig,
     listings: tuple[Listing, Listing, Listing],
     last_used_ns: Mapping[str, int],
-    samples: Sequence[metering.Sample],
+    samples: Sequence[metering.Sample] | None,
     info: Mapping[str, Any],
     sprawl_margin: int,
 ) -> list[Check]:
-    """The CIS 6.x rows: image and container sprawl, backups, resource usage."""
+    """The CIS 6.x rows: image and container sprawl, backups, and resource usage
+    unless `samples` is None (no snapshot taken yet: nothing to judge)."""
     containers, images, volumes = listings
     candidates = sprawl.image_candidates(
         images, containers, last_used_ns, time.time_ns(), config.images.unused_days
     )
     host_memory, host_cpus = int(info.get("MemTotal") or 0), int(info.get("NCPU") or 1)
-    return [
+    checks = [
         sprawl.image_check(candidates, sprawl.tag_sprawl(images, config.images.max_tags)),
         sprawl.container_check(containers, sprawl_margin),
         sprawl.backup_check(sprawl.unbacked_volumes(containers, volumes, config.backup_labels)),
-        metering.usage_check(samples, host_memory, host_cpus, config.metering.host_share),
     ]
+    if samples is not None:
+        share = config.metering.host_share
+        checks.append(metering.usage_check(samples, host_memory, host_cpus, share))
+    return checks
 
 
 class PostureRunner:
@@ -144,8 +148,9 @@ class PostureRunner:
         now = time.time_ns()
         for container in listings[0]:
             self._last_used[str(container.get("ImageID") or "")] = now
+        samples = self.samples if self.snapshots else None
         checks = host_checks(
-            self.config, listings, self._last_used, self.samples, info, self.sprawl_margin
+            self.config, listings, self._last_used, samples, info, self.sprawl_margin
         )
         actor = Actor(id=self.host, name=self.host)
         return self.memory.changes(
