@@ -90,8 +90,8 @@ class ScenarioService(Service):
             # of them, so no CLI call can slip in before the tail reached the end.
             "  start_at: start\n"
             f"  hold_secs: {HOLD_SECS}\n"
-            'rules:\n  untrusted-image:\n    trusted: ["registry.internal/*"]\n'
             "posture:\n  enabled: false\n"  # the host's posture is not the scenario's
+            'rules:\n  untrusted-image:\n    trusted: ["registry.internal/*"]\n'
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
