@@ -105,8 +105,10 @@ class RulesStage:
         *,
         routing: Routing | None = None,
         on_queued: Callable[[], None] | None = None,
+        on_alerts: Callable[[Sequence[Alert]], None] | None = None,
     ) -> None:
         self._trail = trail
+        self._on_alerts = on_alerts  # sees each stored alert once (metrics)
         self._engine = engine
         self._routing = routing if routing else None
         self._on_queued = on_queued
@@ -125,6 +127,8 @@ class RulesStage:
         route = self._router(stored) if alerts else None
         written = await self._trail.write_alerts(alerts, evaluated_through=last, route=route)
         self.alerts_stored += len(written)
+        if self._on_alerts is not None:
+            self._on_alerts(written)
         if self.deliveries_queued > queued and self._on_queued is not None:
             self._on_queued()
 
