@@ -190,11 +190,13 @@ def replay_trail(
     *,
     since_ns: int | None = None,
     until_ns: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Alert]:
     """Alerts the rules give on the stored events that the trail does not hold yet.
 
     Every event is evaluated in seq order so that windowed rules see what they
     would have seen live; `since_ns`/`until_ns` only choose what is reported.
+    `on_progress(seq, head)` is called after each event.
     """
     from sinks.base import AlertFilter
 
@@ -209,6 +211,8 @@ def replay_trail(
         )
         if in_range:
             found.extend(alert for alert in alerts if alert.id not in stored)
+        if on_progress is not None and event.seq is not None:
+            on_progress(event.seq, head)
     return found
 
 
