@@ -239,7 +239,12 @@ def validate(state: State, file: Path | None) -> None:
         from notifiers.render import check_templates
 
         check_templates(notifications.templates_dir)
-    click.echo(f"ok: {state.config_path or 'defaults (no configuration file)'}")
+    import os
+
+    from config.loader import find_config_file
+
+    checked = find_config_file(state.config_path, os.environ)  # the file `config` loaded
+    click.echo(f"ok: {checked or 'defaults (no configuration file)'}")
 
 
 @main.group()
