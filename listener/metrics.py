@@ -238,7 +238,7 @@ def _trail_size(path: Path) -> int:
 
 def _read_only(path: Path) -> sqlite3.Connection:
     # mode=ro: a scrape never creates, migrates or locks the trail for writing.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
 
 
 def _checkpoint_age(path: Path) -> float | None:
