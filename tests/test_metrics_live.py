@@ -25,10 +25,15 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 class MetricsService(Service):
     """`docktrail run` with `metrics.enabled` on a free port; optionally without a Docker Engine."""
 
-    def __init__(self, tmp_path: Path, daemon: object, extra_yaml: str = "") -> None:
+    def __init__(
+        self, tmp_path: Path, daemon: object, extra_yaml: str = "", audit_log: Path | None = None
+    ) -> None:
         super().__init__(tmp_path, daemon)  # type: ignore[arg-type]  # only `.host` is read
-        with self.config.open("a") as config:
-            config.write("metrics:\n  enabled: true\n  port: 0\n" + extra_yaml)
+        text = self.config.read_text()
+        if audit_log is not None:
+            auditd = f"auditd:\n  enabled: true\n  log_file: {audit_log}\n  start_at: start\n"
+            text = text.replace("auditd:\n  enabled: false\n", auditd)
+        self.config.write_text(text + "metrics:\n  enabled: true\n  port: 0\n" + extra_yaml)
         self.base = ""
 
     def start_serving(self, *, wait_connected: bool = True) -> MetricsService:
@@ -166,3 +171,21 @@ def test_off_by_default_and_not_on_the_help_path() -> None:
         "assert 'prometheus_client' not in sys.modules, 'imported on the help path'"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_audit_log_malformed_lines_and_gaps_are_counted(dockerd: Dockerd, tmp_path: Path) -> None:
+    audit_log = tmp_path / "audit.log"
+    audit_log.write_text("")
+    service = MetricsService(tmp_path, dockerd, audit_log=audit_log).start_serving()
+    try:
+        before = service.scrape()
+        assert ("docktrail_queue_depth", frozenset({("queue", "auditd")})) in before
+        assert value(before, "docktrail_malformed_records", source="auditd") == 0
+        with audit_log.open("a") as log:
+            log.write("this is not an audit record\n" * 3)
+        wait_for(service, lambda s: value(s, "docktrail_malformed_records", source="auditd") == 3)
+        audit_log.write_text("")  # truncated under the reader: records may have been lost
+        after = wait_for(service, lambda s: value(s, "docktrail_gaps_total", type="audit-log") == 1)
+        assert value(after, "docktrail_events_stored_total", source="docktrail") >= 1
+    finally:
+        assert service.stop() == 0, service.log_text()
