@@ -29,10 +29,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/metrics_stage.py
 	$(BIN)/python bench/trail_append.py
 	$(BIN)/python bench/audit_parse.py
 	$(BIN)/python bench/rules.py
-	$(BIN)/python bench/metrics_stage.py
 
 # Needs root: starts a private dockerd.
 bench-docker: $(STAMP)

@@ -73,6 +73,20 @@ class DockerConfig(Strict):
     )
 
 
+class MetricsConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="Serve Prometheus `/metrics` and `/healthz` from `docktrail run` "
+        "(off by default: an open port is something to choose).",
+    )
+    address: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; the default keeps it on this host. The endpoints "
+        "have no authentication: expose them only behind a proxy or on a private network.",
+    )
+    port: int = Field(9731, ge=0, le=65_535, description="TCP port; 0 picks a free one.")
+
+
 # Keys that published CIS Docker Benchmark 1.1.x rule sets put on their watches.
 CIS_AUDIT_KEYS = (
     "docker", "dockerd", "docker-daemon", "docker_daemon", "docker-socket", "docker-service",
@@ -394,20 +408,6 @@ class KafkaConfig(Strict):
     topic: str = Field("docktrail.events", description="Topic the trail is written to.")
 
 
-class MetricsConfig(Strict):
-    enabled: bool = Field(
-        False,
-        description="Serve Prometheus `/metrics` and `/healthz` from `docktrail run` "
-        "(off by default: an open port is something to choose).",
-    )
-    address: str = Field(
-        "127.0.0.1",
-        description="Address to listen on; the default keeps it on this host. The endpoints "
-        "have no authentication: expose them only behind a proxy or on a private network.",
-    )
-    port: int = Field(9731, ge=0, le=65_535, description="TCP port; 0 picks a free one.")
-
-
 class OutputConfig(Strict):
     timezone: str = Field("UTC", description="IANA time zone for times the CLI prints.")
 
@@ -420,6 +420,9 @@ class DocktrailConfig(Strict):
     )
     trail: TrailConfig = Field(default_factory=TrailConfig, description="The embedded trail.")
     docker: DockerConfig = Field(default_factory=DockerConfig, description="Docker Engine.")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus metrics and health endpoint."
+    )
     auditd: AuditdConfig = Field(default_factory=AuditdConfig, description="auditd source.")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Detection rules.")
     notifications: NotificationsConfig = Field(
@@ -427,9 +430,6 @@ class DocktrailConfig(Strict):
     )
     kafka: KafkaConfig | None = Field(None, description="Kafka trail sink; off when absent.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="CLI output.")
-    metrics: MetricsConfig = Field(
-        default_factory=MetricsConfig, description="Prometheus metrics and health endpoint."
-    )
 
     def signing_key_path(self) -> Path:
         if self.trail.signing_key is not None:

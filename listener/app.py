@@ -114,10 +114,10 @@ async def run_service(config: DocktrailConfig) -> int:
             flush_interval_secs=config.trail.flush_interval_secs,
         )
         source = DockerSource(config.docker, host, pipeline.put, known=known)
+        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         worker = wiring.worker
         if worker is not None:
             await worker.start()
-        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         try:
             await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:

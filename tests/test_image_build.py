@@ -61,12 +61,15 @@ def debian_base_tarball(cache: Path) -> Path:
     return tarball
 
 
-def wheelhouse(cache: Path) -> Path:
-    """Wheels of docktrail's dependencies and build backend, for an offline build."""
+def wheelhouse(cache: Path, sources: Path) -> Path:
+    """Wheels of docktrail's dependencies and build backend, for an offline build.
+
+    Built from the copy in `sources`: setuptools writes build/ next to what it builds.
+    """
     wheels = cache / "wheels"
     if not (wheels / ".complete").exists():
         pip = [sys.executable, "-m", "pip"]
-        subprocess.run([*pip, "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)], check=True)
+        subprocess.run([*pip, "wheel", "-q", "--wheel-dir", str(wheels), str(sources)], check=True)
         subprocess.run(
             [*pip, "download", "-q", "--dest", str(wheels), "setuptools>=68", "wheel"], check=True
         )
@@ -74,15 +77,21 @@ def wheelhouse(cache: Path) -> Path:
     return wheels
 
 
-def build_context(tmp: Path, wheels: Path) -> Path:
-    context = tmp / "context"
-    context.mkdir()
+def copy_sources(target: Path) -> Path:
+    target.mkdir()
     for name in SOURCES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(source, target / name, ignore=ignore)
         else:
-            shutil.copy2(source, context / name)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def build_context(tmp: Path, cache: Path) -> Path:
+    context = copy_sources(tmp / "context")
+    wheels = wheelhouse(cache, copy_sources(tmp / "wheel-sources"))
     shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns("docktrail-*"))
     shutil.copy2(ROOT / "deploy" / "Dockerfile", context / "Dockerfile")
     shutil.copy2(ROOT / ".dockerignore", context / ".dockerignore")
@@ -99,7 +108,7 @@ def image(dockerd: Dockerd) -> Iterator[str]:
             check=True, capture_output=True, timeout=600,
         )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        context = build_context(Path(tmp), wheelhouse(cache))
+        context = build_context(Path(tmp), cache)
         env = {**dockerd.env, "DOCKER_BUILDKIT": "0"}  # the daemon has no buildx; classic builder
         result = subprocess.run(
             ["docker", "build", "--network", "none", "-t", IMAGE_REF,
