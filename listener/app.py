@@ -114,8 +114,8 @@ async def run_service(config: DocktrailConfig) -> int:
             flush_interval_secs=config.trail.flush_interval_secs,
         )
         source = DockerSource(config.docker, host, pipeline.put, known=known)
-        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         worker = wiring.worker
+        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         if worker is not None:
             await worker.start()
         try:
