@@ -61,6 +61,8 @@ class LiveParts:
     malformed: dict[str, Callable[[], int]] = field(default_factory=dict)
     queues: dict[str, Callable[[], int]] = field(default_factory=dict)
     docker_connected: Callable[[], bool] = lambda: False
+    # None: no audit source; False: the log cannot be read (attribution stalls)
+    audit_log_readable: Callable[[], bool | None] = lambda: None
 
 
 def watch(
@@ -78,6 +80,7 @@ def watch(
     if audit is not None:
         parts.malformed["auditd"] = lambda: audit.malformed
         parts.queues["auditd"] = audit.queue_depth
+        parts.audit_log_readable = lambda: audit.failed is None
 
 
 class ServiceMetrics:
@@ -156,6 +159,7 @@ class ServiceMetrics:
             "status": "ok" if healthy else "unhealthy",
             "event_loop_responsive": loop_age < STALE_AFTER_SECS,
             "docker_connected": docker,
+            "audit_log_readable": self.parts.audit_log_readable(),
             "checkpoint_age_seconds": _round(_checkpoint_age(self._trail_path)),
         }
 

@@ -137,10 +137,13 @@ def test_counters_move_as_engine_events_arrive(dockerd: Dockerd, running: Runnin
 
 def test_healthz_ok_with_the_engine_and_404_elsewhere(running: Running) -> None:
     service = running.service
+    # the connect is logged just before the source marks itself connected
+    assert wait_until(lambda: service.get("/healthz")[0] == 200, 10)
     status, content_type, body = service.get("/healthz")
     assert (status, content_type) == (200, "application/json")
     health = json.loads(body)
     assert health["status"] == "ok" and health["docker_connected"] is True
+    assert health["audit_log_readable"] is None  # no audit source configured
     assert service.get("/")[0] == 404
     assert service.get("/trail.db")[0] == 404
 
@@ -178,6 +181,7 @@ def test_audit_log_malformed_lines_and_gaps_are_counted(dockerd: Dockerd, tmp_pa
     audit_log.write_text("")
     service = MetricsService(tmp_path, dockerd, audit_log=audit_log).start_serving()
     try:
+        assert json.loads(service.get("/healthz")[2])["audit_log_readable"] is True
         before = service.scrape()
         assert ("docktrail_queue_depth", frozenset({("queue", "auditd")})) in before
         assert value(before, "docktrail_malformed_records", source="auditd") == 0
