@@ -97,6 +97,18 @@ class AlertPrinter:
                 self.printed += 1
 
 
+def wait_for_quiet(printer: AlertPrinter, quiet_secs: float = 2.0, most_secs: float = 30) -> None:
+    """Until no new message arrived for `quiet_secs` (the churn alert comes last)."""
+    deadline = time.monotonic() + most_secs
+    seen, since = printer.printed, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if printer.printed != seen:
+            seen, since = printer.printed, time.monotonic()
+        elif seen and time.monotonic() - since >= quiet_secs:
+            return
+
+
 def docktrail(config: Path, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "listener", "-c", str(config), *args],
@@ -216,10 +228,7 @@ def main() -> int:
         with AlertPrinter(hook) as printer, service(config) as facts:
             say(f"docktrail run is recording (metrics: {facts.get('metrics', 'off')})")
             scenario(daemon)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and printer.printed < 4:
-                time.sleep(0.2)
-            time.sleep(1)
+            wait_for_quiet(printer)
         show_trail(config)
         explorer_hook(config, wait=not args.no_wait)
         if not args.no_wait and sys.stdin.isatty():
