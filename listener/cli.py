@@ -279,7 +279,12 @@ def validate(state: State, file: Path | None) -> None:
         from notifiers.render import check_templates
 
         check_templates(notifications.templates_dir)
-    click.echo(f"ok: {state.config_path or 'defaults (no configuration file)'}")
+    import os
+
+    from config.loader import find_config_file
+
+    checked = find_config_file(state.config_path, os.environ)  # the file `config` loaded
+    click.echo(f"ok: {checked or 'defaults (no configuration file)'}")
 
 
 @main.group()
@@ -417,6 +422,8 @@ def timeline(state: State, container: str, fmt: str) -> None:
                    "send them to the configured destinations.")  # fmt: skip
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv"]))  # fmt: skip
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")  # fmt: skip
 @pass_state
 @handles_errors
 def replay(
@@ -426,6 +433,7 @@ def replay(
     until: str | None,
     notify: str,
     fmt: str,
+    progress: bool | None,
 ) -> None:
     """Re-evaluate the rules over stored events and report what fires.
 
@@ -434,6 +442,7 @@ def replay(
     """
     from config.loader import load_rules_file
     from listener.output import write_alerts
+    from listener.progress import Progress, by_rule
     from listener.rules.engine import replay_trail, store_alerts
     from listener.timeparse import parse_time_ns
 
@@ -442,12 +451,21 @@ def replay(
     until_ns = parse_time_ns(until) if until else None
     live = _wants_delivery(state.config, notify)
     with _existing_trail(state) as trail:
-        found = replay_trail(trail, rules, since_ns=since_ns, until_ns=until_ns)
+        head, _ = trail.head()
+        with Progress("replay", head, progress) as bar:
+            found = replay_trail(
+                trail, rules, since_ns=since_ns, until_ns=until_ns, on_progress=bar.advance_to
+            )
         if notify != "none" and found:
             store_alerts(trail, found, state.config.notifications if live else None)
     write_alerts(found, fmt, state.timezone())
     stored = "; stored" if notify != "none" and found else ""
-    click.echo(f"replay: {len(found)} new findings{stored}", err=True)
+    rules_fired = f" ({by_rule(a.rule for a in found)})" if found else ""
+    click.echo(
+        f"replay: {head} events evaluated in {bar.elapsed():.1f}s, "
+        f"{len(found)} new findings{rules_fired}{stored}",
+        err=True,
+    )
     if live:
         stats = _flush_outbox(state)
         click.echo("notifications: " + stats.summary(), err=True)

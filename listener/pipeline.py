@@ -68,6 +68,11 @@ class Pipeline(AsyncLifecycle):
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later())
 
+    @property
+    def pending(self) -> int:
+        """Events put but not yet written."""
+        return len(self._buffer)
+
     async def flush(self) -> None:
         async with self._lock:
             self._cancel_timer()

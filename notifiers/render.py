@@ -104,27 +104,40 @@ SEVERITY_LABELS: Mapping[Language, Mapping[Severity, str]] = {
 }
 
 RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
-    "privileged-container": ("特权容器", "容器以 --privileged 运行。"),
+    "privileged-container": ("特权容器", "容器以特权模式（--privileged）运行。"),
     "docker-socket-mount": (
         "挂载 Docker 套接字",
-        "挂载了 Docker 或 containerd 套接字，容器可控制主机。",
+        "容器挂载了 Docker 或 containerd 套接字，可借此控制整台主机。",
     ),
-    "sensitive-mount": ("挂载敏感主机目录", "主机的敏感目录被挂载进容器。"),
-    "dangerous-capability": ("添加危险能力", "容器添加了危险的 Linux capability。"),
-    "host-namespace": ("共享主机命名空间", "容器与主机共享命名空间。"),
-    "security-profile-disabled": ("安全限制被禁用", "seccomp、AppArmor 或 SELinux 限制被禁用。"),
-    "untrusted-image": ("不受信任的镜像", "拉取、导入、加载、标记或运行了可信仓库以外的镜像。"),
+    "sensitive-mount": ("挂载主机敏感目录", "主机的敏感目录（如 /、/etc、/proc）被挂载到容器中。"),
+    "dangerous-capability": (
+        "添加高危 Linux 能力",
+        "容器通过 --cap-add 添加了高危的 Linux 能力（capability），如 SYS_ADMIN。",
+    ),
+    "host-namespace": ("共享主机命名空间", "容器与主机共享网络、进程等命名空间。"),
+    "security-profile-disabled": (
+        "安全配置被禁用",
+        "容器禁用了 seccomp、AppArmor 或 SELinux 安全配置。",
+    ),
+    "untrusted-image": (
+        "不受信任的镜像",
+        "拉取、导入、加载、打标签或运行了可信镜像仓库之外的镜像。",
+    ),
     "exec-in-container": (
         "在容器内执行命令",
-        "在运行中的容器内 exec 进程（以 root、特权或 shell 时为高）。",
+        "通过 docker exec 在运行中的容器内执行了命令（以 root 身份、在特权容器内或打开 shell 时"
+        "级别更高）。",
     ),
-    "container-churn": ("容器频繁创建销毁", "单位时间内容器创建/销毁次数超出常态。"),
-    "container-sprawl": ("停止容器堆积", "已停止的容器数量超出运行中容器的设定幅度。"),
+    "container-churn": ("容器频繁创建与销毁", "单位时间内容器的创建和销毁次数明显高于平时。"),
+    "container-sprawl": (
+        "已停止容器堆积",
+        "已停止的容器比运行中的容器多出的数量超过了设定的阈值。",
+    ),
     "daemon-config-change": (
-        "Docker 守护进程文件变更",
-        "Docker 守护进程文件（配置、unit、程序）被修改。",
+        "Docker 守护进程文件被修改",
+        "Docker 守护进程的文件（配置文件、systemd unit、可执行程序）被修改。",
     ),
-    "no-resource-limits": ("未设置资源限制", "未设置内存或 pids 限制。"),
+    "no-resource-limits": ("未设置资源限制", "容器未设置内存或进程数（pids）限制。"),
     "writable-rootfs": ("根文件系统可写", "根文件系统不是只读的。"),
     "runs-as-root": ("以 root 运行", "容器进程以 root 身份运行。"),
     "unattributed-change": ("无法归属的变更", "无法追溯到任何登录用户的容器变更。"),

@@ -1283,6 +1283,10 @@ class AuditLogTail(AsyncLifecycle):
         self.malformed = 0
         self.failed: BaseException | None = None
 
+    def queue_depth(self) -> int:
+        """Audit events read and not yet handed on."""
+        return self._queue.qsize()
+
     async def start(self) -> None:
         """Opens the log (a missing or unreadable one is retried: it never stops `run`)."""
         if self._task is not None:

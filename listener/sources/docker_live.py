@@ -422,6 +422,10 @@ class DockerSource:
         self._sweep_wanted = asyncio.Event()  # a connect asks for a sweep
         self._sweep_reason = "periodic"
 
+    def queue_depth(self) -> int:
+        """Engine events read and not yet handed on."""
+        return self._queue.qsize()
+
     # ------------------------------------------------------------------ life cycle
 
     async def run(self) -> None:
