@@ -58,6 +58,7 @@ def test_readme_quick_start_runs_as_documented(dockerd: Dockerd, tmp_path: Path)
     assert re.search(r'docktrail_alerts_total\{rule="privileged-container"', out), out
     assert "priv-test" in out.split("intact:")[0]  # alerts and timeline name it
     assert "ok: docktrail.yaml" in out  # validate names the file it found
+    assert re.search(r"^[1-9][0-9]*$", out, flags=re.MULTILINE), out  # the explorer shows it
     assert '"docktrail running"' in (tmp_path / "docktrail.log").read_text()
 
 
