@@ -513,7 +513,20 @@ def host_heads(trail: Any, host: str) -> Iterator[dict[str, Any]]:
     found = EventFilter(host=host, type=CHECKPOINT_TYPE, action=CHECKPOINT_ACTION)
     for event in trail.query(found):
         head = dict(event.attributes.get("checkpoint") or {})
-        if not head:
+        arrival = event.attributes.get(FLEET_KEY) or {}
+        if not head or not _is_head_of(event.id, head, arrival, host):
             continue
-        problem = (event.attributes.get(FLEET_KEY) or {}).get("problem")
+        problem = arrival.get("problem")
         yield {**head, "central_seq": event.seq, **({"problem": problem} if problem else {})}
+
+
+def _is_head_of(central_id: str, head: Mapping[str, Any], arrival: Any, host: str) -> bool:
+    """Whether a central `trail`/`checkpoint` event is the record of a checkpoint `host`
+    published, not a host's own row shaped like one (host trails hold `trail` events
+    too, and a row names whatever host it likes)."""
+    if not isinstance(arrival, Mapping) or arrival.get("publisher") != host:
+        return False
+    trail_id, number = arrival.get("trail_id"), head.get("n")
+    if not isinstance(trail_id, str) or not isinstance(number, int):
+        return False
+    return central_id == _checkpoint_id(trail_id, number, str(head.get("signature")))
