@@ -1161,6 +1161,18 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         with self._errors("read evaluation mark"):
             return self._mark(self._connection())
 
+    def last_time_of(self, types: frozenset[str], through: int) -> int | None:
+        """`time_ns` of the last event up to seq `through` of one of `types` that a
+        source observed (not docktrail's own records), or None when there is none."""
+        wanted = sorted(types)
+        sql = (
+            f"SELECT time_ns FROM events WHERE seq <= ? AND source != 'docktrail' "
+            f"AND type IN ({', '.join('?' * len(wanted))}) ORDER BY seq DESC LIMIT 1"
+        )
+        with self._errors("find the last event of a type"):
+            row = self._connection().execute(sql, (through, *wanted)).fetchone()
+        return None if row is None else int(row[0])
+
     def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
         """Alerts selected by `f`, in alert seq order, read lazily."""
         sql, params = build_alert_query(f)

@@ -52,6 +52,9 @@ FLEET_IMAGE = RuleMeta(
     types=frozenset({"image", "container"}),
 )
 
+WINDOWED_TYPES = FLEET_CHURN.types | FLEET_IMAGE.types
+"""Event types the time-windowed fleet rules count."""
+
 
 def check_chain(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     arrival = event.attributes.get(FLEET_KEY)
