@@ -64,9 +64,9 @@ from listener.argv import (
     normalize_image_ref,
 )
 from listener.argvmatch import argv_agrees
-from listener.containerconfig import ContainerConfig, merge_configs
 from listener.coverage import Coverage, mark_build_step, mark_uncovered
-from listener.event import Event, Who
+from listener.model.containerconfig import ContainerConfig, merge_configs
+from listener.model.event import Event, Who
 
 __all__ = ["Attribution", "CliCall", "Correlator"]
 

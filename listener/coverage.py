@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from listener.event import Event, Who, format_time_ns
+from listener.model.event import Event, Who, format_time_ns
 
 if TYPE_CHECKING:
     from listener.correlate import Correlator

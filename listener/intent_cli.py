@@ -15,7 +15,7 @@ import click
 from listener.cli import State, handles_errors, main, pass_state
 
 if TYPE_CHECKING:
-    from listener.event import Event, Who
+    from listener.model.event import Event, Who
 
 
 @main.group()
@@ -181,7 +181,7 @@ def _caller() -> Who:
     import os
     import pwd
 
-    from listener.event import Who
+    from listener.model.event import Who
 
     def name(uid: int | None) -> str | None:
         if uid is None:

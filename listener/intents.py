@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import InputError
-from listener.event import Actor, Event, Who, Why, format_time_ns, natural_id
+from listener.model.event import Actor, Event, Who, Why, format_time_ns, natural_id
 from listener.timeparse import parse_time_ns
 from sinks.base import EventFilter
 

@@ -123,7 +123,7 @@ def notify_status(state: State, fmt: str, limit: int) -> None:
 
 
 def _delivery_row(delivery: Any, alert: Any, tz: Any) -> dict[str, Any]:
-    from listener.event import format_time_ns
+    from listener.model.event import format_time_ns
 
     return {
         "delivery": delivery.id,

@@ -58,10 +58,10 @@ from markupsafe import escape
 
 from config.errors import ConfigError
 from config.models import Severity
-from listener.alert import Alert
-from listener.event import Who, Why, natural_id
-from listener.rules.base import SEVERITY_RANK
-from listener.rules.registry import RULES_BY_ID
+from listener.model.alert import Alert
+from listener.model.catalogue import HOST_RULES_BY_ID
+from listener.model.event import Who, Why, natural_id
+from listener.model.finding import SEVERITY_RANK
 from listener.safetext import no_mentions, printable
 from notifiers.base import (
     NOTIFY_KIND_BY_SEVERITY,
@@ -656,9 +656,9 @@ def _json_alert(alert: Alert, request: _Request) -> dict[str, Any]:
 
 def _rule_text(rule_id: str, language: Language) -> tuple[str, str, str]:
     """(name, CIS item, description) of a rule, in the language when translated."""
-    rule = RULES_BY_ID.get(rule_id)
-    cis = rule.meta.cis if rule else "-"
-    name, description = rule_id, rule.meta.description if rule else ""
+    meta = HOST_RULES_BY_ID.get(rule_id)
+    cis = meta.cis if meta else "-"
+    name, description = rule_id, meta.description if meta else ""
     if language == "zh" and rule_id in RULE_TEXT_ZH:
         name, description = RULE_TEXT_ZH[rule_id]
     return name, cis, description

@@ -7,7 +7,7 @@ This module is the one place that defines, for every trail implementation:
 - how events are sealed into the hash chain (`seal`): each new event gets
   `seq` = previous seq + 1, `prev_hash` = the previous event's hash (the
   genesis hash for seq 1) and `hash = sha256(prev_hash ‖ canonical JSON of
-  its content, seq included)` (`listener.event.chain_hash`);
+  its content, seq included)` (`listener.model.event.chain_hash`);
 - the same for alerts (`seal_alerts`), in a chain of their own: alert seq 1,
   2, 3 … from the genesis hash, over the canonical JSON of `Alert.content()`;
 - how one link of either chain is checked (`link_problem`), with the wording
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
 from config.errors import TrailError
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, Who, Why, canonical_json, chain_hash
+from listener.model.alert import Alert
+from listener.model.event import GENESIS_HASH, Actor, Event, Who, Why, canonical_json, chain_hash
 from sinks.base import (
     AlertFilter,
     AppendResult,

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from config.errors import SigningKeyError
-from listener.event import GENESIS_HASH, canonical_json
+from listener.model.event import GENESIS_HASH, canonical_json
 
 PAYLOAD_DOMAIN = b"docktrail-checkpoint-v1\n"
 """Prefix of every signed payload, so a checkpoint signature can never be

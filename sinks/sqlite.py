@@ -14,7 +14,7 @@ Schema
 ``events`` (one row per event, never updated or deleted)
     ``seq INTEGER PRIMARY KEY``: 1, 2, 3 … without gaps.
     ``body TEXT``: the canonical JSON of the event content, ``seq`` included
-    (``listener.event.canonical_json``). This is what is hashed, and what
+    (``listener.model.event.canonical_json``). This is what is hashed, and what
     queries return.
     ``prev_hash``, ``hash``: ``hash = sha256(prev_hash ‖ body)``, hex;
     ``prev_hash`` of seq 1 is 64 zeros (``GENESIS_HASH``).
@@ -158,8 +158,8 @@ from sqlite_utils import Database
 
 from config.errors import SigningKeyError, TamperError, TrailBusyError, TrailError
 from config.models import TrailConfig
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, chain_hash, natural_id
+from listener.model.alert import Alert
+from listener.model.event import GENESIS_HASH, Actor, Event, chain_hash, natural_id
 from sinks import headseal, outbox, trailcheck, trailfiles, witness
 from sinks.base import (
     AlertFilter,

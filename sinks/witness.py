@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from config.errors import TrailError
-from listener.event import canonical_json
+from listener.model.event import canonical_json
 from sinks.signing import checkpoint_payload, verify_signature
 from sinks.trailfiles import create_private
 

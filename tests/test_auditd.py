@@ -14,7 +14,7 @@ import pytest
 
 from config.models import AuditdConfig
 from listener.correlate import Correlator
-from listener.event import Event
+from listener.model.event import Event
 from listener.pipeline import Pipeline
 from listener.sources.auditd import (
     AuditConverter,

@@ -17,8 +17,16 @@ from sqlite_utils import Database
 
 import sinks.sqlite as sqlite_module
 from config.errors import TrailError
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, Who, canonical_json, chain_hash, natural_id
+from listener.model.alert import Alert
+from listener.model.event import (
+    GENESIS_HASH,
+    Actor,
+    Event,
+    Who,
+    canonical_json,
+    chain_hash,
+    natural_id,
+)
 from sinks.base import SEVERITY_RANK, AlertFilter, severities_at_least
 from sinks.memory import MemoryTrail, alert_matches, seal
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign

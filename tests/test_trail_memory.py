@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from config.errors import TrailError
-from listener.event import GENESIS_HASH, Actor, Event, Who, canonical_json, chain_hash, natural_id
+from listener.model.event import (
+    GENESIS_HASH,
+    Actor,
+    Event,
+    Who,
+    canonical_json,
+    chain_hash,
+    natural_id,
+)
 from sinks.base import EventFilter, TrailSink
 from sinks.memory import MemoryTrail, glob_match, glob_prefix, link_problem, split_new
 

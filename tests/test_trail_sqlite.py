@@ -26,7 +26,7 @@ from sqlite_utils import Database
 import sinks.sqlite as sqlite_module
 from config.errors import SigningKeyError, TrailBusyError, TrailError
 from config.models import TrailConfig
-from listener.event import (
+from listener.model.event import (
     GENESIS_HASH,
     Actor,
     Event,

@@ -14,37 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.models import RuleConfig, RuleException, RulesConfig, Severity
-from listener.event import Event
+from listener.model.event import Event
+from listener.model.finding import SEVERITY_RANK, Finding, RuleMeta
+
+__all__ = [
+    "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
+    "container_name", "engine_sockets", "exception_reason", "finding",
+]  # fmt: skip
 
 ENGINE_SOCKETS = (
     "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
     "/var/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock",
 )  # fmt: skip
-SEVERITY_RANK: Mapping[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-@dataclass(frozen=True, slots=True)
-class RuleMeta:
-    id: str
-    severity: Severity
-    cis: str
-    description: str
-    # What the rule can fire on; the engine skips it for anything else without a call.
-    types: frozenset[str] = frozenset({"container"})
-    actions: frozenset[str] | None = None  # None: every action of those types
-
-
-@dataclass(slots=True)
-class Finding:
-    """One match of a rule on one event, before it becomes a stored alert."""
-
-    rule: str
-    severity: Severity
-    summary: str
-    details: dict[str, Any] = field(default_factory=dict)
-    container: str | None = None
-    image: str | None = None
-    suppressed_by: str | None = None  # the exception's reason, when one applies
 
 
 RuleFunc = Callable[[Event, "RuleContext"], Iterable[Finding]]

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from config.models import RuleConfig, RulesConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.rules.activity import CHURN_ACTIONS
 from listener.rules.base import Finding, Rule, RuleContext, RuleMeta, exception_reason, finding
 from listener.rules.image import named_reference, normalize_reference, untrusted_reason

@@ -75,7 +75,7 @@ from listener.argv import DockerCall, container_config, exec_options, parse_dock
 from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall, Correlator
 from listener.coverage import LiveCoverage, SpanCoverage
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.event import Actor, Event, Who, natural_id
 from listener.sources.auditparse import (
     UNSET_ID,
     AuditAssembler,

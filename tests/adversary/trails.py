@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.routing import Routing
 from sinks.memory import seal, seal_alerts
 from sinks.sqlite import SQLiteTrail

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.models import AuditdConfig
-from listener.alert import Alert
 from listener.coverage import LiveCoverage
-from listener.event import Actor, Event, Who
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who
 from listener.rules.base import RuleContext
 from listener.rules.registry import evaluate
 from listener.sources.auditd import AuditLogTail
