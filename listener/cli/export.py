@@ -11,7 +11,7 @@ from typing import TextIO
 
 import click
 
-from listener.cli import State, _existing_trail, handles_errors, main, pass_state
+from listener.cli.common import State, existing_trail, handles_errors, main, pass_state
 
 FORMAT_CHOICES = ["jsonl", "ocsf", "ecs", "csv"]
 
@@ -43,7 +43,7 @@ def export(
     since_ns = parse_time_ns(since) if since else None
     until_ns = parse_time_ns(until) if until else None
     show = sys.stderr.isatty() if progress is None else progress
-    with _existing_trail(state) as trail, _destination(output) as out:
+    with existing_trail(state) as trail, _destination(output) as out:
         total = count_records(trail, since_ns, until_ns) if show else 0
         with _progress(total, show) as advance:
             summary = export_trail(
