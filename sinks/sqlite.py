@@ -191,6 +191,7 @@ from sinks.memory import (
 )
 from sinks.outbox import Router
 from sinks.signing import (
+    Checkpoint,
     checkpoint_payload,
     fingerprint,
     load_or_create_key,
@@ -765,21 +766,6 @@ def _trail_error(path: Path, doing: str, exc: sqlite3.Error) -> TrailError:
 
 
 # -- the trail ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A signed statement of both heads at time_ns: (seq, hash), (alerts_seq, alerts_hash)."""
-
-    number: int
-    trail_id: str
-    seq: int
-    hash: str
-    time_ns: int
-    key_fingerprint: str
-    signature: str
-    alerts_seq: int = 0
-    alerts_hash: str = GENESIS_HASH
 
 
 class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
