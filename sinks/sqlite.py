@@ -172,16 +172,13 @@ from sinks.base import (
     severities_at_least,
     values_of,
 )
-from sinks.headseal import Heads
-from sinks.memory import (
+from sinks.chain import (
     RULES_MARK,
     VerifyReport,
     check_mark,
     decode_state,
     encode_states,
     event_ref_problem,
-    glob_prefix,
-    is_glob,
     link_problem,
     mark_state,
     mark_value,
@@ -189,6 +186,8 @@ from sinks.memory import (
     seal_alerts,
     split_new,
 )
+from sinks.filtering import glob_prefix, is_glob
+from sinks.headseal import Heads
 from sinks.outbox import Router
 from sinks.signing import (
     Checkpoint,
@@ -499,7 +498,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 def build_query(
     f: EventFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters selecting what `sinks.memory.matches` selects, in seq order."""
+    """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
     where: list[str] = []
     params: list[Any] = []
     # Without statistics SQLite favours the (type, action) index even when a far
@@ -642,7 +641,7 @@ def _image_sql(value: str) -> tuple[str, list[Any]]:
 def build_alert_query(
     f: AlertFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters selecting what `sinks.memory.alert_matches` selects, in seq order."""
+    """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order."""
     where: list[str] = []
     params: list[Any] = []
     for column, wanted in (("rule", f.rule), ("severity", f.severity), ("host", f.host)):

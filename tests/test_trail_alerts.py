@@ -28,7 +28,9 @@ from listener.model.event import (
     natural_id,
 )
 from sinks.base import SEVERITY_RANK, AlertFilter, severities_at_least
-from sinks.memory import MemoryTrail, alert_matches, seal
+from sinks.chain import seal
+from sinks.filtering import alert_matches
+from sinks.memory import MemoryTrail
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
 

@@ -37,7 +37,8 @@ from listener.model.event import (
     natural_id,
 )
 from sinks.base import EventFilter
-from sinks.memory import MemoryTrail, container_ids_named, matches
+from sinks.filtering import container_ids_named, matches
+from sinks.memory import MemoryTrail
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
 

@@ -19,7 +19,7 @@ import pytest
 from listener.model.alert import Alert
 from listener.model.event import Actor, Event, Who, natural_id
 from sinks.base import AlertFilter
-from sinks.memory import seal, seal_alerts
+from sinks.chain import seal, seal_alerts
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
 from sinks.sqlite import SQLiteTrail, VerifyReport
 from tests.shared_data import missing_component

@@ -18,7 +18,7 @@ from pathlib import Path
 from listener.model.alert import Alert
 from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.routing import Routing
-from sinks.memory import seal, seal_alerts
+from sinks.chain import seal, seal_alerts
 from sinks.sqlite import SQLiteTrail
 
 REPO = Path(__file__).resolve().parents[2]
