@@ -23,8 +23,8 @@ from listener.sources.auditd import (
     CheckpointedTrail,
     Converted,
     IdNames,
-    _LiveReader,
 )
+from listener.sources.auditd.tail import _LiveReader
 from listener.sources.auditparse import AuditAssembler, AuditEvent
 from sinks.base import AppendResult, EventFilter
 from sinks.memory import MemoryTrail
