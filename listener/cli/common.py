@@ -60,6 +60,16 @@ class State:
             raise ConfigError(f"output.timezone: unknown time zone {name!r}") from None
 
 
+since_option = click.option(
+    "--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d)."
+)
+until_option = click.option("--until", help="Same forms as --since; exclusive.")
+table_format_option = click.option(
+    "--format", "fmt", default="table", show_default=True,
+    type=click.Choice(["table", "json", "csv"]),
+)  # fmt: skip
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     from listener.safetext import printable
 

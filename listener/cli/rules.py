@@ -14,6 +14,8 @@ from listener.cli.common import (
     handles_errors,
     main,
     pass_state,
+    table_format_option,
+    until_option,
     wants_delivery,
 )
 
@@ -24,13 +26,12 @@ from listener.cli.common import (
               help="Rules file (a `rules:` section); default: the configured rules.")  # fmt: skip
 @click.option("--since", help="Report findings on events from this time (state is rebuilt "
               "from everything before).")  # fmt: skip
-@click.option("--until", help="Same forms as --since; exclusive.")
+@until_option
 @click.option("--notify", default="none", show_default=True,
               type=click.Choice(["none", "dry", "live"]),
               help="none: store nothing; dry: store the new alerts; live: store them and "
                    "send them to the configured destinations.")  # fmt: skip
-@click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv"]))  # fmt: skip
+@table_format_option
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")  # fmt: skip
 @pass_state

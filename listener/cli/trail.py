@@ -23,6 +23,9 @@ from listener.cli.common import (
     main,
     parse_filters,
     pass_state,
+    since_option,
+    table_format_option,
+    until_option,
 )
 
 
@@ -30,10 +33,9 @@ from listener.cli.common import (
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help=f"Keep matching events; keys: {', '.join(QUERY_KEYS)} (label=K=V); "
                    f"{FILTER_HELP}.")  # fmt: skip
-@click.option("--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d).")
-@click.option("--until", help="Same forms as --since; exclusive.")
-@click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv"]))  # fmt: skip
+@since_option
+@until_option
+@table_format_option
 @click.option(
     "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), help="At most this many events."
 )
@@ -139,12 +141,11 @@ def key_export(state: State) -> None:
                    f"{FILTER_HELP}.")  # fmt: skip
 @click.option("--min-severity", type=click.Choice(SEVERITY_CHOICES),
               help="Only this severity and above.")  # fmt: skip
-@click.option("--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d).")
-@click.option("--until", help="Same forms as --since; exclusive.")
+@since_option
+@until_option
 @click.option("--suppressed/--no-suppressed", default=False, show_default=True,
               help="Include matches suppressed by an exception (with its reason).")  # fmt: skip
-@click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv"]))  # fmt: skip
+@table_format_option
 @click.option(
     "--limit", type=click.IntRange(min=1, max=MAX_LIMIT), help="At most this many alerts."
 )

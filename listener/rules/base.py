@@ -9,7 +9,7 @@ be tested alone. `RULES` in `listener.rules.registry` lists them all.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from listener.model.finding import SEVERITY_RANK, Finding, RuleMeta
 
 __all__ = [
     "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
-    "container_name", "engine_sockets", "exception_reason", "finding",
+    "container_name", "engine_sockets", "exception_reason", "finding", "judged",
 ]  # fmt: skip
 
 ENGINE_SOCKETS = (
@@ -81,6 +81,15 @@ def finding(
         container=container_name(event),
         image=event.actor.image or (event.actor.name if event.type == "image" else None),
     )
+
+
+def judged(rule: Rule, settings: RuleConfig, event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    """The rule's findings on `event` with the configured severity and exception applied."""
+    for found in rule.check(event, ctx):
+        if settings.severity is not None:
+            found.severity = settings.severity
+        found.suppressed_by = exception_reason(settings.exceptions, event)
+        yield found
 
 
 def exception_reason(exceptions: Iterable[RuleException], event: Event) -> str | None:

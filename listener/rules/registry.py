@@ -15,7 +15,7 @@ from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
 from listener.rules import activity, container, image, intent
-from listener.rules.base import Finding, Rule, RuleContext, exception_reason
+from listener.rules.base import Finding, Rule, RuleContext, judged
 
 RULES: tuple[Rule, ...] = (
     Rule(catalogue.PRIVILEGED, container.check_privileged),
@@ -48,11 +48,7 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     image.track_image(event, ctx)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
-        for found in rule.check(event, ctx):
-            if settings.severity is not None:
-                found.severity = settings.severity
-            found.suppressed_by = exception_reason(settings.exceptions, event)
-            findings.append(found)
+        findings.extend(judged(rule, settings, event, ctx))
     return findings
 
 

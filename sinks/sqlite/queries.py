@@ -51,13 +51,20 @@ def build_query(
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
-    sql = f"SELECT {columns} FROM events"
+    return _select(columns, "events", where, params, f.limit)
+
+
+def _select(
+    columns: str, table: str, where: list[str], params: list[Any], limit: int | None
+) -> tuple[str, list[Any]]:
+    """The statement of a query: its conditions (all must hold), in seq order, at most `limit`."""
+    sql = f"SELECT {columns} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq"
-    if f.limit is not None:
+    if limit is not None:
         sql += " LIMIT ?"
-        params.append(max(f.limit, 0))
+        params.append(max(limit, 0))
     return sql, params
 
 
@@ -193,14 +200,7 @@ def build_alert_query(
     _add_all_of(where, params, f.container, _alert_container_sql)
     _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
     _add_any_of(where, params, f.user, _user_sql)
-    sql = f"SELECT {columns} FROM alerts"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq"
-    if f.limit is not None:
-        sql += " LIMIT ?"
-        params.append(max(f.limit, 0))
-    return sql, params
+    return _select(columns, "alerts", where, params, f.limit)
 
 
 def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:

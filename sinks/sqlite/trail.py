@@ -399,14 +399,19 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     def query_plan(self, f: EventFilter) -> list[str]:
         """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
-        sql, params = build_query(f)
+        return self._explain(*build_query(f))
+
+    def _explain(self, sql: str, params: list[Any]) -> list[str]:
         with self._errors("explain"):
             rows = self._connection().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         return [row[-1] for row in rows]
 
     def count(self) -> int:
-        with self._errors("count"):
-            return int(self._connection().execute("SELECT count(*) FROM events").fetchone()[0])
+        return self._count("events", "count")
+
+    def _count(self, table: str, doing: str) -> int:
+        with self._errors(doing):
+            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last event; (0, GENESIS_HASH) when empty."""
@@ -552,14 +557,10 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     def alerts_query_plan(self, f: AlertFilter) -> list[str]:
         """SQLite's EXPLAIN QUERY PLAN lines for `query_alerts(f)`."""
-        sql, params = build_alert_query(f)
-        with self._errors("explain"):
-            rows = self._connection().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-        return [row[-1] for row in rows]
+        return self._explain(*build_alert_query(f))
 
     def count_alerts(self) -> int:
-        with self._errors("count alerts"):
-            return int(self._connection().execute("SELECT count(*) FROM alerts").fetchone()[0])
+        return self._count("alerts", "count alerts")
 
     def alerts_head(self) -> tuple[int, str]:
         """(seq, hash) of the last alert; (0, GENESIS_HASH) when there is none."""
