@@ -17,7 +17,7 @@ from listener.rules.registry import evaluate
 from listener.sources.auditd import AuditLogTail
 from listener.sources.docker_inspect import exec_config_from_inspect
 from listener.timeline import _who
-from notifiers.render import _who_text
+from notifiers.render.views import _who_text
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
 from tests.detections.harness import Scenario, run_offline
