@@ -29,9 +29,7 @@ from typing import Any, Protocol, TypeVar
 from config.errors import TrailError
 from listener.model.alert import Alert
 from listener.model.event import Actor, Event, Who, Why, canonical_json, chain_hash
-from sinks.base import (
-    SourceState,
-)
+from sinks.base import SourceState
 
 Sealed = tuple[Event, dict[str, Any], str]
 """A sealed event: the stored copy, its hashed content, and that content's canonical JSON."""

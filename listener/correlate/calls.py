@@ -8,9 +8,7 @@ import asyncio
 import functools
 from collections.abc import Iterable, Iterator
 
-from listener.argv import (
-    DockerCall,
-)
+from listener.argv import DockerCall
 from listener.argvmatch import argv_agrees
 from listener.correlate.effects import (
     BASE_EFFECTS,

@@ -8,9 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from listener.argv import (
-    DockerCall,
-)
+from listener.argv import DockerCall
 from listener.model.event import Who
 
 NS = 1_000_000_000

@@ -9,9 +9,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-from jinja2 import (
-    Template,
-)
+from jinja2 import Template
 from jinja2 import TemplateError as JinjaError
 from markupsafe import escape
 

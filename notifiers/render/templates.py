@@ -29,9 +29,7 @@ from config.errors import ConfigError
 from listener.model.alert import Alert
 from listener.model.event import Who, natural_id
 from listener.safetext import no_mentions
-from notifiers.base import (
-    Family,
-)
+from notifiers.base import Family
 from notifiers.render.wording import BUILTIN_DIR, MAX_TEMPLATE_BYTES, MD_SPECIAL, TEMPLATE_NAMES
 
 

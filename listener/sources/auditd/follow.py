@@ -15,9 +15,7 @@ from typing import Any, NamedTuple
 from config.errors import InputError
 from listener.bounds import active_limits
 from listener.sources.auditd.convert import Converted
-from listener.sources.auditparse import (
-    rotation_order,
-)
+from listener.sources.auditparse import rotation_order
 
 
 class FileId(NamedTuple):
