@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trail_append import synthetic_events
 
-from listener.event import Event
 from listener.metrics import ServiceMetrics
+from listener.model.event import Event
 from listener.pipeline import Pipeline, Stage
 from sinks.memory import MemoryTrail
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, InputError, SinkError, TrailError
 from config.models import DocktrailConfig, KafkaConfig, RulesConfig
-from listener.alert import Alert
-from listener.event import Event
+from listener.model.alert import Alert
+from listener.model.event import Event
 from listener.rules.fleet import (
     FLEET_KEY,
     WINDOWED_TYPES,

@@ -34,8 +34,8 @@ from prometheus_client.registry import Collector
 
 from config.errors import ConfigError
 from config.models import MetricsConfig
-from listener.alert import Alert
-from listener.event import Event
+from listener.model.alert import Alert
+from listener.model.event import Event
 
 if TYPE_CHECKING:
     from listener.pipeline import Pipeline

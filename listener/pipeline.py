@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from listener.event import Event
+from listener.model.event import Event
 from sinks.base import AppendResult, AsyncLifecycle, TrailSink
 
 

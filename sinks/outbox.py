@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlite_utils import Database
 
 if TYPE_CHECKING:
-    from listener.alert import Alert
+    from listener.model.alert import Alert
 
 Status = Literal["pending", "sent", "failed", "deduplicated"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "deduplicated")

@@ -9,7 +9,7 @@ import pytest
 
 from config.errors import SinkError
 from config.models import KafkaConfig
-from listener.event import GENESIS_HASH, canonical_json, chain_hash
+from listener.model.event import GENESIS_HASH, canonical_json, chain_hash
 from sinks.base import AlertFilter, EventFilter
 from sinks.kafka.chains import host_content, host_heads
 from sinks.kafka.publisher import STATE_PREFIX

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from config.models import NotificationsConfig
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.sqlite import SQLiteTrail

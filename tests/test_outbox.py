@@ -19,8 +19,8 @@ import pytest
 
 from config.errors import TrailError
 from config.models import NotificationsConfig
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.recording import RecordingChannel
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker

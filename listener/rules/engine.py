@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from config.models import RulesConfig
-from listener.alert import Alert
-from listener.event import Event
-from listener.rules import container
+from listener.model.alert import Alert
+from listener.model.catalogue import CONFIG_ACTIONS
+from listener.model.event import Event
 from listener.rules.activity import already_judged, learn_churn, track_container
 from listener.rules.base import RuleContext, engine_sockets
 from listener.rules.image import track_image
@@ -39,9 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The rules that judge a container's configuration (create, observed, posture).
-CONFIG_RULES = frozenset(
-    rule.meta.id for rule in RULES if rule.meta.actions == container.CONFIG_ACTIONS
-)
+CONFIG_RULES = frozenset(rule.meta.id for rule in RULES if rule.meta.actions == CONFIG_ACTIONS)
 
 _NS = 1_000_000_000
 PRIME_WINDOW_FACTOR = 2  # replay twice the longest rule window before the mark

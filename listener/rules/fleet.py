@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from config.models import RuleConfig, RulesConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.rules.activity import CHURN_ACTIONS
-from listener.rules.base import Finding, Rule, RuleContext, RuleMeta, exception_reason, finding
+from listener.rules.base import Finding, Rule, RuleContext, RuleMeta, finding, judged
 from listener.rules.image import named_reference, normalize_reference, untrusted_reason
 
 _NS = 1_000_000_000
@@ -160,11 +160,7 @@ def evaluate_fleet(event: Event, ctx: RuleContext) -> list[Finding]:
         settings: RuleConfig = rule.settings(ctx.rules)
         if not settings.enabled:
             continue
-        for found in rule.check(event, ctx):
-            if settings.severity is not None:
-                found.severity = settings.severity
-            found.suppressed_by = exception_reason(settings.exceptions, event)
-            findings.append(found)
+        findings.extend(judged(rule, settings, event, ctx))
     return findings
 
 

@@ -56,8 +56,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from config.errors import InputError, TrailError
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
+from listener.model.alert import Alert
+from listener.model.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
 from sinks.kafka.records import Kind, Record
 from sinks.signing import checkpoint_payload, fingerprint, verify_signature

@@ -1,6 +1,6 @@
 """`docktrail intent …`: declare, list, close deployment intents; what is due.
 
-Registered on the main group by `listener.cli`; like it, imports only click at
+Registered on the main group by `listener.cli`; like every command module, it imports only click at
 module level. Intents are appended to the trail as events; a running service
 reads them from there before it matches the next create.
 """
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from listener.cli import State, handles_errors, main, pass_state
+from listener.cli.common import State, handles_errors, main, pass_state
 
 if TYPE_CHECKING:
-    from listener.event import Event, Who
+    from listener.model.event import Event, Who
 
 
 @main.group()
@@ -181,7 +181,7 @@ def _caller() -> Who:
     import os
     import pwd
 
-    from listener.event import Who
+    from listener.model.event import Who
 
     def name(uid: int | None) -> str | None:
         if uid is None:
@@ -205,9 +205,9 @@ def _caller() -> Who:
 
 
 def _trail(state: State) -> Any:
-    from listener.cli import _existing_trail
+    from listener.cli.common import existing_trail
 
-    return _existing_trail(state)
+    return existing_trail(state)
 
 
 def _append(state: State, event: Event) -> None:

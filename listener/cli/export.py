@@ -11,7 +11,15 @@ from typing import TextIO
 
 import click
 
-from listener.cli import State, _existing_trail, handles_errors, main, pass_state
+from listener.cli.common import (
+    State,
+    existing_trail,
+    handles_errors,
+    main,
+    pass_state,
+    since_option,
+    until_option,
+)
 
 FORMAT_CHOICES = ["jsonl", "ocsf", "ecs", "csv"]
 
@@ -20,8 +28,8 @@ FORMAT_CHOICES = ["jsonl", "ocsf", "ecs", "csv"]
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMAT_CHOICES),
               help="jsonl: the trail's own objects; ocsf: OCSF 1.5 classes; ecs: Elastic "
                    "Common Schema; csv: one row per event or alert.")  # fmt: skip
-@click.option("--since", help="RFC 3339, unix seconds, or a duration before now (10m, 2h, 7d).")
-@click.option("--until", help="Same forms as --since; exclusive.")
+@since_option
+@until_option
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write here (created mode 0600) instead of stdout.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None,
@@ -43,7 +51,7 @@ def export(
     since_ns = parse_time_ns(since) if since else None
     until_ns = parse_time_ns(until) if until else None
     show = sys.stderr.isatty() if progress is None else progress
-    with _existing_trail(state) as trail, _destination(output) as out:
+    with existing_trail(state) as trail, _destination(output) as out:
         total = count_records(trail, since_ns, until_ns) if show else 0
         with _progress(total, show) as advance:
             summary = export_trail(

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from listener.cli import State, handles_errors, main, pass_state
+from listener.cli.common import State, handles_errors, main, pass_state
 
 
 @main.command("serve")

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from listener.cli import State, handles_errors, main, pass_state
+from listener.cli.common import State, handles_errors, main, pass_state
 
 
 @main.command()

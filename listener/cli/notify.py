@@ -1,6 +1,6 @@
 """`docktrail notify …`: try the destinations, see and flush the outbox.
 
-Registered on the main group by `listener.cli`; like it, imports only click at
+Registered on the main group by `listener.cli`; like every command module, it imports only click at
 module level.
 """
 
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from listener.cli import (
+from listener.cli.common import (
     State,
-    _existing_trail,
-    _flush_outbox,
+    existing_trail,
+    flush_outbox,
     handles_errors,
     main,
     pass_state,
@@ -106,7 +106,7 @@ def notify_status(state: State, fmt: str, limit: int) -> None:
     """
     import json
 
-    with _existing_trail(state) as trail:
+    with existing_trail(state) as trail:
         outbox = trail.outbox
         counts = outbox.counts()
         waiting = outbox.listing(("pending", "failed"), limit=limit)
@@ -123,7 +123,7 @@ def notify_status(state: State, fmt: str, limit: int) -> None:
 
 
 def _delivery_row(delivery: Any, alert: Any, tz: Any) -> dict[str, Any]:
-    from listener.event import format_time_ns
+    from listener.model.event import format_time_ns
 
     return {
         "delivery": delivery.id,
@@ -171,9 +171,9 @@ def notify_flush(state: State) -> None:
 
     Exit 0 when nothing is left pending, 1 when some delivery failed again.
     """
-    stats = _flush_outbox(state)
+    stats = flush_outbox(state)
     click.echo(stats.summary())
-    with _existing_trail(state) as trail:
+    with existing_trail(state) as trail:
         counts = trail.outbox.counts()
     pending = sum(c.get("pending", 0) for c in counts.values())
     click.echo(f"pending after flush: {pending}")

@@ -1,6 +1,6 @@
 """`docktrail consume`: the central fleet trail from Kafka.
 
-Registered on the main group by `listener.cli`; like it, imports only click at
+Registered on the main group by `listener.cli`; like every command module, it imports only click at
 module level.
 """
 
@@ -11,7 +11,14 @@ import sys
 
 import click
 
-from listener.cli import State, _existing_trail, _report_malformed, handles_errors, main, pass_state
+from listener.cli.common import (
+    State,
+    existing_trail,
+    handles_errors,
+    main,
+    pass_state,
+    report_malformed,
+)
 
 
 @main.command()
@@ -50,7 +57,7 @@ def consume(state: State, once: bool, heads_of: str | None, log_level: str) -> N
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         report = await consume_records(state.config, stop=stop, once=once)
-        _report_malformed(report.malformed)
+        report_malformed(report.malformed)
         click.echo(report.summary())
 
     asyncio.run(run())
@@ -62,6 +69,6 @@ def _print_heads(state: State, host: str) -> None:
 
     from sinks.kafka.chains import host_heads
 
-    with _existing_trail(state) as trail:
+    with existing_trail(state) as trail:
         for head in host_heads(trail, host):
             click.echo(orjson.dumps(head).decode())
