@@ -121,6 +121,25 @@ def run(state: State, log_level: str) -> None:
 
 
 @main.command()
+@click.option("--listen", type=click.Path(path_type=Path), help="Socket the clients use.")
+@click.option("--engine", type=click.Path(path_type=Path), help="The real Engine socket.")
+@pass_state
+@handles_errors
+def proxy(state: State, listen: Path | None, engine: Path | None) -> None:
+    """Peer-credential Docker socket proxy: every API call in the trail, with its client."""
+    import asyncio
+
+    from listener.logs import setup_logging
+    from listener.proxy.service import run_proxy
+
+    setup_logging("info")
+    config = state.config
+    updates = {k: v for k, v in (("listen", listen), ("engine", engine)) if v is not None}
+    config.proxy = config.proxy.model_copy(update=updates)
+    sys.exit(asyncio.run(run_proxy(config)))
+
+
+@main.command()
 @click.option("--docker-events", "docker_events", multiple=True,
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="File of raw Engine /events JSON lines (repeatable).")  # fmt: skip
