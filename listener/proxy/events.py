@@ -23,6 +23,10 @@ from listener.proxy.judge import Call
 from listener.proxy.peer import Peer
 
 API_CALL = "api-call"
+# The Engine stamps an event while it handles the request that caused it: after
+# the proxy saw the request start, and about when the response goes out.
+EARLY_NS = 0  # same clock: the proxy stamps the start before it forwards
+LATE_NS = 10_000_000
 BEFORE_NS = 100_000_000  # an event is never much older than the request that caused it
 AFTER_NS = 2_000_000_000  # a few Engine events (die, destroy) follow the response
 KEEP_NS = 60_000_000_000
@@ -50,22 +54,31 @@ class PeerCall:
     """One state-changing request, from its start to its response (or its end)."""
 
     event_id: str
+    path: str
     who: Who
     peer: Peer
     start_ns: int
-    keys: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)  # (object kind, id or name)
     end_ns: int | None = None
     awaiting_id: bool = False  # a create: the Engine names the new object in the response
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def finish(self, keys: Sequence[str]) -> None:
-        self.keys.update(k for k in keys if k)
+    def finish(self, keys: Sequence[tuple[str, str]]) -> None:
+        self.keys.update(k for k in keys if k[1])
         self.end_ns = time.time_ns()
         self.done.set()
+
+    def in_flight_at(self, time_ns: int) -> bool:
+        end = self.end_ns if self.end_ns is not None else time.time_ns()
+        return self.start_ns - EARLY_NS <= time_ns <= end + LATE_NS
 
     def covers(self, time_ns: int) -> bool:
         end = self.end_ns if self.end_ns is not None else time.time_ns()
         return self.start_ns - BEFORE_NS <= time_ns <= end + AFTER_NS
+
+
+def api_call_id(host: str, peer: Peer, start_ns: int, method: str, target: str) -> str:
+    return natural_id("docktrail", host, API_CALL, peer.pid, start_ns, method, target)
 
 
 def api_call_event(
@@ -98,7 +111,7 @@ def api_call_event(
         attributes["response_id"] = response_id
     name = call.names[-1] if call.names else None
     return Event(
-        id=natural_id("docktrail", host, API_CALL, peer.pid, start_ns, method, target),
+        id=api_call_id(host, peer, start_ns, method, target),
         time_ns=start_ns,
         source="docktrail",
         host=host,
@@ -117,24 +130,36 @@ class PeerLedger:
         self._calls: deque[PeerCall] = deque(maxlen=MAX_CALLS)
 
     def open(
-        self, event_id: str, who: Who, peer: Peer, keys: Sequence[str], *, awaiting_id: bool
+        self,
+        event_id: str,
+        path: str,
+        who: Who,
+        peer: Peer,
+        keys: Sequence[tuple[str, str]],
+        *,
+        awaiting_id: bool,
     ) -> PeerCall:
-        call = PeerCall(event_id, who, peer, time.time_ns(), {k for k in keys if k})
+        call = PeerCall(event_id, path, who, peer, time.time_ns(), {k for k in keys if k[1]})
         call.awaiting_id = awaiting_id
         self._calls.append(call)
         self._evict(call.start_ns)
         return call
 
     def match(self, event: Event) -> tuple[PeerCall, str] | None:
-        """The latest call whose window covers the event and that names its object."""
+        """The call that names the event's object: one in flight at the event first, then
+        the latest that ended shortly before it (die, destroy follow a stop or a remove)."""
         keys = _event_keys(event)
-        for call in reversed(self._calls):
-            if not call.covers(event.time_ns):
+        best: tuple[int, int, PeerCall, str] | None = None
+        for call in self._calls:
+            if not call.covers(event.time_ns) or not _may_cause(call, event):
                 continue
-            for kind, key in keys:
-                if any(key == k or (len(k) >= 12 and key.startswith(k)) for k in call.keys):
-                    return call, kind
-        return None
+            for matched_by, kind, value in keys:
+                if any(kind == k and _same(value, v) for k, v in call.keys):
+                    rank = (1 if call.in_flight_at(event.time_ns) else 0, call.start_ns)
+                    if best is None or rank > best[:2]:
+                        best = (*rank, call, matched_by)
+                    break
+        return None if best is None else (best[2], best[3])
 
     def in_flight(self, time_ns: int) -> list[PeerCall]:
         return [
@@ -152,19 +177,42 @@ class PeerLedger:
             self._calls.popleft()
 
 
-def _event_keys(event: Event) -> list[tuple[str, str]]:
-    keys: list[tuple[str, str]] = []
+# Engine actions that only one endpoint causes; any other action: any call naming the object.
+_CAUSED_BY = {
+    "create": ("/containers/create", "/volumes/create", "/networks/create"),
+    "attach": ("/attach",),
+    "start": ("/start",),
+    "exec_create": ("/exec",),
+    "exec_start": ("/start",),
+    "pull": ("/images/create",),
+    "load": ("/images/load",),
+}
+
+
+def _may_cause(call: PeerCall, event: Event) -> bool:
+    paths = _CAUSED_BY.get(event.action.split(":", 1)[0])
+    return paths is None or call.path.endswith(paths)
+
+
+def _same(value: str, named: str) -> bool:
+    """The event's id or name is what the call named (an id may be abbreviated)."""
+    return value == named or (len(named) >= 12 and value.startswith(named))
+
+
+def _event_keys(event: Event) -> list[tuple[str, str, str]]:
+    """(matched_by, object kind, id or name) of what the event is about."""
+    keys: list[tuple[str, str, str]] = []
     attributes = event.attributes
     exec_id = attributes.get("execID") or attributes.get("exec_id")
     if isinstance(exec_id, str) and exec_id:
-        keys.append(("exec-id", exec_id))
+        keys.append(("exec-id", "exec", exec_id))
     if event.actor.id:
-        keys.append(("id", event.actor.id))
+        keys.append(("id", event.type, event.actor.id))
     if event.actor.name:
-        keys.append(("name", event.actor.name.lstrip("/")))
+        keys.append(("name", event.type, event.actor.name.lstrip("/")))
     name = attributes.get("name")
     if isinstance(name, str) and name:
-        keys.append(("name", name))
+        keys.append(("name", event.type, name))
     return keys
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from config.proxy import ProxyConfig
 from listener.event import Who
 from listener.proxy import judge
-from listener.proxy.events import PeerCall, PeerLedger, api_call_event, peer_who
+from listener.proxy.events import PeerCall, PeerLedger, api_call_event, api_call_id, peer_who
 from listener.proxy.framing import (
     MAX_HEAD_BYTES,
     BodyRelay,
@@ -40,13 +40,13 @@ from listener.proxy.record import Recorder
 log = logging.getLogger("docktrail.proxy")
 
 ID_BYTES = 4096  # of a create's response: `{"Id": …}`
-_CREATES = ("/containers/create", "/exec")
 
 
 @dataclass(slots=True)
 class Pending:
     request: Request
     start_ns: int
+    event_id: str
     call: judge.Call | None = None
     peer_call: PeerCall | None = None
     refused: str | None = None
@@ -142,7 +142,11 @@ class ProxyServer:
         try:
             while (head := await read_head(client.reader)) is not None:
                 request = parse_request(head)
-                pending = Pending(request, time.time_ns())
+                start_ns = time.time_ns()
+                event_id = api_call_id(
+                    self._host, client.peer, start_ns, request.method, request.target
+                )
+                pending = Pending(request, start_ns, event_id)
                 body = await self._judge(client, pending)
                 if pending.refused is not None:
                     await client.queue.put(pending)
@@ -192,9 +196,13 @@ class ProxyServer:
     def _open_call(self, client: Client, pending: Pending) -> PeerCall:
         call = pending.call
         assert call is not None
-        keys = [*call.names, call.image or ""]
-        creates = call.path.startswith(_CREATES) and call.path.endswith(("create", "exec"))
-        return self._ledger.open("", client.who, client.peer, keys, awaiting_id=creates)
+        keys = [(call.kind, name) for name in call.names]
+        if call.kind == "image" and call.image:
+            keys.append(("image", call.image))
+        creates = call.path == "/containers/create" or call.path.endswith("/exec")
+        return self._ledger.open(
+            pending.event_id, call.path, client.who, client.peer, keys, awaiting_id=creates
+        )
 
     # -- engine → client ---------------------------------------------------------------
 
@@ -235,9 +243,11 @@ class ProxyServer:
         if pending.verdict is not None:
             hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
             pending.verdict.set_result(hijacked)
-            if hijacked:
-                self._record(client, pending, response.status)
+            if hijacked:  # the call lasts as long as the stream: its events come during it
+                self._record(client, pending, response.status, finish=False)
                 await pipe(engine, client.writer)
+                if pending.peer_call is not None:
+                    pending.peer_call.finish([])
                 return True
         keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
         relay = BodyRelay(engine, client.writer, keep)
@@ -250,7 +260,13 @@ class ProxyServer:
         return until_close and response_has_body(pending.request.method, response.status)
 
     def _record(
-        self, client: Client, pending: Pending, status: int | None, response_id: str | None = None
+        self,
+        client: Client,
+        pending: Pending,
+        status: int | None,
+        response_id: str | None = None,
+        *,
+        finish: bool = True,
     ) -> None:
         if pending.call is None:
             return
@@ -266,9 +282,9 @@ class ProxyServer:
             refused=pending.refused,
             response_id=response_id,
         )
-        if pending.peer_call is not None:
-            pending.peer_call.event_id = event.id
-            pending.peer_call.finish([response_id or ""])
+        if pending.peer_call is not None and finish:
+            kind = "exec" if pending.call.path.endswith("/exec") else pending.call.kind
+            pending.peer_call.finish([(kind, response_id or "")])
         self._recorder.record(event)
 
     async def _container_name(self, container_id: str) -> str | None:

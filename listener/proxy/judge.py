@@ -25,6 +25,11 @@ _BODY_PATHS = re.compile(
     r"^/(containers/create|containers/[^/]+/exec|secrets/create|configs/create|"
     r"plugins/pull|volumes/create|networks/create|services/create|services/[^/]+/update)$"
 )
+_KINDS = {
+    "containers": "container", "exec": "exec", "images": "image", "build": "image",
+    "volumes": "volume", "networks": "network", "plugins": "plugin", "secrets": "secret",
+    "configs": "config", "services": "service",
+}  # fmt: skip
 _NAMED = ("containers", "exec", "volumes", "networks", "plugins")
 _IMAGE_PATHS = ("/containers/create", "/images/create")
 SOCKET_NAMES = ("docker.sock", "containerd.sock", "engine.sock")
@@ -49,6 +54,7 @@ class Call:
     """What a state-changing request names and asks for."""
 
     path: str
+    kind: str = ""  # the Engine's object type the call acts on: container, image, exec…
     names: list[str] = field(default_factory=list)
     image: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
@@ -57,8 +63,8 @@ class Call:
 
 def describe(request: Request, body: bytes | None, body_truncated: bool) -> Call:
     path = api_path(request)
-    call = Call(path)
     parts = [p for p in path.split("/") if p]
+    call = Call(path, _KINDS.get(parts[0], "") if parts else "")
     query = request.query
     if len(parts) >= 2 and parts[0] in _NAMED and parts[1] not in ("create", "prune", "pull"):
         call.names.append(parts[1])
