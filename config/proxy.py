@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -82,3 +82,14 @@ class ProxyConfig(_Strict):
     policy: ProxyPolicyConfig = Field(
         default_factory=ProxyPolicyConfig, description="Optional enforcement (off by default)."
     )
+
+    @field_validator("listen_mode", mode="before")
+    @classmethod
+    def _octal_text(cls, value: object) -> object:
+        """`"0660"` or `"0o660"` as written in YAML or an environment variable: octal."""
+        if isinstance(value, str):
+            try:
+                return int(value.strip().lower().removeprefix("0o"), 8)
+            except ValueError:
+                raise ValueError(f"not an octal mode: {value!r}") from None
+        return value
