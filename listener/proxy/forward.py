@@ -109,13 +109,15 @@ class ProxyServer:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # credentials and the engine connection at once: both are on every client's path
+        engine_connection = asyncio.create_task(
+            asyncio.open_unix_connection(str(self._config.engine), limit=MAX_HEAD_BYTES)
+        )
         peer = await asyncio.to_thread(peer_of, writer.get_extra_info("socket"))
         if peer.container_id:
             peer.container_name = await self._container_name(peer.container_id)
         try:
-            engine_reader, engine_writer = await asyncio.open_unix_connection(
-                str(self._config.engine), limit=MAX_HEAD_BYTES
-            )
+            engine_reader, engine_writer = await engine_connection
         except OSError as exc:
             log.error("engine socket unreachable", extra={"fields": {"error": str(exc)}})
             return
