@@ -220,3 +220,26 @@ def test_policy_names_each_refused_setting(
     root = _peer("root")
     listed = ProxyPolicyConfig(enabled=True, trusted_images=["busybox"], allow_logins=["root"])
     assert refusal(listed, call, root) is None
+
+
+async def test_a_chunked_body_split_anywhere_ends_where_it_ends() -> None:
+    """Bytes past the body (the next response) stay for the next read, at every split."""
+    from listener.proxy.framing import BodyRelay, Inbox, read_head
+
+    body = b"4\r\nWiki\r\n6;x=y\r\npedia \r\n0\r\nT: 1\r\n\r\n"
+    message = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    following = b"HTTP/1.1 204 No Content\r\n\r\n"
+    data = message + following
+    for split in range(1, len(data)):
+        reader = asyncio.StreamReader()
+        reader.feed_data(data[:split])
+        inbox = Inbox(reader)
+        relay = BodyRelay(inbox, None, 64)
+        asyncio.get_running_loop().call_soon(reader.feed_data, data[split:])
+        asyncio.get_running_loop().call_soon(reader.feed_eof)
+        head = await read_head(inbox)
+        assert head is not None and head.chunked
+        await relay.relay(head)
+        assert bytes(relay.kept) == b"Wikipedia ", split
+        after = await read_head(inbox)
+        assert after is not None and after.raw == following, split

@@ -26,6 +26,7 @@ from listener.proxy.framing import (
     MAX_HEAD_BYTES,
     BodyRelay,
     FramingError,
+    Inbox,
     Request,
     error_response,
     parse_request,
@@ -57,7 +58,7 @@ class Pending:
 class Client:
     peer: Peer
     who: Who
-    reader: asyncio.StreamReader
+    reader: Inbox
     writer: asyncio.StreamWriter
     queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
 
@@ -121,9 +122,9 @@ class ProxyServer:
         except OSError as exc:
             log.error("engine socket unreachable", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, peer_who(peer), reader, writer)
-        upstream = asyncio.create_task(self._upstream(client, engine_reader, engine_writer))
-        downstream = asyncio.create_task(self._downstream(client, engine_reader))
+        client = Client(peer, peer_who(peer), Inbox(reader), writer)
+        upstream = asyncio.create_task(self._upstream(client, engine_writer))
+        downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
         try:
             # the downstream task ends last: at the upstream's end, a hijack's end, or an error
             await asyncio.wait({downstream})
@@ -138,9 +139,7 @@ class ProxyServer:
 
     # -- client → engine ---------------------------------------------------------------
 
-    async def _upstream(
-        self, client: Client, engine_reader: asyncio.StreamReader, engine: asyncio.StreamWriter
-    ) -> None:
+    async def _upstream(self, client: Client, engine: asyncio.StreamWriter) -> None:
         try:
             while (head := await read_head(client.reader)) is not None:
                 request = parse_request(head)
@@ -183,7 +182,7 @@ class ProxyServer:
         if judge.wants_body(request):
             length = head.content_length
             if not head.chunked and length is not None and length <= self._config.max_body_bytes:
-                body = await client.reader.readexactly(length)
+                body = await client.reader.read_exactly(length)
             else:
                 truncated = True
         pending.call = judge.describe(request, body, truncated)
@@ -208,7 +207,7 @@ class ProxyServer:
 
     # -- engine → client ---------------------------------------------------------------
 
-    async def _downstream(self, client: Client, engine: asyncio.StreamReader) -> None:
+    async def _downstream(self, client: Client, engine: Inbox) -> None:
         while (pending := await client.queue.get()) is not None:
             if pending.refused is not None:
                 client.writer.write(error_response(403, "Forbidden", pending.refused))
@@ -229,9 +228,7 @@ class ProxyServer:
             if ended:
                 return
 
-    async def _relay_response(
-        self, client: Client, engine: asyncio.StreamReader, pending: Pending
-    ) -> bool:
+    async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
         head = await read_head(engine)
         if head is None:
@@ -318,10 +315,11 @@ async def _inspect_name(config: ProxyConfig, container_id: str) -> str | None:
             "Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
-        head = await asyncio.wait_for(read_head(reader), 5)
+        inbox = Inbox(reader)
+        head = await asyncio.wait_for(read_head(inbox), 5)
         if head is None or parse_response(head).status != 200:
             return None
-        relay = BodyRelay(reader, None, 1 << 20)
+        relay = BodyRelay(inbox, None, 1 << 20)
         await asyncio.wait_for(relay.relay(head, until_close=True), 5)
         name = json.loads(bytes(relay.kept)).get("Name")
         return name.lstrip("/") if isinstance(name, str) else None
