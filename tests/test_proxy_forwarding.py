@@ -195,6 +195,7 @@ def _peer(login: str | None = None) -> Peer:
         import pwd
 
         peer.auid = pwd.getpwnam(login).pw_uid
+    peer.read_names()
     return peer
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -114,7 +115,7 @@ class ProxyServer:
         engine_connection = asyncio.create_task(
             asyncio.open_unix_connection(str(self._config.engine), limit=MAX_HEAD_BYTES)
         )
-        peer = await asyncio.to_thread(peer_of, writer.get_extra_info("socket"))
+        peer, who = await asyncio.to_thread(self._identify, writer.get_extra_info("socket"))
         if peer.container_id:
             peer.container_name = await self._container_name(peer.container_id)
         try:
@@ -122,7 +123,7 @@ class ProxyServer:
         except OSError as exc:
             log.error("engine socket unreachable", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, peer_who(peer), Inbox(reader), writer)
+        client = Client(peer, who, Inbox(reader), writer)
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
         downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
         try:
@@ -136,6 +137,13 @@ class ProxyServer:
             for result in results:
                 if isinstance(result, FramingError | ConnectionError):
                     log.warning("proxy connection", extra={"fields": {"error": str(result)}})
+
+    def _identify(self, sock: socket.socket) -> tuple[Peer, Who]:
+        """Blocking: /proc, and user and group names (NSS may ask the network)."""
+        peer = peer_of(sock)
+        if self._config.policy.enabled and self._config.policy.allow_groups:
+            peer.group_names = peer.groups()
+        return peer, peer_who(peer)
 
     # -- client → engine ---------------------------------------------------------------
 

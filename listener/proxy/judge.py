@@ -182,7 +182,10 @@ def _untrusted(policy: ProxyPolicyConfig, call: Call) -> bool:
 def _allowed(policy: ProxyPolicyConfig, peer: Peer) -> bool:
     if peer.login is not None and peer.login in policy.allow_logins:
         return True
-    return bool(policy.allow_groups) and bool(peer.groups() & set(policy.allow_groups))
+    if not policy.allow_groups:
+        return False
+    groups = peer.group_names if peer.group_names is not None else peer.groups()
+    return bool(groups & set(policy.allow_groups))
 
 
 def _host_namespaces(host: dict[str, Any]) -> list[str]:

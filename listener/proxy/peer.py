@@ -35,14 +35,22 @@ class Peer:
     container_name: str | None = None
     start_ticks: int | None = None
     gone: bool = False
+    group_names: set[str] | None = None  # read at accept when the policy needs them
+    login_name: str | None = None  # names are read at accept, off the event loop
+    user_name: str | None = None
 
     @property
     def login(self) -> str | None:
-        return _user_name(self.auid) if self.auid is not None else None
+        return self.login_name
 
     @property
     def user(self) -> str | None:
-        return _user_name(self.uid)
+        return self.user_name
+
+    def read_names(self) -> None:
+        """Blocking (NSS): the login and user names of the uids."""
+        self.login_name = _user_name(self.auid) if self.auid is not None else None
+        self.user_name = _user_name(self.uid)
 
     def groups(self) -> set[str]:
         """Group names of the login (or, without one, of the effective user)."""
@@ -72,6 +80,7 @@ def peer_of(sock: socket.socket) -> Peer:
     peer = Peer(pid=pid, uid=uid, gid=gid)
     if pid > 0:
         _read_proc(peer, f"/proc/{pid}")
+    peer.read_names()
     return peer
 
 
