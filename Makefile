@@ -38,6 +38,7 @@ bench: $(STAMP)
 bench-docker: $(STAMP)
 	$(BIN)/python bench/docker_events.py
 	$(BIN)/python bench/notify_latency.py
+	$(BIN)/python bench/proxy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

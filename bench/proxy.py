@@ -142,7 +142,8 @@ def main() -> None:
         _compare("create+start+rm", _cycle(direct, "bench-d"), _cycle(proxied, "bench-p"),
                  max(10, args.rounds // 4))  # fmt: skip
         _compare("API GET (keep-alive)", _api(daemon.socket_path), _api(listen), args.rounds * 10)
-        script = f"yes 0123456789abcdef0123456789abcdef0123456789abcdef | head -c {args.log_mb * 1048576}"
+        line = "0123456789abcdef" * 3
+        script = f"yes {line} | head -c {args.log_mb * 1048576}"
         daemon.docker("run", "--name", "bench-logs", BUSYBOX_REF, "sh", "-c", script)
         size = args.log_mb
         direct_s = min(_timed(_logs(direct, "bench-logs")) for _ in range(3))
