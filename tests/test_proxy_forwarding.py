@@ -244,3 +244,37 @@ async def test_a_chunked_body_split_anywhere_ends_where_it_ends() -> None:
         assert bytes(relay.kept) == b"Wikipedia ", split
         after = await read_head(inbox)
         assert after is not None and after.raw == following, split
+
+
+def _judged(target: str, body: dict[str, object] | None, *, truncated: bool = False) -> str | None:
+    from listener.proxy.framing import Head, parse_request
+    from listener.proxy.judge import describe
+
+    request = parse_request(Head(b"", f"POST {target} HTTP/1.1"))
+    raw = json.dumps(body).encode() if body is not None else None
+    call = describe(request, raw, truncated)
+    return refusal(ProxyPolicyConfig(enabled=True), call, _peer())
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "truncated"),
+    [
+        ("/v1.47/containers/create", {"hostconfig": {"privileged": True}}, False),
+        ("/v1.47/containers/create", {"HostConfig": {"Privileged": False, "privileged": 1}}, False),
+        ("/v1.47/containers/cre%61te", {"HostConfig": {"Privileged": True}}, False),
+        ("/v1.4.7/containers/create", {"HostConfig": {"Privileged": True}}, False),
+        (
+            "/containers/create",
+            {"HostConfig": {"Mounts": [{"type": "bind", "source": "/"}]}},
+            False,
+        ),
+        ("/v1.47/containers/web/exec", {"Privileged": True, "Cmd": ["sh"]}, False),
+        ("/v1.47/containers/create", None, True),
+    ],
+)
+def test_policy_sees_what_the_engine_would_read(
+    target: str, body: dict[str, object] | None, truncated: bool
+) -> None:
+    """Spellings the Engine accepts (any key case, escapes, odd versions) are judged too."""
+    assert _judged(target, body, truncated=truncated) is not None
+    assert _judged("/v1.47/containers/create", {"HostConfig": {"Memory": 1}}) is None

@@ -12,13 +12,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from config.proxy import ProxyPolicyConfig
 from listener import redact
 from listener.proxy.framing import Request
 from listener.proxy.peer import Peer
 
-_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
+_VERSION = re.compile(r"^/v[0-9.]+(?=/)")  # as the Engine's router matches it
 _HIJACK_GET = re.compile(r"^/(containers/[^/]+/attach(/ws)?|exec/[^/]+/start)$")
 # endpoints whose body we read: container create, exec create, plugin, secret, config, etc.
 _BODY_PATHS = re.compile(
@@ -36,7 +37,8 @@ SOCKET_NAMES = ("docker.sock", "containerd.sock", "engine.sock")
 
 
 def api_path(request: Request) -> str:
-    return _VERSION.sub("", request.path, count=1)
+    """The path as the Engine routes it: percent-decoded, without the version prefix."""
+    return _VERSION.sub("", unquote(request.path), count=1)
 
 
 def changes_state(request: Request) -> bool:
@@ -75,17 +77,16 @@ def describe(request: Request, body: bytes | None, body_truncated: bool) -> Call
     if path == "/images/create":
         image, tag = (query.get("fromImage") or [""])[0], (query.get("tag") or [""])[0]
         call.image = f"{image}:{tag}" if image and tag and "@" not in image else image or None
-    if body is not None:
-        _read_body(call, body, body_truncated)
+    if body_truncated:
+        call.body_error = "body over proxy.max_body_bytes or chunked: not judged"
+    elif body is not None:
+        _read_body(call, body)
     return call
 
 
-def _read_body(call: Call, body: bytes, truncated: bool) -> None:
-    if truncated:
-        call.body_error = "body over proxy.max_body_bytes: not judged"
-        return
+def _read_body(call: Call, body: bytes) -> None:
     try:
-        data = json.loads(body or b"{}")
+        data = _folded(json.loads(body or b"{}"))
     except ValueError:
         call.body_error = "body is not JSON"
         return
@@ -99,11 +100,37 @@ def _read_body(call: Call, body: bytes, truncated: bool) -> None:
         call.names.append(data["Name"])
 
 
+def _folded(value: Any, depth: int = 0) -> Any:
+    """Keys in their canonical case: the Engine (Go's encoding/json) matches them in any
+    case, the last one written winning, so `"privileged": true` counts as Privileged."""
+    if depth > 32:
+        return value
+    if isinstance(value, list):
+        return [_folded(v, depth + 1) for v in value]
+    if not isinstance(value, dict):
+        return value
+    folded: dict[str, Any] = {}
+    for key, item in value.items():
+        canonical = _CANONICAL.get(str(key).lower(), str(key))
+        folded.pop(canonical, None)  # keep document order: the last spelling wins
+        folded[canonical] = _folded(item, depth + 1)
+    return folded
+
+
 _HOST_KEYS = (
     "Privileged", "Binds", "Mounts", "NetworkMode", "PidMode", "IpcMode", "UTSMode",
     "UsernsMode", "CgroupnsMode", "CapAdd", "SecurityOpt", "Devices", "ReadonlyRootfs",
     "Memory", "PidsLimit",
 )  # fmt: skip
+
+
+_CANONICAL = {
+    key.lower(): key
+    for key in (
+        *_HOST_KEYS, "Image", "User", "Cmd", "Entrypoint", "Tty", "Name", "Driver", "Env",
+        "HostConfig", "Type", "Source", "Target", "Data",
+    )
+}  # fmt: skip
 
 
 def security_view(path: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -146,11 +173,11 @@ def refusal(policy: ProxyPolicyConfig, call: Call, peer: Peer) -> str | None:
     """Why the policy refuses this call, or None."""
     if not policy.enabled or _allowed(policy, peer):
         return None
-    if call.body_error and call.path == "/containers/create":
+    if call.body_error and (call.path == "/containers/create" or call.path.endswith("/exec")):
         return f"docktrail policy: {call.body_error}"
     host = call.body.get("HostConfig") or {}
     reasons: list[str] = []
-    if policy.refuse_privileged and host.get("Privileged"):
+    if policy.refuse_privileged and (host.get("Privileged") or call.body.get("Privileged")):
         reasons.append("privileged containers are not allowed")
     if policy.refuse_host_namespaces:
         reasons += _host_namespaces(host)
