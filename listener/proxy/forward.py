@@ -115,13 +115,14 @@ class ProxyServer:
         engine_connection = asyncio.create_task(
             asyncio.open_unix_connection(str(self._config.engine), limit=MAX_HEAD_BYTES)
         )
-        peer, who = await asyncio.to_thread(self._identify, writer.get_extra_info("socket"))
-        if peer.container_id:
-            peer.container_name = await self._container_name(peer.container_id)
         try:
+            peer, who = await asyncio.to_thread(self._identify, writer.get_extra_info("socket"))
+            if peer.container_id:
+                peer.container_name = await self._container_name(peer.container_id)
             engine_reader, engine_writer = await engine_connection
         except OSError as exc:
-            log.error("engine socket unreachable", extra={"fields": {"error": str(exc)}})
+            log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
+            _discard(engine_connection)
             return
         client = Client(peer, who, Inbox(reader), writer)
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
@@ -298,6 +299,13 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _discard(connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    if not connecting.done():
+        connecting.cancel()
+    elif not connecting.cancelled() and connecting.exception() is None:
+        connecting.result()[1].close()
 
 
 def _response_id(kept: bytearray) -> str | None:
