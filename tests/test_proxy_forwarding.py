@@ -278,3 +278,46 @@ def test_policy_sees_what_the_engine_would_read(
     """Spellings the Engine accepts (any key case, escapes, odd versions) are judged too."""
     assert _judged(target, body, truncated=truncated) is not None
     assert _judged("/v1.47/containers/create", {"HostConfig": {"Memory": 1}}) is None
+
+
+async def test_an_attach_without_upgrade_switches_to_raw_bytes_both_ways() -> None:
+    """The Engine answers 200 raw-stream and then echoes stdin: no HTTP after the head."""
+    base = Path(tempfile.mkdtemp(prefix="dt-pxh-"))
+    raw_head = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n"
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw_head)
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.write_eof()
+
+    engine = await asyncio.start_unix_server(echo, path=str(base / "engine.sock"))
+    events: list[Event] = []
+
+    async def store(event: Event) -> None:
+        events.append(event)
+
+    recorder = Recorder(store)
+    recorder.start()
+    config = ProxyConfig(listen=base / "p.sock", engine=base / "engine.sock", listen_group=None)
+    proxy = ProxyServer(config, "h", recorder, PeerLedger())
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(config.listen))
+        writer.write(
+            b"POST /v1.47/containers/c1/attach?stdin=1&stream=1 HTTP/1.1\r\nHost: d\r\n\r\n"
+        )
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == raw_head
+        stdin = b"GET / HTTP/1.1\r\n\r\n not http \x00\xff" * 100
+        writer.write(stdin)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == stdin
+        writer.close()
+    finally:
+        await proxy.aclose()
+        await recorder.aclose()
+        engine.close()
+    assert [(e.attributes["path"], e.attributes["status"]) for e in events] == [
+        ("/containers/c1/attach", 200)
+    ]

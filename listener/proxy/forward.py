@@ -163,7 +163,7 @@ class ProxyServer:
                     continue
                 if pending.call is not None:
                     pending.peer_call = self._open_call(client, pending)
-                if head.wants_upgrade:
+                if judge.may_hijack(request):
                     pending.verdict = asyncio.get_running_loop().create_future()
                 await client.queue.put(pending)
                 engine.write(head.raw)

@@ -47,6 +47,16 @@ def changes_state(request: Request) -> bool:
     return request.method == "GET" and bool(_HIJACK_GET.match(api_path(request)))
 
 
+_HIJACK_POST = re.compile(r"^/(containers/[^/]+/attach|exec/[^/]+/start)$")
+
+
+def may_hijack(request: Request) -> bool:
+    """Attach and exec start switch to raw bytes, with or without `Connection: Upgrade`."""
+    if request.head.wants_upgrade:
+        return True
+    return request.method == "POST" and bool(_HIJACK_POST.match(api_path(request)))
+
+
 def wants_body(request: Request) -> bool:
     return request.method == "POST" and bool(_BODY_PATHS.match(api_path(request)))
 
