@@ -34,10 +34,20 @@ IMAGE = BUSYBOX_REF
 DOCKER = "/usr/local/bin/docker"
 
 
+def _remove_test_containers(dockerd: Dockerd) -> None:
+    """Other modules share the session dockerd: leave no container of ours behind."""
+    left = dockerd.docker("ps", "-aq", "--filter", "name=^px-").split()
+    if left:
+        dockerd.docker("rm", "-f", *left)
+
+
 @pytest.fixture
 async def proxied(dockerd: Dockerd) -> AsyncIterator[ProxiedEngine]:
-    async with ProxiedEngine(dockerd) as proxy:
-        yield proxy
+    try:
+        async with ProxiedEngine(dockerd) as proxy:
+            yield proxy
+    finally:
+        _remove_test_containers(dockerd)
 
 
 def _created(proxy: ProxiedEngine, name: str) -> tuple[Event | None, Event | None]:
@@ -77,6 +87,7 @@ async def test_each_kind_of_client_is_attributed_to_its_login(
     dump = json.dumps([e.model_dump() for e in proxied.trail.events()])
     assert "hunter2" not in dump and "DB_PASSWORD" in dump
     assert proxied.service.recorder is not None and proxied.service.recorder.lost == 0
+    await asyncio.to_thread(proxied.dockerd.docker, "rm", "-f", "px-cli", "px-curl", "px-py")
 
 
 async def test_a_client_inside_a_container_is_named_as_that_container(
@@ -208,8 +219,11 @@ async def test_streams_build_and_load_work_through_the_proxy(proxied: ProxiedEng
 @pytest.fixture
 async def guarded(dockerd: Dockerd) -> AsyncIterator[ProxiedEngine]:
     policy = ProxyPolicyConfig(enabled=True, allow_logins=["dt-alice"])
-    async with ProxiedEngine(dockerd, policy) as proxy:
-        yield proxy
+    try:
+        async with ProxiedEngine(dockerd, policy) as proxy:
+            yield proxy
+    finally:
+        _remove_test_containers(dockerd)
 
 
 async def test_policy_refuses_a_privileged_create_by_an_unlisted_login(
