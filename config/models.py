@@ -93,6 +93,20 @@ class DockerConfig(Strict):
     )
 
 
+class MetricsConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="Serve Prometheus `/metrics` and `/healthz` from `docktrail run` "
+        "(off by default: an open port is something to choose).",
+    )
+    address: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; the default keeps it on this host. The endpoints "
+        "have no authentication: expose them only behind a proxy or on a private network.",
+    )
+    port: int = Field(9731, ge=0, le=65_535, description="TCP port; 0 picks a free one.")
+
+
 # Keys that published CIS Docker Benchmark 1.1.x rule sets put on their watches.
 CIS_AUDIT_KEYS = (
     "docker", "dockerd", "docker-daemon", "docker_daemon", "docker-socket", "docker-service",
@@ -666,6 +680,9 @@ class DocktrailConfig(Strict):
     )
     trail: TrailConfig = Field(default_factory=TrailConfig, description="The embedded trail.")
     docker: DockerConfig = Field(default_factory=DockerConfig, description="Docker Engine.")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus metrics and health endpoint."
+    )
     auditd: AuditdConfig = Field(default_factory=AuditdConfig, description="auditd source.")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Detection rules.")
     notifications: NotificationsConfig = Field(

@@ -22,6 +22,7 @@ import signal
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.models import DocktrailConfig
 from listener import redact
@@ -40,6 +41,9 @@ from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.base import TrailSink
 from sinks.sqlite import SQLiteTrail
+
+if TYPE_CHECKING:
+    from listener.metrics import MetricsServer, ServiceMetrics
 
 log = logging.getLogger("docktrail")
 
@@ -109,7 +113,8 @@ async def run_service(config: DocktrailConfig) -> int:
             "docktrail running",
             extra={"fields": _start_fields(config, host, seq, known)},
         )
-        wiring = await _wire(config, trail, host)
+        metrics = _service_metrics(config)
+        wiring = await _wire(config, trail, host, metrics)
         proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
         if proxy is not None:  # after auditd attribution: peer credentials name the client
             wiring.stages.insert(1, proxy.stage)
@@ -124,6 +129,7 @@ async def run_service(config: DocktrailConfig) -> int:
             config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running
         )
         worker = wiring.worker
+        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         if worker is not None:
             await worker.start()
         publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
@@ -143,6 +149,8 @@ async def run_service(config: DocktrailConfig) -> int:
                 await proxy.aclose()
             if worker is not None:
                 await worker.aclose()  # what is unsent stays in the outbox for the next start
+            if server is not None:
+                await server.aclose()
         await pipeline.aclose()
         if publishing is not None:
             await publishing.finish()  # seals the trail and publishes up to the seal
@@ -163,9 +171,11 @@ class Wiring:
     intents: IntentService
 
 
-async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
+async def _wire(
+    config: DocktrailConfig, trail: SQLiteTrail, host: str, metrics: ServiceMetrics | None = None
+) -> Wiring:
     """Stages in order: attribution fills `who` before the write; rules judge after it."""
-    stages: list[Stage] = []
+    stages: list[Stage] = [] if metrics is None else [metrics]  # first: sees every event read
     audit = None
     sink: TrailSink = trail
     if config.auditd.enabled:
@@ -190,11 +200,40 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         worker = DeliveryWorker(trail, config.notifications, host=host)
         routing = Routing(config.notifications)
     rules = RulesStage(
-        trail, engine, routing=routing, on_queued=worker.wake if worker is not None else None
+        trail,
+        engine,
+        routing=routing,
+        on_queued=worker.wake if worker is not None else None,
+        on_alerts=metrics.count_alerts if metrics is not None else None,
     )
     await rules.start()
     stages.append(rules)
     return Wiring(sink, stages, audit, worker, intents)
+
+
+def _service_metrics(config: DocktrailConfig) -> ServiceMetrics | None:
+    if not config.metrics.enabled:
+        return None
+    from listener.metrics import ServiceMetrics  # prometheus_client only when asked for
+
+    return ServiceMetrics(config.trail.path)
+
+
+async def _serve_metrics(
+    config: DocktrailConfig,
+    metrics: ServiceMetrics | None,
+    pipeline: Pipeline,
+    source: DockerSource,
+    audit: AuditLogTail | None,
+) -> MetricsServer | None:
+    if metrics is None:
+        return None
+    from listener.metrics import MetricsServer, watch
+
+    watch(metrics, pipeline, source, audit)
+    server = MetricsServer(config.metrics, metrics)
+    await server.start()
+    return server
 
 
 async def _run_until_stopped(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from listener import redact
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.event import Actor, Event, Who, natural_id
 from listener.proxy.judge import Call
 from listener.proxy.peer import Peer
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from config.proxy import ProxyConfig
-from listener.event import Who
+from listener.model.event import Who
 from listener.proxy import judge
 from listener.proxy.events import PeerCall, PeerLedger, api_call_event, api_call_id, peer_who
 from listener.proxy.framing import (

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from listener.event import Event
+from listener.model.event import Event
 
 log = logging.getLogger("docktrail.proxy")
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-import socket
 from collections.abc import Awaitable, Callable
 
-from config.models import DocktrailConfig
 from config.proxy import ProxyConfig
-from listener import redact
-from listener.event import Event
+from listener.model.event import Event
 from listener.proxy.events import PeerAttribution, PeerLedger
 from listener.proxy.forward import ProxyServer
 from listener.proxy.record import Recorder
@@ -41,32 +36,3 @@ class ProxyService:
             await self._server.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
-
-
-async def run_proxy(config: DocktrailConfig) -> int:
-    """`docktrail proxy`: api-call events into the trail until SIGTERM or SIGINT."""
-    from listener.pipeline import Pipeline
-    from sinks.sqlite import SQLiteTrail
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    host = config.host or socket.gethostname()
-    redact.configure(redact.Redactor.from_config(config))
-    trail = SQLiteTrail.from_config(config.trail)
-    async with trail:
-        pipeline = Pipeline(
-            trail,
-            batch_size=config.trail.batch_size,
-            flush_interval_secs=config.trail.flush_interval_secs,
-        )
-        service = ProxyService(config.proxy, host)
-        await service.start(pipeline.put)
-        try:
-            await stop.wait()
-        finally:
-            await service.aclose()
-            await pipeline.aclose()
-    log.info("proxy stopped")
-    return 0
