@@ -40,6 +40,7 @@ bench: $(STAMP)
 bench-docker: $(STAMP)
 	$(BIN)/python bench/docker_events.py
 	$(BIN)/python bench/notify_latency.py
+	$(BIN)/python bench/proxy.py
 
 # Needs root and docker.io: a private dockerd, a scripted scenario, alerts printed
 # by a local webhook, then the trail; everything is torn down on exit.

@@ -12,6 +12,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.proxy import ProxyConfig
+
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
 
@@ -696,6 +698,9 @@ class DocktrailConfig(Strict):
     )
     intents: IntentsConfig = Field(
         default_factory=IntentsConfig, description="Declared deployment intents."
+    )
+    proxy: ProxyConfig = Field(
+        default_factory=ProxyConfig, description="Peer-credential Docker socket proxy."
     )
 
     def signing_key_path(self) -> Path:

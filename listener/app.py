@@ -31,6 +31,7 @@ from listener.correlate import Attribution, Correlator
 from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
+from listener.proxy.service import ProxyService
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -114,6 +115,9 @@ async def run_service(config: DocktrailConfig) -> int:
         )
         metrics = _service_metrics(config)
         wiring = await _wire(config, trail, host, metrics)
+        proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
+        if proxy is not None:  # after auditd attribution: peer credentials name the client
+            wiring.stages.insert(1, proxy.stage)
         pipeline = Pipeline(
             wiring.sink,
             stages=wiring.stages,
@@ -130,6 +134,8 @@ async def run_service(config: DocktrailConfig) -> int:
             await worker.start()
         publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
         try:
+            if proxy is not None:
+                await proxy.start(pipeline.put)
             async with intents.serving(config, host, pipeline, source):
                 await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
@@ -139,6 +145,8 @@ async def run_service(config: DocktrailConfig) -> int:
                 await publishing.abort()
             raise
         finally:
+            if proxy is not None:
+                await proxy.aclose()
             if worker is not None:
                 await worker.aclose()  # what is unsent stays in the outbox for the next start
             if server is not None:

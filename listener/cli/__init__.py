@@ -12,6 +12,7 @@ from listener.cli import (  # noqa: F401  (each registers its commands on `main`
     export,
     intent,
     notify,
+    proxy,
     redact,
     rules,
     serve,

@@ -39,7 +39,7 @@ from listener.rules.container import is_root_user
 from listener.rules.image import is_build_step
 
 # How `who` was found from evidence (auditd records), as opposed to unknown/unavailable.
-EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd"})
+EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd", "peer"})
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(
