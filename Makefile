@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest bench bench-docker clean
+.PHONY: run test lint typecheck pytest bench bench-docker demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -29,6 +30,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/metrics_stage.py
 	$(BIN)/python bench/trail_append.py
 	$(BIN)/python bench/audit_parse.py
 	$(BIN)/python bench/rules.py
@@ -39,6 +41,12 @@ bench-docker: $(STAMP)
 	$(BIN)/python bench/docker_events.py
 	$(BIN)/python bench/notify_latency.py
 	$(BIN)/python bench/posture_sweep.py
+	$(BIN)/python bench/proxy.py
+
+# Needs root and docker.io: a private dockerd, a scripted scenario, alerts printed
+# by a local webhook, then the trail; everything is torn down on exit.
+demo: $(STAMP)
+	$(BIN)/python demo/run_demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from listener.event import Event  # noqa: E402
+from listener.model.event import Event  # noqa: E402
 from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 from tests.dockerd import (  # noqa: E402

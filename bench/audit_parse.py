@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 from config.models import AuditdConfig  # noqa: E402
 from listener.app import tune_gc  # noqa: E402
 from listener.correlate import Attribution, Correlator  # noqa: E402
-from listener.event import Event  # noqa: E402
+from listener.model.event import Event  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail  # noqa: E402
 from listener.sources.auditparse import AuditEvent, read_audit_file  # noqa: E402

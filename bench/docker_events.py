@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config.models import DockerConfig  # noqa: E402
-from listener.event import Event  # noqa: E402
+from listener.model.event import Event  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
 from listener.sources.docker_live import DockerSource  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402

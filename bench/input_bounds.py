@@ -35,8 +35,8 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from config.models import DocktrailConfig  # noqa: E402
 from listener import redact  # noqa: E402
-from listener.event import Event  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
+from listener.model.event import Event  # noqa: E402
 from listener.sources import docker  # noqa: E402
 
 SCENARIO = REPO / "tests" / "data" / "scenario-a" / "events.jsonl"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listener.event import Actor, Event, Who, natural_id
 from listener.intents import IntentBook, IntentSpec, IntentStage, close_event, declare_event
+from listener.model.event import Actor, Event, Who, natural_id
 from sinks.sqlite import SQLiteTrail
 
 _NS = 1_000_000_000

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config.models import DockerConfig, NotificationsConfig, RulesConfig  # noqa: E402
-from listener.event import Event  # noqa: E402
+from listener.model.event import Event  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
 from listener.rules.engine import RuleEngine, RulesStage  # noqa: E402
 from listener.sources.docker_live import DockerSource  # noqa: E402

@@ -33,12 +33,13 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from bench.trail_append import synthetic_events  # noqa: E402
 from sinks.base import EventFilter  # noqa: E402
-from sinks.sqlite import SQLiteTrail, _prefix_sql, build_query  # noqa: E402
+from sinks.sqlite import SQLiteTrail, build_query  # noqa: E402
+from sinks.sqlite.queries import prefix_sql  # noqa: E402
 
 
 def baseline_sql(name: str) -> tuple[str, list[Any]]:
-    by_id, id_params = _prefix_sql("actor_id", name)
-    attached, attached_params = _prefix_sql("container", name)
+    by_id, id_params = prefix_sql("actor_id", name)
+    attached, attached_params = prefix_sql("container", name)
     where = (
         f"((+type = 'container' AND actor_name = ?) OR (+type = 'container' AND {by_id}) "
         f"OR ({attached}))"

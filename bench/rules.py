@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trail_append import synthetic_events
 
 from config.models import RulesConfig
-from listener.containerconfig import ContainerConfig, Mount
-from listener.event import Event
+from listener.model.containerconfig import ContainerConfig, Mount
+from listener.model.event import Event
 from listener.rules.engine import RuleEngine, replay_trail
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from listener.event import Actor, Event, Who, Why, natural_id  # noqa: E402
+from listener.model.event import Actor, Event, Who, Why, natural_id  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
 IMAGES = (

@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from config.posture import PostureConfig
+from config.proxy import ProxyConfig
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
@@ -91,6 +92,20 @@ class DockerConfig(Strict):
         "`docktrail` container `posture` events, which the container-config rules judge. "
         "A container is judged once per configuration. 0 turns the sweep off.",
     )
+
+
+class MetricsConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="Serve Prometheus `/metrics` and `/healthz` from `docktrail run` "
+        "(off by default: an open port is something to choose).",
+    )
+    address: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; the default keeps it on this host. The endpoints "
+        "have no authentication: expose them only behind a proxy or on a private network.",
+    )
+    port: int = Field(9731, ge=0, le=65_535, description="TCP port; 0 picks a free one.")
 
 
 # Keys that published CIS Docker Benchmark 1.1.x rule sets put on their watches.
@@ -678,6 +693,9 @@ class DocktrailConfig(Strict):
     )
     trail: TrailConfig = Field(default_factory=TrailConfig, description="The embedded trail.")
     docker: DockerConfig = Field(default_factory=DockerConfig, description="Docker Engine.")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="Prometheus metrics and health endpoint."
+    )
     auditd: AuditdConfig = Field(default_factory=AuditdConfig, description="auditd source.")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Detection rules.")
     notifications: NotificationsConfig = Field(
@@ -696,6 +714,9 @@ class DocktrailConfig(Strict):
     )
     posture: PostureConfig = Field(
         default_factory=PostureConfig, description="Continuous CIS posture checks."
+    )
+    proxy: ProxyConfig = Field(
+        default_factory=ProxyConfig, description="Peer-credential Docker socket proxy."
     )
 
     def signing_key_path(self) -> Path:

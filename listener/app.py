@@ -22,6 +22,7 @@ import signal
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config.models import DocktrailConfig
 from listener import redact
@@ -31,6 +32,7 @@ from listener.coverage import CoverageStage, FixedCoverage, LiveCoverage
 from listener.intent_service import IntentService
 from listener.pipeline import Pipeline, Stage
 from listener.posture.wiring import SweepOnDaemonChange, posture_runner, posture_tasks
+from listener.proxy.service import ProxyService
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
@@ -40,6 +42,9 @@ from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.base import TrailSink
 from sinks.sqlite import SQLiteTrail
+
+if TYPE_CHECKING:
+    from listener.metrics import MetricsServer, ServiceMetrics
 
 log = logging.getLogger("docktrail")
 
@@ -109,7 +114,11 @@ async def run_service(config: DocktrailConfig) -> int:
             "docktrail running",
             extra={"fields": _start_fields(config, host, seq, known)},
         )
-        wiring = await _wire(config, trail, host)
+        metrics = _service_metrics(config)
+        wiring = await _wire(config, trail, host, metrics)
+        proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
+        if proxy is not None:  # after auditd attribution: peer credentials name the client
+            wiring.stages.insert(1, proxy.stage)
         sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
         wiring.stages.append(sweeper)
         pipeline = Pipeline(
@@ -125,10 +134,13 @@ async def run_service(config: DocktrailConfig) -> int:
         )  # fmt: skip
         sweeper.want = source.want_sweep
         worker = wiring.worker
+        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
         if worker is not None:
             await worker.start()
         publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
         try:
+            if proxy is not None:
+                await proxy.start(pipeline.put)
             async with intents.serving(config, host, pipeline, source):
                 await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
         except BaseException:
@@ -138,8 +150,12 @@ async def run_service(config: DocktrailConfig) -> int:
                 await publishing.abort()
             raise
         finally:
+            if proxy is not None:
+                await proxy.aclose()
             if worker is not None:
                 await worker.aclose()  # what is unsent stays in the outbox for the next start
+            if server is not None:
+                await server.aclose()
         await pipeline.aclose()
         if publishing is not None:
             await publishing.finish()  # seals the trail and publishes up to the seal
@@ -160,9 +176,11 @@ class Wiring:
     intents: IntentService
 
 
-async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wiring:
+async def _wire(
+    config: DocktrailConfig, trail: SQLiteTrail, host: str, metrics: ServiceMetrics | None = None
+) -> Wiring:
     """Stages in order: attribution fills `who` before the write; rules judge after it."""
-    stages: list[Stage] = []
+    stages: list[Stage] = [] if metrics is None else [metrics]  # first: sees every event read
     audit = None
     sink: TrailSink = trail
     if config.auditd.enabled:
@@ -187,11 +205,40 @@ async def _wire(config: DocktrailConfig, trail: SQLiteTrail, host: str) -> Wirin
         worker = DeliveryWorker(trail, config.notifications, host=host)
         routing = Routing(config.notifications)
     rules = RulesStage(
-        trail, engine, routing=routing, on_queued=worker.wake if worker is not None else None
+        trail,
+        engine,
+        routing=routing,
+        on_queued=worker.wake if worker is not None else None,
+        on_alerts=metrics.count_alerts if metrics is not None else None,
     )
     await rules.start()
     stages.append(rules)
     return Wiring(sink, stages, audit, worker, intents)
+
+
+def _service_metrics(config: DocktrailConfig) -> ServiceMetrics | None:
+    if not config.metrics.enabled:
+        return None
+    from listener.metrics import ServiceMetrics  # prometheus_client only when asked for
+
+    return ServiceMetrics(config.trail.path)
+
+
+async def _serve_metrics(
+    config: DocktrailConfig,
+    metrics: ServiceMetrics | None,
+    pipeline: Pipeline,
+    source: DockerSource,
+    audit: AuditLogTail | None,
+) -> MetricsServer | None:
+    if metrics is None:
+        return None
+    from listener.metrics import MetricsServer, watch
+
+    watch(metrics, pipeline, source, audit)
+    server = MetricsServer(config.metrics, metrics)
+    await server.start()
+    return server
 
 
 async def _run_until_stopped(

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from listener.argv import DockerCall, container_config
-from listener.containerconfig import ContainerConfig, Mount, merge_configs
-from listener.event import Launch
+from listener.model.containerconfig import ContainerConfig, Mount, merge_configs
+from listener.model.event import Launch
 
 __all__ = ["argv_agrees"]
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from config.errors import InputError
 from config.models import InputConfig
-from listener.event import Event
+from listener.model.event import Event
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -31,9 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, InputError, SinkError, TrailError
 from config.models import DocktrailConfig, KafkaConfig, RulesConfig
-from listener.alert import Alert
-from listener.event import Event
-from listener.rules.fleet import FLEET_KEY, evaluate_fleet, fleet_context, prime_fleet
+from listener.model.alert import Alert
+from listener.model.event import Event
+from listener.rules.fleet import (
+    FLEET_KEY,
+    WINDOWED_TYPES,
+    evaluate_fleet,
+    fleet_context,
+    prime_fleet,
+)
 from sinks.base import EventFilter
 from sinks.kafka.chains import (
     Accepted,
@@ -100,9 +106,11 @@ class FleetEngine:
     def prime_and_repair(self, trail: SQLiteTrail) -> list[Alert]:
         """Windows from recent evaluated events; alerts of events stored but never evaluated."""
         through = trail.evaluated_through()
-        last = trail.get(through) if through else None
-        if last is not None:  # the windows reach back from the last event judged
-            recent = EventFilter(since_ns=last.time_ns - self.window_ns)
+        # The windows reach back from the last event judged that they count: not from a
+        # host's checkpoint or docktrail's own records, stamped when they were written.
+        last = trail.last_time_of(WINDOWED_TYPES, through) if through else None
+        if last is not None:
+            recent = EventFilter(since_ns=last - self.window_ns)
             prime_fleet((e for e in trail.query(recent) if (e.seq or 0) <= through), self.context)
         pending = list(trail.query(EventFilter(after_seq=through)))
         return self.alerts_for(pending)

@@ -18,12 +18,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from listener.event import Event, Who, format_time_ns
+from listener.model.event import Event, Who, format_time_ns
 
-if TYPE_CHECKING:
-    from listener.correlate import Correlator
+
+class _AuditedCall(Protocol):
+    @property
+    def audit_id(self) -> str: ...
+
+
+class RunningCalls(Protocol):
+    """What `mark_build_step` needs of the correlator (kept abstract: it imports us)."""
+
+    def running(self, command: str, time_ns: int) -> _AuditedCall | None: ...
+
 
 _NS = 1_000_000_000
 
@@ -60,7 +69,7 @@ class CoverageStage:
         return None
 
 
-def mark_build_step(event: Event, correlator: Correlator) -> None:
+def mark_build_step(event: Event, correlator: RunningCalls) -> None:
     """A container no login was found for, created from a bare image id while a `docker
     build` call was at work: a classic build's step (`attributes.build_call` names the
     call). The build call is the change auditd recorded; its steps are not changes of

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.errors import InputError
-from listener.event import Actor, Event, format_time_ns, natural_id
 from listener.intents import IntentBook, parse_expires_ns
+from listener.model.event import Actor, Event, format_time_ns, natural_id
 from sinks.base import EventFilter
 
 _NS = 1_000_000_000

@@ -22,8 +22,8 @@ from listener import redact
 from listener.bounds import configure_limits
 from listener.correlate import CorrelationStats, Correlator
 from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
-from listener.event import Event
 from listener.intents import IntentBook, IntentStage
+from listener.model.event import Event
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
 from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted

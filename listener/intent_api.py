@@ -31,8 +31,8 @@ from pydantic import ValidationError
 
 from config.errors import ConfigError, InputError
 from config.models import IntentApiConfig
-from listener.event import Event, Who
 from listener.intents import IntentBook, IntentSpec, close_event, declare_event
+from listener.model.event import Event, Who
 
 log = logging.getLogger("docktrail.intents")
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.models import DocktrailConfig
-from listener.event import Event
 from listener.expiry import ExpiryWatch, expiry_timer, prime_expiry
 from listener.intent_api import IntentApi, load_token
 from listener.intents import IntentBook, IntentStage
+from listener.model.event import Event
 from listener.pipeline import Pipeline
 from listener.sources.docker_live import DockerSource
 

@@ -26,17 +26,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import InputError
-from listener.event import Actor, Event, Who, Why, format_time_ns, natural_id
+from listener.model.event import Actor, Event, Who, Why, format_time_ns, natural_id
 from listener.timeparse import parse_time_ns
 from sinks.base import EventFilter
 
-if TYPE_CHECKING:
-    from listener.expiry import ExpiryWatch
+
+class ExpiryNotes(Protocol):
+    """What the book tells the expiry watch (`listener.expiry`, which imports this module)."""
+
+    def note_create(self, event: Event) -> None: ...
+
+    def forget(self, container_id: str) -> None: ...
+
 
 _NS = 1_000_000_000
 _DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|ms|s|m|h|d|w))+")
@@ -277,7 +283,7 @@ def load_book(trail: Any) -> IntentBook:
 class IntentStage:
     """Pipeline stage after attribution: stamps creates with their intent."""
 
-    def __init__(self, trail: Any, book: IntentBook, expiry: ExpiryWatch | None = None) -> None:
+    def __init__(self, trail: Any, book: IntentBook, expiry: ExpiryNotes | None = None) -> None:
         self._trail = trail
         self.book = book
         self.expiry = expiry

@@ -2,7 +2,7 @@
 
 Journald, Docker's log drivers and SIEM shippers read JSON; people read text.
 Extra fields given with `log.info(msg, extra={"fields": {...}})` are kept as
-keys of the JSON object. Every line is redacted (`notifiers.redact`): no
+keys of the JSON object. Every line is redacted (`notifiers.urlsecrets`): no
 destination secret reaches a log, apprise's own debug lines included.
 """
 
@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from listener.safetext import printable
-from notifiers.redact import redact
+from notifiers.urlsecrets import redact
 
 
 class JsonFormatter(logging.Formatter):

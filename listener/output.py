@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Any, TextIO
 
-from listener.alert import Alert
-from listener.event import Event, format_time_ns
+from listener.model.alert import Alert
+from listener.model.event import Event, format_time_ns
 from listener.safetext import csv_cell, printable
 
 FORMATS = ("table", "json", "csv")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from listener.event import Event
+from listener.model.event import Event
 from sinks.base import AppendResult, AsyncLifecycle, TrailSink
 
 
@@ -67,6 +67,11 @@ class Pipeline(AsyncLifecycle):
             await self.flush()
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later())
+
+    @property
+    def pending(self) -> int:
+        """Events put but not yet written."""
+        return len(self._buffer)
 
     async def flush(self) -> None:
         async with self._lock:

@@ -36,7 +36,7 @@ from typing import Any
 
 from config.errors import ConfigError
 from config.models import SECRET_NAME_PARTS, DocktrailConfig
-from listener.event import Event
+from listener.model.event import Event
 
 __all__ = ["MARKER", "Redactor", "active", "configure", "load_key"]
 

@@ -21,8 +21,8 @@ from base64 import b64decode
 from pathlib import Path
 from typing import Any
 
-DATABASE = "trail"
-VISIBLE_TABLES = frozenset({"events", "alerts", "checkpoints"})
+from listener.serve_tables import DATABASE
+
 TOKEN_ENV = "DOCKTRAIL_SERVE_TOKEN"
 
 _TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', time_ns / 1e9, 'unixepoch')"

@@ -26,7 +26,7 @@ def register(*, allow_sql: bool) -> None:
 
 @hookimpl
 def prepare_connection(conn: Any, database: str) -> None:
-    from listener.serve import DATABASE
+    from listener.serve_tables import DATABASE
 
     if database == DATABASE:  # even a plugin's write connection must not change the trail
         conn.execute("PRAGMA query_only = 1")
@@ -34,7 +34,7 @@ def prepare_connection(conn: Any, database: str) -> None:
 
 @hookimpl
 def permission_allowed(action: str, resource: Any) -> bool | None:
-    from listener.serve import DATABASE, VISIBLE_TABLES
+    from listener.serve_tables import DATABASE, VISIBLE_TABLES
 
     if action == "execute-sql" and not _settings["allow_sql"]:
         return False
@@ -60,8 +60,8 @@ def menu_links() -> list[dict[str, str]]:
 async def timeline_page(datasette: Any, request: Any) -> Response:
     """The chart; `since` and `until` take the CLI's time forms (7d, RFC 3339, unix seconds)."""
     from config.errors import InputError
-    from listener.serve import DATABASE
     from listener.serve_chart import ChartData, chart_data, render_page
+    from listener.serve_tables import DATABASE
     from listener.timeparse import parse_time_ns
 
     since = request.args.get("since", "").strip()

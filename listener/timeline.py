@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from listener.alert import Alert
-from listener.event import Event, format_time_ns
 from listener.intents import intent_lines
+from listener.model.alert import Alert
+from listener.model.event import Event, format_time_ns
 from listener.safetext import printable
 from sinks.base import EventFilter
 

@@ -37,7 +37,7 @@ from apprise.utils import cwe312, parse
 
 from config.errors import ConfigError
 from config.models import Format
-from notifiers import redact
+from notifiers import urlsecrets
 from notifiers.base import Family, Message, SendOutcome
 
 # JSON webhooks get docktrail's documented object itself: apprise's json://
@@ -54,7 +54,7 @@ _parse_urls: Any = parse.parse_urls
 _is_hostname: Any = parse.is_hostname
 _services: Any = apprise.NotificationManager
 
-MASK = redact.MASK
+MASK = urlsecrets.MASK
 """What a secret of a URL becomes in error text."""
 
 _FAMILY_SCHEMES: tuple[tuple[Family, tuple[str, ...]], ...] = (
@@ -74,7 +74,7 @@ _SCHEME_FAMILY: dict[str, Family] = {
 }
 
 # Query keys (and +header/-payload keys) whose values are credentials.
-_SECRET_KEY = redact.SECRET_NAME
+_SECRET_KEY = urlsecrets.SECRET_NAME
 # What separates the parts of a URL; a secret is one whole part.
 _URL_PARTS = re.compile(r"[/:@?&=#,;\s]+")
 # Shorter "secrets" cannot be masked without garbling the rest of the text.
@@ -126,7 +126,7 @@ def mask_secrets(text: str, url: str) -> str:
 def mask_url(url: str) -> str:
     """`url` as written, with every secret part as ****: for `config show` and messages."""
     _, secrets = _url_privacy(url)
-    return redact.redact(url, secrets, registered=False)
+    return urlsecrets.redact(url, secrets, registered=False)
 
 
 class AppriseChannel:
@@ -148,7 +148,7 @@ class AppriseChannel:
         self._tags = list(tags)
         plugin = _load_plugin(name, url, self._tags)
         hidden = _hidden_parts(plugin)
-        redact.register(_secret_variants(hidden))
+        urlsecrets.register(_secret_variants(hidden))
         # apprise stops waiting at its deadline but cannot stop the worker
         # thread; the socket timeouts are what end a send to a hung server.
         plugin.socket_connect_timeout = timeout_secs
@@ -166,7 +166,7 @@ class AppriseChannel:
         self.title_limit = _limit(plugin.title_maxlen)
         self._secrets = _secret_variants(_parsed_secrets(url) | hidden)
         # apprise's privacy URL still shows `+` header values (Authorization, X-Api-Key)
-        self.safe_url: str = redact.redact(
+        self.safe_url: str = urlsecrets.redact(
             plugin.url(privacy=True), self._secrets, registered=False
         )
         scheme = url.strip().partition("://")[0].lower()
@@ -336,11 +336,11 @@ def _detail_logger(name: str) -> logging.Logger:
 def _load_plugin(name: str, url: str, tags: list[str]) -> Any:
     where = f"notifications.destinations[{name}]"
     secrets = _secret_variants(_parsed_secrets(url))
-    redact.register(secrets)  # before apprise logs anything about this URL
-    safe_url = redact.redact(url, secrets, registered=False)
+    urlsecrets.register(secrets)  # before apprise logs anything about this URL
+    safe_url = urlsecrets.redact(url, secrets, registered=False)
     urls: list[str] = _parse_urls(url)
     if len(urls) != 1:
-        found = ", ".join(redact.redact(u, secrets, registered=False) for u in urls)
+        found = ", ".join(urlsecrets.redact(u, secrets, registered=False) for u in urls)
         raise ConfigError(f"{where}: one apprise URL per destination, found {len(urls)}: {found}")
     try:
         plugin = apprise.Apprise.instantiate(url, tag=tags or None, suppress_exceptions=False)
@@ -418,4 +418,4 @@ def _secret_variants(secrets: Iterable[str]) -> tuple[str, ...]:
 def _mask(text: str, url: str, safe_url: str, secrets: Iterable[str]) -> str:
     if url:
         text = text.replace(url, safe_url)
-    return redact.redact(text, secrets, registered=False)
+    return urlsecrets.redact(text, secrets, registered=False)

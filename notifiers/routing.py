@@ -10,7 +10,7 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 
 from config.models import Destination, NotificationsConfig
-from listener.alert import Alert
+from listener.model.alert import Alert
 from notifiers.subject import alert_subject
 from sinks.base import SEVERITY_RANK
 from sinks.outbox import Route

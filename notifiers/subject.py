@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from listener.alert import Alert
+from listener.model.alert import Alert
 
 SUBJECT_DETAILS = (
     "path",  # daemon-config-change: the file

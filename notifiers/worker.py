@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from config.models import Destination, NotificationsConfig
-from listener.event import Event, Why, natural_id
+from listener.model.event import Event, Why, natural_id
 from notifiers.base import Channel, Message, SendOutcome
 from sinks.outbox import Delivery
 
 if TYPE_CHECKING:
-    from listener.alert import Alert
+    from listener.model.alert import Alert
     from notifiers.render import Renderer
     from sinks.sqlite import SQLiteTrail
 

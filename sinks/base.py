@@ -23,7 +23,7 @@ from typing import Any, Protocol, Self
 
 from config.errors import TrailError
 from config.models import SEVERITIES
-from listener.event import Event
+from listener.model.event import Event
 
 SourceState = Mapping[str, Mapping[str, Any]]
 """Source name -> its read position (a JSON object), as `write` takes it."""

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlite_utils import Database
 
-from listener.event import GENESIS_HASH
+from listener.model.event import GENESIS_HASH
 from sinks.signing import head_payload, sign, verify_signature
 
 

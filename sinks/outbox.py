@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlite_utils import Database
 
 if TYPE_CHECKING:
-    from listener.alert import Alert
+    from listener.model.alert import Alert
 
 Status = Literal["pending", "sent", "failed", "deduplicated"]
 STATUSES: tuple[Status, ...] = ("pending", "sent", "failed", "deduplicated")
@@ -125,14 +125,18 @@ def enqueue(
 ) -> None:
     """Insert deliveries for (alert seq, alert id, alert time, routes); inside the caller's txn.
 
-    An alert identical (same dedup key) to one already queued or sent to the
-    same destination within the window before it is stored as `deduplicated`,
-    pointing at that one: it is never sent, and counted in that message.
+    An alert identical (same dedup key) to one still queued for the same
+    destination within the window before it is stored as `deduplicated`,
+    pointing at that one: it is never sent, and counted in that message. The
+    first identical alert after such a message went out is queued, held until
+    that message's window ends, and the ones after it are counted in it: a
+    repeat is never only in `notify status`, and a subject costs at most one
+    message per window.
     """
     now = time.time_ns() if now_ns is None else now_ns
     for alert_seq, alert_id, alert_ns, routes in routed:
         for route in routes:
-            original = _duplicate_of(conn, route, alert_ns)
+            original, held_ns = _duplicate_of(conn, route, alert_ns, now)
             status: Status = "pending" if original is None else "deduplicated"
             conn.execute(
                 "INSERT OR IGNORE INTO deliveries (alert_seq, alert_id, alert_ns, destination, "
@@ -147,22 +151,33 @@ def enqueue(
                     route.dedup_key,
                     status,
                     now,
-                    now,
+                    now + held_ns,
                     original,
                 ),
             )
 
 
-def _duplicate_of(conn: sqlite3.Connection, route: Route, alert_ns: int) -> int | None:
+def _duplicate_of(
+    conn: sqlite3.Connection, route: Route, alert_ns: int, now_ns: int
+) -> tuple[int | None, int]:
+    """(the queued delivery this alert is counted in, or None; how long a new one is held).
+
+    A queued identical delivery takes the count. Past one already sent, or being
+    sent (claimed: its message is written), the new delivery waits for the rest
+    of that message's window (in alert time)."""
     if route.dedup_window_ns <= 0:
-        return None
+        return None, 0
     row = conn.execute(
-        "SELECT id FROM deliveries WHERE destination = ? AND dedup_key = ? "
-        "AND alert_ns BETWEEN ? AND ? AND status IN ('pending', 'sent') "
-        "ORDER BY id LIMIT 1",
-        (route.destination, route.dedup_key, alert_ns - route.dedup_window_ns, alert_ns),
+        "SELECT id, status = 'pending' AND lease_ns <= ? AS open, alert_ns FROM deliveries "
+        "WHERE destination = ? AND dedup_key = ? AND alert_ns BETWEEN ? AND ? "
+        "AND status IN ('pending', 'sent') ORDER BY open DESC, id LIMIT 1",
+        (now_ns, route.destination, route.dedup_key, alert_ns - route.dedup_window_ns, alert_ns),
     ).fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None, 0
+    if row[1]:
+        return int(row[0]), 0
+    return None, max(0, int(row[2]) + route.dedup_window_ns - alert_ns)
 
 
 _FOREVER = 2**63 - 1

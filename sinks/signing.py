@@ -31,6 +31,7 @@ import hashlib
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -38,7 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from config.errors import SigningKeyError
-from listener.event import GENESIS_HASH, canonical_json
+from listener.model.event import GENESIS_HASH, canonical_json
 
 PAYLOAD_DOMAIN = b"docktrail-checkpoint-v1\n"
 """Prefix of every signed payload, so a checkpoint signature can never be
@@ -220,3 +221,18 @@ def _parse_private(path: Path, data: bytes) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"{path}: a {type(key).__name__}; docktrail signs with Ed25519")
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement of both heads at time_ns: (seq, hash), (alerts_seq, alerts_hash)."""
+
+    number: int
+    trail_id: str
+    seq: int
+    hash: str
+    time_ns: int
+    key_fingerprint: str
+    signature: str
+    alerts_seq: int = 0
+    alerts_hash: str = GENESIS_HASH

@@ -25,17 +25,14 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from config.errors import TrailError
-from listener.event import canonical_json
-from sinks.signing import checkpoint_payload, verify_signature
+from listener.model.event import canonical_json
+from sinks.signing import Checkpoint, checkpoint_payload, verify_signature
 from sinks.trailfiles import create_private
-
-if TYPE_CHECKING:
-    from sinks.sqlite import Checkpoint
 
 Finding = Literal["rolled-back", "forked"]
 _FIELDS = ("n", "seq", "hash", "time_ns", "alerts_seq", "alerts_hash", "signature")

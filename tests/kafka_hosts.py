@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from config.models import DocktrailConfig, KafkaConfig
-from listener.alert import Alert
 from listener.consume import ConsumeReport, consume
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from listener.publish import publish_trail
 from listener.rules.base import Finding
 from sinks.kafka.client import ensure_topic

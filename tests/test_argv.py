@@ -11,7 +11,7 @@ from listener.argv import (
     parse_docker_argv,
     parse_memory,
 )
-from listener.containerconfig import ContainerConfig, Mount, merge_configs
+from listener.model.containerconfig import ContainerConfig, Mount, merge_configs
 
 
 def parse(*words: str, cwd: str | None = None):  # type: ignore[no-untyped-def]

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from config.models import DocktrailConfig
 from listener.argv import normalize_image_ref
 from listener.cli import main
-from listener.event import Event
 from listener.ingest import IngestReport, ingest_files
+from listener.model.event import Event
 from tests.shared_data import DATA
 from tests.test_auditd import StateTrail
 

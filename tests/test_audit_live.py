@@ -37,7 +37,7 @@ import pytest
 
 from config.models import AuditdConfig
 from listener.correlate import Attribution, Correlator
-from listener.event import Event
+from listener.model.event import Event
 from listener.pipeline import Pipeline
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker import normalize_engine_event

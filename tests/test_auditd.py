@@ -14,7 +14,7 @@ import pytest
 
 from config.models import AuditdConfig
 from listener.correlate import Correlator
-from listener.event import Event
+from listener.model.event import Event
 from listener.pipeline import Pipeline
 from listener.sources.auditd import (
     AuditConverter,
@@ -23,8 +23,8 @@ from listener.sources.auditd import (
     CheckpointedTrail,
     Converted,
     IdNames,
-    _LiveReader,
 )
+from listener.sources.auditd.tail import _LiveReader
 from listener.sources.auditparse import AuditAssembler, AuditEvent
 from sinks.base import AppendResult, EventFilter
 from sinks.memory import MemoryTrail

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from listener.sources import auditparse
 from listener.sources.auditparse import (
     AuditAssembler,
     AuditEvent,
@@ -19,6 +18,8 @@ from listener.sources.auditparse import (
     read_audit_files,
     rotation_order,
 )
+from listener.sources.auditparse import fields as auditparse_fields
+from listener.sources.auditparse import files as auditparse_files
 from tests.shared_data import DATA, require_shared
 
 GS = "\x1d"
@@ -575,10 +576,10 @@ def test_a_lazy_record_is_checked_when_fed() -> None:
         raw, gs, extra = body.partition(GS)
         try:  # what parsing every field at once gives
             expected = (
-                auditparse._record_fields(rtype, raw),
-                auditparse._enriched_fields(extra) if gs else {},
+                auditparse_fields.record_fields(rtype, raw),
+                auditparse_fields.enriched_fields(extra) if gs else {},
             )
-        except auditparse._Truncated:
+        except auditparse_fields.Truncated:
             expected = None
         events, asm = feed_all(f"type={rtype} msg=audit(1.000:{n}):{body}")
         if expected is None:
@@ -612,7 +613,7 @@ def test_reading_in_blocks_keeps_the_file_order(
     path = tmp_path / "audit.log"
     path.write_bytes(b"\n".join(lines))
     whole = list(read_audit_file(path))
-    monkeypatch.setattr(auditparse, "_READ_HINT", 200)  # a handful of lines per block
+    monkeypatch.setattr(auditparse_files, "_READ_HINT", 200)  # a handful of lines per block
     assert list(read_audit_file(path)) == whole
     assert [i.line for i in whole] == sorted(i.line for i in whole)
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from config.models import RulesConfig
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from listener.rules.activity import activity_state
 from listener.rules.engine import RuleEngine, RulesStage
 from sinks.base import AlertFilter

@@ -9,7 +9,7 @@ from typing import Any
 
 from listener.argv import parse_docker_argv
 from listener.correlate import Attribution, CliCall, Correlator
-from listener.event import Event, Who
+from listener.model.event import Event, Who
 from listener.sources.docker import normalize_engine_event
 
 T0 = 1_795_346_500_000_000_000  # a base time, ns

@@ -7,7 +7,7 @@ import itertools
 
 from listener.argv import parse_docker_argv
 from listener.correlate import CliCall
-from listener.event import Who
+from listener.model.event import Who
 from tests.test_correlate import CID, CID2, T0, S, attribute, container, correlator, engine
 
 _serial = itertools.count(900)

@@ -4,8 +4,8 @@ settings in `config` and what it runs in `Event.launch`."""
 
 from __future__ import annotations
 
-from listener.containerconfig import ContainerConfig
-from listener.event import Event, Launch
+from listener.model.containerconfig import ContainerConfig
+from listener.model.event import Event, Launch
 from tests.test_correlate import CID, CID2, attribute, call, container, correlator
 
 BUSYBOX = Launch(entrypoint=(), command=(), image_entrypoint=(), image_command=())

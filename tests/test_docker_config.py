@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from listener.event import Actor, Event
+from listener.model.event import Actor, Event
 from listener.sources.docker_engine import describe_error, parse_engine_time_ns, since_arg
 from listener.sources.docker_inspect import container_config_from_inspect
 from listener.sources.docker_state import KnownState, load_known_state

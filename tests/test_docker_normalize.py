@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from config.errors import InputError, SourceError
-from listener.event import Event
+from listener.model.event import Event
 from listener.sources.docker import (
     DockerEventsFile,
     engine_keys,

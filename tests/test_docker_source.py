@@ -22,7 +22,7 @@ import pytest
 
 from config.errors import SourceError
 from config.models import DockerConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.sources.docker_engine import DaemonIdentity, since_arg
 from listener.sources.docker_live import DockerSource, Stall, StallWatchdog
 from listener.sources.docker_state import KnownContainer, KnownState

@@ -18,7 +18,6 @@ from click.testing import CliRunner, Result
 from config.errors import ConfigError
 from config.models import DocktrailConfig, IntentApiConfig
 from listener.cli import main
-from listener.event import Who
 from listener.expiry import ExpiryWatch
 from listener.intent_api import load_token
 from listener.intents import (
@@ -27,6 +26,7 @@ from listener.intents import (
     declare_event,
     parse_expires_ns,
 )
+from listener.model.event import Who
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
 

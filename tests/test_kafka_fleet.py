@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.models import KafkaConfig
-from listener.event import Actor
+from listener.model.event import Actor
 from sinks.base import AlertFilter
 from sinks.sqlite import SQLiteTrail
 from tests.kafka_broker import topic_config

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.models import KafkaConfig
-from listener.event import Actor
+from listener.model.event import Actor
 from tests.kafka_broker import topic_config
 from tests.kafka_hosts import HostTrail, central_config, consume_once
 from tests.notify_servers import WebhookServer

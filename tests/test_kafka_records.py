@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from config.errors import InputError
-from listener.event import Actor, canonical_json, chain_hash
+from listener.model.event import Actor, canonical_json, chain_hash
 from sinks.kafka.chains import Accepted, FleetChains, Located, host_content
 from sinks.kafka.records import decode
 from sinks.signing import load_or_create_key

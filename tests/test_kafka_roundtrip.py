@@ -9,7 +9,7 @@ import pytest
 
 from config.errors import SinkError
 from config.models import KafkaConfig
-from listener.event import canonical_json, chain_hash
+from listener.model.event import GENESIS_HASH, canonical_json, chain_hash
 from sinks.base import AlertFilter, EventFilter
 from sinks.kafka.chains import host_content, host_heads
 from sinks.kafka.publisher import STATE_PREFIX
@@ -32,10 +32,12 @@ def test_events_alerts_and_heads_reach_the_central_trail(
     checkpoint = host.trail.checkpoint()
     host.close()
 
-    assert host.publish(kafka) == 5 + 1 + 1
+    # The events, the alert, the genesis checkpoint sealed when the trail was created
+    # (it pins the host's key and trail_id from the start) and the later checkpoint.
+    assert host.publish(kafka) == 5 + 1 + 2
     report = consume_once(central_config(tmp_path, kafka))
     assert (report.stored, report.problems, report.host_alerts, len(report.malformed)) == (
-        6,
+        7,
         0,
         1,
         0,
@@ -53,7 +55,9 @@ def test_events_alerts_and_heads_reach_the_central_trail(
         [alert] = central.query_alerts(AlertFilter())
         assert alert.rule == "privileged-container"
         assert alert.event_seq == events[2].seq and alert.event_id == events[2].id
-        [head] = host_heads(central, "node-a")
+        genesis, head = host_heads(central, "node-a")
+        assert (genesis["n"], genesis["seq"], genesis["hash"]) == (1, 0, GENESIS_HASH)
+        assert "problem" not in genesis and genesis["key_fingerprint"] == head["key_fingerprint"]
         assert (head["seq"], head["hash"], head["signature"]) == (
             checkpoint.seq,
             checkpoint.hash,
@@ -65,17 +69,17 @@ def test_events_alerts_and_heads_reach_the_central_trail(
 def test_publishing_resumes_from_the_stored_position(tmp_path: Path, kafka: KafkaConfig) -> None:
     host = HostTrail(tmp_path, "node-a")
     host.add(3)
-    assert host.publish(kafka) == 3
+    assert host.publish(kafka) == 3 + 1  # and the genesis checkpoint
     assert host.publish(kafka) == 0  # nothing new: nothing sent again
     host.add(2)
     assert host.publish(kafka) == 2
     position = host.trail.load_source_state(STATE_PREFIX + kafka.topic)
     assert position is not None and position.pop("partition") in range(kafka.partitions)
-    assert position == {"events": 5, "alerts": 0, "checkpoints": 0}
+    assert position == {"events": 5, "alerts": 0, "checkpoints": 1}
     host.close()
     central = central_config(tmp_path, kafka)
     report = consume_once(central)
-    assert (report.records, report.stored, report.problems) == (5, 5, 0)
+    assert (report.records, report.stored, report.problems) == (6, 6, 0)
     assert consume_once(central).records == 0  # the central trail keeps its offsets
 
 
@@ -95,7 +99,8 @@ def test_a_host_keeps_its_partition(tmp_path: Path, kafka: KafkaConfig) -> None:
     consume_once(central_config(tmp_path, kafka))
     with SQLiteTrail(tmp_path / "central.db") as trail:
         offsets = trail.load_source_state("kafka.consume:" + kafka.topic)
-    assert offsets == {str(position["partition"]): 2, str(other): 2}
+    # The first partition also holds the genesis checkpoint.
+    assert offsets == {str(position["partition"]): 3, str(other): 2}
 
 
 def test_a_broker_outage_delays_publication_and_loses_nothing(
@@ -108,9 +113,9 @@ def test_a_broker_outage_delays_publication_and_loses_nothing(
         host.publish(down)
     assert host.trail.load_source_state(STATE_PREFIX + kafka.topic) is None
     host.add(1)
-    assert host.publish(kafka) == 4
+    assert host.publish(kafka) == 4 + 1  # and the genesis checkpoint
     host.close()
-    assert consume_once(central_config(tmp_path, kafka)).stored == 4
+    assert consume_once(central_config(tmp_path, kafka)).stored == 5
 
 
 def closed_port() -> int:
@@ -131,5 +136,5 @@ def test_records_received_twice_are_stored_once(tmp_path: Path, kafka: KafkaConf
     host.publish(kafka)
     host.close()
     report = consume_once(central_config(tmp_path, kafka))
-    assert report.records == 12
-    assert (report.stored, report.duplicates, report.problems, report.host_alerts) == (5, 6, 0, 1)
+    assert report.records == 2 * (4 + 1 + 2)  # events, alert, genesis and checkpoint
+    assert (report.stored, report.duplicates, report.problems, report.host_alerts) == (6, 7, 0, 1)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from config.models import NotificationsConfig
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.sqlite import SQLiteTrail
@@ -135,3 +135,35 @@ async def test_privileged_exec_is_not_folded_into_a_plain_one(
     assert len(texts) == 1
     assert "exec into web-1: sh (privileged)" in texts[0]
     assert "1 identical" in texts[0]  # the repeated plain exec, counted
+
+
+async def test_repeats_after_the_message_went_out_reach_the_channel_with_their_count(
+    trail: SQLiteTrail, webhook_server: WebhookServer
+) -> None:
+    """Live, the first alert leaves at once: the repeats that follow are not only in
+    `notify status`; one more message, at the end of the first one's window, counts them."""
+    config = notifications(webhook_server.mattermost_url()).model_copy(
+        update={"dedup_window_secs": 2, "group_window_secs": 1}
+    )
+    routing = Routing(config)
+    details = {"reference": "local/tool:dev", "normalized": "docker.io/local/tool:dev"}
+    events = (await trail.write([event(n) for n in range(1, 12)])).stored
+    alerts = [
+        finding(e, "untrusted-image", "untrusted image local/tool:dev (run)", **details)
+        for e in events
+    ]
+    # 0.1 s apart in alert time: all inside the first one's window
+    alerts = [a.model_copy(update={"time_ns": T0 + (a.time_ns - T0) // 10}) for a in alerts]
+    async with DeliveryWorker(trail, config, host="prod-1") as worker:
+        await trail.write_alerts(alerts[:1], route=lambda a: routing.routes(a))
+        worker.wake()
+        assert await asyncio.to_thread(webhook_server.wait_for, 1, 10)
+        await trail.write_alerts(alerts[1:], route=lambda a: routing.routes(a))
+        worker.wake()
+        await asyncio.sleep(0.5)
+        assert len(webhook_server.received) == 1  # held: the window is not over
+        assert await asyncio.to_thread(webhook_server.wait_for, 2, 10)
+    texts = [item.json["text"] for item in webhook_server.received]
+    assert len(texts) == 2
+    assert "identical" not in texts[0]
+    assert "(+9 identical)" in texts[1]  # the first repeat, and the nine after it counted

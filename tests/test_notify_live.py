@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from config.models import NotificationsConfig
-from listener.alert import Alert
 from listener.cli import main
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.worker import DeliveryWorker
 from sinks.sqlite import SQLiteTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd, wait_until

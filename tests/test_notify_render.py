@@ -14,8 +14,8 @@ from typing import Any, get_args
 import pytest
 
 from config.errors import ConfigError
-from listener.alert import Alert
-from listener.event import Who, Why
+from listener.model.alert import Alert
+from listener.model.event import Who, Why
 from listener.rules.fleet import FLEET_RULES_BY_ID
 from listener.rules.registry import RULES_BY_ID
 from notifiers.base import TRUNCATION_MARKER, Family, Message

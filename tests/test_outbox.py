@@ -19,8 +19,8 @@ import pytest
 
 from config.errors import TrailError
 from config.models import NotificationsConfig
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.recording import RecordingChannel
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
@@ -202,6 +202,8 @@ async def test_failures_are_retried_with_backoff_until_sent(trail: SQLiteTrail) 
         await store(trail, cfg, [event(1), event(2)])
         worker.wake()
         await wait_until(lambda: len(channel.messages) == 2)
+        # the channel has the message before the worker notes the attempt: wait for both
+        await wait_until(lambda: worker.stats.of("chat").messages == 2)
     attempts = await trail.call(lambda t: t.outbox.attempts("chat"))
     assert Counter(a.status for a in attempts) == {"FAILURE": 2, "TIMEOUT": 1, "SUCCESS": 2}
     assert attempts[-1].error == "scripted failure"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from listener.alert import Alert
 from listener.cli import main
-from listener.event import Who
+from listener.model.alert import Alert
+from listener.model.event import Who
 from notifiers.apprise import AppriseChannel
 from notifiers.render import Renderer
 from tests.notify_servers import SmtpServer, WebhookServer, smtp_server, webhook_server

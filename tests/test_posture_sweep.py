@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from config.models import DockerConfig, RulesConfig
-from listener.event import Actor, Event
+from listener.model.event import Actor, Event
 from listener.rules.activity import config_fingerprint
 from listener.rules.engine import RuleEngine
 from listener.sources.docker_live import DockerSource

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from config.models import RulesConfig
-from listener.containerconfig import ContainerConfig, Mount
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.containerconfig import ContainerConfig, Mount
+from listener.model.event import Actor, Event, Who, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.rules.base import RuleContext
 from listener.rules.engine import RuleEngine

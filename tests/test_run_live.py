@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from listener.event import Event
+from listener.model.event import Event
 from listener.sources.docker import normalize_engine_event
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail

@@ -15,12 +15,22 @@ from typing import Any
 import pytest
 from sqlite_utils import Database
 
-import sinks.sqlite as sqlite_module
+import sinks.sqlite.schema as sqlite_schema
 from config.errors import TrailError
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, Who, canonical_json, chain_hash, natural_id
+from listener.model.alert import Alert
+from listener.model.event import (
+    GENESIS_HASH,
+    Actor,
+    Event,
+    Who,
+    canonical_json,
+    chain_hash,
+    natural_id,
+)
 from sinks.base import SEVERITY_RANK, AlertFilter, severities_at_least
-from sinks.memory import MemoryTrail, alert_matches, seal
+from sinks.chain import seal
+from sinks.filtering import alert_matches
+from sinks.memory import MemoryTrail
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
 
@@ -432,8 +442,8 @@ def test_trail_from_before_alerts_migrates_and_verifies(tmp_path: Path) -> None:
     # events as the old code stored them, and a checkpoint signed the old way
     sealed = seal([e.model_copy(deep=True) for e in EVENTS], 0, GENESIS_HASH)
     conn.executemany(
-        sqlite_module._INSERT,
-        [(e.seq, *sqlite_module._copied_values(c), b, e.prev_hash, e.hash) for e, c, b in sealed],
+        sqlite_schema.EVENT_INSERT,
+        [(e.seq, *sqlite_schema.copied_values(c), b, e.prev_hash, e.hash) for e, c, b in sealed],
     )
     events = [stored for stored, _, _ in sealed]
     key = load_or_create_key(path.with_suffix(".key"))

@@ -1,4 +1,4 @@
-"""MemoryTrail and the shared trail semantics in sinks.memory (chain, dedupe, globs)."""
+"""MemoryTrail and the shared trail semantics (sinks.chain, sinks.filtering)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 
 from config.errors import TrailError
-from listener.event import GENESIS_HASH, Actor, Event, Who, canonical_json, chain_hash, natural_id
+from listener.model.event import (
+    GENESIS_HASH,
+    Actor,
+    Event,
+    Who,
+    canonical_json,
+    chain_hash,
+    natural_id,
+)
 from sinks.base import EventFilter, TrailSink
-from sinks.memory import MemoryTrail, glob_match, glob_prefix, link_problem, split_new
+from sinks.chain import link_problem, split_new
+from sinks.filtering import glob_match, glob_prefix
+from sinks.memory import MemoryTrail
 
 T0 = 1_795_346_502_000_000_000
 

@@ -24,9 +24,10 @@ import pytest
 from sqlite_utils import Database
 
 import sinks.sqlite as sqlite_module
+import sinks.sqlite.trail as sqlite_trail_module
 from config.errors import SigningKeyError, TrailBusyError, TrailError
 from config.models import TrailConfig
-from listener.event import (
+from listener.model.event import (
     GENESIS_HASH,
     Actor,
     Event,
@@ -37,7 +38,8 @@ from listener.event import (
     natural_id,
 )
 from sinks.base import EventFilter
-from sinks.memory import MemoryTrail, container_ids_named, matches
+from sinks.filtering import container_ids_named, matches
+from sinks.memory import MemoryTrail
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
 
@@ -493,7 +495,7 @@ def test_from_config(tmp_path: Path) -> None:
 
 def test_locked_trail_is_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "t.db"
-    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECS", 0.05)
+    monkeypatch.setattr(sqlite_trail_module, "BUSY_TIMEOUT_SECS", 0.05)
     with SQLiteTrail(path) as trail:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from config.errors import TrailError
-from listener.event import Event, natural_id
+from listener.model.event import Event, natural_id
 from sinks.memory import MemoryTrail
 from sinks.sqlite import SQLiteTrail
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from sinks.base import AlertFilter
-from sinks.memory import seal, seal_alerts
+from sinks.chain import seal, seal_alerts
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
 from sinks.sqlite import SQLiteTrail, VerifyReport
 from tests.shared_data import missing_component

@@ -3,7 +3,7 @@ included, but not the daemon's own restarts of a container by its restart policy
 
 from __future__ import annotations
 
-from listener.event import Event, Who
+from listener.model.event import Event, Who
 from listener.rules.base import RuleContext
 from tests.test_rules import event, rules_fired
 

@@ -4,7 +4,7 @@ its create (`run`, `create`, `compose up`), or `create` when none is (the raw AP
 from __future__ import annotations
 
 from config.models import RulesConfig
-from listener.event import Who
+from listener.model.event import Who
 from listener.rules.base import RuleContext
 from listener.rules.registry import evaluate
 from tests.test_rules import event

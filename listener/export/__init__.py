@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from listener.alert import Alert
-from listener.event import Event
+from listener.model.alert import Alert
+from listener.model.event import Event
 
 if TYPE_CHECKING:
     from sinks.sqlite import SQLiteTrail

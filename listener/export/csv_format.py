@@ -12,8 +12,8 @@ import json
 from datetime import UTC
 from typing import Any, TextIO
 
-from listener.alert import Alert
-from listener.event import Event, format_time_ns
+from listener.model.alert import Alert
+from listener.model.event import Event, format_time_ns
 from listener.output import CSV_COLUMNS, csv_row
 
 ALERT_ONLY_COLUMNS = ["rule", "severity", "event_seq", "summary", "suppressed", "details"]

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from listener.alert import Alert
-from listener.event import Event, Who
+from listener.model.alert import Alert
+from listener.model.event import Event, Who
 
 ECS_VERSION = "8.11.0"
 SEVERITY_NUMBERS = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}

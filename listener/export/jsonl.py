@@ -7,8 +7,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from listener.alert import Alert
-from listener.event import Event
+from listener.model.alert import Alert
+from listener.model.event import Event
 
 
 class JsonlWriter:

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from listener.alert import Alert
-from listener.event import Event, Who
+from listener.model.alert import Alert
+from listener.model.event import Event, Who
 
 OCSF_VERSION = "1.5.0"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from config.posture import DriftConfig
 from listener.bounds import bound_event
-from listener.event import Actor, Event, natural_id
+from listener.model.event import Actor, Event, natural_id
 
 DRIFT_ACTION = "drift"
 _KINDS = {0: "changed", 1: "added", 2: "deleted"}

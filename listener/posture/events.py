@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from listener.bounds import bound_event
-from listener.event import Actor, Event, natural_id
+from listener.model.event import Actor, Event, natural_id
 from listener.posture.check import Check
 from sinks.base import EventFilter
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from config.models import DocktrailConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.posture import metering, sprawl
 from listener.posture.audit import audit_rule_checks, read_loaded_rules
 from listener.posture.check import Check

@@ -19,7 +19,7 @@ from typing import Any
 
 from config.errors import SourceError
 from config.posture import PostureConfig
-from listener.event import Actor, Event
+from listener.model.event import Actor, Event
 from listener.posture import metering, sprawl
 from listener.posture.audit import audit_rule_checks, read_loaded_rules
 from listener.posture.check import Check

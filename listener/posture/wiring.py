@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from config.models import DocktrailConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.posture.events import PostureMemory
 from listener.posture.runner import PostureRunner
 from listener.rules.activity import READ_OPERATIONS

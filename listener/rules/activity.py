@@ -31,52 +31,15 @@ from typing import Any
 import orjson
 
 from config.models import ContainerChurnRule
-from listener.event import Event
-from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-from listener.rules.container import CONFIG_ACTIONS, is_root_user
+from listener.model.catalogue import ATTRIBUTION_MISMATCH as MISMATCH
+from listener.model.catalogue import CHURN, CONFIG_ACTIONS, DAEMON_FILE, EXEC, SPRAWL, UNATTRIBUTED
+from listener.model.event import Event
+from listener.rules.base import Finding, RuleContext, finding
+from listener.rules.container import is_root_user
 from listener.rules.image import is_build_step
 
-EXEC = RuleMeta(
-    "exec-in-container",
-    "medium",
-    "5.23, 5.24",
-    "A process is exec'd into a running container (high when as root, privileged or a shell).",
-    actions=frozenset({"exec_start"}),
-)
-CHURN = RuleMeta(
-    "container-churn",
-    "medium",
-    "6.5",
-    "More container creates/destroys per window than usual.",
-    actions=frozenset({"create", "destroy"}),
-)
-SPRAWL = RuleMeta(
-    "container-sprawl",
-    "low",
-    "6.5",
-    "Stopped containers exceed running ones by the margin.",
-    actions=frozenset({"die", "start", "destroy"}),
-)
-DAEMON_FILE = RuleMeta(
-    "daemon-config-change",
-    "high",
-    "1.1.x",
-    "A Docker daemon file (configuration, unit, binary) was changed.",
-    types=frozenset({"daemon-file"}),
-)
-UNATTRIBUTED = RuleMeta(
-    "unattributed-change", "medium", "-", "A container change that no login can be tied to."
-)
-MISMATCH = RuleMeta(
-    "attribution-mismatch",
-    "medium",
-    "-",
-    "An audit.who label claims someone other than the login auditd saw create the container.",
-    actions=frozenset({"create"}),
-)
-
 # How `who` was found from evidence (auditd records), as opposed to unknown/unavailable.
-EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd"})
+EVIDENCE_METHODS = frozenset({"auditd-cli", "auditd", "peer"})
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "fish"})
 CHURN_ACTIONS = frozenset({"create", "destroy"})
 ATTRIBUTABLE_ACTIONS = frozenset(

@@ -9,42 +9,23 @@ be tested alone. `RULES` in `listener.rules.registry` lists them all.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.models import RuleConfig, RuleException, RulesConfig, Severity
-from listener.event import Event
+from listener.model.event import Event
+from listener.model.finding import SEVERITY_RANK, Finding, RuleMeta
+
+__all__ = [
+    "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
+    "container_name", "engine_sockets", "exception_reason", "finding", "judged",
+]  # fmt: skip
 
 ENGINE_SOCKETS = (
     "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
     "/var/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock",
 )  # fmt: skip
-SEVERITY_RANK: Mapping[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-@dataclass(frozen=True, slots=True)
-class RuleMeta:
-    id: str
-    severity: Severity
-    cis: str
-    description: str
-    # What the rule can fire on; the engine skips it for anything else without a call.
-    types: frozenset[str] = frozenset({"container"})
-    actions: frozenset[str] | None = None  # None: every action of those types
-
-
-@dataclass(slots=True)
-class Finding:
-    """One match of a rule on one event, before it becomes a stored alert."""
-
-    rule: str
-    severity: Severity
-    summary: str
-    details: dict[str, Any] = field(default_factory=dict)
-    container: str | None = None
-    image: str | None = None
-    suppressed_by: str | None = None  # the exception's reason, when one applies
 
 
 RuleFunc = Callable[[Event, "RuleContext"], Iterable[Finding]]
@@ -100,6 +81,15 @@ def finding(
         container=container_name(event),
         image=event.actor.image or (event.actor.name if event.type == "image" else None),
     )
+
+
+def judged(rule: Rule, settings: RuleConfig, event: Event, ctx: RuleContext) -> Iterator[Finding]:
+    """The rule's findings on `event` with the configured severity and exception applied."""
+    for found in rule.check(event, ctx):
+        if settings.severity is not None:
+            found.severity = settings.severity
+        found.suppressed_by = exception_reason(settings.exceptions, event)
+        yield found
 
 
 def exception_reason(exceptions: Iterable[RuleException], event: Event) -> str | None:

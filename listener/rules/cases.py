@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config.errors import ConfigError
 from config.models import RulesConfig
-from listener.event import Event, natural_id
+from listener.model.event import Event, natural_id
 from listener.rules.base import Finding, RuleContext
 from listener.rules.registry import evaluate
 

@@ -11,72 +11,20 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from listener.event import Event
-from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-
-CONFIG_ACTIONS = frozenset({"create", "observed", "posture"})
-
-PRIVILEGED = RuleMeta(
-    "privileged-container",
-    "critical",
-    "5.5",
-    "Container runs --privileged.",
-    actions=CONFIG_ACTIONS,
+from listener.model.catalogue import (
+    CONFIG_ACTIONS,
+    DANGEROUS_CAPABILITY,
+    HOST_NAMESPACE,
+    NO_LIMITS,
+    PRIVILEGED,
+    RUNS_AS_ROOT,
+    SECURITY_PROFILE,
+    SENSITIVE_MOUNT,
+    SOCKET_MOUNT,
+    WRITABLE_ROOTFS,
 )
-SOCKET_MOUNT = RuleMeta(
-    "docker-socket-mount",
-    "critical",
-    "5.32",
-    "The Docker or containerd socket is mounted (by its path, the Engine's real socket, a "
-    "directory holding it, a source that is a socket, or onto docker.sock inside): the "
-    "container controls the host.",
-    actions=CONFIG_ACTIONS,
-)
-SENSITIVE_MOUNT = RuleMeta(
-    "sensitive-mount",
-    "high",
-    "5.6",
-    "A sensitive host directory is mounted into the container.",
-    actions=CONFIG_ACTIONS,
-)
-DANGEROUS_CAPABILITY = RuleMeta(
-    "dangerous-capability",
-    "high",
-    "5.4",
-    "A dangerous Linux capability is added.",
-    actions=CONFIG_ACTIONS,
-)
-HOST_NAMESPACE = RuleMeta(
-    "host-namespace",
-    "high",
-    "5.10, 5.16, 5.17, 5.21, 5.31",
-    "The container shares a namespace with the host.",
-    actions=CONFIG_ACTIONS,
-)
-SECURITY_PROFILE = RuleMeta(
-    "security-profile-disabled",
-    "high",
-    "5.2, 5.22",
-    "seccomp, AppArmor or SELinux confinement is disabled.",
-    actions=CONFIG_ACTIONS,
-)
-NO_LIMITS = RuleMeta(
-    "no-resource-limits",
-    "low",
-    "5.11, 5.29",
-    "No memory or pids limit is set.",
-    actions=CONFIG_ACTIONS,
-)
-WRITABLE_ROOTFS = RuleMeta(
-    "writable-rootfs",
-    "low",
-    "5.13",
-    "The root file system is not read-only.",
-    actions=CONFIG_ACTIONS,
-)
-RUNS_AS_ROOT = RuleMeta(
-    "runs-as-root", "low", "4.1", "The container's process runs as root.", actions=CONFIG_ACTIONS
-)
+from listener.model.event import Event
+from listener.rules.base import Finding, RuleContext, finding
 
 SOCKET_NAMES = ("docker.sock", "containerd.sock")
 SENSITIVE_PATHS = frozenset(

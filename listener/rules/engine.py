@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from config.models import RulesConfig
-from listener.alert import Alert
-from listener.event import Event
-from listener.rules import container
+from listener.model.alert import Alert
+from listener.model.catalogue import CONFIG_ACTIONS
+from listener.model.event import Event
 from listener.rules.activity import already_judged, learn_churn, track_container
 from listener.rules.base import RuleContext, engine_sockets
 from listener.rules.image import track_image
@@ -39,9 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The rules that judge a container's configuration (create, observed, posture).
-CONFIG_RULES = frozenset(
-    rule.meta.id for rule in RULES if rule.meta.actions == container.CONFIG_ACTIONS
-)
+CONFIG_RULES = frozenset(rule.meta.id for rule in RULES if rule.meta.actions == CONFIG_ACTIONS)
 
 _NS = 1_000_000_000
 PRIME_WINDOW_FACTOR = 2  # replay twice the longest rule window before the mark
@@ -115,8 +113,10 @@ class RulesStage:
         *,
         routing: Routing | None = None,
         on_queued: Callable[[], None] | None = None,
+        on_alerts: Callable[[Sequence[Alert]], None] | None = None,
     ) -> None:
         self._trail = trail
+        self._on_alerts = on_alerts  # sees each stored alert once (metrics)
         self._engine = engine
         self._routing = routing if routing else None
         self._on_queued = on_queued
@@ -135,6 +135,8 @@ class RulesStage:
         route = self._router(stored) if alerts else None
         written = await self._trail.write_alerts(alerts, evaluated_through=last, route=route)
         self.alerts_stored += len(written)
+        if self._on_alerts is not None:
+            self._on_alerts(written)
         if self.deliveries_queued > queued and self._on_queued is not None:
             self._on_queued()
 
@@ -196,11 +198,13 @@ def replay_trail(
     *,
     since_ns: int | None = None,
     until_ns: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Alert]:
     """Alerts the rules give on the stored events that the trail does not hold yet.
 
     Every event is evaluated in seq order so that windowed rules see what they
     would have seen live; `since_ns`/`until_ns` only choose what is reported.
+    `on_progress(seq, head)` is called after each event.
     """
     from sinks.base import AlertFilter
 
@@ -215,6 +219,8 @@ def replay_trail(
         )
         if in_range:
             found.extend(alert for alert in alerts if alert.id not in stored)
+        if on_progress is not None and event.seq is not None:
+            on_progress(event.seq, head)
     return found
 
 

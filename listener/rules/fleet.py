@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from config.models import RuleConfig, RulesConfig
-from listener.event import Event
+from listener.model.event import Event
 from listener.rules.activity import CHURN_ACTIONS
-from listener.rules.base import Finding, Rule, RuleContext, RuleMeta, exception_reason, finding
+from listener.rules.base import Finding, Rule, RuleContext, RuleMeta, finding, judged
 from listener.rules.image import named_reference, normalize_reference, untrusted_reason
 
 _NS = 1_000_000_000
@@ -51,6 +51,9 @@ FLEET_IMAGE = RuleMeta(
     "The same untrusted image is pulled or run on min_hosts hosts within the window.",
     types=frozenset({"image", "container"}),
 )
+
+WINDOWED_TYPES = FLEET_CHURN.types | FLEET_IMAGE.types
+"""Event types the time-windowed fleet rules count."""
 
 
 def check_chain(event: Event, ctx: RuleContext) -> Iterator[Finding]:
@@ -157,11 +160,7 @@ def evaluate_fleet(event: Event, ctx: RuleContext) -> list[Finding]:
         settings: RuleConfig = rule.settings(ctx.rules)
         if not settings.enabled:
             continue
-        for found in rule.check(event, ctx):
-            if settings.severity is not None:
-                found.severity = settings.severity
-            found.suppressed_by = exception_reason(settings.exceptions, event)
-            findings.append(found)
+        findings.extend(judged(rule, settings, event, ctx))
     return findings
 
 

@@ -13,18 +13,9 @@ from collections.abc import Iterator
 
 from config.models import UntrustedImageRule
 from listener.argv import parse_docker_argv
-from listener.event import Event
-from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-
-UNTRUSTED = RuleMeta(
-    "untrusted-image",
-    "high",
-    "4.2, 6.4",
-    "An image outside the trusted registries is pulled, imported, loaded, tagged or run "
-    "(a container created from a bare image id is judged by the names the trail or inspect "
-    "gives that id; the steps of a classic build by their base and final tag).",
-    types=frozenset({"image", "container"}),
-)
+from listener.model.catalogue import UNTRUSTED
+from listener.model.event import Event
+from listener.rules.base import Finding, RuleContext, finding
 
 # Push sends an image that is already here: it was judged when it came.
 IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag"})

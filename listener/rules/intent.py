@@ -13,30 +13,10 @@ import fnmatch
 from collections.abc import Iterator, Sequence
 
 from config.models import UndeclaredDeploymentRule
-from listener.event import Event
-from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-
-MISMATCH = RuleMeta(
-    "intent-mismatch",
-    "high",
-    "-",
-    "A create matching a declared intent by another login than the declared one.",
-    actions=frozenset({"create"}),
-)
-EXPIRED = RuleMeta(
-    "expired-deployment",
-    "medium",
-    "-",
-    "A container still running after its declared expiry (intent or audit.expires).",
-    actions=frozenset({"expired"}),
-)
-UNDECLARED = RuleMeta(
-    "undeclared-deployment",
-    "medium",
-    "-",
-    "A create in scope that matches no intent and carries no why label.",
-    actions=frozenset({"create"}),
-)
+from listener.model.catalogue import EXPIRED, UNDECLARED
+from listener.model.catalogue import INTENT_MISMATCH as MISMATCH
+from listener.model.event import Event
+from listener.rules.base import Finding, RuleContext, finding
 
 # `who.method` values that are a claim, not evidence of who asked the Engine.
 _NOT_EVIDENCE = frozenset({"unknown", "label", "intent"})

@@ -8,26 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from listener.event import Event
-from listener.rules.base import Finding, RuleContext, RuleMeta, finding
-
-POSTURE = frozenset({"posture"})
-DAEMON_POSTURE = RuleMeta(
-    "daemon-posture",
-    "high",
-    "2.x",
-    "A daemon security setting got worse (icc, userns, live-restore, TLS, registries …).",
-    types=frozenset({"daemon"}),
-    actions=POSTURE,
+from listener.model.catalogue import (
+    AUDIT_RULE_POSTURE,
+    CONTAINER_DRIFT,
+    DAEMON_POSTURE,
+    HOST_POSTURE,
 )
-AUDIT_RULE_POSTURE = RuleMeta(
-    "audit-rule-posture",
-    "high",
-    "1.1.x",
-    "An audit watch docktrail needs on Docker's files is not loaded.",
-    types=frozenset({"audit-rules"}),
-    actions=POSTURE,
-)
+from listener.model.event import Event
+from listener.model.finding import RuleMeta
+from listener.rules.base import Finding, RuleContext, finding
 
 
 def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
@@ -52,18 +41,6 @@ def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
     )
 
 
-HOST_POSTURE = RuleMeta(
-    "host-posture",
-    "medium",
-    "6.x",
-    "Operations posture got worse or stays poor (daily): image sprawl (6.4), container "
-    "sprawl (6.5), volumes without backups (6.3), containers without limits using much "
-    "of the host (6.2).",
-    types=frozenset({"host"}),
-    actions=POSTURE,
-)
-
-
 def check_host_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     return _worse(HOST_POSTURE, event)
 
@@ -74,16 +51,6 @@ def check_daemon_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 
 def check_audit_rule_posture(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     return _worse(AUDIT_RULE_POSTURE, event)
-
-
-CONTAINER_DRIFT = RuleMeta(
-    "container-drift",
-    "high",
-    "5.13",
-    "Files added or changed in a running container where binaries, libraries or "
-    "configuration live (bin/, sbin/, lib/, etc/).",
-    actions=frozenset({"drift"}),
-)
 
 
 def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:

@@ -12,34 +12,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from config.models import RuleConfig
-from listener.event import Event
+from listener.model import catalogue
+from listener.model.event import Event
 from listener.rules import activity, container, image, intent, posture
-from listener.rules.base import Finding, Rule, RuleContext, exception_reason
+from listener.rules.base import Finding, Rule, RuleContext, judged
 
 RULES: tuple[Rule, ...] = (
-    Rule(container.PRIVILEGED, container.check_privileged),
-    Rule(container.SOCKET_MOUNT, container.check_socket_mount),
-    Rule(container.SENSITIVE_MOUNT, container.check_sensitive_mount),
-    Rule(container.DANGEROUS_CAPABILITY, container.check_dangerous_capability),
-    Rule(container.HOST_NAMESPACE, container.check_host_namespace),
-    Rule(container.SECURITY_PROFILE, container.check_security_profile),
-    Rule(image.UNTRUSTED, image.check_untrusted_image),
-    Rule(activity.EXEC, activity.check_exec),
-    Rule(activity.CHURN, activity.check_churn),
-    Rule(activity.SPRAWL, activity.check_sprawl),
-    Rule(activity.DAEMON_FILE, activity.check_daemon_file),
-    Rule(container.NO_LIMITS, container.check_no_limits),
-    Rule(container.WRITABLE_ROOTFS, container.check_writable_rootfs),
-    Rule(container.RUNS_AS_ROOT, container.check_runs_as_root),
-    Rule(activity.UNATTRIBUTED, activity.check_unattributed),
-    Rule(activity.MISMATCH, activity.check_attribution_mismatch),
-    Rule(intent.MISMATCH, intent.check_intent_mismatch),
-    Rule(intent.EXPIRED, intent.check_expired),
-    Rule(intent.UNDECLARED, intent.check_undeclared),
-    Rule(posture.DAEMON_POSTURE, posture.check_daemon_posture),
-    Rule(posture.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
-    Rule(posture.CONTAINER_DRIFT, posture.check_container_drift),
-    Rule(posture.HOST_POSTURE, posture.check_host_posture),
+    Rule(catalogue.PRIVILEGED, container.check_privileged),
+    Rule(catalogue.SOCKET_MOUNT, container.check_socket_mount),
+    Rule(catalogue.SENSITIVE_MOUNT, container.check_sensitive_mount),
+    Rule(catalogue.DANGEROUS_CAPABILITY, container.check_dangerous_capability),
+    Rule(catalogue.HOST_NAMESPACE, container.check_host_namespace),
+    Rule(catalogue.SECURITY_PROFILE, container.check_security_profile),
+    Rule(catalogue.UNTRUSTED, image.check_untrusted_image),
+    Rule(catalogue.EXEC, activity.check_exec),
+    Rule(catalogue.CHURN, activity.check_churn),
+    Rule(catalogue.SPRAWL, activity.check_sprawl),
+    Rule(catalogue.DAEMON_FILE, activity.check_daemon_file),
+    Rule(catalogue.NO_LIMITS, container.check_no_limits),
+    Rule(catalogue.WRITABLE_ROOTFS, container.check_writable_rootfs),
+    Rule(catalogue.RUNS_AS_ROOT, container.check_runs_as_root),
+    Rule(catalogue.UNATTRIBUTED, activity.check_unattributed),
+    Rule(catalogue.ATTRIBUTION_MISMATCH, activity.check_attribution_mismatch),
+    Rule(catalogue.INTENT_MISMATCH, intent.check_intent_mismatch),
+    Rule(catalogue.EXPIRED, intent.check_expired),
+    Rule(catalogue.UNDECLARED, intent.check_undeclared),
+    Rule(catalogue.DAEMON_POSTURE, posture.check_daemon_posture),
+    Rule(catalogue.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
+    Rule(catalogue.CONTAINER_DRIFT, posture.check_container_drift),
+    Rule(catalogue.HOST_POSTURE, posture.check_host_posture),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
@@ -51,11 +52,7 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     image.track_image(event, ctx)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
-        for found in rule.check(event, ctx):
-            if settings.severity is not None:
-                found.severity = settings.severity
-            found.suppressed_by = exception_reason(settings.exceptions, event)
-            findings.append(found)
+        findings.extend(judged(rule, settings, event, ctx))
     return findings
 
 

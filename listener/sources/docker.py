@@ -71,7 +71,7 @@ from config.errors import InputError, SourceError
 from config.models import InputConfig
 from listener import redact
 from listener.bounds import MAX_TIME_NS, active_limits, bound_event, check_time_ns
-from listener.event import Actor, Event, Who, Why, natural_id
+from listener.model.event import Actor, Event, Who, Why, natural_id
 from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
 

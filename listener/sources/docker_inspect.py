@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from listener.containerconfig import ContainerConfig, Mount
-from listener.event import Launch
+from listener.model.containerconfig import ContainerConfig, Mount
+from listener.model.event import Launch
 
 
 def container_config_from_inspect(

@@ -74,8 +74,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from config.errors import InputError, SourceError
 from listener import redact
 from listener.bounds import bound_event
-from listener.containerconfig import ContainerConfig
-from listener.event import Actor, Event, Launch, format_time_ns, natural_id
+from listener.model.containerconfig import ContainerConfig
+from listener.model.event import Actor, Event, Launch, format_time_ns, natural_id
 from listener.rules.activity import config_fingerprint
 from listener.sources.docker import _who_from_labels, _why_from_labels, normalize_engine_event
 from listener.sources.docker_engine import (
@@ -425,6 +425,10 @@ class DockerSource:
         self._image_launch: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._sweep_wanted = asyncio.Event()  # a connect asks for a sweep
         self._sweep_reason = "periodic"
+
+    def queue_depth(self) -> int:
+        """Engine events read and not yet handed on."""
+        return self._queue.qsize()
 
     # ------------------------------------------------------------------ life cycle
 

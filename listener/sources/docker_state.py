@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from listener.event import Event
+from listener.model.catalogue import CONFIG_ACTIONS
+from listener.model.event import Event
 from listener.rules.activity import config_fingerprint
-from listener.rules.container import CONFIG_ACTIONS
 from sinks.base import EventFilter
 
 _NS = 1_000_000_000

@@ -30,7 +30,10 @@ its chain is still stored (it is evidence) but carries `attributes.fleet`
 - ``bad-signature``: a checkpoint whose signature does not verify under the
   key it came with;
 - ``key-changed``: a checkpoint signed by another key than the host's
-  earlier ones (the new key is pinned after the alert);
+  earlier ones (the new key is pinned after the alert). The first
+  checkpoint of a new trail (its genesis) pins that trail's own key as part
+  of the ``new-trail`` incident: named in its detail when it is the first
+  row received, not a second alert;
 - ``alert-without-event``: a host alert whose event never arrived.
 
 Records received again (a publisher that crashed before storing its
@@ -53,8 +56,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from config.errors import InputError, TrailError
-from listener.alert import Alert
-from listener.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
+from listener.model.alert import Alert
+from listener.model.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
 from sinks.kafka.records import Kind, Record
 from sinks.signing import checkpoint_payload, fingerprint, verify_signature
@@ -89,6 +92,9 @@ class HostChain:
     checkpoint: tuple[int, int, int] = (0, 0, 0)  # number, events seq, alerts seq
     key: str | None = None  # fingerprint of the key its checkpoints are signed with
     pending: Problem | None = None  # new-trail: told on this host's next stored row
+    # A new database signs with a key of its own: its first checkpoint re-pins the key,
+    # as part of the new-trail incident rather than a second alert.
+    repin: bool = False
 
     def take_pending(self) -> Problem | None:
         problem, self.pending = self.pending, None
@@ -104,6 +110,7 @@ class HostChain:
             checkpoint=(int(checkpoint[0]), int(checkpoint[1]), int(checkpoint[2])),
             key=state.get("key"),
             pending=_problem(state.get("pending")),
+            repin=bool(state.get("repin", False)),
         )
 
     def as_state(self) -> dict[str, Any]:
@@ -114,6 +121,7 @@ class HostChain:
             "checkpoint": list(self.checkpoint),
             "key": self.key,
             "pending": list(self.pending) if self.pending else None,
+            "repin": self.repin,
         }
 
 
@@ -221,7 +229,7 @@ class FleetChains:
                 f"{chain.trail_id} (received up to seq {chain.events[0]}): a new or replaced "
                 "database",
             )
-            chain = HostChain(record.trail_id, key=chain.key, pending=problem)
+            chain = HostChain(record.trail_id, key=chain.key, pending=problem, repin=True)
             self.hosts[record.host] = chain
         return chain
 
@@ -421,11 +429,11 @@ class _CheckpointCheck:
             or not verify_signature(public, payload, cp["signature"])
         ):
             return "bad-signature", f"checkpoint {cp['n']} does not verify"
-        if chain.key is not None and chain.key != cp["key_fingerprint"]:
-            old, chain.key = chain.key, cp["key_fingerprint"]
-            return "key-changed", f"checkpoint {cp['n']} signed by key {chain.key}, not {old}"
-        chain.key = cp["key_fingerprint"]
-        return None
+        old, chain.key = chain.key, cp["key_fingerprint"]
+        repin, chain.repin = chain.repin, False
+        if old is None or old == chain.key or (repin and chain.pending is None):
+            return None  # a replacing trail's own key, once new-trail was told
+        return "key-changed", f"checkpoint {cp['n']} signed by key {chain.key}, not {old}"
 
     def _head_problem(self) -> Problem | None:
         cp, chain = self.cp, self.chain
@@ -505,7 +513,20 @@ def host_heads(trail: Any, host: str) -> Iterator[dict[str, Any]]:
     found = EventFilter(host=host, type=CHECKPOINT_TYPE, action=CHECKPOINT_ACTION)
     for event in trail.query(found):
         head = dict(event.attributes.get("checkpoint") or {})
-        if not head:
+        arrival = event.attributes.get(FLEET_KEY) or {}
+        if not head or not _is_head_of(event.id, head, arrival, host):
             continue
-        problem = (event.attributes.get(FLEET_KEY) or {}).get("problem")
+        problem = arrival.get("problem")
         yield {**head, "central_seq": event.seq, **({"problem": problem} if problem else {})}
+
+
+def _is_head_of(central_id: str, head: Mapping[str, Any], arrival: Any, host: str) -> bool:
+    """Whether a central `trail`/`checkpoint` event is the record of a checkpoint `host`
+    published, not a host's own row shaped like one (host trails hold `trail` events
+    too, and a row names whatever host it likes)."""
+    if not isinstance(arrival, Mapping) or arrival.get("publisher") != host:
+        return False
+    trail_id, number = arrival.get("trail_id"), head.get("n")
+    if not isinstance(trail_id, str) or not isinstance(number, int):
+        return False
+    return central_id == _checkpoint_id(trail_id, number, str(head.get("signature")))

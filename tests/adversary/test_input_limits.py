@@ -272,7 +272,8 @@ def test_audit_gzip_bomb_is_one_malformed_line(tmp_path: Path) -> None:
 
 def test_live_audit_tail_skips_a_huge_line_in_bounded_memory(tmp_path: Path) -> None:
     from config.models import AuditdConfig
-    from listener.sources.auditd import AuditConverter, _LiveReader
+    from listener.sources.auditd import AuditConverter
+    from listener.sources.auditd.tail import _LiveReader
 
     path = tmp_path / "audit.log"
     big = "type=USER_CMD msg=audit(1700000000.150:7): cmd=" + "41" * (3 * MiB)

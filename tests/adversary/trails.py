@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.alert import Alert
-from listener.event import Actor, Event, Who, natural_id
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
 from notifiers.routing import Routing
-from sinks.memory import seal, seal_alerts
+from sinks.chain import seal, seal_alerts
 from sinks.sqlite import SQLiteTrail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,15 +111,15 @@ def quote(value: object) -> str:
 
 def forged_event_rows(path: Path, numbers: Sequence[int]) -> str:
     """INSERTs of chain-correct events after the stored head (no key needed)."""
-    from sinks.sqlite import _COPIED_NAMES, _copied_values
+    from sinks.sqlite.schema import COPIED_NAMES, copied_values
 
     conn = sqlite3.connect(path)
     seq, head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     conn.close()
     sql = ""
     for stored, content, body in seal([event(n) for n in numbers], seq, head):
-        columns = ("seq", *_COPIED_NAMES, "body", "prev_hash", "hash")
-        values = (stored.seq, *_copied_values(content), body, stored.prev_hash, stored.hash)
+        columns = ("seq", *COPIED_NAMES, "body", "prev_hash", "hash")
+        values = (stored.seq, *copied_values(content), body, stored.prev_hash, stored.hash)
         sql += (
             f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join(map(quote, values))});\n"
         )
@@ -127,15 +127,15 @@ def forged_event_rows(path: Path, numbers: Sequence[int]) -> str:
 
 
 def forged_alert_rows(path: Path, k: int, event_seq: int) -> str:
-    from sinks.sqlite import _ALERT_COPIED_NAMES, _alert_copied_values
+    from sinks.sqlite.schema import ALERT_COPIED_NAMES, alert_copied_values
 
     with SQLiteTrail(path) as trail:
         target = trail.get(event_seq)
         alerts_seq, head = trail.alerts_head()
     assert target is not None
     stored, content, body = seal_alerts([alert_on(target, k)], alerts_seq, head)[0]
-    columns = ("seq", *_ALERT_COPIED_NAMES, "body", "prev_hash", "hash")
-    values = (stored.seq, *_alert_copied_values(content), body, stored.prev_hash, stored.hash)
+    columns = ("seq", *ALERT_COPIED_NAMES, "body", "prev_hash", "hash")
+    values = (stored.seq, *alert_copied_values(content), body, stored.prev_hash, stored.hash)
     return f"INSERT INTO alerts ({', '.join(columns)}) VALUES ({', '.join(map(quote, values))});\n"
 
 

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from config.models import DocktrailConfig
-from listener.alert import Alert
-from listener.event import Event
 from listener.ingest import ingest_files
+from listener.model.alert import Alert
+from listener.model.event import Event
 from sinks.base import AlertFilter, EventFilter
 from sinks.sqlite import SQLiteTrail
 

@@ -9,15 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.models import AuditdConfig
-from listener.alert import Alert
 from listener.coverage import LiveCoverage
-from listener.event import Actor, Event, Who
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who
 from listener.rules.base import RuleContext
 from listener.rules.registry import evaluate
 from listener.sources.auditd import AuditLogTail
 from listener.sources.docker_inspect import exec_config_from_inspect
 from listener.timeline import _who
-from notifiers.render import _who_text
+from notifiers.render.views import _who_text
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
 from tests.detections.harness import Scenario, run_offline

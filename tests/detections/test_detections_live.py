@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from listener.event import Event
+from listener.model.event import Event
 from sinks.base import AlertFilter, EventFilter
 from sinks.sqlite import SQLiteTrail
 from tests.dockerd import BUSYBOX_REF, Dockerd, wait_until

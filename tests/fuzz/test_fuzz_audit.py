@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from config.errors import InputError
 from config.models import AuditdConfig, InputConfig
-from listener.event import Event, canonical_json, chain_hash
+from listener.model.event import Event, canonical_json, chain_hash
 from listener.redact import Redactor
 from listener.sources.auditd import AuditConverter
 from listener.sources.auditparse import AuditAssembler, AuditEvent

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from config.errors import InputError
 from config.models import InputConfig
-from listener.event import Event, canonical_json, chain_hash
+from listener.model.event import Event, canonical_json, chain_hash
 from listener.sources.docker import normalize_engine_event, read_events_file
 
 LIMITS = InputConfig(max_line_bytes=4096, max_field_bytes=256)

@@ -1,0 +1,48 @@
+"""`docktrail serve`: registered on the main group like the other command modules."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from listener.cli.common import State, handles_errors, main, pass_state
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs a token "
+                   "(DOCKTRAIL_SERVE_TOKEN) or --behind-proxy.")  # fmt: skip
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--immutable", is_flag=True,
+              help="The file is a copy nothing writes (faster; counts are cached).")  # fmt: skip
+@click.option("--allow-sql", is_flag=True, help="Let visitors run arbitrary read-only SQL.")
+@click.option("--behind-proxy", is_flag=True,
+              help="An authenticating reverse proxy is in front: allow a non-loopback "
+                   "address without a token.")  # fmt: skip
+@pass_state
+@handles_errors
+def serve(
+    state: State, host: str, port: int, immutable: bool, allow_sql: bool, behind_proxy: bool
+) -> None:
+    """Read-only web explorer of the trail (Datasette): tables, facets, canned queries, JSON.
+
+    Set DOCKTRAIL_SERVE_TOKEN to require that token (HTTP Basic password, any
+    user, or `Authorization: Bearer TOKEN`).
+    """
+    from config.errors import ConfigError, TrailError
+    from listener.serve import TOKEN_ENV, is_loopback, make_datasette
+    from listener.serve import serve as run_server
+
+    path = state.config.trail.path
+    if not path.exists():
+        raise TrailError(f"{path}: no trail here (run `docktrail ingest` or `docktrail run`)")
+    token = os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and token is None and not behind_proxy:
+        raise ConfigError(
+            f"--host {host}: not a loopback address; set {TOKEN_ENV} or put an "
+            "authenticating reverse proxy in front and pass --behind-proxy"
+        )
+    datasette = make_datasette(path, immutable=immutable, allow_sql=allow_sql)
+    click.echo(f"serving {path} read-only on http://{host}:{port}/", err=True)
+    run_server(datasette, host, port, token)

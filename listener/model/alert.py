@@ -1,0 +1,60 @@
+"""The `Alert` model: a rule's finding on a stored event.
+
+The contract is DESIGN.md's "Alert object". Alerts are stored in the trail
+beside events, append-only and hash-chained the same way. An alert's id is
+derived from the event and the rule, so evaluating the same event twice (crash
+repair, replay) yields the same alert and the trail stores it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.models import Severity
+from listener.model.event import Chained, Event, Who, natural_id
+from listener.model.finding import Finding
+
+
+class Alert(Chained, BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int | None = Field(None, description="Position among alerts, set by the trail.")
+    id: str = Field(description="Derived from (event id, rule, match index).")
+    time_ns: int = Field(description="Time of the event that fired it, UTC ns.")
+    rule: str = Field(description="Rule id.")
+    severity: Severity = Field(description="critical, high, medium, low or info.")
+    event_seq: int = Field(description="`seq` of the stored event it points at.")
+    event_id: str = Field(description="`id` of that event.")
+    host: str = Field(description="Host of the event.")
+    container: str | None = Field(None, description="Container name (or short id).")
+    image: str | None = Field(None, description="Image reference.")
+    who: Who = Field(default_factory=Who, description="Who caused the event.")
+    summary: str = Field(description="One line for people.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Rule-specific facts.")
+    suppressed: str | None = Field(
+        None, description="Reason of the configured exception that suppressed it, if any."
+    )
+    hash: str | None = Field(None, description="sha256(prev_hash ‖ canonical alert), hex.")
+    prev_hash: str | None = Field(None, description="`hash` of the previous alert.")
+
+    @classmethod
+    def from_finding(cls, found: Finding, event: Event, index: int = 0) -> Alert:
+        if event.seq is None:
+            raise ValueError("alerts point at stored events: the event has no seq")
+        return cls(
+            id=natural_id("alert", event.id, found.rule, index),
+            time_ns=event.time_ns,
+            rule=found.rule,
+            severity=found.severity,
+            event_seq=event.seq,
+            event_id=event.id,
+            host=event.host,
+            container=found.container,
+            image=found.image,
+            who=event.who,
+            summary=found.summary,
+            details=found.details,
+            suppressed=found.suppressed_by,
+        )

@@ -1,0 +1,369 @@
+"""The socket proxy: accepts clients, reads their peer credentials, forwards bytes.
+
+One engine connection per client connection. Two tasks per connection: the
+upstream task reads each request head (and the bodies that are judged) and
+writes the same bytes to the engine; the downstream task relays each response
+in order. A request that may switch protocols (`Connection: Upgrade`: attach,
+exec start, build sessions) stops the upstream task until the response says
+whether it did (101, or 200 with the Engine's raw-stream type): then both
+directions become a plain byte pipe, half-closes included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+
+from config.proxy import ProxyConfig
+from listener.model.event import Who
+from listener.proxy import judge
+from listener.proxy.events import PeerCall, PeerLedger, api_call_event, api_call_id, peer_who
+from listener.proxy.framing import (
+    MAX_HEAD_BYTES,
+    BodyRelay,
+    FramingError,
+    Inbox,
+    Request,
+    error_response,
+    parse_request,
+    parse_response,
+    pipe,
+    read_head,
+    response_has_body,
+)
+from listener.proxy.peer import Peer, peer_of
+from listener.proxy.record import Recorder
+
+log = logging.getLogger("docktrail.proxy")
+
+ID_BYTES = 4096  # of a create's response: `{"Id": …}`
+
+
+@dataclass(slots=True)
+class Pending:
+    request: Request
+    start_ns: int
+    event_id: str
+    call: judge.Call | None = None
+    peer_call: PeerCall | None = None
+    refused: str | None = None
+    verdict: asyncio.Future[bool] | None = None
+
+
+@dataclass(slots=True)
+class Client:
+    peer: Peer
+    who: Who
+    reader: Inbox
+    writer: asyncio.StreamWriter
+    queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
+
+
+class ProxyServer:
+    def __init__(self, config: ProxyConfig, host: str, recorder: Recorder, ledger: PeerLedger):
+        self._config = config
+        self._host = host
+        self._recorder = recorder
+        self._ledger = ledger
+        self._server: asyncio.Server | None = None
+        self._names: dict[str, str | None] = {}
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        path = self._config.listen
+        await asyncio.to_thread(_remove_stale_socket, path)
+        self._server = await asyncio.start_unix_server(
+            self._accept, path=str(path), limit=MAX_HEAD_BYTES
+        )
+        await asyncio.to_thread(_set_socket_access, self._config)
+        log.info(
+            "socket proxy listening",
+            extra={"fields": {"listen": str(path), "engine": str(self._config.engine)}},
+        )
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(OSError):
+                self._config.listen.unlink()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # credentials and the engine connection at once: both are on every client's path
+        engine_connection = asyncio.create_task(
+            asyncio.open_unix_connection(str(self._config.engine), limit=MAX_HEAD_BYTES)
+        )
+        try:
+            peer, who = await asyncio.to_thread(self._identify, writer.get_extra_info("socket"))
+            if peer.container_id:
+                peer.container_name = await self._container_name(peer.container_id)
+            engine_reader, engine_writer = await engine_connection
+        except OSError as exc:
+            log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
+            _discard(engine_connection)
+            return
+        client = Client(peer, who, Inbox(reader), writer)
+        upstream = asyncio.create_task(self._upstream(client, engine_writer))
+        downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
+        try:
+            # the downstream task ends last: at the upstream's end, a hijack's end, or an error
+            await asyncio.wait({downstream})
+        finally:
+            for task in (upstream, downstream):
+                task.cancel()
+            results = await asyncio.gather(upstream, downstream, return_exceptions=True)
+            engine_writer.close()
+            for result in results:
+                if isinstance(result, FramingError | ConnectionError):
+                    log.warning("proxy connection", extra={"fields": {"error": str(result)}})
+
+    def _identify(self, sock: socket.socket) -> tuple[Peer, Who]:
+        """Blocking: /proc, and user and group names (NSS may ask the network)."""
+        peer = peer_of(sock)
+        if self._config.policy.enabled and self._config.policy.allow_groups:
+            peer.group_names = peer.groups()
+        return peer, peer_who(peer)
+
+    # -- client → engine ---------------------------------------------------------------
+
+    async def _upstream(self, client: Client, engine: asyncio.StreamWriter) -> None:
+        try:
+            while (head := await read_head(client.reader)) is not None:
+                request = parse_request(head)
+                start_ns = time.time_ns()
+                event_id = api_call_id(
+                    self._host, client.peer, start_ns, request.method, request.target
+                )
+                pending = Pending(request, start_ns, event_id)
+                body = await self._judge(client, pending)
+                if pending.refused is not None:
+                    await client.queue.put(pending)
+                    continue
+                if pending.call is not None:
+                    pending.peer_call = self._open_call(client, pending)
+                if judge.may_hijack(request):
+                    pending.verdict = asyncio.get_running_loop().create_future()
+                await client.queue.put(pending)
+                engine.write(head.raw)
+                if body is not None:
+                    engine.write(body)
+                else:
+                    await BodyRelay(client.reader, engine, 0).relay(head)
+                await engine.drain()
+                if pending.verdict is not None and await pending.verdict:
+                    await pipe(client.reader, engine)
+                    return
+            if engine.can_write_eof():
+                engine.write_eof()  # the Engine ends its streams when the client goes
+        finally:
+            await client.queue.put(None)
+
+    async def _judge(self, client: Client, pending: Pending) -> bytes | None:
+        """Reads the body when it is judged; sets `call` and `refused`."""
+        request = pending.request
+        head = request.head
+        if not judge.changes_state(request):
+            return None
+        body: bytes | None = None
+        truncated = False
+        if judge.wants_body(request):
+            length = head.content_length
+            if not head.chunked and length is not None and length <= self._config.max_body_bytes:
+                body = await client.reader.read_exactly(length)
+            else:
+                truncated = True
+        pending.call = judge.describe(request, body, truncated)
+        pending.refused = judge.refusal(self._config.policy, pending.call, client.peer)
+        refuse_unrecorded = self._config.on_trail_failure == "refuse" and self._recorder.failing
+        if pending.refused is None and refuse_unrecorded:
+            pending.refused = "docktrail cannot write its audit trail: request refused"
+        if pending.refused is not None and body is None:
+            await BodyRelay(client.reader, None, 0).relay(head)  # consumed, never forwarded
+        return body
+
+    def _open_call(self, client: Client, pending: Pending) -> PeerCall:
+        call = pending.call
+        assert call is not None
+        keys = [(call.kind, name) for name in call.names]
+        if call.kind == "image" and call.image:
+            keys.append(("image", call.image))
+        creates = call.path == "/containers/create" or call.path.endswith("/exec")
+        return self._ledger.open(
+            pending.event_id, call.path, client.who, client.peer, keys, awaiting_id=creates
+        )
+
+    # -- engine → client ---------------------------------------------------------------
+
+    async def _downstream(self, client: Client, engine: Inbox) -> None:
+        while (pending := await client.queue.get()) is not None:
+            if pending.refused is not None:
+                client.writer.write(error_response(403, "Forbidden", pending.refused))
+                await client.writer.drain()
+                self._record(client, pending, 403)
+                log.warning(
+                    "proxy refused a request",
+                    extra={"fields": {"who": client.who.login, "reason": pending.refused}},
+                )
+                continue
+            try:
+                ended = await self._relay_response(client, engine, pending)
+            except BaseException:
+                self._record(client, pending, None)
+                if pending.verdict is not None and not pending.verdict.done():
+                    pending.verdict.set_result(False)
+                raise
+            if ended:
+                return
+
+    async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
+        """Relays one response; True when the connection is done (hijack or close)."""
+        head = await read_head(engine)
+        if head is None:
+            self._record(client, pending, None)
+            if pending.verdict is not None:
+                pending.verdict.set_result(False)
+            return True
+        response = parse_response(head)
+        client.writer.write(head.raw)
+        await client.writer.drain()
+        if pending.verdict is not None:
+            hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
+            pending.verdict.set_result(hijacked)
+            if hijacked:  # the call lasts as long as the stream: its events come during it
+                self._record(client, pending, response.status, finish=False)
+                await pipe(engine, client.writer)
+                if pending.peer_call is not None:
+                    pending.peer_call.finish([])
+                return True
+        keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
+        relay = BodyRelay(engine, client.writer, keep)
+        until_close = not head.chunked and head.content_length is None
+        if response_has_body(pending.request.method, response.status):
+            await relay.relay(head, until_close=True)
+        else:
+            until_close = False
+        self._record(client, pending, response.status, _response_id(relay.kept))
+        return until_close and response_has_body(pending.request.method, response.status)
+
+    def _record(
+        self,
+        client: Client,
+        pending: Pending,
+        status: int | None,
+        response_id: str | None = None,
+        *,
+        finish: bool = True,
+    ) -> None:
+        if pending.call is None:
+            return
+        event = api_call_event(
+            self._host,
+            client.peer,
+            client.who,
+            pending.request.method,
+            pending.request.target,
+            pending.call,
+            status=status,
+            start_ns=pending.start_ns,
+            refused=pending.refused,
+            response_id=response_id,
+        )
+        if pending.peer_call is not None and finish:
+            kind = "exec" if pending.call.path.endswith("/exec") else pending.call.kind
+            pending.peer_call.finish([(kind, response_id or "")])
+        self._recorder.record(event)
+
+    async def _container_name(self, container_id: str) -> str | None:
+        if container_id not in self._names:
+            self._names[container_id] = await _inspect_name(self._config, container_id)
+        return self._names[container_id]
+
+
+def _discard(connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    if not connecting.done():
+        connecting.cancel()
+    elif not connecting.cancelled() and connecting.exception() is None:
+        connecting.result()[1].close()
+
+
+def _response_id(kept: bytearray) -> str | None:
+    if not kept:
+        return None
+    try:
+        data = json.loads(bytes(kept))
+    except ValueError:
+        return None
+    value = data.get("Id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def _inspect_name(config: ProxyConfig, container_id: str) -> str | None:
+    """The name of the container a client runs in, from the Engine itself."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(config.engine))
+    except OSError:
+        return None
+    try:
+        writer.write(
+            f"GET /containers/{container_id}/json HTTP/1.1\r\nHost: docker\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        inbox = Inbox(reader)
+        head = await asyncio.wait_for(read_head(inbox), 5)
+        if head is None or parse_response(head).status != 200:
+            return None
+        relay = BodyRelay(inbox, None, 1 << 20)
+        await asyncio.wait_for(relay.relay(head, until_close=True), 5)
+        name = json.loads(bytes(relay.kept)).get("Name")
+        return name.lstrip("/") if isinstance(name, str) else None
+    except (OSError, ValueError, FramingError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+def _remove_stale_socket(path: object) -> None:
+    import os
+    import stat
+    from pathlib import Path
+
+    target = Path(str(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(target.lstat().st_mode):
+            os.unlink(target)
+
+
+def _set_socket_access(config: ProxyConfig) -> None:
+    import grp
+    import os
+
+    if config.listen_group:
+        try:
+            os.chown(config.listen, -1, grp.getgrnam(config.listen_group).gr_gid)
+        except (KeyError, PermissionError) as exc:
+            log.warning("proxy socket group not set", extra={"fields": {"error": str(exc)}})
+    os.chmod(config.listen, config.listen_mode)

@@ -1,0 +1,4 @@
+"""What the explorer shows: its database name and visible tables (no Datasette import)."""
+
+DATABASE = "trail"
+VISIBLE_TABLES = frozenset({"events", "alerts", "checkpoints"})

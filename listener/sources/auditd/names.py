@@ -1,0 +1,63 @@
+"""User and group names for audit ids, from the ENRICHED fields or a passwd-style file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class IdNames:
+    """uid/gid -> name from passwd/group files; read again when an id is missing and
+    the file changed (users are added while the service runs)."""
+
+    def __init__(self, passwd: Path | None, group: Path | None) -> None:
+        self._users = _IdFile(passwd)
+        self._groups = _IdFile(group)
+
+    def user(self, uid: int | None) -> str | None:
+        return self._users.name(uid)
+
+    def group(self, gid: int | None) -> str | None:
+        return self._groups.name(gid)
+
+
+class _IdFile:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.names: dict[int, str] = {}
+        self.mtime_ns: int | None = None
+
+    def name(self, number: int | None) -> str | None:
+        if number is None or self.path is None:
+            return None
+        found = self.names.get(number)
+        if found is None and self._changed():
+            self.names = _read_id_file(self.path)
+            found = self.names.get(number)
+        return found
+
+    def _changed(self) -> bool:
+        assert self.path is not None
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        changed, self.mtime_ns = mtime != self.mtime_ns, mtime
+        return changed
+
+
+def _read_id_file(path: Path) -> dict[int, str]:
+    """`name:x:id:…` lines; the first name of an id wins (as getpwuid does)."""
+    names: dict[int, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        log.warning("cannot read %s for user names: %s", path, exc.strerror or exc)
+        return names
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[2].isdigit():
+            names.setdefault(int(parts[2]), parts[0])
+    return names

@@ -1,0 +1,343 @@
+"""`AuditAssembler`: lines to records to events, closed by EOE, by time window or by flush."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+
+from listener.sources.auditparse.fields import (
+    CACHE_MAX,
+    ENRICHED_CACHE,
+    EXECVE_CACHE,
+    INT64_MAX,
+    LATEST_TIME_NS,
+    MALFORMED_TEXT_MAX,
+    MAX_LINE,
+    SAFE_HEADS,
+    TAILS,
+    Truncated,
+    enriched_fields,
+    execve_fast,
+    head_parses_later,
+    parses_later,
+    record_fields,
+)
+from listener.sources.auditparse.records import AuditEvent, AuditRecord, Malformed
+from listener.sources.lines import Oversized
+
+
+def _printable(line: str) -> str:
+    text = line.rstrip("\r\n")[:MALFORMED_TEXT_MAX]
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class AuditAssembler:
+    """Feed lines, get events. See the module docstring for the closing rules.
+
+    Batch use: ``feed`` every line (or ``feed_lines`` blocks of them), then
+    ``flush_all()``; or just ``read_audit_file``.
+    Live tailing: ``feed`` new lines as they are written, and every second or so
+    ``flush(older_than_ns=time.time_ns() - grace)`` to close EOE-less events that
+    no newer record will close. ``feed``/``flush``/``flush_all`` return events in
+    the order they close; use ``LineOrder`` with ``oldest_open_line`` for file
+    order. A record arriving after its event closed (later than the window) opens
+    a new event with the same id. ``malformed`` collects bad lines; a long-running
+    caller should ``drain_malformed()`` regularly.
+    """
+
+    def __init__(
+        self, path: str | None = None, window_secs: float = 2.0, max_line: int = MAX_LINE
+    ) -> None:
+        self.path = path
+        self.max_line = max_line  # longer lines are malformed (characters)
+        self.window_ns = round(window_secs * 1_000_000_000)
+        self.malformed: list[Malformed] = []
+        self.records = 0
+        self.events = 0
+        self.blank = 0
+        # Newest audit time fed: every event older than this minus the window is closed.
+        self.newest_ns = 0
+        self.malformed_count = 0
+        self._open: dict[str, AuditEvent] = {}  # insertion order == first-line order
+        # (time_ns, seq, key, event); entries of events closed by EOE go stale and
+        # are skipped when popped.
+        self._heap: list[tuple[int, int, str, AuditEvent]] = []
+        self._seq = itertools.count()
+
+    # -- counters -----------------------------------------------------------
+    @property
+    def counters(self) -> dict[str, int]:
+        return {
+            "records": self.records,
+            "events": self.events,
+            "malformed": self.malformed_count,
+            "blank": self.blank,
+        }
+
+    @property
+    def open_events(self) -> int:
+        return len(self._open)
+
+    @property
+    def oldest_open_line(self) -> int | None:
+        """First line of the earliest-started open event (events before it are final)."""
+        for event in self._open.values():
+            return event.records[0].line
+        return None
+
+    @property
+    def oldest_open_ns(self) -> int | None:
+        """Audit time of the earliest open event."""
+        heap, opened = self._heap, self._open
+        while heap and opened.get(heap[0][2]) is not heap[0][3]:
+            heapq.heappop(heap)  # closed by EOE: stale
+        return heap[0][0] if heap else None
+
+    def drain_malformed(self) -> list[Malformed]:
+        """Malformed entries reported since the last drain (keeps a live tail's memory flat)."""
+        drained, self.malformed = self.malformed, []
+        return drained
+
+    # -- input --------------------------------------------------------------
+    def feed(self, line: str, lineno: int) -> list[AuditEvent]:
+        """Parse one line (with or without its newline); return the events it closed."""
+        return self.feed_lines((line,), lineno)
+
+    def feed_lines(self, lines: Iterable[str], first: int = 1) -> list[AuditEvent]:
+        """``feed`` each of ``lines``, numbered from ``first``; the events they closed.
+
+        Per line only the header is read (type, ``msg=audit(TIME:SERIAL)``) and
+        the record's text checked: its fields are parsed when first asked for
+        (see ``AuditRecord``), so what a consumer drops unread costs little.
+        """
+        closed: list[AuditEvent] = []
+        opened, heap, window = self._open, self._heap, self.window_ns
+        newest, records, path = self.newest_ns, 0, self.path
+        bad = self._bad
+        tails_of, enriched_known, safe_heads = TAILS.get, ENRICHED_CACHE, SAFE_HEADS
+        execves = EXECVE_CACHE.get
+        max_line = self.max_line
+        lineno = first - 1
+        for line in lines:
+            lineno += 1
+            if len(line) > max_line:
+                self.skip_oversized(lineno, Oversized(len(line), max_line))
+                continue
+            # The header: [node=NODE ]type=TYPE msg=audit(STAMP): ... Partitions are the
+            # quick way; any doubt goes through _header, which names what is wrong.
+            head, close, body = line.partition("):")
+            pre, msg, stamp = head.partition(" msg=audit(")
+            if pre[:5] == "type=" and " " not in pre:
+                node, rtype = None, pre[5:]
+            elif pre[:5] == "node=":
+                node, _, rtype = pre.partition(" ")
+                node = node[5:]
+                if rtype[:5] != "type=" or " " in rtype:
+                    msg = ""  # not the quick kind
+                rtype = rtype[5:]
+            else:
+                msg = ""
+            if not (close and msg) or "\x00" in line or "msg=audit(" in body:
+                parsed_header = self._header(line, lineno)
+                if parsed_header is None:
+                    continue
+                node, rtype, stamp, body = parsed_header
+            key = stamp if node is None else f"{node} {stamp}"
+            event = opened.get(key)
+            if event is None:  # time and serial (as parse_time_ns reads the time)
+                seconds, colon, number = stamp.partition(":")
+                whole, dot, frac = seconds.partition(".")
+                if not (
+                    colon
+                    and dot
+                    and number.isdigit()
+                    and whole.isdigit()
+                    and frac.isdigit()
+                    and len(frac) <= 9
+                    and stamp.isascii()
+                ):
+                    bad(line, lineno, "garbled time or serial in msg=audit(...)")
+                    continue
+                if len(whole) > 11 or len(number) > 19:  # int() of a huge text is slow
+                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
+                    continue
+                time_ns = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0"))
+                serial = int(number)
+                if time_ns >= LATEST_TIME_NS or serial > INT64_MAX:
+                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
+                    continue
+            else:
+                time_ns = event.time_ns
+            raw, gs, extra_text = body.partition("\x1d")
+            extra = extra_text if gs else None
+            # Parse now only what might not parse (rare: see parses_later) and
+            # EXECVE (quick, and wanted by every docker CLI event); the rest waits.
+            fields = enriched = tail = None
+            cut = 0
+            try:
+                spec = tails_of(rtype)
+                found = ""
+                if spec is not None:
+                    anchor, known = spec
+                    head, found, rest = raw.partition(anchor) if anchor else ("", "=", raw)
+                if found:
+                    tail = known.get(rest)  # it parsed before, and plainly: it will again
+                    if tail is None or (
+                        head
+                        and ('"' in head or "'" in head or "{" in head)
+                        and head not in safe_heads
+                        and not head_parses_later(head)
+                    ):
+                        fields, tail = record_fields(rtype, raw), None
+                    else:
+                        cut = len(head)
+                elif rtype == "EXECVE":
+                    tail = execves(raw)
+                    if tail is None:
+                        fields = execve_fast(raw)
+                        if fields is not None:
+                            if len(EXECVE_CACHE) >= CACHE_MAX:
+                                EXECVE_CACHE.clear()
+                            EXECVE_CACHE[raw] = fields.copy()
+                        elif not parses_later(raw):
+                            fields = record_fields(rtype, raw)
+                elif not parses_later(raw):
+                    fields = record_fields(rtype, raw)
+                if extra is not None and extra not in enriched_known:
+                    enriched = enriched_fields(extra)
+            except Truncated:
+                bad(line, lineno, "unterminated quote (truncated line?)")
+                continue
+            rec = AuditRecord(rtype, fields, enriched, lineno, raw, extra, tail, cut)
+            if time_ns > newest:
+                newest = time_ns
+            if heap and time_ns - heap[0][0] > window:
+                closed += self._expire(time_ns)
+            if event is not None:
+                records += 1
+                event.records.append(rec)
+                if rtype == "EOE":
+                    closed.append(self._close(key, event))
+                continue
+            if rtype == "EOE":  # its event was closed by the window already
+                bad(line, lineno, "EOE without an open event")
+                continue
+            records += 1
+            event = AuditEvent(time_ns, serial, node, [rec], path)
+            if rtype.startswith("DAEMON_"):  # written by auditd itself: never extended
+                self.events += 1
+                closed.append(event)
+                continue
+            opened[key] = event
+            heapq.heappush(heap, (time_ns, next(self._seq), key, event))
+        self.newest_ns, self.records = newest, self.records + records
+        return closed
+
+    def _header(self, line: str, lineno: int) -> tuple[str | None, str, str, str] | None:
+        """``(node, type, stamp, body)`` of a record line; None (reported) when it is not one."""
+        if line.startswith("type="):
+            node = None
+            rest = line
+        elif line.startswith("node="):
+            sp = line.find(" ")
+            if sp < 0 or not line.startswith("type=", sp + 1):
+                self._bad(line, lineno, "node= prefix without type=")
+                return None
+            node, rest = line[5:sp], line[sp + 1 :]
+        else:
+            self._not_a_record(line, lineno)
+            return None
+        sp = rest.find(" ", 5)
+        if sp < 0 or not rest.startswith("msg=audit(", sp + 1):
+            self._bad(line, lineno, "no msg=audit(...) after type=")
+            return None
+        close = rest.find("):", sp + 11)
+        if close < 0:
+            close = _close_without_colon(rest, sp + 11)
+        if close < 0:
+            self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
+            return None
+        if "\x00" in line:
+            self._bad(line, lineno, "NUL bytes in line (binary garbage)")
+            return None
+        if rest.find("msg=audit(", close) >= 0:  # a cut line ran into the next record
+            self._bad(line, lineno, "two records on one line (truncated line?)")
+            return None
+        return node, rest[5:sp], rest[sp + 11 : close], rest[close + 2 :]
+
+    def _close(self, key: str, event: AuditEvent) -> AuditEvent:
+        del self._open[key]
+        self.events += 1
+        return event
+
+    def _pop_while(self, limit_ns: int) -> list[AuditEvent]:
+        """Close open events whose time is below ``limit_ns``, in (time, arrival) order."""
+        heap, opened = self._heap, self._open
+        closed: list[AuditEvent] = []
+        while heap and heap[0][0] < limit_ns:
+            _, _, key, event = heapq.heappop(heap)
+            if opened.get(key) is event:  # else: stale entry, closed by EOE earlier
+                closed.append(self._close(key, event))
+        return closed
+
+    def _expire(self, now_ns: int) -> list[AuditEvent]:
+        return self._pop_while(now_ns - self.window_ns)
+
+    def flush(self, older_than_ns: int) -> list[AuditEvent]:
+        """Close events whose audit time is before ``older_than_ns`` (wall clock, live tail)."""
+        return self._pop_while(older_than_ns)
+
+    def flush_all(self) -> list[AuditEvent]:
+        """Close every open event (end of input), in audit-time order."""
+        closed = self._pop_while(1 << 126)
+        self._heap.clear()
+        return closed
+
+    # -- bad input ----------------------------------------------------------
+    def skip_oversized(self, lineno: int, line: Oversized) -> None:
+        """A line too long to read (left unread by ``bounded_lines``, or fed): malformed."""
+        self._bad("", lineno, line.reason)
+
+    def feed_block(self, block: list[str | Oversized], first: int) -> list[AuditEvent]:
+        """``feed_lines`` of a ``bounded_lines`` block, its oversized lines reported."""
+        skipped = [index for index, line in enumerate(block) if type(line) is Oversized]
+        if not skipped:
+            return self.feed_lines(block, first)  # type: ignore[arg-type]  # all str
+        closed: list[AuditEvent] = []
+        start = 0
+        for index in skipped:
+            closed += self.feed_lines(block[start:index], first + start)  # type: ignore[arg-type]
+            self.skip_oversized(first + index, block[index])  # type: ignore[arg-type]
+            start = index + 1
+        closed += self.feed_lines(block[start:], first + start)  # type: ignore[arg-type]
+        return closed
+
+    def _not_a_record(self, line: str, lineno: int) -> list[AuditEvent]:
+        stripped = line.strip()
+        if not stripped:
+            self.blank += 1
+            return []
+        if stripped.startswith("#"):
+            return self._bad(line, lineno, "comment line")
+        if "type=" in line:
+            return self._bad(line, lineno, "garbage before type=")
+        return self._bad(line, lineno, "no type= field")
+
+    def _bad(self, line: str, lineno: int, reason: str) -> list[AuditEvent]:
+        self.malformed_count += 1
+        self.malformed.append(Malformed(self.path, lineno, reason, _printable(line)))
+        return []
+
+
+def _close_without_colon(rest: str, start: int) -> int:
+    """Where ``msg=audit(...)`` closes when auditd 2.x wrote no colon after it, else -1.
+
+    ``type=DAEMON_CONFIG msg=audit(1490239800.477:34) config changed, auid=0 …``:
+    the stamp ends at the first ``)`` followed by a space or the end of the line.
+    Returned as the index of a ``):`` would be (the body starts two further on).
+    """
+    end = rest.find(")", start)
+    if end < 0 or rest[end + 1 : end + 2] not in ("", " ", "\n", "\r"):
+        return -1
+    return end

@@ -1,0 +1,266 @@
+"""Filters as SQL (what `sinks.filtering` means, in an index-friendly form) and rows
+back to events and alerts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.errors import TamperError
+from listener.model.alert import Alert
+from listener.model.event import Event
+from sinks.base import (
+    AlertFilter,
+    EventFilter,
+    Wanted,
+    severities_at_least,
+    values_of,
+)
+from sinks.filtering import glob_prefix, is_glob
+
+
+def build_query(
+    f: EventFilter, columns: str = "seq, body, prev_hash, hash"
+) -> tuple[str, list[Any]]:
+    """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
+    where: list[str] = []
+    params: list[Any] = []
+    # Without statistics SQLite favours the (type, action) index even when a far
+    # more selective one applies; `+` leaves type/action to the other indexes then.
+    narrower = (f.container, f.image, f.user, f.since_ns, f.until_ns)
+    plus = "+" if any(value is not None for value in narrower) else ""
+    equal = (
+        (f"{plus}type", f.type),
+        (f"{plus}action", f.action),
+        ("source", f.source),
+        ("host", f.host),
+    )
+    for column, wanted in equal:
+        _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
+    bounds = (("time_ns >= ?", f.since_ns), ("time_ns < ?", f.until_ns), ("seq > ?", f.after_seq))
+    for clause, number in bounds:
+        if number is not None:
+            where.append(clause)
+            params.append(number)
+    _add_all_of(where, params, f.container, _container_sql)
+    _add_any_of(where, params, f.image, _image_sql)
+    _add_any_of(where, params, f.user, _user_sql)
+    for key, wanted in f.labels.items():
+        _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
+    return _select(columns, "events", where, params, f.limit)
+
+
+def _select(
+    columns: str, table: str, where: list[str], params: list[Any], limit: int | None
+) -> tuple[str, list[Any]]:
+    """The statement of a query: its conditions (all must hold), in seq order, at most `limit`."""
+    sql = f"SELECT {columns} FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(limit, 0))
+    return sql, params
+
+
+def _add_any_of(
+    where: list[str],
+    params: list[Any],
+    wanted: Wanted,
+    term: Callable[[str], tuple[str, list[Any]]],
+) -> None:
+    """One AND-ed condition: any of the wanted values' terms (nothing when unset)."""
+    clauses: list[str] = []
+    for value in values_of(wanted):
+        clause, values = term(value)
+        clauses.append(clause)
+        params.extend(values)
+    if clauses:
+        where.append(clauses[0] if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")")
+
+
+def _add_all_of(
+    where: list[str],
+    params: list[Any],
+    wanted: Wanted,
+    term: Callable[[tuple[str, ...]], tuple[str, list[Any]]],
+) -> None:
+    """One AND-ed condition built from every wanted value at once (nothing when unset)."""
+    values = values_of(wanted)
+    if values:
+        clause, clause_params = term(values)
+        where.append(clause)
+        params.extend(clause_params)
+
+
+def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
+    return f"{column} = ?", [value]
+
+
+def _user_sql(value: str) -> tuple[str, list[Any]]:
+    return "(who_login = ? OR who_user = ?)", [value, value]
+
+
+def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
+    clause = (
+        "EXISTS (SELECT 1 FROM json_each(events.body, '$.attributes.labels') AS label "
+        "WHERE label.key = ? AND label.type = 'text' AND label.value = ?)"
+    )
+    return clause, [key, value]
+
+
+def _container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """Events of the containers named (names through renames) or id-prefixed by `values`."""
+    # A flat OR of indexable terms lets SQLite answer each term from its own index.
+    # `+type` keeps the planner off the (type, action) index, which for a common
+    # type would mean scanning every container event.
+    names = _marks(values)
+    terms = [f"(+type = 'container' AND actor_name IN ({names}))"]
+    params: list[Any] = list(values)
+    for column, typed in (("actor_id", "+type = 'container' AND "), ("container", "")):
+        for value in values:
+            prefix, prefix_params = prefix_sql(column, value)
+            terms.append(f"({typed}{prefix})")
+            params.extend(prefix_params)
+    bore, bore_params = _ids_named_sql(values)
+    terms += [f"(+type = 'container' AND actor_id IN ({bore}))", f"container IN ({bore})"]
+    params += bore_params * 2
+    if len(values) == 1:
+        return "(" + " OR ".join(terms) + ")", params
+    # Several values make more OR terms than the planner will answer index by
+    # index (it scans instead): a union of one indexed select per term does.
+    union = " UNION ".join(f"SELECT seq FROM events WHERE {term}" for term in terms)
+    return f"seq IN ({union})", params
+
+
+def _ids_named_sql(names: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The ids of the containers that ever bore one of `names`.
+
+    A rename changes the name the Engine puts in later events, not the
+    container; its `oldName` ("/a1") names it too, should the trail lack the
+    earlier events. Network events carry only these ids.
+    """
+    old = (*names, *(f"/{name}" for name in names))
+    sql = (
+        "SELECT actor_id FROM events WHERE +type = 'container' "
+        f"AND actor_name IN ({_marks(names)}) "
+        "UNION SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
+        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
+    )
+    return sql, [*names, *old]
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _image_sql(value: str) -> tuple[str, list[Any]]:
+    if not is_glob(value):
+        return "(actor_image = ? OR (+type = 'image' AND actor_name = ?))", [value, value]
+    # GLOB plus the literal prefix as a range: the range is what uses the index.
+    prefix = glob_prefix(value)
+    image_range, image_params = prefix_sql("actor_image", prefix)
+    name_range, name_params = prefix_sql("actor_name", prefix)
+    clause = (
+        f"((actor_image GLOB ? AND {image_range}) "
+        f"OR (+type = 'image' AND actor_name GLOB ? AND {name_range}))"
+    )
+    return clause, [value, *image_params, value, *name_params]
+
+
+def build_alert_query(
+    f: AlertFilter, columns: str = "seq, body, prev_hash, hash"
+) -> tuple[str, list[Any]]:
+    """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, wanted in (("rule", f.rule), ("severity", f.severity), ("host", f.host)):
+        _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
+    simple: tuple[tuple[str, object], ...] = (
+        ("time_ns >= ?", f.since_ns),
+        ("time_ns < ?", f.until_ns),
+        ("seq > ?", f.after_seq),
+        ("event_seq = ?", f.event_seq),
+    )
+    for clause, value in simple:
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if f.min_severity is not None:
+        names = severities_at_least(f.min_severity)
+        where.append(f"severity IN ({', '.join('?' * len(names))})")
+        params.extend(names)
+    if not f.include_suppressed:
+        where.append("suppressed = 0")
+    _add_all_of(where, params, f.container, _alert_container_sql)
+    _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
+    _add_any_of(where, params, f.user, _user_sql)
+    return _select(columns, "alerts", where, params, f.limit)
+
+
+def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The alert's own container name, or an event of that container (as for events)."""
+    by_event, event_params = _container_sql(values)
+    clause = (
+        f"(container IN ({_marks(values)}) "
+        f"OR event_seq IN (SELECT seq FROM events WHERE {by_event}))"
+    )
+    return clause, [*values, *event_params]
+
+
+def _glob_or_equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
+    if not is_glob(value):
+        return f"{column} = ?", [value]
+    prefix, prefix_params = prefix_sql(column, glob_prefix(value))
+    return f"({column} GLOB ? AND {prefix})", [value, *prefix_params]
+
+
+def prefix_sql(column: str, prefix: str) -> tuple[str, list[Any]]:
+    """`column` starts with `prefix`, as an index-friendly range."""
+    upper = _prefix_upper(prefix)
+    if upper is None:
+        return f"{column} >= ?", [prefix]
+    return f"{column} >= ? AND {column} < ?", [prefix, upper]
+
+
+def _prefix_upper(prefix: str) -> str | None:
+    """The least string above every string starting with `prefix` (UTF-8 byte order)."""
+    while prefix:
+        nxt = ord(prefix[-1]) + 1
+        if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
+            nxt = 0xE000
+        if nxt <= 0x10FFFF:
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
+
+
+def event_from_row(seq: int, body: str, prev_hash: str, digest: str) -> Event:
+    try:
+        event = Event.model_validate_json(body)
+    except ValidationError as exc:
+        raise TamperError(
+            f"stored body is not a valid event ({exc.error_count()} errors); run docktrail verify",
+            seq=seq,
+        ) from exc
+    event.prev_hash = prev_hash
+    event.hash = digest
+    return event
+
+
+def alert_from_row(seq: int, body: str, prev_hash: str, digest: str) -> Alert:
+    try:
+        alert = Alert.model_validate_json(body)
+    except ValidationError as exc:
+        raise TamperError(
+            f"alert seq {seq}: stored body is not a valid alert ({exc.error_count()} errors); "
+            "run docktrail verify"
+        ) from exc
+    alert.prev_hash = prev_hash
+    alert.hash = digest
+    return alert

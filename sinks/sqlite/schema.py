@@ -1,0 +1,296 @@
+"""The SQLite trail's schema: the columns copied out of each event and alert, the
+migrations that create tables, indexes and append-only triggers, and connection
+settings.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from sqlite_utils import Database
+
+from config.errors import TrailError
+from listener.model.event import GENESIS_HASH
+from sinks import headseal, outbox
+
+APPEND_ONLY_MESSAGE = "docktrail trail is append-only"
+BUSY_TIMEOUT_SECS = 10.0
+ID_CHUNK = 500  # ids per `IN (...)` lookup, below SQLite's old 999-parameter limit
+CACHE_KIB = 16 * 1024  # page cache: keeps the random-order id index hot during bulk ingest
+# A commit of 500 events dirties ~750 pages, most of them random leaves of the id
+# index. SQLite's default autocheckpoint (1000 pages) would copy them back into the
+# database after nearly every commit; a larger WAL lets one checkpoint write each
+# page once for many commits (measured: the largest single saving on the append path).
+WAL_AUTOCHECKPOINT_PAGES = 8192
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # truncate the WAL back to this after a checkpoint
+
+# Copied body fields: (column, SQL expression reading the same value from the body).
+# Plain columns rather than GENERATED ones: a generated column's expression lives in
+# the schema text, which whoever can edit rows can rewrite as well (writable_schema),
+# so verify would have to audit the schema anyway; comparing values is direct, and
+# it also catches an edited index-only column (tests/test_trail_tamper.py).
+_COPIED: tuple[tuple[str, str], ...] = (
+    ("id", "json_extract(body, '$.id')"),
+    ("time_ns", "json_extract(body, '$.time_ns')"),
+    ("source", "json_extract(body, '$.source')"),
+    ("host", "json_extract(body, '$.host')"),
+    ("type", "json_extract(body, '$.type')"),
+    ("action", "json_extract(body, '$.action')"),
+    ("actor_id", "json_extract(body, '$.actor.id')"),
+    ("actor_name", "json_extract(body, '$.actor.name')"),
+    ("actor_image", "json_extract(body, '$.actor.image')"),
+    ("who_login", "json_extract(body, '$.who.login')"),
+    ("who_user", "json_extract(body, '$.who.user')"),
+    (
+        "container",
+        "CASE json_type(body, '$.attributes.container') WHEN 'text' "
+        "THEN json_extract(body, '$.attributes.container') END",
+    ),
+)
+_ALERT_COPIED: tuple[tuple[str, str], ...] = (
+    ("id", "json_extract(body, '$.id')"),
+    ("time_ns", "json_extract(body, '$.time_ns')"),
+    ("rule", "json_extract(body, '$.rule')"),
+    ("severity", "json_extract(body, '$.severity')"),
+    ("event_seq", "json_extract(body, '$.event_seq')"),
+    ("host", "json_extract(body, '$.host')"),
+    ("container", "json_extract(body, '$.container')"),
+    ("image", "json_extract(body, '$.image')"),
+    ("who_login", "json_extract(body, '$.who.login')"),
+    ("who_user", "json_extract(body, '$.who.user')"),
+    ("suppressed", "json_extract(body, '$.suppressed') IS NOT NULL"),
+)
+
+
+def _insert_sql(table: str, copied: tuple[tuple[str, str], ...]) -> str:
+    names = ", ".join(name for name, _ in copied)
+    marks = ", ".join("?" * (len(copied) + 4))
+    return f"INSERT INTO {table} (seq, {names}, body, prev_hash, hash) VALUES ({marks})"
+
+
+def _columns_match_sql(copied: tuple[tuple[str, str], ...]) -> str:
+    """SQL true when a row's copied columns (and seq) equal their values in its body."""
+    # json_valid first: json_extract raises on malformed JSON, which would abort the whole pass.
+    return (
+        "CASE WHEN json_valid(body) THEN (json_extract(body, '$.seq') IS seq AND "
+        + " AND ".join(f"({expr}) IS {name}" for name, expr in copied)
+        + ") ELSE 0 END"
+    )
+
+
+COPIED_NAMES = tuple(name for name, _ in _COPIED)
+ALERT_COPIED_NAMES = tuple(name for name, _ in _ALERT_COPIED)
+EVENT_INSERT = _insert_sql("events", _COPIED)
+ALERT_INSERT = _insert_sql("alerts", _ALERT_COPIED)
+VERIFY_ROWS = (
+    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)} FROM events ORDER BY seq"
+)
+# The last column: the alert's event exists and is the one its body names (step 6).
+VERIFY_ALERT_ROWS = (
+    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_ALERT_COPIED)}, event_seq, "
+    "CASE WHEN json_valid(body) THEN (SELECT id FROM events WHERE events.seq = alerts.event_seq) "
+    "IS json_extract(body, '$.event_id') ELSE 0 END "
+    "FROM alerts ORDER BY seq"
+)
+UPSERT_STATE = (
+    "INSERT INTO source_state (name, value, updated_ns) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ns = excluded.updated_ns"
+)
+
+
+def copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
+    """The copied columns' values, in `_COPIED` order, from an event's content."""
+    actor, who = content["actor"], content["who"]
+    container = content["attributes"].get("container")
+    return (
+        content["id"],
+        content["time_ns"],
+        content["source"],
+        content["host"],
+        content["type"],
+        content["action"],
+        actor["id"],
+        actor["name"],
+        actor["image"],
+        who["login"],
+        who["user"],
+        container if isinstance(container, str) else None,
+    )
+
+
+def alert_copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
+    """The copied columns' values, in `_ALERT_COPIED` order, from an alert's content."""
+    who = content["who"]
+    return (
+        content["id"],
+        content["time_ns"],
+        content["rule"],
+        content["severity"],
+        content["event_seq"],
+        content["host"],
+        content["container"],
+        content["image"],
+        who["login"],
+        who["user"],
+        0 if content["suppressed"] is None else 1,
+    )
+
+
+# -- migrations ---------------------------------------------------------------
+
+
+class Migration(NamedTuple):
+    name: str
+    apply: Callable[[Database], None]
+
+
+def _m0001_tables(db: Database) -> None:
+    db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('trail_id', ?), ('created_ns', ?)",
+        [secrets.token_hex(16), str(time.time_ns())],
+    )
+    # Spelled out, not derived from _COPIED: an applied migration must never change.
+    columns: dict[str, Any] = {"seq": int, "id": str, "time_ns": int}
+    for name in ("source", "host", "type", "action", "actor_id", "actor_name", "actor_image"):
+        columns[name] = str
+    for name in ("who_login", "who_user", "container", "body", "prev_hash", "hash"):
+        columns[name] = str
+    nullable = {"actor_name", "actor_image", "who_login", "who_user", "container"}
+    db.table("events").create(columns, pk="seq", not_null=set(columns) - nullable)
+    checkpoint_columns: dict[str, Any] = {
+        "n": int,
+        "trail_id": str,
+        "seq": int,
+        "hash": str,
+        "time_ns": int,
+        "key_fingerprint": str,
+        "signature": str,
+    }
+    db.table("checkpoints").create(checkpoint_columns, pk="n", not_null=set(checkpoint_columns))
+
+
+def _m0002_indexes(db: Database) -> None:
+    events = db.table("events")
+    events.create_index(["id"], index_name="events_id", unique=True)  # dedupe
+    events.create_index(["time_ns"], index_name="events_time")
+    events.create_index(["actor_id"], index_name="events_actor_id")
+    events.create_index(["type", "action"], index_name="events_type_action")
+    # Partial indexes (sqlite-utils cannot express WHERE): many events have no
+    # image, login or attached container, and skipping them keeps appends cheap.
+    for column in ("actor_name", "actor_image", "who_login", "who_user", "container"):
+        db.execute(f"CREATE INDEX events_{column} ON events ({column}) WHERE {column} IS NOT NULL")
+
+
+def _append_only_triggers(*tables: str) -> dict[str, str]:
+    return {
+        f"{table}_append_only_{op.lower()}": (
+            f"CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
+        )
+        for table in tables
+        for op in ("UPDATE", "DELETE")
+    }
+
+
+TRIGGERS: dict[str, str] = _append_only_triggers("events", "checkpoints", "alerts")
+"""Every append-only trigger with its text; verify checks that each is intact."""
+
+
+def _m0003_append_only(db: Database) -> None:
+    for sql in _append_only_triggers("events", "checkpoints").values():
+        db.execute(sql)
+
+
+def _m0004_source_state(db: Database) -> None:
+    # Bookkeeping, deliberately without append-only triggers: rows are replaced.
+    db.execute(
+        "CREATE TABLE source_state (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "updated_ns INTEGER NOT NULL)"
+    )
+
+
+def _m0005_alerts(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE alerts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, "
+        "time_ns INTEGER NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL, "
+        "event_seq INTEGER NOT NULL, host TEXT NOT NULL, container TEXT, image TEXT, "
+        "who_login TEXT, who_user TEXT, suppressed INTEGER NOT NULL, body TEXT NOT NULL, "
+        "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+    )
+    db.execute("CREATE UNIQUE INDEX alerts_id ON alerts (id)")  # dedupe
+    for column in ("time_ns", "rule", "severity", "event_seq", "host"):
+        db.execute(f"CREATE INDEX alerts_{column} ON alerts ({column})")
+    for column in ("container", "image", "who_login", "who_user"):
+        db.execute(f"CREATE INDEX alerts_{column} ON alerts ({column}) WHERE {column} IS NOT NULL")
+    for sql in _append_only_triggers("alerts").values():
+        db.execute(sql)
+
+
+def _m0006_checkpoint_alerts_head(db: Database) -> None:
+    # Older checkpoints get the head of an empty alerts chain, for which the
+    # signed payload is the original one (sinks.signing): they verify unchanged.
+    db.execute("ALTER TABLE checkpoints ADD COLUMN alerts_seq INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        f"ALTER TABLE checkpoints ADD COLUMN alerts_hash TEXT NOT NULL DEFAULT '{GENESIS_HASH}'"
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    Migration("0001_tables", _m0001_tables),
+    Migration("0002_indexes", _m0002_indexes),
+    Migration("0003_append_only_triggers", _m0003_append_only),
+    Migration("0004_source_state", _m0004_source_state),
+    Migration("0005_alerts", _m0005_alerts),
+    Migration("0006_checkpoint_alerts_head", _m0006_checkpoint_alerts_head),
+    Migration("0007_outbox", outbox.migrate),
+    Migration("0008_head_seal", headseal.migrate),
+]
+"""Schema history, oldest first. Append new ones; never edit an applied one."""
+GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]
+"""Applied in every trail created with a genesis checkpoint, from its creation on."""
+
+
+def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the missing `migrations` in one transaction; return the names applied."""
+    if not _pending(db, migrations):
+        return []  # the common case takes no write lock (read-only copies open too)
+    conn = db.conn
+    with immediate(conn):
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ns INTEGER)"
+        )
+        pending = _pending(db, migrations)  # again, now under the lock: others may have won
+        for migration in pending:
+            migration.apply(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.name, time.time_ns()])
+    return [m.name for m in pending]
+
+
+def _pending(db: Database, migrations: Sequence[Migration]) -> list[Migration]:
+    if "_migrations" not in db.table_names():
+        return list(migrations)
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    unknown = done - {m.name for m in MIGRATIONS}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise TrailError(f"schema written by a newer docktrail (unknown migrations: {names})")
+    return [m for m in migrations if m.name not in done]
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction taken up front, so concurrent writers queue instead of failing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,935 @@
+"""`SQLiteTrail`: opening, writing (events, alerts, source state and deliveries in
+one transaction), reading, signed checkpoints and the async API for the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlite_utils import Database
+
+from config.errors import SigningKeyError, TamperError, TrailError
+from config.models import TrailConfig
+from listener.model.alert import Alert
+from listener.model.event import GENESIS_HASH, Actor, Event, natural_id
+from sinks import headseal, outbox, trailfiles, witness
+from sinks.base import (
+    AlertFilter,
+    AppendResult,
+    AsyncLifecycle,
+    EventFilter,
+    SourceState,
+    SyncLifecycle,
+)
+from sinks.chain import (
+    RULES_MARK,
+    VerifyReport,
+    check_mark,
+    decode_state,
+    encode_states,
+    event_ref_problem,
+    mark_state,
+    mark_value,
+    seal,
+    seal_alerts,
+    split_new,
+)
+from sinks.outbox import Router
+from sinks.signing import (
+    Checkpoint,
+    checkpoint_payload,
+    fingerprint,
+    load_or_create_key,
+    load_public_key,
+    sign,
+)
+from sinks.sqlite.errors import is_busy, trail_error
+from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
+from sinks.sqlite.schema import (
+    ALERT_INSERT,
+    BUSY_TIMEOUT_SECS,
+    CACHE_KIB,
+    EVENT_INSERT,
+    ID_CHUNK,
+    UPSERT_STATE,
+    WAL_AUTOCHECKPOINT_PAGES,
+    WAL_SIZE_LIMIT,
+    alert_copied_values,
+    apply_migrations,
+    copied_values,
+    immediate,
+)
+from sinks.sqlite.verification import check_tail, verify_connection
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
+    """The embedded trail. Sync API for CLI and tests; async API for the service.
+
+    In async use (`start()` … `aclose()`) the connection belongs to one worker
+    thread and every operation runs there; reach the sync API through
+    `await trail.call(lambda t: ...)`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Literal["full", "normal"] = "full",
+        signing_key: Path | None = None,
+        checkpoint_interval_secs: float = 60.0,
+        checkpoint_every_events: int = 10_000,
+        witness_path: Path | None = None,
+        group: str | None = None,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise TrailError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self.signing_key = signing_key if signing_key is not None else self.path.with_suffix(".key")
+        self.checkpoint_interval_secs = checkpoint_interval_secs
+        self.checkpoint_every_events = checkpoint_every_events
+        self.witness_path = witness_path
+        self.group = group
+        self.recovered: Event | None = None  # the trail-recovered event this writer stored
+        self._writer_lock = trailfiles.WriterLock(self.path, group)
+        self._writer = False  # checked the trail's tail and holds the writers' lock
+        self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
+        self._since_checkpoint = 0  # events stored since this instance's last checkpoint
+        self._unwitnessed: list[Checkpoint] = []
+        self.applied_migrations: list[str] = []
+        self._conn: sqlite3.Connection | None = None
+        self._trail_id = ""
+        self._key: Ed25519PrivateKey | None = None
+        self._key_fingerprint = ""
+        self._dirty = False  # this instance stored events that no checkpoint covers yet
+        self._last_checkpoint = time.monotonic()
+        self._executor: ThreadPoolExecutor | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: TrailConfig) -> Self:
+        return cls(
+            config.path,
+            durability=config.durability,
+            signing_key=config.signing_key,
+            checkpoint_interval_secs=config.checkpoint_interval_secs,
+            checkpoint_every_events=config.checkpoint_every_events,
+            witness_path=config.witness_path,
+            group=config.group,
+        )
+
+    @property
+    def trail_id(self) -> str:
+        self._connection()
+        return self._trail_id
+
+    # -- sync lifecycle -------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrailError(f"{self.path}: cannot create its directory: {exc.strerror}") from exc
+        with self._errors("create"):
+            if not self.path.exists():
+                self._create()
+        if self.path.stat().st_size == 0:
+            raise TrailError(
+                f"{self.path}: the file is empty; a trail always holds at least its genesis "
+                "checkpoint (emptied?). `docktrail verify` it; remove it to start a new trail"
+            )
+        with self._errors("open"):
+            self._conn = self._connect()
+        self._last_checkpoint = time.monotonic()
+        if self._unwitnessed:
+            self._checkpointed()  # this instance created the trail: witness its genesis
+
+    def _create(self) -> None:
+        """Create the trail sealed by its genesis checkpoint, then put it in place.
+
+        Built under a temporary name and linked to `path` (which never replaces
+        a trail another process created meanwhile), so a crash never leaves a
+        trail file without its genesis: an empty or unsealed file at `path` is
+        never docktrail's doing.
+        """
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
+        trailfiles.create_private(temporary, self.group)
+        try:
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                self._setup(conn)
+                with immediate(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)
+            finally:
+                conn.close()  # the last connection: SQLite folds the WAL into the file
+            try:
+                os.link(temporary, self.path)
+            except FileExistsError:
+                self._unwitnessed.clear()  # another process created it first: theirs stands
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        # Switching a new file to WAL (and WAL recovery) can fail with SQLITE_BUSY
+        # without consulting the busy handler when others open it at the same
+        # moment, so the whole setup is retried until the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECS
+        while True:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECS, isolation_level=None)
+            try:
+                self._setup(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            except BaseException:
+                conn.close()
+                raise
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+        conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        db = Database(conn, recursive_triggers=False, execute_plugins=False)
+        self.applied_migrations = apply_migrations(db)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
+        if row is None:
+            raise TamperError("meta table has no trail_id (database rewritten?)")
+        self._trail_id = row[0]
+
+    def close(self) -> None:
+        """Seal what this instance appended with a checkpoint, then close."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            # Only a writer seals: a read-only user (query, verify) must never
+            # sign on the service's behalf, perhaps with the wrong key.
+            if self._dirty:
+                self._checkpoint_if_moved(conn)
+        finally:
+            self._conn = None
+            conn.close()
+            self._writer = False
+            self._writer_lock.release()
+
+    # -- writing --------------------------------------------------------------
+
+    def append(
+        self, events: Sequence[Event], *, source_state: SourceState | None = None
+    ) -> AppendResult:
+        """Store the new events of `events` and the sources' state in one transaction.
+
+        All or nothing: a batch that fails stores neither its events nor the
+        state. The state is stored even when no event is new.
+        """
+        return self._append(events, encode_states(source_state))
+
+    def _append(self, events: Sequence[Event], states: list[tuple[str, str]]) -> AppendResult:
+        conn = self._connection()
+        if not events and not states:
+            return AppendResult()
+        self._ensure_writer()
+        with self._errors("append"), immediate(conn):
+            self._check_own_heads(conn)
+            sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
+            if states:
+                self._put_states(conn, states)
+            if sealed:
+                self._seal_heads(conn)
+        if sealed:
+            self._dirty = True
+            self._since_checkpoint += len(sealed)
+            self._periodic_checkpoint()
+        return AppendResult(stored=[stored for stored, _, _ in sealed], duplicates=duplicates)
+
+    def _insert_events(
+        self, conn: sqlite3.Connection, events: Sequence[Event]
+    ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
+        known = self._stored_ids(conn, "events", [event.id for event in events])
+        fresh, duplicates = split_new(events, known)
+        seq, prev_hash = self._head(conn)
+        sealed = seal(fresh, seq, prev_hash)
+        conn.executemany(
+            EVENT_INSERT,
+            [
+                (stored.seq, *copied_values(content), body, stored.prev_hash, stored.hash)
+                for stored, content, body in sealed
+            ],
+        )
+        return sealed, duplicates
+
+    @staticmethod
+    def _put_states(conn: sqlite3.Connection, states: list[tuple[str, str]]) -> None:
+        now = time.time_ns()
+        conn.executemany(UPSERT_STATE, [(name, value, now) for name, value in states])
+
+    @staticmethod
+    def _stored_ids(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
+            sql = f"SELECT id FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
+            found.update(row[0] for row in conn.execute(sql, chunk))
+        return found
+
+    @staticmethod
+    def _head(conn: sqlite3.Connection, table: str = "events") -> tuple[int, str]:
+        row = conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
+
+    def append_alerts(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
+    ) -> list[Alert]:
+        """Store the new alerts, their deliveries and the evaluation mark in one transaction.
+
+        `route(alert)` names the destinations of each new alert; each gets a
+        pending row in the outbox (`sinks.outbox`), committed with the alert.
+
+        Alerts whose id is stored already (a replay, a repair after a crash)
+        are skipped; the new ones are sealed in place and returned. Raises
+        `TrailError`, storing nothing, when an alert's `event_seq` is not the
+        stored event it names, or `evaluated_through` is past the last event.
+        The mark never goes backwards: a lower one is ignored.
+        """
+        conn = self._connection()
+        if not alerts and evaluated_through is None:
+            return []
+        self._ensure_writer()
+        with self._errors("append alerts"), immediate(conn):
+            self._check_own_heads(conn)
+            known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
+            fresh, _duplicates = split_new(alerts, known)
+            self._check_event_refs(conn, fresh)
+            if evaluated_through is not None:
+                check_mark(evaluated_through, self._head(conn)[0])
+            sealed = seal_alerts(fresh, *self._head(conn, "alerts"))
+            conn.executemany(
+                ALERT_INSERT,
+                [
+                    (
+                        stored.seq,
+                        *alert_copied_values(content),
+                        body,
+                        stored.prev_hash,
+                        stored.hash,
+                    )
+                    for stored, content, body in sealed
+                ],
+            )
+            if route is not None and sealed:
+                outbox.enqueue(
+                    conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
+                )
+                self._record_queued(conn, sealed[0][0].seq or 0, sealed[-1][0].seq or 0)
+            if evaluated_through is not None and evaluated_through > self._mark(conn):
+                self._put_states(conn, [mark_state(evaluated_through)])
+            if sealed:
+                self._seal_heads(conn)
+        if sealed:
+            self._dirty = True
+            self._periodic_checkpoint()
+        return [stored for stored, _, _ in sealed]
+
+    @staticmethod
+    def _check_event_refs(conn: sqlite3.Connection, alerts: Sequence[Alert]) -> None:
+        """Each alert must point at the stored event it names (inside the write transaction)."""
+        seqs = sorted({alert.event_seq for alert in alerts})
+        stored: dict[int, str] = {}
+        for start in range(0, len(seqs), ID_CHUNK):
+            chunk = seqs[start : start + ID_CHUNK]
+            sql = f"SELECT seq, id FROM events WHERE seq IN ({', '.join('?' * len(chunk))})"
+            stored.update(conn.execute(sql, chunk).fetchall())
+        for alert in alerts:
+            problem = event_ref_problem(
+                f"alert {alert.id}", alert.event_seq, alert.event_id, stored.get(alert.event_seq)
+            )
+            if problem is not None:
+                raise TrailError(problem)
+
+    @staticmethod
+    def _mark(conn: sqlite3.Connection) -> int:
+        row = conn.execute(
+            "SELECT value FROM source_state WHERE name = ?", (RULES_MARK,)
+        ).fetchone()
+        return mark_value(None if row is None else row[0])
+
+    # -- reading --------------------------------------------------------------
+
+    def query(self, f: EventFilter) -> Iterator[Event]:
+        """Events selected by `f`, in seq order, read lazily."""
+        conn = self._connection()
+        sql, params = build_query(f)
+        with self._errors("query"):
+            cursor = conn.execute(sql, params)
+        return self._events(cursor)
+
+    def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
+        with self._errors("query"):
+            for seq, body, prev_hash, digest in cursor:
+                yield event_from_row(seq, body, prev_hash, digest)
+
+    def query_plan(self, f: EventFilter) -> list[str]:
+        """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
+        return self._explain(*build_query(f))
+
+    def _explain(self, sql: str, params: list[Any]) -> list[str]:
+        with self._errors("explain"):
+            rows = self._connection().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return [row[-1] for row in rows]
+
+    def count(self) -> int:
+        return self._count("events", "count")
+
+    def _count(self, table: str, doing: str) -> int:
+        with self._errors(doing):
+            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last event; (0, GENESIS_HASH) when empty."""
+        with self._errors("head"):
+            return self._head(self._connection())
+
+    def get(self, seq: int) -> Event | None:
+        with self._errors("get"):
+            row = (
+                self._connection()
+                .execute("SELECT seq, body, prev_hash, hash FROM events WHERE seq = ?", (seq,))
+                .fetchone()
+            )
+        return None if row is None else event_from_row(*row)
+
+    def seqs_by_id(
+        self, ids: Sequence[str], table: Literal["events", "alerts"] = "events"
+    ) -> dict[str, int]:
+        """id -> seq of the stored rows among `ids` (the central trail's dedupe and lookups)."""
+        found: dict[str, int] = {}
+        unique = sorted(set(ids))
+        with self._errors("look up ids"):
+            conn = self._connection()
+            for start in range(0, len(unique), ID_CHUNK):
+                chunk = unique[start : start + ID_CHUNK]
+                sql = f"SELECT id, seq FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
+                found.update(conn.execute(sql, chunk).fetchall())
+        return found
+
+    def load_source_state(self, name: str) -> dict[str, Any] | None:
+        """The state last stored for source `name`, or None."""
+        with self._errors("load source state"):
+            row = (
+                self._connection()
+                .execute("SELECT value FROM source_state WHERE name = ?", (name,))
+                .fetchone()
+            )
+        return None if row is None else decode_state(row[0])
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every stored state by name, the rules evaluation mark (`RULES_MARK`) included."""
+        with self._errors("load source state"):
+            rows = self._connection().execute("SELECT name, value FROM source_state ORDER BY name")
+            return {name: decode_state(value) for name, value in rows}
+
+    def evaluated_through(self) -> int:
+        """Every event up to this seq has been evaluated by the rules (0: none)."""
+        with self._errors("read evaluation mark"):
+            return self._mark(self._connection())
+
+    def last_time_of(self, types: frozenset[str], through: int) -> int | None:
+        """`time_ns` of the last event up to seq `through` of one of `types` that a
+        source observed (not docktrail's own records), or None when there is none."""
+        wanted = sorted(types)
+        sql = (
+            f"SELECT time_ns FROM events WHERE seq <= ? AND source != 'docktrail' "
+            f"AND type IN ({', '.join('?' * len(wanted))}) ORDER BY seq DESC LIMIT 1"
+        )
+        with self._errors("find the last event of a type"):
+            row = self._connection().execute(sql, (through, *wanted)).fetchone()
+        return None if row is None else int(row[0])
+
+    def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
+        """Alerts selected by `f`, in alert seq order, read lazily."""
+        sql, params = build_alert_query(f)
+        with self._errors("query alerts"):
+            cursor = self._connection().execute(sql, params)
+        return self._alerts(cursor)
+
+    def _alerts(self, cursor: sqlite3.Cursor) -> Iterator[Alert]:
+        with self._errors("query alerts"):
+            for row in cursor:
+                yield alert_from_row(*row)
+
+    def alerts_by_seq(self, seqs: Sequence[int]) -> dict[int, Alert]:
+        """The stored alerts of these seqs (missing ones are left out)."""
+        conn = self._connection()
+        found: dict[int, Alert] = {}
+        unique = sorted(set(seqs))
+        with self._errors("read alerts"):
+            for start in range(0, len(unique), ID_CHUNK):
+                chunk = unique[start : start + ID_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT seq, body, prev_hash, hash FROM alerts WHERE seq IN ({marks})", chunk
+                )
+                found.update((row[0], alert_from_row(*row)) for row in rows)
+        return found
+
+    @property
+    def outbox(self) -> outbox.Outbox:
+        """The deliveries of alerts to destinations (`sinks.outbox`)."""
+        return outbox.Outbox(self._connection(), self._writer_transaction, self._record_delivery)
+
+    @contextmanager
+    def _writer_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        self._ensure_writer()
+        with immediate(conn):
+            yield
+
+    def _record_queued(self, conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
+        """Chain the deliveries just queued for alerts `first_seq`..`last_seq`, per destination
+        and status (`queued`, or `deduplicated`: never to be sent)."""
+        rows = conn.execute(
+            "SELECT destination, status, id FROM deliveries WHERE alert_seq BETWEEN ? AND ? "
+            "ORDER BY destination, status, id",
+            (first_seq, last_seq),
+        )
+        groups: dict[tuple[str, str], list[int]] = {}
+        for destination, status, number in rows:
+            action = "queued" if status == "pending" else status
+            groups.setdefault((destination, action), []).append(number)
+        for (destination, action), ids in groups.items():
+            self._chain_delivery(conn, destination, action, ids, None)
+
+    def _record_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
+        """Chain one attempt's outcome for `ids` (inside the attempt's transaction)."""
+        self._check_own_heads(conn)
+        self._chain_delivery(conn, destination, action, ids, attempt_id)
+        self._seal_heads(conn)
+        self._dirty = True
+        self._since_checkpoint += 1
+
+    def _chain_delivery(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        action: str,
+        ids: Sequence[int],
+        attempt_id: int | None,
+    ) -> None:
+        now = time.time_ns()
+        event = Event(
+            id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="delivery",
+            action=action,
+            actor=Actor(id=destination, name=destination),
+            attributes={"attempt": attempt_id, "deliveries": sorted(ids)},
+        )
+        self._insert_events(conn, [event])
+
+    def alerts_for_event(self, seq: int) -> list[Alert]:
+        """The alerts raised on the event at `seq`, in alert seq order."""
+        return list(self.query_alerts(AlertFilter(event_seq=seq)))
+
+    def alerts_query_plan(self, f: AlertFilter) -> list[str]:
+        """SQLite's EXPLAIN QUERY PLAN lines for `query_alerts(f)`."""
+        return self._explain(*build_alert_query(f))
+
+    def count_alerts(self) -> int:
+        return self._count("alerts", "count alerts")
+
+    def alerts_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last alert; (0, GENESIS_HASH) when there is none."""
+        with self._errors("head"):
+            return self._head(self._connection(), "alerts")
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current heads of both chains and store the signature.
+
+        Refuses (`TamperError`) when the heads are not the ones this writer (or
+        another docktrail writer) sealed: foreign rows are never signed.
+        """
+        conn = self._connection()
+        self._ensure_writer()
+        self._unwitnessed.clear()
+        with self._errors("checkpoint"), immediate(conn):
+            self._check_own_heads(conn)
+            cp = self._checkpoint_in(conn)
+        self._checkpointed()
+        return cp
+
+    def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
+        """Sign the heads inside the caller's write transaction."""
+        last = conn.execute(
+            "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[1])
+        seq, digest = self._head(conn)
+        alerts_seq, alerts_hash = self._head(conn, "alerts")
+        now = time.time_ns()
+        payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
+        cp = Checkpoint(
+            1 if last is None else last[0] + 1,
+            self._trail_id,
+            seq,
+            digest,
+            now,
+            self._key_fingerprint,
+            sign(key, payload),
+            alerts_seq,
+            alerts_hash,
+        )
+        conn.execute(
+            "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
+            "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cp.number,
+                cp.trail_id,
+                cp.seq,
+                cp.hash,
+                cp.time_ns,
+                cp.key_fingerprint,
+                cp.signature,
+                cp.alerts_seq,
+                cp.alerts_hash,
+            ),
+        )
+        self._unwitnessed.append(cp)
+        return cp
+
+    def _checkpointed(self) -> None:
+        """After a commit that stored checkpoints: reset the counters, tell the witness."""
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
+        made, self._unwitnessed = self._unwitnessed, []
+        if self.witness_path is None:
+            return
+        try:
+            witness.append(self.witness_path, made, self.group)
+        except TrailError as exc:
+            # the checkpoint is committed; the witness lags until the next one succeeds
+            log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
+
+    def _signer(self, last_fingerprint: str | None) -> Ed25519PrivateKey:
+        """The signing key, refusing one that differs from the key of earlier checkpoints.
+
+        A silently created new key would make every earlier checkpoint fail
+        verification, so a lost key is an error, not a fresh start.
+        """
+        if self._key is None:
+            if last_fingerprint is not None and not self.signing_key.exists():
+                raise SigningKeyError(
+                    f"{self.signing_key}: signing key not found, but this trail was signed "
+                    f"with key {last_fingerprint}; restore that key"
+                )
+            key = load_or_create_key(self.signing_key)
+            self._key, self._key_fingerprint = key, fingerprint(key.public_key())
+        if last_fingerprint is not None and last_fingerprint != self._key_fingerprint:
+            raise SigningKeyError(
+                f"{self.signing_key}: key {self._key_fingerprint} is not key "
+                f"{last_fingerprint} that signed this trail's last checkpoint"
+            )
+        return self._key
+
+    def _checkpoint_if_moved(self, conn: sqlite3.Connection) -> None:
+        with self._errors("checkpoint"):
+            last = conn.execute(
+                "SELECT seq, hash, alerts_seq, alerts_hash FROM checkpoints ORDER BY n DESC LIMIT 1"
+            ).fetchone()
+            heads = (*self._head(conn), *self._head(conn, "alerts"))
+        if heads != (tuple(last) if last is not None else (0, GENESIS_HASH, 0, GENESIS_HASH)):
+            self.checkpoint()
+        else:
+            self._dirty = False
+
+    # -- the writer's own heads (sinks.headseal) --------------------------------
+
+    def _ensure_writer(self) -> None:
+        """Before this instance's first write: seal a new trail, or check and recover its tail.
+
+        A new trail gets its genesis checkpoint. Otherwise the stored heads must
+        be the sealed ones (`_check_own_heads`), and a writer alone on the
+        trail seals the tail a crashed writer left (`_recover`).
+        """
+        if self._writer:
+            return
+        conn = self._connection()
+        alone = self._writer_lock.acquire()
+        try:
+            self._unwitnessed.clear()
+            with self._errors("open for writing"), immediate(conn):
+                if self._is_empty(conn):
+                    self._seal_heads(conn)
+                    self._checkpoint_in(conn)  # genesis: the trail is never unsigned
+                else:
+                    self._check_own_heads(conn)
+                    if alone:
+                        self._recover(conn)
+            if self._unwitnessed:
+                self._checkpointed()
+        except BaseException:
+            self._writer_lock.release()
+            raise
+        self._writer_lock.share()
+        self._writer = True
+
+    @staticmethod
+    def _is_empty(conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM head_seal)"
+        ).fetchone()
+        return tuple(row) == (0, 0) and headseal.current(conn) == headseal.EMPTY
+
+    def _check_own_heads(self, conn: sqlite3.Connection) -> None:
+        """Refuse to write after rows docktrail did not write (inside the write transaction)."""
+        seal = headseal.read(conn)
+        if seal is not None and seal == self._own_seal:
+            sealed = seal.heads  # our own last write: its signature was made here
+        elif seal is not None:
+            key = self._signer(seal.key_fingerprint)
+            if not headseal.signed(seal, self._trail_id, key.public_key()):
+                raise TamperError(
+                    "the head seal's signature is invalid (forged); run docktrail verify"
+                )
+            sealed = seal.heads
+        elif headseal.has_genesis(conn):
+            raise TamperError("the head seal is missing (deleted); run docktrail verify")
+        else:
+            return  # a trail from before head seals: its next write seals it
+        stored = headseal.current(conn)
+        if stored != sealed:
+            bad_seq, bad_alert, message = headseal.foreign_problem(stored, sealed)
+            where = "" if bad_seq is not None or bad_alert is None else f"alert seq {bad_alert}: "
+            raise TamperError(
+                f"{where}foreign rows: {message}; refusing to sign them (run docktrail verify)",
+                seq=bad_seq,
+            )
+
+    def _seal_heads(self, conn: sqlite3.Connection) -> None:
+        """Sign the heads as this write leaves them (inside its transaction)."""
+        last = conn.execute(
+            "SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        key = self._signer(None if last is None else last[0])
+        heads = headseal.current(conn)
+        self._own_seal = headseal.write(conn, self._trail_id, heads, key, self._key_fingerprint)
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
+        last = conn.execute(
+            "SELECT seq, alerts_seq, time_ns FROM checkpoints ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        since_seq, since_alert_seq, since_ns = (0, 0, None) if last is None else tuple(last)
+        heads = headseal.current(conn)
+        unsealed, unsealed_alerts = heads.seq - since_seq, heads.alerts_seq - since_alert_seq
+        if unsealed <= 0 and unsealed_alerts <= 0:
+            return
+        check_tail(conn, "events", since_seq)
+        check_tail(conn, "alerts", since_alert_seq)
+        now = time.time_ns()
+        attributes: dict[str, Any] = {
+            "unsealed_events": unsealed,
+            "unsealed_alerts": unsealed_alerts,
+            "first_unsealed_seq": since_seq + 1,
+            "first_unsealed_alert_seq": since_alert_seq + 1,
+            "last_checkpoint_ns": since_ns,
+            "reason": "the previous writer stopped without its final checkpoint (a crash)",
+        }
+        recovered = Event(
+            id=natural_id(
+                "docktrail", "trail-recovered", self._trail_id, heads.seq, heads.alerts_seq
+            ),
+            time_ns=now,
+            source="docktrail",
+            host=socket.gethostname(),
+            type="trail",
+            action="trail-recovered",
+            attributes=attributes,
+        )
+        self._insert_events(conn, [recovered])
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
+        self.recovered = recovered
+        log.warning(
+            "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
+            self.path,
+            unsealed,
+            unsealed_alerts,
+            since_seq + 1,
+        )
+
+    def _periodic_checkpoint(self) -> None:
+        """Checkpoint when due. Never raises: the append it follows has committed."""
+        if not self._dirty or self._conn is None:
+            return
+        if (
+            time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs
+            and self._since_checkpoint < self.checkpoint_every_events
+        ):
+            return
+        try:
+            self.checkpoint()
+        except TrailError as exc:
+            self._last_checkpoint = time.monotonic()  # retry next interval, not every append
+            log.error(
+                "trail checkpoint failed (retrying in %ss): %s", self.checkpoint_interval_secs, exc
+            )
+
+    # -- verify ---------------------------------------------------------------
+
+    def verify(self, public_key: Path | None = None) -> VerifyReport:
+        """Check the chain, the copied columns, the checkpoints and the triggers.
+
+        `public_key`: a PEM file (public or private) to check signatures with;
+        default: the signing key file.
+        """
+        conn = self._connection()
+        with self._errors("verify"):
+            conn.execute("BEGIN")  # one snapshot for both cursors, even while others append
+            try:
+                return self._verify(conn, public_key)
+            finally:
+                # COMMIT, not ROLLBACK: nothing was written, and a rollback would
+                # abort a query the caller may still be iterating on this connection.
+                conn.execute("COMMIT")
+
+    def _verify(self, conn: sqlite3.Connection, public_key: Path | None) -> VerifyReport:
+        key_path = public_key if public_key is not None else self.signing_key
+        public = None  # without a key only a trail with no checkpoints can be checked
+        if public_key is not None or key_path.exists():
+            public = load_public_key(key_path)
+        return verify_connection(conn, self._trail_id, public, key_path)
+
+    # -- async API (TrailSink) ------------------------------------------------
+
+    async def start(self) -> None:
+        """Open on the worker thread, check the signing key, start the checkpoint timer."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docktrail-trail")
+        try:
+            await self._call(self._start_in_worker)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._ticker = asyncio.create_task(self._tick(), name="docktrail-trail-checkpoints")
+
+    def _start_in_worker(self) -> None:
+        self.open()
+        try:
+            # fail at start-up, not one interval later, on a missing or wrong key
+            with self._errors("start"):
+                row = (
+                    self._connection()
+                    .execute("SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1")
+                    .fetchone()
+                )
+            self._signer(None if row is None else row[0])
+            self._ensure_writer()  # seal what a crashed writer left, before anything new
+        except BaseException:
+            self._dirty = False
+            self.close()
+            raise
+
+    async def write(
+        self, batch: Sequence[Event], *, source_state: SourceState | None = None
+    ) -> AppendResult:
+        # list() and encoding here: the caller may reuse its batch and change its
+        # state dicts while the worker is still busy with them
+        return await self._call(self._append, list(batch), encode_states(source_state))
+
+    async def write_alerts(
+        self,
+        alerts: Sequence[Alert],
+        *,
+        evaluated_through: int | None = None,
+        route: Router | None = None,
+    ) -> list[Alert]:
+        """`append_alerts` on the worker thread."""
+        append = functools.partial(
+            self.append_alerts, evaluated_through=evaluated_through, route=route
+        )
+        return await self._call(append, list(alerts))
+
+    async def call(self, fn: Callable[[Self], T]) -> T:
+        """Run `fn(self)` on the worker thread that owns the connection."""
+        return await self._call(fn, self)
+
+    async def aclose(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        try:
+            await self._call(self.close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise TrailError(f"{self.path}: trail not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _tick(self) -> None:
+        # Seals the tail when appends stop: append() only checks the interval itself.
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_secs)
+            await self._call(self._periodic_checkpoint)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise TrailError(f"{self.path}: trail is not open")
+        return self._conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise trail_error(self.path, doing, exc) from exc
