@@ -41,6 +41,10 @@ class Progress:
         self._bar.update(done - self._shown)
         self._shown = done
 
+    def finish(self) -> None:
+        """Fill the bar: the work is done even where the last step was not reported."""
+        self.advance_to(self._total)
+
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)

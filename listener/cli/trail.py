@@ -68,6 +68,8 @@ def query(
               help="The trail_id the file must have (printed by verify).")  # fmt: skip
 @click.option("--key-fingerprint", "key_fingerprint", metavar="FP",
               help="The fingerprint the verifying key must have.")  # fmt: skip
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar on stderr (default: when stderr is a terminal).")  # fmt: skip
 @pass_state
 @handles_errors
 def verify(
@@ -76,6 +78,7 @@ def verify(
     witness: Path | None,
     trail_id: str | None,
     key_fingerprint: str | None,
+    progress: bool | None,
 ) -> None:
     """Check the hash chain, signed checkpoints, head seal, schema and outbox; never writes.
 
@@ -92,7 +95,9 @@ def verify(
     if witness is None and configured is not None and configured.exists():
         witness = configured
     pins = Pins(trail_id=trail_id, key_fingerprint=key_fingerprint, witness=witness)
-    report = verify_file(path, public_key or state.config.signing_key_path(), pins)
+    key = public_key or state.config.signing_key_path()
+    with VerifyProgress(progress) as bar:
+        report = verify_file(path, key, pins, on_progress=bar.advance)
     identity = f"key {report.key_fingerprint}, trail {report.trail_id or '(none)'}"
     if report.ok:
         click.echo(
@@ -104,6 +109,29 @@ def verify(
     click.echo(f"{_VERDICTS.get(report.finding or '', 'TAMPERED')}: {_where(report)}", err=True)
     click.echo(identity, err=True)
     sys.exit(1)
+
+
+class VerifyProgress:
+    """The bar of `verify`: its length is known only once the walk has begun."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self._enabled = enabled
+        self._bar: Any = None  # a listener.progress.Progress once the length is known
+
+    def advance(self, seq: int, last: int) -> None:
+        if self._bar is None:
+            from listener.progress import Progress
+
+            self._bar = Progress("verify", last, self._enabled).__enter__()
+        self._bar.advance_to(seq)
+
+    def __enter__(self) -> VerifyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.finish()
+            self._bar.__exit__(*exc)
 
 
 _VERDICTS = {"foreign-rows": "FOREIGN ROWS", "rolled-back": "ROLLED BACK", "forked": "FORKED"}

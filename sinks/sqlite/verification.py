@@ -10,7 +10,7 @@ import json
 import re
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,10 @@ from sinks.sqlite.schema import (
     copied_values,
 )
 
+Progress = Callable[[int, int], None]
+"""Called with (seq reached, last seq) while the events chain is walked."""
+_PROGRESS_MASK = 4095  # report every 4096 events: a call per row would cost more than it shows
+
 Problem = tuple[int | None, str]
 """(first bad seq or None, what is wrong and where)."""
 
@@ -60,10 +64,13 @@ class Pins:
     witness: Path | None = None
 
 
-def verify_file(path: Path, key_path: Path, pins: Pins = Pins()) -> VerifyReport:
+def verify_file(
+    path: Path, key_path: Path, pins: Pins = Pins(), on_progress: Progress | None = None
+) -> VerifyReport:
     """Verify the trail at `path` read-only: never creates, migrates or writes anything.
 
-    `key_path`: a PEM file (public or private) to check signatures with.
+    `key_path`: a PEM file (public or private) to check signatures with;
+    `on_progress(seq, last_seq)` is called as the events chain is walked.
     """
     uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=ro"
     try:
@@ -74,20 +81,24 @@ def verify_file(path: Path, key_path: Path, pins: Pins = Pins()) -> VerifyReport
         with contextlib.closing(conn):
             public = load_public_key(key_path)
             conn.execute("BEGIN")  # one snapshot while the service keeps appending
-            return _verify_snapshot(conn, public, key_path, pins)
+            return _verify_snapshot(conn, public, key_path, pins, on_progress)
     except sqlite3.Error as exc:
         raise trail_error(path, "verify", exc) from exc
 
 
 def _verify_snapshot(
-    conn: sqlite3.Connection, public: Ed25519PublicKey, key_path: Path, pins: Pins
+    conn: sqlite3.Connection,
+    public: Ed25519PublicKey,
+    key_path: Path,
+    pins: Pins,
+    on_progress: Progress | None = None,
 ) -> VerifyReport:
     applied = trailcheck.applied_migrations(conn)
     key_id = fingerprint(public)
     if applied is None or "0001_tables" not in applied:
         return _not_a_trail(conn, key_id)
     trail_id = _stored_trail_id(conn)
-    report = verify_connection(conn, trail_id, public, key_path, applied)
+    report = verify_connection(conn, trail_id, public, key_path, applied, on_progress)
     finding = _pin_problem(trail_id, key_id, pins)
     if report.ok and finding is None and pins.witness is not None:
         witnessed = witness.check(pins.witness, conn, trail_id, public)
@@ -162,6 +173,7 @@ def verify_connection(
     public: Ed25519PublicKey | None,
     key_path: Path,
     applied: Sequence[str] | None = None,
+    on_progress: Progress | None = None,
 ) -> VerifyReport:
     """Every check of one snapshot; the most precise finding first (module docstring)."""
     if applied is None:
@@ -172,7 +184,7 @@ def verify_connection(
     )
     if dropped is not None:  # the checks below read every table
         return _failed(_empty_report(public, trail_id), dropped)
-    audit = _Audit(conn, trail_id, public, key_path)
+    audit = _Audit(conn, trail_id, public, key_path, on_progress)
     problem = audit.run()
     finding: trailcheck.Finding | None = None
     vouched: Heads | None = None
@@ -257,8 +269,10 @@ class _Audit:
         trail_id: str,
         public: Ed25519PublicKey | None,
         key_path: Path,
+        on_progress: Progress | None = None,
     ) -> None:
         self.conn = conn
+        self.on_progress = on_progress
         self.trail_id = trail_id
         self.public = public
         self.key_path = key_path
@@ -300,7 +314,10 @@ class _Audit:
         if problem is not None:
             return problem
         expected_seq, expected_prev = 1, GENESIS_HASH
+        progress, last = self.on_progress, self._last_event_seq()
         for seq, prev_hash, digest, body, columns_ok in self.conn.execute(VERIFY_ROWS):
+            if progress is not None and not seq & _PROGRESS_MASK:
+                progress(seq, last)
             # the fast path holds for intact rows; link_problem says what is wrong otherwise
             if not (
                 seq == expected_seq
@@ -316,6 +333,9 @@ class _Audit:
                 if problem is not None:
                     return problem
         return self._finish()
+
+    def _last_event_seq(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def _checkpoints_at(self, seq: int, digest: str | None) -> Problem | None:
         while self.pending is not None and self.pending[2] <= seq:
