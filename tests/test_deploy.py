@@ -23,7 +23,17 @@ COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 # The Engine API docktrail's Docker source calls: what the proxy must let through.
-PROXY_SECTIONS = {"EVENTS", "PING", "VERSION", "INFO", "CONTAINERS", "IMAGES"}
+PROXY_SECTIONS = {
+    "EVENTS",
+    "PING",
+    "VERSION",
+    "INFO",
+    "CONTAINERS",
+    "IMAGES",
+    "EXEC",
+    "NETWORKS",
+    "VOLUMES",
+}
 
 
 def unit_settings() -> dict[str, list[str]]:

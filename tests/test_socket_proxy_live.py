@@ -110,7 +110,17 @@ def proxy(dockerd: Dockerd) -> Iterator[AllowlistProxy]:
 def test_docktrail_runs_through_the_compose_allowlist(
     dockerd: Dockerd, proxy: AllowlistProxy, tmp_path: Path
 ) -> None:
-    assert compose_sections() == {"_ping", "version", "info", "events", "containers", "images"}
+    assert compose_sections() == {
+        "_ping",
+        "version",
+        "info",
+        "events",
+        "containers",
+        "images",
+        "exec",
+        "networks",
+        "volumes",
+    }
     service = Service(tmp_path, ThroughProxy(f"tcp://127.0.0.1:{proxy.port}"))  # type: ignore[arg-type]
     service.start()
     try:

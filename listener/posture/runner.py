@@ -98,8 +98,12 @@ class PostureRunner:
         *,
         metering_path: Path | None = None,
         sprawl_margin: int = 25,
+        audit_watches: bool = True,
     ) -> None:
         self.config = config
+        # The watches matter where docktrail reads auditd; with `auditd.enabled: false`
+        # their absence is the operator's choice, shown by `docktrail posture`, not alerted.
+        self.audit_watches = audit_watches
         self.host = host
         self.memory = memory
         self.metering_path = metering_path
@@ -120,7 +124,8 @@ class PostureRunner:
             log.warning(f"posture checks skipped: {exc}")
             return []
         events = await self._daemon(info, bridge, reason)
-        events += await self.audit_rules(reason)
+        if self.audit_watches:
+            events += await self.audit_rules(reason)
         events += self._host(info, listings, reason)
         try:
             events += await asyncio.to_thread(self.drift.sweep, engine, listings[0], reason)

@@ -28,6 +28,7 @@ async def posture_runner(config: DocktrailConfig, trail: Any, host: str) -> Post
         memory,
         metering_path=metering_path(config) if config.posture.metering.enabled else None,
         sprawl_margin=config.rules.container_sprawl.margin,
+        audit_watches=config.auditd.enabled,
     )
 
 
