@@ -32,7 +32,7 @@ def _worse(meta: RuleMeta, event: Event) -> Iterator[Finding]:
         meta,
         event,
         f"{check} ({change}, CIS {cis}): {attributes.get('detail')}",
-        severity="low" if summary else None if status == "fail" else "medium",
+        severity=_severity(summary, status, attributes.get("previous_status")),
         check=check,
         cis=cis,
         status=status,
@@ -65,3 +65,12 @@ def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         paths=paths,
         count=event.attributes.get("count"),
     )
+
+
+def _severity(summary: bool, status: str, previous: object) -> str | None:
+    """A daily reminder is low; a setting that turned to `fail` is the rule's own (high);
+    a `fail` seen for the first time (a host as docktrail found it, as docker-bench would
+    report it) and any `warn` are medium: an install raises no wall of HIGHs."""
+    if summary:
+        return "low"
+    return None if status == "fail" and previous is not None else "medium"
