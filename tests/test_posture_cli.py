@@ -90,7 +90,11 @@ def test_posture_report_rows_with_since_and_who(
     tmp_path: Path, dockerd: Dockerd, engine: EngineClient, workload: str
 ) -> None:
     config = write_config(tmp_path, dockerd)
-    posture = PostureConfig(daemon_config_file=tmp_path / "absent.json")
+    # every running container in one sweep: the session's daemon runs other tests' too
+    posture = PostureConfig.model_validate(
+        {"daemon_config_file": tmp_path / "absent.json",
+         "drift": {"containers_per_sweep": 10_000, "time_budget_secs": 120}}
+    )  # fmt: skip
     runner = PostureRunner(posture, HOST, PostureMemory())
     dockerd.docker("exec", workload, "sh", "-c", "echo x > /bin/planted")
     before = daemon_file_change("alice", time.time_ns() - 5_000_000_000)
