@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from config.models import Severity
 from listener.model.catalogue import (
     AUDIT_RULE_POSTURE,
     CONTAINER_DRIFT,
@@ -67,7 +68,7 @@ def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     )
 
 
-def _severity(summary: bool, status: str, previous: object) -> str | None:
+def _severity(summary: bool, status: str, previous: object) -> Severity | None:
     """A daily reminder is low; a setting that turned to `fail` is the rule's own (high);
     a `fail` seen for the first time (a host as docktrail found it, as docker-bench would
     report it) and any `warn` are medium: an install raises no wall of HIGHs."""
