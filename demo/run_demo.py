@@ -175,17 +175,8 @@ def scenario(daemon: Dockerd) -> None:
 
 
 def explorer_hook(config: Path, wait: bool) -> None:
-    """EXPLORER HOOK: `docktrail serve` (the web explorer) is opened here on the trail.
-
-    Until `serve` exists in this build, the demo says so and carries on.
-    """
-    probe = subprocess.run(
-        [sys.executable, "-m", "listener", "serve", "--help"], capture_output=True, cwd=ROOT
-    )
-    if probe.returncode != 0:
-        say("explorer: `docktrail serve` is not part of this build; skipped")
-        return
-    say("explorer: docktrail serve (Ctrl-C or Enter to stop)")
+    """The web explorer (`docktrail serve`) on the demo's trail, until Enter or Ctrl-C."""
+    say("explorer: http://127.0.0.1:8001/-/timeline (docktrail serve; Enter or Ctrl-C stops it)")
     process = subprocess.Popen([sys.executable, "-m", "listener", "-c", str(config), "serve"],
                                cwd=config.parent)  # fmt: skip
     try:
