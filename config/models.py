@@ -394,6 +394,11 @@ class RulesConfig(Strict):
         alias="undeclared-deployment",
         description="A create with no matching intent and no why label (policy, off by default).",
     )
+    proxy_refusal: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="proxy-refusal",
+        description="The socket proxy refused an API call (policy or an unwritable trail).",
+    )
     daemon_posture: RuleConfig = Field(
         default_factory=RuleConfig, alias="daemon-posture", description="CIS 2.x."
     )

@@ -169,6 +169,15 @@ UNDECLARED = RuleMeta(
     actions=frozenset({"create"}),
 )
 
+PROXY_REFUSAL = RuleMeta(
+    "proxy-refusal",
+    "high",
+    "-",
+    "The socket proxy refused an API call (its policy, or a trail it could not write).",
+    types=frozenset({"api-call"}),
+    actions=frozenset({"refused"}),
+)
+
 # Posture: the checks run in `listener.posture`; these judge the events they record.
 POSTURE = frozenset({"posture"})
 DAEMON_POSTURE = RuleMeta(
@@ -230,6 +239,7 @@ HOST_RULES: tuple[RuleMeta, ...] = (
     INTENT_MISMATCH,
     EXPIRED,
     UNDECLARED,
+    PROXY_REFUSAL,
     DAEMON_POSTURE,
     AUDIT_RULE_POSTURE,
     CONTAINER_DRIFT,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
-from listener.rules import activity, container, image, intent, posture
+from listener.rules import activity, container, image, intent, posture, proxy
 from listener.rules.base import Finding, Rule, RuleContext, judged
 
 RULES: tuple[Rule, ...] = (
@@ -37,6 +37,7 @@ RULES: tuple[Rule, ...] = (
     Rule(catalogue.INTENT_MISMATCH, intent.check_intent_mismatch),
     Rule(catalogue.EXPIRED, intent.check_expired),
     Rule(catalogue.UNDECLARED, intent.check_undeclared),
+    Rule(catalogue.PROXY_REFUSAL, proxy.check_proxy_refusal),
     Rule(catalogue.DAEMON_POSTURE, posture.check_daemon_posture),
     Rule(catalogue.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
     Rule(catalogue.CONTAINER_DRIFT, posture.check_container_drift),

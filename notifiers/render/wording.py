@@ -93,6 +93,10 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
         "audit.who 标签声称的人与 auditd 记录的登录用户不符。",
     ),
     "host-chain-broken": ("主机审计链断裂", "主机发布的审计链出现缺口、分叉、回退或签名无效。"),
+    "proxy-refusal": (
+        "代理拒绝了 API 调用",
+        "套接字代理按策略（或因审计记录无法写入）拒绝了一次 API 调用。",
+    ),
     "daemon-posture": (
         "守护进程安全配置变差",
         "Docker 守护进程的安全设置变差（icc、userns、live-restore 等）。",
