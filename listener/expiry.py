@@ -136,7 +136,8 @@ async def expiry_timer(
         due = watch.next_deadline(now)
         wait = max_sleep_secs if due is None else min(max_sleep_secs, (due - now) / _NS + 0.05)
         try:
-            await asyncio.wait_for(watch.changed.wait(), wait)
+            async with asyncio.timeout(wait):
+                await watch.changed.wait()
             continue  # a new deadline may come first
         except TimeoutError:
             pass

@@ -106,11 +106,13 @@ class DeliveryWorker:
         self._jitter = jitter
         self._wakeups = {d.name: asyncio.Event() for d in config.destinations}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.stats = WorkerStats()
 
     # -- lifecycle --------------------------------------------------------------
 
     async def start(self) -> None:
+        self._closing = False
         for destination in self._config.destinations:
             task = asyncio.create_task(
                 self._run_destination(destination), name=f"notify-{destination.name}"
@@ -123,6 +125,10 @@ class DeliveryWorker:
             event.set()
 
     async def aclose(self) -> None:
+        # The flag as well as the cancel: a cancel that lands as a wait ends can be
+        # swallowed (asyncio.wait_for in 3.11), and the loop must end all the same.
+        self._closing = True
+        self.wake()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -152,7 +158,7 @@ class DeliveryWorker:
     async def _run_destination(self, destination: Destination) -> None:
         wakeup = self._wakeups[destination.name]
         poll_ns = int(self._config.poll_interval_secs * _NS)
-        while True:
+        while not self._closing:
             try:
                 next_ns = await self._pass(destination, force=False)
             except Exception:
@@ -161,7 +167,8 @@ class DeliveryWorker:
             now = self._clock()
             wait_ns = poll_ns if next_ns is None else max(0, min(poll_ns, next_ns - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), wait_ns / _NS)
+                async with asyncio.timeout(wait_ns / _NS):
+                    await wakeup.wait()
             wakeup.clear()
 
     async def _pass(self, destination: Destination, *, force: bool) -> int | None:

@@ -147,7 +147,8 @@ class Correlator:
                 self._changed = asyncio.Event()
             changed = self._changed
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
             except TimeoutError:
                 return False
         return True

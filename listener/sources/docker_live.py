@@ -780,7 +780,8 @@ class DockerSource:
             if quiet and self._queue.empty():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(drain.done.wait(), 0.05)
+                async with asyncio.timeout(0.05):
+                    await drain.done.wait()
 
     def _record_gap(self, from_ns: int, until_ns: int, reason: str) -> None:
         self.stats.gaps += 1
@@ -951,7 +952,8 @@ class DockerSource:
         """A sweep after every connect and every `sweep_interval_secs` after the last one."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_wanted.wait(), self.config.sweep_interval_secs)
+                async with asyncio.timeout(self.config.sweep_interval_secs):
+                    await self._sweep_wanted.wait()
             if self._stopping.is_set():
                 return
             reason, self._sweep_reason = self._sweep_reason, "periodic"
@@ -1093,7 +1095,8 @@ class DockerSource:
 
     async def _sleep(self, secs: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), secs)
+            async with asyncio.timeout(secs):
+                await self._stopping.wait()
 
 
 _FIX = "start dockerd, or point docker.host / DOCKER_HOST at a running engine"

@@ -379,4 +379,5 @@ class KafkaPublisher:
                     extra={"fields": {"error": str(exc), "retry_in_secs": delay}},
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await stop.wait()
