@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from click.testing import CliRunner
 
 from listener.cli import main
 from listener.posture.metering import MeteringStore, Sample
+from tests.shared_data import missing_component
 from tests.test_serve import CONFIG, HOSTILE, Server, _hostile_events, fetch, get_json
 
 MIB = 1024 * 1024
@@ -93,3 +96,18 @@ def test_snapshots_are_read_only_and_names_stay_text(server: Server) -> None:
         status, page = fetch(server.url + path)
         assert status == 200 and HOSTILE not in page
         assert html.escape(HOSTILE) in page or "&lt;img" in page
+
+
+def test_top_memory_in_headless_chromium(server: Server, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        missing_component("chromium is not installed (apt-get install chromium)")
+        return
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom"]  # fmt: skip
+    url = server.url + "/metering/top_memory"
+    dom = subprocess.run([*flags, url], capture_output=True, text=True, timeout=120,
+                         check=True).stdout  # fmt: skip
+    assert "Top containers by memory" in dom and ">web<" in dom
+    assert "onerror" not in dom.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+    assert "<img" not in dom  # the hostile name stayed text

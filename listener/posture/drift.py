@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from config.errors import SourceError
 from config.posture import DriftConfig
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, natural_id
@@ -121,7 +122,11 @@ class DriftWatch:
         written = [path for kind, path in found if kind != "deleted"]
         if not written or not self.config.read_modes:
             return ExecScan("not read")
-        upper, why = upper_dir(engine.inspect_container(cid))
+        try:
+            inspect = engine.inspect_container(cid)
+        except SourceError as exc:  # the diff stands without modes
+            return ExecScan(f"not read: {exc}")
+        upper, why = upper_dir(inspect)
         if upper is None:
             return ExecScan(why)
         return executables(upper, written, self.config.max_stat_paths, deadline)
