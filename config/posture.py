@@ -31,6 +31,13 @@ class DriftConfig(_Strict):
     max_paths: int = Field(
         50, ge=1, le=10_000, description="Most paths recorded per drift event (the count is kept)."
     )
+    read_modes: bool = Field(
+        True,
+        description="On overlay2, lstat changed paths in the upper directory to flag executables.",
+    )
+    max_stat_paths: int = Field(
+        1000, ge=1, le=100_000, description="Most changed paths stat-ed per container and sweep."
+    )
 
 
 class ImagesConfig(_Strict):

@@ -7,10 +7,12 @@ Read-only three times over: Datasette opens the file `mode=ro` (or
 `immutable=1` with --immutable, for a copy that nothing writes), every
 connection sets `PRAGMA query_only`, and no write canned query exists.
 What is shown: events, alerts, checkpoints, the canned queries below and a
-chart page (`/-/timeline`). What is not: the outbox's delivery tables (their
-error texts may quote a destination URL: the `deliveries` canned query shows
-only safe columns), source read positions, the migrations list, and
-arbitrary SQL unless `--allow-sql` is given.
+chart page (`/-/timeline`); when the metering snapshots file exists, its
+samples too, as a second database (`metering`, read-only the same ways), with
+the last snapshot's containers by memory and by CPU. What is not: the outbox's
+delivery tables (their error texts may quote a destination URL: the
+`deliveries` canned query shows only safe columns), source read positions,
+the migrations list, and arbitrary SQL unless `--allow-sql` is given.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from base64 import b64decode
 from pathlib import Path
 from typing import Any
 
-from listener.serve_tables import DATABASE
+from listener.serve_tables import DATABASE, METERING
 
 TOKEN_ENV = "DOCKTRAIL_SERVE_TOKEN"
 
@@ -103,10 +105,43 @@ CANNED_QUERIES: dict[str, dict[str, Any]] = {
     },
 }
 
+# The last snapshot: each container's newest sample taken in the minute before the
+# newest sample of all (one snapshot's stats calls take a few seconds).
+_LAST_SNAPSHOT = (
+    "SELECT s.name, s.container_id, "
+    "strftime('%Y-%m-%dT%H:%M:%SZ', s.time_ns / 1e9, 'unixepoch') AS time, "
+    "s.memory_bytes, s.memory_limit, s.cpu_percent, s.pids, s.blkio_read, s.blkio_write, "
+    "s.limited FROM samples s JOIN (SELECT container_id, max(time_ns) AS t FROM samples "
+    "GROUP BY container_id) l ON s.container_id = l.container_id AND s.time_ns = l.t "
+    "WHERE s.time_ns >= (SELECT max(time_ns) FROM samples) - 60000000000"
+)
+METERING_QUERIES: dict[str, dict[str, Any]] = {
+    "top_memory": {
+        "title": "Top containers by memory",
+        "description": "The last snapshot's containers, most memory first (limit 0: none "
+        "of its own).",
+        "sql": f"{_LAST_SNAPSHOT} ORDER BY s.memory_bytes DESC, s.name",
+    },
+    "top_cpu": {
+        "title": "Top containers by CPU",
+        "description": "The last snapshot's containers, most CPU first (percent of one CPU "
+        "since the container's previous snapshot).",
+        "sql": f"{_LAST_SNAPSHOT} ORDER BY coalesce(s.cpu_percent, 0) DESC, s.name",
+    },
+    "container_usage": {
+        "title": "A container's usage over time",
+        "description": "Every snapshot of one container (name or id prefix), newest first.",
+        "sql": "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', time_ns / 1e9, 'unixepoch') AS time, "
+        "name, memory_bytes, memory_limit, cpu_percent, pids, blkio_read, blkio_write "
+        "FROM samples WHERE name = :container OR (length(:container) >= 4 "
+        "AND substr(container_id, 1, length(:container)) = :container) ORDER BY time_ns DESC",
+    },
+}
 
-def metadata() -> dict[str, Any]:
+
+def metadata(*, metering: bool = False) -> dict[str, Any]:
     """Datasette metadata: titles, facets, sort orders and the canned queries."""
-    return {
+    found: dict[str, Any] = {
         "title": "docktrail",
         "description_html": 'Audit trail of this Docker host. <a href="/-/timeline">'
         "Events and alerts over time</a>.",
@@ -128,6 +163,17 @@ def metadata() -> dict[str, Any]:
             }
         },
     }
+    if metering:
+        found["description_html"] += (
+            f' Resource snapshots: <a href="/{METERING}/top_memory">top containers by '
+            f'memory</a>, <a href="/{METERING}/top_cpu">by CPU</a>.'
+        )
+        found["databases"][METERING] = {
+            "title": "Resource snapshots (CIS 6.2)",
+            "tables": {"samples": {"sort_desc": "time_ns", "facets": ["name", "limited"]}},
+            "queries": METERING_QUERIES,
+        }
+    return found
 
 
 def is_loopback(host: str) -> bool:
@@ -139,7 +185,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_datasette(path: Path, *, immutable: bool = False, allow_sql: bool = False) -> Any:
+def make_datasette(
+    path: Path,
+    *,
+    immutable: bool = False,
+    allow_sql: bool = False,
+    metering: Path | None = None,
+) -> Any:
+    """The explorer of the trail at `path`; `metering`: the snapshots file, when it exists."""
     from datasette.app import Datasette
     from datasette.database import Database
 
@@ -147,7 +200,7 @@ def make_datasette(path: Path, *, immutable: bool = False, allow_sql: bool = Fal
 
     serve_plugin.register(allow_sql=allow_sql)
     datasette = Datasette(
-        metadata=metadata(),
+        metadata=metadata(metering=metering is not None),
         settings={
             "default_allow_sql": allow_sql,
             "allow_download": False,  # the file holds the outbox tables too
@@ -159,6 +212,9 @@ def make_datasette(path: Path, *, immutable: bool = False, allow_sql: bool = Fal
         datasette.remove_database("_memory")
     database = Database(datasette, path=str(path), is_mutable=not immutable)
     datasette.add_database(database, name=DATABASE)
+    if metering is not None:
+        snapshots = Database(datasette, path=str(metering), is_mutable=not immutable)
+        datasette.add_database(snapshots, name=METERING)
     return datasette
 
 

@@ -26,21 +26,26 @@ def register(*, allow_sql: bool) -> None:
 
 @hookimpl
 def prepare_connection(conn: Any, database: str) -> None:
-    from listener.serve_tables import DATABASE
+    from listener.serve_tables import DATABASE, METERING
 
-    if database == DATABASE:  # even a plugin's write connection must not change the trail
+    if database in (
+        DATABASE,
+        METERING,
+    ):  # even a plugin's write connection must not change the trail
         conn.execute("PRAGMA query_only = 1")
 
 
 @hookimpl
 def permission_allowed(action: str, resource: Any) -> bool | None:
-    from listener.serve_tables import DATABASE, VISIBLE_TABLES
+    from listener.serve_tables import DATABASE, METERING, METERING_TABLES, VISIBLE_TABLES
 
     if action == "execute-sql" and not _settings["allow_sql"]:
         return False
     if action == "view-table" and isinstance(resource, tuple):
         database, table = resource
         if database == DATABASE and table not in VISIBLE_TABLES:
+            return False
+        if database == METERING and table not in METERING_TABLES:
             return False
     if action in ("view-database-download", "create-table", "drop-table", "insert-row"):
         return False

@@ -2,3 +2,5 @@
 
 DATABASE = "trail"
 VISIBLE_TABLES = frozenset({"events", "alerts", "checkpoints"})
+METERING = "metering"  # `<trail>.metering.db`, attached when it exists
+METERING_TABLES = frozenset({"samples"})

@@ -31,6 +31,7 @@ def serve(
     user, or `Authorization: Bearer TOKEN`).
     """
     from config.errors import ConfigError, TrailError
+    from listener.posture.wiring import metering_path
     from listener.serve import TOKEN_ENV, is_loopback, make_datasette
     from listener.serve import serve as run_server
 
@@ -43,6 +44,9 @@ def serve(
             f"--host {host}: not a loopback address; set {TOKEN_ENV} or put an "
             "authenticating reverse proxy in front and pass --behind-proxy"
         )
-    datasette = make_datasette(path, immutable=immutable, allow_sql=allow_sql)
-    click.echo(f"serving {path} read-only on http://{host}:{port}/", err=True)
+    snapshots = metering_path(state.config)
+    metering = snapshots if snapshots.is_file() else None
+    datasette = make_datasette(path, immutable=immutable, allow_sql=allow_sql, metering=metering)
+    shown = f"{path} and {metering}" if metering else str(path)
+    click.echo(f"serving {shown} read-only on http://{host}:{port}/", err=True)
     run_server(datasette, host, port, token)

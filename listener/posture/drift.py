@@ -15,9 +15,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from config.errors import SourceError
 from config.posture import DriftConfig
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, natural_id
+from listener.posture.upperdir import ExecScan, executables, upper_dir
 
 DRIFT_ACTION = "drift"
 _KINDS = {0: "changed", 1: "added", 2: "deleted"}
@@ -90,26 +92,52 @@ class DriftWatch:
             if time.monotonic() > deadline:
                 break
             item = running[(self._next + step) % len(running)]
-            event = self._check(engine, item, reason)
+            event = self._check(engine, item, reason, deadline)
             if event is not None:
                 events.append(event)
             self._next = (self._next + step + 1) % len(running)
         return events
 
-    def _check(self, engine: Any, item: Mapping[str, Any], reason: str) -> Event | None:
+    def _check(
+        self, engine: Any, item: Mapping[str, Any], reason: str, deadline: float
+    ) -> Event | None:
         cid = str(item["Id"])
         changes = engine.api(f"cannot diff {cid[:12]}", lambda client: client.diff(cid)) or []
         mounts = [str(m.get("Destination") or "") for m in item.get("Mounts") or []]
         found = drifted(changes, [m for m in mounts if m])
-        fingerprint = hashlib.sha256(repr(found).encode()).hexdigest()[:16]
+        scan = self._scan(engine, cid, found, deadline)
+        # Without executables the id is what it was before modes were read.
+        keyed: object = (found, scan.executables) if scan.executables else found
+        fingerprint = hashlib.sha256(repr(keyed).encode()).hexdigest()[:16]
         previous = self._last.get(cid)
         if previous == fingerprint or (previous is None and not found):
             return None
         self._last[cid] = fingerprint
-        return self._event(item, found, fingerprint, reason)
+        return self._event(item, found, fingerprint, reason, scan)
+
+    def _scan(
+        self, engine: Any, cid: str, found: list[tuple[str, str]], deadline: float
+    ) -> ExecScan:
+        """Which added or changed paths are executable files, from the overlay2 upper dir."""
+        written = [path for kind, path in found if kind != "deleted"]
+        if not written or not self.config.read_modes:
+            return ExecScan("not read")
+        try:
+            inspect = engine.inspect_container(cid)
+        except SourceError as exc:  # the diff stands without modes
+            return ExecScan(f"not read: {exc}")
+        upper, why = upper_dir(inspect)
+        if upper is None:
+            return ExecScan(why)
+        return executables(upper, written, self.config.max_stat_paths, deadline)
 
     def _event(
-        self, item: Mapping[str, Any], found: list[tuple[str, str]], fingerprint: str, reason: str
+        self,
+        item: Mapping[str, Any],
+        found: list[tuple[str, str]],
+        fingerprint: str,
+        reason: str,
+        scan: ExecScan,
     ) -> Event:
         cid = str(item["Id"])
         cap = self.config.max_paths
@@ -132,6 +160,8 @@ class DriftWatch:
                     "paths": [f"{kind} {path}" for kind, path in found[:cap]],
                     "count": len(found),
                     "critical": critical(found)[:cap],
+                    "executables": list(scan.executables[:cap]),
+                    "modes": scan.scan + (" (truncated)" if scan.truncated else ""),
                     "fingerprint": fingerprint,
                     "reason": reason,
                 },

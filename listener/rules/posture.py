@@ -56,6 +56,9 @@ def check_audit_rule_posture(event: Event, ctx: RuleContext) -> Iterator[Finding
 
 def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     paths = [str(path) for path in event.attributes.get("critical") or []]
+    # A new or changed executable anywhere (/tmp, /root) runs as well as one in bin/.
+    execs = [str(path) for path in event.attributes.get("executables") or []]
+    paths += [path for path in execs if path not in paths]
     if not paths:
         return
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
@@ -65,6 +68,7 @@ def check_container_drift(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         f"{event.actor.name or event.actor.id[:12]}: drift outside volumes: {shown}",
         paths=paths,
         count=event.attributes.get("count"),
+        executables=execs,
     )
 
 
