@@ -283,6 +283,7 @@ async def _consume_loop(
         await consumer.start()
         try:
             partitions = await _assign(consumer, kafka.topic, central.offsets)
+            await _forget_lost_offsets(consumer, partitions, central)
             while not stop.is_set():
                 batch = await _fetch(consumer, kafka.consume.batch_size)
                 if batch:
@@ -331,6 +332,34 @@ async def _assign(consumer: Any, topic: str, offsets: dict[str, int]) -> list[An
         else:
             consumer.seek(tp, stored)
     return partitions
+
+
+async def _forget_lost_offsets(consumer: Any, partitions: list[Any], central: CentralTrail) -> None:
+    """Read again from the start a partition whose broker forgot the group's offset.
+
+    The group's offset is committed after every batch the central trail
+    stored; a broker without it lost its state (restarted with empty storage,
+    topic recreated), and its records at our stored offset are other records
+    or none. The hosts republish; the chain check drops what the central
+    trail holds. (End offsets cannot tell: tansu reports the last batch's
+    first offset + 1.) Stored at once, so a restart before the republished
+    records arrive does not skip them. A group whose offsets expired is read
+    again too: slower, never wrong.
+    """
+    lost = []
+    for tp in partitions:
+        stored = central.offsets.get(str(tp.partition), 0)
+        if stored and await consumer.committed(tp) is None:
+            lost.append(tp)
+            log.warning(
+                "kafka partition %s[%d]: the group has no offset though %d records were "
+                "consumed (the broker lost its records?); reading it again from its start",
+                tp.topic, tp.partition, stored,
+            )  # fmt: skip
+            central.offsets[str(tp.partition)] = 0
+            await consumer.seek_to_beginning(tp)
+    if lost:
+        await central.trail.write([], source_state={central.offsets_name: central.offsets})
 
 
 async def _caught_up(consumer: Any, partitions: list[Any]) -> bool:
