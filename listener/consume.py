@@ -18,7 +18,9 @@ Where to resume is the central trail's, not the consumer group's: offsets
 are stored after the rows they produced, so a crash re-reads records that
 step 2 then drops by id. The group's committed offsets follow for lag
 monitoring only (`kafka.consume.group_id`). Partitions are assigned
-explicitly (one central writer; no rebalancing can move them away mid-batch).
+explicitly (one central writer; no rebalancing can move them away mid-batch);
+a second consumer of the same central trail waits as a hot standby
+(`sinks.kafka.standby`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from sinks.kafka.chains import (
 )
 from sinks.kafka.client import consumer_options, ensure_topic, kafka_errors
 from sinks.kafka.records import decode
+from sinks.kafka.standby import active_consumer
 from sinks.sqlite import SQLiteTrail
 
 if TYPE_CHECKING:
@@ -240,6 +243,15 @@ async def consume(
 ) -> ConsumeReport:
     """Consume into the central trail until `stop` (or, with `once`, until caught up)."""
     kafka = _kafka(config)
+    async with active_consumer(config.trail.path, stop) as active:
+        if not active:
+            return ConsumeReport()
+        return await _consume_trail(config, kafka, stop, once)
+
+
+async def _consume_trail(
+    config: DocktrailConfig, kafka: KafkaConfig, stop: asyncio.Event, once: bool
+) -> ConsumeReport:
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         states = await trail.call(lambda t: t.source_states())
