@@ -18,7 +18,9 @@ Where to resume is the central trail's, not the consumer group's: offsets
 are stored after the rows they produced, so a crash re-reads records that
 step 2 then drops by id. The group's committed offsets follow for lag
 monitoring only (`kafka.consume.group_id`). Partitions are assigned
-explicitly (one central writer; no rebalancing can move them away mid-batch).
+explicitly (one central writer; no rebalancing can move them away mid-batch);
+a second consumer of the same central trail waits as a hot standby
+(`sinks.kafka.standby`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from sinks.kafka.chains import (
 )
 from sinks.kafka.client import consumer_options, ensure_topic, kafka_errors
 from sinks.kafka.records import decode
+from sinks.kafka.standby import active_consumer
 from sinks.sqlite import SQLiteTrail
 
 if TYPE_CHECKING:
@@ -240,6 +243,15 @@ async def consume(
 ) -> ConsumeReport:
     """Consume into the central trail until `stop` (or, with `once`, until caught up)."""
     kafka = _kafka(config)
+    async with active_consumer(config.trail.path, stop) as active:
+        if not active:
+            return ConsumeReport()
+        return await _consume_trail(config, kafka, stop, once)
+
+
+async def _consume_trail(
+    config: DocktrailConfig, kafka: KafkaConfig, stop: asyncio.Event, once: bool
+) -> ConsumeReport:
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         states = await trail.call(lambda t: t.source_states())
@@ -283,6 +295,7 @@ async def _consume_loop(
         await consumer.start()
         try:
             partitions = await _assign(consumer, kafka.topic, central.offsets)
+            await _forget_lost_offsets(consumer, partitions, central)
             while not stop.is_set():
                 batch = await _fetch(consumer, kafka.consume.batch_size)
                 if batch:
@@ -331,6 +344,34 @@ async def _assign(consumer: Any, topic: str, offsets: dict[str, int]) -> list[An
         else:
             consumer.seek(tp, stored)
     return partitions
+
+
+async def _forget_lost_offsets(consumer: Any, partitions: list[Any], central: CentralTrail) -> None:
+    """Read again from the start a partition whose broker forgot the group's offset.
+
+    The group's offset is committed after every batch the central trail
+    stored; a broker without it lost its state (restarted with empty storage,
+    topic recreated), and its records at our stored offset are other records
+    or none. The hosts republish; the chain check drops what the central
+    trail holds. (End offsets cannot tell: tansu reports the last batch's
+    first offset + 1.) Stored at once, so a restart before the republished
+    records arrive does not skip them. A group whose offsets expired is read
+    again too: slower, never wrong.
+    """
+    lost = []
+    for tp in partitions:
+        stored = central.offsets.get(str(tp.partition), 0)
+        if stored and await consumer.committed(tp) is None:
+            lost.append(tp)
+            log.warning(
+                "kafka partition %s[%d]: the group has no offset though %d records were "
+                "consumed (the broker lost its records?); reading it again from its start",
+                tp.topic, tp.partition, stored,
+            )  # fmt: skip
+            central.offsets[str(tp.partition)] = 0
+            await consumer.seek_to_beginning(tp)
+    if lost:
+        await central.trail.write([], source_state={central.offsets_name: central.offsets})
 
 
 async def _caught_up(consumer: Any, partitions: list[Any]) -> bool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.kafka_broker import kafka_bootstrap  # noqa: F401 - shared fixture
+from tests.kafka_tansu import tansu  # noqa: F401 - a broker a test restarts or freezes
 from tests.notify_servers import smtp_server, webhook_server  # noqa: F401 - shared fixtures
 
 if TYPE_CHECKING:

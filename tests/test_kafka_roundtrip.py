@@ -75,6 +75,7 @@ def test_publishing_resumes_from_the_stored_position(tmp_path: Path, kafka: Kafk
     assert host.publish(kafka) == 2
     position = host.trail.load_source_state(STATE_PREFIX + kafka.topic)
     assert position is not None and position.pop("partition") in range(kafka.partitions)
+    del position["end_offset"], position["end_offset_partition"]
     assert position == {"events": 5, "alerts": 0, "checkpoints": 1}
     host.close()
     central = central_config(tmp_path, kafka)

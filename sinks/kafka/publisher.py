@@ -54,12 +54,18 @@ class PublishedPosition:
     `partition`: where this trail's records went. It is kept while the topic
     has it: were the host to follow the hash of its name into a partition
     added later, its new records could be consumed before its older ones.
+    `end_offset`: the offset after the last record acknowledged, in partition
+    `end_offset_partition`; a broker that acknowledges a later record there
+    below it lost the topic's records (restarted with empty storage, topic
+    recreated) and the trail is republished.
     """
 
     events: int = 0
     alerts: int = 0
     checkpoints: int = 0
     partition: int | None = None
+    end_offset: int = 0
+    end_offset_partition: int | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> PublishedPosition:
@@ -68,13 +74,20 @@ class PublishedPosition:
         try:
             counts = (int(state["events"]), int(state["alerts"]), int(state["checkpoints"]))
             partition = state.get("partition")
-            return cls(*counts, None if partition is None else int(partition))
+            acked = state.get("end_offset_partition")
+            return cls(
+                *counts,
+                None if partition is None else int(partition),
+                int(state.get("end_offset") or 0),
+                None if acked is None else int(acked),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise TrailError(f"source_state {STATE_PREFIX}…: not a published position") from exc
 
     def as_state(self) -> dict[str, int | None]:
         return {"events": self.events, "alerts": self.alerts, "checkpoints": self.checkpoints,
-                "partition": self.partition}  # fmt: skip
+                "partition": self.partition, "end_offset": self.end_offset,
+                "end_offset_partition": self.end_offset_partition}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -84,6 +97,7 @@ class PublishStats:
     checkpoints: int = 0
     rounds: int = 0
     failures: int = 0
+    republished: int = 0
 
     @property
     def records(self) -> int:
@@ -155,19 +169,38 @@ class Sender:
         self._topic = topic
         self._partition = partition
         self._pending: list[asyncio.Future[Any]] = []
+        self._counts: list[int] = []
 
     async def send(self, batch: Any) -> None:
         batch.close()
+        count = batch.record_count()
         future = await self._producer.send_batch(batch, self._topic, partition=self._partition)
         self._pending.append(future)
+        self._counts.append(count)
 
-    async def acknowledged(self) -> None:
-        """Wait until the brokers acknowledged every batch sent (raises the first failure)."""
+    async def acknowledged(self) -> Acknowledged | None:
+        """Wait until the brokers acknowledged every batch sent (raises the first failure).
+
+        Returns the first offset and the end offset the brokers gave the
+        records, or None when nothing was sent or the acks carry no offsets.
+        """
         pending, self._pending = self._pending, []
+        counts, self._counts = self._counts, []
         results = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        offsets = [getattr(result, "offset", None) for result in results]
+        first, last = (offsets[0], offsets[-1]) if offsets else (None, None)
+        if not isinstance(first, int) or not isinstance(last, int) or first < 0:
+            return None  # acks=0: the brokers do not say where the records went
+        return Acknowledged(first=first, end=last + counts[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    first: int
+    end: int
 
 
 class Accumulator:
@@ -233,6 +266,7 @@ class KafkaPublisher:
         self._partition = 0
         self._public_key: str | None = None
         self._prefixes: dict[str, bytes] = {}
+        self._republish = False
 
     @property
     def started(self) -> bool:
@@ -287,9 +321,10 @@ class KafkaPublisher:
         """Publish every row stored so far; returns the records sent."""
         total = 0
         while True:
+            self._republish = False
             sent = await self.publish_round()
             total += sent
-            if sent < self.config.publish_batch_size:
+            if sent < self.config.publish_batch_size and not self._republish:
                 return total
 
     async def publish_round(self) -> int:
@@ -304,9 +339,14 @@ class KafkaPublisher:
             await self._alerts(current, accumulator)
             await self._checkpoints(current, accumulator)
             await accumulator.flush()
-            await sender.acknowledged()
+            acknowledged = await sender.acknowledged()
         sent = current.sent
         current.position.partition = self._partition
+        if acknowledged is not None:
+            current.position.end_offset = acknowledged.end
+            current.position.end_offset_partition = self._partition
+            if self._lost_records(acknowledged):
+                current.position = self._restart_from_scratch(acknowledged)
         if sent.records:
             await self._save_state({self.state_name: current.position.as_state()})
             self.position = current.position
@@ -315,6 +355,24 @@ class KafkaPublisher:
             self.stats.checkpoints += sent.checkpoints
         self.stats.rounds += 1
         return sent.records
+
+    def _lost_records(self, acknowledged: Acknowledged) -> bool:
+        same_partition = self.position.end_offset_partition == self._partition
+        return same_partition and acknowledged.first < self.position.end_offset
+
+    def _restart_from_scratch(self, acknowledged: Acknowledged) -> PublishedPosition:
+        """The topic lost records we published: republish the whole trail (consumers dedupe)."""
+        log.warning(
+            "kafka topic is behind the published position (broker lost its records?); "
+            "republishing the trail from its start",
+            extra={"fields": {"topic": self.config.topic, "partition": self._partition,
+                              "published_end_offset": self.position.end_offset,
+                              "acknowledged_offset": acknowledged.first}},
+        )  # fmt: skip
+        self.stats.republished += 1
+        self._republish = True
+        return PublishedPosition(partition=self._partition, end_offset=acknowledged.end,
+                                 end_offset_partition=self._partition)  # fmt: skip
 
     async def _events(self, current: _Round, accumulator: Accumulator) -> None:
         limit = self.config.publish_batch_size
