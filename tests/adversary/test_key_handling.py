@@ -13,6 +13,7 @@ from config.errors import SigningKeyError
 from sinks.signing import fingerprint, load_or_create_key
 from sinks.sqlite import SQLiteTrail
 from tests.adversary.trails import build, verify
+from tests.shared_data import missing_component
 
 RACERS = 200
 
@@ -59,7 +60,7 @@ def test_a_symlinked_key_is_refused(tmp_path: Path) -> None:
 
 def test_a_key_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root to give the key file to another user")  # not a component
+        missing_component("giving the key file to another user needs root")
     key = tmp_path / "docktrail.key"
     load_or_create_key(key)
     os.chown(key, 65534, -1)
