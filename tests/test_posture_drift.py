@@ -104,3 +104,33 @@ def test_parent_directories_and_mounted_paths_are_left_out() -> None:
     found = drifted(changes, ["/data"])
     assert ("changed", "/etc") not in found and ("changed", "/etc/passwd") in found
     assert len(found) == 81
+
+
+def test_a_container_removed_since_the_listing_does_not_hide_the_others_drift(
+    dockerd: Dockerd, started: Callable[..., str], engine: EngineClient
+) -> None:
+    gone, kept = started(), started()
+    listed = ours(engine, gone, kept)
+    dockerd.docker("rm", "--force", gone)
+    dockerd.docker("exec", kept, "sh", "-c", "echo x > /bin/planted")
+
+    found = DriftWatch(DriftConfig(), HOST).sweep(engine, listed, "start")
+
+    assert [event.actor.id for event in found] == [kept]
+    assert "added /bin/planted" in found[0].attributes["paths"]
+
+
+def test_the_round_robin_diffs_each_container_once_before_any_twice(
+    dockerd: Dockerd, started: Callable[..., str], engine: EngineClient
+) -> None:
+    ids = [started() for _ in range(3)]
+    for cid in ids:
+        dockerd.docker("exec", cid, "sh", "-c", "echo x > /bin/planted")
+    watch = DriftWatch(DriftConfig(containers_per_sweep=2), HOST)
+    listed = ours(engine, *ids)
+
+    first = [event.actor.id for event in watch.sweep(engine, listed, "start")]
+    second = [event.actor.id for event in watch.sweep(engine, listed, "periodic")]
+
+    assert len(first) == 2 and len(set(first)) == 2
+    assert second == sorted(set(ids) - set(first))

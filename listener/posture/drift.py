@@ -15,11 +15,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import logging
+
 from config.errors import SourceError
 from config.posture import DriftConfig
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, natural_id
 from listener.posture.upperdir import ExecScan, executables, upper_dir
+
+log = logging.getLogger(__name__)
 
 DRIFT_ACTION = "drift"
 _KINDS = {0: "changed", 1: "added", 2: "deleted"}
@@ -88,14 +92,21 @@ class DriftWatch:
         deadline = time.monotonic() + self.config.time_budget_secs
         events = []
         count = min(self.config.containers_per_sweep, len(running))
+        start = self._next
         for step in range(count):
             if time.monotonic() > deadline:
                 break
-            item = running[(self._next + step) % len(running)]
-            event = self._check(engine, item, reason, deadline)
+            item = running[(start + step) % len(running)]
+            try:
+                event = self._check(engine, item, reason, deadline)
+            except SourceError as exc:
+                # A container removed since the listing (an `--rm` that exited) is
+                # gone, not a reason to lose the other containers' drift.
+                log.warning(f"container drift of {str(item['Id'])[:12]} skipped: {exc}")
+                event = None
             if event is not None:
                 events.append(event)
-            self._next = (self._next + step + 1) % len(running)
+            self._next = (start + step + 1) % len(running)
         return events
 
     def _check(
