@@ -11,11 +11,10 @@ docktrail stores the same drift once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import logging
 
 from config.errors import SourceError
 from config.posture import DriftConfig
