@@ -11,7 +11,7 @@ from listener.model.event import Actor
 from sinks.base import AlertFilter
 from sinks.sqlite import SQLiteTrail
 from tests.kafka_broker import topic_config
-from tests.kafka_hosts import HostTrail, central_config, consume_once
+from tests.kafka_hosts import HostTrail, central_config, consume_once, host_event
 
 UNTRUSTED = "evil.example.com/miner:1"
 
@@ -64,3 +64,23 @@ def test_churn_spread_over_hosts(tmp_path: Path, kafka: KafkaConfig) -> None:
     consume_once(central_config(tmp_path, kafka, **rules))
     [alert] = fleet_alerts(tmp_path, "fleet-churn")
     assert alert["count"] == 11 and alert["hosts"] == ["node-a", "node-b", "node-c"]
+
+
+def test_one_host_naming_others_is_a_chain_alert_not_a_fleet(
+    tmp_path: Path, kafka: KafkaConfig
+) -> None:
+    pull = {"type": "image", "action": "pull", "actor": Actor(id=UNTRUSTED, name=UNTRUSTED)}
+    host = HostTrail(tmp_path, "node-a")
+    for n, claimed in enumerate(("node-a", "node-b", "node-c"), start=1):
+        host.trail.append([host_event(claimed, n, **pull)])
+    host.publish(kafka)
+    host.close()
+    consume_once(central_config(tmp_path, kafka))
+
+    assert fleet_alerts(tmp_path, "fleet-untrusted-image") == []  # one publisher
+    broken = fleet_alerts(tmp_path, "host-chain-broken")
+    assert [(a["problem"], a["host_seq"]) for a in broken] == [
+        ("host-mismatch", 2),
+        ("host-mismatch", 3),
+    ]
+    assert "names host 'node-b' but was published by 'node-a'" in str(broken[0]["detail"])

@@ -56,6 +56,18 @@ WINDOWED_TYPES = FLEET_CHURN.types | FLEET_IMAGE.types
 """Event types the time-windowed fleet rules count."""
 
 
+def publisher(event: Event) -> str:
+    """The host whose signed chain carried the event: the one fleet rules count.
+
+    An event's own `host` is what the publisher wrote in it; a host naming
+    others must not make one untrusted pull look like many hosts' pulls.
+    """
+    arrival = event.attributes.get(FLEET_KEY)
+    if isinstance(arrival, Mapping) and isinstance(arrival.get("publisher"), str):
+        return str(arrival["publisher"])
+    return event.host
+
+
 def check_chain(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     arrival = event.attributes.get(FLEET_KEY)
     if not isinstance(arrival, Mapping) or not arrival.get("problem"):
@@ -64,7 +76,7 @@ def check_chain(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     yield finding(
         CHAIN_BROKEN,
         event,
-        f"trail of host {event.host}: {problem}: {detail}",
+        f"trail of host {publisher(event)}: {problem}: {detail}",
         problem=problem,
         detail=detail,
         trail_id=arrival.get("trail_id"),
@@ -94,8 +106,8 @@ def check_fleet_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     settings = ctx.rules.fleet_churn
     state = fleet_state(ctx)
     window, counts = state.churn, state.churn_hosts
-    window.append((event.time_ns, event.host))
-    counts[event.host] += 1
+    window.append((event.time_ns, publisher(event)))
+    counts[publisher(event)] += 1
     while window and window[0][0] <= event.time_ns - settings.window_secs * _NS:
         _, host = window.popleft()
         counts[host] -= 1
@@ -128,7 +140,7 @@ def check_fleet_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     window_ns = settings.window_secs * _NS
     state = fleet_state(ctx)
     seen = state.image_hosts.setdefault(image, {})
-    seen[event.host] = event.time_ns
+    seen[publisher(event)] = event.time_ns
     for host, when in list(seen.items()):
         if when <= event.time_ns - window_ns:
             del seen[host]

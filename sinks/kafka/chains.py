@@ -35,6 +35,10 @@ its chain is still stored (it is evidence) but carries `attributes.fleet`
   of the ``new-trail`` incident: named in its detail when it is the first
   row received, not a second alert;
 - ``alert-without-event``: a host alert whose event never arrived.
+- ``host-mismatch``: an event or alert naming another host than the one
+  whose chain carries it (a host speaking for another: its records are
+  evidence against the publisher, never attributed to the named host
+  silently).
 
 Records received again (a publisher that crashed before storing its
 position) have central ids already stored and are dropped silently: central
@@ -280,7 +284,9 @@ class _RowCheck:
             return
         row = self.parse()
         problem = _first(
-            self.chain.take_pending(), _chain_problem(self.kind, record, head, record.body)
+            self.chain.take_pending(),
+            _chain_problem(self.kind, record, head, record.body),
+            _host_problem(self.kind, record, row),
         )
         origin = {**_origin(record), "id": row.id, "hash": record.hash,
                   "prev_hash": record.prev_hash}  # fmt: skip
@@ -346,6 +352,14 @@ def _parse(record: Record, model: type[Event] | type[Alert]) -> Event | Alert:
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+
+
+def _host_problem(what: str, record: Record, row: Event | Alert) -> Problem | None:
+    if row.host == record.host:
+        return None
+    return "host-mismatch", (
+        f"{what} seq {record.seq} names host {row.host!r} but was published by {record.host!r}"
+    )
 
 
 def _first(*problems: Problem | None) -> Problem | None:
