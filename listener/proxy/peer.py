@@ -1,7 +1,11 @@
 """Who is on the other end of a Unix socket: SO_PEERCRED and /proc, read at accept.
 
-The pid can exit or be reused after the accept, so everything is read at once,
-with the process start time; `gone` records that /proc no longer had it.
+The pid can exit or be reused after the accept. At the accept the proxy takes
+the credentials and the process start time (`peer_at_accept`: no thread, no
+lock of the other process); the rest (`read_details`: cmdline takes the other
+process's memory lock, names may ask NSS) is read off the event loop, and
+trusted only if the pid still has that start time afterwards. `gone` records
+that /proc no longer had the process (or had another one under its pid).
 """
 
 from __future__ import annotations
@@ -75,18 +79,49 @@ class Peer:
 
 def peer_of(sock: socket.socket) -> Peer:
     """Blocking (reads /proc): call it off the event loop."""
+    peer = peer_at_accept(sock)
+    read_details(peer)
+    return peer
+
+
+def peer_at_accept(sock: socket.socket) -> Peer:
+    """The credentials and the start time that pins the pid: cheap, fit for the event loop.
+
+    /proc/PID/stat takes no lock of the other process's memory (cmdline does).
+    """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     peer = Peer(pid=pid, uid=uid, gid=gid)
     if pid > 0:
-        _read_proc(peer, f"/proc/{pid}")
-    peer.read_names()
+        peer.start_ticks = _current_start_ticks(pid)
+        peer.gone = peer.start_ticks is None
     return peer
+
+
+def read_details(peer: Peer) -> None:
+    """Blocking (/proc, NSS): the rest, kept only if the pid still names the same process."""
+    if peer.pid > 0 and not peer.gone:
+        _read_proc(peer, f"/proc/{peer.pid}")
+        if _current_start_ticks(peer.pid) != peer.start_ticks:
+            _forget_process(peer)  # exited, and the pid may be another process's now
+    peer.read_names()
+
+
+def _current_start_ticks(pid: int) -> int | None:
+    try:
+        return _start_ticks(_read(f"/proc/{pid}/stat"))
+    except (OSError, ValueError):
+        return None
+
+
+def _forget_process(peer: Peer) -> None:
+    peer.auid = peer.ses = peer.exe = peer.cgroup = peer.container_id = None
+    peer.argv = []
+    peer.gone = True
 
 
 def _read_proc(peer: Peer, base: str) -> None:
     try:
-        peer.start_ticks = _start_ticks(_read(f"{base}/stat"))
         loginuid = int(_read(f"{base}/loginuid").strip() or UNSET_LOGINUID)
         peer.auid = None if loginuid == UNSET_LOGINUID else loginuid
         session = int(_read(f"{base}/sessionid").strip() or UNSET_LOGINUID)
