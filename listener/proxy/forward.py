@@ -82,9 +82,12 @@ class ProxyServer:
             self._accept, path=str(path), limit=MAX_HEAD_BYTES
         )
         await asyncio.to_thread(_set_socket_access, self._config)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # asyncio, uvloop
         log.info(
             "socket proxy listening",
-            extra={"fields": {"listen": str(path), "engine": str(self._config.engine)}},
+            extra={
+                "fields": {"listen": str(path), "engine": str(self._config.engine), "loop": loop}
+            },
         )
 
     async def aclose(self) -> None:
