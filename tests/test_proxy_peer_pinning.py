@@ -1,14 +1,15 @@
-"""The peer's pid is pinned at accept by its start time; /proc details are read later.
+"""The peer's process is pinned at accept; its /proc details are read later.
 
-The proxy takes SO_PEERCRED and the process start time at accept and reads
-the rest of /proc only before the first request it records. What it then
-reads counts only if the pid still has the start time seen at accept: a
-process that exited (or a pid that now names another process) leaves the
-credentials alone, with `gone` set.
+The proxy takes SO_PEERCRED at accept and pins the process (a pidfd, or its
+start time where pidfds are not available), and reads the rest of /proc only
+before the first request it records. What it then reads counts only if the
+pinned process had not exited by the end of the reads: a pid that now names
+another process, or none, leaves the credentials alone, with `gone` set.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from listener.proxy.peer import Peer, peer_at_accept, read_details
+from listener.proxy.peer import Peer, confirm_details, peer_at_accept, peer_of, read_details
 
 CLIENT = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(60)"  # noqa: E501
+Accepted = tuple[Peer, subprocess.Popen[bytes], socket.socket]
 
 
-@pytest.fixture
-def accepted(tmp_path: Path) -> Iterator[tuple[Peer, subprocess.Popen[bytes]]]:
+@pytest.fixture(params=[True, False], ids=["pidfd", "start-time"])
+def accepted(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Accepted]:
     path = tmp_path / "s.sock"
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(path))
@@ -32,40 +34,59 @@ def accepted(tmp_path: Path) -> Iterator[tuple[Peer, subprocess.Popen[bytes]]]:
         try:
             connection, _ = server.accept()
             with connection:
-                yield peer_at_accept(connection), client
+                peer = peer_at_accept(connection, use_pidfd=request.param)
+                try:
+                    yield peer, client, connection
+                finally:
+                    peer.release()
         finally:
             client.kill()
             client.wait()
 
 
-def test_details_of_the_process_that_connected_are_read(
-    accepted: tuple[Peer, subprocess.Popen[bytes]],
-) -> None:
-    peer, client = accepted
+def _gone(client: subprocess.Popen[bytes]) -> None:
+    client.kill()
+    client.wait()
+
+
+def test_details_of_the_process_that_connected_are_read(accepted: Accepted) -> None:
+    peer, client, _ = accepted
     assert (peer.pid, peer.gone, peer.argv) == (client.pid, False, [])
-    assert peer.start_ticks is not None
+    assert (peer.pidfd is not None) != (peer.start_ticks is not None)  # one pin or the other
     read_details(peer)
+    confirm_details(peer)
     assert not peer.gone and peer.argv[-1] == "pin-me" and peer.exe is not None
-    assert peer.user is not None
+    assert peer.start_ticks is not None and peer.user is not None
 
 
-def test_details_are_dropped_when_the_pid_names_another_process(
-    accepted: tuple[Peer, subprocess.Popen[bytes]],
+def test_a_client_gone_before_its_first_recorded_request_keeps_its_credentials(
+    accepted: Accepted,
 ) -> None:
-    peer, _ = accepted
-    assert peer.start_ticks is not None
-    peer.start_ticks -= 1  # as if the process seen at accept had exited and the pid come back
+    peer, client, _ = accepted
+    _gone(client)
     read_details(peer)
+    confirm_details(peer)
+    assert peer.gone and peer.argv == [] and peer.auid is None and peer.exe is None
+    assert (peer.pid, peer.uid) == (client.pid, os.geteuid()) and peer.summary()["gone"] is True
+
+
+def test_details_are_dropped_when_the_pid_names_another_process(accepted: Accepted) -> None:
+    peer, client, _ = accepted
+    if peer.pidfd is not None:
+        read_details(peer)
+        _gone(client)  # exited during the reads: the pid may have been reused meanwhile
+    else:
+        assert peer.start_ticks is not None
+        peer.start_ticks -= 1  # as if the process seen at accept had exited and the pid come back
+        read_details(peer)
+    confirm_details(peer)
     assert peer.gone and peer.argv == [] and peer.exe is None and peer.cgroup is None
     assert peer.user is not None  # the credentials stay: they are the socket's, not /proc's
 
 
-def test_a_client_gone_before_its_first_recorded_request_keeps_its_credentials(
-    accepted: tuple[Peer, subprocess.Popen[bytes]],
-) -> None:
-    peer, client = accepted
-    client.kill()
-    client.wait()
-    read_details(peer)
-    assert peer.gone and peer.argv == [] and peer.auid is None
-    assert (peer.pid, peer.uid) == (client.pid, 0) and peer.summary()["gone"] is True
+def test_peer_of_reads_everything_at_once_and_keeps_no_descriptor(accepted: Accepted) -> None:
+    _, client, connection = accepted
+    before = len(os.listdir("/proc/self/fd"))
+    peer = peer_of(connection)
+    assert (peer.pid, peer.argv[-1], peer.pidfd) == (client.pid, "pin-me", None)
+    assert len(os.listdir("/proc/self/fd")) == before

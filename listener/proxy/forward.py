@@ -36,7 +36,7 @@ from listener.proxy.framing import (
     read_head,
     response_has_body,
 )
-from listener.proxy.peer import Peer, peer_at_accept, read_details
+from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
 
 log = logging.getLogger("docktrail.proxy")
@@ -116,15 +116,24 @@ class ProxyServer:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # the credentials and the pid's start time at once; the rest when a request is
-        # recorded (most connections only read), trusted if the pid still has that start
+        # the credentials and the process pinned at once; the rest when a request is recorded
+        # (most connections only read), kept if the pinned process had not exited by then
         try:
             peer = peer_at_accept(writer.get_extra_info("socket"))
+        except OSError as exc:
+            log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
+            return
+        try:
+            await self._relay(Client(peer, Inbox(reader), writer))
+        finally:
+            peer.release()
+
+    async def _relay(self, client: Client) -> None:
+        try:
             engine_reader, engine_writer = await self._engines.connect()
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, Inbox(reader), writer)
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
         downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
         try:
@@ -141,6 +150,7 @@ class ProxyServer:
 
     async def _identify(self, peer: Peer) -> Who:
         await asyncio.to_thread(self._read_details, peer)
+        confirm_details(peer)  # here, on the loop, where the pidfd is closed: never under it
         if peer.container_id:
             peer.container_name = await self._container_name(peer.container_id)
         return peer_who(peer)
