@@ -28,16 +28,20 @@ class EnginePool:
         self._filling: asyncio.Task[None] | None = None
 
     async def connect(self) -> Connection:
-        """An idle connection when one is fit, else a new one; the pool refills behind."""
+        """An idle connection when one is fit, else a new one."""
         loop = asyncio.get_running_loop()
         while self._idle:
             made, (reader, writer) = self._idle.popleft()
             if loop.time() - made < self._max_idle and _usable(reader, writer):
-                self._refill()
                 return reader, writer
             writer.close()
-        self._refill()
         return await self._open()
+
+    def replenish(self) -> None:
+        """Refills the pool in the background: called as a client leaves, so that the
+        connecting is not done while a client waits for its responses."""
+        if len(self._idle) < self._size and (self._filling is None or self._filling.done()):
+            self._filling = asyncio.create_task(self._fill(), name="proxy-engine-pool")
 
     async def aclose(self) -> None:
         if self._filling is not None:
@@ -49,10 +53,6 @@ class EnginePool:
 
     async def _open(self) -> Connection:
         return await asyncio.open_unix_connection(self._engine, limit=self._limit)
-
-    def _refill(self) -> None:
-        if self._filling is None or self._filling.done():
-            self._filling = asyncio.create_task(self._fill(), name="proxy-engine-pool")
 
     async def _fill(self) -> None:
         loop = asyncio.get_running_loop()

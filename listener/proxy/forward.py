@@ -135,18 +135,23 @@ class ProxyServer:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
-        downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
+        failures: list[BaseException] = []
         try:
-            # the downstream task ends last: at the upstream's end, a hijack's end, or an error
-            await asyncio.wait({downstream})
+            # responses are relayed in this task (one task fewer per client): it ends last, at
+            # the upstream's end, a hijack's end, or an error
+            await self._downstream(client, Inbox(engine_reader))
+        except Exception as exc:
+            failures.append(exc)
         finally:
-            for task in (upstream, downstream):
-                task.cancel()
-            results = await asyncio.gather(upstream, downstream, return_exceptions=True)
+            upstream.cancel()
+            (ended,) = await asyncio.gather(upstream, return_exceptions=True)
+            if isinstance(ended, BaseException):
+                failures.append(ended)
             engine_writer.close()
-            for result in results:
-                if isinstance(result, FramingError | ConnectionError):
-                    log.warning("proxy connection", extra={"fields": {"error": str(result)}})
+            self._engines.replenish()
+        for failure in failures:
+            if isinstance(failure, FramingError | ConnectionError):
+                log.warning("proxy connection", extra={"fields": {"error": str(failure)}})
 
     async def _identify(self, peer: Peer) -> Who:
         await asyncio.to_thread(self._read_details, peer)
