@@ -99,8 +99,10 @@ def _cli(env: dict[str, str], *argv: str) -> Action:
 
 
 def _cycle(env: dict[str, str], name: str) -> Action:
+    # `sleep`, not `true`: rm -f then always stops a running container; with `true` a slower
+    # client (the proxied one) would more often find it exited, and rm would do less work
     def run() -> None:
-        subprocess.run(["docker", "create", "--name", name, BUSYBOX_REF, "true"], env=env,
+        subprocess.run(["docker", "create", "--name", name, BUSYBOX_REF, "sleep", "60"], env=env,
                        check=True, capture_output=True)  # fmt: skip
         subprocess.run(["docker", "start", name], env=env, check=True, capture_output=True)
         subprocess.run(["docker", "rm", "-f", name], env=env, check=True, capture_output=True)
