@@ -149,6 +149,8 @@ def _compare(label: str, actions: dict[str, Action], rounds: int, unit: str = "m
             times[variant].append(_timed(actions[variant]))
     scale = 1e6 if unit == "us" else 1e3
     d50, d99 = _quantiles(times["direct"])
+    VALUES[(f"{label}.p50", "direct")].append(d50 * scale)
+    VALUES[(f"{label}.p99", "direct")].append(d99 * scale)
     parts = [f"direct {d50 * scale:8.1f} / {d99 * scale:8.1f} {unit}"]
     for variant in actions:
         if variant == "direct":
@@ -157,7 +159,6 @@ def _compare(label: str, actions: dict[str, Action], rounds: int, unit: str = "m
         for name, value, base in (("p50", p50, d50), ("p99", p99, d99)):
             RATIOS[(f"{label}.{name}", variant)].append(value / base)
             VALUES[(f"{label}.{name}", variant)].append(value * scale)
-            VALUES[(f"{label}.{name}", "direct")].append(base * scale)
         parts.append(f"{variant} {p50 / d50:5.3f} / {p99 / d99:5.3f}")
     print(f"{label + ' p50/p99':<34} " + "   ".join(parts), flush=True)
 
@@ -175,8 +176,8 @@ def _throughput(size_mb: int, envs: dict[str, dict[str, str]]) -> None:
         if variant != "direct":
             RATIOS[("docker_logs.throughput", variant)].append(rate / rates["direct"])
             VALUES[("docker_logs.throughput", variant)].append(rate)
-            VALUES[("docker_logs.throughput", "direct")].append(rates["direct"])
             parts.append(f"{variant} {rate / rates['direct']:5.3f}")
+    VALUES[("docker_logs.throughput", "direct")].append(rates["direct"])
     print(f"{f'docker_logs ({size_mb} MiB)':<34} " + "   ".join(parts), flush=True)
 
 
@@ -208,6 +209,24 @@ def _summary() -> None:
         print(
             f"FIGURE proxy.{figure}.{variant} {value:.3f} {unit} "
             f"baseline={base:.3f} ratio={statistics.median(ratios):.3f}"
+        )
+
+
+def _fixed_cost() -> None:
+    """The proxy's cost per CLI connection (ping + one call), against `docker ps` as a whole."""
+    print("\nadded per new connection (HEAD /_ping + GET), µs, per run; share of docker ps p50:")
+    fresh_direct = VALUES[("api_new_connection.p50", "direct")]
+    ps_direct = VALUES[("docker_ps.p50", "direct")]
+    for (figure, variant), values in sorted(VALUES.items()):
+        if figure != "api_new_connection.p50" or variant == "direct":
+            continue
+        added = [v - d for v, d in zip(values, fresh_direct, strict=True)]
+        share = statistics.median(added) / (statistics.median(ps_direct) * 1000)
+        runs = " ".join(f"{a:.0f}" for a in added)
+        print(f"  {variant:<10} {runs}   median {statistics.median(added):.0f} µs = {share:.1%}")
+        print(
+            f"FIGURE proxy.added_per_connection.{variant} {statistics.median(added):.1f} us "
+            f"baseline={statistics.median(fresh_direct):.1f} ratio={share + 1:.3f}"
         )
 
 
@@ -247,6 +266,7 @@ def main() -> None:
             print(f"\nrun {run + 1}")
             _one_run(envs, sockets, args)
         _summary()
+        _fixed_cost()
         print(f"trails: {workdir}")
 
 

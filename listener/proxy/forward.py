@@ -154,7 +154,10 @@ class ProxyServer:
                 log.warning("proxy connection", extra={"fields": {"error": str(failure)}})
 
     async def _identify(self, peer: Peer) -> Who:
-        await asyncio.to_thread(self._read_details, peer)
+        try:
+            await asyncio.to_thread(self._read_details, peer)
+        except OSError as exc:  # the call is still recorded, with the socket's credentials
+            log.warning("proxy: peer details not read", extra={"fields": {"error": str(exc)}})
         confirm_details(peer)  # here, on the loop, where the pidfd is closed: never under it
         if peer.container_id:
             peer.container_name = await self._container_name(peer.container_id)
