@@ -9,6 +9,8 @@ another process, or none, leaves the credentials alone, with `gone` set.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, peer_of, read_details
+from tests.dockerd import BUSYBOX_REF, Dockerd
+from tests.proxy_harness import ProxiedEngine
 
 CLIENT = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(60)"  # noqa: E501
 Accepted = tuple[Peer, subprocess.Popen[bytes], socket.socket]
@@ -90,3 +94,50 @@ def test_peer_of_reads_everything_at_once_and_keeps_no_descriptor(accepted: Acce
     peer = peer_of(connection)
     assert (peer.pid, peer.argv[-1], peer.pidfd) == (client.pid, "pin-me", None)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+HANDOVER = """
+import socket, sys
+client = socket.socket(socket.AF_UNIX); client.connect(sys.argv[1])
+courier = socket.socket(socket.AF_UNIX); courier.connect(sys.argv[2])
+socket.send_fds(courier, [b"fd"], [client.fileno()])
+"""  # connects to the proxy, hands the connection over and exits before any request
+
+
+async def test_a_call_on_a_connection_whose_process_exited_is_recorded_with_its_credentials(
+    dockerd: Dockerd, tmp_path: Path
+) -> None:
+    courier_path = tmp_path / "courier.sock"
+    async with ProxiedEngine(dockerd) as proxy:
+        with socket.socket(socket.AF_UNIX) as courier:
+            courier.bind(str(courier_path))
+            courier.listen(1)
+            argv = [sys.executable, "-c", HANDOVER, str(proxy.socket_path), str(courier_path)]
+            child = await asyncio.create_subprocess_exec(*argv)
+            conn, _ = await asyncio.to_thread(courier.accept)
+            with conn:
+                _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, conn, 16, 1)
+            assert await child.wait() == 0  # gone before its connection says a word
+        with socket.socket(fileno=fds[0]) as handed:
+            body = json.dumps({"Image": BUSYBOX_REF, "Cmd": ["true"]}).encode()
+            request = (
+                b"POST /v1.41/containers/create?name=px-orphan HTTP/1.1\r\nHost: docker\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body)
+            )
+            reply = await asyncio.to_thread(_exchange, handed, request)
+        assert reply.startswith(b"HTTP/1.1 201"), reply[:200]
+        assert await proxy.wait_for(lambda: bool(proxy.api_calls(path="/containers/create")))
+        (call,) = proxy.api_calls(path="/containers/create")
+    dockerd.docker("rm", "-f", "px-orphan")
+    assert (call.who.method, call.who.pid, call.who.uid) == ("peer", child.pid, os.geteuid())
+    assert call.who.login is None and call.who.command is None  # nothing of another process
+    assert call.attributes["peer"]["gone"] is True and call.actor.name == "px-orphan"
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply

@@ -293,7 +293,9 @@ class ProxyServer:
         else:
             until_close = False
         self._record(client, pending, response.status, _response_id(relay.kept))
-        return until_close and has_body
+        # `Connection: close`: the Engine closes after this response, and so does the client's
+        # connection (a client reading to the end would otherwise wait on the proxy forever)
+        return (until_close and has_body) or "close" in head.header("connection").lower()
 
     def _record(
         self,
