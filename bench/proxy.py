@@ -1,19 +1,25 @@
 """Benchmark: what the socket proxy adds to Docker clients.
 
-Usage: python bench/proxy.py [--rounds N] [--log-mb M]   (as root)
+Usage: python bench/proxy.py [--rounds N] [--runs R] [--log-mb M] [--before DIR]   (as root)
 
 Starts a private dockerd (tests/dockerd.py) and `docktrail proxy` in front of
-it (a real process writing a fresh SQLite trail), then measures, alternating
-direct and proxied runs so that both see the same machine load:
+it (real processes writing fresh SQLite trails): one on asyncio's own event
+loop, one on uvloop when it is installed, and with `--before DIR` one from
+another checkout (an earlier version, for before/after figures from the same
+run). Each round runs every variant once, in a new random order, so that all
+see the same machine load:
 
 * `docker ps`, `docker inspect` and a create + start + rm cycle (three CLI
   processes): p50 and p99 latency;
-* one keep-alive HTTP connection doing `GET /containers/json` (no CLI start-up
-  cost: the proxy's own share is most visible here);
-* `docker logs` of a container that wrote M MiB: throughput.
+* a new connection doing what the CLI does (`HEAD /_ping`, then `GET
+  /containers/json`): the proxy's fixed cost per client without the CLI's
+  start-up, in µs;
+* one keep-alive connection doing `GET /containers/json`: the cost per request;
+* `docker logs` of a container that wrote M MiB: throughput (best of 3).
 
-Prints each figure direct and proxied with the ratio proxied / direct.
-Targets: < 5 % added latency at p50, < 10 % at p99.
+Prints each figure per variant with the ratio to direct measured in the same
+run, then min / median / max of the ratios over the R runs, and `FIGURE`
+lines (the medians). Targets: < 5 % added latency at p50, < 10 % at p99.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import os
+import random
 import signal
 import socket
 import statistics
@@ -29,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +45,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.dockerd import BUSYBOX_REF, Dockerd  # noqa: E402
+
+Action = Callable[[], object]
+# (figure, variant) → ratios to direct, one per run; and the medians of the figures themselves
+RATIOS: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+VALUES: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -49,13 +63,19 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 @contextlib.contextmanager
-def proxy_process(daemon: Dockerd, workdir: Path) -> Iterator[Path]:
+def proxy_process(
+    daemon: Dockerd, workdir: Path, checkout: Path, loop: str | None
+) -> Iterator[Path]:
+    workdir.mkdir(parents=True)
     listen = workdir / "docker.sock"
-    (workdir / "docktrail.yaml").write_text(f"trail:\n  path: {workdir / 'bench.db'}\n")
+    config = f"trail:\n  path: {workdir / 'bench.db'}\n"
+    if loop is not None:  # an earlier checkout may not know the key
+        config += f"proxy:\n  event_loop: {loop}\n"
+    (workdir / "docktrail.yaml").write_text(config)
     child = subprocess.Popen(
         [sys.executable, "-m", "listener", "-c", str(workdir / "docktrail.yaml"), "proxy",
          "--listen", str(listen), "--engine", str(daemon.socket_path)],
-        cwd=REPO, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        cwd=checkout, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         for _ in range(100):
@@ -68,19 +88,21 @@ def proxy_process(daemon: Dockerd, workdir: Path) -> Iterator[Path]:
         child.wait(timeout=30)
 
 
-def _timed(action: Callable[[], object]) -> float:
+def _timed(action: Action) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
 
 
-def _cli(env: dict[str, str], *argv: str) -> Callable[[], object]:
+def _cli(env: dict[str, str], *argv: str) -> Action:
     return lambda: subprocess.run(["docker", *argv], env=env, check=True, capture_output=True)
 
 
-def _cycle(env: dict[str, str], name: str) -> Callable[[], object]:
+def _cycle(env: dict[str, str], name: str) -> Action:
+    # `sleep`, not `true`: rm -f then always stops a running container; with `true` a slower
+    # client (the proxied one) would more often find it exited, and rm would do less work
     def run() -> None:
-        subprocess.run(["docker", "create", "--name", name, BUSYBOX_REF, "true"], env=env,
+        subprocess.run(["docker", "create", "--name", name, BUSYBOX_REF, "sleep", "60"], env=env,
                        check=True, capture_output=True)  # fmt: skip
         subprocess.run(["docker", "start", name], env=env, check=True, capture_output=True)
         subprocess.run(["docker", "rm", "-f", name], env=env, check=True, capture_output=True)
@@ -88,7 +110,7 @@ def _cycle(env: dict[str, str], name: str) -> Callable[[], object]:
     return run
 
 
-def _api(path: Path) -> Callable[[], object]:
+def _keep_alive(path: Path) -> Action:
     connection = _UnixConnection(path)
 
     def get() -> bytes:
@@ -98,61 +120,154 @@ def _api(path: Path) -> Callable[[], object]:
     return get
 
 
+def _new_connection(path: Path) -> Action:
+    """What `docker ps` sends, on a fresh connection each time."""
+
+    def run() -> None:
+        connection = _UnixConnection(path)
+        connection.request("HEAD", "/_ping")
+        connection.getresponse().read()
+        connection.request("GET", "/v1.41/containers/json")
+        connection.getresponse().read()
+        connection.close()
+
+    return run
+
+
 def _quantiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return statistics.median(ordered), p99
 
 
-def _compare(label: str, direct: Callable[[], object], proxied: Callable[[], object],
-             rounds: int) -> None:  # fmt: skip
-    times: dict[str, list[float]] = {"direct": [], "proxied": []}
+def _compare(label: str, actions: dict[str, Action], rounds: int, unit: str = "ms") -> None:
+    times: dict[str, list[float]] = {variant: [] for variant in actions}
     for _ in range(rounds):
-        times["direct"].append(_timed(direct))
-        times["proxied"].append(_timed(proxied))
-    (d50, d99), (p50, p99) = _quantiles(times["direct"]), _quantiles(times["proxied"])
-    print(
-        f"{label:<28} p50 {d50 * 1000:8.2f} ms → {p50 * 1000:8.2f} ms ({p50 / d50:5.3f})   "
-        f"p99 {d99 * 1000:8.2f} ms → {p99 * 1000:8.2f} ms ({p99 / d99:5.3f})"
-    )
+        order = list(actions)
+        random.shuffle(order)
+        for variant in order:
+            times[variant].append(_timed(actions[variant]))
+    scale = 1e6 if unit == "us" else 1e3
+    d50, d99 = _quantiles(times["direct"])
+    VALUES[(f"{label}.p50", "direct")].append(d50 * scale)
+    VALUES[(f"{label}.p99", "direct")].append(d99 * scale)
+    parts = [f"direct {d50 * scale:8.1f} / {d99 * scale:8.1f} {unit}"]
+    for variant in actions:
+        if variant == "direct":
+            continue
+        p50, p99 = _quantiles(times[variant])
+        for name, value, base in (("p50", p50, d50), ("p99", p99, d99)):
+            RATIOS[(f"{label}.{name}", variant)].append(value / base)
+            VALUES[(f"{label}.{name}", variant)].append(value * scale)
+        parts.append(f"{variant} {p50 / d50:5.3f} / {p99 / d99:5.3f}")
+    print(f"{label + ' p50/p99':<34} " + "   ".join(parts), flush=True)
 
 
-def _logs(env: dict[str, str], container: str) -> Callable[[], object]:
+def _logs(env: dict[str, str], container: str) -> Action:
     return lambda: subprocess.run(["docker", "logs", container], env=env, check=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
+def _throughput(size_mb: int, envs: dict[str, dict[str, str]]) -> None:
+    best = {v: min(_timed(_logs(env, "bench-logs")) for _ in range(3)) for v, env in envs.items()}
+    rates = {variant: size_mb / seconds for variant, seconds in best.items()}
+    parts = [f"direct {rates['direct']:6.1f} MiB/s"]
+    for variant, rate in rates.items():
+        if variant != "direct":
+            RATIOS[("docker_logs.throughput", variant)].append(rate / rates["direct"])
+            VALUES[("docker_logs.throughput", variant)].append(rate)
+            parts.append(f"{variant} {rate / rates['direct']:5.3f}")
+    VALUES[("docker_logs.throughput", "direct")].append(rates["direct"])
+    print(f"{f'docker_logs ({size_mb} MiB)':<34} " + "   ".join(parts), flush=True)
+
+
+def _one_run(
+    envs: dict[str, dict[str, str]], sockets: dict[str, Path], args: argparse.Namespace
+) -> None:
+    rounds = args.rounds
+    _compare("docker_ps", {v: _cli(e, "ps") for v, e in envs.items()}, rounds)
+    inspect = {v: _cli(e, "inspect", "bench-target") for v, e in envs.items()}
+    _compare("docker_inspect", inspect, rounds)
+    cycles = {v: _cycle(e, f"bench-{v}") for v, e in envs.items()}
+    _compare("create_start_rm", cycles, max(10, rounds // 4))
+    fresh = {v: _new_connection(path) for v, path in sockets.items()}
+    _compare("api_new_connection", fresh, rounds * 5, unit="us")
+    keep = {v: _keep_alive(path) for v, path in sockets.items()}
+    _compare("api_keep_alive_get", keep, rounds * 5, unit="us")
+    _throughput(args.log_mb, envs)
+
+
+def _summary() -> None:
+    print("\nratio to direct over the runs: min / median / max")
+    for (figure, variant), ratios in sorted(RATIOS.items()):
+        low, mid, high = min(ratios), statistics.median(ratios), max(ratios)
+        print(f"  {figure:<30} {variant:<10} {low:5.3f} / {mid:5.3f} / {high:5.3f}")
+    for (figure, variant), ratios in sorted(RATIOS.items()):
+        unit = "MiB/s" if figure.endswith("throughput") else "us" if "api_" in figure else "ms"
+        value = statistics.median(VALUES[(figure, variant)])
+        base = statistics.median(VALUES[(figure, "direct")])
+        print(
+            f"FIGURE proxy.{figure}.{variant} {value:.3f} {unit} "
+            f"baseline={base:.3f} ratio={statistics.median(ratios):.3f}"
+        )
+
+
+def _fixed_cost() -> None:
+    """The proxy's cost per CLI connection (ping + one call), against `docker ps` as a whole."""
+    print("\nadded per new connection (HEAD /_ping + GET), µs, per run; share of docker ps p50:")
+    fresh_direct = VALUES[("api_new_connection.p50", "direct")]
+    ps_direct = VALUES[("docker_ps.p50", "direct")]
+    for (figure, variant), values in sorted(VALUES.items()):
+        if figure != "api_new_connection.p50" or variant == "direct":
+            continue
+        added = [v - d for v, d in zip(values, fresh_direct, strict=True)]
+        share = statistics.median(added) / (statistics.median(ps_direct) * 1000)
+        runs = " ".join(f"{a:.0f}" for a in added)
+        print(f"  {variant:<10} {runs}   median {statistics.median(added):.0f} µs = {share:.1%}")
+        print(
+            f"FIGURE proxy.added_per_connection.{variant} {statistics.median(added):.1f} us "
+            f"baseline={statistics.median(fresh_direct):.1f} ratio={share + 1:.3f}"
+        )
+
+
+def _variants(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
+    variants: list[tuple[str, Path, str | None]] = [("asyncio", REPO, "asyncio")]
+    if importlib.util.find_spec("uvloop") is not None:
+        variants.append(("uvloop", REPO, "uvloop"))
+    if args.before is not None:
+        variants.append(("before", Path(args.before).resolve(), None))
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--log-mb", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=3, help="whole measurements, for min/max")
+    parser.add_argument("--log-mb", type=int, default=16)
+    parser.add_argument("--before", help="a checkout of an earlier version, run as a variant")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         daemon = stack.enter_context(Dockerd())
         daemon.import_busybox()
         workdir = Path(tempfile.mkdtemp(prefix="dt-bench-proxy-"))
-        listen = stack.enter_context(proxy_process(daemon, workdir))
         direct = dict(os.environ, **daemon.env)
-        proxied = dict(direct, DOCKER_HOST=f"unix://{listen}")
+        envs, sockets = {"direct": direct}, {"direct": daemon.socket_path}
+        for variant, checkout, loop in _variants(args):
+            listen = stack.enter_context(proxy_process(daemon, workdir / variant, checkout, loop))
+            envs[variant] = dict(direct, DOCKER_HOST=f"unix://{listen}")
+            sockets[variant] = listen
         daemon.docker("create", "--name", "bench-target", BUSYBOX_REF, "true")
-        print(f"rounds: {args.rounds} (direct and proxied alternate); ratio = proxied / direct")
-        _compare("docker ps", _cli(direct, "ps"), _cli(proxied, "ps"), args.rounds)
-        _compare("docker inspect", _cli(direct, "inspect", "bench-target"),
-                 _cli(proxied, "inspect", "bench-target"), args.rounds)  # fmt: skip
-        _compare("create+start+rm", _cycle(direct, "bench-d"), _cycle(proxied, "bench-p"),
-                 max(10, args.rounds // 4))  # fmt: skip
-        _compare("API GET (keep-alive)", _api(daemon.socket_path), _api(listen), args.rounds * 10)
         line = "0123456789abcdef" * 3
         script = f"yes {line} | head -c {args.log_mb * 1048576}"
         daemon.docker("run", "--name", "bench-logs", BUSYBOX_REF, "sh", "-c", script)
-        size = args.log_mb
-        direct_s = min(_timed(_logs(direct, "bench-logs")) for _ in range(3))
-        proxied_s = min(_timed(_logs(proxied, "bench-logs")) for _ in range(3))
-        print(
-            f"{'docker logs (' + str(size) + ' MiB)':<28} {size / direct_s:8.1f} MiB/s → "
-            f"{size / proxied_s:8.1f} MiB/s ({(size / proxied_s) / (size / direct_s):5.3f})"
-        )
-        print(f"trail: {workdir / 'bench.db'}")
+        print(f"rounds: {args.rounds}, runs: {args.runs}; variants in random order each round;")
+        print("ratio = variant / direct, measured in the same run")
+        for run in range(args.runs):
+            print(f"\nrun {run + 1}")
+            _one_run(envs, sockets, args)
+        _summary()
+        _fixed_cost()
+        print(f"trails: {workdir}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ class ProxyConfig(_Strict):
         description="When an api-call cannot be recorded: forward it anyway (and say so "
         "loudly) or refuse it.",
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="Event loop of `docktrail proxy`: uvloop (optional dependency "
+        "`docktrail[fast]`) cuts the latency the proxy adds; auto takes it when installed.",
+    )
     attribution_wait_secs: float = Field(
         1.0,
         ge=0,

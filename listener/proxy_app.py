@@ -6,12 +6,32 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
 
+from config.errors import ConfigError
 from config.models import DocktrailConfig
 from listener import redact
 from listener.proxy.service import ProxyService
 
 log = logging.getLogger(__name__)
+
+
+def proxy_loop_factory(config: DocktrailConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `proxy.event_loop` names (None: asyncio's own)."""
+    choice = config.proxy.event_loop
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "proxy.event_loop is uvloop but uvloop is not installed "
+                "(pip install 'docktrail[fast]')"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def run_proxy(config: DocktrailConfig) -> int:

@@ -20,10 +20,12 @@ def proxy(state: State, listen: Path | None, engine: Path | None) -> None:
     import asyncio
 
     from listener.logs import setup_logging
-    from listener.proxy_app import run_proxy
+    from listener.proxy_app import proxy_loop_factory, run_proxy
 
     setup_logging("info")
     config = state.config
     updates = {k: v for k, v in (("listen", listen), ("engine", engine)) if v is not None}
     config.proxy = config.proxy.model_copy(update=updates)
-    sys.exit(asyncio.run(run_proxy(config)))
+    with asyncio.Runner(loop_factory=proxy_loop_factory(config)) as runner:
+        code = runner.run(run_proxy(config))
+    sys.exit(code)

@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 
 from config.proxy import ProxyConfig
 from listener.model.event import Who
 from listener.proxy import judge
+from listener.proxy.engines import EnginePool
 from listener.proxy.events import PeerCall, PeerLedger, api_call_event, api_call_id, peer_who
 from listener.proxy.framing import (
     MAX_HEAD_BYTES,
@@ -36,7 +36,7 @@ from listener.proxy.framing import (
     read_head,
     response_has_body,
 )
-from listener.proxy.peer import Peer, peer_of
+from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
 
 log = logging.getLogger("docktrail.proxy")
@@ -48,7 +48,7 @@ ID_BYTES = 4096  # of a create's response: `{"Id": …}`
 class Pending:
     request: Request
     start_ns: int
-    event_id: str
+    event_id: str = ""
     call: judge.Call | None = None
     peer_call: PeerCall | None = None
     refused: str | None = None
@@ -58,10 +58,10 @@ class Pending:
 @dataclass(slots=True)
 class Client:
     peer: Peer
-    who: Who
     reader: Inbox
     writer: asyncio.StreamWriter
     queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
+    who: Who | None = None  # read before the first request that is recorded
 
 
 class ProxyServer:
@@ -73,6 +73,7 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._names: dict[str, str | None] = {}
         self._connections: set[asyncio.Task[None]] = set()
+        self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
 
     async def start(self) -> None:
         path = self._config.listen
@@ -81,9 +82,12 @@ class ProxyServer:
             self._accept, path=str(path), limit=MAX_HEAD_BYTES
         )
         await asyncio.to_thread(_set_socket_access, self._config)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # asyncio, uvloop
         log.info(
             "socket proxy listening",
-            extra={"fields": {"listen": str(path), "engine": str(self._config.engine)}},
+            extra={
+                "fields": {"listen": str(path), "engine": str(self._config.engine), "loop": loop}
+            },
         )
 
     async def aclose(self) -> None:
@@ -92,6 +96,7 @@ class ProxyServer:
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._engines.aclose()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -111,65 +116,78 @@ class ProxyServer:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # credentials and the engine connection at once: both are on every client's path
-        engine_connection = asyncio.create_task(
-            asyncio.open_unix_connection(str(self._config.engine), limit=MAX_HEAD_BYTES)
-        )
+        # the credentials and the process pinned at once; the rest when a request is recorded
+        # (most connections only read), kept if the pinned process had not exited by then
         try:
-            peer, who = await asyncio.to_thread(self._identify, writer.get_extra_info("socket"))
-            if peer.container_id:
-                peer.container_name = await self._container_name(peer.container_id)
-            engine_reader, engine_writer = await engine_connection
+            peer = peer_at_accept(writer.get_extra_info("socket"))
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
-            _discard(engine_connection)
             return
-        client = Client(peer, who, Inbox(reader), writer)
-        upstream = asyncio.create_task(self._upstream(client, engine_writer))
-        downstream = asyncio.create_task(self._downstream(client, Inbox(engine_reader)))
         try:
-            # the downstream task ends last: at the upstream's end, a hijack's end, or an error
-            await asyncio.wait({downstream})
+            await self._relay(Client(peer, Inbox(reader), writer))
         finally:
-            for task in (upstream, downstream):
-                task.cancel()
-            results = await asyncio.gather(upstream, downstream, return_exceptions=True)
-            engine_writer.close()
-            for result in results:
-                if isinstance(result, FramingError | ConnectionError):
-                    log.warning("proxy connection", extra={"fields": {"error": str(result)}})
+            peer.release()
 
-    def _identify(self, sock: socket.socket) -> tuple[Peer, Who]:
+    async def _relay(self, client: Client) -> None:
+        try:
+            engine_reader, engine_writer = await self._engines.connect()
+        except OSError as exc:
+            log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
+            return
+        upstream = asyncio.create_task(self._upstream(client, engine_writer))
+        failures: list[BaseException] = []
+        try:
+            # responses are relayed in this task (one task fewer per client): it ends last, at
+            # the upstream's end, a hijack's end, or an error
+            await self._downstream(client, Inbox(engine_reader))
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            upstream.cancel()
+            (ended,) = await asyncio.gather(upstream, return_exceptions=True)
+            if isinstance(ended, BaseException):
+                failures.append(ended)
+            engine_writer.close()
+            self._engines.replenish()
+        for failure in failures:
+            if isinstance(failure, FramingError | ConnectionError):
+                log.warning("proxy connection", extra={"fields": {"error": str(failure)}})
+
+    async def _identify(self, peer: Peer) -> Who:
+        try:
+            await asyncio.to_thread(self._read_details, peer)
+        except OSError as exc:  # the call is still recorded, with the socket's credentials
+            log.warning("proxy: peer details not read", extra={"fields": {"error": str(exc)}})
+        confirm_details(peer)  # here, on the loop, where the pidfd is closed: never under it
+        if peer.container_id:
+            peer.container_name = await self._container_name(peer.container_id)
+        return peer_who(peer)
+
+    def _read_details(self, peer: Peer) -> None:
         """Blocking: /proc, and user and group names (NSS may ask the network)."""
-        peer = peer_of(sock)
+        read_details(peer)
         if self._config.policy.enabled and self._config.policy.allow_groups:
             peer.group_names = peer.groups()
-        return peer, peer_who(peer)
 
     # -- client → engine ---------------------------------------------------------------
 
     async def _upstream(self, client: Client, engine: asyncio.StreamWriter) -> None:
         try:
             while (head := await read_head(client.reader)) is not None:
-                request = parse_request(head)
-                start_ns = time.time_ns()
-                event_id = api_call_id(
-                    self._host, client.peer, start_ns, request.method, request.target
-                )
-                pending = Pending(request, start_ns, event_id)
+                pending = Pending(parse_request(head), time.time_ns())
                 body = await self._judge(client, pending)
                 if pending.refused is not None:
                     await client.queue.put(pending)
                     continue
                 if pending.call is not None:
                     pending.peer_call = self._open_call(client, pending)
-                if judge.may_hijack(request):
+                if judge.may_hijack(pending.request):
                     pending.verdict = asyncio.get_running_loop().create_future()
                 await client.queue.put(pending)
-                engine.write(head.raw)
                 if body is not None:
-                    engine.write(body)
+                    engine.write(head.raw + body)  # one write: one wake-up of the Engine
                 else:
+                    engine.write(head.raw)
                     await BodyRelay(client.reader, engine, 0).relay(head)
                 await engine.drain()
                 if pending.verdict is not None and await pending.verdict:
@@ -186,6 +204,11 @@ class ProxyServer:
         head = request.head
         if not judge.changes_state(request):
             return None
+        if client.who is None:
+            client.who = await self._identify(client.peer)
+        pending.event_id = api_call_id(
+            self._host, client.peer, pending.start_ns, request.method, request.target
+        )
         body: bytes | None = None
         truncated = False
         if judge.wants_body(request):
@@ -205,7 +228,7 @@ class ProxyServer:
 
     def _open_call(self, client: Client, pending: Pending) -> PeerCall:
         call = pending.call
-        assert call is not None
+        assert call is not None and client.who is not None
         keys = [(call.kind, name) for name in call.names]
         if call.kind == "image" and call.image:
             keys.append(("image", call.image))
@@ -224,7 +247,7 @@ class ProxyServer:
                 self._record(client, pending, 403)
                 log.warning(
                     "proxy refused a request",
-                    extra={"fields": {"who": client.who.login, "reason": pending.refused}},
+                    extra={"fields": {"who": client.peer.login, "reason": pending.refused}},
                 )
                 continue
             try:
@@ -246,8 +269,11 @@ class ProxyServer:
                 pending.verdict.set_result(False)
             return True
         response = parse_response(head)
-        client.writer.write(head.raw)
-        await client.writer.drain()
+        has_body = response_has_body(pending.request.method, response.status)
+        coalesce = has_body and pending.verdict is None and bool(engine.buffer)
+        if not coalesce:
+            client.writer.write(head.raw)
+            await client.writer.drain()
         if pending.verdict is not None:
             hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
             pending.verdict.set_result(hijacked)
@@ -258,14 +284,18 @@ class ProxyServer:
                     pending.peer_call.finish([])
                 return True
         keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
-        relay = BodyRelay(engine, client.writer, keep)
+        # the head leaves with the body bytes already here (one write, one wake-up of the
+        # client), never waiting for more: a stream's head must reach its client at once
+        relay = BodyRelay(engine, client.writer, keep, prefix=head.raw if coalesce else b"")
         until_close = not head.chunked and head.content_length is None
-        if response_has_body(pending.request.method, response.status):
+        if has_body:
             await relay.relay(head, until_close=True)
         else:
             until_close = False
         self._record(client, pending, response.status, _response_id(relay.kept))
-        return until_close and response_has_body(pending.request.method, response.status)
+        # `Connection: close`: the Engine closes after this response, and so does the client's
+        # connection (a client reading to the end would otherwise wait on the proxy forever)
+        return (until_close and has_body) or "close" in head.header("connection").lower()
 
     def _record(
         self,
@@ -278,6 +308,7 @@ class ProxyServer:
     ) -> None:
         if pending.call is None:
             return
+        assert client.who is not None  # set by `_judge` before any call is described
         event = api_call_event(
             self._host,
             client.peer,
@@ -299,13 +330,6 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
-
-
-def _discard(connecting: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
-    if not connecting.done():
-        connecting.cancel()
-    elif not connecting.cancelled() and connecting.exception() is None:
-        connecting.result()[1].close()
 
 
 def _response_id(kept: bytearray) -> str | None:

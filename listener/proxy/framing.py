@@ -152,10 +152,18 @@ def response_has_body(request_method: str, status: int) -> bool:
 
 
 class BodyRelay:
-    """Copies one message body from `inbox` to `writer`, keeping up to `keep` payload bytes."""
+    """Copies one message body from `inbox` to `writer`, keeping up to `keep` payload bytes.
 
-    def __init__(self, inbox: Inbox, writer: asyncio.StreamWriter | None, keep: int) -> None:
+    `prefix` (the message's head) goes out with the first bytes sent: the caller
+    passes one only when body bytes are already buffered, as each path below
+    sends what is buffered before it waits for more.
+    """
+
+    def __init__(
+        self, inbox: Inbox, writer: asyncio.StreamWriter | None, keep: int, prefix: bytes = b""
+    ) -> None:
         self._inbox, self._writer, self._keep = inbox, writer, keep
+        self._prefix = prefix
         self.kept = bytearray()
         self.size = 0
 
@@ -166,6 +174,7 @@ class BodyRelay:
             await self._exact(length)
         elif until_close:
             await self._to_end()
+        await self._send(b"")  # the prefix of an empty body
 
     def _note(self, payload: bytes | bytearray) -> None:
         self.size += len(payload)
@@ -174,6 +183,8 @@ class BodyRelay:
             self.kept += payload[:room]
 
     async def _send(self, data: bytes) -> None:
+        if self._prefix:
+            data, self._prefix = self._prefix + data, b""
         if self._writer is not None and data:
             self._writer.write(data)
             await self._writer.drain()
