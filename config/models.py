@@ -12,6 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.exec_sessions import ExecSessionsConfig
 from config.posture import PostureConfig
 from config.proxy import ProxyConfig
 
@@ -142,6 +143,11 @@ class AuditdConfig(Strict):
     cli_key: str = Field(
         "docker-cli",
         description="Key of the execve rule on the docker CLI (deploy/audit/docktrail.rules).",
+    )
+    exec_key: str = Field(
+        "docker-exec",
+        description="Key of the optional process rules of exec sessions "
+        "(deploy/audit/docktrail-exec.rules); see exec_sessions.",
     )
     drop_housekeeping: bool = Field(
         True,
@@ -722,6 +728,10 @@ class DocktrailConfig(Strict):
     )
     proxy: ProxyConfig = Field(
         default_factory=ProxyConfig, description="Peer-credential Docker socket proxy."
+    )
+    exec_sessions: ExecSessionsConfig = Field(
+        default_factory=ExecSessionsConfig,
+        description="Commands run inside `docker exec` sessions, tied to the session's owner.",
     )
 
     def signing_key_path(self) -> Path:
