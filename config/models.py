@@ -417,6 +417,31 @@ class RulesConfig(Strict):
     host_posture: RuleConfig = Field(
         default_factory=RuleConfig, alias="host-posture", description="CIS 6.2/6.3/6.4/6.5."
     )
+    exec_code_fetch: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-code-fetch",
+        description="Exec session: code fetched and run (curl|sh).",
+    )
+    exec_package_manager: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-package-manager",
+        description="Exec session: a package manager in a running container.",
+    )
+    exec_credential_read: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-credential-read",
+        description="Exec session: credential files touched.",
+    )
+    exec_binary_edit: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-binary-edit",
+        description="Exec session: binaries or libraries changed by hand.",
+    )
+    exec_root_shell: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-root-shell",
+        description="Exec session: an interactive root shell at a terminal.",
+    )
 
 
 Format = Literal["auto", "plain", "markdown", "dingtalk", "html", "json"]

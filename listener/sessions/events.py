@@ -6,7 +6,8 @@ exec id, also `execID`), `index` (order in the session), `argv` (secrets
 redacted, cut to `max_argv_bytes`), `cwd`, `uid` (inside the container),
 `pid`/`ppid` (host), `exe`, `exit` (None when it ran on past the wait or
 replaced itself: `ended` says which), `pipeline` (programs started with it by
-the same parent), and the session's `tty`, `interactive`, `exec_user`.
+the same parent), and the session's `tty`, `interactive`, `privileged`, `exec_user` and
+`session_command` (the exec's own command line).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _session_attributes(info: SessionInfo | None) -> dict[str, Any]:
         "interactive": info.interactive,
         "privileged": info.privileged,
         "exec_user": info.user,
+        "session_command": info.command_text,
     }
 
 

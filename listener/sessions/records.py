@@ -56,3 +56,4 @@ class SessionInfo:
     interactive: bool = False
     privileged: bool = False
     command: list[str] = field(default_factory=list)
+    command_text: str = ""  # the exec's command as its Engine event names it (redacted)

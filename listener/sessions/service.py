@@ -49,6 +49,7 @@ def session_info(event: Event) -> SessionInfo | None:
         interactive=bool(config.get("interactive")),
         privileged=bool(config.get("privileged")),
         command=[str(word) for word in command] if isinstance(command, list) else [],
+        command_text=str(event.attributes.get("action_detail") or ""),
     )
 
 
