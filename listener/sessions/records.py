@@ -12,7 +12,7 @@ EXEC_COMMAND = "exec-command"
 EXEC_OVERFLOW = "exec-overflow"
 """Action of the note that a session ran more commands than were kept."""
 
-ProcessKind = Literal["exec", "fork", "exit", "runtime-exec"]
+ProcessKind = Literal["exec", "fork", "exit", "runtime-exec", "runtime-init"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,7 +23,8 @@ class ProcessRecord:
     records). `exit`: `pid` ended with `exit_code`. Each names its parent then
     (`ppid`) and the process's name (`comm`, 15 bytes). `runtime-exec`: the runtime
     (runc) was started as `pid` to run `exec_id` in `container_id`; its children
-    are the exec.
+    are the exec. `runtime-init`: the runtime's init (`runc init`, `pid`) that
+    starts the exec's first process, a few pids after its own.
     """
 
     kind: ProcessKind

@@ -42,6 +42,7 @@ _ROOT_SLACK_NS = 2 * _NS  # the exec's process may run a little before its Engin
 _PIPELINE_NS = _NS  # commands a shell starts within this of each other form a pipeline
 _COMM_BYTES = 15  # the kernel's process name is cut to this
 _MAX_RUNTIMES = 4096  # runtime processes remembered (each lives milliseconds)
+_INIT_PID_SPAN = 16  # the exec's first process is this close after the runtime's init
 
 
 @dataclass(slots=True)
@@ -102,6 +103,8 @@ class SessionTracker:
         self.stats = TrackerStats()
         self._members: dict[int, _Member] = {}
         self._runtimes: dict[int, ProcessRecord] = {}
+        self._inits: dict[int, int] = {}  # runtime pid -> its init's pid
+        self._rooted: dict[str, None] = {}  # execs whose first process is known (oldest first)
         self._roots: dict[int, tuple[str, int]] = {}  # first pid -> (exec id, exec time)
         self._sessions: dict[str, _Session] = {}
         self._held: list[Command] = []
@@ -169,6 +172,10 @@ class SessionTracker:
             if len(self._runtimes) > _MAX_RUNTIMES:
                 del self._runtimes[next(iter(self._runtimes))]
             return True
+        if record.kind == "runtime-init":
+            if record.ppid in self._runtimes:
+                self._inits[record.ppid] = record.pid
+            return True
         member = self._current_member(record)
         if record.kind == "exit":
             return self._exit(record, member)
@@ -208,10 +215,18 @@ class SessionTracker:
         del self._members[record.pid]
         self._in_process(member.exec_id, member.name, record)
         command = member.command
-        if command is not None and command.ended is None:
+        if command is not None and command.ended is None and self._in_wait(command, record):
             command.exit_code, command.ended = record.exit_code, "exit"
         self._left(member)
         return True
+
+    def _in_wait(self, command: Command, record: ProcessRecord) -> bool:
+        """Whether `record` (its end) came within the command's exit wait.
+
+        A later end is not recorded, whether or not the command is still held: live
+        and ingest then store the same event however fast each read the log.
+        """
+        return record.time_ns <= command.record.time_ns + self._exit_wait_ns
 
     def _in_process(self, exec_id: str, expected: str | None, record: ProcessRecord) -> None:
         """A program run without an execve: busybox's shell runs many applets in the
@@ -245,13 +260,36 @@ class SessionTracker:
         ):
             del self._roots[record.pid]
             return self._join(record.pid, ppid, root[0], record.time_ns)
+        runtime = self._orphaned_root(record)
+        if runtime is not None and runtime.exec_id:
+            self._session(runtime.exec_id, runtime.container_id, runtime.time_ns)
+            return self._join(record.pid, ppid, runtime.exec_id, record.time_ns)
         return None
+
+    def _orphaned_root(self, record: ProcessRecord) -> ProcessRecord | None:
+        """The exec whose first process this is, when the runtime exited before it ran
+        (with a terminal it often does): it is then the shim's child, and the runtime's
+        init made it a few pids after its own (pids are handed out in order)."""
+        if record.kind != "exec" or record.ppid is None:
+            return None
+        found = [
+            runtime
+            for runtime in self._runtimes.values()
+            if runtime.ppid == record.ppid
+            and runtime.exec_id not in self._rooted
+            and -_ROOT_SLACK_NS <= record.time_ns - runtime.time_ns <= _ROOT_SLACK_NS
+            and 0 < record.pid - self._inits.get(runtime.pid, record.pid) <= _INIT_PID_SPAN
+        ]
+        return found[0] if len(found) == 1 else None
 
     def _join(self, pid: int, ppid: int | None, exec_id: str, time_ns: int) -> _Member:
         stale = self._members.get(pid)
         if stale is not None:
             self._left(stale)
         member = self._members[pid] = _Member(exec_id, ppid, time_ns)
+        self._rooted[exec_id] = None
+        if len(self._rooted) > self.config.max_sessions:
+            del self._rooted[next(iter(self._rooted))]
         session = self._sessions.get(exec_id)
         if session is not None:
             session.members += 1
@@ -281,7 +319,7 @@ class SessionTracker:
 
     def _command(self, member: _Member, record: ProcessRecord, seen_by_name: bool = False) -> None:
         previous = member.command
-        if previous is not None and previous.ended is None:
+        if previous is not None and previous.ended is None and self._in_wait(previous, record):
             previous.ended = "exec"
         session = self._session(member.exec_id, None, record.time_ns)
         session.last_ns = max(session.last_ns, record.time_ns)

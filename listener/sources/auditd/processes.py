@@ -82,7 +82,11 @@ def _is_runtime(event: AuditEvent, argv: tuple[str, ...]) -> bool:
 
 
 def _runtime(event: AuditEvent, pid: int, argv: tuple[str, ...]) -> ProcessRecord | None:
-    """`runc … exec … --pid-file DIR/EXEC_ID.pid … CONTAINER`; None for other runtime runs."""
+    """`runc … exec … --pid-file DIR/EXEC_ID.pid … CONTAINER` and `runc init`; None for
+    other runtime runs."""
+    if argv[1:2] == ("init",):
+        audit_id = event_audit_id(event)
+        return ProcessRecord("runtime-init", event.time_ns, audit_id, pid, ppid=event.ppid)
     if "exec" not in argv or len(argv) < 3:
         return None
     pid_file = None
