@@ -31,14 +31,14 @@ _ONCE_MAX = 10_000
 FETCHERS = frozenset({"curl", "wget", "fetch", "aria2c"})
 INTERPRETERS = SHELLS | {"python", "python3", "perl", "ruby", "node", "php"}
 _SHELL_NAMES = r"(?:sudo\s+)?(?:/\S*/)?(?:ba|da|z|k|a)?sh|python3?|perl|ruby|node|php"
-_PIPE_TO_SHELL = re.compile(
-    rf"\b(?:curl|wget|fetch)\b[^|;&]*\|\s*(?:{_SHELL_NAMES})\b", re.IGNORECASE
-)
+# A fetcher where a command starts (not `echo curl`).
+_FETCH_COMMAND = r"(?:^|[;&|(`]\s*|\$\(\s*)(?:sudo\s+)?(?:\S*/)?(?:curl|wget|fetch)\b"
+_PIPE_TO_SHELL = re.compile(rf"{_FETCH_COMMAND}[^|;&]*\|\s*(?:{_SHELL_NAMES})\b")
 _SUBST_RUN = re.compile(
     rf"(?:{_SHELL_NAMES}|eval|source|\.)\s+(?:-c\s+)?[\"']?(?:\$\(|`|<\(\s*)\s*(?:curl|wget)\b"
 )
 _FETCH_THEN_RUN = re.compile(
-    r"\b(?:curl|wget)\b[^;|&]*?(?:-o|-O|--output)\s*(\S+)[^|]*?(?:&&|;)\s*"
+    rf"{_FETCH_COMMAND}[^;|&]*?(?:-o|-O|--output)\s*(\S+)[^|]*?(?:&&|;)\s*"
     r"(?:chmod\s+\+?[0-7x]+\s+\S+\s*(?:&&|;)\s*)?(?:sh\s+|bash\s+|\./)"
 )
 
