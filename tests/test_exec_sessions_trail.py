@@ -1,0 +1,84 @@
+"""Exec sessions around the trail: `query -f session=`, attribution of concurrent execs,
+and a docker CLI run without a login that lands under the exec rules' key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.models import DocktrailConfig
+from listener.model.event import Actor, Event
+from listener.sources.auditd import AuditConverter, AuditLogFiles
+from sinks.base import EventFilter
+from sinks.memory import MemoryTrail
+from sinks.sqlite import SQLiteTrail
+from tests.exec_audit_log import AuditLog
+from tests.test_correlate import CID, attribute, call, container, correlator
+
+EXEC_A, EXEC_B = "a1" + "0" * 62, "b2" + "0" * 62
+
+
+def event(n: int, action: str, exec_id: str | None) -> Event:
+    attributes = {"execID": exec_id} if exec_id else {}
+    return Event(
+        id=f"e{n}", time_ns=1_796_500_000_000_000_000 + n, source="auditd", host="h",
+        type="container", action=action, actor=Actor(id=CID, name="web"), attributes=attributes,
+    )  # fmt: skip
+
+
+EVENTS = [
+    event(1, "exec_start", EXEC_A),
+    event(2, "exec-command", EXEC_A),
+    event(3, "exec-command", EXEC_B),
+    event(4, "start", None),
+    event(5, "exec_die", EXEC_A),
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_query_by_session_id_or_prefix(tmp_path: Path, kind: str) -> None:
+    trail = SQLiteTrail(tmp_path / "t.db") if kind == "sqlite" else MemoryTrail()
+    with trail:
+        trail.append([e.model_copy(deep=True) for e in EVENTS])
+        for wanted in (EXEC_A, EXEC_A[:12]):
+            found = [e.id for e in trail.query(EventFilter(session=wanted))]
+            assert found == ["e1", "e2", "e5"]
+        both = EventFilter(session=(EXEC_A[:4], EXEC_B[:4]), action="exec-command")
+        assert [e.id for e in trail.query(both)] == ["e2", "e3"]
+        assert list(trail.query(EventFilter(session="ffff"))) == []
+
+
+def test_concurrent_execs_by_two_logins_go_by_their_command() -> None:
+    """Same container, same instant: the exec's command tells the two calls apart."""
+    found = correlator(call(0, "exec -it web sh", "alice"), call(0.01, "exec -it web sh -i", "bob"))
+    events = attribute(
+        found,
+        container(0.05, "exec_create: sh -i", CID, "web", execID="e2"),
+        container(0.06, "exec_create: sh", CID, "web", execID="e1"),
+        container(0.07, "exec_start: sh", CID, "web", execID="e1"),
+        container(0.08, "exec_start: sh -i", CID, "web", execID="e2"),
+    )
+    assert [e.who.login for e in events] == ["bob", "alice", "alice", "bob"]
+
+
+def test_the_same_exec_by_two_logins_at_once_is_not_guessed() -> None:
+    found = correlator(call(0, "exec -it web sh", "alice"), call(0.01, "exec -it web sh", "bob"))
+    (created,) = attribute(found, container(0.05, "exec_create: sh", CID, "web", execID="e1"))
+    assert created.who.login is None and created.who.candidates == ["alice", "bob"]
+
+
+def test_a_docker_cli_run_without_a_login_under_the_exec_key_is_still_a_cli_call(
+    tmp_path: Path,
+) -> None:
+    """The exec rules load first: a service's `docker ps` lands under their key."""
+    log = AuditLog()
+    log.execve(0.0, 700, 1, ["docker", "ps"], exe="/usr/bin/docker")
+    log.execve(0.1, 701, 1, ["/usr/bin/env", "true"], exe="/usr/bin/env")
+    config = DocktrailConfig()
+    converter = AuditConverter(config.auditd, "h", limits=config.input)
+    items = list(AuditLogFiles([log.write(tmp_path / "a.log")], converter, window_secs=2))
+    assert [item.call.call.command for item in items if item.call is not None] == ["ps"]
+    assert [item.process.argv for item in items if item.process is not None] == [
+        ("/usr/bin/env", "true")
+    ]
