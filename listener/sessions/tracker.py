@@ -108,6 +108,7 @@ class SessionTracker:
         self._roots: dict[int, tuple[str, int]] = {}  # first pid -> (exec id, exec time)
         self._sessions: dict[str, _Session] = {}
         self._held: list[Command] = []
+        self._siblings: dict[tuple[str, int | None], list[Command]] = {}  # by (exec, parent)
         self._unlinked: deque[ProcessRecord] = deque()
         self._exit_wait_ns = round(config.exit_wait_secs * _NS)
         self._owner_wait_ns = round(config.owner_wait_secs * _NS)
@@ -150,6 +151,7 @@ class SessionTracker:
         self._held = waiting
         events = [self._event(command) for command in ready]
         self._expire_unlinked(now_ns)
+        self._forget_siblings(now_ns)
         events += self._close_sessions(now_ns, everything=False)
         return events
 
@@ -157,6 +159,7 @@ class SessionTracker:
         """Everything held, as it is (at the end of an ingest, or on shutdown)."""
         events = [self._event(command) for command in self._held]
         self._held = []
+        self._siblings.clear()
         events += self._close_sessions(0, everything=True)
         return events
 
@@ -338,17 +341,20 @@ class SessionTracker:
     def _pair_pipeline(self, command: Command) -> None:
         """Commands one parent started together (`wget -O- … | sh`) name each other."""
         record = command.record
-        for other in self._held:
-            peer = other.record
-            if (
-                not other.inferred
-                and other.exec_id == command.exec_id
-                and peer.ppid == record.ppid
-                and peer.pid != record.pid
-                and abs(peer.time_ns - record.time_ns) <= _PIPELINE_NS
-            ):
+        key = (command.exec_id, record.ppid)
+        recent = self._siblings.setdefault(key, [])
+        horizon = record.time_ns - _PIPELINE_NS
+        recent[:] = [c for c in recent if c.record.time_ns >= horizon]
+        for other in recent:
+            if other.record.pid != record.pid:
                 other.pipeline.append(_program(record))
-                command.pipeline.append(_program(peer))
+                command.pipeline.append(_program(other.record))
+        recent.append(command)
+
+    def _forget_siblings(self, now_ns: int) -> None:
+        horizon = now_ns - _PIPELINE_NS
+        for key in [k for k, v in self._siblings.items() if v[-1].record.time_ns < horizon]:
+            del self._siblings[key]
 
     def _ready(self, command: Command, now_ns: int) -> bool:
         started = command.record.time_ns
