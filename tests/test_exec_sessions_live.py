@@ -321,6 +321,10 @@ def test_two_logins_sessions_commands_and_offline_ingest(
     alerts = [json.loads(line) for line in found.splitlines()]
     assert [a["who"]["login"] for a in alerts] == [alice.name], alerts
     assert alice.name in alerts[0]["summary"]
+    shells = service.cli("alerts", "-f", "rule=exec-root-shell", "--format", "json")
+    assert sorted(json.loads(line)["who"]["login"] for line in shells.splitlines()) == [
+        alice.name, bob.name
+    ]  # fmt: skip
 
     # `docktrail session` shows the transcript; `query -f session=` selects it.
     (alice_exec,) = sessions_of[alice.name]
@@ -343,6 +347,7 @@ def test_two_logins_sessions_commands_and_offline_ingest(
     with SQLiteTrail(offline_db) as trail:
         offline = commands_of(list(trail.query(EventFilter(action="exec-command"))))
     assert summary(offline) == summary(commands), summary(offline) ^ summary(commands)
+    assert {e.id for e in offline} == {e.id for e in commands}  # the very same events
 
 
 def summary(commands: list[Event]) -> set[tuple[Any, ...]]:
