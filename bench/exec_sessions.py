@@ -49,13 +49,14 @@ def figure(name: str, value: float, unit: str, baseline: float) -> None:
 # ---------------------------------------------------------------------------- following
 
 
-def synthetic_log(path: Path, commands: int, per_session: int = 50) -> list[str]:
+def synthetic_log(path: Path, commands: int, per_session: int = 50) -> list[tuple[str, int]]:
+    """The log, and each exec's id and start time (what its Engine event says)."""
     log = AuditLog()
     exec_ids = []
     pid, at = 10_000, 0.0
     for session in range(commands // per_session):
         exec_id = f"{session:064x}"
-        exec_ids.append(exec_id)
+        exec_ids.append((exec_id, round((log.start + at) * 1e9)))
         runc, shell = pid, pid + 2
         log.runc_exec(at, runc, SHIM, exec_id, "c" * 64)
         log.runc_init(at, runc + 1, runc)
@@ -74,14 +75,16 @@ def synthetic_log(path: Path, commands: int, per_session: int = 50) -> list[str]
     return exec_ids
 
 
-def read(path: Path, track: bool, exec_ids: list[str]) -> tuple[float, int]:
+def read(path: Path, track: bool, exec_ids: list[tuple[str, int]]) -> tuple[float, int]:
     config = DocktrailConfig()
     converter = AuditConverter(config.auditd, "bench", limits=config.input)
     sessions = ExecSessions(config.exec_sessions, "bench") if track else None
     started = time.perf_counter()
     if sessions is not None:
-        for exec_id in exec_ids:  # the Engine's word on each exec, before its records
-            sessions.tracker.open(SessionInfo(exec_id=exec_id, container=_actor(), host="bench"))
+        for exec_id, time_ns in exec_ids:  # the Engine's word on each exec, before its records
+            sessions.tracker.open(
+                SessionInfo(exec_id=exec_id, container=_actor(), host="bench", time_ns=time_ns)
+            )
     events = records = 0
     for item in AuditLogFiles([path], converter, window_secs=2, max_line=1 << 20):
         if item.process is not None:

@@ -236,3 +236,21 @@ def test_secrets_in_container_argv_never_reach_the_trail(
     assert secret not in stored
     assert redact.MARKER in stored
     assert len(event.attributes["argv"]) == len(argv)  # positions keep their meaning
+
+
+def test_an_exec_over_before_its_records_are_read_keeps_its_owner(tmp_path: Path) -> None:
+    """Live, `docker exec c true` can start and die before auditd's records are read."""
+    log = AuditLog()
+    log.runc_exec(0.00, 400, SHIM, EXEC_A, CONTAINER)
+    log.execve(0.01, 403, 400, ["cat", "/etc/hostname"])
+    log.exit(0.02, 403, 400)
+    sessions = ExecSessions(ExecSessionsConfig(), "h")
+    opened = info(EXEC_A, "alice")
+    opened.time_ns = round(log.start * 1e9)
+    sessions.tracker.open(opened)
+    sessions.tracker.ended(EXEC_A)
+    assert sessions.due(opened.time_ns + 5 * 10**9) == []  # nothing read yet
+    for record in processes(log.write(tmp_path / "a.log")):
+        sessions.add(record)
+    (command,) = sessions.due(opened.time_ns + 6 * 10**9)
+    assert command.who.login == "alice" and command.actor.name == "web"

@@ -40,6 +40,7 @@ from listener.sessions.records import ProcessRecord, SessionInfo
 _NS = 1_000_000_000
 _ROOT_SLACK_NS = 2 * _NS  # the exec's process may run a little before its Engine event's time
 _PIPELINE_NS = _NS  # commands a shell starts within this of each other form a pipeline
+_MAX_PIPELINE = 16  # peers named per command
 _COMM_BYTES = 15  # the kernel's process name is cut to this
 _MAX_RUNTIMES = 4096  # runtime processes remembered (each lives milliseconds)
 _INIT_PID_SPAN = 16  # the exec's first process is this close after the runtime's init
@@ -76,6 +77,7 @@ class _Session:
     kept: int = 0
     dropped: int = 0
     members: int = 0
+    joined: bool = False  # a process of it was seen (its records may lag its Engine events)
     ended: bool = False
     last_ns: int = 0
 
@@ -296,6 +298,7 @@ class SessionTracker:
         session = self._sessions.get(exec_id)
         if session is not None:
             session.members += 1
+            session.joined = True
         if len(self._members) > self.config.max_processes:
             oldest = next(iter(self._members))
             self._left(self._members.pop(oldest))
@@ -339,15 +342,20 @@ class SessionTracker:
         self._held.append(command)
 
     def _pair_pipeline(self, command: Command) -> None:
-        """Commands one parent started together (`wget -O- … | sh`) name each other."""
+        """Commands one parent runs side by side (`wget -O- … | sh`) name each other.
+
+        Side by side: started within `_PIPELINE_NS` and neither ended yet, so the
+        commands of a loop, each ending before the next starts, are no pipeline.
+        """
         record = command.record
         key = (command.exec_id, record.ppid)
         recent = self._siblings.setdefault(key, [])
         horizon = record.time_ns - _PIPELINE_NS
-        recent[:] = [c for c in recent if c.record.time_ns >= horizon]
-        for other in recent:
+        recent[:] = [c for c in recent if c.record.time_ns >= horizon and c.ended is None]
+        name = _program(record)
+        for other in recent[-_MAX_PIPELINE:]:
             if other.record.pid != record.pid:
-                other.pipeline.append(_program(record))
+                other.pipeline.append(name)
                 command.pipeline.append(_program(other.record))
         recent.append(command)
 
@@ -396,7 +404,8 @@ class SessionTracker:
         idle_ns = now_ns - max(self._owner_wait_ns, self._exit_wait_ns, self._link_wait_ns)
         events = []
         for exec_id, session in list(self._sessions.items()):
-            finished = session.members <= 0 and (session.ended or session.last_ns < idle_ns)
+            done = session.ended and session.joined
+            finished = session.members <= 0 and (done or session.last_ns < idle_ns)
             crowded = len(self._sessions) > self.config.max_sessions
             if everything or crowded or (finished and exec_id not in held):
                 del self._sessions[exec_id]
