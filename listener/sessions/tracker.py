@@ -40,6 +40,7 @@ from listener.sessions.records import ProcessRecord, SessionInfo
 _NS = 1_000_000_000
 _ROOT_SLACK_NS = 2 * _NS  # the exec's process may run a little before its Engine event's time
 _PIPELINE_NS = _NS  # commands a shell starts within this of each other form a pipeline
+_TOGETHER_NS = 5_000_000  # … or within this, even when the first one already ended
 _MAX_PIPELINE = 16  # peers named per command
 _COMM_BYTES = 15  # the kernel's process name is cut to this
 _MAX_RUNTIMES = 4096  # runtime processes remembered (each lives milliseconds)
@@ -344,14 +345,19 @@ class SessionTracker:
     def _pair_pipeline(self, command: Command) -> None:
         """Commands one parent runs side by side (`wget -O- … | sh`) name each other.
 
-        Side by side: started within `_PIPELINE_NS` and neither ended yet, so the
-        commands of a loop, each ending before the next starts, are no pipeline.
+        Side by side: started within `_PIPELINE_NS` of each other with the earlier
+        one still running, or within `_TOGETHER_NS` (a short first stage may end
+        before the next one's execve); at most `_MAX_PIPELINE` peers are named.
         """
         record = command.record
         key = (command.exec_id, record.ppid)
         recent = self._siblings.setdefault(key, [])
-        horizon = record.time_ns - _PIPELINE_NS
-        recent[:] = [c for c in recent if c.record.time_ns >= horizon and c.ended is None]
+        horizon, together = record.time_ns - _PIPELINE_NS, record.time_ns - _TOGETHER_NS
+        recent[:] = [
+            c
+            for c in recent
+            if c.record.time_ns >= together or (c.ended is None and c.record.time_ns >= horizon)
+        ]
         name = _program(record)
         for other in recent[-_MAX_PIPELINE:]:
             if other.record.pid != record.pid:
