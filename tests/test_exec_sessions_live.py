@@ -82,14 +82,14 @@ def exec_rules(audit_daemon: PrivateAuditd) -> Iterator[list[list[str]]]:  # noq
 class Service:
     """`docktrail run` in a subprocess, reading the private audit log."""
 
-    def __init__(self, tmp_path: Path, daemon: Dockerd, audit_log: Path) -> None:
+    def __init__(self, tmp_path: Path, daemon: Dockerd, audit_log: Path, extra: str = "") -> None:
         self.trail_path = tmp_path / "live.db"
         self.config = tmp_path / "docktrail.yaml"
         self.config.write_text(
             f"host: {HOST}\n"
             f"trail:\n  path: {self.trail_path}\n  flush_interval_secs: 0.02\n"
             f"docker:\n  host: {daemon.host}\n"
-            f"auditd:\n  log_file: {audit_log}\n  start_at: end\n"
+            f"auditd:\n  log_file: {audit_log}\n  start_at: end\n{extra}"
         )
         self.cwd = tmp_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -137,9 +137,13 @@ def wait_until(predicate: Any, timeout: float = 30) -> bool:
 # ---------------------------------------------------------------------------- sessions
 
 
-def login_command(person: Person, dockerd: Dockerd, *argv: str) -> tuple[list[str], dict[str, str]]:
+def login_command(
+    person: Person, dockerd: Dockerd, *argv: str, docker_host: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """A command run with the person's login uid (as `as_login` does: the sudo pattern)."""
     env = dict(dockerd.env, DOCKER_CONFIG=str(person.home / ".docker"), HOME=str(person.home))
+    if docker_host is not None:  # through the socket proxy
+        env["DOCKER_HOST"] = docker_host
     script = f'echo {person.uid} > /proc/self/loginuid && exec "$@"'
     return ["sh", "-c", script, "_", "docker", *argv], env
 
@@ -149,6 +153,7 @@ class Typed:
     person: Person
     shell: list[str]
     lines: list[str]
+    docker_host: str | None = None
     output: str = ""
     returncode: int | None = None
 
@@ -156,7 +161,9 @@ class Typed:
 def interactive_session(typed: Typed, dockerd: Dockerd) -> None:
     """`docker exec -it CONTAINER SHELL…` on a pty, typing each line as a person would."""
     master, slave = pty.openpty()
-    command, env = login_command(typed.person, dockerd, "exec", "-it", CONTAINER, *typed.shell)
+    command, env = login_command(
+        typed.person, dockerd, "exec", "-it", CONTAINER, *typed.shell, docker_host=typed.docker_host
+    )
     process = subprocess.Popen(
         command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
     )
@@ -358,3 +365,70 @@ def summary(commands: list[Event]) -> set[tuple[Any, ...]]:
         )
         for e in commands
     }  # fmt: skip
+
+
+@pytest.fixture
+def proxied(
+    tmp_path: Path,
+    exec_rules: list[list[str]],
+    audit_daemon: PrivateAuditd,  # noqa: F811
+    engine: Dockerd,  # noqa: F811
+) -> Iterator[tuple[Service, Dockerd, str]]:
+    """`docktrail run` with its socket proxy: peer credentials name each client."""
+    engine.docker("rm", "-f", CONTAINER, check=False)
+    engine.docker("run", "-d", "--name", CONTAINER, BUSYBOX_REF, "sleep", "600")
+    listen = tmp_path / "proxy" / "docker.sock"
+    listen.parent.mkdir()
+    listen.parent.chmod(0o755)
+    extra = f"proxy:\n  enabled: true\n  listen: {listen}\n  engine: {engine.socket_path}\n"
+    service = Service(tmp_path, engine, audit_daemon.log_file, extra)
+    service.start()
+    try:
+        assert wait_until(listen.exists)
+        yield service, engine, f"unix://{listen}"
+    finally:
+        service.stop()
+        engine.docker("rm", "-f", CONTAINER, check=False)
+
+
+def test_the_same_exec_by_two_logins_at_once_through_the_proxy(
+    proxied: tuple[Service, Dockerd, str],
+    people: dict[str, Person],  # noqa: F811
+) -> None:
+    """`docker exec -it c sh` by both at once: the CLI's argv cannot tell them apart,
+    the proxy's peer credentials can; every command goes to its own session."""
+    service, dockerd, proxy = proxied
+    alice, bob = people["dt-alice"], people["dt-bob"]
+    typed = {
+        alice.name: Typed(alice, ["sh"], session_lines("alice", 1), proxy),
+        bob.name: Typed(bob, ["sh"], session_lines("bob", 2), proxy),
+    }
+    threads = [
+        threading.Thread(target=interactive_session, args=(t, dockerd)) for t in typed.values()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert all(t.returncode == 0 for t in typed.values()), {k: t.output for k, t in typed.items()}
+
+    def late_commands_in() -> bool:
+        texts = {argv_text(e) for e in commands_of(service.events(action="exec-command"))}
+        return {"cat /tmp/alice-late", "cat /tmp/bob-late"} <= texts
+
+    assert wait_until(late_commands_in, 40)
+    time.sleep(1.0)
+    service.stop()
+    stored = service.events()
+    starts = [e for e in stored if e.action == "exec_start" and e.actor.name == CONTAINER]
+    assert sorted((e.who.login, e.who.method) for e in starts) == [
+        (alice.name, "peer"), (bob.name, "peer")
+    ]  # fmt: skip
+    commands = commands_of(stored)
+    for login, other in ((alice.name, "bob"), (bob.name, "alice")):
+        (exec_id,) = [e.attributes["execID"] for e in starts if e.who.login == login]
+        mine = [e for e in commands if e.attributes["session"] == exec_id]
+        texts = {argv_text(e) for e in mine}
+        digit = 1 if login == alice.name else 2
+        assert set(expected_commands(login.removeprefix("dt-"), digit)) <= texts, texts
+        assert [e for e in mine if e.who.login != login or other in argv_text(e)] == []
