@@ -10,7 +10,7 @@ EXEC_KEY = "docker-exec"
 
 
 def _hex(text: str) -> str:
-    return text.encode().hex().upper()
+    return text.encode("utf-8", "surrogateescape").hex().upper()
 
 
 @dataclass

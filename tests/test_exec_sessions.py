@@ -15,7 +15,7 @@ import pytest
 from config.exec_sessions import ExecSessionsConfig
 from config.models import DocktrailConfig
 from listener import redact
-from listener.model.event import Actor, Event, Who
+from listener.model.event import Actor, Event, Who, canonical_json
 from listener.sessions import SessionInfo
 from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditConverter, AuditLogFiles
@@ -254,3 +254,12 @@ def test_an_exec_over_before_its_records_are_read_keeps_its_owner(tmp_path: Path
         sessions.add(record)
     (command,) = sessions.due(opened.time_ns + 6 * 10**9)
     assert command.who.login == "alice" and command.actor.name == "web"
+
+
+def test_bytes_that_are_not_utf8_are_stored_escaped(tmp_path: Path) -> None:
+    log = AuditLog()
+    log.runc_exec(0.0, 400, SHIM, EXEC_A, CONTAINER)
+    log.execve(0.01, 403, 400, ["cat", "/tmp/caf\udcff"])
+    (event,) = run(log.write(tmp_path / "a.log"), [info(EXEC_A, "alice")])
+    assert event.attributes["argv"][1] == "/tmp/caf\\xff"
+    assert canonical_json(event.content()).encode()  # what the trail hashes: UTF-8

@@ -7,7 +7,8 @@ redacted, cut to `max_argv_bytes`), `cwd`, `uid` (inside the container),
 `pid`/`ppid` (host), `exe`, `exit` (None when it ran on past the wait or
 replaced itself: `ended` says which), `pipeline` (programs started with it by
 the same parent), and the session's `tty`, `interactive`, `privileged`, `exec_user` and
-`session_command` (the exec's own command line).
+`session_command` (the exec's own command line). Strings are bounded as
+every input is (`listener.bounds`); bytes that are not UTF-8 become escapes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from listener import redact
+from listener.bounds import bound_event
 from listener.model.event import Actor, Event, Who, natural_id
 from listener.sessions.argv import bounded_argv, redacted_argv
 from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, SessionInfo
@@ -56,7 +58,7 @@ def command_event(
     if command.pipeline:
         attributes["pipeline"] = sorted(set(command.pipeline))
     attributes.update(_session_attributes(info))
-    return Event(
+    event = Event(
         id=natural_id(host, EXEC_COMMAND, command.exec_id, record.audit_id),
         time_ns=record.time_ns,
         source="auditd",
@@ -67,6 +69,8 @@ def command_event(
         attributes=attributes,
         who=_owner(info),
     )
+    # Bytes that are not UTF-8 in an argv or path are kept as escapes, as for CLI calls.
+    return bound_event(event, surrogates="escape")
 
 
 def overflow_event(
