@@ -82,3 +82,24 @@ def test_a_docker_cli_run_without_a_login_under_the_exec_key_is_still_a_cli_call
     assert [item.process.argv for item in items if item.process is not None] == [
         ("/usr/bin/env", "true")
     ]
+
+
+def test_install_rules_with_exec_writes_both_files_not_world_readable(tmp_path: Path) -> None:
+    import stat
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "deploy" / "audit" / "install-rules.sh"
+    dest = tmp_path / "rules.d" / "docktrail.rules"
+    done = subprocess.run(
+        ["sh", str(script), "--dest", str(dest), "--exec", "--no-load"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    exec_rules = dest.parent / "docktrail-exec.rules"
+    assert f"wrote {exec_rules}" in done.stdout
+    for path in (dest, exec_rules):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    rules = [line for line in exec_rules.read_text().splitlines() if line.startswith("-a")]
+    assert all("docker-exec" in r or r.startswith("-a never,exit") for r in rules)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [  # the exec rules load first
+        "docktrail-exec.rules", "docktrail.rules"
+    ]  # fmt: skip
