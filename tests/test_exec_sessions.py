@@ -263,3 +263,15 @@ def test_bytes_that_are_not_utf8_are_stored_escaped(tmp_path: Path) -> None:
     (event,) = run(log.write(tmp_path / "a.log"), [info(EXEC_A, "alice")])
     assert event.attributes["argv"][1] == "/tmp/caf\\xff"
     assert canonical_json(event.content()).encode()  # what the trail hashes: UTF-8
+
+
+def test_execs_without_exec_rules_loaded_leave_nothing_behind() -> None:
+    """Without docktrail-exec.rules no record ever comes: what each exec opened goes."""
+    tracker = ExecSessions(ExecSessionsConfig(max_sessions=10), "h").tracker
+    for n in range(100):
+        opened = info(f"{n:064x}", "alice", root_pid=5000 + n)
+        opened.time_ns = n * 10**9
+        tracker.open(opened)
+    assert len(tracker._roots) == 10
+    assert tracker.due(200 * 10**9) == []
+    assert tracker._sessions == {}

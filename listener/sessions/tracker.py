@@ -133,6 +133,8 @@ class SessionTracker:
         session.info = info
         if info.root_pid and info.root_pid not in self._members:
             self._roots[info.root_pid] = (info.exec_id, info.time_ns)
+            if len(self._roots) > self.config.max_sessions:  # pids never seen (no rules)
+                del self._roots[next(iter(self._roots))]
             self._retry_unlinked()
 
     def ended(self, exec_id: str) -> None:
@@ -181,6 +183,8 @@ class SessionTracker:
         if record.kind == "runtime-init":
             if record.ppid in self._runtimes:
                 self._inits[record.ppid] = record.pid
+                if len(self._inits) > _MAX_RUNTIMES:
+                    del self._inits[next(iter(self._inits))]
             return True
         member = self._current_member(record)
         if record.kind == "exit":
