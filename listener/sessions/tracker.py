@@ -27,6 +27,7 @@ wait for their exit (`exit_wait_secs`) and for the session's owner
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections import deque
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class SessionTracker:
             self._roots[info.root_pid] = (info.exec_id, info.time_ns)
             if len(self._roots) > self.config.max_sessions:  # pids never seen (no rules)
                 del self._roots[next(iter(self._roots))]
-            self._retry_unlinked()
+            self._retry_unlinked(info.root_pid)
 
     def ended(self, exec_id: str) -> None:
         """The exec's first process ended (`exec_die`): what it left running is still followed."""
@@ -314,9 +315,14 @@ class SessionTracker:
         if session is not None:
             session.members -= 1
 
-    def _retry_unlinked(self) -> None:
-        waiting, self._unlinked = self._unlinked, deque()
-        for record in waiting:
+    def _retry_unlinked(self, root_pid: int) -> None:
+        """Links what waited, from the root's first record on (the rest cannot link now)."""
+        waiting = self._unlinked
+        start = next((i for i, r in enumerate(waiting) if r.pid == root_pid), None)
+        if start is None:
+            return  # its record is yet to come: it links when it does
+        self._unlinked = deque(itertools.islice(waiting, start))
+        for record in itertools.islice(waiting, start, None):
             if not self._link(record):
                 self._unlinked.append(record)
 
