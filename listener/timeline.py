@@ -17,7 +17,13 @@ from listener.intents import intent_lines
 from listener.model.alert import Alert
 from listener.model.event import Event, format_time_ns
 from listener.safetext import printable
-from listener.sessions.transcript import SESSION_ACTIONS, command_lines, sessions_of
+from listener.sessions.transcript import (
+    SESSION_ACTIONS,
+    Session,
+    command_lines,
+    header_lines,
+    sessions_of,
+)
 from sinks.base import EventFilter
 
 CONFIG_HIGHLIGHTS = (
@@ -118,7 +124,11 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         yield from _alert_lines(life, event)
         exec_id = event.attributes.get("execID")
         if event.action == "exec_start" and isinstance(exec_id, str) and exec_id in sessions:
-            yield from _transcript(life, sessions[exec_id], tz)
+            yield from _transcript(life, sessions.pop(exec_id), tz)
+    for orphan in sessions.values():  # commands whose exec's Engine event is not here
+        if orphan.commands:
+            yield from (f"  {line}" for line in header_lines(orphan, tz))
+            yield from _transcript(life, orphan, tz)
     removed = life.removed
     if removed is not None:
         yield f"  removed  {format_time_ns(removed.time_ns, tz)} by {_who(removed)}"
@@ -132,7 +142,7 @@ def _alert_lines(life: Life, event: Event) -> Iterator[str]:
         yield f"      ! {alert.severity:8} {alert.rule}: {alert.summary}{note}"
 
 
-def _transcript(life: Life, session: Any, tz: tzinfo) -> Iterator[str]:
+def _transcript(life: Life, session: Session, tz: tzinfo) -> Iterator[str]:
     """The session's commands (`docktrail session`), each with its alerts."""
     lines = command_lines(session, tz, indent="      ")
     for event in session.commands:

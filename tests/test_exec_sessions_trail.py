@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.models import DocktrailConfig
-from listener.model.event import Actor, Event
+from listener.model.event import Actor, Event, Who
 from listener.sources.auditd import AuditConverter, AuditLogFiles
 from sinks.base import EventFilter
 from sinks.memory import MemoryTrail
@@ -103,3 +103,42 @@ def test_install_rules_with_exec_writes_both_files_not_world_readable(tmp_path: 
     assert sorted(p.name for p in dest.parent.iterdir()) == [  # the exec rules load first
         "docktrail-exec.rules", "docktrail.rules"
     ]  # fmt: skip
+
+
+def _command(n: int, exec_id: str, argv: list[str], index: int) -> Event:
+    found = event(n, "exec-command", exec_id)
+    found.who = Who(login="alice", method="auditd-cli")
+    found.attributes.update(
+        session=exec_id, index=index, argv=argv, uid=0, cwd="/", exit=0, ended="exit"
+    )
+    return found
+
+
+def test_session_and_timeline_show_transcripts_escaped(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from listener.cli import main
+
+    start = event(1, "exec_start", EXEC_A)
+    start.who = Who(login="alice", method="auditd-cli")
+    start.attributes["action_detail"] = "sh"
+    start.config = {"tty": True, "user": None}
+    stored = [
+        start,
+        _command(2, EXEC_A, ["sh"], 0),
+        _command(3, EXEC_A, ["printf", "\x1b]0;pwned\x07"], 1),
+        _command(4, EXEC_B, ["cat", "/etc/hostname"], 0),  # its exec_start was not seen
+    ]
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        trail.append(stored)
+    db = str(tmp_path / "t.db")
+    shown = CliRunner().invoke(main, ["--db", db, "session", EXEC_A[:8]])
+    assert shown.exit_code == 0, shown.output
+    assert "owner alice" in shown.output and "$ sh  -> exit 0" in shown.output
+    assert "\x1b" not in shown.output and "\\x1b]0;pwned" in shown.output
+    assert "/etc/hostname" not in shown.output
+    timeline = CliRunner().invoke(main, ["--db", db, "timeline", "web"])
+    assert timeline.exit_code == 0, timeline.output
+    assert "$ printf" in timeline.output and "$ cat /etc/hostname" in timeline.output
+    missing = CliRunner().invoke(main, ["--db", db, "session", "ffff"])
+    assert missing.exit_code == 2 and "no exec session" in missing.output
