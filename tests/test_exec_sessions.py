@@ -275,3 +275,14 @@ def test_execs_without_exec_rules_loaded_leave_nothing_behind() -> None:
     assert len(tracker._roots) == 10
     assert tracker.due(200 * 10**9) == []
     assert tracker._sessions == {}
+
+
+def test_the_execs_own_command_line_is_redacted_in_its_commands(tmp_path: Path) -> None:
+    log = AuditLog()
+    log.runc_exec(0.0, 400, SHIM, EXEC_A, CONTAINER)
+    log.execve(0.01, 403, 400, ["mysql", "-pS3cretPw", "shop"])
+    opened = info(EXEC_A, "alice")
+    opened.command_text = "mysql -pS3cretPw shop"
+    (event,) = run(log.write(tmp_path / "a.log"), [opened])
+    assert "S3cretPw" not in json.dumps(event.to_json_object())
+    assert event.attributes["session_command"].startswith("mysql -predacted:hmac:")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from listener import redact
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, Who, natural_id
-from listener.sessions.argv import bounded_argv, redacted_argv
+from listener.sessions.argv import bounded_argv, redacted_argv, redacted_script
 from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, SessionInfo
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def command_event(
         attributes["inferred"] = "comm"
     if command.pipeline:
         attributes["pipeline"] = sorted(set(command.pipeline))
-    attributes.update(_session_attributes(info))
+    attributes.update(_session_attributes(info, redactor or redact.active()))
     event = Event(
         id=natural_id(host, EXEC_COMMAND, command.exec_id, record.audit_id),
         time_ns=record.time_ns,
@@ -98,13 +98,13 @@ def overflow_event(
             "kept": kept,
             "dropped": dropped,
             "max_commands_per_session": limit,
-            **_session_attributes(info),
+            **_session_attributes(info, redact.active()),
         },
         who=_owner(info),
     )
 
 
-def _session_attributes(info: SessionInfo | None) -> dict[str, Any]:
+def _session_attributes(info: SessionInfo | None, redactor: redact.Redactor) -> dict[str, Any]:
     if info is None:
         return {"owner": "unknown: the exec's Engine event was not seen"}
     return {
@@ -112,7 +112,8 @@ def _session_attributes(info: SessionInfo | None) -> dict[str, Any]:
         "interactive": info.interactive,
         "privileged": info.privileged,
         "exec_user": info.user,
-        "session_command": info.command_text,
+        # The Engine's text of the exec's command: redacted as the commands are.
+        "session_command": redactor.text(redacted_script(info.command_text, redactor)),
     }
 
 
