@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/audit_parse.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/exec_sessions.py --no-live
 
 # Needs root: starts a private dockerd.
 bench-docker: $(STAMP)
@@ -42,6 +43,7 @@ bench-docker: $(STAMP)
 	$(BIN)/python bench/notify_latency.py
 	$(BIN)/python bench/posture_sweep.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/exec_sessions.py
 
 # Needs root and docker.io: a private dockerd, a scripted scenario, alerts printed
 # by a local webhook, then the trail; everything is torn down on exit.

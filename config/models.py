@@ -12,6 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from config.exec_sessions import ExecSessionsConfig
 from config.posture import PostureConfig
 from config.proxy import ProxyConfig
 
@@ -142,6 +143,11 @@ class AuditdConfig(Strict):
     cli_key: str = Field(
         "docker-cli",
         description="Key of the execve rule on the docker CLI (deploy/audit/docktrail.rules).",
+    )
+    exec_key: str = Field(
+        "docker-exec",
+        description="Key of the optional process rules of exec sessions "
+        "(deploy/audit/docktrail-exec.rules); see exec_sessions.",
     )
     drop_housekeeping: bool = Field(
         True,
@@ -410,6 +416,31 @@ class RulesConfig(Strict):
     )
     host_posture: RuleConfig = Field(
         default_factory=RuleConfig, alias="host-posture", description="CIS 6.2/6.3/6.4/6.5."
+    )
+    exec_code_fetch: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-code-fetch",
+        description="Exec session: code fetched and run (curl|sh).",
+    )
+    exec_package_manager: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-package-manager",
+        description="Exec session: a package manager in a running container.",
+    )
+    exec_credential_read: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-credential-read",
+        description="Exec session: credential files touched.",
+    )
+    exec_binary_edit: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-binary-edit",
+        description="Exec session: binaries or libraries changed by hand.",
+    )
+    exec_root_shell: RuleConfig = Field(
+        default_factory=RuleConfig,
+        alias="exec-root-shell",
+        description="Exec session: an interactive root shell at a terminal.",
     )
 
 
@@ -722,6 +753,10 @@ class DocktrailConfig(Strict):
     )
     proxy: ProxyConfig = Field(
         default_factory=ProxyConfig, description="Peer-credential Docker socket proxy."
+    )
+    exec_sessions: ExecSessionsConfig = Field(
+        default_factory=ExecSessionsConfig,
+        description="Commands run inside `docker exec` sessions, tied to the session's owner.",
     )
 
     def signing_key_path(self) -> Path:

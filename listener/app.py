@@ -35,6 +35,7 @@ from listener.posture.wiring import SweepOnDaemonChange, posture_runner, posture
 from listener.proxy.service import ProxyService
 from listener.publish import Publishing
 from listener.rules.engine import RuleEngine, RulesStage
+from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownState, load_known_state
@@ -187,10 +188,15 @@ async def _wire(
         correlator = Correlator.from_config(config.auditd)
         checkpoint = await trail.call(lambda t: t.load_source_state(AuditLogTail.name))
         coverage = LiveCoverage(str(config.auditd.log_file))
+        wanted = config.exec_sessions.enabled
+        sessions = ExecSessions(config.exec_sessions, host) if wanted else None
         audit = AuditLogTail(
-            config.auditd, host, correlator=correlator, checkpoint=checkpoint, coverage=coverage
-        )
+            config.auditd, host, correlator=correlator, checkpoint=checkpoint, coverage=coverage,
+            sessions=sessions,
+        )  # fmt: skip
         stages.append(Attribution(correlator, hold_secs=config.auditd.hold_secs, coverage=coverage))
+        if sessions is not None:  # after attribution: a session's owner is its exec's login
+            stages.append(sessions)
         sink = CheckpointedTrail(trail, [audit])
     else:
         stages.append(CoverageStage(FixedCoverage("auditd source disabled (auditd.enabled)")))
@@ -255,6 +261,8 @@ async def _run_until_stopped(
     if audit is not None:
         await audit.start()  # a missing or unreadable log is retried, never raises
         tasks.append(asyncio.create_task(_pump(audit, pipeline), name="auditd-source"))
+        if audit.sessions is not None:
+            tasks.append(asyncio.create_task(audit.sessions.pump(pipeline.put), name="sessions"))
     stopped = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({source_task, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -26,6 +26,7 @@ from listener.intents import IntentBook, IntentStage
 from listener.model.event import Event
 from listener.pipeline import Pipeline, PipelineStats
 from listener.rules.engine import RuleEngine, RulesStage
+from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditConverter, AuditCounters, AuditLogFiles, Converted
 from listener.sources.docker import read_events_file
 from notifiers.routing import Routing
@@ -186,14 +187,17 @@ async def _correlated(
         max_line=config.input.max_line_bytes,
     )
     correlator = Correlator.from_config(config.auditd)
-    merge = _AuditMerge(audit, correlator, pipeline)
+    sessions = ExecSessions(config.exec_sessions, host) if config.exec_sessions.enabled else None
+    merge = _AuditMerge(audit, correlator, pipeline, sessions)
     for event in docker:
         await merge.read_past(event.time_ns)
         correlator.attribute(event)
         mark_build_step(event, correlator)
         mark_uncovered(event, audit.span)
         await pipeline.put(event)
+        await merge.observe(event)
     await merge.read_past(None)
+    await merge.finish()
     report.malformed.extend(audit.malformed)
     report.audit, report.audit_records = converter.counters, audit.records
     report.attribution = correlator.stats
@@ -202,10 +206,17 @@ async def _correlated(
 class _AuditMerge:
     """Reads the audit log just far enough ahead of the Engine events."""
 
-    def __init__(self, audit: AuditLogFiles, correlator: Correlator, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        audit: AuditLogFiles,
+        correlator: Correlator,
+        pipeline: Pipeline,
+        sessions: ExecSessions | None = None,
+    ) -> None:
         self.audit = audit
         self.correlator = correlator
         self.pipeline = pipeline
+        self.sessions = sessions
         self._items: Iterator[Converted] = iter(audit)
         self._done = False
 
@@ -221,7 +232,23 @@ class _AuditMerge:
                 break
             if item.call is not None:
                 self.correlator.add_call(item.call)
+            if item.process is not None and self.sessions is not None:
+                self.sessions.add(item.process)
             if item.event is not None:
                 await self.pipeline.put(item.event)
         if time_ns is not None:
             self.correlator.evict(time_ns)
+
+    async def observe(self, event: Event) -> None:
+        """An Engine event may open a session; commands due by the log's time are stored."""
+        if self.sessions is None:
+            return
+        self.sessions.observe(event)
+        for command in self.sessions.due(self.audit.watermark_ns):
+            await self.pipeline.put(command)
+
+    async def finish(self) -> None:
+        if self.sessions is None:
+            return
+        for command in self.sessions.flush():
+            await self.pipeline.put(command)

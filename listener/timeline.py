@@ -17,6 +17,13 @@ from listener.intents import intent_lines
 from listener.model.alert import Alert
 from listener.model.event import Event, format_time_ns
 from listener.safetext import printable
+from listener.sessions.transcript import (
+    SESSION_ACTIONS,
+    Session,
+    command_lines,
+    header_lines,
+    sessions_of,
+)
 from sinks.base import EventFilter
 
 CONFIG_HIGHLIGHTS = (
@@ -105,20 +112,43 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
         config = _config_summary(created.config)
         if config:
             yield f"  config   {config}"
+    sessions = sessions_of(life.events)  # each exec's commands, under its exec_start
     for event in life.events:
+        if event.action in SESSION_ACTIONS:
+            continue
         detail = event.attributes.get("action_detail") or _renamed(event)
         if event.type == "network":
             detail = f"network {event.actor.name or event.actor.id[:12]}"
         line = f"  {format_time_ns(event.time_ns, tz)}  {event.action:12} {_who(event)}"
         yield line + (f"  {detail}" if detail else "")
-        for alert in life.alerts.get(event.seq or 0, []):
-            note = f" (suppressed: {alert.suppressed})" if alert.suppressed else ""
-            yield f"      ! {alert.severity:8} {alert.rule}: {alert.summary}{note}"
+        yield from _alert_lines(life, event)
+        exec_id = event.attributes.get("execID")
+        if event.action == "exec_start" and isinstance(exec_id, str) and exec_id in sessions:
+            yield from _transcript(life, sessions.pop(exec_id), tz)
+    for orphan in sessions.values():  # commands whose exec's Engine event is not here
+        if orphan.commands:
+            yield from (f"  {line}" for line in header_lines(orphan, tz))
+            yield from _transcript(life, orphan, tz)
     removed = life.removed
     if removed is not None:
         yield f"  removed  {format_time_ns(removed.time_ns, tz)} by {_who(removed)}"
     else:
         yield "  (not removed)"
+
+
+def _alert_lines(life: Life, event: Event) -> Iterator[str]:
+    for alert in life.alerts.get(event.seq or 0, []):
+        note = f" (suppressed: {alert.suppressed})" if alert.suppressed else ""
+        yield f"      ! {alert.severity:8} {alert.rule}: {alert.summary}{note}"
+
+
+def _transcript(life: Life, session: Session, tz: tzinfo) -> Iterator[str]:
+    """The session's commands (`docktrail session`), each with its alerts."""
+    lines = command_lines(session, tz, indent="      ")
+    for event in session.commands:
+        yield next(lines)
+        yield from _alert_lines(life, event)
+    yield from lines
 
 
 def _renamed(event: Event) -> str | None:

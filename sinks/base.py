@@ -71,6 +71,7 @@ class EventFilter:
     source: Wanted = None
     host: Wanted = None
     labels: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    session: Wanted = None  # exec id (or a prefix of it): the exec's events and commands
     since_ns: int | None = None
     until_ns: int | None = None
     after_seq: int | None = None

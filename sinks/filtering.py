@@ -50,7 +50,14 @@ def matches(event: Event, f: EventFilter, named_ids: frozenset[str] = frozenset(
         _one_of(f.user, event.who.login) or _one_of(f.user, event.who.user)
     ):
         return False
+    if f.session is not None and not _session_matches(event, f.session):
+        return False
     return _labels_match(event, f.labels)
+
+
+def _session_matches(event: Event, wanted: Wanted) -> bool:
+    exec_id = event.attributes.get("execID")
+    return isinstance(exec_id, str) and any(exec_id.startswith(v) for v in values_of(wanted))
 
 
 def _one_of(wanted: Wanted, value: str | None) -> bool:

@@ -144,7 +144,7 @@ def test_replay_rules_file_errors_name_the_line(trail: Path, tmp_path: Path) -> 
 
 def test_rules_list_names_every_rule(tmp_path: Path) -> None:
     rows = lines(run(tmp_path, "rules", "list", "--format", "json"))
-    assert len(rows) == 24 + 3  # and the fleet rules `consume` runs
+    assert len(rows) == 29 + 3  # and the fleet rules `consume` runs
     assert {"host-chain-broken", "fleet-churn", "fleet-untrusted-image"} <= {
         r["rule"] for r in rows
     }

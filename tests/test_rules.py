@@ -303,7 +303,7 @@ def test_unattributed_change_only_when_attribution_is_available() -> None:
 
 def test_every_rule_id_is_registered_once_with_metadata() -> None:
     ids = [rule.meta.id for rule in RULES]
-    assert len(ids) == len(set(ids)) == 24
+    assert len(ids) == len(set(ids)) == 29
     for rule in RULES:
         assert rule.meta.cis and rule.meta.description
         assert rule.settings(RulesConfig()) is not None

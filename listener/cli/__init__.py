@@ -18,6 +18,7 @@ from listener.cli import (  # noqa: F401  (each registers its commands on `main`
     rules,
     serve,
     service,
+    session,
     trail,
 )
 from listener.cli.common import QUERY_KEYS, main, parse_filters

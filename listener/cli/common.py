@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-QUERY_KEYS = ("type", "action", "container", "image", "user", "source", "host", "label")
+QUERY_KEYS = ("type", "action", "container", "image", "user", "source", "host", "label", "session")
 FILTER_HELP = "repeat a key for any of its values (OR); different keys must all match (AND)"
 MAX_LIMIT = 2**63 - 1  # SQLite's largest integer
 ALERT_KEYS = ("rule", "severity", "container", "image", "user", "host")

@@ -164,8 +164,15 @@ def project_prefixes(name: str) -> Iterable[str]:
 
 def agreeing(event: Event, top: list[Candidate]) -> list[Candidate]:
     """Of equal candidates for a container's create, those whose argv agrees with what
-    was created (a refused call made nothing); all of them when none or all agree."""
-    if len(top) < 2 or event.type != "container" or event.action != "create":
+    was created (a refused call made nothing); for an exec, those whose command is the
+    exec's; all of them when none or all agree."""
+    if len(top) < 2 or event.type != "container":
+        return top
+    if event.action in ("exec_create", "exec_start"):
+        command = event.attributes.get("action_detail")
+        agree = [c for c in top if " ".join(c.call.call.args[1:]) == command]
+        return agree or top
+    if event.action != "create":
         return top
     agree = [c for c in top if argv_agrees(c.call.call, event.config, event.launch)]
     return agree or top

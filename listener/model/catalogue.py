@@ -218,6 +218,48 @@ CONTAINER_DRIFT = RuleMeta(
     actions=frozenset({"drift"}),
 )
 
+# Exec sessions: commands run inside `docker exec` sessions (`exec-command` events).
+EXEC_COMMAND_ACTIONS = frozenset({"exec-command"})
+EXEC_CODE_FETCH = RuleMeta(
+    "exec-code-fetch",
+    "high",
+    "5.23",
+    "A command in an exec session fetched code and ran it (curl/wget piped to a shell, "
+    "run from $(curl …), or downloaded and executed).",
+    actions=EXEC_COMMAND_ACTIONS,
+)
+EXEC_PACKAGE_MANAGER = RuleMeta(
+    "exec-package-manager",
+    "medium",
+    "5.23, 4.x",
+    "A package manager installed or removed software in a running container (apt, apk, "
+    "yum, dnf, pip, npm …): the container no longer matches its image.",
+    actions=EXEC_COMMAND_ACTIONS,
+)
+EXEC_CREDENTIAL_READ = RuleMeta(
+    "exec-credential-read",
+    "high",
+    "5.23",
+    "A command in an exec session touched credential files (/etc/shadow, SSH keys, cloud "
+    "and registry credentials, mounted secrets); medium without a terminal.",
+    actions=EXEC_COMMAND_ACTIONS,
+)
+EXEC_BINARY_EDIT = RuleMeta(
+    "exec-binary-edit",
+    "high",
+    "5.13",
+    "A command in an exec session wrote, replaced or removed files where binaries and "
+    "libraries live (drift by hand).",
+    actions=EXEC_COMMAND_ACTIONS,
+)
+EXEC_ROOT_SHELL = RuleMeta(
+    "exec-root-shell",
+    "medium",
+    "5.23, 5.24",
+    "An interactive shell as root at a terminal inside a container (once per session).",
+    actions=EXEC_COMMAND_ACTIONS,
+)
+
 # The host rules, in the order the engine applies them (`listener.rules.registry`).
 HOST_RULES: tuple[RuleMeta, ...] = (
     PRIVILEGED,
@@ -244,5 +286,10 @@ HOST_RULES: tuple[RuleMeta, ...] = (
     AUDIT_RULE_POSTURE,
     CONTAINER_DRIFT,
     HOST_POSTURE,
+    EXEC_CODE_FETCH,
+    EXEC_PACKAGE_MANAGER,
+    EXEC_CREDENTIAL_READ,
+    EXEC_BINARY_EDIT,
+    EXEC_ROOT_SHELL,
 )
 HOST_RULES_BY_ID: Mapping[str, RuleMeta] = {meta.id: meta for meta in HOST_RULES}

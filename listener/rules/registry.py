@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
-from listener.rules import activity, container, image, intent, posture, proxy
+from listener.rules import activity, container, exec_session, image, intent, posture, proxy
 from listener.rules.base import Finding, Rule, RuleContext, judged
 
 RULES: tuple[Rule, ...] = (
@@ -42,6 +42,11 @@ RULES: tuple[Rule, ...] = (
     Rule(catalogue.AUDIT_RULE_POSTURE, posture.check_audit_rule_posture),
     Rule(catalogue.CONTAINER_DRIFT, posture.check_container_drift),
     Rule(catalogue.HOST_POSTURE, posture.check_host_posture),
+    Rule(catalogue.EXEC_CODE_FETCH, exec_session.check_code_fetch),
+    Rule(catalogue.EXEC_PACKAGE_MANAGER, exec_session.check_package_manager),
+    Rule(catalogue.EXEC_CREDENTIAL_READ, exec_session.check_credential_read),
+    Rule(catalogue.EXEC_BINARY_EDIT, exec_session.check_binary_edit),
+    Rule(catalogue.EXEC_ROOT_SHELL, exec_session.check_root_shell),
 )
 
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}

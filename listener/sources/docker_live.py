@@ -646,7 +646,9 @@ class DockerSource:
             return Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
         if data is None:
             return Enrichment(attributes={"inspect": "gone"})
-        return Enrichment(config=exec_config_from_inspect(data))
+        pid = data.get("Pid")  # the exec's first process on the host: its session's root
+        attributes = {"exec_pid": pid} if isinstance(pid, int) and pid > 0 else {}
+        return Enrichment(config=exec_config_from_inspect(data), attributes=attributes)
 
     def _inspect_container(self, container_id: str) -> Enrichment:
         """Worker thread: the container's config, or why there is none."""

@@ -112,6 +112,26 @@ RULE_TEXT_ZH: Mapping[str, tuple[str, str]] = {
     "intent-mismatch": ("部署人与声明不符", "与已声明部署意图匹配的容器由另一登录用户创建。"),
     "expired-deployment": ("部署已过期", "容器在声明的到期时间之后仍在运行。"),
     "undeclared-deployment": ("未声明的部署", "创建的容器没有匹配的部署意图，也没有 why 标签。"),
+    "exec-code-fetch": (
+        "exec 会话下载并执行代码",
+        "exec 会话中的命令下载代码并执行（如 curl | sh）。",
+    ),
+    "exec-package-manager": (
+        "运行中容器里使用包管理器",
+        "exec 会话中用 apt、apk、yum、pip 等安装或删除软件。",
+    ),
+    "exec-credential-read": (
+        "exec 会话读取凭据文件",
+        "exec 会话中的命令访问了 /etc/shadow、SSH 密钥、云或镜像仓库凭据等。",
+    ),
+    "exec-binary-edit": (
+        "手工改动容器内程序",
+        "exec 会话中的命令写入、替换或删除了程序或库目录中的文件。",
+    ),
+    "exec-root-shell": (
+        "容器内交互式 root shell",
+        "在终端中以 root 身份打开了容器内的交互式 shell。",
+    ),
 }
 """Chinese name and description of every rule id (the summary itself stays as stored)."""
 

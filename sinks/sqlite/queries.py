@@ -51,6 +51,7 @@ def build_query(
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
+    _add_any_of(where, params, f.session, _session_sql)
     return _select(columns, "events", where, params, f.limit)
 
 
@@ -104,6 +105,12 @@ def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
 
 def _user_sql(value: str) -> tuple[str, list[Any]]:
     return "(who_login = ? OR who_user = ?)", [value, value]
+
+
+def _session_sql(value: str) -> tuple[str, list[Any]]:
+    """The exec id, whole or a prefix of it (`sinks.filtering._session_matches`)."""
+    clause = "substr(json_extract(events.body, '$.attributes.execID'), 1, ?) = ?"
+    return clause, [len(value), value]
 
 
 def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:

@@ -16,6 +16,7 @@ from listener.argv import DockerCall, container_config, exec_options, parse_dock
 from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall
 from listener.model.event import Actor, Event, Who, natural_id
+from listener.sessions import ProcessRecord
 from listener.sources.auditd.fields import (
     AUID_UNSET,
     CLI_PROGRAMS,
@@ -38,6 +39,7 @@ from listener.sources.auditd.fields import (
     syscall_name,
 )
 from listener.sources.auditd.names import IdNames
+from listener.sources.auditd.processes import process_record
 from listener.sources.auditparse import (
     AuditEvent,
     AuditRecord,
@@ -50,6 +52,7 @@ class Converted:
 
     event: Event | None
     call: CliCall | None = None
+    process: ProcessRecord | None = None  # for exec sessions (auditd.exec_key)
 
 
 class _ParsedCall(NamedTuple):
@@ -118,7 +121,14 @@ class AuditConverter:
         self.counters.events += 1
         keys = event.all_keys()
         if self.keys.isdisjoint(keys):
-            return None
+            if self.config.exec_key not in keys:
+                return None
+            if posixpath.basename(event.exe or "") not in CLI_PROGRAMS:
+                return self._process(event)
+            if event.first("EXECVE") is None:
+                return None
+            # The exec rules load first: a docker CLI run without a login lands there.
+            keys = keys | {self.config.cli_key}
         if event.first("EXECVE") is not None or exec_with_title_only(event):
             syscall = event.first("SYSCALL")
             if self._is_cli(event, keys, syscall):
@@ -126,6 +136,10 @@ class AuditConverter:
         if event.first("CONFIG_CHANGE") is not None:
             return self._kept(event, self._rule_change(event, keys))
         return self._file_event(event, keys)
+
+    def _process(self, event: AuditEvent) -> Converted | None:
+        record = process_record(event)
+        return None if record is None else Converted(None, process=record)
 
     def _kept(self, event: AuditEvent, trail_event: Event | None) -> Converted:
         self.counters.kept += 1

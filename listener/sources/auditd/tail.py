@@ -19,6 +19,7 @@ from listener.bounds import active_limits
 from listener.correlate import Correlator
 from listener.coverage import LiveCoverage
 from listener.model.event import Event, natural_id
+from listener.sessions.service import ExecSessions
 from listener.sources.auditd.convert import AuditConverter
 from listener.sources.auditd.fields import NS, malformed_error
 from listener.sources.auditd.follow import Cycle, FedSpan, FileId, Follower, Span, stamp_of
@@ -253,10 +254,12 @@ class AuditLogTail(AsyncLifecycle):
         checkpoint: Mapping[str, Any] | None = None,
         names: IdNames | None = None,
         coverage: LiveCoverage | None = None,
+        sessions: ExecSessions | None = None,
     ) -> None:
         self.config = config
         self.host = host
         self.correlator = correlator
+        self.sessions = sessions  # exec sessions follow the process records
         self.coverage = coverage
         self.converter = AuditConverter(config, host, names)
         self._checkpoint = dict(checkpoint) if checkpoint else None
@@ -360,6 +363,8 @@ class AuditLogTail(AsyncLifecycle):
         for item in cycle.converted:
             if item.call is not None and self.correlator is not None:
                 self.correlator.add_call(item.call)
+            if item.process is not None and self.sessions is not None:
+                self.sessions.add(item.process)
             if item.event is not None:
                 await self._queue.put((item.event, None))
         if cycle.checkpoint is not None:
