@@ -10,7 +10,13 @@ configuration derived from argv, Engine event labels and names):
   (`--password-stdin` carries none), and `--token X` (`docker swarm join`);
 * the password in URL userinfo (`https://user:pass@registry/…`,
   `-H tcp://user:pass@host`); the user name is kept (it says who);
-* Engine labels whose name looks secret.
+* Engine labels whose name looks secret;
+* what programs people run in containers pass passwords with, wherever such
+  a command line appears (a docker CLI call's argv, the Engine's
+  `exec_start: CMD` detail, an exec's or a container's inspected command, a
+  proxied request body, a command run inside a container): `mysql -pSECRET`,
+  `curl -u user:pw`, `redis-cli -a PW`, `sshpass -p PW`, `Authorization:`
+  headers, also inside `sh -c` scripts.
 
 A value is replaced by `redacted:hmac:` and the first 12 hex digits of
 HMAC-SHA256(key, value). The key is 32 random bytes in a file next to the trail
@@ -53,6 +59,20 @@ _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):([^/@\s]*)@")
 # Flags whose value is a secret wherever they appear (`docker swarm join --token`).
 _SECRET_FLAGS = ("--password", "--token")
 
+# Programs whose own flags carry passwords, wherever they stand in an argv.
+_MYSQL = frozenset({"mysql", "mysqldump", "mysqladmin", "mariadb", "mariadb-dump", "mysqlsh"})
+_PASSWORD_NEXT = {"redis-cli": ("-a", "--pass"), "sshpass": ("-p",)}
+_USER_PASSWORD = frozenset({"curl", "wget", "http", "https", "lftp", "ftp", "svn"})
+_USER_PASSWORD_FLAGS = ("-u", "--user", "--proxy-user", "-U", "--http-user")
+_PROGRAMS = _MYSQL | frozenset(_PASSWORD_NEXT) | _USER_PASSWORD
+_SCRIPT_FLAGS = ("-c", "-lc", "-ec")
+_SCRIPT_MYSQL = re.compile(r"(\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^;|&\n]*?\s-p)([^\s;|&]+)")
+_SCRIPT_USER = re.compile(r"((?:^|\s)(?:-u|--user|--proxy-user)\s+['\"]?[^:\s'\"]+:)([^\s'\"]+)")
+_SCRIPT_NEXT = re.compile(r"(\b(?:redis-cli\b[^;|&\n]*?\s-a|sshpass\s+-p)\s+)([^\s;|&]+)")
+_AUTH_HEADER = re.compile(r"((?i:authorization):\s*(?:\w+\s+)?)([^\s'\"]+)")
+_SCRIPT_PATTERNS = (_SCRIPT_MYSQL, _SCRIPT_USER, _SCRIPT_NEXT, _AUTH_HEADER)
+_SCRIPT_HINTS = ("-p", "-u", "--user", "--proxy-user", "-a", "uthorization")
+
 
 class Redactor:
     """Replaces secret values by keyed fingerprints (see the module docstring)."""
@@ -91,8 +111,10 @@ class Redactor:
     # -- text -------------------------------------------------------------------
 
     def text(self, text: str) -> str:
-        """Secret `NAME=VALUE` values (up to white space) and URL passwords in free text."""
-        if "=" not in text and "@" not in text:
+        """Secret `NAME=VALUE` values (up to white space), URL passwords and the
+        programs' password flags (`mysql -pX`, `curl -u u:pw` …) in free text."""
+        scripted = any(hint in text for hint in _SCRIPT_HINTS)
+        if "=" not in text and "@" not in text and not scripted:
             return text
         known = self._texts.get(text)
         if known is not None:
@@ -100,6 +122,8 @@ class Redactor:
         redacted = _NAME_VALUE.sub(self._name_value, text) if "=" in text else text
         if "@" in redacted:
             redacted = _URL_PASSWORD.sub(self._url, redacted)
+        if scripted:
+            redacted = self.script(redacted)
         if len(text) <= _CACHED_TEXT:
             if len(self._texts) >= _CACHE_MAX:
                 self._texts.clear()
@@ -117,6 +141,16 @@ class Redactor:
 
     def _url(self, match: re.Match[str]) -> str:
         return f"{match.group(1)}:{self._value(match.group(2))}@"
+
+    def script(self, text: str) -> str:
+        """The programs' password flags in a shell script's text (`sh -c '…'`)."""
+
+        def hide(match: re.Match[str]) -> str:
+            return match.group(1) + self._value(match.group(2))
+
+        for pattern in _SCRIPT_PATTERNS:
+            text = pattern.sub(hide, text)
+        return text
 
     # -- argv -------------------------------------------------------------------
 
@@ -142,7 +176,36 @@ class Redactor:
                 continue
             after_login = after_login or arg == "login"
             redacted.append(self._arg(arg))
-        return redacted
+        return self._programs(redacted)
+
+    def _programs(self, argv: list[str]) -> list[str]:
+        """The password flags of the programs an argv runs (`docker exec c mysql -pX`)."""
+        program = ""
+        out: list[str] = []
+        secret_next = False
+        for position, arg in enumerate(argv):
+            if secret_next:
+                out.append(self._value(arg))
+                secret_next = False
+                continue
+            previous = argv[position - 1] if position else ""
+            name = arg.rpartition("/")[2]
+            if name in _PROGRAMS:
+                program = name
+                out.append(arg)
+            elif program in _MYSQL and arg.startswith("-p") and len(arg) > 2:
+                out.append("-p" + self._value(arg[2:]))
+            elif arg in _PASSWORD_NEXT.get(program, ()):
+                out.append(arg)
+                secret_next = True
+            elif program in _USER_PASSWORD and previous in _USER_PASSWORD_FLAGS and ":" in arg:
+                user, _, password = arg.partition(":")
+                out.append(f"{user}:{self._value(password)}")
+            elif previous in _SCRIPT_FLAGS or "authorization:" in arg.lower():
+                out.append(self.script(arg))
+            else:
+                out.append(arg)
+        return out
 
     def _arg(self, arg: str) -> str:
         # -eNAME=VALUE: the option letter glued to its value.
@@ -179,6 +242,13 @@ class Redactor:
                     holder["labels"] = redacted
         if event.who.command:
             event.who.command = self.text(event.who.command)
+        detail = attributes.get("action_detail")  # `exec_start: CMD` from the Engine
+        if isinstance(detail, str) and detail:
+            attributes["action_detail"] = self.text(detail)
+        for key in ("command", "entrypoint"):  # an exec's or a container's, inspected
+            command = event.config.get(key)
+            if isinstance(command, list) and all(isinstance(arg, str) for arg in command):
+                event.config[key] = self.argv(command)
         actor = event.actor
         if actor.name and "@" in actor.name:
             actor.name = self.text(actor.name)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from listener import redact
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, Who, natural_id
-from listener.sessions.argv import bounded_argv, redacted_argv, redacted_script
+from listener.sessions.argv import bounded_argv
 from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, SessionInfo
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def command_event(
     redactor: redact.Redactor | None,
 ) -> Event:
     record = command.record
-    argv = redacted_argv(list(record.argv), redactor or redact.active())
+    argv = (redactor or redact.active()).argv(list(record.argv))
     argv, cut = bounded_argv(argv, max_argv_bytes)
     attributes: dict[str, Any] = {
         "execID": command.exec_id,
@@ -113,7 +113,7 @@ def _session_attributes(info: SessionInfo | None, redactor: redact.Redactor) -> 
         "privileged": info.privileged,
         "exec_user": info.user,
         # The Engine's text of the exec's command: redacted as the commands are.
-        "session_command": redactor.text(redacted_script(info.command_text, redactor)),
+        "session_command": redactor.text(info.command_text),
     }
 
 

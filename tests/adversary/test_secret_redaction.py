@@ -30,6 +30,8 @@ SECRETS = {
     "pw4",
     "lab9",
     "pw5short",
+    "dbpw7",
+    "curlpw8",
 }
 
 
@@ -86,6 +88,8 @@ CALLS: list[list[str]] = [
     ["docker", "build", "--build-arg", "NPM_TOKEN=npm123", "--build-arg", "MODE=prod", "."],
     ["docker", "-H", "tcp://bob:hpass@10.0.0.1:2376", "ps"],
     ["docker", "pull", "https://carol:imgpass@registry.example/team/app:1"],
+    ["docker", "exec", "-u", "1000:1000", "web", "mysql", "-pdbpw7", "-e", "select 1"],
+    ["docker", "exec", "web", "sh", "-c", "curl -u ops:curlpw8 http://h/x | sh"],
 ]  # fmt: skip
 
 
@@ -103,6 +107,14 @@ def engine_create(name: str, time_s: int) -> dict[str, Any]:
     }
 
 
+def engine_exec_start(time_s: int) -> dict[str, Any]:
+    """The Engine names an exec's command in its action: `exec_start: CMD`."""
+    event = engine_create("web", time_s)
+    event["Action"] = "exec_start: mysql -pdbpw7 -e select 1"
+    event["Actor"]["Attributes"] = {"name": "web", "image": "nginx:1.27", "execID": "e" * 64}
+    return event
+
+
 @pytest.fixture
 def trail_dir(tmp_path: Path) -> Path:
     lines: list[str] = []
@@ -110,7 +122,8 @@ def trail_dir(tmp_path: Path) -> Path:
         lines += cli_call(serial, argv, T0 + serial)
     lines += file_write(50, ["bash", "-c", "DB_PASSWORD=pw4 tee /etc/docker/daemon.json"], T0 + 20)
     (tmp_path / "audit.log").write_text("\n".join(lines) + "\n")
-    (tmp_path / "events.jsonl").write_text(json.dumps(engine_create("web", T0 + 1)) + "\n")
+    engine = [engine_create("web", T0 + 1), engine_exec_start(T0 + 8)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in engine))
     result = cli(
         tmp_path, "ingest", "--host", "h1", "--audit-log", str(tmp_path / "audit.log"),
         "--docker-events", str(tmp_path / "events.jsonl"),
@@ -182,7 +195,7 @@ def test_file_writer_command_line_and_labels_redacted(trail_dir: Path) -> None:
     by_type = {e["type"]: e for e in events(trail_dir)}
     write = by_type["daemon-file"]
     assert f"DB_PASSWORD={redactor.fingerprint('pw4')}" in write["who"]["command"]
-    create = by_type["container"]
+    create = next(e for e in events(trail_dir) if e["action"] == "create")
     assert create["attributes"]["labels"]["db_password"] == redactor.fingerprint("lab9")
 
 
@@ -244,3 +257,37 @@ def test_an_investigator_matches_a_known_value_with_the_key(trail_dir: Path) -> 
     run = next(e for e in events(trail_dir) if e["action"] == "run")
     assert f"DB_PASSWORD={known}" in run["attributes"]["argv"]
     assert other != known and other.startswith(MARKER)
+
+
+def test_the_password_flags_of_programs_run_through_docker_are_redacted(trail_dir: Path) -> None:
+    stored = events(trail_dir)
+    argvs = [e["attributes"]["argv"] for e in stored if "argv" in e.get("attributes", {})]
+    mysql = next(argv for argv in argvs if "mysql" in argv)
+    assert mysql[3] == "1000:1000"  # a user:group, not a secret
+    assert mysql[6].startswith("-p" + MARKER)
+    detail = next(e["attributes"]["action_detail"] for e in stored if e["action"] == "exec_start")
+    assert detail.startswith("mysql -p" + MARKER)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["redis-cli", "-a", "pw", "get", "k"], ["redis-cli", "-a", None, "get", "k"]),
+        (["sshpass", "-p", "pw", "ssh", "h"], ["sshpass", "-p", None, "ssh", "h"]),
+        (["curl", "-u", "ops:pw", "http://h"], ["curl", "-u", "ops:" + "*", "http://h"]),
+        (["docker", "run", "-p", "8080:80", "-u", "1:2", "img"], None),
+        (["docker", "run", "img", "mysql", "-p"], None),
+    ],
+)
+def test_program_password_flags(argv: list[str], expected: list[str | None] | None) -> None:
+    redacted = Redactor(b"k" * 32).argv(argv)
+    if expected is None:
+        assert redacted == argv
+        return
+    for got, want in zip(redacted, expected, strict=True):
+        if want is None:
+            assert got.startswith(MARKER)
+        elif want.endswith("*"):
+            assert got.startswith(want[:-1] + MARKER)
+        else:
+            assert got == want
