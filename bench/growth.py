@@ -64,7 +64,7 @@ SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
 HOST = "bench-host"
 BUILD_BATCH = 20_000
 ROUND_GAP_NS = 1_000_000_000
-FORMAT = 1  # of the cached trails: bump when the generator changes
+FORMAT = 2  # of the cached trails: bump when the generator or the trail changes
 # New events start after the rounds of the largest trail this bench can build.
 NEW_FIRST_ROUND = 10_000_000
 
@@ -134,6 +134,7 @@ def load_mix() -> Mix:
 def trail_config(path: Path) -> DocktrailConfig:
     return DocktrailConfig.model_validate(
         {
+            "host": HOST,  # the events' host: `run` reads what the trail knows of it
             "trail": {"path": str(path), "signing_key": str(path.with_suffix(".key"))},
             "auditd": {"enabled": False},
             "docker": {"host": f"unix://{path.parent / 'engine.sock'}", "sweep_interval_secs": 0},
@@ -209,6 +210,7 @@ class EngineStandIn:
         self.path = path
         self.first: float | None = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path.unlink(missing_ok=True)
         self._sock.bind(str(path))
         self._sock.listen(16)
         self._held: list[socket.socket] = []

@@ -157,6 +157,7 @@ async def run_service(config: DocktrailConfig) -> int:
             if server is not None:
                 await server.aclose()
         await pipeline.aclose()
+        await wiring.rules.save_state()  # the next start reads only what comes after
         if publishing is not None:
             await publishing.finish()  # seals the trail and publishes up to the seal
         log.info(
@@ -174,6 +175,7 @@ class Wiring:
     audit: AuditLogTail | None
     worker: DeliveryWorker | None
     intents: IntentService
+    rules: RulesStage
 
 
 async def _wire(
@@ -213,7 +215,7 @@ async def _wire(
     )
     await rules.start()
     stages.append(rules)
-    return Wiring(sink, stages, audit, worker, intents)
+    return Wiring(sink, stages, audit, worker, intents, rules)
 
 
 def _service_metrics(config: DocktrailConfig) -> ServiceMetrics | None:

@@ -61,6 +61,8 @@ _DOMAIN = b"docktrail rule-state v1\x00"
 _KEY_DOMAIN = b"docktrail rule-state key\x00"
 _RULES_PACKAGE = "listener.rules."
 _TAG = "$"
+_TABLE_MIN_ROWS = 16
+_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 class SnapshotError(DocktrailError):
@@ -147,20 +149,51 @@ def _enc(value: Any) -> Any:
     kind = type(value)
     if kind is list:
         return [_enc(v) for v in value]
-    if kind is dict:
-        return {_TAG: "dict", "v": _items(value)}
+    if kind is dict or kind is OrderedDict:
+        return _table(value) or {_TAG: kind.__name__, "v": _items(value)}
     if kind is tuple:
         return {_TAG: "tuple", "v": [_enc(v) for v in value]}
     if kind is set or kind is frozenset:
         return {_TAG: kind.__name__, "v": [_enc(v) for v in value]}
     if kind is deque:
         return {_TAG: "deque", "v": [_enc(v) for v in value], "max": value.maxlen}
-    if kind is Counter or kind is OrderedDict:
+    if kind is Counter:
         return {_TAG: kind.__name__, "v": _items(value)}
     if dataclasses.is_dataclass(value) and kind.__module__.startswith(_RULES_PACKAGE):
         fields = {f.name: _enc(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return {_TAG: "class", "c": f"{kind.__module__}:{kind.__qualname__}", "v": fields}
     raise SnapshotError(f"rule state holds a {kind.__module__}.{kind.__qualname__}")
+
+
+def _table(mapping: dict[Any, Any]) -> dict[str, Any] | None:
+    """A big mapping of str to one state class with plain fields (the container table),
+    as columns: encoding and decoding it row by row would cost most of a save."""
+    if len(mapping) < _TABLE_MIN_ROWS:
+        return None
+    rows = list(mapping.values())
+    cls = type(rows[0])
+    if not (dataclasses.is_dataclass(cls) and cls.__module__.startswith(_RULES_PACKAGE)):
+        return None
+    keys = list(mapping)
+    if any(type(row) is not cls for row in rows) or any(type(k) is not str for k in keys):
+        return None
+    columns = []
+    for field in dataclasses.fields(cls):
+        column = [getattr(row, field.name) for row in rows]
+        if any(type(item) not in _PLAIN for item in column):
+            return None
+        columns.append([field.name, column])
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    return {_TAG: "table", "m": type(mapping).__name__, "c": name, "k": keys, "f": columns}
+
+
+def _untable(value: dict[str, Any]) -> Any:
+    cls = _rules_class(str(value["c"]))
+    names = [name for name, _ in value["f"]]
+    if names != [field.name for field in dataclasses.fields(cls)]:
+        raise SnapshotError(f"saved rule state has other fields for {value['c']!r}")
+    rows = zip(*(column for _, column in value["f"]), strict=True)
+    return _MAPPINGS[value["m"]](zip(value["k"], (cls(*row) for row in rows), strict=True))
 
 
 _CONTAINERS: dict[str, Callable[[Any], Any]] = {
@@ -185,6 +218,8 @@ def _dec(value: Any) -> Any:
         return _CONTAINERS[tag](_dec(v) for v in value["v"])
     if tag in _MAPPINGS:
         return _MAPPINGS[tag](dict((_dec(k), _dec(v)) for k, v in value["v"]))
+    if tag == "table":
+        return _untable(value)
     if tag == "deque":
         return deque((_dec(v) for v in value["v"]), maxlen=value.get("max"))
     if tag == "class":
