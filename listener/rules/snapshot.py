@@ -111,15 +111,23 @@ class Binding:
 
 
 def seal(state: dict[str, Any], binding: Binding, key: bytes) -> SavedState:
-    body = encode(state)
+    return seal_body(encode(state), binding, key)
+
+
+def seal_body(body: bytes, binding: Binding, key: bytes) -> SavedState:
     return SavedState(binding.through_seq, body, binding.mac(key, body))
+
+
+def authentic(saved: SavedState, binding: Binding, key: bytes) -> bool:
+    """Whether `saved` was sealed for `binding` with `key`."""
+    if saved.through_seq != binding.through_seq:
+        return False
+    return hmac.compare_digest(saved.mac, binding.mac(key, saved.body))
 
 
 def open_saved(saved: SavedState, binding: Binding, key: bytes) -> dict[str, Any] | None:
     """The state in `saved` when its MAC holds for `binding`; None otherwise."""
-    if saved.through_seq != binding.through_seq:
-        return None
-    if not hmac.compare_digest(saved.mac, binding.mac(key, saved.body)):
+    if not authentic(saved, binding, key):
         return None
     try:
         state = decode(saved.body)
