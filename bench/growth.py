@@ -64,7 +64,7 @@ SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
 HOST = "bench-host"
 BUILD_BATCH = 20_000
 ROUND_GAP_NS = 1_000_000_000
-FORMAT = 2  # of the cached trails: bump when the generator or the trail changes
+FORMAT = 3  # of the cached trails: bump when the generator or the trail changes
 # New events start after the rounds of the largest trail this bench can build.
 NEW_FIRST_ROUND = 10_000_000
 
@@ -144,18 +144,27 @@ def trail_config(path: Path) -> DocktrailConfig:
 
 
 async def _build(path: Path, mix: Mix, events: int) -> None:
+    """Stores the events as `run` would: rules and alerts, and the saved states it keeps."""
     config = trail_config(path)
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         stage = RulesStage(trail, RuleEngine(config.rules))
         await stage.start()
-        pipeline = Pipeline(trail, stages=[stage], batch_size=BUILD_BATCH, flush_interval_secs=60)
+        stages: list[Any] = [stage]
+        try:
+            from listener.sources.known_saved import restore_known
+        except ImportError:  # a checkout from before saved states, for `before` figures
+            pass
+        else:
+            stages.append((await trail.call(lambda t: restore_known(t, HOST)))[1])
+        pipeline = Pipeline(trail, stages=stages, batch_size=BUILD_BATCH, flush_interval_secs=60)
         async with pipeline:
             for raw in mix.rounds(0, events):
                 await pipeline.put(normalize_engine_event(raw, HOST))
-        save = getattr(stage, "save_state", None)
-        if save is not None:
-            await save()  # what the service does at a clean stop
+        for saving in stages:  # what the service does at a clean stop
+            save = getattr(saving, "save_state", None) or getattr(saving, "save", None)
+            if save is not None:
+                await save()
 
 
 def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
