@@ -213,6 +213,10 @@ async def test_the_history_alerts_what_the_next_events_are_judged_on(history: Hi
     assert "exec into name-c000001" in health  # not its health check: it has none
     assert "exec into name-c000009" not in health  # its own health check
     assert "container-sprawl" not in rules  # alerted once, in the history
+    # Configurations judged at their create are not judged again; a changed one is.
+    posture = {e.id: e.actor.id for e in NEXT if e.action == "posture"}
+    judged_again = {posture[event_id] for event_id, *_ in history.expected if event_id in posture}
+    assert judged_again == {"c000033"}
 
 
 async def test_a_restart_judges_the_next_events_as_a_never_stopped_service(
