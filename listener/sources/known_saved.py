@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from listener.model.event import Event
+from listener.rules.engine import SAVED_BYTES_PER_EVENT
 from listener.rules.snapshot import Binding, authentic, mac_key, seal_body
 from listener.sources.docker_state import (
     _LIFECYCLE_ACTIONS,
@@ -42,7 +43,9 @@ from sinks.base import EventFilter
 log = logging.getLogger(__name__)
 
 VERSION = 1
-SAVE_EVERY_EVENTS = 5_000  # stored events between two saves: what a start after a crash reads
+# Stored events between two saves: what a start after a crash reads. As for the rules'
+# state, a big state is saved less often (SAVED_BYTES_PER_EVENT: listener.rules.engine).
+SAVE_EVERY_EVENTS = 5_000
 _PAGE = 2_000
 _FIELDS = [f.name for f in fields(KnownContainer)]
 
@@ -101,6 +104,7 @@ class KnownFold:
     key: bytes | None
     folded_through: int
     saved_through: int = 0
+    save_every: int = SAVE_EVERY_EVENTS
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
         return batch
@@ -115,7 +119,7 @@ class KnownFold:
                 self.state.apply(event)
         if stored:
             self.folded_through = max(self.folded_through, stored[-1].seq or 0)
-        if self.folded_through - self.saved_through >= SAVE_EVERY_EVENTS:
+        if self.folded_through - self.saved_through >= self.save_every:
             await self.save()
 
     async def save(self) -> None:
@@ -128,10 +132,10 @@ class KnownFold:
         binding = _binding(trail, self.host, through)
         if binding is None:
             return
-        trail.save_rule_state(
-            state_name(self.host), seal_body(encode_known(self.state), binding, self.key)
-        )
+        body = encode_known(self.state)
+        trail.save_rule_state(state_name(self.host), seal_body(body, binding, self.key))
         self.saved_through = through
+        self.save_every = max(SAVE_EVERY_EVENTS, len(body) // SAVED_BYTES_PER_EVENT)
 
 
 def _binding(trail: Any, host: str, through: int) -> Binding | None:
