@@ -155,20 +155,22 @@ def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
     key = mac_key(trail.signing_key) if persists else None
     restored = _restore(trail, host, key, head) if key is not None else None
     if restored is None:
-        folded = load_known_state(trail, host)
-        body, saved_through = encode_known(folded), 0
+        folded, body, saved_through = load_known_state(trail, host), None, 0
     else:
-        body, saved_through = restored
-        folded = _fold_after(trail, host, decode_known(body), saved_through, head)
-        body = encode_known(folded) if head > saved_through else body
-    # Two copies: the source changes its own as it reads; the fold follows the trail.
-    known = decode_known(body)
-    known.last_docker_ns = last_docker_time_ns(trail, host)
+        folded, body, saved_through = restored
+        folded = _fold_after(trail, host, folded, saved_through, head)
     fold = KnownFold(trail, host, folded, key, folded_through=head, saved_through=saved_through)
+    if head > saved_through:
+        body = encode_known(folded)
+        if restored is None and head:
+            fold._save(trail)  # rebuilt: the next start need not do it again
+    # Two copies: the source changes its own as it reads; the fold follows the trail.
+    known = decode_known(body or encode_known(folded))
+    known.last_docker_ns = last_docker_time_ns(trail, host)
     return known, fold
 
 
-def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[bytes, int] | None:
+def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, bytes, int] | None:
     saved = trail.load_rule_state(state_name(host))
     if saved is None or not 0 < saved.through_seq <= head:
         return None
@@ -180,10 +182,10 @@ def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[bytes, int] 
         )
         return None
     try:
-        decode_known(saved.body)
+        state = decode_known(saved.body)
     except (ValueError, TypeError, KeyError):
         return None
-    return saved.body, int(saved.through_seq)
+    return state, saved.body, int(saved.through_seq)
 
 
 def _fold_after(trail: Any, host: str, state: KnownState, after: int, head: int) -> KnownState:
