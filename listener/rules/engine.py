@@ -196,7 +196,7 @@ class RulesStage:
             return
         try:
             saved = seal(self._engine.context.state, binding, self._mac_key)
-        except SnapshotError as exc:
+        except (SnapshotError, TypeError, ValueError) as exc:  # orjson's errors are both
             log.warning(
                 "rules state not saved: starts rebuild it", extra={"fields": {"why": str(exc)}}
             )

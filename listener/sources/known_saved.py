@@ -132,7 +132,11 @@ class KnownFold:
         binding = _binding(trail, self.host, through)
         if binding is None:
             return
-        body = encode_known(self.state)
+        try:
+            body = encode_known(self.state)
+        except (TypeError, ValueError) as exc:  # not saving costs a slower start, no more
+            log.warning("known state not saved", extra={"fields": {"why": str(exc)}})
+            return
         trail.save_rule_state(state_name(self.host), seal_body(body, binding, self.key))
         self.saved_through = through
         self.save_every = max(SAVE_EVERY_EVENTS, len(body) // SAVED_BYTES_PER_EVENT)
