@@ -39,6 +39,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -289,6 +290,9 @@ def main() -> None:
     parser.add_argument("--no-run", action="store_true", help="skip the `run` start-up figures")
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest figures")
     parser.add_argument("--restart", action="store_true", help="also a second ingest")
+    parser.add_argument(
+        "--cold", action="store_true", help="also `run` with the saved states deleted (rebuilt)"
+    )
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     mix = load_mix()
@@ -304,7 +308,7 @@ def main() -> None:
         if not args.no_ingest:
             measure_ingest(sizes, cached, work, new_events, args)
         if not args.no_run:
-            measure_run(sizes, cached, work, args.repeat)
+            measure_run(sizes, cached, work, args.repeat, cold=args.cold)
 
 
 def measure_ingest(
@@ -332,7 +336,9 @@ def measure_ingest(
             figure(f"growth.ingest.{name}.restart", again, "events/s", base, ratio)
 
 
-def measure_run(sizes: list[int], cached: dict[int, Path], work: Path, repeat: int) -> None:
+def measure_run(
+    sizes: list[int], cached: dict[int, Path], work: Path, repeat: int, *, cold: bool
+) -> None:
     empty = [run_start_secs(copy_trail(None, work / "r")) for _ in range(repeat)]
     base = statistics.median(empty)
     figure("growth.run_to_engine.empty", empty, "s", base, 1.0)
@@ -340,6 +346,12 @@ def measure_run(sizes: list[int], cached: dict[int, Path], work: Path, repeat: i
         times = [run_start_secs(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
         ratio = statistics.median(times) / base
         figure(f"growth.run_to_engine.{size_name(n)}", times, "s", base, ratio)
+        if cold:  # the first start after an upgrade, or after the saved states were deleted
+            path = copy_trail(cached[n], work / "r")
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM rule_state")
+            took = run_start_secs(path)
+            figure(f"growth.run_to_engine.{size_name(n)}.cold", [took], "s", base, took / base)
 
 
 if __name__ == "__main__":
