@@ -362,12 +362,12 @@ def test_the_state_survives_encoding_exactly() -> None:
 
 
 def test_a_state_of_unknown_types_is_refused() -> None:
-    from listener.rules.snapshot import SnapshotError
+    from config.errors import RuleStateError
 
-    with pytest.raises(SnapshotError, match="pathlib"):
+    with pytest.raises(RuleStateError, match="pathlib"):
         encode({"x": Path("/")})
     planted = orjson.dumps({"$": "class", "c": "subprocess:Popen", "v": {}})
-    with pytest.raises(SnapshotError, match="outside the rules"):
+    with pytest.raises(RuleStateError, match="outside the rules"):
         decode(planted)
 
 

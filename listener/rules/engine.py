@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from config.errors import RuleStateError
 from config.models import RulesConfig
 from listener.model.alert import Alert
 from listener.model.catalogue import CONFIG_ACTIONS
@@ -38,7 +39,6 @@ from listener.rules.registry import RULES, evaluate
 from listener.rules.snapshot import (
     STATE_NAME,
     Binding,
-    SnapshotError,
     mac_key,
     open_saved,
     seal,
@@ -196,7 +196,7 @@ class RulesStage:
             return
         try:
             saved = seal(self._engine.context.state, binding, self._mac_key)
-        except (SnapshotError, TypeError, ValueError) as exc:  # orjson's errors are both
+        except (RuleStateError, TypeError, ValueError) as exc:  # orjson's errors are both
             log.warning(
                 "rules state not saved: starts rebuild it", extra={"fields": {"why": str(exc)}}
             )

@@ -30,7 +30,7 @@ Without a readable signing key nothing is saved or trusted; starts rebuild.
 
 The body is JSON with tagged containers (tuples, sets, deques, counters,
 ordered dicts) and dataclasses, which must be defined in `listener.rules`;
-anything else in the state makes it unsaveable (`SnapshotError`) and the
+anything else in the state makes it unsaveable (`RuleStateError`) and the
 stage falls back to rebuilding.
 """
 
@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives import serialization
 
-from config.errors import DocktrailError
+from config.errors import DocktrailError, RuleStateError
 from config.models import RulesConfig
 from sinks.signing import load_private_key
 from sinks.sqlite.rulestate import SavedState
@@ -63,10 +63,6 @@ _RULES_PACKAGE = "listener.rules."
 _TAG = "$"
 _TABLE_MIN_ROWS = 16
 _PLAIN = frozenset({type(None), bool, int, float, str})
-
-
-class SnapshotError(DocktrailError):
-    """The rules' state holds something this module cannot save or read back."""
 
 
 def state_scope(rules: RulesConfig, rule_ids: list[str], attribution_available: bool) -> str:
@@ -131,7 +127,7 @@ def open_saved(saved: SavedState, binding: Binding, key: bytes) -> dict[str, Any
         return None
     try:
         state = decode(saved.body)
-    except (SnapshotError, ValueError, TypeError):
+    except (RuleStateError, ValueError, TypeError, LookupError):
         return None
     return state if isinstance(state, dict) else None
 
@@ -170,7 +166,7 @@ def _enc(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and kind.__module__.startswith(_RULES_PACKAGE):
         fields = {f.name: _enc(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return {_TAG: "class", "c": f"{kind.__module__}:{kind.__qualname__}", "v": fields}
-    raise SnapshotError(f"rule state holds a {kind.__module__}.{kind.__qualname__}")
+    raise RuleStateError(f"rule state holds a {kind.__module__}.{kind.__qualname__}")
 
 
 def _table(mapping: dict[Any, Any]) -> dict[str, Any] | None:
@@ -199,7 +195,7 @@ def _untable(value: dict[str, Any]) -> Any:
     cls = _rules_class(str(value["c"]))
     names = [name for name, _ in value["f"]]
     if names != [field.name for field in dataclasses.fields(cls)]:
-        raise SnapshotError(f"saved rule state has other fields for {value['c']!r}")
+        raise RuleStateError(f"saved rule state has other fields for {value['c']!r}")
     rows = zip(*(column for _, column in value["f"]), strict=True)
     return _MAPPINGS[value["m"]](zip(value["k"], (cls(*row) for row in rows), strict=True))
 
@@ -233,18 +229,18 @@ def _dec(value: Any) -> Any:
     if tag == "class":
         cls = _rules_class(str(value["c"]))
         return cls(**{name: _dec(v) for name, v in value["v"].items()})
-    raise SnapshotError(f"saved rule state has an unknown item {str(tag)[:40]!r}")
+    raise RuleStateError(f"saved rule state has an unknown item {str(tag)[:40]!r}")
 
 
 def _rules_class(name: str) -> Any:
     """A dataclass of `listener.rules` by `module:qualname`; nothing else is ever built."""
     module_name, _, qualname = name.partition(":")
     if not module_name.startswith(_RULES_PACKAGE) or not qualname.isidentifier():
-        raise SnapshotError(f"saved rule state names a class outside the rules: {name[:80]!r}")
+        raise RuleStateError(f"saved rule state names a class outside the rules: {name[:80]!r}")
     try:
         cls = getattr(importlib.import_module(module_name), qualname)
     except (ImportError, AttributeError) as exc:
-        raise SnapshotError(f"saved rule state names an unknown class {name[:80]!r}") from exc
+        raise RuleStateError(f"saved rule state names an unknown class {name[:80]!r}") from exc
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise SnapshotError(f"saved rule state names no state class: {name[:80]!r}")
+        raise RuleStateError(f"saved rule state names no state class: {name[:80]!r}")
     return cls
