@@ -81,3 +81,7 @@ class NotifierError(DocktrailError):
     """An alert could not be delivered to a destination."""
 
     retriable = True
+
+
+class RuleStateError(DocktrailError):
+    """A saved rules state holds what cannot be saved or read back: it is rebuilt instead."""

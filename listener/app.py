@@ -38,7 +38,8 @@ from listener.rules.engine import RuleEngine, RulesStage
 from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
-from listener.sources.docker_state import KnownState, load_known_state
+from listener.sources.docker_state import KnownState
+from listener.sources.known_saved import restore_known
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.base import TrailSink
@@ -110,7 +111,7 @@ async def run_service(config: DocktrailConfig) -> int:
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
         seq, _ = await trail.call(lambda t: t.head())
-        known = await trail.call(lambda t: load_known_state(t, host))
+        known, known_fold = await trail.call(lambda t: restore_known(t, host))
         log.info(
             "docktrail running",
             extra={"fields": _start_fields(config, host, seq, known)},
@@ -121,7 +122,7 @@ async def run_service(config: DocktrailConfig) -> int:
         if proxy is not None:  # after auditd attribution: peer credentials name the client
             wiring.stages.insert(1, proxy.stage)
         sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
-        wiring.stages.append(sweeper)
+        wiring.stages += [sweeper, known_fold]
         pipeline = Pipeline(
             wiring.sink,
             stages=wiring.stages,
@@ -158,6 +159,8 @@ async def run_service(config: DocktrailConfig) -> int:
             if server is not None:
                 await server.aclose()
         await pipeline.aclose()
+        await wiring.rules.save_state()  # the next start reads only what comes after
+        await known_fold.save()
         if publishing is not None:
             await publishing.finish()  # seals the trail and publishes up to the seal
         log.info(
@@ -175,6 +178,7 @@ class Wiring:
     audit: AuditLogTail | None
     worker: DeliveryWorker | None
     intents: IntentService
+    rules: RulesStage
 
 
 async def _wire(
@@ -219,7 +223,7 @@ async def _wire(
     )
     await rules.start()
     stages.append(rules)
-    return Wiring(sink, stages, audit, worker, intents)
+    return Wiring(sink, stages, audit, worker, intents, rules)
 
 
 def _service_metrics(config: DocktrailConfig) -> ServiceMetrics | None:

@@ -136,6 +136,7 @@ async def ingest_files(
                 for event in docker:
                     mark_uncovered(event, no_audit)
                     await pipeline.put(event)
+        await rules.save_state()  # the next start reads only what comes after
         if routing:
             report.notified = await deliver_now(trail, config.notifications, host=host)
     report.alerts = rules.alerts_stored

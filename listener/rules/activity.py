@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import posixpath
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,6 +170,24 @@ class ActivityState:
     quiet_until: dict[tuple[str, ...], int] = field(default_factory=dict)
     baselines: OrderedDict[tuple[str, ...], ChurnBaseline] = field(default_factory=OrderedDict)
     sprawl_alerted: bool = False
+    # How many known containers are in each state, kept with the table: container-sprawl
+    # reads it on every start/die/destroy, which must not cost a scan of every container.
+    states: Counter[str] = field(default_factory=Counter)
+
+    def put(self, container_id: str, known: KnownContainer) -> None:
+        self.drop(container_id)
+        self.containers[container_id] = known
+        self.states[known.state] += 1
+
+    def drop(self, container_id: str) -> None:
+        old = self.containers.pop(container_id, None)
+        if old is not None:
+            self.states[old.state] -= 1
+
+    def move(self, known: KnownContainer, new_state: str) -> None:
+        self.states[known.state] -= 1
+        self.states[new_state] += 1
+        known.state = new_state
 
 
 def activity_state(ctx: RuleContext) -> ActivityState:
@@ -187,23 +205,26 @@ def track_container(event: Event, ctx: RuleContext) -> None:
     known = state.containers.get(event.actor.id)
     if event.action in CONFIG_ACTIONS and event.config:
         config = event.config
-        state.containers[event.actor.id] = KnownContainer(
-            name=event.actor.name,
-            root=is_root_user(config.get("user")),
-            privileged=bool(config.get("privileged")),
-            state=known.state if known else "created",
-            judged=config_fingerprint(config),
-            healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
+        state.put(
+            event.actor.id,
+            KnownContainer(
+                name=event.actor.name,
+                root=is_root_user(config.get("user")),
+                privileged=bool(config.get("privileged")),
+                state=known.state if known else "created",
+                judged=config_fingerprint(config),
+                healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
+            ),
         )
     elif event.action == "create" and known is None:
-        state.containers[event.actor.id] = KnownContainer(event.actor.name, True, False)
+        state.put(event.actor.id, KnownContainer(event.actor.name, True, False))
     elif known is not None:
         if event.action == "start":
-            known.state = "running"
+            state.move(known, "running")
         elif event.action == "die":
-            known.state = "stopped"
+            state.move(known, "stopped")
         elif event.action == "destroy":
-            del state.containers[event.actor.id]
+            state.drop(event.actor.id)
 
 
 def already_judged(event: Event, ctx: RuleContext) -> bool:
@@ -393,8 +414,7 @@ def check_sprawl(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         return
     state = activity_state(ctx)
     # Created-but-never-started containers are a passing state of every `run`: not counted.
-    stopped = sum(c.state == "stopped" for c in state.containers.values())
-    running = sum(c.state == "running" for c in state.containers.values())
+    stopped, running = state.states["stopped"], state.states["running"]
     margin = ctx.rules.container_sprawl.margin
     excess = stopped - running
     if excess <= margin:

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from config.errors import TrailError
 from listener.model.event import GENESIS_HASH
 from sinks import headseal, outbox
+from sinks.sqlite import rulestate
 
 APPEND_ONLY_MESSAGE = "docktrail trail is append-only"
 BUSY_TIMEOUT_SECS = 10.0
@@ -250,6 +251,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0006_checkpoint_alerts_head", _m0006_checkpoint_alerts_head),
     Migration("0007_outbox", outbox.migrate),
     Migration("0008_head_seal", headseal.migrate),
+    Migration("0009_rule_state", rulestate.migrate),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]

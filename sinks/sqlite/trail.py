@@ -56,6 +56,7 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
+from sinks.sqlite import rulestate
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
@@ -381,6 +382,17 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             "SELECT value FROM source_state WHERE name = ?", (RULES_MARK,)
         ).fetchone()
         return mark_value(None if row is None else row[0])
+
+    def save_rule_state(self, name: str, saved: rulestate.SavedState) -> None:
+        """Replace the rules' saved state `name` (derived data: `sinks.sqlite.rulestate`)."""
+        conn = self._connection()
+        self._ensure_writer()
+        with self._errors("save rule state"), immediate(conn):
+            rulestate.store(conn, name, saved)
+
+    def load_rule_state(self, name: str) -> rulestate.SavedState | None:
+        with self._errors("load rule state"):
+            return rulestate.load(self._connection(), name)
 
     # -- reading --------------------------------------------------------------
 

@@ -1,0 +1,358 @@
+"""Benchmark: does the cost of new input grow with the trail it goes into?
+
+    .venv/bin/python bench/growth.py [--sizes 100k,1M] [--new 20000] [--repeat 2]
+                                     [--cache /tmp/docktrail-growth] [--no-run]
+
+Trails of each size are built once and kept in `--cache` (reused by later
+runs; `--rebuild` makes them again): the Engine events of the scenario-a
+capture (/work/shared/fixtures/scenario-a/events.jsonl, or a built-in copy of
+its mix) repeated round after round with fresh container ids and names and
+later times, stored through the trail's own pipeline (`Pipeline` with the
+`RulesStage`, 20,000 events per transaction: hash chain, indexes, rules and
+alerts as in the service), so the history holds the alerts it would hold.
+
+Then, in this run, against copies of those trails and an empty one:
+
+- `ingest` of `--new` more events of the same mix (`ingest_files`, end to end:
+  parse, rules, trail, alerts) into each trail vs into the empty one;
+- `docktrail run` (a real process) from its start to its first connection to
+  the Engine's socket (a local stand-in that only records the connection),
+  on each trail vs on the empty one;
+- with `--restart`, the same ingest again into the trail the first ingest left
+  (a second start: what rules state the first start saved, it finds).
+
+Output: `FIGURE name value unit baseline=… ratio=…` lines (median of
+`--repeat` runs; min and max beside), which bench/all.py collects. The ratio
+is rate(size)/rate(empty) for ingest (1.0: flat; the target is >= 0.8) and
+time(size)/time(empty) for `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO))
+
+from config.models import DocktrailConfig  # noqa: E402
+from listener.ingest import ingest_files  # noqa: E402
+from listener.pipeline import Pipeline  # noqa: E402
+from listener.rules.engine import RuleEngine, RulesStage  # noqa: E402
+from listener.sources.docker import normalize_engine_event  # noqa: E402
+from sinks.sqlite import SQLiteTrail  # noqa: E402
+
+SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
+HOST = "bench-host"
+BUILD_BATCH = 20_000
+ROUND_GAP_NS = 1_000_000_000
+FORMAT = 3  # of the cached trails: bump when the generator or the trail changes
+# New events start after the rounds of the largest trail this bench can build.
+NEW_FIRST_ROUND = 10_000_000
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * factor)
+
+
+def size_name(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1_000}k"
+
+
+# -- the event mix --------------------------------------------------------------
+
+
+class Mix:
+    """Round r of the scenario: its events with ids and names of round r, r spans later."""
+
+    def __init__(self, template: list[dict[str, Any]]) -> None:
+        self.template = template
+        first, last = template[0]["timeNano"], template[-1]["timeNano"]
+        self.span_ns = last - first + ROUND_GAP_NS
+        self.first_ns = first
+
+    def rounds(self, first_round: int, events: int) -> Iterator[dict[str, Any]]:
+        produced, round_no = 0, first_round
+        while True:
+            for raw in self.template:
+                if produced == events:
+                    return
+                yield self._of_round(raw, round_no)
+                produced += 1
+            round_no += 1
+
+    def _of_round(self, raw: dict[str, Any], round_no: int) -> dict[str, Any]:
+        item: dict[str, Any] = json.loads(json.dumps(raw))
+        when = raw["timeNano"] + round_no * self.span_ns
+        item["timeNano"], item["time"] = when, when // 1_000_000_000
+        if item.get("Type") == "container":
+            fresh = _fresh_id(item["Actor"]["ID"], round_no)
+            item["Actor"]["ID"] = item["id"] = fresh
+            attrs = item["Actor"]["Attributes"]
+            if "name" in attrs:
+                attrs["name"] = f"{attrs['name']}-{round_no}"
+            if "execID" in attrs:
+                attrs["execID"] = _fresh_id(attrs["execID"], round_no)
+        elif item.get("Type") == "network" and "container" in item["Actor"]["Attributes"]:
+            attrs = item["Actor"]["Attributes"]
+            attrs["container"] = _fresh_id(attrs["container"], round_no)
+        return item
+
+
+def _fresh_id(old: str, round_no: int) -> str:
+    return hashlib.sha256(f"{old}:{round_no}".encode()).hexdigest()
+
+
+def load_mix() -> Mix:
+    lines = SCENARIO.read_text().splitlines()
+    return Mix([json.loads(line) for line in lines if line.strip()])
+
+
+# -- building and copying trails -----------------------------------------------
+
+
+def trail_config(path: Path) -> DocktrailConfig:
+    return DocktrailConfig.model_validate(
+        {
+            "host": HOST,  # the events' host: `run` reads what the trail knows of it
+            "trail": {"path": str(path), "signing_key": str(path.with_suffix(".key"))},
+            "auditd": {"enabled": False},
+            "docker": {"host": f"unix://{path.parent / 'engine.sock'}", "sweep_interval_secs": 0},
+            "posture": {"enabled": False},
+        }
+    )
+
+
+async def _build(path: Path, mix: Mix, events: int) -> None:
+    """Stores the events as `run` would: rules and alerts, and the saved states it keeps."""
+    config = trail_config(path)
+    trail = SQLiteTrail.from_config(config.trail)
+    async with trail:
+        stage = RulesStage(trail, RuleEngine(config.rules))
+        await stage.start()
+        stages: list[Any] = [stage]
+        try:
+            from listener.sources.known_saved import restore_known
+        except ImportError:  # a checkout from before saved states, for `before` figures
+            pass
+        else:
+            stages.append((await trail.call(lambda t: restore_known(t, HOST)))[1])
+        pipeline = Pipeline(trail, stages=stages, batch_size=BUILD_BATCH, flush_interval_secs=60)
+        async with pipeline:
+            for raw in mix.rounds(0, events):
+                await pipeline.put(normalize_engine_event(raw, HOST))
+        for saving in stages:  # what the service does at a clean stop
+            save = getattr(saving, "save_state", None) or getattr(saving, "save", None)
+            if save is not None:
+                await save()
+
+
+def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
+    path = cache / f"growth-v{FORMAT}-{size_name(events)}.db"
+    if path.exists() and not rebuild:
+        return path
+    for old in cache.glob(path.name + "*"):
+        old.unlink()
+    path.with_suffix(".key").unlink(missing_ok=True)
+    building = cache / f"building-{size_name(events)}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    started = time.perf_counter()
+    asyncio.run(_build(building / "t.db", mix, events))
+    took = time.perf_counter() - started
+    print(f"# built {size_name(events)} trail in {took:.0f}s ({events / took:,.0f} events/s)")
+    os.replace(building / "t.db", path)
+    os.replace(building / "t.key", path.with_suffix(".key"))
+    shutil.rmtree(building)
+    return path
+
+
+def copy_trail(cached: Path | None, work: Path) -> Path:
+    """A private copy of a cached trail (with its key), or a fresh directory for an empty one."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    path = work / "t.db"
+    if cached is not None:
+        shutil.copyfile(cached, path)
+        shutil.copyfile(cached.with_suffix(".key"), path.with_suffix(".key"))
+        os.chmod(path.with_suffix(".key"), 0o600)
+    return path
+
+
+# -- measurements ----------------------------------------------------------------
+
+
+def ingest_secs(path: Path, new_events: Path) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    report = asyncio.run(ingest_files(trail_config(path), docker_events=[new_events], host=HOST))
+    took = time.perf_counter() - started
+    if report.stats.stored == 0:
+        raise SystemExit(f"ingest into {path} stored nothing: {report.summary()}")
+    return took
+
+
+class EngineStandIn:
+    """A unix socket that records when the service first connects, and answers nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.first: float | None = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path.unlink(missing_ok=True)
+        self._sock.bind(str(path))
+        self._sock.listen(16)
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self._sock.accept()
+                if self.first is None:
+                    self.first = time.perf_counter()
+                self._held.append(conn)
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def run_start_secs(path: Path, timeout: float = 600.0) -> float:
+    """Seconds from starting `docktrail run` to its first connection to the Engine."""
+    config = trail_config(path)
+    config_file = path.parent / "docktrail.yaml"
+    config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_defaults=True)))
+    engine = EngineStandIn(path.parent / "engine.sock")
+    started = time.perf_counter()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "listener", "--config", str(config_file), "run"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while engine.first is None:
+            if service.poll() is not None:
+                raise SystemExit(f"docktrail run exited with {service.returncode} before reading")
+            if time.perf_counter() - started > timeout:
+                raise SystemExit("docktrail run did not read the Engine in time")
+            time.sleep(0.005)
+        return engine.first - started
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        engine.close()
+
+
+def figure(name: str, values: list[float], unit: str, baseline: float, ratio: float) -> None:
+    value = statistics.median(values)
+    print(
+        f"FIGURE {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={ratio:.3f} "
+        f"min={min(values):.4g} max={max(values):.4g} runs={len(values)}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100k,1M", help="trail sizes, e.g. 100k,1M,10M")
+    parser.add_argument("--new", type=int, default=20_000, help="events ingested into each")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/docktrail-growth"))
+    parser.add_argument("--rebuild", action="store_true", help="build the cached trails again")
+    parser.add_argument("--no-run", action="store_true", help="skip the `run` start-up figures")
+    parser.add_argument("--no-ingest", action="store_true", help="skip the ingest figures")
+    parser.add_argument("--restart", action="store_true", help="also a second ingest")
+    parser.add_argument(
+        "--cold", action="store_true", help="also `run` with the saved states deleted (rebuilt)"
+    )
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    mix = load_mix()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(args.cache, 0o700)
+    cached = {n: cached_trail(args.cache, mix, n, args.rebuild) for n in sizes}
+    with tempfile.TemporaryDirectory(prefix="growth-", dir=args.cache) as tmp:
+        work = Path(tmp)
+        new_events = work / "new.jsonl"
+        with new_events.open("w") as out:
+            for raw in mix.rounds(NEW_FIRST_ROUND, args.new):
+                out.write(json.dumps(raw) + "\n")
+        if not args.no_ingest:
+            measure_ingest(sizes, cached, work, new_events, args)
+        if not args.no_run:
+            measure_run(sizes, cached, work, args.repeat, cold=args.cold)
+
+
+def measure_ingest(
+    sizes: list[int], cached: dict[int, Path], work: Path, new_events: Path, args: Any
+) -> None:
+    empty = [args.new / ingest_secs(copy_trail(None, work / "t"), new_events)
+             for _ in range(args.repeat)]  # fmt: skip
+    base = statistics.median(empty)
+    figure("growth.ingest.empty", empty, "events/s", base, 1.0)
+    for n in sizes:
+        rates, again = [], []
+        for _ in range(args.repeat):
+            path = copy_trail(cached[n], work / "t")
+            rates.append(args.new / ingest_secs(path, new_events))
+            if args.restart:
+                more = work / "more.jsonl"
+                with more.open("w") as out:
+                    for raw in load_mix().rounds(NEW_FIRST_ROUND * 2, args.new):
+                        out.write(json.dumps(raw) + "\n")
+                again.append(args.new / ingest_secs(path, more))
+        name = size_name(n)
+        figure(f"growth.ingest.{name}", rates, "events/s", base, statistics.median(rates) / base)
+        if again:
+            ratio = statistics.median(again) / base
+            figure(f"growth.ingest.{name}.restart", again, "events/s", base, ratio)
+
+
+def measure_run(
+    sizes: list[int], cached: dict[int, Path], work: Path, repeat: int, *, cold: bool
+) -> None:
+    empty = [run_start_secs(copy_trail(None, work / "r")) for _ in range(repeat)]
+    base = statistics.median(empty)
+    figure("growth.run_to_engine.empty", empty, "s", base, 1.0)
+    for n in sizes:
+        times = [run_start_secs(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
+        ratio = statistics.median(times) / base
+        figure(f"growth.run_to_engine.{size_name(n)}", times, "s", base, ratio)
+        if cold:  # the first start after an upgrade, or after the saved states were deleted
+            path = copy_trail(cached[n], work / "r")
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM rule_state")
+            took = run_start_secs(path)
+            figure(f"growth.run_to_engine.{size_name(n)}.cold", [took], "s", base, took / base)
+
+
+if __name__ == "__main__":
+    main()

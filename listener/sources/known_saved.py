@@ -1,0 +1,205 @@
+"""What the trail knows about this host (`KnownState`), saved so that `run` starts
+without reading every container and image event the trail holds.
+
+`load_known_state` folds every stored lifecycle event of the host, which takes
+longer the longer the trail. `KnownFold` (a pipeline stage after the write)
+keeps the same fold of the events as they are stored and saves it now and
+then and at a stop, with the seq it was folded through, in the trail's
+`rule_state` table; `restore_known` takes it and folds on only the events
+stored after it. Both give what `load_known_state` would.
+
+As with the rules' saved state (`listener.rules.snapshot`, whose MAC this
+uses), a row is trusted only when it authenticates under the key derived from
+the trail's signing key, for this trail, this host and the event it was folded
+through. An attacker who can write the trail file but not read the key can
+delete or roll back the row (the state is rebuilt or folded on from the older
+seq: a slower start, the same state) but not make the service believe in
+containers, configurations or removals the trail does not show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from listener.model.event import Event
+from listener.rules.engine import SAVED_BYTES_PER_EVENT
+from listener.rules.snapshot import Binding, authentic, mac_key, seal_body
+from listener.sources.docker_state import (
+    _LIFECYCLE_ACTIONS,
+    KnownContainer,
+    KnownState,
+    last_docker_time_ns,
+    load_known_state,
+)
+from sinks.base import EventFilter
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+# Stored events between two saves: what a start after a crash reads. As for the rules'
+# state, a big state is saved less often (SAVED_BYTES_PER_EVENT: listener.rules.engine).
+SAVE_EVERY_EVENTS = 5_000
+_PAGE = 2_000
+_FIELDS = [f.name for f in fields(KnownContainer)]
+
+
+def folded(event: Event, host: str) -> bool:
+    """The events `load_known_state` folds: the host's container lifecycle and image events."""
+    if event.host != host:
+        return False
+    return event.type == "image" or (
+        event.type == "container" and event.action in _LIFECYCLE_ACTIONS
+    )
+
+
+def state_name(host: str) -> str:
+    return f"known-state/{host}"
+
+
+def _scope(host: str) -> str:
+    return hashlib.sha256(f"known-state v{VERSION}\x00{host}\x00{_FIELDS}".encode()).hexdigest()
+
+
+def encode_known(state: KnownState) -> bytes:
+    rows = list(state.containers.values())
+    return orjson.dumps(
+        {
+            "containers": [[getattr(row, name) for row in rows] for name in _FIELDS],
+            "images": list(state.images.items()),
+            "last_docker_ns": state.last_docker_ns,
+            "removed": list(state.removed.items()),
+        }
+    )
+
+
+def decode_known(body: bytes) -> KnownState:
+    """Raises ValueError, TypeError or KeyError on a body this module did not write."""
+    data = orjson.loads(body)
+    columns = data["containers"]
+    if len(columns) != len(_FIELDS):
+        raise ValueError("saved known state has other container fields")
+    containers = [KnownContainer(*row) for row in zip(*columns, strict=True)]
+    return KnownState(
+        containers={c.id: c for c in containers},
+        images={str(k): int(v) for k, v in data["images"]},
+        last_docker_ns=data["last_docker_ns"],
+        removed=OrderedDict((str(k), int(v)) for k, v in data["removed"]),
+    )
+
+
+@dataclass(slots=True)
+class KnownFold:
+    """Pipeline stage after the write: folds stored events of the host, saves the fold."""
+
+    trail: Any
+    host: str
+    state: KnownState
+    key: bytes | None
+    folded_through: int
+    saved_through: int = 0
+    save_every: int = SAVE_EVERY_EVENTS
+
+    async def before_write(self, batch: list[Event]) -> list[Event]:
+        return batch
+
+    async def after_write(self, stored: Sequence[Event]) -> None:
+        first = (stored[0].seq or 0) if stored else 0
+        if first > self.folded_through + 1:  # stored by another process meanwhile
+            gap = self.folded_through
+            await self.trail.call(lambda t: _fold_after(t, self.host, self.state, gap, first - 1))
+        for event in stored:
+            if folded(event, self.host):
+                self.state.apply(event)
+        if stored:
+            self.folded_through = max(self.folded_through, stored[-1].seq or 0)
+        if self.folded_through - self.saved_through >= self.save_every:
+            await self.save()
+
+    async def save(self) -> None:
+        await self.trail.call(self._save)
+
+    def _save(self, trail: Any) -> None:
+        through = self.folded_through
+        if self.key is None or not through or through == self.saved_through:
+            return
+        binding = _binding(trail, self.host, through)
+        if binding is None:
+            return
+        try:
+            body = encode_known(self.state)
+        except (TypeError, ValueError) as exc:  # not saving costs a slower start, no more
+            log.warning("known state not saved", extra={"fields": {"why": str(exc)}})
+            return
+        trail.save_rule_state(state_name(self.host), seal_body(body, binding, self.key))
+        self.saved_through = through
+        self.save_every = max(SAVE_EVERY_EVENTS, len(body) // SAVED_BYTES_PER_EVENT)
+
+
+def _binding(trail: Any, host: str, through: int) -> Binding | None:
+    event = trail.get(through)
+    if event is None or event.hash is None:
+        return None
+    return Binding(trail.trail_id, through, event.hash, _scope(host))
+
+
+def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
+    """What the trail knows of `host` (for the source), and the stage that keeps it saved.
+
+    Blocking: run it where the trail may be used (`await trail.call(...)`).
+    """
+    head, _ = trail.head()
+    persists = hasattr(trail, "load_rule_state") and hasattr(trail, "signing_key")
+    key = mac_key(trail.signing_key) if persists else None
+    restored = _restore(trail, host, key, head) if key is not None else None
+    if restored is None:
+        folded, body, saved_through = load_known_state(trail, host), None, 0
+    else:
+        folded, body, saved_through = restored
+        folded = _fold_after(trail, host, folded, saved_through, head)
+    fold = KnownFold(trail, host, folded, key, folded_through=head, saved_through=saved_through)
+    if head > saved_through:
+        body = encode_known(folded)
+        if restored is None and head:
+            fold._save(trail)  # rebuilt: the next start need not do it again
+    # Two copies: the source changes its own as it reads; the fold follows the trail.
+    known = decode_known(body or encode_known(folded))
+    known.last_docker_ns = last_docker_time_ns(trail, host)
+    return known, fold
+
+
+def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, bytes, int] | None:
+    saved = trail.load_rule_state(state_name(host))
+    if saved is None or not 0 < saved.through_seq <= head:
+        return None
+    binding = _binding(trail, host, saved.through_seq)
+    if binding is None or not authentic(saved, binding, key):
+        log.warning(
+            "saved known state of this host does not hold for this trail and key: rebuilding it",
+            extra={"fields": {"through_seq": saved.through_seq}},
+        )
+        return None
+    try:
+        state = decode_known(saved.body)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return state, saved.body, int(saved.through_seq)
+
+
+def _fold_after(trail: Any, host: str, state: KnownState, after: int, head: int) -> KnownState:
+    """Folds the host's events stored after seq `after`, read page by page in seq order."""
+    while after < head:
+        page = list(trail.query(EventFilter(after_seq=after, limit=_PAGE)))
+        if not page:
+            break
+        for event in page:
+            if event.seq is not None and event.seq <= head and folded(event, host):
+                state.apply(event)
+        after = page[-1].seq or head
+    return state

@@ -1,0 +1,116 @@
+"""`run` starts from the saved fold of what the trail knows about its host: the same
+state as reading every container event again, from only the events after the save."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from listener.model.event import Actor, Event, natural_id
+from listener.sources import known_saved
+from listener.sources.docker_state import load_known_state
+from listener.sources.known_saved import KnownFold, restore_known, state_name
+from sinks.sqlite import SQLiteTrail
+from tests.test_rule_state import T0, round_events
+
+NS = 1_000_000_000
+
+
+def image_event(n: int) -> Event:
+    image_id = f"sha256:{n:064x}"
+    return Event(
+        id=natural_id("known-saved", "image", n),
+        time_ns=T0 + n * 30 * NS + 5 * NS,
+        source="docker",
+        host="h1",
+        type="image",
+        action="pull" if n % 5 else "delete",
+        actor=Actor(id=image_id, name=f"registry.internal/app:{n}"),
+        attributes={"image_id": image_id},
+    )
+
+
+def history(first: int, last: int) -> list[Event]:
+    events = []
+    for r in range(first, last):
+        events += round_events(r)
+        if r % 7 == 0:
+            events.append(image_event(r))
+    return events
+
+
+async def run_for_a_while(path: Path, rounds: range, *, stop_cleanly: bool) -> KnownFold:
+    """`run`: restore, then store events through the fold stage; saves at a clean stop."""
+    async with SQLiteTrail(path) as trail:
+        _known, fold = await trail.call(lambda t: restore_known(t, "h1"))
+        events = history(rounds.start, rounds.stop)
+        for start in range(0, len(events), 500):
+            result = await trail.write(events[start : start + 500])
+            await fold.after_write(result.stored)
+        if stop_cleanly:
+            await fold.save()
+        return fold
+
+
+def reference(path: Path) -> object:
+    with SQLiteTrail(path) as trail:
+        return load_known_state(trail, "h1")
+
+
+def restored(path: Path) -> tuple[object, KnownFold]:
+    with SQLiteTrail(path) as trail:
+        return restore_known(trail, "h1")
+
+
+async def test_a_restart_restores_what_reading_the_whole_trail_gives(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    await run_for_a_while(path, range(0, 900), stop_cleanly=True)
+    known, fold = restored(path)
+    assert known == reference(path)
+    assert known.containers and known.removed and known.images
+    with SQLiteTrail(path) as trail:
+        assert fold.saved_through == trail.head()[0]  # nothing left to read
+
+
+async def test_after_a_crash_it_folds_on_from_the_last_save(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first = await run_for_a_while(path, range(0, 900), stop_cleanly=False)
+    assert 0 < first.saved_through < first.folded_through  # saved while running, not at the end
+    known, fold = restored(path)
+    assert fold.saved_through == first.saved_through
+    assert known == reference(path)
+
+
+async def test_events_another_process_stored_meanwhile_are_folded(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    await run_for_a_while(path, range(0, 200), stop_cleanly=True)
+    async with SQLiteTrail(path) as trail:
+        _known, fold = await trail.call(lambda t: restore_known(t, "h1"))
+        await trail.call(lambda t: t.append(history(200, 260)))  # `docktrail ingest`, say
+        result = await trail.write(history(260, 300))
+        await fold.after_write(result.stored)
+        await fold.save()
+    assert restored(path)[0] == reference(path)
+
+
+async def test_a_row_that_does_not_authenticate_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    await run_for_a_while(path, range(0, 300), stop_cleanly=True)
+    with sqlite3.connect(path) as conn:
+        (body,) = conn.execute("SELECT body FROM rule_state WHERE name = ?", (state_name("h1"),))
+        state = orjson.loads(body[0])
+        state["removed"] = []  # hide removals: a reconciliation would see them "appear"
+        state["containers"] = [column[:1] for column in state["containers"]]
+        conn.execute("UPDATE rule_state SET body = ?", (orjson.dumps(state),))
+    known, _fold = restored(path)
+    assert known == reference(path)  # rebuilt, not trusted
+    again, fold = restored(path)  # and saved again: the next start restores it
+    assert again == known and fold.saved_through == fold.folded_through
+
+
+async def test_it_saves_while_running(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    fold = await run_for_a_while(path, range(0, 1000), stop_cleanly=False)
+    assert fold.folded_through - fold.saved_through < known_saved.SAVE_EVERY_EVENTS
