@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from config.errors import TrailError
 from listener.model.alert import Alert
-from listener.model.event import Actor, Event, Who, Why, canonical_json, chain_hash
+from listener.model.event import Actor, Event, Who, Why, canonical_json, chain_hash, compact
 from sinks.base import SourceState
 
 Sealed = tuple[Event, dict[str, Any], str]
@@ -126,6 +126,7 @@ def _content_and_body(event: Event, seq: int) -> tuple[dict[str, Any], str]:
         content["actor"] = actor.__dict__
         content["who"] = who.__dict__
         content["why"] = why.__dict__
+        content = compact(content)
         try:
             return content, canonical_json(content)
         except (TypeError, ValueError, RecursionError):

@@ -15,7 +15,9 @@ Schema
     ``seq INTEGER PRIMARY KEY``: 1, 2, 3 … without gaps.
     ``body TEXT``: the canonical JSON of the event content, ``seq`` included
     (``listener.model.event.canonical_json``). This is what is hashed, and what
-    queries return.
+    queries return. Null fields of the model (top level, ``actor``, ``who``,
+    ``why``) are left out (``listener.model.event.compact``); rows written
+    before that hold them, and each row is hashed and verified as stored.
     ``prev_hash``, ``hash``: ``hash = sha256(prev_hash ‖ body)``, hex;
     ``prev_hash`` of seq 1 is 64 zeros (``GENESIS_HASH``).
     ``id, time_ns, source, host, type, action, actor_id, actor_name,
