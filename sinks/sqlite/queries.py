@@ -23,6 +23,9 @@ from sinks.base import (
 from sinks.filtering import glob_prefix, is_glob
 
 
+_MAX_TIME_NS = 2**63 - 1
+
+
 def build_query(
     f: EventFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
@@ -42,6 +45,10 @@ def build_query(
     for column, wanted in equal:
         _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
     bounds = (("time_ns >= ?", f.since_ns), ("time_ns < ?", f.until_ns), ("seq > ?", f.after_seq))
+    if f.since_ns is not None and f.until_ns is None:
+        # Without an upper bound the planner scans the whole table in seq order
+        # rather than range-search the time index; every stored time is below this.
+        where.append(f"time_ns <= {_MAX_TIME_NS}")
     for clause, number in bounds:
         if number is not None:
             where.append(clause)
@@ -191,6 +198,8 @@ def build_alert_query(
         if value is not None:
             where.append(clause)
             params.append(value)
+    if f.since_ns is not None and f.until_ns is None:
+        where.append(f"time_ns <= {_MAX_TIME_NS}")  # as for events: a range, not a scan
     if f.min_severity is not None:
         names = severities_at_least(f.min_severity)
         where.append(f"severity IN ({', '.join('?' * len(names))})")

@@ -1,0 +1,97 @@
+"""Every documented query filter is answered from an index, never by a full scan of
+the events or alerts (README "Query filters": container, login, image, time range;
+alerts: rule, and the same subjects). A full scan is what makes a query's cost grow
+with the trail, so the plan is the behaviour checked here, not a timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from listener.model.alert import Alert
+from listener.model.event import Actor, Event, Who, natural_id
+from sinks.base import AlertFilter, EventFilter
+from sinks.sqlite import SQLiteTrail
+
+T0 = 1_795_346_502_000_000_000
+CID = "d00d" + "2" * 60
+
+EVENT_FILTERS = {
+    "container name": EventFilter(container="web-1"),
+    "container id prefix": EventFilter(container=CID[:12]),
+    "two containers": EventFilter(container=("web-1", "api-1")),
+    "login": EventFilter(user="alice"),
+    "image": EventFilter(image="registry.internal/web/nginx:1.25"),
+    "image glob": EventFilter(image="registry.internal/*"),
+    "since": EventFilter(since_ns=T0),
+    "since and until": EventFilter(since_ns=T0, until_ns=T0 + 60 * 10**9),
+    "container in a time range": EventFilter(container="web-1", since_ns=T0, until_ns=T0 + 1),
+    "login since": EventFilter(user="alice", since_ns=T0),
+}
+ALERT_FILTERS = {
+    "rule": AlertFilter(rule="privileged-container"),
+    "container": AlertFilter(container="web-1"),
+    "login": AlertFilter(user="alice"),
+    "image": AlertFilter(image="registry.internal/web/nginx:1.25"),
+    "since": AlertFilter(since_ns=T0),
+    "since and until": AlertFilter(since_ns=T0, until_ns=T0 + 60 * 10**9),
+}
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteTrail]:
+    path: Path = tmp_path_factory.mktemp("plans") / "t.db"
+    event = Event(
+        id=natural_id("plans", 1),
+        time_ns=T0,
+        source="docker",
+        host="h1",
+        type="container",
+        action="create",
+        actor=Actor(id=CID, name="web-1", image="registry.internal/web/nginx:1.25"),
+        who=Who(login="alice", user="root"),
+    )
+    with SQLiteTrail(path) as opened:
+        (stored,) = opened.append([event]).stored
+        alert = Alert(
+            id=natural_id("plans-alert", 1),
+            time_ns=T0,
+            rule="privileged-container",
+            severity="critical",
+            event_seq=stored.seq or 0,
+            event_id=stored.id,
+            host="h1",
+            container="web-1",
+            summary="privileged",
+        )
+        opened.append_alerts([alert])
+        yield opened
+
+
+def full_scans(plan: list[str], table: str) -> list[str]:
+    """Plan lines that read every row of `table` (or walk a whole index of it)."""
+    return [line for line in plan if line.startswith(f"SCAN {table}")]
+
+
+@pytest.mark.parametrize("name", EVENT_FILTERS)
+def test_event_filter_uses_an_index(trail: SQLiteTrail, name: str) -> None:
+    plan = trail.query_plan(EVENT_FILTERS[name])
+    assert any(line.startswith("SEARCH events") for line in plan), plan
+    assert full_scans(plan, "events") == [], plan
+
+
+@pytest.mark.parametrize("name", ALERT_FILTERS)
+def test_alert_filter_uses_an_index(trail: SQLiteTrail, name: str) -> None:
+    plan = trail.alerts_query_plan(ALERT_FILTERS[name])
+    assert any(line.startswith("SEARCH alerts") for line in plan), plan
+    assert full_scans(plan, "alerts") == [] and full_scans(plan, "events") == [], plan
+
+
+def test_since_alone_still_selects_by_time(trail: SQLiteTrail) -> None:
+    # The upper bound added for the planner must not change what is selected.
+    assert [e.seq for e in trail.query(EventFilter(since_ns=T0))] == [1]
+    assert list(trail.query(EventFilter(since_ns=T0 + 1))) == []
+    assert [a.seq for a in trail.query_alerts(AlertFilter(since_ns=T0))] == [1]
