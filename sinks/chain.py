@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from config.errors import TrailError
 from listener.model.alert import Alert
-from listener.model.event import Actor, Event, Who, Why, canonical_json, chain_hash, compact
+from listener.model.event import Actor, Event, Who, Why, canonical_json, chain_hash
 from sinks.base import SourceState
 
 Sealed = tuple[Event, dict[str, Any], str]
@@ -122,11 +122,9 @@ def _content_and_body(event: Event, seq: int) -> tuple[dict[str, Any], str]:
     if type(event) is Event and type(actor) is Actor and type(who) is Who and type(why) is Why:
         content = dict(event.__dict__)
         del content["hash"], content["prev_hash"]
-        content["seq"] = seq
-        content["actor"] = actor.__dict__
-        content["who"] = who.__dict__
-        content["why"] = why.__dict__
-        content = compact(content)
+        content["seq"] = seq  # no other field of a plain Event can be null: only its parts
+        for part, value in (("actor", actor), ("who", who), ("why", why)):
+            content[part] = {key: item for key, item in value.__dict__.items() if item is not None}
         try:
             return content, canonical_json(content)
         except (TypeError, ValueError, RecursionError):
