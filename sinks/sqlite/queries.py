@@ -22,7 +22,6 @@ from sinks.base import (
 )
 from sinks.filtering import glob_prefix, is_glob
 
-
 _MAX_TIME_NS = 2**63 - 1
 
 
