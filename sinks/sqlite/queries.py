@@ -4,6 +4,7 @@ back to events and alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -29,12 +30,56 @@ def build_query(
     f: EventFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
+    if _pages_by_subject(f):
+        return _first_page(f, columns)
+    where, params = _event_where(f)
+    return _select(columns, "events", where, params, f.limit)
+
+
+def _pages_by_subject(f: EventFilter) -> bool:
+    """A page of a user or image filter, without the narrower container or time range."""
+    narrower = (f.container, f.since_ns, f.until_ns)
+    subject = f.user is not None or f.image is not None
+    return f.limit is not None and subject and all(value is None for value in narrower)
+
+
+def _first_page(f: EventFilter, columns: str) -> tuple[str, list[Any]]:
+    """A page of a user or image filter: the first `limit` of each index, merged.
+
+    Either filter is an OR of two indexed terms (login or user; image or image
+    name), which SQLite answers by collecting every match and sorting it, even
+    for LIMIT 100 of a login with millions of events. Each term alone walks its
+    index in seq order and stops at `limit`; the first `limit` of the union
+    are among those.
+    """
+    wanted: Wanted
+    if f.user is not None:
+        wanted, terms = f.user, _user_terms
+        rest = dataclasses.replace(f, limit=None, user=None)
+    else:
+        wanted, terms = f.image, _image_terms
+        rest = dataclasses.replace(f, limit=None, image=None)
+    branches: list[str] = []
+    params: list[Any] = []
+    for value in values_of(wanted):
+        for term, term_params in terms(value):
+            where, where_params = _event_where(rest, narrowed=True)
+            where.append(term)
+            sql, sql_params = _select("seq", "events", where, where_params + term_params, f.limit)
+            branches.append(f"SELECT seq FROM ({sql})")
+            params.extend(sql_params)
+    union = " UNION ALL ".join(branches)
+    return _select(columns, "events", [f"seq IN ({union})"], params, f.limit)
+
+
+def _event_where(f: EventFilter, narrowed: bool = False) -> tuple[list[str], list[Any]]:
+    """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     # Without statistics SQLite favours the (type, action) index even when a far
     # more selective one applies; `+` leaves type/action to the other indexes then.
     narrower = (f.container, f.image, f.user, f.since_ns, f.until_ns)
-    plus = "+" if any(value is not None for value in narrower) else ""
+    plus = "+" if narrowed or any(value is not None for value in narrower) else ""
     equal = (
         (f"{plus}type", f.type),
         (f"{plus}action", f.action),
@@ -57,7 +102,7 @@ def build_query(
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
-    return _select(columns, "events", where, params, f.limit)
+    return where, params
 
 
 def _select(
@@ -109,7 +154,17 @@ def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
 
 
 def _user_sql(value: str) -> tuple[str, list[Any]]:
-    return "(who_login = ? OR who_user = ?)", [value, value]
+    return _any_term(_user_terms(value))
+
+
+def _user_terms(value: str) -> list[tuple[str, list[Any]]]:
+    return [("who_login = ?", [value]), ("who_user = ?", [value])]
+
+
+def _any_term(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """One condition: any of `terms`."""
+    clause = "(" + " OR ".join(f"({term})" for term, _ in terms) + ")"
+    return clause, [param for _, term_params in terms for param in term_params]
 
 
 def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
@@ -166,17 +221,20 @@ def _marks(values: tuple[str, ...]) -> str:
 
 
 def _image_sql(value: str) -> tuple[str, list[Any]]:
+    return _any_term(_image_terms(value))
+
+
+def _image_terms(value: str) -> list[tuple[str, list[Any]]]:
     if not is_glob(value):
-        return "(actor_image = ? OR (+type = 'image' AND actor_name = ?))", [value, value]
+        return [("actor_image = ?", [value]), ("+type = 'image' AND actor_name = ?", [value])]
     # GLOB plus the literal prefix as a range: the range is what uses the index.
     prefix = glob_prefix(value)
     image_range, image_params = prefix_sql("actor_image", prefix)
     name_range, name_params = prefix_sql("actor_name", prefix)
-    clause = (
-        f"((actor_image GLOB ? AND {image_range}) "
-        f"OR (+type = 'image' AND actor_name GLOB ? AND {name_range}))"
-    )
-    return clause, [value, *image_params, value, *name_params]
+    return [
+        (f"actor_image GLOB ? AND {image_range}", [value, *image_params]),
+        (f"+type = 'image' AND actor_name GLOB ? AND {name_range}", [value, *name_params]),
+    ]
 
 
 def build_alert_query(
