@@ -131,7 +131,7 @@ def in_child(path: Path, what: str) -> tuple[float, int]:
     return float(secs), int(rss)
 
 
-def child(what: str, path: Path) -> None:
+def child(what: str, path: Path, label: str) -> None:
     started = time.perf_counter()
     if what == "verify":
         with SQLiteTrail(path) as trail:
@@ -142,6 +142,11 @@ def child(what: str, path: Path) -> None:
         with SQLiteTrail(path) as trail:
             for _ in trail.query(EventFilter()):
                 pass
+    elif what == "queries":
+        with SQLiteTrail(path) as trail:
+            query_p95(trail, label, trail.count())
+        figure(f"trail.query.peak_rss.{label}", _peak_kib() / 1024, "MB", 100.0)
+        return
     elif what == "plain-read":
         conn = sqlite3.connect(path)
         for _ in conn.execute("SELECT seq, body, prev_hash, hash FROM events ORDER BY seq"):
@@ -221,13 +226,13 @@ def run_size(cache: Path, label: str, count: int, rebuild: bool) -> None:
     replay_secs, replay_rss = in_child(path, "replay-read")
     figure(f"trail.replay_read.{label}", count / replay_secs, "events/s", count / plain_secs)
     figure(f"trail.replay_read.peak_rss.{label}", replay_rss / 1024, "MB", 100.0)
-    with SQLiteTrail(path) as trail:
-        query_p95(trail, label, count)
-    figure(f"trail.query.peak_rss.{label}", _rss_mb(), "MB", 100.0)
-
-
-def _rss_mb() -> float:
-    return _peak_kib() / 1024
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", "queries", "--path", str(path), "--label", label],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout, end="", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append-events", type=int, default=100_000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--label", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.path)
+        child(args.child, args.path, args.label)
         return 0
     labels = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if args.ten_million and "10M" not in labels:
