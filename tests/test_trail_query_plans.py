@@ -6,6 +6,7 @@ with the trail, so the plan is the behaviour checked here, not a timing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,10 +148,54 @@ def test_pages_select_what_the_whole_query_selects(tmp_path: Path) -> None:
             whole = [e.seq for e in pages.query(f)]
             assert len(whole) > 20, f
             for limit, after in ((10, None), (7, whole[15]), (1000, None)):
-                page = EventFilter(**{**vars_of(f), "limit": limit, "after_seq": after})
+                page = dataclasses.replace(f, limit=limit, after_seq=after)
                 expected = [s for s in whole if after is None or (s or 0) > after][:limit]
                 assert [e.seq for e in pages.query(page)] == expected, (f, limit, after)
 
 
-def vars_of(f: EventFilter) -> dict[str, object]:
-    return {name: getattr(f, name) for name in EventFilter.__dataclass_fields__}
+def test_a_page_of_a_logins_alerts_walks_the_index_in_seq_order(trail: SQLiteTrail) -> None:
+    for f in (AlertFilter(user="alice", limit=50), AlertFilter(user="alice", rule="x", limit=5)):
+        plan = trail.alerts_query_plan(f)
+        assert full_scans(plan, "alerts") == [], plan
+        assert not any("TEMP B-TREE" in line for line in plan), plan
+
+
+def test_alert_pages_select_what_the_whole_query_selects(tmp_path: Path) -> None:
+    people = [("alice", "root"), ("bob", "alice"), (None, "alice"), ("carol", None)]
+    with SQLiteTrail(tmp_path / "t.db") as pages:
+        event = Event(
+            id=natural_id("alert-pages"),
+            time_ns=T0,
+            source="docker",
+            host="h1",
+            type="container",
+            action="create",
+        )
+        (stored,) = pages.append([event]).stored
+        alerts = [
+            Alert(
+                id=natural_id("alert-pages", n),
+                time_ns=T0 + n,
+                rule=("privileged-container", "untrusted-image")[n % 2],
+                severity="high",
+                event_seq=stored.seq or 0,
+                event_id=stored.id,
+                host="h1",
+                who=Who(login=people[n % 4][0], user=people[n % 4][1]),
+                summary=f"alert {n}",
+                suppressed="known" if n % 5 == 0 else None,
+            )
+            for n in range(200)
+        ]
+        pages.append_alerts(alerts)
+        for f in (
+            AlertFilter(user="alice"),
+            AlertFilter(user=("bob", "carol")),
+            AlertFilter(user="alice", rule="untrusted-image", include_suppressed=True),
+        ):
+            whole = [a.seq for a in pages.query_alerts(f)]
+            assert len(whole) > 20, f
+            for limit, after in ((10, None), (7, whole[12]), (500, None)):
+                page = dataclasses.replace(f, limit=limit, after_seq=after)
+                expected = [s for s in whole if after is None or (s or 0) > after][:limit]
+                assert [a.seq for a in pages.query_alerts(page)] == expected, (f, limit, after)

@@ -30,20 +30,20 @@ def build_query(
     f: EventFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
-    if _pages_by_subject(f):
-        return _first_page(f, columns)
+    if f.limit is not None and _pages_by_subject(f):
+        return _first_page(f, columns, f.limit)
     where, params = _event_where(f)
     return _select(columns, "events", where, params, f.limit)
 
 
 def _pages_by_subject(f: EventFilter) -> bool:
-    """A page of a user or image filter, without the narrower container or time range."""
+    """A user or image filter without the narrower container or time range."""
     narrower = (f.container, f.since_ns, f.until_ns)
     subject = f.user is not None or f.image is not None
-    return f.limit is not None and subject and all(value is None for value in narrower)
+    return subject and all(value is None for value in narrower)
 
 
-def _first_page(f: EventFilter, columns: str) -> tuple[str, list[Any]]:
+def _first_page(f: EventFilter, columns: str, limit: int) -> tuple[str, list[Any]]:
     """A page of a user or image filter: the first `limit` of each index, merged.
 
     Either filter is an OR of two indexed terms (login or user; image or image
@@ -59,17 +59,27 @@ def _first_page(f: EventFilter, columns: str) -> tuple[str, list[Any]]:
     else:
         wanted, terms = f.image, _image_terms
         rest = dataclasses.replace(f, limit=None, image=None)
-    branches: list[str] = []
+    where, params = _event_where(rest, narrowed=True)
+    branches = [
+        ([*where, term], params + term_params)
+        for value in values_of(wanted)
+        for term, term_params in terms(value)
+    ]
+    return _merged_pages("events", columns, branches, limit)
+
+
+def _merged_pages(
+    table: str, columns: str, branches: list[tuple[list[str], list[Any]]], limit: int
+) -> tuple[str, list[Any]]:
+    """The first `limit` rows of the union of `branches` (each: conditions, parameters)."""
+    selects: list[str] = []
     params: list[Any] = []
-    for value in values_of(wanted):
-        for term, term_params in terms(value):
-            where, where_params = _event_where(rest, narrowed=True)
-            where.append(term)
-            sql, sql_params = _select("seq", "events", where, where_params + term_params, f.limit)
-            branches.append(f"SELECT seq FROM ({sql})")
-            params.extend(sql_params)
-    union = " UNION ALL ".join(branches)
-    return _select(columns, "events", [f"seq IN ({union})"], params, f.limit)
+    for where, where_params in branches:
+        sql, sql_params = _select("seq", table, where, list(where_params), limit)
+        selects.append(f"SELECT seq FROM ({sql})")
+        params.extend(sql_params)
+    union = " UNION ALL ".join(selects)
+    return _select(columns, table, [f"seq IN ({union})"], params, limit)
 
 
 def _event_where(f: EventFilter, narrowed: bool = False) -> tuple[list[str], list[Any]]:
@@ -241,6 +251,21 @@ def build_alert_query(
     f: AlertFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order."""
+    narrower = (f.container, f.since_ns, f.until_ns, f.event_seq)
+    if f.limit is not None and f.user is not None and all(v is None for v in narrower):
+        # A page of a login's alerts: as for events (`_first_page`).
+        where, params = _alert_where(dataclasses.replace(f, limit=None, user=None))
+        branches = [
+            ([*where, term], params + term_params)
+            for value in values_of(f.user)
+            for term, term_params in _user_terms(value)
+        ]
+        return _merged_pages("alerts", columns, branches, f.limit)
+    return _select(columns, "alerts", *_alert_where(f), f.limit)
+
+
+def _alert_where(f: AlertFilter) -> tuple[list[str], list[Any]]:
+    """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     for column, wanted in (("rule", f.rule), ("severity", f.severity), ("host", f.host)):
@@ -266,7 +291,7 @@ def build_alert_query(
     _add_all_of(where, params, f.container, _alert_container_sql)
     _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
     _add_any_of(where, params, f.user, _user_sql)
-    return _select(columns, "alerts", where, params, f.limit)
+    return where, params
 
 
 def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
