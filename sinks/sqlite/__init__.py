@@ -114,7 +114,9 @@ one: its genesis is missing (emptied, or rebuilt from scratch). Then the
 head seal: signed, not behind the last checkpoint, matching the rows it
 names; rows past it are ``foreign-rows``. Then the six append-only triggers
 with their original text, the whole schema against the one the applied
-migrations create on an empty database, ``PRAGMA integrity_check``, and the
+migrations create on an empty database, ``PRAGMA integrity_check`` (run on a
+second read-only connection while the chains are walked: it costs as much as
+the walk), and the
 outbox (every delivery's status has its chained ``delivery`` event, and no
 queued delivery is gone).
 These come after the rows so that a tampered row, the more precise finding,
