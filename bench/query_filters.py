@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             names = sorted({e.actor.name for e in trail.query(EventFilter(type="container"))
                             if e.actor.name})  # fmt: skip
             conn = trail._connection()
+            plan = trail.query_plan(EventFilter(container=names[0]))
             rng = random.Random(7)
             picks = [rng.choice(names) for _ in range(args.queries)]
             pairs = [(rng.choice(names), rng.choice(names)) for _ in range(args.queries)]
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.events} events, {len(names)} container names, {args.queries} queries each")
     for label, (rate, rows) in results.items():
         print(f"{label:10} {rate:9.0f} queries/s  {rate / base:5.2f}x baseline  rows {rows}")
+        name = label.replace(" ", "_")
+        print(f"FIGURE query.container.{name} {rate:.4g} queries/s baseline={base:.4g} "
+              f"ratio={rate / base:.3f}")  # fmt: skip
+    print("plan resolved: " + " | ".join(plan))
     return 0
 
 

@@ -236,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"durability={durability:<6}  SQLiteTrail.append {trail_rate:>9,.0f} ev/s   "
                 f"raw insert_all {raw_rate:>9,.0f} ev/s   ratio {trail_rate / raw_rate:.2f}x"
             )
+            print(
+                f"FIGURE trail.append.{durability} {trail_rate:.4g} events/s "
+                f"baseline={raw_rate:.4g} ratio={trail_rate / raw_rate:.3f}"
+            )
         verify_secs, ok = bench_verify(root / "trail-normal.db")
         print(f"verify(): {n / verify_secs:,.0f} ev/s ({verify_secs:.2f} s, ok={ok})")
+        print(f"FIGURE trail.verify_rate {n / verify_secs:.4g} events/s")
     return 0
 
 

@@ -122,10 +122,9 @@ def _content_and_body(event: Event, seq: int) -> tuple[dict[str, Any], str]:
     if type(event) is Event and type(actor) is Actor and type(who) is Who and type(why) is Why:
         content = dict(event.__dict__)
         del content["hash"], content["prev_hash"]
-        content["seq"] = seq
-        content["actor"] = actor.__dict__
-        content["who"] = who.__dict__
-        content["why"] = why.__dict__
+        content["seq"] = seq  # no other field of a plain Event can be null: only its parts
+        for part, value in (("actor", actor), ("who", who), ("why", why)):
+            content[part] = {key: item for key, item in value.__dict__.items() if item is not None}
         try:
             return content, canonical_json(content)
         except (TypeError, ValueError, RecursionError):

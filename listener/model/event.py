@@ -5,10 +5,11 @@ Every source yields `Event`s; sinks store them; rules read them. The contract
 only pydantic and the standard library so that sinks and notifiers can import
 it without pulling in the service.
 
-The canonical form (`canonical_json`) is what the trail hashes: sorted keys, no
-insignificant white space, UTF-8, time as integer UTC nanoseconds. It covers
-`seq` and every content field but not `hash` and `prev_hash`, which are
-derived from it.
+The canonical form (`canonical_json` of `content()`) is what the trail hashes:
+sorted keys, no insignificant white space, UTF-8, time as integer UTC
+nanoseconds, null fields of the model left out (`compact`). It covers `seq`
+and every content field but not `hash` and `prev_hash`, which are derived
+from it.
 """
 
 from __future__ import annotations
@@ -110,14 +111,34 @@ class Chained:
         return format_time_ns(self.time_ns)
 
     def content(self) -> dict[str, Any]:
-        """The hashed content: every field but `hash` and `prev_hash`."""
-        return cast(BaseModel, self).model_dump(exclude={"hash", "prev_hash"})
+        """The hashed content: every field but `hash` and `prev_hash`, compacted (`compact`)."""
+        return compact(cast(BaseModel, self).model_dump(exclude={"hash", "prev_hash"}))
 
     def to_json_object(self, tz: tzinfo = UTC) -> dict[str, Any]:
         """The DESIGN.md object, with `time` rendered in `tz`."""
         obj = cast(BaseModel, self).model_dump()
         obj["time"] = format_time_ns(self.time_ns, tz)
         return obj
+
+
+COMPACTED_PARTS = ("actor", "who", "why")
+"""The model parts whose null fields `compact` leaves out (as it does at the top level)."""
+
+
+def compact(content: dict[str, Any]) -> dict[str, Any]:
+    """`content` without its null fields, at the top level and in the model parts.
+
+    Every field left out is null by default, so loading the JSON gives back the
+    same model: about 40 % of a Docker event's JSON was nulls of `who` and `why`.
+    Free-form objects (`attributes`, `config`, `details`) keep their nulls: they
+    are data. Trails written before hold the nulls; each row is hashed as stored.
+    """
+    out = {key: value for key, value in content.items() if value is not None}
+    for part in COMPACTED_PARTS:
+        value = out.get(part)
+        if type(value) is dict:
+            out[part] = {key: item for key, item in value.items() if item is not None}
+    return out
 
 
 @dataclass(frozen=True, slots=True)

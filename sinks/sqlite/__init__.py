@@ -15,7 +15,9 @@ Schema
     ``seq INTEGER PRIMARY KEY``: 1, 2, 3 … without gaps.
     ``body TEXT``: the canonical JSON of the event content, ``seq`` included
     (``listener.model.event.canonical_json``). This is what is hashed, and what
-    queries return.
+    queries return. Null fields of the model (top level, ``actor``, ``who``,
+    ``why``) are left out (``listener.model.event.compact``); rows written
+    before that hold them, and each row is hashed and verified as stored.
     ``prev_hash``, ``hash``: ``hash = sha256(prev_hash ‖ body)``, hex;
     ``prev_hash`` of seq 1 is 64 zeros (``GENESIS_HASH``).
     ``id, time_ns, source, host, type, action, actor_id, actor_name,
@@ -112,7 +114,9 @@ one: its genesis is missing (emptied, or rebuilt from scratch). Then the
 head seal: signed, not behind the last checkpoint, matching the rows it
 names; rows past it are ``foreign-rows``. Then the six append-only triggers
 with their original text, the whole schema against the one the applied
-migrations create on an empty database, ``PRAGMA integrity_check``, and the
+migrations create on an empty database, ``PRAGMA integrity_check`` (run on a
+second read-only connection while the chains are walked: it costs as much as
+the walk), and the
 outbox (every delivery's status has its chained ``delivery`` event, and no
 queued delivery is gone).
 These come after the rows so that a tampered row, the more precise finding,

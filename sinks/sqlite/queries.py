@@ -4,6 +4,7 @@ back to events and alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -22,17 +23,73 @@ from sinks.base import (
 )
 from sinks.filtering import glob_prefix, is_glob
 
+_MAX_TIME_NS = 2**63 - 1
+
 
 def build_query(
     f: EventFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
+    if f.limit is not None and _pages_by_subject(f):
+        return _first_page(f, columns, f.limit)
+    where, params = _event_where(f)
+    return _select(columns, "events", where, params, f.limit)
+
+
+def _pages_by_subject(f: EventFilter) -> bool:
+    """A user or image filter without the narrower container or time range."""
+    narrower = (f.container, f.since_ns, f.until_ns)
+    subject = f.user is not None or f.image is not None
+    return subject and all(value is None for value in narrower)
+
+
+def _first_page(f: EventFilter, columns: str, limit: int) -> tuple[str, list[Any]]:
+    """A page of a user or image filter: the first `limit` of each index, merged.
+
+    Either filter is an OR of two indexed terms (login or user; image or image
+    name), which SQLite answers by collecting every match and sorting it, even
+    for LIMIT 100 of a login with millions of events. Each term alone walks its
+    index in seq order and stops at `limit`; the first `limit` of the union
+    are among those.
+    """
+    wanted: Wanted
+    if f.user is not None:
+        wanted, terms = f.user, _user_terms
+        rest = dataclasses.replace(f, limit=None, user=None)
+    else:
+        wanted, terms = f.image, _image_terms
+        rest = dataclasses.replace(f, limit=None, image=None)
+    where, params = _event_where(rest, narrowed=True)
+    branches = [
+        ([*where, term], params + term_params)
+        for value in values_of(wanted)
+        for term, term_params in terms(value)
+    ]
+    return _merged_pages("events", columns, branches, limit)
+
+
+def _merged_pages(
+    table: str, columns: str, branches: list[tuple[list[str], list[Any]]], limit: int
+) -> tuple[str, list[Any]]:
+    """The first `limit` rows of the union of `branches` (each: conditions, parameters)."""
+    selects: list[str] = []
+    params: list[Any] = []
+    for where, where_params in branches:
+        sql, sql_params = _select("seq", table, where, list(where_params), limit)
+        selects.append(f"SELECT seq FROM ({sql})")
+        params.extend(sql_params)
+    union = " UNION ALL ".join(selects)
+    return _select(columns, table, [f"seq IN ({union})"], params, limit)
+
+
+def _event_where(f: EventFilter, narrowed: bool = False) -> tuple[list[str], list[Any]]:
+    """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     # Without statistics SQLite favours the (type, action) index even when a far
     # more selective one applies; `+` leaves type/action to the other indexes then.
     narrower = (f.container, f.image, f.user, f.since_ns, f.until_ns)
-    plus = "+" if any(value is not None for value in narrower) else ""
+    plus = "+" if narrowed or any(value is not None for value in narrower) else ""
     equal = (
         (f"{plus}type", f.type),
         (f"{plus}action", f.action),
@@ -42,6 +99,10 @@ def build_query(
     for column, wanted in equal:
         _add_any_of(where, params, wanted, functools.partial(_equal_sql, column))
     bounds = (("time_ns >= ?", f.since_ns), ("time_ns < ?", f.until_ns), ("seq > ?", f.after_seq))
+    if f.since_ns is not None and f.until_ns is None:
+        # Without an upper bound the planner scans the whole table in seq order
+        # rather than range-search the time index; every stored time is below this.
+        where.append(f"time_ns <= {_MAX_TIME_NS}")
     for clause, number in bounds:
         if number is not None:
             where.append(clause)
@@ -52,7 +113,7 @@ def build_query(
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
     _add_any_of(where, params, f.session, _session_sql)
-    return _select(columns, "events", where, params, f.limit)
+    return where, params
 
 
 def _select(
@@ -104,7 +165,17 @@ def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
 
 
 def _user_sql(value: str) -> tuple[str, list[Any]]:
-    return "(who_login = ? OR who_user = ?)", [value, value]
+    return _any_term(_user_terms(value))
+
+
+def _user_terms(value: str) -> list[tuple[str, list[Any]]]:
+    return [("who_login = ?", [value]), ("who_user = ?", [value])]
+
+
+def _any_term(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """One condition: any of `terms`."""
+    clause = "(" + " OR ".join(f"({term})" for term, _ in terms) + ")"
+    return clause, [param for _, term_params in terms for param in term_params]
 
 
 def _session_sql(value: str) -> tuple[str, list[Any]]:
@@ -167,23 +238,41 @@ def _marks(values: tuple[str, ...]) -> str:
 
 
 def _image_sql(value: str) -> tuple[str, list[Any]]:
+    return _any_term(_image_terms(value))
+
+
+def _image_terms(value: str) -> list[tuple[str, list[Any]]]:
     if not is_glob(value):
-        return "(actor_image = ? OR (+type = 'image' AND actor_name = ?))", [value, value]
+        return [("actor_image = ?", [value]), ("+type = 'image' AND actor_name = ?", [value])]
     # GLOB plus the literal prefix as a range: the range is what uses the index.
     prefix = glob_prefix(value)
     image_range, image_params = prefix_sql("actor_image", prefix)
     name_range, name_params = prefix_sql("actor_name", prefix)
-    clause = (
-        f"((actor_image GLOB ? AND {image_range}) "
-        f"OR (+type = 'image' AND actor_name GLOB ? AND {name_range}))"
-    )
-    return clause, [value, *image_params, value, *name_params]
+    return [
+        (f"actor_image GLOB ? AND {image_range}", [value, *image_params]),
+        (f"+type = 'image' AND actor_name GLOB ? AND {name_range}", [value, *name_params]),
+    ]
 
 
 def build_alert_query(
     f: AlertFilter, columns: str = "seq, body, prev_hash, hash"
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order."""
+    narrower = (f.container, f.since_ns, f.until_ns, f.event_seq)
+    if f.limit is not None and f.user is not None and all(v is None for v in narrower):
+        # A page of a login's alerts: as for events (`_first_page`).
+        where, params = _alert_where(dataclasses.replace(f, limit=None, user=None))
+        branches = [
+            ([*where, term], params + term_params)
+            for value in values_of(f.user)
+            for term, term_params in _user_terms(value)
+        ]
+        return _merged_pages("alerts", columns, branches, f.limit)
+    return _select(columns, "alerts", *_alert_where(f), f.limit)
+
+
+def _alert_where(f: AlertFilter) -> tuple[list[str], list[Any]]:
+    """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     for column, wanted in (("rule", f.rule), ("severity", f.severity), ("host", f.host)):
@@ -198,6 +287,8 @@ def build_alert_query(
         if value is not None:
             where.append(clause)
             params.append(value)
+    if f.since_ns is not None and f.until_ns is None:
+        where.append(f"time_ns <= {_MAX_TIME_NS}")  # as for events: a range, not a scan
     if f.min_severity is not None:
         names = severities_at_least(f.min_severity)
         where.append(f"severity IN ({', '.join('?' * len(names))})")
@@ -207,7 +298,7 @@ def build_alert_query(
     _add_all_of(where, params, f.container, _alert_container_sql)
     _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
     _add_any_of(where, params, f.user, _user_sql)
-    return _select(columns, "alerts", where, params, f.limit)
+    return where, params
 
 
 def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:

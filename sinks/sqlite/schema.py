@@ -105,7 +105,10 @@ UPSERT_STATE = (
 
 
 def copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
-    """The copied columns' values, in `_COPIED` order, from an event's content."""
+    """The copied columns' values, in `_COPIED` order, from an event's content.
+
+    Null fields may be left out of the content (`listener.model.event.compact`).
+    """
     actor, who = content["actor"], content["who"]
     container = content["attributes"].get("container")
     return (
@@ -115,11 +118,11 @@ def copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
         content["host"],
         content["type"],
         content["action"],
-        actor["id"],
-        actor["name"],
-        actor["image"],
-        who["login"],
-        who["user"],
+        actor.get("id"),
+        actor.get("name"),
+        actor.get("image"),
+        who.get("login"),
+        who.get("user"),
         container if isinstance(container, str) else None,
     )
 
@@ -134,11 +137,11 @@ def alert_copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
         content["severity"],
         content["event_seq"],
         content["host"],
-        content["container"],
-        content["image"],
-        who["login"],
-        who["user"],
-        0 if content["suppressed"] is None else 1,
+        content.get("container"),
+        content.get("image"),
+        who.get("login"),
+        who.get("user"),
+        0 if content.get("suppressed") is None else 1,
     )
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def verify_file(
     `key_path`: a PEM file (public or private) to check signatures with;
     `on_progress(seq, last_seq)` is called as the events chain is walked.
     """
-    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=ro"
+    uri = _read_only_uri(Path(path))
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECS)
     except sqlite3.Error as exc:
@@ -184,8 +185,26 @@ def verify_connection(
     )
     if dropped is not None:  # the checks below read every table
         return _failed(_empty_report(public, trail_id), dropped)
-    audit = _Audit(conn, trail_id, public, key_path, on_progress)
-    problem = audit.run()
+    integrity = _IntegrityCheck(conn)  # the costliest check: overlapped with the chain walk
+    try:
+        audit = _Audit(conn, trail_id, public, key_path, on_progress)
+        problem = audit.run()
+        return _conclude(conn, audit, problem, integrity, applied, expected, public, trail_id)
+    finally:
+        integrity.stop()
+
+
+def _conclude(
+    conn: sqlite3.Connection,
+    audit: _Audit,
+    problem: Problem | None,
+    integrity: _IntegrityCheck,
+    applied: Sequence[str],
+    expected: set[trailcheck.SchemaItem],
+    public: Ed25519PublicKey | None,
+    trail_id: str,
+) -> VerifyReport:
+    """The checks after the rows, in the order of precision (module docstring)."""
     finding: trailcheck.Finding | None = None
     vouched: Heads | None = None
     if finding is None and problem is None and "0008_head_seal" in applied:
@@ -196,7 +215,7 @@ def verify_connection(
     if finding is None and problem is None:
         finding = (
             trailcheck.schema_problem(conn, expected)
-            or trailcheck.integrity_problem(conn)
+            or integrity.result()
             or trailcheck.delivery_problem(conn)
         )
     report = _audit_report(conn, audit, problem, public, trail_id)
@@ -205,6 +224,74 @@ def verify_connection(
     if not report.ok:
         return report
     return dataclasses.replace(report, notes=_tail_notes(report, vouched))
+
+
+class _IntegrityCheck:
+    """`PRAGMA integrity_check` of the same file on its own read-only connection, in a thread.
+
+    It cross-checks every index entry against its row (what stops a forged index
+    from hiding rows from queries), which costs as much as the whole chain walk;
+    SQLite releases the GIL meanwhile, so both run at once. A later snapshot
+    than the walk's (a writer appending meanwhile) is as good: the check is of
+    the file's structure. Without a file (or a second connection), it runs inline.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.other: sqlite3.Connection | None = None
+        self.outcome: trailcheck.Finding | BaseException | None = None
+        self.thread: threading.Thread | None = None
+        path = _file_of(conn)
+        if path is None:
+            return
+        try:
+            self.other = sqlite3.connect(
+                _read_only_uri(Path(path)),
+                uri=True,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_SECS,
+                check_same_thread=False,
+            )
+        except sqlite3.Error:
+            return
+        self.thread = threading.Thread(
+            target=self._run, args=(self.other,), name="docktrail-verify-integrity", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, other: sqlite3.Connection) -> None:
+        try:
+            self.outcome = trailcheck.integrity_problem(other)
+        except BaseException as exc:  # handed to the verifying thread by result()
+            self.outcome = exc
+
+    def result(self) -> trailcheck.Finding | None:
+        if self.thread is None:
+            return trailcheck.integrity_problem(self.conn)
+        self.thread.join()
+        if isinstance(self.outcome, BaseException):
+            return trailcheck.integrity_problem(self.conn)  # say it again, on the snapshot
+        return self.outcome
+
+    def stop(self) -> None:
+        """After the verdict (or an early finding): stop the check and close its connection."""
+        if self.other is None or self.thread is None:
+            return
+        self.other.interrupt()
+        self.thread.join()
+        self.other.close()
+        self.other = None
+
+
+def _file_of(conn: sqlite3.Connection) -> str | None:
+    for _, name, path in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(path) or None
+    return None
+
+
+def _read_only_uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
 
 
 def _empty_report(public: Ed25519PublicKey | None, trail_id: str) -> VerifyReport:
