@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure, slug  # noqa: E402
+
 from tests.dockerd import BUSYBOX_REF, Dockerd  # noqa: E402
 
 
@@ -115,6 +117,17 @@ def _compare(label: str, direct: Callable[[], object], proxied: Callable[[], obj
         f"{label:<28} p50 {d50 * 1000:8.2f} ms → {p50 * 1000:8.2f} ms ({p50 / d50:5.3f})   "
         f"p99 {d99 * 1000:8.2f} ms → {p99 * 1000:8.2f} ms ({p99 / d99:5.3f})"
     )
+    key = slug(label)
+    figure(
+        f"proxy.{key}.p50",
+        p50 * 1000,
+        "ms",
+        baseline=d50 * 1000,
+        ratio=p50 / d50,
+        target="ratio<=1.05",
+    )
+    figure(f"proxy.{key}.p99", p99 * 1000, "ms", baseline=d99 * 1000, ratio=p99 / d99,
+           target="ratio<=1.10")  # fmt: skip
 
 
 def _logs(env: dict[str, str], container: str) -> Callable[[], object]:
@@ -152,6 +165,8 @@ def main() -> None:
             f"{'docker logs (' + str(size) + ' MiB)':<28} {size / direct_s:8.1f} MiB/s → "
             f"{size / proxied_s:8.1f} MiB/s ({(size / proxied_s) / (size / direct_s):5.3f})"
         )
+        figure("proxy.logs", size / proxied_s, "MiB/s", baseline=size / direct_s,
+               ratio=direct_s / proxied_s)  # fmt: skip
         print(f"trail: {workdir / 'bench.db'}")
 
 

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from bench.trail_append import synthetic_events  # noqa: E402
 from sinks.base import EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail, build_query  # noqa: E402
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.events} events, {len(names)} container names, {args.queries} queries each")
     for label, (rate, rows) in results.items():
         print(f"{label:10} {rate:9.0f} queries/s  {rate / base:5.2f}x baseline  rows {rows}")
+        figure(f"query_filters.{label.replace(' ', '_')}", rate, "queries/s", baseline=base,
+               ratio=rate / base)  # fmt: skip
     return 0
 
 
