@@ -26,6 +26,9 @@ from listener.sources.auditparse.fields import (
 from listener.sources.auditparse.records import AuditEvent, AuditRecord, Malformed
 from listener.sources.lines import Oversized
 
+# Record prefixes ("type=SYSCALL") seen before -> (type, its entry in TAILS).
+_PREFIXES: dict[str, tuple[str, tuple[str, dict[str, dict[str, str]]] | None]] = {}
+
 
 def _printable(line: str) -> str:
     text = line.rstrip("\r\n")[:MALFORMED_TEXT_MAX]
@@ -116,6 +119,7 @@ class AuditAssembler:
         newest, records, path = self.newest_ns, 0, self.path
         bad = self._bad
         tails_of, enriched_known, safe_heads = TAILS.get, ENRICHED_CACHE, SAFE_HEADS
+        prefixes = _PREFIXES
         execves = EXECVE_CACHE.get
         max_line = self.max_line
         lineno = first - 1
@@ -128,14 +132,22 @@ class AuditAssembler:
             # quick way; any doubt goes through _header, which names what is wrong.
             head, close, body = line.partition("):")
             pre, msg, stamp = head.partition(" msg=audit(")
-            if pre[:5] == "type=" and " " not in pre:
+            known_pre = prefixes.get(pre)
+            if known_pre is not None:  # "type=SYSCALL" seen before: its type and tail spec
+                node, (rtype, spec) = None, known_pre
+            elif pre[:5] == "type=" and " " not in pre:
                 node, rtype = None, pre[5:]
+                spec = tails_of(rtype)
+                if len(prefixes) >= CACHE_MAX:
+                    prefixes.clear()
+                prefixes[pre] = (rtype, spec)
             elif pre[:5] == "node=":
                 node, _, rtype = pre.partition(" ")
                 node = node[5:]
                 if rtype[:5] != "type=" or " " in rtype:
                     msg = ""  # not the quick kind
                 rtype = rtype[5:]
+                spec = tails_of(rtype)
             else:
                 msg = ""
             if not (close and msg) or "\x00" in line or "msg=audit(" in body:
@@ -143,6 +155,7 @@ class AuditAssembler:
                 if parsed_header is None:
                     continue
                 node, rtype, stamp, body = parsed_header
+                spec = tails_of(rtype)
             key = stamp if node is None else f"{node} {stamp}"
             event = opened.get(key)
             if event is None:  # time and serial (as parse_time_ns reads the time)
@@ -176,7 +189,6 @@ class AuditAssembler:
             fields = enriched = tail = None
             cut = 0
             try:
-                spec = tails_of(rtype)
                 found = ""
                 if spec is not None:
                     anchor, known = spec
