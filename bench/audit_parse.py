@@ -51,6 +51,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from config.models import AuditdConfig  # noqa: E402
 from listener.app import tune_gc  # noqa: E402
 from listener.correlate import Attribution, Correlator  # noqa: E402
@@ -189,7 +191,9 @@ async def _run_tail(
     correlator = Correlator.from_config(config)
     tail = AuditLogTail(config, "bench", correlator=correlator)
     pipeline = Pipeline(
-        CheckpointedTrail(trail, [tail]), stages=[Attribution(correlator, hold_secs=1.0)]
+        CheckpointedTrail(trail, [tail]),
+        stages=[Attribution(correlator, hold_secs=1.0)],
+        write_when_idle=True,  # as `docktrail run` writes
     )
 
     async def consume() -> None:
@@ -258,6 +262,8 @@ def bench_live(
         f"{result['rate']:.0f} docker CLI calls/s (writer asked {rate}); watermark "
         f"{result['lag_ms']:.0f} ms behind the clock; max RSS {result['rss_mb']:.0f} MB"
     )
+    name = f"audit_tail.cpu.{mix}.{cli_events}.{store}.gc_{gc_mode}"
+    figure(name, result["cpu"] * 100, "%", target="<10" if mix == "scenario" else None)
     return result["cpu"]
 
 
@@ -289,6 +295,8 @@ def main() -> None:
         default_gc = live("ps", "all", gc_mode="default")
         tuned = live("ps", "all")
         print(f"GC as `docktrail run` tunes it / CPython's defaults: {tuned / default_gc:.2f}x CPU")
+        figure("audit_tail.gc_tuned_vs_default", tuned * 100, "%", baseline=default_gc * 100,
+               ratio=tuned / default_gc)  # fmt: skip
         live("ps", "changes")
         live("scenario", "all")
 
@@ -317,6 +325,8 @@ def bench_parse(path: Path, repeat: int) -> None:
     tbest, tmedian = records / min(theirs), records / statistics.median(theirs)
     print(f"ausearch: {tbest:10.0f} records/s best, {tmedian:10.0f} median")
     print(f"ratio ours/ausearch: {best / tbest:.2f}x best, {median / tmedian:.2f}x median")
+    figure("audit_parse.records_per_s", median, "records/s", baseline=tmedian,
+           ratio=median / tmedian, target="ratio>=2.0")  # fmt: skip
 
 
 if __name__ == "__main__":

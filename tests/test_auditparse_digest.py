@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from config.models import AuditdConfig
+from listener.redact import Redactor
+from listener.sources.auditd.convert import AuditConverter
+from listener.sources.auditd.names import IdNames
 from listener.sources.auditparse import AuditAssembler, AuditEvent, Malformed, read_audit_file
 from tests.shared_data import require_shared
 
@@ -73,3 +77,30 @@ def test_every_public_corpus_log_parses_as_before() -> None:
         items += assembler.flush_all()
         items += assembler.drain_malformed()
     assert digest_of(items) == CORPUS_DIGEST
+
+
+CONVERTED_DIGEST = "bd743a3084f0cf54da5e28d5dacd9488f7751434fb762abdbbac136b675c20bc"
+
+
+def converted_digest(path: Path) -> str:
+    """Every trail event and CLI call the converter makes of a log, in order."""
+    converter = AuditConverter(
+        AuditdConfig(cli_events="all"), "h1", IdNames(None, None), redactor=Redactor(b"k" * 32)
+    )
+    h = hashlib.sha256()
+    for item in read_audit_file(path):
+        if not isinstance(item, AuditEvent):
+            continue
+        converted = converter.convert_bounded(item)
+        if converted is None:
+            continue
+        event = None if converted.event is None else converted.event.model_dump(mode="json")
+        call = None if converted.call is None else repr(converted.call)
+        h.update(json.dumps([event, call], sort_keys=True).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def test_scenario_a_converts_as_before(tmp_path: Path) -> None:
+    plain = tmp_path / "audit.log"
+    plain.write_bytes(gzip.decompress(SCENARIO.read_bytes()))
+    assert converted_digest(plain) == CONVERTED_DIGEST
