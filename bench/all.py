@@ -68,6 +68,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("posture_sweep.py", ("--containers", "40", "--running", "10"), 1, 180, True, "posture"),
     Bench("proxy.py", ("--rounds", "10", "--log-mb", "8"), 1, 180, True, "proxy"),
     Bench("attribution_mix.py", ("--rounds", "1"), 1, 300, True, "attribution"),
+    Bench("noise.py", ("--rounds", "1"), 1, 300, True, "alert noise"),
 )
 
 _FIGURE = re.compile(r"^FIGURE (\S+) (\S+) (\S+)((?: \w+=\S+)*)\s*$")
