@@ -32,7 +32,7 @@ pytest: $(STAMP)
 # Every benchmark (those needing root and a private dockerd only as root), each under
 # a time cap, within 20 minutes; writes docs/PERFORMANCE.md (see bench/all.py).
 bench: $(STAMP)
-	$(BIN)/python bench/all.py
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 # Needs root: starts a private dockerd.
 bench-docker: $(STAMP)

@@ -1,7 +1,7 @@
 """Run every benchmark, collect their FIGURE lines, write docs/PERFORMANCE.md.
 
 Usage: python bench/all.py [--out docs/PERFORMANCE.md] [--budget-secs 1200] [--only NAME ...]
-       [--runs N]
+       [--runs N] [--note TEXT]
 
 Each bench script runs as a subprocess, several times (``runs``), each run
 under its own time cap; the whole is kept within ``--budget-secs`` (runs that
@@ -256,7 +256,9 @@ def figure_rows(figures: Iterable[Figure]) -> list[str]:
     return rows
 
 
-def render(outcomes: Sequence[Outcome], info: dict[str, str], wall_secs: float) -> str:
+def render(
+    outcomes: Sequence[Outcome], info: dict[str, str], wall_secs: float, note: str = ""
+) -> str:
     lines = [
         "# Performance",
         "",
@@ -273,6 +275,7 @@ def render(outcomes: Sequence[Outcome], info: dict[str, str], wall_secs: float) 
         "",
         "Absolute figures are noisy: the machine may be shared with other work",
         "(load average above). Compare ratios.",
+        *([note, ""] if note else []),
         "",
         "## Figures",
         "",
@@ -306,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-secs", type=float, default=1200.0)
     parser.add_argument("--runs", type=int, help="runs per bench (default: each bench's own)")
     parser.add_argument("--only", nargs="*", help="bench scripts to run (e.g. audit_parse.py)")
+    parser.add_argument("--note", default="", help="a paragraph on the conditions of this run")
     args = parser.parse_args(argv)
     started = time.monotonic()
     deadline = started + args.budget_secs
@@ -316,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["load average after"] = _load()
     wall = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(outcomes, info, wall))
+    args.out.write_text(render(outcomes, info, wall, args.note))
     print(f"[bench] wrote {args.out} in {wall / 60:.1f} min")
     return 0
 
