@@ -51,7 +51,7 @@ class Bench:
 # Sizes are cut down from the scripts' defaults so that everything fits in 20 minutes
 # on 2 cores; the scripts' docstrings say what each figure is.
 BENCHES: tuple[Bench, ...] = (
-    Bench("audit_parse.py", ("--repeat", "5", "--live-secs", "4"), 3, 120, False, "audit"),
+    Bench("audit_parse.py", ("--repeat", "7", "--live-secs", "5"), 3, 150, False, "audit"),
     Bench("metrics_stage.py", ("--events", "50000"), 3, 60, False, "pipeline"),
     Bench("trail_append.py", ("--events", "20000"), 3, 120, False, "trail"),
     Bench("rules.py", ("--events", "50000"), 3, 120, False, "rules"),
@@ -63,12 +63,12 @@ BENCHES: tuple[Bench, ...] = (
     Bench("growth.py", (), 1, 300, False, "trail growth"),
     Bench("trail_scale.py", (), 1, 300, False, "10M-event trail"),
     Bench("exec_sessions.py", (), 2, 120, True, "exec sessions"),
-    Bench("docker_events.py", ("--containers", "60", "--volumes", "600"), 3, 180, True, "docker"),
-    Bench("notify_latency.py", ("--containers", "20"), 2, 120, True, "notify"),
-    Bench("posture_sweep.py", ("--containers", "40", "--running", "10"), 1, 180, True, "posture"),
-    Bench("proxy.py", ("--rounds", "10", "--log-mb", "8"), 1, 180, True, "proxy"),
-    Bench("attribution_mix.py", ("--rounds", "1"), 1, 300, True, "attribution"),
-    Bench("noise.py", ("--rounds", "1"), 1, 300, True, "alert noise"),
+    Bench("docker_events.py", ("--containers", "100", "--volumes", "1000"), 3, 240, True, "docker"),
+    Bench("notify_latency.py", ("--containers", "40"), 3, 120, True, "notify"),
+    Bench("posture_sweep.py", ("--containers", "40", "--running", "10"), 2, 180, True, "posture"),
+    Bench("proxy.py", ("--rounds", "30", "--log-mb", "16"), 2, 180, True, "proxy"),
+    Bench("attribution_mix.py", ("--rounds", "1"), 2, 300, True, "attribution"),
+    Bench("noise.py", ("--rounds", "1"), 2, 300, True, "alert noise"),
 )
 
 _FIGURE = re.compile(r"^FIGURE (\S+) (\S+) (\S+)((?: \w+=\S+)*)\s*$")

@@ -104,3 +104,19 @@ def test_scenario_a_converts_as_before(tmp_path: Path) -> None:
     plain = tmp_path / "audit.log"
     plain.write_bytes(gzip.decompress(SCENARIO.read_bytes()))
     assert converted_digest(plain) == CONVERTED_DIGEST
+
+
+def test_a_record_after_its_event_was_closed_by_a_daemon_record_opens_a_new_event() -> None:
+    """The same-event fast path of feed_lines must not append to an event the window closed."""
+    asm = AuditAssembler("x", window_secs=2.0)
+    lines = [
+        "type=SYSCALL msg=audit(1000.000:1): a=1",
+        "type=DAEMON_START msg=audit(1005.000:2): op=start",  # 5 s later: closes :1
+        'type=CWD msg=audit(1000.000:1): cwd="/"',  # late: a new event with the same id
+    ]
+    closed = asm.feed_lines(lines) + asm.flush_all()
+    assert [(e.id, [r.line for r in e.records]) for e in closed] == [
+        ("1000.000:1", [1]),
+        ("1005.000:2", [2]),
+        ("1000.000:1", [3]),
+    ]

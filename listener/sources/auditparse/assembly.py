@@ -123,6 +123,10 @@ class AuditAssembler:
         execves = EXECVE_CACHE.get
         max_line = self.max_line
         lineno = first - 1
+        # The event of the record before, while it is open: the next record of the
+        # same event (the usual case) needs no look-up and no window check.
+        last_key: str | None = None
+        last_event: AuditEvent | None = None
         for line in lines:
             lineno += 1
             if len(line) > max_line:
@@ -157,7 +161,8 @@ class AuditAssembler:
                 node, rtype, stamp, body = parsed_header
                 spec = tails_of(rtype)
             key = stamp if node is None else f"{node} {stamp}"
-            event = opened.get(key)
+            same = key == last_key
+            event = last_event if same else opened.get(key)
             if event is None:  # time and serial (as parse_time_ns reads the time)
                 seconds, colon, number = stamp.partition(":")
                 whole, dot, frac = seconds.partition(".")
@@ -222,15 +227,20 @@ class AuditAssembler:
                 bad(line, lineno, "unterminated quote (truncated line?)")
                 continue
             rec = AuditRecord(rtype, fields, enriched, lineno, raw, extra, tail, cut)
-            if time_ns > newest:
-                newest = time_ns
-            if heap and time_ns - heap[0][0] > window:
-                closed += self._expire(time_ns)
+            if not same:  # (the record before did both with this time: nothing would change)
+                if time_ns > newest:
+                    newest = time_ns
+                if heap and time_ns - heap[0][0] > window:
+                    closed += self._expire(time_ns)
+                last_key = None  # set again below when this record's event stays open
             if event is not None:
                 records += 1
                 event.records.append(rec)
                 if rtype == "EOE":
                     closed.append(self._close(key, event))
+                    last_key = None
+                else:
+                    last_key, last_event = key, event
                 continue
             if rtype == "EOE":  # its event was closed by the window already
                 bad(line, lineno, "EOE without an open event")
@@ -243,6 +253,7 @@ class AuditAssembler:
                 continue
             opened[key] = event
             heapq.heappush(heap, (time_ns, next(self._seq), key, event))
+            last_key, last_event = key, event
         self.newest_ns, self.records = newest, self.records + records
         return closed
 
