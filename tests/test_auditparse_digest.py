@@ -120,3 +120,21 @@ def test_a_record_after_its_event_was_closed_by_a_daemon_record_opens_a_new_even
         ("1005.000:2", [2]),
         ("1000.000:1", [3]),
     ]
+
+
+def test_late_events_close_in_audit_time_order() -> None:
+    """Events whose time is older than one already open (a late writer) are ordered too."""
+    asm = AuditAssembler("x", window_secs=2.0)
+    stamps = ["1000.500:1", "1000.100:2", "1001.000:3", "1000.100:4", "1000.900:5"]
+    asm.feed_lines([f"type=SYSCALL msg=audit({stamp}): a=1" for stamp in stamps])
+    assert asm.oldest_open_ns == 1_000_100_000_000
+    assert [e.id for e in asm.flush(1_000_600_000_000)] == [
+        "1000.100:2",
+        "1000.100:4",
+        "1000.500:1",
+    ]
+    assert asm.oldest_open_ns == 1_000_900_000_000
+    closed = asm.feed_lines(["type=SYSCALL msg=audit(1003.000:6): a=1"])  # the window passes
+    assert [e.id for e in closed] == ["1000.900:5"]
+    assert [e.id for e in asm.flush_all()] == ["1001.000:3", "1003.000:6"]
+    assert asm.oldest_open_ns is None
