@@ -29,13 +29,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# Every benchmark (those needing root and a private dockerd only as root), each under
+# a time cap, within 20 minutes; writes docs/PERFORMANCE.md (see bench/all.py).
 bench: $(STAMP)
-	$(BIN)/python bench/metrics_stage.py
-	$(BIN)/python bench/trail_append.py
-	$(BIN)/python bench/audit_parse.py
-	$(BIN)/python bench/rules.py
-	$(BIN)/python bench/export.py
-	$(BIN)/python bench/exec_sessions.py --no-live
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 # Needs root: starts a private dockerd.
 bench-docker: $(STAMP)

@@ -48,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from listener.model.event import Event  # noqa: E402
 from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
@@ -461,6 +463,12 @@ def bench(args: argparse.Namespace) -> None:
             f"right answers after / before: {ratio:.2f} "
             f"({after.right}/{after.cli_total} vs {before.right}/{before.cli_total})"
         )
+        share = after.right / after.cli_total if after.cli_total else 0.0
+        base = before.right / before.cli_total if before.cli_total else 0.0
+        figure("attribution_mix.right_share", share * 100, "%", baseline=base * 100,
+               ratio=ratio if before.right else None)  # fmt: skip
+        figure("attribution_mix.raw_given_to_a_login", after.raw_wrong, "changes",
+               baseline=before.raw_wrong, target="<=0")  # fmt: skip
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ Usage: python bench/docker_events.py [--containers N] [--volumes N] [--workers N
 
 Starts a private dockerd (tests/dockerd.py: needs root, dockerd, containerd and
 a static busybox), runs the live source, the pipeline and the SQLite trail
-in-process with the default settings (durability full, batches of 500 or
-50 ms), and drives two bursts through the Engine API from worker threads:
+in-process with the default settings (durability full, batches of 500), and
+drives two bursts through the Engine API from worker threads:
 
 * containers: create, start, kill and remove `--containers` busybox containers
   (create and start are inspected, as in `docktrail run`);
@@ -14,25 +14,45 @@ in-process with the default settings (durability full, batches of 500 or
 For each burst it prints the Engine's event rate, the rate at which docktrail
 committed them, and the delay from each event's `timeNano` to the commit of
 its batch (p50, p99, max). Every event the Engine sent must be stored once.
+
+The bursts run three times, each with a fresh trail, in the same run:
+
+* ``timer``: batches closed by the 50 ms flush timer (the baseline: how the
+  pipeline wrote before group commit);
+* ``idle``: group commit as `docktrail run` writes (`write_when_idle`);
+* ``attribution``: group commit plus auditd attribution as `docktrail run`
+  holds Engine events for it (`Attribution`, hold 1 s), fed by an audit log
+  tail (`AuditLogTail`) on a quiet log: the deliberate wait for the log to be
+  read past each event (``auditd.audit_lag_secs`` + a poll), no audit records.
+
+Container creates wait for their inspect, which dockerd answers only once the
+start that follows has released the container's lock: their delay is printed
+apart (``inspected``), as is the delay of every other event.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from config.models import DockerConfig  # noqa: E402
+from figures import figure  # noqa: E402
+
+from config.models import AuditdConfig, DockerConfig  # noqa: E402
+from listener.correlate import Attribution, Correlator  # noqa: E402
 from listener.model.event import Event  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
+from listener.sources.auditd import AuditLogTail  # noqa: E402
 from listener.sources.docker_live import DockerSource  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 from tests.dockerd import (  # noqa: E402
@@ -51,6 +71,7 @@ class CommitClock:
 
     def __init__(self) -> None:
         self.delays_ns: list[int] = []
+        self.creates_ns: list[int] = []  # of container creates (held for their inspect)
         self.first_ns: int | None = None
         self.last_commit_ns = 0
 
@@ -62,11 +83,14 @@ class CommitClock:
         for event in stored:
             if event.source == "docker":
                 self.delays_ns.append(now - event.time_ns)
+                if event.type == "container" and event.action == "create":
+                    self.creates_ns.append(now - event.time_ns)
                 self.first_ns = event.time_ns if self.first_ns is None else self.first_ns
                 self.last_commit_ns = now
 
     def reset(self) -> None:
         self.delays_ns.clear()
+        self.creates_ns.clear()
         self.first_ns = None
 
 
@@ -117,6 +141,7 @@ async def measure(
     clock: CommitClock,
     source: DockerSource,
     truth: EventsRecorder,
+    mode: str,
 ) -> None:
     clock.reset()
     before = source.stats.events
@@ -141,6 +166,31 @@ async def measure(
     )
     if stored != expected:
         raise SystemExit(f"{name}: {expected - stored} events not stored")
+    report(f"{mode}.{name}", delays, clock.creates_ns)
+
+
+BASELINES: dict[str, float] = {}  # figure name without the mode -> p99 of the timer mode
+
+
+def report(name: str, delays: list[int], creates: list[int]) -> None:
+    others = sorted(delays)
+    for create in creates:  # one value each: remove the creates from the rest
+        others.remove(create)
+    parts = {"all": delays, "inspected": sorted(creates), "others": others}
+    mode, what = name.split(".", 1)
+    for part, values in parts.items():
+        if not values:
+            continue
+        p50, p99 = percentile(values, 50) / MS, percentile(values, 99) / MS
+        print(f"  {part:10} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({len(values)} events)")
+        key = f"{what}.{part}.p99"
+        if mode == "timer":
+            BASELINES[key] = p99
+        base = BASELINES.get(key)
+        target = "<100" if part != "inspected" else None
+        figure(f"docker_events.{mode}.{key}", p99, "ms", baseline=base,
+               ratio=None if base is None else p99 / base, target=target)  # fmt: skip
+        figure(f"docker_events.{mode}.{what}.{part}.p50", p50, "ms")
 
 
 def percentile(values: list[int], pct: float) -> float:
@@ -150,9 +200,21 @@ def percentile(values: list[int], pct: float) -> float:
 
 
 async def bench(daemon: Dockerd, args: argparse.Namespace, trail_path: Path) -> None:
+    for mode in args.modes:
+        print(f"mode {mode}:")
+        await bench_mode(daemon, args, trail_path.with_name(f"{mode}.db"), mode)
+
+
+async def bench_mode(
+    daemon: Dockerd, args: argparse.Namespace, trail_path: Path, mode: str
+) -> None:
     clock = CommitClock()
-    async with SQLiteTrail(trail_path) as trail:
-        pipeline = Pipeline(trail, stages=[clock])
+    async with contextlib.AsyncExitStack() as stack:
+        trail = await stack.enter_async_context(SQLiteTrail(trail_path))
+        stages: list[Any] = [clock]
+        if mode == "attribution":
+            stages.insert(0, await stack.enter_async_context(attribution(trail_path)))
+        pipeline = Pipeline(trail, stages=stages, write_when_idle=mode != "timer")
         source = DockerSource(DockerConfig(host=daemon.host), "bench", pipeline.put)
         task = asyncio.create_task(source.run())
         while not source.connected.is_set():
@@ -165,10 +227,16 @@ async def bench(daemon: Dockerd, args: argparse.Namespace, trail_path: Path) -> 
                 clock,
                 source,
                 truth,
+                mode,
             )
             volumes = args.volumes
             await measure(
-                "volumes", lambda: volume_burst(daemon, volumes, args.workers), clock, source, truth
+                "volumes",
+                lambda: volume_burst(daemon, volumes, args.workers),
+                clock,
+                source,
+                truth,
+                mode,
             )
         source.stop()
         await task
@@ -177,11 +245,34 @@ async def bench(daemon: Dockerd, args: argparse.Namespace, trail_path: Path) -> 
         print(f"pipeline: {pipeline.stats}")
 
 
+@contextlib.asynccontextmanager
+async def attribution(trail_path: Path) -> Any:
+    """The Attribution stage with `docktrail run`'s hold, its watermark moved by a tail
+    of a quiet audit log (the Docker events find no calls: only the wait is measured)."""
+    log = trail_path.with_name("audit.log")
+    log.touch()
+    config = AuditdConfig(log_file=log, start_at="end", passwd_file=None)
+    correlator = Correlator.from_config(config)
+    tail = AuditLogTail(config, "bench", correlator=correlator)
+
+    async def drain() -> None:  # what `docktrail run` does with the tail's events
+        async for _ in tail:
+            pass
+
+    async with tail:
+        reader = asyncio.create_task(drain())
+        yield Attribution(correlator, hold_secs=config.hold_secs)
+        reader.cancel()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--containers", type=int, default=200, help="containers to churn")
     parser.add_argument("--volumes", type=int, default=2000, help="volumes to churn")
     parser.add_argument("--workers", type=int, default=4, help="client threads")
+    parser.add_argument(
+        "--modes", nargs="+", default=["timer", "idle", "attribution"], help="pipelines to compare"
+    )
     args = parser.parse_args()
     bench_on_private_dockerd(lambda daemon, trail_path: bench(daemon, args, trail_path))
 

@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from figures import figure  # noqa: E402
 from trail_append import synthetic_events  # noqa: E402
 
 from listener.export import FORMATS, export_trail  # noqa: E402
@@ -53,6 +54,8 @@ def main() -> None:
                 summary = export_trail(trail, fmt, NullSink())
                 rate = (summary.events + summary.alerts) / (time.perf_counter() - begin)
                 print(f"export {fmt:<7} {rate:>10,.0f} records/s  {rate / baseline:.2f}x read")
+                figure(f"export.{fmt}", rate, "records/s", baseline=baseline,
+                       ratio=rate / baseline)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from figures import figure, slug  # noqa: E402
+
 from config.models import DocktrailConfig  # noqa: E402
 from listener import redact  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
@@ -120,6 +122,8 @@ def compare(label: str, measure: Any) -> None:
             before = max(before, measure(f"unbounded{round_}"))
     print(f"{label}: {shipped:,.0f} events/s bounded+redacted, {before:,.0f} without, "
           f"ratio {shipped / before:.2f}")  # fmt: skip
+    name = "input_bounds." + slug(label.split("(")[0])
+    figure(name, shipped, "events/s", baseline=before, ratio=shipped / before)
 
 
 def bomb(path: Path, mib: int) -> None:
@@ -180,6 +184,8 @@ def main() -> None:
         print(f"gzip line of {args.bomb_mib} MiB ({gz.stat().st_size / MiB:.1f} MiB file): "
               f"peak RSS {bomb_rss / 1024:.0f} MiB vs {base_rss / 1024:.0f} MiB for a one-line "
               f"file (ratio {bomb_rss / base_rss:.2f}), skipped in {seconds:.1f} s")  # fmt: skip
+        figure("input_bounds.bomb_peak_rss", bomb_rss / 1024, "MiB", baseline=base_rss / 1024,
+               ratio=bomb_rss / base_rss)  # fmt: skip
 
 
 if __name__ == "__main__":

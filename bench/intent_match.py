@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from figures import figure
+
 from listener.intents import IntentBook, IntentSpec, IntentStage, close_event, declare_event
 from listener.model.event import Actor, Event, Who, natural_id
 from sinks.sqlite import SQLiteTrail
@@ -84,6 +86,7 @@ def main() -> None:
     base = rates[0]
     for n, rate in rates.items():
         print(f"  {n:5} intents: {rate / base:5.2f} x the rate with none")
+        figure(f"intent_match.intents_{n}", rate, "creates/s", baseline=base, ratio=rate / base)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from bench.trail_append import synthetic_events  # noqa: E402
 from config.models import DocktrailConfig, KafkaConfig  # noqa: E402
 from listener.consume import consume  # noqa: E402
@@ -143,6 +145,8 @@ def run(root: Path, bootstrap: str, count: int) -> None:
         f"docktrail publish (trail -> kafka, acked, position stored): {n / published:,.0f} ev/s "
         f"({published:.2f} s), {raw / published:.2f}x raw"
     )
+    figure("kafka.publish", n / published, "events/s", baseline=n / raw,
+           ratio=raw / published, target=">=50000")  # fmt: skip
     central = DocktrailConfig.model_validate(
         {"trail": {"path": str(root / "central.db"), "durability": "normal"},
          "kafka": topic.model_dump()}
@@ -152,6 +156,7 @@ def run(root: Path, bootstrap: str, count: int) -> None:
         f"docktrail consume (kafka -> chain check -> central trail, fleet rules): "
         f"{n / consumed:,.0f} ev/s ({consumed:.2f} s)"
     )
+    figure("kafka.consume", n / consumed, "events/s")
     print(f"end to end: {n / (published + consumed):,.0f} ev/s")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from figures import figure
 from trail_append import synthetic_events
 
 from listener.metrics import ServiceMetrics
@@ -62,6 +63,8 @@ def main() -> None:
     print(f"without metrics: {args.events / base:,.0f} events/s")
     print(f"with metrics:    {args.events / metered:,.0f} events/s")
     print(f"ratio with/without time: {metered / base:.3f}")
+    figure("metrics_stage.events_per_s", args.events / metered, "events/s",
+           baseline=args.events / base, ratio=base / metered)  # fmt: skip
     alone = asyncio.run(stage_alone(events))
     print(f"stage alone:     {alone / args.events * 1e6:.2f} us/event "
           f"({alone / base:.1%} of the pipeline's time without it)")  # fmt: skip

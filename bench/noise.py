@@ -46,6 +46,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from sinks.base import AlertFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 from tests.dockerd import BUSYBOX_REF, Dockerd, unavailable_reason  # noqa: E402
@@ -242,6 +244,8 @@ def report(alerts: list[Any], steps: list[Risky], seconds: float, verbose: bool)
     found = {(a.rule, subject(a)) for a in loud}
     hit = [s for s in steps if (s.rule, s.subject) in found]
     print(f"  recall of risky steps: {len(hit)}/{len(steps)}")
+    figure("noise.false_high_critical", len(false_high), "alerts", target="<=0")
+    figure("noise.recall", len(hit) / len(steps) * 100 if steps else 0.0, "%", target=">=100")
     for step in steps:
         mark = "ok" if step in hit else "MISSED"
         print(f"    {mark:6s} {step.step}: {step.rule} on {step.subject}")

@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from config.models import DockerConfig, NotificationsConfig, RulesConfig  # noqa: E402
 from listener.model.event import Event  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
@@ -175,6 +177,8 @@ def report(clock: CommitClock, server: Arrivals, alerts: dict[int, object], want
     print(figures("notified", notified))
     ratio = percentile(sorted(notified), 99) / percentile(sorted(baseline), 99)
     print(f"notified/stored p99 ratio: {ratio:.2f}x  (target: notified p99 < 250 ms)")
+    figure("notify_latency.notified_p99", percentile(sorted(notified), 99) / 1e6, "ms",
+           baseline=percentile(sorted(baseline), 99) / 1e6, ratio=ratio, target="<250")  # fmt: skip
     if len(notified) != wanted:
         raise SystemExit(f"{wanted - len(notified)} alerts never reached the webhook")
 

@@ -30,6 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure, slug  # noqa: E402
+
 from config.posture import DriftConfig, PostureConfig  # noqa: E402
 from listener.posture.events import PostureMemory  # noqa: E402
 from listener.posture.runner import PostureRunner  # noqa: E402
@@ -92,6 +94,8 @@ def main() -> None:
             (f"metering snapshot of {args.running} running", meter),
         ):
             print(f"{name:<44} {value:>9.1f} {value / listing:>10.1f}")
+            key = slug(name.split(" (")[0])
+            figure(f"posture_sweep.{key}", value, "ms", baseline=listing, ratio=value / listing)
         per = (full - sweep) / max(args.running - 20, 1)
         print(f"per diffed container: {per:.1f} ms; per metered one: {meter / args.running:.1f} ms")
 

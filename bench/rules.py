@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from figures import figure
 from trail_append import synthetic_events
 
 from config.models import RulesConfig
@@ -121,7 +122,10 @@ def main() -> None:
     print(f"read back (baseline)     {seen / read_secs:>10,.0f} ev/s")
     print(f"replay: read + 15 rules  {n / replay_secs:>10,.0f} ev/s   {alerts:,} alerts   "
           f"ratio {read_secs / replay_secs:.2f}x of the plain read")  # fmt: skip
+    figure("rules.replay", n / replay_secs, "events/s", baseline=seen / read_secs,
+           ratio=read_secs / replay_secs, target="ratio>=0.5")  # fmt: skip
     print(f"rules alone (in memory)  {only / rules_secs:>10,.0f} ev/s   ({only:,} events)")
+    figure("rules.in_memory", only / rules_secs, "events/s")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ class TrailConfig(Strict):
     )
     batch_size: int = Field(500, ge=1, le=100_000, description="Events per write transaction.")
     flush_interval_secs: float = Field(
-        0.05, gt=0, le=60, description="Longest wait before a partial batch is written."
+        0.05,
+        gt=0,
+        le=60,
+        description="Longest wait before a partial batch is written (ingest, proxy); "
+        "`run` writes a batch as soon as the write before it is done.",
     )
     checkpoint_interval_secs: float = Field(
         60.0, gt=0, description="How often the running service signs the chain head."

@@ -128,6 +128,7 @@ async def run_service(config: DocktrailConfig) -> int:
             stages=wiring.stages,
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
+            write_when_idle=True,  # live: commit delay of one write, not a timer
         )
         intents = wiring.intents
         source = DockerSource(

@@ -52,9 +52,12 @@ def bounded_lines(
             data, skipped = data[end + 1 :], -1
         lines = (rest + data).split(newline)
         rest = lines.pop()
-        block.extend(
-            line if len(line) <= max_len else Oversized(len(line), max_len) for line in lines
-        )
+        if lines and max(map(len, lines)) <= max_len:
+            block.extend(lines)  # the usual case, without a test per line in Python
+        else:
+            block.extend(
+                line if len(line) <= max_len else Oversized(len(line), max_len) for line in lines
+            )
         if len(rest) > max_len:
             skipped, rest = len(rest), empty
         if block:

@@ -4,6 +4,7 @@ each kept event becomes (docker CLI calls, daemon-file hits, audit-rule changes)
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,10 +56,22 @@ class Converted:
     process: ProcessRecord | None = None  # for exec sessions (auditd.exec_key)
 
 
+def _call_config(call: DockerCall) -> dict[str, Any]:
+    """The container or exec configuration a CLI call asks for (JSON types), else empty."""
+    container = container_config(call)
+    if container is not None:
+        return container.as_event_config()
+    options = exec_options(call)
+    return {} if options is None else options.model_dump(mode="json")
+
+
 class _ParsedCall(NamedTuple):
     call: DockerCall
     cwd: str | None
     command_line: str
+    # The configuration the call asks for, as JSON: each event gets its own copy
+    # (json.loads is far cheaper than building and dumping the pydantic models again).
+    config_json: str
 
 
 _CALL_CACHE_MAX = 1024
@@ -169,7 +182,7 @@ class AuditConverter:
         wanted = self.config.cli_events
         if wanted == "none" or (wanted == "changes" and call.read_only):
             return Converted(None, cli)
-        return Converted(self._cli_event(event, keys, cli, parsed.cwd), cli)
+        return Converted(self._cli_event(event, keys, cli, parsed.cwd, parsed.config_json), cli)
 
     def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
@@ -186,7 +199,7 @@ class AuditConverter:
             # configuration it asks for are all made of the redacted argv.
             argv = event.argv if event.argv is not None else event.proctitle
             call = parse_docker_argv(self.redactor.argv(argv or []), cwd=cwd)
-            parsed = _ParsedCall(call, cwd, call.command_line)
+            parsed = _ParsedCall(call, cwd, call.command_line, json.dumps(_call_config(call)))
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
                     self._calls.clear()
@@ -194,16 +207,15 @@ class AuditConverter:
         return parsed
 
     def _cli_event(
-        self, event: AuditEvent, keys: frozenset[str], cli: CliCall, cwd: str | None
+        self,
+        event: AuditEvent,
+        keys: frozenset[str],
+        cli: CliCall,
+        cwd: str | None,
+        config_json: str,
     ) -> Event:
         call = cli.call
-        config: dict[str, Any] = {}
-        container = container_config(call)
-        options = exec_options(call)
-        if container is not None:
-            config = container.as_event_config()
-        elif options is not None:
-            config = options.model_dump(mode="json")
+        config: dict[str, Any] = json.loads(config_json)
         attributes: dict[str, Any] = {
             "argv": list(call.argv),
             "cwd": cwd,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Iterable
 
 from listener.sources.auditparse.fields import (
@@ -25,6 +26,9 @@ from listener.sources.auditparse.fields import (
 )
 from listener.sources.auditparse.records import AuditEvent, AuditRecord, Malformed
 from listener.sources.lines import Oversized
+
+# Record prefixes ("type=SYSCALL") seen before -> (type, its entry in TAILS).
+_PREFIXES: dict[str, tuple[str, tuple[str, dict[str, dict[str, str]]] | None]] = {}
 
 
 def _printable(line: str) -> str:
@@ -60,9 +64,9 @@ class AuditAssembler:
         self.newest_ns = 0
         self.malformed_count = 0
         self._open: dict[str, AuditEvent] = {}  # insertion order == first-line order
-        # (time_ns, seq, key, event); entries of events closed by EOE go stale and
-        # are skipped when popped.
-        self._heap: list[tuple[int, int, str, AuditEvent]] = []
+        # Open events by (time_ns, seq): entries (time_ns, seq, key, event) of events
+        # closed by EOE go stale and are skipped when popped.
+        self._by_time = _ByTime()
         self._seq = itertools.count()
 
     # -- counters -----------------------------------------------------------
@@ -89,10 +93,10 @@ class AuditAssembler:
     @property
     def oldest_open_ns(self) -> int | None:
         """Audit time of the earliest open event."""
-        heap, opened = self._heap, self._open
-        while heap and opened.get(heap[0][2]) is not heap[0][3]:
-            heapq.heappop(heap)  # closed by EOE: stale
-        return heap[0][0] if heap else None
+        by_time, opened = self._by_time, self._open
+        while (oldest := by_time.oldest()) is not None and opened.get(oldest[2]) is not oldest[3]:
+            by_time.pop()  # closed by EOE: stale
+        return None if oldest is None else oldest[0]
 
     def drain_malformed(self) -> list[Malformed]:
         """Malformed entries reported since the last drain (keeps a live tail's memory flat)."""
@@ -112,13 +116,19 @@ class AuditAssembler:
         (see ``AuditRecord``), so what a consumer drops unread costs little.
         """
         closed: list[AuditEvent] = []
-        opened, heap, window = self._open, self._heap, self.window_ns
+        opened, window = self._open, self.window_ns
+        in_order, late = self._by_time.in_order, self._by_time.late
         newest, records, path = self.newest_ns, 0, self.path
         bad = self._bad
         tails_of, enriched_known, safe_heads = TAILS.get, ENRICHED_CACHE, SAFE_HEADS
+        prefixes = _PREFIXES
         execves = EXECVE_CACHE.get
         max_line = self.max_line
         lineno = first - 1
+        # The event of the record before, while it is open: the next record of the
+        # same event (the usual case) needs no look-up and no window check.
+        last_key: str | None = None
+        last_event: AuditEvent | None = None
         for line in lines:
             lineno += 1
             if len(line) > max_line:
@@ -128,14 +138,22 @@ class AuditAssembler:
             # quick way; any doubt goes through _header, which names what is wrong.
             head, close, body = line.partition("):")
             pre, msg, stamp = head.partition(" msg=audit(")
-            if pre[:5] == "type=" and " " not in pre:
+            known_pre = prefixes.get(pre)
+            if known_pre is not None:  # "type=SYSCALL" seen before: its type and tail spec
+                node, (rtype, spec) = None, known_pre
+            elif pre[:5] == "type=" and " " not in pre:
                 node, rtype = None, pre[5:]
+                spec = tails_of(rtype)
+                if len(prefixes) >= CACHE_MAX:
+                    prefixes.clear()
+                prefixes[pre] = (rtype, spec)
             elif pre[:5] == "node=":
                 node, _, rtype = pre.partition(" ")
                 node = node[5:]
                 if rtype[:5] != "type=" or " " in rtype:
                     msg = ""  # not the quick kind
                 rtype = rtype[5:]
+                spec = tails_of(rtype)
             else:
                 msg = ""
             if not (close and msg) or "\x00" in line or "msg=audit(" in body:
@@ -143,8 +161,10 @@ class AuditAssembler:
                 if parsed_header is None:
                     continue
                 node, rtype, stamp, body = parsed_header
+                spec = tails_of(rtype)
             key = stamp if node is None else f"{node} {stamp}"
-            event = opened.get(key)
+            same = key == last_key
+            event = last_event if same else opened.get(key)
             if event is None:  # time and serial (as parse_time_ns reads the time)
                 seconds, colon, number = stamp.partition(":")
                 whole, dot, frac = seconds.partition(".")
@@ -176,7 +196,6 @@ class AuditAssembler:
             fields = enriched = tail = None
             cut = 0
             try:
-                spec = tails_of(rtype)
                 found = ""
                 if spec is not None:
                     anchor, known = spec
@@ -210,15 +229,22 @@ class AuditAssembler:
                 bad(line, lineno, "unterminated quote (truncated line?)")
                 continue
             rec = AuditRecord(rtype, fields, enriched, lineno, raw, extra, tail, cut)
-            if time_ns > newest:
-                newest = time_ns
-            if heap and time_ns - heap[0][0] > window:
-                closed += self._expire(time_ns)
+            if not same:  # (the record before did both with this time: nothing would change)
+                if time_ns > newest:
+                    newest = time_ns
+                if (in_order and time_ns - in_order[0][0] > window) or (
+                    late and time_ns - late[0][0] > window
+                ):
+                    closed += self._expire(time_ns)
+                last_key = None  # set again below when this record's event stays open
             if event is not None:
                 records += 1
                 event.records.append(rec)
                 if rtype == "EOE":
                     closed.append(self._close(key, event))
+                    last_key = None
+                else:
+                    last_key, last_event = key, event
                 continue
             if rtype == "EOE":  # its event was closed by the window already
                 bad(line, lineno, "EOE without an open event")
@@ -230,7 +256,11 @@ class AuditAssembler:
                 closed.append(event)
                 continue
             opened[key] = event
-            heapq.heappush(heap, (time_ns, next(self._seq), key, event))
+            if not in_order or time_ns >= in_order[-1][0]:
+                in_order.append((time_ns, next(self._seq), key, event))
+            else:  # older than an event already open: out of order
+                heapq.heappush(late, (time_ns, next(self._seq), key, event))
+            last_key, last_event = key, event
         self.newest_ns, self.records = newest, self.records + records
         return closed
 
@@ -273,10 +303,10 @@ class AuditAssembler:
 
     def _pop_while(self, limit_ns: int) -> list[AuditEvent]:
         """Close open events whose time is below ``limit_ns``, in (time, arrival) order."""
-        heap, opened = self._heap, self._open
+        by_time, opened = self._by_time, self._open
         closed: list[AuditEvent] = []
-        while heap and heap[0][0] < limit_ns:
-            _, _, key, event = heapq.heappop(heap)
+        while (oldest := by_time.oldest()) is not None and oldest[0] < limit_ns:
+            _, _, key, event = by_time.pop()
             if opened.get(key) is event:  # else: stale entry, closed by EOE earlier
                 closed.append(self._close(key, event))
         return closed
@@ -291,7 +321,7 @@ class AuditAssembler:
     def flush_all(self) -> list[AuditEvent]:
         """Close every open event (end of input), in audit-time order."""
         closed = self._pop_while(1 << 126)
-        self._heap.clear()
+        self._by_time = _ByTime()
         return closed
 
     # -- bad input ----------------------------------------------------------
@@ -328,6 +358,32 @@ class AuditAssembler:
         self.malformed_count += 1
         self.malformed.append(Malformed(self.path, lineno, reason, _printable(line)))
         return []
+
+
+_Entry = tuple[int, int, str, AuditEvent]  # (time_ns, seq, key, event)
+
+
+class _ByTime:
+    """Entries in (time_ns, seq) order: a deque while times come in order (the usual
+    case: no heap work), a heap for the few that arrive later than newer ones."""
+
+    __slots__ = ("in_order", "late")
+
+    def __init__(self) -> None:
+        self.in_order: deque[_Entry] = deque()  # sorted: appended only in order
+        self.late: list[_Entry] = []  # a heap
+
+    def oldest(self) -> _Entry | None:
+        in_order, late = self.in_order, self.late
+        if in_order and (not late or in_order[0] < late[0]):  # seq differs: no key compared
+            return in_order[0]
+        return late[0] if late else None
+
+    def pop(self) -> _Entry:
+        in_order, late = self.in_order, self.late
+        if in_order and (not late or in_order[0] < late[0]):
+            return in_order.popleft()
+        return heapq.heappop(late)
 
 
 def _close_without_colon(rest: str, start: int) -> int:

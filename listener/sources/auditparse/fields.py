@@ -26,6 +26,9 @@ _str_split = str.split
 _EQ = itertools.repeat("=")  # endless: map() stops at the shorter input
 # Entries per parse cache (a few MB at most); cleared when full, no LRU bookkeeping.
 CACHE_MAX = 2048
+# PATH heads (item, name, inode: a few hundred bytes each) are more varied: a busy
+# Docker host touches thousands of overlay paths again and again.
+HEAD_CACHE_MAX = 8192
 # Where the low-cardinality tail of a record starts ("" = the whole body), and
 # the cache of parsed tails (keyed by the text after that anchor), see
 # record_fields. Only kernel record types with a fixed field order.
@@ -332,12 +335,27 @@ def parses_later(text: str) -> bool:
 # Heads of PATH records (item, name, inode) with quotes that parses_later accepted:
 # the same files come up again and again.
 SAFE_HEADS: set[str] = set()
+# ... and the fields of those heads, parsed once per distinct text (see path_head_fields).
+PATH_HEADS: dict[str, dict[str, str]] = {}
+
+
+def path_head_fields(head: str) -> dict[str, str] | None:
+    """``fields_fast(head)`` of a PATH record's head, from the cache when seen before."""
+    known = PATH_HEADS.get(head)
+    if known is not None:
+        return known.copy()
+    fields = fields_fast(head)
+    if fields is not None:
+        if len(PATH_HEADS) >= HEAD_CACHE_MAX:
+            PATH_HEADS.clear()
+        PATH_HEADS[head] = fields.copy()
+    return fields
 
 
 def head_parses_later(head: str) -> bool:
     if not parses_later(head):
         return False
-    if len(SAFE_HEADS) >= CACHE_MAX:
+    if len(SAFE_HEADS) >= HEAD_CACHE_MAX:
         SAFE_HEADS.clear()
     SAFE_HEADS.add(head)
     return True

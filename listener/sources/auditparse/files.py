@@ -78,7 +78,11 @@ def read_audit_file(
         for lines in bounded_lines(stream, asm.max_line, _READ_HINT):
             closed = asm.feed_block(lines, lineno)
             lineno += len(lines)
-            for bad in asm.drain_malformed():
+            malformed = asm.drain_malformed()
+            if not malformed and not order and _in_order_before(closed, asm.oldest_open_line):
+                yield from closed  # the usual case: what LineOrder would give, without a heap
+                continue
+            for bad in malformed:
                 push(bad)
             for event in closed:
                 push(event)
@@ -88,6 +92,17 @@ def read_audit_file(
     for bad in asm.drain_malformed():
         push(bad)
     yield from order.pop_ready(None)
+
+
+def _in_order_before(events: list[AuditEvent], before_line: int | None) -> bool:
+    """Events sorted by first line, all before ``before_line`` (None: nothing is open)."""
+    last = 0
+    for event in events:
+        line = event.records[0].line
+        if line < last:
+            return False
+        last = line
+    return before_line is None or last < before_line
 
 
 _ROTATED = re.compile(r"^(?P<base>.*?)(?:\.(?P<num>\d+))?(?P<gz>\.gz)?$")

@@ -14,6 +14,7 @@ from listener.sources.auditparse.fields import (
     enriched_fields,
     fields_fast,
     parse_fields,
+    path_head_fields,
     record_fields,
 )
 
@@ -62,7 +63,8 @@ class AuditRecord:
             elif cut == 0:
                 fields = tail.copy()
             else:
-                fields = fields_fast(raw[:cut])
+                head = raw[:cut]
+                fields = path_head_fields(head) if self.type == "PATH" else fields_fast(head)
                 if fields is None:
                     fields = parse_fields(self.type, raw)
                 else:
@@ -79,7 +81,12 @@ class AuditRecord:
         enriched = self._enriched
         if enriched is None:
             extra = self._extra
-            enriched = self._enriched = {} if extra is None else enriched_fields(extra)
+            if extra is None:
+                enriched = {}
+            else:  # enriched_fields(extra), the usual cache hit without a call
+                known = ENRICHED_CACHE.get(extra)
+                enriched = enriched_fields(extra) if known is None else known.copy()
+            self._enriched = enriched
         return enriched
 
     @enriched.setter

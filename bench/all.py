@@ -1,0 +1,329 @@
+"""Run every benchmark, collect their FIGURE lines, write docs/PERFORMANCE.md.
+
+Usage: python bench/all.py [--out docs/PERFORMANCE.md] [--budget-secs 1200] [--only NAME ...]
+       [--runs N] [--note TEXT]
+
+Each bench script runs as a subprocess, several times (``runs``), each run
+under its own time cap; the whole is kept within ``--budget-secs`` (runs that
+would start after the budget is spent are skipped and say so). A bench prints
+lines of the form (see bench/figures.py)::
+
+    FIGURE <name> <value> <unit> [baseline=<number>] [ratio=<number>] [target=<text>]
+
+and the harness renders, per figure, min/median/max of the value over the
+runs, the median baseline, min/median/max of the ratio, the target and
+whether the median meets it. A script that does not exist on this branch, a
+bench that needs root when not run as root, a run that failed or hit its cap:
+each is listed with the reason, never fatal. The machine (cores, RAM,
+kernel, Python, SQLite) and its load average before and after are recorded,
+since absolute figures depend on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "PERFORMANCE.md"
+
+
+@dataclass(frozen=True)
+class Bench:
+    script: str  # under bench/
+    args: tuple[str, ...] = ()
+    runs: int = 3
+    cap_secs: float = 120.0  # per run
+    needs_root: bool = False  # a private dockerd / auditd
+    about: str = ""
+
+
+# Sizes are cut down from the scripts' defaults so that everything fits in 20 minutes
+# on 2 cores; the scripts' docstrings say what each figure is.
+BENCHES: tuple[Bench, ...] = (
+    Bench("audit_parse.py", ("--repeat", "7", "--live-secs", "5"), 3, 150, False, "audit"),
+    Bench("metrics_stage.py", ("--events", "50000"), 3, 60, False, "pipeline"),
+    Bench("trail_append.py", ("--events", "20000"), 3, 120, False, "trail"),
+    Bench("rules.py", ("--events", "50000"), 3, 120, False, "rules"),
+    Bench("export.py", ("--events", "20000"), 3, 90, False, "export"),
+    Bench("query_filters.py", ("--events", "20000", "--queries", "200"), 3, 90, False, "query"),
+    Bench("intent_match.py", ("--creates", "5000"), 3, 90, False, "intents"),
+    Bench("input_bounds.py", ("--events", "10000", "--bomb-mib", "64"), 2, 120, False, "input"),
+    Bench("kafka.py", ("--events", "10000"), 2, 120, False, "kafka"),
+    Bench("growth.py", ("--sizes", "100k,1M"), 1, 420, False, "trail growth"),
+    Bench("trail_scale.py", ("--sizes", "100k,1M"), 1, 420, False, "trail scale"),
+    Bench("exec_sessions.py", (), 2, 120, True, "exec sessions"),
+    Bench("docker_events.py", ("--containers", "100", "--volumes", "1000"), 3, 240, True, "docker"),
+    Bench("notify_latency.py", ("--containers", "40"), 3, 120, True, "notify"),
+    Bench("posture_sweep.py", ("--containers", "40", "--running", "10"), 2, 180, True, "posture"),
+    Bench("proxy.py", ("--rounds", "30", "--log-mb", "16"), 2, 180, True, "proxy"),
+    Bench("attribution_mix.py", ("--rounds", "1"), 2, 300, True, "attribution"),
+    Bench("noise.py", ("--rounds", "1"), 2, 300, True, "alert noise"),
+)
+
+_FIGURE = re.compile(r"^FIGURE (\S+) (\S+) (\S+)((?: \w+=\S+)*)\s*$")
+_TARGET = re.compile(r"^(ratio)?(<=|>=|<|>)(-?[0-9.]+(?:e-?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    ratio: float | None = None
+    target: str | None = None
+
+
+def parse_figures(text: str) -> list[Figure]:
+    """The FIGURE lines of a bench's output; other lines and garbled numbers are ignored."""
+    found = []
+    for line in text.splitlines():
+        match = _FIGURE.match(line.strip())
+        if match is None:
+            continue
+        name, value, unit, rest = match.groups()
+        extra = dict(item.split("=", 1) for item in rest.split())
+        try:
+            found.append(
+                Figure(
+                    name,
+                    float(value),
+                    unit,
+                    _number(extra.get("baseline")),
+                    _number(extra.get("ratio")),
+                    extra.get("target"),
+                )
+            )
+        except ValueError:
+            continue
+    return found
+
+
+def _number(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def target_met(target: str | None, value: float, ratio: float | None) -> bool | None:
+    """Whether ``value`` (or ``ratio`` for ``ratio>=X``) meets ``target``; None if unchecked."""
+    match = None if target is None else _TARGET.match(target)
+    if match is None:
+        return None
+    on_ratio, op, bound_text = match.groups()
+    subject = ratio if on_ratio else value
+    if subject is None:
+        return None
+    bound = float(bound_text)
+    return {
+        "<": subject < bound,
+        "<=": subject <= bound,
+        ">": subject > bound,
+        ">=": subject >= bound,
+    }[op]
+
+
+@dataclass
+class Outcome:
+    bench: Bench
+    figures: list[Figure] = field(default_factory=list)
+    runs_done: int = 0
+    notes: list[str] = field(default_factory=list)
+    secs: float = 0.0
+
+
+def run_bench(bench: Bench, deadline: float, runs: int | None = None) -> Outcome:
+    outcome = Outcome(bench)
+    script = REPO / "bench" / bench.script
+    if not script.exists():
+        outcome.notes.append("not run: the script does not exist on this branch")
+        return outcome
+    if bench.needs_root and os.geteuid() != 0:
+        outcome.notes.append("not run: needs root (a private dockerd / auditd)")
+        return outcome
+    for number in range(1, (runs or bench.runs) + 1):
+        left = deadline - time.monotonic()
+        if left < min(bench.cap_secs, 30.0):
+            outcome.notes.append(f"run {number}: skipped, the time budget was spent")
+            break
+        _one_run(outcome, script, number, min(bench.cap_secs, left))
+    return outcome
+
+
+def _one_run(outcome: Outcome, script: Path, number: int, cap: float) -> None:
+    started = time.monotonic()
+    command = [sys.executable, str(script), *outcome.bench.args]
+    print(f"[bench] {outcome.bench.script} run {number} (cap {cap:.0f} s)", flush=True)
+    try:
+        done = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=cap, check=False
+        )
+        output, status = done.stdout, done.returncode
+    except subprocess.TimeoutExpired as expired:
+        output = _text(expired.stdout)
+        status = None
+        outcome.notes.append(f"run {number}: stopped at its cap of {cap:.0f} s")
+    outcome.secs += time.monotonic() - started
+    figures = parse_figures(output)
+    outcome.figures.extend(figures)
+    outcome.runs_done += 1
+    if status not in (0, None):
+        err = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
+        outcome.notes.append(f"run {number}: exit status {status}: {err[0][:160]}")
+    if not figures:
+        outcome.notes.append(f"run {number}: printed no FIGURE line")
+    sys.stdout.write("".join(f"  {line}\n" for line in output.splitlines() if line))
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+# --------------------------------------------------------------------------- render
+
+
+def machine() -> dict[str, str]:
+    mem_kb = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cores": str(os.cpu_count()),
+        "RAM": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "SQLite": sqlite3.sqlite_version,
+        "CPU": _cpu_model(),
+    }
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0 or 0.01 <= abs(value) < 1e6:
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{_fmt(low)} / {_fmt(mid)} / {_fmt(high)}"
+
+
+def figure_rows(figures: Iterable[Figure]) -> list[str]:
+    """Markdown rows, one per figure name in first-seen order, runs aggregated."""
+    by_name: dict[str, list[Figure]] = {}
+    for item in figures:
+        by_name.setdefault(item.name, []).append(item)
+    rows = []
+    for name, seen in by_name.items():
+        values = [f.value for f in seen]
+        ratios = [f.ratio for f in seen if f.ratio is not None]
+        baselines = [f.baseline for f in seen if f.baseline is not None]
+        target = seen[-1].target
+        median = statistics.median(values)
+        met = target_met(target, median, statistics.median(ratios) if ratios else None)
+        verdict = {True: "yes", False: "**no**", None: "-"}[met]
+        rows.append(
+            f"| `{name}` | {seen[0].unit} | {_spread(values)} | "
+            f"{_fmt(statistics.median(baselines)) if baselines else '-'} | "
+            f"{_spread(ratios)} | {target or '-'} | {verdict} | {len(seen)} |"
+        )
+    return rows
+
+
+def render(
+    outcomes: Sequence[Outcome], info: dict[str, str], wall_secs: float, note: str = ""
+) -> str:
+    lines = [
+        "# Performance",
+        "",
+        "Written by `make bench` (`bench/all.py`); do not edit by hand. Each figure is",
+        "printed by the bench named in its prefix (see the script's docstring for what",
+        "it measures and against which baseline); the baseline is measured in the same",
+        "run, so the ratio is the figure to compare across machines.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {key}: {value}" for key, value in info.items()),
+        f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`make bench` wall time {wall_secs / 60:.1f} min",
+        "",
+        "Absolute figures are noisy: the machine may be shared with other work",
+        "(load average above). Compare ratios.",
+        *([note, ""] if note else []),
+        "",
+        "## Figures",
+        "",
+        "min / median / max over the runs; the target is checked on the median.",
+        "",
+        "| figure | unit | value | baseline | ratio | target | met | runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for outcome in outcomes:
+        lines.extend(figure_rows(outcome.figures))
+    lines += ["", "## Benches", "", "| bench | runs | time (s) | notes |", "|---|---|---|---|"]
+    for outcome in outcomes:
+        notes = "; ".join(outcome.notes) or "-"
+        lines.append(
+            f"| {outcome.bench.script} {' '.join(outcome.bench.args)} | "
+            f"{outcome.runs_done} | {outcome.secs:.0f} | {notes} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--budget-secs", type=float, default=1200.0)
+    parser.add_argument("--runs", type=int, help="runs per bench (default: each bench's own)")
+    parser.add_argument("--only", nargs="*", help="bench scripts to run (e.g. audit_parse.py)")
+    parser.add_argument("--note", default="", help="a paragraph on the conditions of this run")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    deadline = started + args.budget_secs
+    info = machine()
+    info["load average before"] = _load()
+    chosen = [b for b in BENCHES if not args.only or b.script in args.only]
+    outcomes = [run_bench(bench, deadline, args.runs) for bench in chosen]
+    info["load average after"] = _load()
+    wall = time.monotonic() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(outcomes, info, wall, args.note))
+    print(f"[bench] wrote {args.out} in {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
