@@ -44,6 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from figures import figure as emit  # noqa: E402
+
 from tests.dockerd import BUSYBOX_REF, Dockerd  # noqa: E402
 
 Action = Callable[[], object]
@@ -206,10 +208,11 @@ def _summary() -> None:
         unit = "MiB/s" if figure.endswith("throughput") else "us" if "api_" in figure else "ms"
         value = statistics.median(VALUES[(figure, variant)])
         base = statistics.median(VALUES[(figure, "direct")])
-        print(
-            f"FIGURE proxy.{figure}.{variant} {value:.3f} {unit} "
-            f"baseline={base:.3f} ratio={statistics.median(ratios):.3f}"
-        )
+        target = "ratio<=1.05" if figure.endswith(".p50") else "ratio<=1.10"
+        if figure.endswith("throughput") or variant == "direct":
+            target = None
+        emit(f"proxy.{figure}.{variant}", value, unit, baseline=base,
+             ratio=statistics.median(ratios), target=target)  # fmt: skip
 
 
 def _fixed_cost() -> None:
@@ -224,10 +227,8 @@ def _fixed_cost() -> None:
         share = statistics.median(added) / (statistics.median(ps_direct) * 1000)
         runs = " ".join(f"{a:.0f}" for a in added)
         print(f"  {variant:<10} {runs}   median {statistics.median(added):.0f} µs = {share:.1%}")
-        print(
-            f"FIGURE proxy.added_per_connection.{variant} {statistics.median(added):.1f} us "
-            f"baseline={statistics.median(fresh_direct):.1f} ratio={share + 1:.3f}"
-        )
+        emit(f"proxy.added_per_connection.{variant}", statistics.median(added), "us",
+             baseline=statistics.median(fresh_direct), ratio=share + 1)  # fmt: skip
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from bench.trail_append import synthetic_events  # noqa: E402
 from sinks.base import EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail, build_query  # noqa: E402
@@ -94,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, (rate, rows) in results.items():
         print(f"{label:10} {rate:9.0f} queries/s  {rate / base:5.2f}x baseline  rows {rows}")
         name = label.replace(" ", "_")
-        print(f"FIGURE query.container.{name} {rate:.4g} queries/s baseline={base:.4g} "
-              f"ratio={rate / base:.3f}")  # fmt: skip
+        figure(f"query.container.{name}", rate, "queries/s", baseline=base, ratio=rate / base)
     print("plan resolved: " + " | ".join(plan))
     return 0
 

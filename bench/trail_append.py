@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from figures import figure  # noqa: E402
+
 from listener.model.event import Actor, Event, Who, Why, natural_id  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
@@ -236,13 +238,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"durability={durability:<6}  SQLiteTrail.append {trail_rate:>9,.0f} ev/s   "
                 f"raw insert_all {raw_rate:>9,.0f} ev/s   ratio {trail_rate / raw_rate:.2f}x"
             )
-            print(
-                f"FIGURE trail.append.{durability} {trail_rate:.4g} events/s "
-                f"baseline={raw_rate:.4g} ratio={trail_rate / raw_rate:.3f}"
-            )
+            figure(f"trail.append.{durability}", trail_rate, "events/s", baseline=raw_rate,
+                   ratio=trail_rate / raw_rate, target="ratio>=0.5")  # fmt: skip
         verify_secs, ok = bench_verify(root / "trail-normal.db")
         print(f"verify(): {n / verify_secs:,.0f} ev/s ({verify_secs:.2f} s, ok={ok})")
-        print(f"FIGURE trail.verify_rate {n / verify_secs:.4g} events/s")
+        figure("trail.verify_rate", n / verify_secs, "events/s")
     return 0
 
 
