@@ -245,7 +245,10 @@ class _AuditMerge:
         if self.sessions is None:
             return
         self.sessions.observe(event)
-        for command in self.sessions.due(self.audit.watermark_ns):
+        # Owners come from Engine events, exits from the audit log: "now" is the
+        # earlier of the two, or a gap in the audit log (a quiet minute) would let
+        # commands go out before the exec event naming their owner is read.
+        for command in self.sessions.due(min(self.audit.watermark_ns, event.time_ns)):
             await self.pipeline.put(command)
 
     async def finish(self) -> None:
