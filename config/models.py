@@ -7,6 +7,7 @@ the key name (`window_secs`), as in Vector's configuration.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal, Self
 
@@ -767,6 +768,10 @@ class DocktrailConfig(Strict):
         if self.trail.signing_key is not None:
             return self.trail.signing_key
         return self.trail.path.with_suffix(".key")
+
+    def host_name(self) -> str:
+        """The host name events are recorded under: `host`, else this machine's name."""
+        return self.host or socket.gethostname()
 
     def redaction_key_path(self) -> Path:
         if self.redaction.key_file is not None:

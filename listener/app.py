@@ -19,7 +19,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,10 +104,10 @@ async def run_service(config: DocktrailConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    host = config.host or socket.gethostname()
+    host = config.host_name()
     configure_limits(config.input)
     redact.configure(redact.Redactor.from_config(config))
-    trail = SQLiteTrail.from_config(config.trail)
+    trail = SQLiteTrail.from_config(config.trail, config.host_name())
     async with trail:
         seq, _ = await trail.call(lambda t: t.head())
         known, known_fold = await trail.call(lambda t: restore_known(t, host))

@@ -252,7 +252,7 @@ async def consume(
 async def _consume_trail(
     config: DocktrailConfig, kafka: KafkaConfig, stop: asyncio.Event, once: bool
 ) -> ConsumeReport:
-    trail = SQLiteTrail.from_config(config.trail)
+    trail = SQLiteTrail.from_config(config.trail, config.host_name())
     async with trail:
         states = await trail.call(lambda t: t.source_states())
         central = CentralTrail(config, trail, states)
@@ -273,12 +273,11 @@ async def _consume_trail(
 def _delivery(config: DocktrailConfig, trail: SQLiteTrail, central: CentralTrail) -> Any:
     if not config.notifications.destinations:
         return None
-    import socket
 
     from notifiers.routing import Routing
     from notifiers.worker import DeliveryWorker
 
-    worker = DeliveryWorker(trail, config.notifications, host=config.host or socket.gethostname())
+    worker = DeliveryWorker(trail, config.notifications, host=config.host_name())
     central.routing = Routing(config.notifications)
     central.on_queued = worker.wake
     return worker

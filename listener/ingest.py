@@ -111,7 +111,7 @@ async def ingest_files(
         from sinks.sqlite import SQLiteTrail
 
         redact.configure(redact.Redactor.from_config(config))
-        trail = SQLiteTrail.from_config(config.trail)
+        trail = SQLiteTrail.from_config(config.trail, host)
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
         engine = RuleEngine(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from collections.abc import Callable
 
 from config.errors import ConfigError
@@ -43,9 +42,9 @@ async def run_proxy(config: DocktrailConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    host = config.host or socket.gethostname()
+    host = config.host_name()
     redact.configure(redact.Redactor.from_config(config))
-    trail = SQLiteTrail.from_config(config.trail)
+    trail = SQLiteTrail.from_config(config.trail, config.host_name())
     async with trail:
         pipeline = Pipeline(
             trail,

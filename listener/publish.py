@@ -86,11 +86,10 @@ class Publishing:
 
 async def publish_trail(config: DocktrailConfig) -> int:
     """Publish everything of `config.trail` not published yet; returns the records sent."""
-    import socket
 
     assert config.kafka is not None
-    trail = SQLiteTrail.from_config(config.trail)
+    trail = SQLiteTrail.from_config(config.trail, config.host_name())
     async with trail:
-        publisher = await open_publisher(config.kafka, trail, config.host or socket.gethostname())
+        publisher = await open_publisher(config.kafka, trail, config.host_name())
         async with publisher:
             return await publisher.publish_pending()

@@ -244,6 +244,18 @@ def live(
             engine.docker("rm", "-f", CONTAINER, check=False)
 
 
+def sessions_at_once(typed: dict[str, Typed], dockerd: Dockerd) -> None:
+    """Runs every login's interactive session at the same time; all must end well."""
+    threads = [
+        threading.Thread(target=interactive_session, args=(t, dockerd)) for t in typed.values()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert all(t.returncode == 0 for t in typed.values()), {k: t.output for k, t in typed.items()}
+
+
 def test_two_logins_sessions_commands_and_offline_ingest(
     live: tuple[Service, Dockerd, EventsRecorder, PrivateAuditd],
     people: dict[str, Person],  # noqa: F811
@@ -258,14 +270,7 @@ def test_two_logins_sessions_commands_and_offline_ingest(
         alice.name: Typed(alice, ["sh"], session_lines("alice", 1)),
         bob.name: Typed(bob, ["sh", "-i"], session_lines("bob", 2)),
     }
-    threads = [
-        threading.Thread(target=interactive_session, args=(t, dockerd)) for t in typed.values()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    assert all(t.returncode == 0 for t in typed.values()), {k: t.output for k, t in typed.items()}
+    sessions_at_once(typed, dockerd)
 
     # The code-fetch pattern, non-interactive (nothing listens on port 9: argv is what counts).
     command, env = login_command(
@@ -403,14 +408,7 @@ def test_the_same_exec_by_two_logins_at_once_through_the_proxy(
         alice.name: Typed(alice, ["sh"], session_lines("alice", 1), proxy),
         bob.name: Typed(bob, ["sh"], session_lines("bob", 2), proxy),
     }
-    threads = [
-        threading.Thread(target=interactive_session, args=(t, dockerd)) for t in typed.values()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    assert all(t.returncode == 0 for t in typed.values()), {k: t.output for k, t in typed.items()}
+    sessions_at_once(typed, dockerd)
 
     def late_commands_in() -> bool:
         texts = {argv_text(e) for e in commands_of(service.events(action="exec-command"))}

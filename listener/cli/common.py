@@ -174,7 +174,7 @@ def existing_trail(state: State) -> Any:
     path = state.config.trail.path
     if not path.exists():
         raise TrailError(f"{path}: no trail here (run `docktrail ingest` or `docktrail run`)")
-    return SQLiteTrail.from_config(state.config.trail)
+    return SQLiteTrail.from_config(state.config.trail, state.config.host_name())
 
 
 def wants_delivery(config: DocktrailConfig, notify: str) -> bool:
@@ -202,9 +202,7 @@ def flush_outbox(state: State) -> Any:
 
 
 def default_host(config: DocktrailConfig) -> str:
-    import socket
-
-    return config.host or socket.gethostname()
+    return config.host_name()
 
 
 def report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:

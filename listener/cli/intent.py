@@ -171,9 +171,7 @@ def _cell(value: Any) -> str:
 
 
 def _host(state: State) -> str:
-    import socket
-
-    return state.config.host or socket.gethostname()
+    return state.config.host_name()
 
 
 def _caller() -> Who:
@@ -213,5 +211,5 @@ def _trail(state: State) -> Any:
 def _append(state: State, event: Event) -> None:
     from sinks.sqlite import SQLiteTrail
 
-    with SQLiteTrail.from_config(state.config.trail) as trail:
+    with SQLiteTrail.from_config(state.config.trail, state.config.host_name()) as trail:
         trail.append([event])

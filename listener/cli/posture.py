@@ -24,9 +24,7 @@ _STATUS_EXIT = {"pass": 0, "warn": 0, "fail": 1}
 
 
 def _host(state: State) -> str:
-    import socket
-
-    return state.config.host or socket.gethostname()
+    return state.config.host_name()
 
 
 @contextmanager
@@ -45,7 +43,7 @@ def _live_and_trail(state: State) -> Iterator[tuple[Live, Any | None]]:
     if not config.trail.path.exists():
         yield live, None
         return
-    with SQLiteTrail.from_config(config.trail) as trail:
+    with SQLiteTrail.from_config(config.trail, config.host_name()) as trail:
         yield live, trail
 
 

@@ -97,6 +97,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         checkpoint_every_events: int = 10_000,
         witness_path: Path | None = None,
         group: str | None = None,
+        host: str | None = None,
     ) -> None:
         if durability not in ("full", "normal"):
             raise TrailError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -107,6 +108,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self.checkpoint_every_events = checkpoint_every_events
         self.witness_path = witness_path
         self.group = group
+        # the host of the trail's own events (recovery, deliveries): the configured one
+        self.host = host or socket.gethostname()
         self.recovered: Event | None = None  # the trail-recovered event this writer stored
         self._writer_lock = trailfiles.WriterLock(self.path, group)
         self._writer = False  # checked the trail's tail and holds the writers' lock
@@ -124,7 +127,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._ticker: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: TrailConfig) -> Self:
+    def from_config(cls, config: TrailConfig, host: str | None = None) -> Self:
         return cls(
             config.path,
             durability=config.durability,
@@ -133,6 +136,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             checkpoint_every_events=config.checkpoint_every_events,
             witness_path=config.witness_path,
             group=config.group,
+            host=host,
         )
 
     @property
@@ -567,7 +571,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
             time_ns=now,
             source="docktrail",
-            host=socket.gethostname(),
+            host=self.host,
             type="delivery",
             action=action,
             actor=Actor(id=destination, name=destination),
@@ -792,7 +796,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             ),
             time_ns=now,
             source="docktrail",
-            host=socket.gethostname(),
+            host=self.host,
             type="trail",
             action="trail-recovered",
             attributes=attributes,

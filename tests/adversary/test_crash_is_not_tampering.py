@@ -53,11 +53,12 @@ def test_a_killed_first_ingest_is_intact_with_a_note(tmp_path: Path) -> None:
 def test_the_next_writer_seals_the_tail_and_says_so(tmp_path: Path) -> None:
     db = tmp_path / "trail.db"
     crashed_first_writer(db, batches=3)
-    with SQLiteTrail(db) as trail:
+    with SQLiteTrail(db, host="configured-host") as trail:
         stored = trail.count()
         trail.append([event(100_000)])
         recovered = trail.recovered
     assert recovered is not None and recovered.seq == stored + 1
+    assert recovered.host == "configured-host"  # the configured name, not the machine's
     assert (recovered.source, recovered.type, recovered.action) == (
         "docktrail",
         "trail",
