@@ -13,16 +13,13 @@ every input is (`listener.bounds`); bytes that are not UTF-8 become escapes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from listener import redact
 from listener.bounds import bound_event
 from listener.model.event import Actor, Event, Who, natural_id
 from listener.sessions.argv import bounded_argv
-from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, SessionInfo
-
-if TYPE_CHECKING:
-    from listener.sessions.tracker import Command
+from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, Command, SessionInfo
 
 
 def command_event(

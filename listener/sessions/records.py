@@ -58,3 +58,16 @@ class SessionInfo:
     privileged: bool = False
     command: list[str] = field(default_factory=list)
     command_text: str = ""  # the exec's command as its Engine event names it (redacted)
+
+
+@dataclass(slots=True)
+class Command:
+    """A command of a session, held until its exit (or the wait) and its owner are known."""
+
+    record: ProcessRecord
+    exec_id: str
+    index: int
+    exit_code: int | None = None
+    ended: str | None = None  # "exit" (exit code known) or "exec" (it ran another program)
+    pipeline: list[str] = field(default_factory=list)
+    inferred: bool = False  # seen only by its name at exit (no execve)

@@ -30,13 +30,13 @@ from __future__ import annotations
 import itertools
 import posixpath
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from config.exec_sessions import ExecSessionsConfig
 from listener import redact
 from listener.model.event import Actor, Event
 from listener.sessions.events import command_event, overflow_event
-from listener.sessions.records import ProcessRecord, SessionInfo
+from listener.sessions.records import Command, ProcessRecord, SessionInfo
 
 _NS = 1_000_000_000
 _ROOT_SLACK_NS = 2 * _NS  # the exec's process may run a little before its Engine event's time
@@ -46,19 +46,6 @@ _MAX_PIPELINE = 16  # peers named per command
 _COMM_BYTES = 15  # the kernel's process name is cut to this
 _MAX_RUNTIMES = 4096  # runtime processes remembered (each lives milliseconds)
 _INIT_PID_SPAN = 16  # the exec's first process is this close after the runtime's init
-
-
-@dataclass(slots=True)
-class Command:
-    """A command of a session, held until its exit (or the wait) and its owner are known."""
-
-    record: ProcessRecord
-    exec_id: str
-    index: int
-    exit_code: int | None = None
-    ended: str | None = None  # "exit" (exit code known) or "exec" (it ran another program)
-    pipeline: list[str] = field(default_factory=list)
-    inferred: bool = False  # seen only by its name at exit (no execve)
 
 
 @dataclass(slots=True)

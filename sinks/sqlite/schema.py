@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
+import sinks.sqlite.rulestate as rulestate
 from config.errors import TrailError
 from listener.model.event import GENESIS_HASH
 from sinks import headseal, outbox
-from sinks.sqlite import rulestate
 
 APPEND_ONLY_MESSAGE = "docktrail trail is append-only"
 BUSY_TIMEOUT_SECS = 10.0

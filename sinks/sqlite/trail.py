@@ -21,6 +21,7 @@ from typing import Any, Literal, Self, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlite_utils import Database
 
+import sinks.sqlite.rulestate as rulestate
 from config.errors import SigningKeyError, TamperError, TrailError
 from config.models import TrailConfig
 from listener.model.alert import Alert
@@ -56,7 +57,6 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
-from sinks.sqlite import rulestate
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
