@@ -107,7 +107,7 @@ async def run_service(config: DocktrailConfig) -> int:
     host = config.host_name()
     configure_limits(config.input)
     redact.configure(redact.Redactor.from_config(config))
-    trail = SQLiteTrail.from_config(config.trail, config.host_name())
+    trail = SQLiteTrail.from_config(config.trail, host)
     async with trail:
         seq, _ = await trail.call(lambda t: t.head())
         known, known_fold = await trail.call(lambda t: restore_known(t, host))
