@@ -44,7 +44,7 @@ async def run_proxy(config: DocktrailConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     host = config.host_name()
     redact.configure(redact.Redactor.from_config(config))
-    trail = SQLiteTrail.from_config(config.trail, config.host_name())
+    trail = SQLiteTrail.from_config(config.trail, host)
     async with trail:
         pipeline = Pipeline(
             trail,

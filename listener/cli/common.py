@@ -196,13 +196,9 @@ def flush_outbox(state: State) -> Any:
     async def flush() -> Any:
         async with existing_trail(state) as trail:
             config = state.config
-            return await deliver_now(trail, config.notifications, host=default_host(config))
+            return await deliver_now(trail, config.notifications, host=config.host_name())
 
     return asyncio.run(flush())
-
-
-def default_host(config: DocktrailConfig) -> str:
-    return config.host_name()
 
 
 def report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:

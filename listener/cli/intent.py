@@ -56,7 +56,7 @@ def declare(
             f"--{'.'.join(map(str, e['loc'])) or 'image/--name'}: {e['msg']}" for e in exc.errors()
         )
         raise InputError(problem) from None
-    event = declare_event(spec, host=_host(state), declared_by=_caller(), via="cli")
+    event = declare_event(spec, host=state.config.host_name(), declared_by=_caller(), via="cli")
     _append(state, event)
     click.echo(event.actor.id)
 
@@ -76,7 +76,9 @@ def close(state: State, intent_id: str) -> None:
             raise InputError(f"no intent {intent_id!r} in the trail")
         if found.closed_ns is not None:
             raise InputError(f"intent {intent_id} is closed already")
-        trail.append([close_event(intent_id, host=_host(state), closed_by=_caller(), via="cli")])
+        trail.append(
+            [close_event(intent_id, host=state.config.host_name(), closed_by=_caller(), via="cli")]
+        )
     click.echo(f"closed {intent_id}")
 
 
@@ -168,10 +170,6 @@ def _cell(value: Any) -> str:
         value = ",".join(map(str, value)) or None
     text = "-" if value is None else str(value)
     return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def _host(state: State) -> str:
-    return state.config.host_name()
 
 
 def _caller() -> Who:

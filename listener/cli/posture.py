@@ -23,10 +23,6 @@ FORMATS = click.Choice(["table", "json"])
 _STATUS_EXIT = {"pass": 0, "warn": 0, "fail": 1}
 
 
-def _host(state: State) -> str:
-    return state.config.host_name()
-
-
 @contextmanager
 def _live_and_trail(state: State) -> Iterator[tuple[Live, Any | None]]:
     """What the Engine says now, and the trail when there is one (read only)."""
@@ -79,7 +75,9 @@ def posture(ctx: click.Context, fmt: str) -> None:
     assert state is not None
     tz = state.timezone()
     with _live_and_trail(state) as (live, trail):
-        rows = build_report(state.config, live, trail, _host(state), metering_path(state.config))
+        rows = build_report(
+            state.config, live, trail, state.config.host_name(), metering_path(state.config)
+        )
     shown = [
         row.as_dict(format_time_ns(row.since_ns, tz) if row.since_ns is not None else None)
         for row in rows
@@ -101,7 +99,7 @@ def posture_images(state: State, fmt: str) -> None:
 
     tz = state.timezone()
     with _live_and_trail(state) as (live, trail):
-        candidates = image_rows(state.config, live, trail, _host(state))
+        candidates = image_rows(state.config, live, trail, state.config.host_name())
     rows = [
         {"image": c.names[0] if c.names else c.image_id, "id": c.image_id, "tags": list(c.names),
          "reason": c.reason, "last_used": format_time_ns(c.last_used_ns, tz), "size": c.size}

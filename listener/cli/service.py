@@ -11,7 +11,6 @@ import click
 
 from listener.cli.common import (
     State,
-    default_host,
     handles_errors,
     main,
     pass_state,
@@ -77,7 +76,7 @@ def ingest(
                 config,
                 docker_events=docker_events,
                 audit_logs=audit_logs,
-                host=host or default_host(config),
+                host=host or config.host_name(),
                 on_progress=on_progress,
                 notify=wants_delivery(config, notify),
             )
