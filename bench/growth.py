@@ -58,6 +58,8 @@ from config.models import DocktrailConfig  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
 from listener.rules.engine import RuleEngine, RulesStage  # noqa: E402
+from listener.rules.registry import RULES  # noqa: E402
+from listener.rules.snapshot import STATE_VERSION  # noqa: E402
 from listener.sources.docker import normalize_engine_event  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
@@ -168,8 +170,15 @@ async def _build(path: Path, mix: Mix, events: int) -> None:
                 await save()
 
 
+def cache_key() -> str:
+    """The bench's format, the rule set and the saved state's version: a trail built under
+    other rules would be measured with its one-off rebuild of the rules' state."""
+    rules = ",".join(sorted(rule.meta.id for rule in RULES))
+    return hashlib.sha256(f"{FORMAT}|{STATE_VERSION}|{rules}".encode()).hexdigest()[:10]
+
+
 def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
-    path = cache / f"growth-v{FORMAT}-{size_name(events)}.db"
+    path = cache / f"growth-{cache_key()}-{size_name(events)}.db"
     if path.exists() and not rebuild:
         return path
     for old in cache.glob(path.name + "*"):
