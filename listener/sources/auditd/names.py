@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
+# How often at most a missing id makes a file's mtime be looked at: an id that no
+# file names (a container's user, a deleted login) is common, and a stat per
+# event was a tenth of the cost of converting a docker CLI call.
+RECHECK_SECS = 1.0
+
+
 class IdNames:
     """uid/gid -> name from passwd/group files; read again when an id is missing and
-    the file changed (users are added while the service runs)."""
+    the file changed (users are added while the service runs; a change is seen
+    within `RECHECK_SECS`)."""
 
     def __init__(self, passwd: Path | None, group: Path | None) -> None:
         self._users = _IdFile(passwd)
@@ -28,6 +36,7 @@ class _IdFile:
         self.path = path
         self.names: dict[int, str] = {}
         self.mtime_ns: int | None = None
+        self.checked: float | None = None  # time.monotonic() of the last look at the mtime
 
     def name(self, number: int | None) -> str | None:
         if number is None or self.path is None:
@@ -40,6 +49,10 @@ class _IdFile:
 
     def _changed(self) -> bool:
         assert self.path is not None
+        now = time.monotonic()
+        if self.checked is not None and now - self.checked < RECHECK_SECS:
+            return False
+        self.checked = now
         try:
             mtime = self.path.stat().st_mtime_ns
         except OSError:
