@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,6 +97,18 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """`tune_gc` for one piece of work (`ingest`), then the collector as it was."""
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def run_service(config: DocktrailConfig) -> int:
