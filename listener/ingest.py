@@ -98,11 +98,14 @@ async def ingest_files(
     on_progress: Progress | None = None,
     trail: TrailSink | None = None,
     notify: bool = False,
+    overlap_writes: bool = True,
 ) -> IngestReport:
     """Store the files' events in the trail (`config.trail`, unless `trail` is given).
 
     Historical files notify nobody unless `notify`: then the new alerts'
     deliveries go into the outbox and are flushed once before returning.
+    `overlap_writes`: read the next batch while the trail appends this one
+    (the same trail either way; False only to measure the difference).
     """
     report = IngestReport()
     custom_trail = trail is not None
@@ -125,6 +128,7 @@ async def ingest_files(
             stages=[IntentStage(trail, IntentBook()), rules],
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
+            overlap_writes=overlap_writes,
         )
         report.stats = pipeline.stats
         async with pipeline:

@@ -57,6 +57,7 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
+from sinks.sqlite.bulk import insert_rows
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
@@ -279,7 +280,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = self._head(conn)
         sealed = seal(fresh, seq, prev_hash)
-        conn.executemany(
+        insert_rows(
+            conn,
             EVENT_INSERT,
             [
                 (stored.seq, *copied_values(content), body, stored.prev_hash, stored.hash)
