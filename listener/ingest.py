@@ -115,6 +115,7 @@ async def ingest_files(
 
         redact.configure(redact.Redactor.from_config(config))
         trail = SQLiteTrail.from_config(config.trail, host)
+        trail.background_checkpoints = True  # a bulk writer: WAL checkpoints off its thread
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
         engine = RuleEngine(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from listener.model.event import Event, natural_id
 from listener.pipeline import Pipeline
 from sinks.base import AppendResult
 from sinks.sqlite import SQLiteTrail
+from sinks.sqlite.checkpoints import BACKSTOP_FACTOR
+from sinks.sqlite.schema import WAL_AUTOCHECKPOINT_PAGES
 from tests.shared_data import DATA
 
 SCENARIO = DATA / "scenario-a"
@@ -234,3 +237,41 @@ async def test_a_failed_write_raises_from_the_next_put_and_nothing_after_it_is_w
     assert trail.written == [[make_event(n).id for n in range(10)]]
     assert len(trail.started) == 2  # the batch after the failed one never reached the trail
     assert judged.seen == trail.written
+
+
+# -- WAL checkpoints on their own thread ----------------------------------------
+
+
+class Watched(SQLiteTrail):
+    """Keeps the background checkpointer it started, to count its checkpoints."""
+
+    def _start_checkpointer(self, conn: sqlite3.Connection) -> None:
+        super()._start_checkpointer(conn)
+        self.used = self._checkpointer
+        self.writer_autocheckpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+
+def test_bulk_ingest_checkpoints_the_wal_off_the_writers_thread(
+    tmp_path: Path, repeated: Path
+) -> None:
+    db = tmp_path / "trail.db"
+    trail = Watched(db)
+    trail.background_checkpoints = True
+    asyncio.run(ingest_files(config(db), docker_events=[repeated], host="h1", trail=trail))
+    assert trail.used is not None and trail.used.checkpoints > 0
+    assert trail.writer_autocheckpoint == WAL_AUTOCHECKPOINT_PAGES * BACKSTOP_FACTOR
+    assert not [t for t in threading.enumerate() if t.name == "docktrail-wal-checkpoints"]
+    assert not Path(f"{db}-wal").exists()  # the last connection folded the WAL in
+    with SQLiteTrail(db) as check:
+        assert check.verify().ok
+        assert check.count() == 3000
+
+
+def test_other_writers_keep_sqlites_own_checkpoints(tmp_path: Path) -> None:
+    trail = Watched(tmp_path / "trail.db")
+    with trail:
+        trail.append([make_event(1)])
+        assert trail._conn is not None
+        autocheckpoint = trail._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert autocheckpoint == WAL_AUTOCHECKPOINT_PAGES
+    assert not hasattr(trail, "used")
