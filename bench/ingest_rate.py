@@ -1,6 +1,7 @@
 """`ingest` end to end against a bare sqlite-utils `insert_all` of the same rows.
 
     .venv/bin/python bench/ingest_rate.py [--events 100000] [--repeat 3] [--dir DIR]
+                                          [--before CHECKOUT]
 
 Builds a Docker events file of `--events` events from the scenario-a capture
 (bench/docker_events_file.py: fresh ids and times per copy), then, round after
@@ -10,7 +11,10 @@ round (alternating, so a busy moment of the machine hits every variant):
   alerts) into a fresh trail with the batch writes overlapped with parsing
   (as `docktrail ingest` runs), and with them one after the other (as before);
 - `sqlite_utils` `insert_all` of the rows the trail stored (same columns,
-  journal mode and synchronous level, no indexes) into a fresh file.
+  journal mode and synchronous level, no indexes) into a fresh file;
+- with `--before CHECKOUT` (e.g. `git worktree add /tmp/before <commit>`), the
+  same ingest by that checkout's code, in a process of its own (timed inside
+  it, start-up excluded).
 
 Prints min/median/max events/s of each and the ratios ingest / insert_all
 (target >= 0.3) and overlapped / sequential, and checks that both ingests
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +54,33 @@ def ingest_secs(events: Path, db: Path, *, overlap: bool) -> float:
     started = time.perf_counter()
     asyncio.run(ingest_files(config, docker_events=[events], host="h1", overlap_writes=overlap))
     return time.perf_counter() - started
+
+
+# Run by the `--before` checkout's Python path: argv = checkout, events file, trail.
+_BEFORE = """
+import asyncio, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from config.models import DocktrailConfig
+from listener import redact
+from listener.ingest import ingest_files
+config = DocktrailConfig.model_validate({"trail": {"path": sys.argv[3]}})
+redact.load_key(config.redaction_key_path())
+started = time.perf_counter()
+asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
+print(time.perf_counter() - started)
+"""
+
+
+def before_secs(checkout: Path, events: Path, db: Path) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", _BEFORE, str(checkout), str(events), str(db)],
+        cwd=checkout,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def stored_rows(db: Path) -> list[dict[str, Any]]:
@@ -87,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (temp dir)")
+    parser.add_argument("--before", type=Path, default=None, help="an earlier checkout")
     args = parser.parse_args(argv)
     defaults = DocktrailConfig().trail
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="docktrail-ingest-") as tmp:
@@ -94,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         events = root / "events.jsonl"
         write_events(events, args.events)
         rates: dict[str, list[float]] = {"overlapped": [], "sequential": [], "insert_all": []}
+        if args.before is not None:
+            rates["before"] = []
         chains: dict[str, list[tuple[int, str, str]]] = {}
         for round_ in range(args.repeat):
             for variant in ("overlapped", "sequential"):
@@ -106,15 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                 root / f"raw-{round_}.db", rows, defaults.durability, defaults.batch_size
             )
             rates["insert_all"].append(len(rows) / secs)
+            if args.before is not None:
+                db = root / f"before-{round_}.db"
+                secs = before_secs(args.before.resolve(), events, db)
+                chains["before"] = chain(db)
+                rates["before"].append(len(chains["before"]) / secs)
             for path in root.glob(f"*-{round_}.db*"):
                 path.unlink()
-        same = chains["overlapped"] == chains["sequential"]
+        same = all(found == chains["overlapped"] for found in chains.values())
         print(
             f"{args.events} events, durability {defaults.durability}, batch {defaults.batch_size}"
         )
         for variant, found in rates.items():
             print(f"{variant:<11} {spread(found)} events/s (min / median / max)")
-        print(f"same chain overlapped and sequential: {same}")
+        print(f"same chain ({', '.join(chains)}): {same}")
         best = {variant: statistics.median(found) for variant, found in rates.items()}
         ratios = [o / r for o, r in zip(rates["overlapped"], rates["insert_all"], strict=True)]
         before = [s / r for s, r in zip(rates["sequential"], rates["insert_all"], strict=True)]
@@ -125,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         figure("ingest.rate_sequential", best["sequential"], "events/s",
                baseline=best["insert_all"], ratio=statistics.median(before))  # fmt: skip
         figure("ingest.overlap_gain", best["overlapped"] / best["sequential"], "x")
+        if args.before is not None:
+            earlier = [b / r for b, r in zip(rates["before"], rates["insert_all"], strict=True)]
+            print(f"ratio before/insert_all: {spread_ratio(earlier)}")
+            figure("ingest.rate_before", best["before"], "events/s", baseline=best["insert_all"],
+                   ratio=statistics.median(earlier))  # fmt: skip
         return 0 if same else 1
 
 

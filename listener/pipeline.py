@@ -10,12 +10,14 @@ soon as the write before it is done: what arrives during a write joins the
 next batch (group commit), so the delay to commit is about one write, not
 the flush interval, and batches still grow with the load.
 
-With `overlap_writes` (offline ingest) a batch is handed to the trail's thread
-and `put` returns at once: the next batch is parsed, attributed and judged
-while SQLite (which releases the GIL) appends this one. At most one batch is
-in flight and batches are written strictly in order, so the trail is the one a
-sequential pipeline writes; a failed write raises from the next `put` or
-`flush`, before any later batch is written.
+With `overlap_writes` (offline ingest) a full batch is handed to the trail's
+thread and `put` returns at once: the next batch is read and parsed while
+SQLite (which releases the GIL) appends this one. When that next batch is
+full, this one's write is awaited and its stages run (rules, alerts) before
+the next is handed over. At most one batch is in flight and batches are
+written strictly in order, so the trail is the one a sequential pipeline
+writes; a failed write raises from the next `put` or `flush`, before any
+later batch is written.
 
 Stages (correlation, enrichment, rules) plug in as `Stage`s: each gets the
 batch before it is written (`before_write`) or the stored events after
@@ -97,17 +99,18 @@ class Pipeline(AsyncLifecycle):
         async with self._lock:
             self._cancel_timer()
             batch, self._buffer = self._buffer, []
+            # The batch before this one is stored and judged before this one starts:
+            # the stages see the calls a sequential pipeline makes, in its order, and
+            # a failure stops here with nothing after it written.
+            previous = await self._settle()
+            if previous is not None:
+                await self._stored(previous)
             for stage in self._stages if batch else ():
                 batch = await stage.before_write(batch)
-            # The batch before this one must be stored before this one starts: a
-            # failure then stops here, with nothing after it written.
-            previous = await self._settle()
             if batch:
                 self._in_flight = InFlight.start(self._trail, batch)
                 if not settle:
                     await asyncio.sleep(0)  # one turn: the task hands the batch to the thread
-            if previous is not None:
-                await self._stored_before(previous)  # its rules run while this batch is written
             if settle:
                 written = await self._settle()
                 if written is not None:
@@ -117,24 +120,6 @@ class Pipeline(AsyncLifecycle):
         """The result of the write in flight (None: none); raises what it raised."""
         in_flight, self._in_flight = self._in_flight, None
         return await in_flight.task if in_flight is not None else None
-
-    async def _stored_before(self, previous: AppendResult) -> None:
-        """`_stored(previous)` while the next batch is in flight.
-
-        If a stage fails on `previous`, the next batch (committed or about to be)
-        is waited for but not shown to the stages: the rules' mark then stays
-        before it, so the next start judges it, instead of this pipeline judging
-        it past alerts it failed to store.
-        """
-        try:
-            await self._stored(previous)
-        except BaseException:
-            in_flight, self._in_flight = self._in_flight, None
-            if in_flight is not None:
-                done = await asyncio.gather(in_flight.task, return_exceptions=True)
-                if isinstance(done[0], AppendResult):
-                    self.stats.add(done[0])
-            raise
 
     async def _stored(self, result: AppendResult) -> None:
         self.stats.add(result)

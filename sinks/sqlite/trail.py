@@ -57,7 +57,6 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
-from sinks.sqlite.bulk import insert_rows
 from sinks.sqlite.checkpoints import BACKSTOP_FACTOR, WalCheckpointer
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
@@ -298,8 +297,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = self._head(conn)
         sealed = seal(fresh, seq, prev_hash)
-        insert_rows(
-            conn,
+        conn.executemany(
             EVENT_INSERT,
             [
                 (stored.seq, *copied_values(content), body, stored.prev_hash, stored.hash)
