@@ -23,7 +23,7 @@ from listener.model.event import Event, natural_id
 from listener.pipeline import Pipeline
 from sinks.base import AppendResult
 from sinks.sqlite import SQLiteTrail
-from sinks.sqlite.checkpoints import BACKSTOP_FACTOR
+from sinks.sqlite.checkpoints import BACKSTOP_FACTOR, waiting_frames
 from sinks.sqlite.schema import WAL_AUTOCHECKPOINT_PAGES
 from tests.shared_data import DATA
 
@@ -248,6 +248,8 @@ class Watched(SQLiteTrail):
     def _start_checkpointer(self, conn: sqlite3.Connection) -> None:
         super()._start_checkpointer(conn)
         self.used = self._checkpointer
+        if self.used is not None:  # a small trail: checkpoint at a small WAL
+            self.used.threshold_frames = 256
         self.writer_autocheckpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
 
 
@@ -275,3 +277,64 @@ def test_other_writers_keep_sqlites_own_checkpoints(tmp_path: Path) -> None:
         autocheckpoint = trail._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     assert autocheckpoint == WAL_AUTOCHECKPOINT_PAGES
     assert not hasattr(trail, "used")
+
+
+class Logged(SlowTrail):
+    """Writes and judgements in the order they happen."""
+
+    def __init__(self) -> None:
+        super().__init__(secs=0.01)
+        self.log: list[str] = []
+
+    async def write(self, batch: Sequence[Event], *, source_state: Any = None) -> AppendResult:
+        self.log.append(f"write {len(self.started) + 1}")
+        return await super().write(batch)
+
+    async def before_write(self, batch: list[Event]) -> list[Event]:
+        self.log.append(f"before {len(self.started) + 1}")
+        return batch
+
+    async def after_write(self, stored: Sequence[Event]) -> None:
+        self.log.append(f"after {len(self.written)}")
+
+
+async def test_the_stages_see_the_calls_of_a_sequential_pipeline_in_its_order() -> None:
+    trail = Logged()
+    pipeline = Pipeline(
+        trail,  # type: ignore[arg-type]
+        stages=[trail],
+        batch_size=10,
+        flush_interval_secs=60,
+        overlap_writes=True,
+    )
+    async with pipeline:
+        for n in range(30):
+            await pipeline.put(make_event(n))
+    # batch N is written and judged before batch N+1 reaches a stage or the trail
+    assert trail.log == [
+        "before 1", "write 1", "after 1",
+        "before 2", "write 2", "after 2",
+        "before 3", "write 3", "after 3",
+    ]  # fmt: skip
+
+
+def test_the_frames_waiting_are_read_from_the_wal_index(tmp_path: Path) -> None:
+    db = tmp_path / "plain.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("CREATE TABLE t (x)")
+        before = waiting_frames(Path(f"{db}-shm"))
+        for _ in range(10):
+            conn.execute("INSERT INTO t VALUES (randomblob(5000))")
+        waiting = waiting_frames(Path(f"{db}-shm"))
+        _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert before is not None and waiting is not None
+        assert waiting == frames == copied > before + 10  # SQLite's own count
+        assert waiting_frames(Path(f"{db}-shm")) == 0
+    finally:
+        conn.close()
+    (tmp_path / "short-shm").write_bytes(b"\\0" * 10)
+    assert waiting_frames(tmp_path / "short-shm") is None
+    assert waiting_frames(tmp_path / "missing-shm") is None

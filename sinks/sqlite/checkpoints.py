@@ -16,8 +16,8 @@ that fails loses nothing (the pages stay in the WAL for the next one).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 
@@ -26,26 +26,32 @@ log = logging.getLogger(__name__)
 # The writer checkpoints itself only when the WAL is this many times its usual
 # automatic checkpoint size: the thread fell behind (or failed).
 BACKSTOP_FACTOR = 4
+# The thread checkpoints at this share of the usual automatic checkpoint size:
+# a trail that never reaches it (a small ingest) is never checkpointed more
+# often than SQLite itself would.
+BACKGROUND_SHARE = 2
 
 
 class WalCheckpointer:
-    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own thread every `every_commits` commits.
+    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own thread when `threshold_frames` wait.
 
-    Counted in commits, not WAL bytes: the WAL file keeps its size when SQLite
-    starts writing it from the top again, so its size says nothing of what is
-    left to copy. A WAL smaller than `floor_bytes` is left alone.
+    The frames waiting are read from the WAL-index header in the `-shm` file
+    (mxFrame - nBackfill, https://www.sqlite.org/walformat.html), the number
+    SQLite's own automatic checkpoint looks at; the WAL file's size says
+    nothing, as SQLite writes it from the top again after a checkpoint. When
+    the header cannot be read, every `every_commits`-th commit checkpoints.
     """
 
     def __init__(
-        self, path: Path, *, synchronous: str, every_commits: int = 4, floor_bytes: int = 1 << 20
+        self, path: Path, *, synchronous: str, threshold_frames: int, every_commits: int = 4
     ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.threshold_frames = threshold_frames
         self.every_commits = every_commits
-        self.floor_bytes = floor_bytes
         self.checkpoints = 0  # completed (for tests and benchmarks)
         self._commits = 0  # since the last checkpoint began
-        self._wal = Path(f"{path}-wal")
+        self._shm = Path(f"{path}-shm")
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -60,8 +66,7 @@ class WalCheckpointer:
     def nudge(self) -> None:
         """After each commit of the writer."""
         self._commits += 1
-        if self._commits >= self.every_commits:
-            self._wake.set()
+        self._wake.set()
 
     def stop(self) -> None:
         """Wait for a checkpoint in progress to end, then close the connection."""
@@ -85,11 +90,17 @@ class WalCheckpointer:
                 self._wake.clear()
                 if self._stopping:
                     return
-                self._commits = 0
-                if self._wal_bytes() >= self.floor_bytes:
+                if self._due():
+                    self._commits = 0
                     self._checkpoint(conn)
         finally:
             conn.close()
+
+    def _due(self) -> bool:
+        waiting = waiting_frames(self._shm)
+        if waiting is None:
+            return self._commits >= self.every_commits
+        return waiting >= self.threshold_frames
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
@@ -99,8 +110,23 @@ class WalCheckpointer:
         else:
             self.checkpoints += 1
 
-    def _wal_bytes(self) -> int:
-        try:
-            return os.stat(self._wal).st_size
-        except OSError:
-            return 0
+
+# The WAL-index header (native byte order): iVersion at 0, mxFrame at 16; the
+# checkpoint info that follows the header's two copies: nBackfill at 96.
+_WAL_INDEX = struct.Struct("=I12xI76xI")
+_WAL_INDEX_VERSION = 3007000
+
+
+def waiting_frames(shm: Path) -> int | None:
+    """Frames in the WAL not yet copied into the database, or None (not readable)."""
+    try:
+        with open(shm, "rb") as stream:
+            head = stream.read(_WAL_INDEX.size)
+    except OSError:
+        return None
+    if len(head) < _WAL_INDEX.size:
+        return None
+    version, max_frame, backfilled = (int(field) for field in _WAL_INDEX.unpack(head))
+    if version != _WAL_INDEX_VERSION or backfilled > max_frame:
+        return None  # not a header this code knows, or read while being rewritten
+    return max_frame - backfilled

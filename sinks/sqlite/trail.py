@@ -57,7 +57,7 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
-from sinks.sqlite.checkpoints import BACKSTOP_FACTOR, WalCheckpointer
+from sinks.sqlite.checkpoints import BACKGROUND_SHARE, BACKSTOP_FACTOR, WalCheckpointer
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
@@ -236,7 +236,11 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def _start_checkpointer(self, conn: sqlite3.Connection) -> None:
         backstop = WAL_AUTOCHECKPOINT_PAGES * BACKSTOP_FACTOR
         conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
-        self._checkpointer = WalCheckpointer(self.path, synchronous=self.durability.upper())
+        self._checkpointer = WalCheckpointer(
+            self.path,
+            synchronous=self.durability.upper(),
+            threshold_frames=WAL_AUTOCHECKPOINT_PAGES // BACKGROUND_SHARE,
+        )
         self._checkpointer.start()
 
     def close(self) -> None:
