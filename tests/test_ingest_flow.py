@@ -23,7 +23,7 @@ from listener.model.event import Event, natural_id
 from listener.pipeline import Pipeline
 from sinks.base import AppendResult
 from sinks.sqlite import SQLiteTrail
-from sinks.sqlite.checkpoints import BACKSTOP_FACTOR, waiting_frames
+from sinks.sqlite.checkpoints import BACKSTOP_FACTOR
 from sinks.sqlite.schema import WAL_AUTOCHECKPOINT_PAGES
 from tests.shared_data import DATA
 
@@ -316,25 +316,3 @@ async def test_the_stages_see_the_calls_of_a_sequential_pipeline_in_its_order() 
         "before 2", "write 2", "after 2",
         "before 3", "write 3", "after 3",
     ]  # fmt: skip
-
-
-def test_the_frames_waiting_are_read_from_the_wal_index(tmp_path: Path) -> None:
-    db = tmp_path / "plain.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute("CREATE TABLE t (x)")
-        before = waiting_frames(Path(f"{db}-shm"))
-        for _ in range(10):
-            conn.execute("INSERT INTO t VALUES (randomblob(5000))")
-        waiting = waiting_frames(Path(f"{db}-shm"))
-        _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        assert before is not None and waiting is not None
-        assert waiting == frames == copied > before + 10  # SQLite's own count
-        assert waiting_frames(Path(f"{db}-shm")) == 0
-    finally:
-        conn.close()
-    (tmp_path / "short-shm").write_bytes(b"\\0" * 10)
-    assert waiting_frames(tmp_path / "short-shm") is None
-    assert waiting_frames(tmp_path / "missing-shm") is None

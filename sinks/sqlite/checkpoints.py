@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import struct
 import threading
 from pathlib import Path
 
@@ -33,25 +32,26 @@ BACKGROUND_SHARE = 2
 
 
 class WalCheckpointer:
-    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own thread when `threshold_frames` wait.
+    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own thread when about `threshold_frames` wait.
 
-    The frames waiting are read from the WAL-index header in the `-shm` file
-    (mxFrame - nBackfill, https://www.sqlite.org/walformat.html), the number
-    SQLite's own automatic checkpoint looks at; the WAL file's size says
-    nothing, as SQLite writes it from the top again after a checkpoint. When
-    the header cannot be read, every `every_commits`-th commit checkpoints.
+    SQLite tells how many frames the WAL held only when it checkpoints; the
+    WAL file's size says nothing (SQLite writes it from the top again after a
+    checkpoint), and the `-shm` file must not be opened beside SQLite (closing
+    any descriptor of a file drops every POSIX lock the process holds on it).
+    So the frames per commit are learnt from each checkpoint's count, and the
+    next one is due when that many commits fill the threshold: rarely on a
+    small trail, every commit or two on a big one.
     """
 
     def __init__(
-        self, path: Path, *, synchronous: str, threshold_frames: int, every_commits: int = 4
+        self, path: Path, *, synchronous: str, threshold_frames: int, first_after: int = 4
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.threshold_frames = threshold_frames
-        self.every_commits = every_commits
         self.checkpoints = 0  # completed (for tests and benchmarks)
         self._commits = 0  # since the last checkpoint began
-        self._shm = Path(f"{path}-shm")
+        self._due_after = first_after  # commits
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -66,7 +66,8 @@ class WalCheckpointer:
     def nudge(self) -> None:
         """After each commit of the writer."""
         self._commits += 1
-        self._wake.set()
+        if self._commits >= self._due_after:
+            self._wake.set()
 
     def stop(self) -> None:
         """Wait for a checkpoint in progress to end, then close the connection."""
@@ -90,43 +91,20 @@ class WalCheckpointer:
                 self._wake.clear()
                 if self._stopping:
                     return
-                if self._due():
-                    self._commits = 0
-                    self._checkpoint(conn)
+                commits, self._commits = self._commits, 0
+                frames = self._checkpoint(conn)
+                if frames is not None and commits > 0:
+                    per_commit = max(1, frames // commits)
+                    self._due_after = max(1, self.threshold_frames // per_commit)
         finally:
             conn.close()
 
-    def _due(self) -> bool:
-        waiting = waiting_frames(self._shm)
-        if waiting is None:
-            return self._commits >= self.every_commits
-        return waiting >= self.threshold_frames
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection) -> int | None:
+        """Frames the WAL held, or None when the checkpoint failed."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # the writer's own checkpoint is the backstop
             log.warning("background WAL checkpoint of %s failed: %s", self.path, exc)
-        else:
-            self.checkpoints += 1
-
-
-# The WAL-index header (native byte order): iVersion at 0, mxFrame at 16; the
-# checkpoint info that follows the header's two copies: nBackfill at 96.
-_WAL_INDEX = struct.Struct("=I12xI76xI")
-_WAL_INDEX_VERSION = 3007000
-
-
-def waiting_frames(shm: Path) -> int | None:
-    """Frames in the WAL not yet copied into the database, or None (not readable)."""
-    try:
-        with open(shm, "rb") as stream:
-            head = stream.read(_WAL_INDEX.size)
-    except OSError:
-        return None
-    if len(head) < _WAL_INDEX.size:
-        return None
-    version, max_frame, backfilled = (int(field) for field in _WAL_INDEX.unpack(head))
-    if version != _WAL_INDEX_VERSION or backfilled > max_frame:
-        return None  # not a header this code knows, or read while being rewritten
-    return max_frame - backfilled
+            return None
+        self.checkpoints += 1
+        return int(frames)
