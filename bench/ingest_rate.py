@@ -8,17 +8,16 @@ Builds a Docker events file of `--events` events from the scenario-a capture
 round (alternating, so a busy moment of the machine hits every variant):
 
 - `ingest_files` (parse, normalise, intents, rules, hash-chained trail,
-  alerts) into a fresh trail with the batch writes overlapped with parsing
-  (as `docktrail ingest` runs), and with them one after the other (as before);
+  alerts) into a fresh trail;
 - `sqlite_utils` `insert_all` of the rows the trail stored (same columns,
   journal mode and synchronous level, no indexes) into a fresh file;
 - with `--before CHECKOUT` (e.g. `git worktree add /tmp/before <commit>`), the
   same ingest by that checkout's code, in a process of its own (timed inside
   it, start-up excluded).
 
-Prints min/median/max events/s of each and the ratios ingest / insert_all
-(target >= 0.3) and overlapped / sequential, and checks that both ingests
-stored the same chain (seq, id, hash of every event).
+Prints min/median/max events/s of each and the ratio ingest / insert_all
+(target >= 0.3), and with `--before` checks that both stored the same chain
+(seq, id, hash of every event).
 """
 
 from __future__ import annotations
@@ -48,11 +47,11 @@ from listener import redact  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 
 
-def ingest_secs(events: Path, db: Path, *, overlap: bool) -> float:
+def ingest_secs(events: Path, db: Path) -> float:
     config = DocktrailConfig.model_validate({"trail": {"path": str(db)}})
     redact.load_key(config.redaction_key_path())  # made before the clock starts
     started = time.perf_counter()
-    asyncio.run(ingest_files(config, docker_events=[events], host="h1", overlap_writes=overlap))
+    asyncio.run(ingest_files(config, docker_events=[events], host="h1"))
     return time.perf_counter() - started
 
 
@@ -126,17 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         events = root / "events.jsonl"
         write_events(events, args.events)
-        rates: dict[str, list[float]] = {"overlapped": [], "sequential": [], "insert_all": []}
+        rates: dict[str, list[float]] = {"ingest": [], "insert_all": []}
         if args.before is not None:
             rates["before"] = []
         chains: dict[str, list[tuple[int, str, str]]] = {}
         for round_ in range(args.repeat):
-            for variant in ("overlapped", "sequential"):
-                db = root / f"{variant}-{round_}.db"
-                secs = ingest_secs(events, db, overlap=variant == "overlapped")
-                stored = len(chains.setdefault(variant, chain(db)))
-                rates[variant].append(stored / secs)
-            rows = stored_rows(root / f"overlapped-{round_}.db")
+            db = root / f"ingest-{round_}.db"
+            secs = ingest_secs(events, db)
+            stored = len(chains.setdefault("ingest", chain(db)))
+            rates["ingest"].append(stored / secs)
+            rows = stored_rows(db)
             secs = insert_all_secs(
                 root / f"raw-{round_}.db", rows, defaults.durability, defaults.batch_size
             )
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates["before"].append(len(chains["before"]) / secs)
             for path in root.glob(f"*-{round_}.db*"):
                 path.unlink()
-        same = all(found == chains["overlapped"] for found in chains.values())
+        same = all(found == chains["ingest"] for found in chains.values())
         print(
             f"{args.events} events, durability {defaults.durability}, batch {defaults.batch_size}"
         )
@@ -156,15 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variant:<11} {spread(found)} events/s (min / median / max)")
         print(f"same chain ({', '.join(chains)}): {same}")
         best = {variant: statistics.median(found) for variant, found in rates.items()}
-        ratios = [o / r for o, r in zip(rates["overlapped"], rates["insert_all"], strict=True)]
-        before = [s / r for s, r in zip(rates["sequential"], rates["insert_all"], strict=True)]
-        print(f"ratio ingest/insert_all: overlapped {spread_ratio(ratios)}, "
-              f"sequential {spread_ratio(before)} (min / median / max)")  # fmt: skip
-        figure("ingest.rate", best["overlapped"], "events/s", baseline=best["insert_all"],
+        ratios = [i / r for i, r in zip(rates["ingest"], rates["insert_all"], strict=True)]
+        print(f"ratio ingest/insert_all: {spread_ratio(ratios)} (min / median / max)")
+        figure("ingest.rate", best["ingest"], "events/s", baseline=best["insert_all"],
                ratio=statistics.median(ratios), target="ratio>=0.3")  # fmt: skip
-        figure("ingest.rate_sequential", best["sequential"], "events/s",
-               baseline=best["insert_all"], ratio=statistics.median(before))  # fmt: skip
-        figure("ingest.overlap_gain", best["overlapped"] / best["sequential"], "x")
         if args.before is not None:
             earlier = [b / r for b, r in zip(rates["before"], rates["insert_all"], strict=True)]
             print(f"ratio before/insert_all: {spread_ratio(earlier)}")

@@ -98,14 +98,11 @@ async def ingest_files(
     on_progress: Progress | None = None,
     trail: TrailSink | None = None,
     notify: bool = False,
-    overlap_writes: bool = True,
 ) -> IngestReport:
     """Store the files' events in the trail (`config.trail`, unless `trail` is given).
 
     Historical files notify nobody unless `notify`: then the new alerts'
     deliveries go into the outbox and are flushed once before returning.
-    `overlap_writes`: read the next batch while the trail appends this one
-    (the same trail either way; False only to measure the difference).
     """
     report = IngestReport()
     custom_trail = trail is not None
@@ -115,7 +112,6 @@ async def ingest_files(
 
         redact.configure(redact.Redactor.from_config(config))
         trail = SQLiteTrail.from_config(config.trail, host)
-        trail.background_checkpoints = True  # a bulk writer: WAL checkpoints off its thread
     async with trail:
         # Rules need attribution to judge `unattributed-change`: only with an audit log.
         engine = RuleEngine(
@@ -129,7 +125,6 @@ async def ingest_files(
             stages=[IntentStage(trail, IntentBook()), rules],
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
-            overlap_writes=overlap_writes,
         )
         report.stats = pipeline.stats
         async with pipeline:

@@ -10,15 +10,6 @@ soon as the write before it is done: what arrives during a write joins the
 next batch (group commit), so the delay to commit is about one write, not
 the flush interval, and batches still grow with the load.
 
-With `overlap_writes` (offline ingest) a full batch is handed to the trail's
-thread and `put` returns at once: the next batch is read and parsed while
-SQLite (which releases the GIL) appends this one. When that next batch is
-full, this one's write is awaited and its stages run (rules, alerts) before
-the next is handed over. At most one batch is in flight and batches are
-written strictly in order, so the trail is the one a sequential pipeline
-writes; a failed write raises from the next `put` or `flush`, before any
-later batch is written.
-
 Stages (correlation, enrichment, rules) plug in as `Stage`s: each gets the
 batch before it is written (`before_write`) or the stored events after
 (`after_write`), so an alert always points at a stored event.
@@ -63,15 +54,12 @@ class Pipeline(AsyncLifecycle):
         batch_size: int = 500,
         flush_interval_secs: float = 0.05,
         write_when_idle: bool = False,
-        overlap_writes: bool = False,
     ) -> None:
         self._trail = trail
         self._stages = list(stages)
         self._batch_size = batch_size
         self._flush_interval = flush_interval_secs
         self._write_when_idle = write_when_idle
-        self._overlap = overlap_writes
-        self._in_flight: InFlight | None = None
         self._buffer: list[Event] = []
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
@@ -81,50 +69,27 @@ class Pipeline(AsyncLifecycle):
         self.stats.received += 1
         self._buffer.append(event)
         if len(self._buffer) >= self._batch_size:
-            await self._flush(settle=not self._overlap)
+            await self.flush()
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later())
 
     @property
     def pending(self) -> int:
         """Events put but not yet written."""
-        in_flight = self._in_flight.size if self._in_flight is not None else 0
-        return len(self._buffer) + in_flight
+        return len(self._buffer)
 
     async def flush(self) -> None:
-        """Write every event put so far, and wait for it."""
-        await self._flush(settle=True)
-
-    async def _flush(self, *, settle: bool) -> None:
         async with self._lock:
             self._cancel_timer()
             batch, self._buffer = self._buffer, []
-            # The batch before this one is stored and judged before this one starts:
-            # the stages see the calls a sequential pipeline makes, in its order, and
-            # a failure stops here with nothing after it written.
-            previous = await self._settle()
-            if previous is not None:
-                await self._stored(previous)
-            for stage in self._stages if batch else ():
+            if not batch:
+                return
+            for stage in self._stages:
                 batch = await stage.before_write(batch)
-            if batch:
-                self._in_flight = InFlight.start(self._trail, batch)
-                if not settle:
-                    await asyncio.sleep(0)  # one turn: the task hands the batch to the thread
-            if settle:
-                written = await self._settle()
-                if written is not None:
-                    await self._stored(written)
-
-    async def _settle(self) -> AppendResult | None:
-        """The result of the write in flight (None: none); raises what it raised."""
-        in_flight, self._in_flight = self._in_flight, None
-        return await in_flight.task if in_flight is not None else None
-
-    async def _stored(self, result: AppendResult) -> None:
-        self.stats.add(result)
-        for stage in self._stages:
-            await stage.after_write(result.stored)
+            result = await self._trail.write(batch)
+            self.stats.add(result)
+            for stage in self._stages:
+                await stage.after_write(result.stored)
 
     async def aclose(self) -> None:
         await self.flush()
@@ -134,21 +99,9 @@ class Pipeline(AsyncLifecycle):
         # batch; a write in progress then holds the lock while more arrive.
         await asyncio.sleep(0 if self._write_when_idle else self._flush_interval)
         self._timer = None
-        await self._flush(settle=not self._overlap)
+        await self.flush()
 
     def _cancel_timer(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-
-
-@dataclass(slots=True)
-class InFlight:
-    """A batch being appended on the trail's thread."""
-
-    task: asyncio.Task[AppendResult]
-    size: int
-
-    @classmethod
-    def start(cls, trail: TrailSink, batch: list[Event]) -> InFlight:
-        return cls(asyncio.create_task(trail.write(batch)), len(batch))

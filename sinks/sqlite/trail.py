@@ -57,7 +57,6 @@ from sinks.signing import (
     load_public_key,
     sign,
 )
-from sinks.sqlite.checkpoints import BACKGROUND_SHARE, BACKSTOP_FACTOR, WalCheckpointer
 from sinks.sqlite.errors import is_busy, trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
@@ -126,10 +125,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._last_checkpoint = time.monotonic()
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: asyncio.Task[None] | None = None
-        # Bulk writers (offline ingest) set this before opening: WAL checkpoints
-        # then run on a thread of their own (sinks.sqlite.checkpoints).
-        self.background_checkpoints = False
-        self._checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def from_config(cls, config: TrailConfig, host: str | None = None) -> Self:
@@ -168,8 +163,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             )
         with self._errors("open"):
             self._conn = self._connect()
-            if self.background_checkpoints:
-                self._start_checkpointer(self._conn)
         self._last_checkpoint = time.monotonic()
         if self._unwitnessed:
             self._checkpointed()  # this instance created the trail: witness its genesis
@@ -233,24 +226,11 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             raise TamperError("meta table has no trail_id (database rewritten?)")
         self._trail_id = row[0]
 
-    def _start_checkpointer(self, conn: sqlite3.Connection) -> None:
-        backstop = WAL_AUTOCHECKPOINT_PAGES * BACKSTOP_FACTOR
-        conn.execute(f"PRAGMA wal_autocheckpoint = {backstop}")
-        self._checkpointer = WalCheckpointer(
-            self.path,
-            synchronous=self.durability.upper(),
-            threshold_frames=WAL_AUTOCHECKPOINT_PAGES // BACKGROUND_SHARE,
-        )
-        self._checkpointer.start()
-
     def close(self) -> None:
         """Seal what this instance appended with a checkpoint, then close."""
         conn = self._conn
         if conn is None:
             return
-        checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None:
-            checkpointer.stop()
         try:
             # Only a writer seals: a read-only user (query, verify) must never
             # sign on the service's behalf, perhaps with the wrong key.
@@ -286,8 +266,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 self._put_states(conn, states)
             if sealed:
                 self._seal_heads(conn)
-        if self._checkpointer is not None:
-            self._checkpointer.nudge()
         if sealed:
             self._dirty = True
             self._since_checkpoint += len(sealed)
