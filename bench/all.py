@@ -59,6 +59,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("query_filters.py", ("--events", "20000", "--queries", "200"), 3, 90, False, "query"),
     Bench("intent_match.py", ("--creates", "5000"), 3, 90, False, "intents"),
     Bench("input_bounds.py", ("--events", "10000", "--bomb-mib", "64"), 2, 120, False, "input"),
+    Bench("ingest_rate.py", ("--events", "30000", "--repeat", "1"), 3, 120, False, "ingest"),
     Bench("kafka.py", ("--events", "10000"), 2, 120, False, "kafka"),
     Bench("growth.py", ("--sizes", "100k,1M"), 1, 420, False, "trail growth"),
     Bench("trail_scale.py", ("--sizes", "100k,1M"), 1, 420, False, "trail scale"),
