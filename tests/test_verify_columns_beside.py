@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sinks.sqlite import SQLiteTrail, verify_file
-from sinks.sqlite.verification import _first_unmatched
+from sinks.sqlite.verification import first_unmatched_event
 from tests.test_trail_tamper import DROP_TRIGGERS, EVENTS, assert_tampered, event, shell, verify
 
 BODY_EDIT = 'UPDATE events SET body = replace(body, \'"action":"start"\', \'"action":"stop"\')'
@@ -93,15 +93,15 @@ def test_a_body_that_is_not_json_is_named_not_raised(db: Path) -> None:
     # the chain sees it first; the column pass must not abort on it either
     assert_tampered(verify(db), 5, "seq 5: hash does not match its content (row edited)")
     with sqlite3.connect(db) as conn:
-        assert _first_unmatched(conn, EVENTS) == 5
+        assert first_unmatched_event(conn, EVENTS) == 5
 
 
 def test_the_pass_reads_no_row_past_the_walks_last_seq(db: Path) -> None:
     shell(db, DROP_TRIGGERS + "UPDATE events SET action = 'kill' WHERE seq = 59;")
     with sqlite3.connect(db) as conn:
-        assert _first_unmatched(conn, 58) is None
-        assert _first_unmatched(conn, 59) == 59
-        assert _first_unmatched(conn, 0) is None
+        assert first_unmatched_event(conn, 58) is None
+        assert first_unmatched_event(conn, 59) == 59
+        assert first_unmatched_event(conn, 0) is None
 
 
 def test_an_intact_trail_verifies_with_no_thread_left(db: Path) -> None:

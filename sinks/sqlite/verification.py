@@ -189,7 +189,7 @@ def verify_connection(
     integrity = SideCheck(conn, trailcheck.integrity_problem, "docktrail-verify-integrity")
     last_seq = _last_event_seq(conn)
     columns = SideCheck(
-        conn, lambda other: _first_unmatched(other, last_seq), "docktrail-verify-columns"
+        conn, lambda other: first_unmatched_event(other, last_seq), "docktrail-verify-columns"
     )
     try:
         audit = _Audit(conn, trail_id, public, key_path, on_progress)
@@ -208,7 +208,7 @@ def _last_event_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def _first_unmatched(conn: sqlite3.Connection, up_to_seq: int) -> int | None:
+def first_unmatched_event(conn: sqlite3.Connection, up_to_seq: int) -> int | None:
     """The first event up to `up_to_seq` whose copied columns differ from its body."""
     row = conn.execute(FIRST_UNMATCHED_EVENT, (up_to_seq,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
@@ -225,7 +225,7 @@ def _unmatched_before(
     if audit.last_seq >= last_seq:
         return columns.result()
     columns.stop()
-    return _first_unmatched(conn, audit.last_seq) if audit.last_seq else None
+    return first_unmatched_event(conn, audit.last_seq) if audit.last_seq else None
 
 
 def _conclude(
