@@ -88,11 +88,8 @@ COPIED_NAMES = tuple(name for name, _ in _COPIED)
 ALERT_COPIED_NAMES = tuple(name for name, _ in _ALERT_COPIED)
 EVENT_INSERT = _insert_sql("events", _COPIED)
 ALERT_INSERT = _insert_sql("alerts", _ALERT_COPIED)
-VERIFY_ROWS = "SELECT seq, prev_hash, hash, body FROM events ORDER BY seq"
-# The copied columns of the events up to a seq, checked in one pass of SQLite's own
-# code, which verify runs beside the chain walk on a second connection.
-FIRST_UNMATCHED_EVENT = (
-    f"SELECT min(seq) FROM events WHERE seq <= ? AND NOT {_columns_match_sql(_COPIED)}"
+VERIFY_ROWS = (
+    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)} FROM events ORDER BY seq"
 )
 # The last column: the alert's event exists and is the one its body names (step 6).
 VERIFY_ALERT_ROWS = (

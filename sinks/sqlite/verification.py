@@ -9,6 +9,8 @@ import dataclasses
 import json
 import re
 import sqlite3
+import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,6 @@ from sinks.sqlite.schema import (
     ALERT_COPIED_NAMES,
     BUSY_TIMEOUT_SECS,
     COPIED_NAMES,
-    FIRST_UNMATCHED_EVENT,
     GENESIS_MIGRATIONS,
     MIGRATIONS,
     TRIGGERS,
@@ -46,7 +47,6 @@ from sinks.sqlite.schema import (
     alert_copied_values,
     copied_values,
 )
-from sinks.sqlite.sidecheck import SideCheck, read_only_uri
 
 Progress = Callable[[int, int], None]
 """Called with (seq reached, last seq) while the events chain is walked."""
@@ -73,7 +73,7 @@ def verify_file(
     `key_path`: a PEM file (public or private) to check signatures with;
     `on_progress(seq, last_seq)` is called as the events chain is walked.
     """
-    uri = read_only_uri(Path(path))
+    uri = _read_only_uri(Path(path))
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECS)
     except sqlite3.Error as exc:
@@ -185,54 +185,20 @@ def verify_connection(
     )
     if dropped is not None:  # the checks below read every table
         return _failed(_empty_report(public, trail_id), dropped)
-    # The two costliest checks are single statements: overlapped with the chain walk.
-    integrity = SideCheck(conn, trailcheck.integrity_problem, "docktrail-verify-integrity")
-    last_seq = _last_event_seq(conn)
-    columns = SideCheck(
-        conn, lambda other: first_unmatched_event(other, last_seq), "docktrail-verify-columns"
-    )
+    integrity = _IntegrityCheck(conn)  # the costliest check: overlapped with the chain walk
     try:
         audit = _Audit(conn, trail_id, public, key_path, on_progress)
         problem = audit.run()
-        unmatched = _unmatched_before(conn, audit, last_seq, columns)
-        if unmatched is not None:  # rare: walk again to stop where the row-by-row walk would
-            audit = _Audit(conn, trail_id, public, key_path, unmatched=unmatched)
-            problem = audit.run()
         return _conclude(conn, audit, problem, integrity, applied, expected, public, trail_id)
     finally:
-        columns.stop()
         integrity.stop()
-
-
-def _last_event_seq(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-
-
-def first_unmatched_event(conn: sqlite3.Connection, up_to_seq: int) -> int | None:
-    """The first event up to `up_to_seq` whose copied columns differ from its body."""
-    row = conn.execute(FIRST_UNMATCHED_EVENT, (up_to_seq,)).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
-
-
-def _unmatched_before(
-    conn: sqlite3.Connection, audit: _Audit, last_seq: int, columns: SideCheck[int | None]
-) -> int | None:
-    """The first event whose columns differ among those the walk passed (`audit.last_seq`).
-
-    A walk that passed every row takes the side check's answer; one that stopped
-    early asks its own snapshot about the rows before, which costs less than waiting.
-    """
-    if audit.last_seq >= last_seq:
-        return columns.result()
-    columns.stop()
-    return first_unmatched_event(conn, audit.last_seq) if audit.last_seq else None
 
 
 def _conclude(
     conn: sqlite3.Connection,
     audit: _Audit,
     problem: Problem | None,
-    integrity: SideCheck[trailcheck.Finding | None],
+    integrity: _IntegrityCheck,
     applied: Sequence[str],
     expected: set[trailcheck.SchemaItem],
     public: Ed25519PublicKey | None,
@@ -258,6 +224,74 @@ def _conclude(
     if not report.ok:
         return report
     return dataclasses.replace(report, notes=_tail_notes(report, vouched))
+
+
+class _IntegrityCheck:
+    """`PRAGMA integrity_check` of the same file on its own read-only connection, in a thread.
+
+    It cross-checks every index entry against its row (what stops a forged index
+    from hiding rows from queries), which costs as much as the whole chain walk;
+    SQLite releases the GIL meanwhile, so both run at once. A later snapshot
+    than the walk's (a writer appending meanwhile) is as good: the check is of
+    the file's structure. Without a file (or a second connection), it runs inline.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.other: sqlite3.Connection | None = None
+        self.outcome: trailcheck.Finding | BaseException | None = None
+        self.thread: threading.Thread | None = None
+        path = _file_of(conn)
+        if path is None:
+            return
+        try:
+            self.other = sqlite3.connect(
+                _read_only_uri(Path(path)),
+                uri=True,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_SECS,
+                check_same_thread=False,
+            )
+        except sqlite3.Error:
+            return
+        self.thread = threading.Thread(
+            target=self._run, args=(self.other,), name="docktrail-verify-integrity", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, other: sqlite3.Connection) -> None:
+        try:
+            self.outcome = trailcheck.integrity_problem(other)
+        except BaseException as exc:  # handed to the verifying thread by result()
+            self.outcome = exc
+
+    def result(self) -> trailcheck.Finding | None:
+        if self.thread is None:
+            return trailcheck.integrity_problem(self.conn)
+        self.thread.join()
+        if isinstance(self.outcome, BaseException):
+            return trailcheck.integrity_problem(self.conn)  # say it again, on the snapshot
+        return self.outcome
+
+    def stop(self) -> None:
+        """After the verdict (or an early finding): stop the check and close its connection."""
+        if self.other is None or self.thread is None:
+            return
+        self.other.interrupt()
+        self.thread.join()
+        self.other.close()
+        self.other = None
+
+
+def _file_of(conn: sqlite3.Connection) -> str | None:
+    for _, name, path in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(path) or None
+    return None
+
+
+def _read_only_uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
 
 
 def _empty_report(public: Ed25519PublicKey | None, trail_id: str) -> VerifyReport:
@@ -323,11 +357,9 @@ class _Audit:
         public: Ed25519PublicKey | None,
         key_path: Path,
         on_progress: Progress | None = None,
-        unmatched: int | None = None,
     ) -> None:
         self.conn = conn
         self.on_progress = on_progress
-        self.unmatched = unmatched  # the first event whose copied columns differ, when known
         self.trail_id = trail_id
         self.public = public
         self.key_path = key_path
@@ -369,9 +401,8 @@ class _Audit:
         if problem is not None:
             return problem
         expected_seq, expected_prev = 1, GENESIS_HASH
-        progress, last = self.on_progress, _last_event_seq(self.conn)
-        unmatched = self.unmatched
-        for seq, prev_hash, digest, body in self.conn.execute(VERIFY_ROWS):
+        progress, last = self.on_progress, self._last_event_seq()
+        for seq, prev_hash, digest, body, columns_ok in self.conn.execute(VERIFY_ROWS):
             if progress is not None and not seq & _PROGRESS_MASK:
                 progress(seq, last)
             # the fast path holds for intact rows; link_problem says what is wrong otherwise
@@ -381,7 +412,7 @@ class _Audit:
                 and chain_hash(prev_hash, body) == digest
             ):
                 return link_problem(seq, expected_seq, prev_hash, expected_prev, digest, body)
-            if seq == unmatched:  # copied columns: checked beside the walk (verify_connection)
+            if not columns_ok:
                 return seq, self._column_problem("seq", seq, body)
             self.last_seq, expected_seq, expected_prev = seq, seq + 1, digest
             if self.pending is not None and self.pending[2] <= seq:
@@ -389,6 +420,9 @@ class _Audit:
                 if problem is not None:
                     return problem
         return self._finish()
+
+    def _last_event_seq(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def _checkpoints_at(self, seq: int, digest: str | None) -> Problem | None:
         while self.pending is not None and self.pending[2] <= seq:
