@@ -63,6 +63,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("kafka.py", ("--events", "10000"), 2, 120, False, "kafka"),
     Bench("growth.py", ("--sizes", "100k,1M"), 1, 420, False, "trail growth"),
     Bench("trail_scale.py", ("--sizes", "100k,1M"), 1, 420, False, "trail scale"),
+    Bench("verify_parts.py", ("--size", "1M", "--runs", "1"), 1, 180, False, "verify parts"),
     Bench("exec_sessions.py", (), 2, 120, True, "exec sessions"),
     Bench("docker_events.py", ("--containers", "100", "--volumes", "1000"), 3, 240, True, "docker"),
     Bench("notify_latency.py", ("--containers", "40"), 3, 120, True, "notify"),
