@@ -30,12 +30,14 @@ from listener.proxy.framing import (
     Inbox,
     Request,
     error_response,
+    flush,
     parse_request,
     parse_response,
     pipe,
     read_head,
     response_has_body,
 )
+from listener.proxy.mailbox import Mailbox
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
 
@@ -60,7 +62,7 @@ class Client:
     peer: Peer
     reader: Inbox
     writer: asyncio.StreamWriter
-    queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
+    queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
     who: Who | None = None  # read before the first request that is recorded
 
 
@@ -177,26 +179,26 @@ class ProxyServer:
                 pending = Pending(parse_request(head), time.time_ns())
                 body = await self._judge(client, pending)
                 if pending.refused is not None:
-                    await client.queue.put(pending)
+                    client.queue.put(pending)
                     continue
                 if pending.call is not None:
                     pending.peer_call = self._open_call(client, pending)
                 if judge.may_hijack(pending.request):
                     pending.verdict = asyncio.get_running_loop().create_future()
-                await client.queue.put(pending)
+                client.queue.put(pending)
                 if body is not None:
                     engine.write(head.raw + body)  # one write: one wake-up of the Engine
                 else:
                     engine.write(head.raw)
                     await BodyRelay(client.reader, engine, 0).relay(head)
-                await engine.drain()
+                await flush(engine)
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
                     return
             if engine.can_write_eof():
                 engine.write_eof()  # the Engine ends its streams when the client goes
         finally:
-            await client.queue.put(None)
+            client.queue.put(None)
 
     async def _judge(self, client: Client, pending: Pending) -> bytes | None:
         """Reads the body when it is judged; sets `call` and `refused`."""
@@ -243,7 +245,7 @@ class ProxyServer:
         while (pending := await client.queue.get()) is not None:
             if pending.refused is not None:
                 client.writer.write(error_response(403, "Forbidden", pending.refused))
-                await client.writer.drain()
+                await flush(client.writer)
                 self._record(client, pending, 403)
                 log.warning(
                     "proxy refused a request",
@@ -273,7 +275,7 @@ class ProxyServer:
         coalesce = has_body and pending.verdict is None and bool(engine.buffer)
         if not coalesce:
             client.writer.write(head.raw)
-            await client.writer.drain()
+            await flush(client.writer)
         if pending.verdict is not None:
             hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
             pending.verdict.set_result(hijacked)
