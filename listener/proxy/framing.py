@@ -32,7 +32,7 @@ class Head:
     parse would (a name compared stripped and in lower case, repeats joined).
     """
 
-    __slots__ = ("_headers", "_lowered", "_text", "raw", "start_line")
+    __slots__ = ("_found", "_headers", "_lowered", "_text", "raw", "start_line")
 
     def __init__(self, raw: bytes, start_line: str, headers: dict[str, str] | None = None) -> None:
         self.raw = raw
@@ -40,6 +40,7 @@ class Head:
         self._text: str | None = None
         self._lowered: str | None = None
         self._headers = headers  # given: tests; else every header parsed only when asked for
+        self._found: dict[str, str] = {}  # lookups done: framing asks some twice
 
     @property
     def headers(self) -> dict[str, str]:
@@ -54,7 +55,11 @@ class Head:
             self._text = self.raw.decode("latin-1")
             self._lowered = self._text.lower()
         key = name.lower()
-        return _find_header(self._text or "", self._lowered, key) if key in self._lowered else ""
+        if key not in self._lowered:
+            return ""
+        if key not in self._found:
+            self._found[key] = _find_header(self._text or "", self._lowered, key)
+        return self._found[key]
 
     @property
     def chunked(self) -> bool:
