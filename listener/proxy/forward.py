@@ -63,7 +63,8 @@ class Client:
     reader: Inbox
     writer: asyncio.StreamWriter
     queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
-    who: Who | None = None  # read before the first request that is recorded
+    who: Who | None = None  # read before the first response to a recorded request
+    identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
 
 
 class ProxyServer:
@@ -125,10 +126,15 @@ class ProxyServer:
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
+        client = Client(peer, Inbox(reader), writer)
         try:
-            await self._relay(Client(peer, Inbox(reader), writer))
+            await self._relay(client)
         finally:
-            peer.release()
+            if client.identity is not None and not client.identity.done():
+                # the pidfd confirms what the reads found: closed only after them
+                client.identity.add_done_callback(lambda _: peer.release())
+            else:
+                peer.release()
 
     async def _relay(self, client: Client) -> None:
         try:
@@ -206,8 +212,10 @@ class ProxyServer:
         head = request.head
         if not judge.changes_state(request):
             return None
-        if client.who is None:
-            client.who = await self._identify(client.peer)
+        if self._config.policy.enabled:
+            await self._who(client)  # the policy judges the login before anything is sent
+        elif client.who is None and client.identity is None:
+            client.identity = asyncio.create_task(self._identify(client.peer))
         pending.event_id = api_call_id(
             self._host, client.peer, pending.start_ns, request.method, request.target
         )
@@ -228,21 +236,42 @@ class ProxyServer:
             await BodyRelay(client.reader, None, 0).relay(head)  # consumed, never forwarded
         return body
 
+    async def _who(self, client: Client) -> Who:
+        """The client's `who`: read once, by the first recorded request's task."""
+        if client.who is None:
+            if client.identity is None:
+                client.identity = asyncio.create_task(self._identify(client.peer))
+            try:
+                client.who = await client.identity
+            except Exception as exc:  # still recorded: with the socket's credentials alone
+                log.error("proxy: peer details not read", extra={"fields": {"error": repr(exc)}})
+                client.who = _credentials_only(client.peer)
+        return client.who
+
     def _open_call(self, client: Client, pending: Pending) -> PeerCall:
+        """The call in the ledger before it is forwarded: Engine events come while the
+        Engine works. Until the client's `who` is read, attribution waits for it."""
         call = pending.call
-        assert call is not None and client.who is not None
+        assert call is not None
         keys = [(call.kind, name) for name in call.names]
         if call.kind == "image" and call.image:
             keys.append(("image", call.image))
         creates = call.path == "/containers/create" or call.path.endswith("/exec")
-        return self._ledger.open(
-            pending.event_id, call.path, client.who, client.peer, keys, awaiting_id=creates
+        who = client.who or _credentials_only(client.peer)  # the details are being read
+        opened = self._ledger.open(
+            pending.event_id, call.path, who, client.peer, keys, awaiting_id=creates
         )
+        if client.who is None and client.identity is not None:
+            opened.identified.clear()
+            client.identity.add_done_callback(lambda task: _identified(opened, task))
+        return opened
 
     # -- engine → client ---------------------------------------------------------------
 
     async def _downstream(self, client: Client, engine: Inbox) -> None:
         while (pending := await client.queue.get()) is not None:
+            if pending.call is not None and client.who is None:
+                await self._who(client)  # read while the Engine worked; before the response
             if pending.refused is not None:
                 client.writer.write(error_response(403, "Forbidden", pending.refused))
                 await flush(client.writer)
@@ -332,6 +361,16 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _credentials_only(peer: Peer) -> Who:
+    return peer_who(Peer(peer.pid, peer.uid, peer.gid))
+
+
+def _identified(call: PeerCall, identity: asyncio.Task[Who]) -> None:
+    if not identity.cancelled() and identity.exception() is None:
+        call.who = identity.result()
+    call.identified.set()
 
 
 def _response_id(kept: bytearray) -> str | None:
