@@ -27,6 +27,7 @@ from listener.proxy.framing import (
     MAX_HEAD_BYTES,
     BodyRelay,
     FramingError,
+    Head,
     Inbox,
     Request,
     error_response,
@@ -293,7 +294,7 @@ class ProxyServer:
 
     async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
-        head = await read_head(engine)
+        head = await self._final_head(client, engine)
         if head is None:
             self._record(client, pending, None)
             if pending.verdict is not None:
@@ -327,6 +328,17 @@ class ProxyServer:
         # `Connection: close`: the Engine closes after this response, and so does the client's
         # connection (a client reading to the end would otherwise wait on the proxy forever)
         return (until_close and has_body) or "close" in head.header("connection").lower()
+
+    async def _final_head(self, client: Client, engine: Inbox) -> Head | None:
+        """The response's head, past interim ones: Go's server answers `Expect:
+        100-continue` with `100 Continue` first. Those are relayed as they come."""
+        while (head := await read_head(engine)) is not None:
+            status = parse_response(head).status
+            if not 100 <= status < 200 or status == 101:
+                return head
+            client.writer.write(head.raw)
+            await flush(client.writer)
+        return None
 
     def _record(
         self,
