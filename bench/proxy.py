@@ -1,6 +1,7 @@
 """Benchmark: what the socket proxy adds to Docker clients.
 
-Usage: python bench/proxy.py [--rounds N] [--runs R] [--log-mb M] [--before DIR]   (as root)
+Usage: python bench/proxy.py [--rounds N] [--cycles C] [--runs R] [--log-mb M] [--before DIR]
+       (as root)
 
 Starts a private dockerd (tests/dockerd.py) and `docktrail proxy` in front of
 it (real processes writing fresh SQLite trails): one on asyncio's own event
@@ -16,6 +17,14 @@ see the same machine load:
   start-up, in µs;
 * one keep-alive connection doing `GET /containers/json`: the cost per request;
 * `docker logs` of a container that wrote M MiB: throughput (best of 3).
+
+Sample counts fit the statistic: a p99 is the 99th percentile only with enough
+samples behind it. With 30 samples the "p99" was the largest one (a single
+scheduler hiccup on a shared 2-core machine decided it); with N samples it is
+the sample of rank 0.99 (N - 1), so 200 `ps` and `inspect` samples per run put
+two larger samples above it, and 60 create+start+rm cycles (three CLI processes
+each, twenty times slower) put one: their p99 stays the weakest figure. The raw
+API figures take 5 N samples (they cost µs).
 
 Prints each figure per variant with the ratio to direct measured in the same
 run, then min / median / max of the ratios over the R runs, and `FIGURE`
@@ -191,7 +200,7 @@ def _one_run(
     inspect = {v: _cli(e, "inspect", "bench-target") for v, e in envs.items()}
     _compare("docker_inspect", inspect, rounds)
     cycles = {v: _cycle(e, f"bench-{v}") for v, e in envs.items()}
-    _compare("create_start_rm", cycles, max(10, rounds // 4))
+    _compare("create_start_rm", cycles, args.cycles)
     fresh = {v: _new_connection(path) for v, path in sockets.items()}
     _compare("api_new_connection", fresh, rounds * 5, unit="us")
     keep = {v: _keep_alive(path) for v, path in sockets.items()}
@@ -242,7 +251,8 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=200, help="docker ps / inspect samples")
+    parser.add_argument("--cycles", type=int, default=60, help="create+start+rm samples")
     parser.add_argument("--runs", type=int, default=3, help="whole measurements, for min/max")
     parser.add_argument("--log-mb", type=int, default=16)
     parser.add_argument("--before", help="a checkout of an earlier version, run as a variant")
@@ -261,7 +271,8 @@ def main() -> None:
         line = "0123456789abcdef" * 3
         script = f"yes {line} | head -c {args.log_mb * 1048576}"
         daemon.docker("run", "--name", "bench-logs", BUSYBOX_REF, "sh", "-c", script)
-        print(f"rounds: {args.rounds}, runs: {args.runs}; variants in random order each round;")
+        print(f"rounds: {args.rounds}, cycles: {args.cycles}, runs: {args.runs}; "
+              "variants in random order each round;")  # fmt: skip
         print("ratio = variant / direct, measured in the same run")
         for run in range(args.runs):
             print(f"\nrun {run + 1}")

@@ -10,6 +10,7 @@ same `who` with `method = "peer"` (`PeerAttribution`, a pipeline stage).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import time
 from collections import deque
@@ -49,6 +50,12 @@ def peer_who(peer: Peer) -> Who:
     )
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass(slots=True)
 class PeerCall:
     """One state-changing request, from its start to its response (or its end)."""
@@ -62,6 +69,8 @@ class PeerCall:
     end_ns: int | None = None
     awaiting_id: bool = False  # a create: the Engine names the new object in the response
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # cleared while the proxy reads the client's details (the call is forwarded meanwhile)
+    identified: asyncio.Event = field(default_factory=_set_event)
 
     def finish(self, keys: Sequence[tuple[str, str]]) -> None:
         self.keys.update(k for k in keys if k[1])
@@ -249,6 +258,9 @@ class PeerAttribution:
         if found is None:
             return
         call, kind = found
+        if not call.identified.is_set():  # forwarded before its client's details were read
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.identified.wait(), self._wait)
         who = call.who.model_copy()
         who.matched_by = kind
         who.claimed = event.who.claimed

@@ -27,15 +27,18 @@ from listener.proxy.framing import (
     MAX_HEAD_BYTES,
     BodyRelay,
     FramingError,
+    Head,
     Inbox,
     Request,
     error_response,
+    flush,
     parse_request,
     parse_response,
     pipe,
     read_head,
     response_has_body,
 )
+from listener.proxy.mailbox import Mailbox
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
 
@@ -60,8 +63,9 @@ class Client:
     peer: Peer
     reader: Inbox
     writer: asyncio.StreamWriter
-    queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
-    who: Who | None = None  # read before the first request that is recorded
+    queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
+    who: Who | None = None  # read before the first response to a recorded request
+    identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
 
 
 class ProxyServer:
@@ -123,10 +127,15 @@ class ProxyServer:
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
+        client = Client(peer, Inbox(reader), writer)
         try:
-            await self._relay(Client(peer, Inbox(reader), writer))
+            await self._relay(client)
         finally:
-            peer.release()
+            if client.identity is not None and not client.identity.done():
+                # the pidfd confirms what the reads found: closed only after them
+                client.identity.add_done_callback(lambda _: peer.release())
+            else:
+                peer.release()
 
     async def _relay(self, client: Client) -> None:
         try:
@@ -177,26 +186,26 @@ class ProxyServer:
                 pending = Pending(parse_request(head), time.time_ns())
                 body = await self._judge(client, pending)
                 if pending.refused is not None:
-                    await client.queue.put(pending)
+                    client.queue.put(pending)
                     continue
                 if pending.call is not None:
                     pending.peer_call = self._open_call(client, pending)
                 if judge.may_hijack(pending.request):
                     pending.verdict = asyncio.get_running_loop().create_future()
-                await client.queue.put(pending)
+                client.queue.put(pending)
                 if body is not None:
                     engine.write(head.raw + body)  # one write: one wake-up of the Engine
                 else:
                     engine.write(head.raw)
                     await BodyRelay(client.reader, engine, 0).relay(head)
-                await engine.drain()
+                await flush(engine)
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
                     return
             if engine.can_write_eof():
                 engine.write_eof()  # the Engine ends its streams when the client goes
         finally:
-            await client.queue.put(None)
+            client.queue.put(None)
 
     async def _judge(self, client: Client, pending: Pending) -> bytes | None:
         """Reads the body when it is judged; sets `call` and `refused`."""
@@ -204,8 +213,10 @@ class ProxyServer:
         head = request.head
         if not judge.changes_state(request):
             return None
-        if client.who is None:
-            client.who = await self._identify(client.peer)
+        if self._config.policy.enabled:
+            await self._who(client)  # the policy judges the login before anything is sent
+        elif client.who is None and client.identity is None:
+            client.identity = asyncio.create_task(self._identify(client.peer))
         pending.event_id = api_call_id(
             self._host, client.peer, pending.start_ns, request.method, request.target
         )
@@ -226,24 +237,45 @@ class ProxyServer:
             await BodyRelay(client.reader, None, 0).relay(head)  # consumed, never forwarded
         return body
 
+    async def _who(self, client: Client) -> Who:
+        """The client's `who`: read once, by the first recorded request's task."""
+        if client.who is None:
+            if client.identity is None:
+                client.identity = asyncio.create_task(self._identify(client.peer))
+            try:
+                client.who = await client.identity
+            except Exception as exc:  # still recorded: with the socket's credentials alone
+                log.error("proxy: peer details not read", extra={"fields": {"error": repr(exc)}})
+                client.who = _credentials_only(client.peer)
+        return client.who
+
     def _open_call(self, client: Client, pending: Pending) -> PeerCall:
+        """The call in the ledger before it is forwarded: Engine events come while the
+        Engine works. Until the client's `who` is read, attribution waits for it."""
         call = pending.call
-        assert call is not None and client.who is not None
+        assert call is not None
         keys = [(call.kind, name) for name in call.names]
         if call.kind == "image" and call.image:
             keys.append(("image", call.image))
         creates = call.path == "/containers/create" or call.path.endswith("/exec")
-        return self._ledger.open(
-            pending.event_id, call.path, client.who, client.peer, keys, awaiting_id=creates
+        who = client.who or _credentials_only(client.peer)  # the details are being read
+        opened = self._ledger.open(
+            pending.event_id, call.path, who, client.peer, keys, awaiting_id=creates
         )
+        if client.who is None and client.identity is not None:
+            opened.identified.clear()
+            client.identity.add_done_callback(lambda task: _identified(opened, task))
+        return opened
 
     # -- engine → client ---------------------------------------------------------------
 
     async def _downstream(self, client: Client, engine: Inbox) -> None:
         while (pending := await client.queue.get()) is not None:
+            if pending.call is not None and client.who is None:
+                await self._who(client)  # read while the Engine worked; before the response
             if pending.refused is not None:
                 client.writer.write(error_response(403, "Forbidden", pending.refused))
-                await client.writer.drain()
+                await flush(client.writer)
                 self._record(client, pending, 403)
                 log.warning(
                     "proxy refused a request",
@@ -262,7 +294,7 @@ class ProxyServer:
 
     async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
-        head = await read_head(engine)
+        head = await self._final_head(client, engine)
         if head is None:
             self._record(client, pending, None)
             if pending.verdict is not None:
@@ -273,7 +305,7 @@ class ProxyServer:
         coalesce = has_body and pending.verdict is None and bool(engine.buffer)
         if not coalesce:
             client.writer.write(head.raw)
-            await client.writer.drain()
+            await flush(client.writer)
         if pending.verdict is not None:
             hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
             pending.verdict.set_result(hijacked)
@@ -296,6 +328,17 @@ class ProxyServer:
         # `Connection: close`: the Engine closes after this response, and so does the client's
         # connection (a client reading to the end would otherwise wait on the proxy forever)
         return (until_close and has_body) or "close" in head.header("connection").lower()
+
+    async def _final_head(self, client: Client, engine: Inbox) -> Head | None:
+        """The response's head, past interim ones: Go's server answers `Expect:
+        100-continue` with `100 Continue` first. Those are relayed as they come."""
+        while (head := await read_head(engine)) is not None:
+            status = parse_response(head).status
+            if not 100 <= status < 200 or status == 101:
+                return head
+            client.writer.write(head.raw)
+            await flush(client.writer)
+        return None
 
     def _record(
         self,
@@ -330,6 +373,16 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _credentials_only(peer: Peer) -> Who:
+    return peer_who(Peer(peer.pid, peer.uid, peer.gid))
+
+
+def _identified(call: PeerCall, identity: asyncio.Task[Who]) -> None:
+    if not identity.cancelled() and identity.exception() is None:
+        call.who = identity.result()
+    call.identified.set()
 
 
 def _response_id(kept: bytearray) -> str | None:

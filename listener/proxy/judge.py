@@ -44,7 +44,17 @@ def api_path(request: Request) -> str:
 def changes_state(request: Request) -> bool:
     if request.method in ("POST", "PUT", "DELETE", "PATCH"):
         return True
-    return request.method == "GET" and bool(_HIJACK_GET.match(api_path(request)))
+    return (
+        request.method == "GET"
+        and _may_be_stream(request.target)
+        and bool(_HIJACK_GET.match(api_path(request)))
+    )
+
+
+def _may_be_stream(target: str) -> bool:
+    """False only when no decoding of `target` can name an attach or exec start: most
+    reads, without percent-decoding and a regular expression on each."""
+    return "%" in target or "attach" in target or "start" in target
 
 
 _HIJACK_POST = re.compile(r"^/(containers/[^/]+/attach|exec/[^/]+/start)$")
