@@ -1,8 +1,12 @@
 """Engine connections made before a client needs one.
 
 Connecting to the Engine socket cost a client about a tenth of the proxy's
-added latency. A few idle connections are kept ready; each is used by one
-client only (never shared, never reused after a client), and one older than
+added latency. A few idle connections are kept ready; each serves one client
+at a time (never shared). A client that leaves with every response relayed in
+full leaves its connection between messages: it is given back and serves the
+next client (what an HTTP client's own connection pool does; the Engine knows
+nothing of who is behind a connection). Any other end (a stream cut short, an
+upgrade, `Connection: close`, an error) closes it. One idle longer than
 `max_idle_secs` or already closed by the Engine is dropped, well before the
 Engine's own header timeout could close it in a client's face.
 """
@@ -36,6 +40,13 @@ class EnginePool:
                 return reader, writer
             writer.close()
         return await self._open()
+
+    def give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection whose client left between messages: kept for the next, when room."""
+        if len(self._idle) < self._size and _usable(reader, writer):
+            self._idle.append((asyncio.get_running_loop().time(), (reader, writer)))
+        else:
+            writer.close()
 
     def replenish(self) -> None:
         """Refills the pool in the background: called as a client leaves, so that the

@@ -66,6 +66,10 @@ class Client:
     queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
     who: Who | None = None  # read before the first response to a recorded request
     identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
+    unanswered: int = 0  # requests sent on whose responses the client still waits
+    # it left with every response relayed in full: the Engine connection is between
+    # messages and can serve the next client
+    left_answered: bool = False
 
 
 class ProxyServer:
@@ -145,10 +149,12 @@ class ProxyServer:
             return
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
         failures: list[BaseException] = []
+        engine = Inbox(engine_reader)
+        between_messages = False
         try:
             # responses are relayed in this task (one task fewer per client): it ends last, at
             # the upstream's end, a hijack's end, or an error
-            await self._downstream(client, Inbox(engine_reader))
+            between_messages = await self._downstream(client, engine)
         except Exception as exc:
             failures.append(exc)
         finally:
@@ -156,8 +162,12 @@ class ProxyServer:
             (ended,) = await asyncio.gather(upstream, return_exceptions=True)
             if isinstance(ended, BaseException):
                 failures.append(ended)
-            engine_writer.close()
-            self._engines.replenish()
+            reusable = between_messages and client.left_answered and not engine.buffer
+            if reusable and not failures:
+                self._engines.give_back(engine_reader, engine_writer)
+            else:
+                engine_writer.close()
+                self._engines.replenish()
         for failure in failures:
             if isinstance(failure, FramingError | ConnectionError):
                 log.warning("proxy connection", extra={"fields": {"error": str(failure)}})
@@ -185,6 +195,7 @@ class ProxyServer:
             while (head := await read_head(client.reader)) is not None:
                 pending = Pending(parse_request(head), time.time_ns())
                 body = await self._judge(client, pending)
+                client.unanswered += 1
                 if pending.refused is not None:
                     client.queue.put(pending)
                     continue
@@ -202,7 +213,9 @@ class ProxyServer:
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
                     return
-            if engine.can_write_eof():
+            if client.unanswered == 0:
+                client.left_answered = True  # nothing in flight: no stream to end
+            elif engine.can_write_eof():
                 engine.write_eof()  # the Engine ends its streams when the client goes
         finally:
             client.queue.put(None)
@@ -269,7 +282,8 @@ class ProxyServer:
 
     # -- engine → client ---------------------------------------------------------------
 
-    async def _downstream(self, client: Client, engine: Inbox) -> None:
+    async def _downstream(self, client: Client, engine: Inbox) -> bool:
+        """Relays the responses in order; True when it ended between them (the client left)."""
         while (pending := await client.queue.get()) is not None:
             if pending.call is not None and client.who is None:
                 await self._who(client)  # read while the Engine worked; before the response
@@ -281,6 +295,7 @@ class ProxyServer:
                     "proxy refused a request",
                     extra={"fields": {"who": client.peer.login, "reason": pending.refused}},
                 )
+                client.unanswered -= 1
                 continue
             try:
                 ended = await self._relay_response(client, engine, pending)
@@ -290,7 +305,9 @@ class ProxyServer:
                     pending.verdict.set_result(False)
                 raise
             if ended:
-                return
+                return False
+            client.unanswered -= 1
+        return True
 
     async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
