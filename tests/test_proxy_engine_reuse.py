@@ -10,18 +10,13 @@ next client as if it were its own.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from config.proxy import ProxyConfig
-from listener.event import Event
-from listener.proxy.events import PeerLedger
-from listener.proxy.forward import ProxyServer
-from listener.proxy.record import Recorder
+from tests.proxy_stand_in import proxy_before
 
 WAIT = 5.0
 
@@ -68,28 +63,12 @@ class Setup:
 
 @pytest.fixture
 async def proxied() -> AsyncIterator[Setup]:
-    base = Path(tempfile.mkdtemp(prefix="dt-pxr-"))
     engine = Engine()
-    server = await asyncio.start_unix_server(engine.handle, path=str(base / "engine.sock"))
-    events: list[Event] = []
-
-    async def store(event: Event) -> None:
-        events.append(event)
-
-    recorder = Recorder(store)
-    recorder.start()
-    config = ProxyConfig(
-        listen=base / "docker.sock", engine=base / "engine.sock", listen_group=None
-    )
-    proxy = ProxyServer(config, "h", recorder, PeerLedger())
-    await proxy.start()
-    try:
-        yield Setup(config.listen, engine)
-    finally:
-        engine.release.set()
-        await proxy.aclose()
-        await recorder.aclose()
-        server.close()
+    async with proxy_before(engine.handle) as proxied:
+        try:
+            yield Setup(proxied.config.listen, engine)
+        finally:
+            engine.release.set()
 
 
 async def _exchange(listen: Path, path: str) -> bytes:

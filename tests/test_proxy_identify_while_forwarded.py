@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -21,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from config.proxy import ProxyConfig, ProxyPolicyConfig
 from listener.event import Event
 from listener.model.event import Actor
 from listener.proxy.events import PeerAttribution, PeerLedger
 from listener.proxy.forward import ProxyServer
 from listener.proxy.peer import Peer
-from listener.proxy.record import Recorder
+from tests.proxy_stand_in import proxy_before
 
 CREATED = b'{"Id":"' + b"cd" * 32 + b'"}'
 REPLY = b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(CREATED), CREATED)
@@ -59,7 +57,6 @@ async def unjudged() -> AsyncIterator[Slowed]:
 
 
 async def _slowed(*, policy: bool) -> AsyncIterator[Slowed]:
-    base = Path(tempfile.mkdtemp(prefix="dt-pxi-"))
     engine_got, release = asyncio.Event(), threading.Event()
 
     async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,36 +68,20 @@ async def _slowed(*, policy: bool) -> AsyncIterator[Slowed]:
         await reader.read()
         writer.close()
 
-    server = await asyncio.start_unix_server(engine, path=str(base / "engine.sock"))
-    events: list[Event] = []
+    def slow_details(proxy: ProxyServer) -> None:
+        read_details = proxy._read_details
 
-    async def store(event: Event) -> None:
-        events.append(event)
+        def slow_read(peer: Peer) -> None:  # a /proc that takes its time (a loaded host)
+            release.wait(WAIT)
+            read_details(peer)
 
-    config = ProxyConfig(
-        listen=base / "docker.sock",
-        engine=base / "engine.sock",
-        listen_group=None,
-        policy=ProxyPolicyConfig(enabled=policy),
-    )
-    recorder, ledger = Recorder(store), PeerLedger()
-    recorder.start()
-    proxy = ProxyServer(config, "h", recorder, ledger)
-    read_details = proxy._read_details
+        proxy._read_details = slow_read  # type: ignore[method-assign]
 
-    def slow_read(peer: Peer) -> None:  # a /proc that takes its time (a loaded host)
-        release.wait(WAIT)
-        read_details(peer)
-
-    proxy._read_details = slow_read  # type: ignore[method-assign]
-    await proxy.start()
-    try:
-        yield Slowed(config.listen, events, ledger, engine_got, release)
-    finally:
-        release.set()
-        await proxy.aclose()
-        await recorder.aclose()
-        server.close()
+    async with proxy_before(engine, policy=policy, prepare=slow_details) as proxied:
+        try:
+            yield Slowed(proxied.config.listen, proxied.events, proxied.ledger, engine_got, release)
+        finally:
+            release.set()
 
 
 async def test_forwarded_before_the_details_and_answered_after_them(
