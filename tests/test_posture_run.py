@@ -39,6 +39,9 @@ def metered(service: Service, container_id: str) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        made = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples'"
+        if db.execute(made).fetchone() is None:
+            return 0  # the service made the file (0600 first) and is setting it up
         query = "SELECT COUNT(*) FROM samples WHERE container_id = ?"
         return int(db.execute(query, (container_id,)).fetchone()[0])
 

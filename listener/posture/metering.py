@@ -99,6 +99,10 @@ class MeteringStore:
         self.path = path
         if readonly:  # `top` and `posture` read, never write
             self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            if not _has_samples(self._conn):  # the writer made the file, not yet its table
+                self._conn.close()
+                self._conn = sqlite3.connect(":memory:")
+                self._conn.executescript(_SCHEMA)
             return
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -216,3 +220,8 @@ def usage_check(samples: Sequence[Sample], host_memory: int, host_cpus: int, sha
     status: Status = "warn" if unlimited else "pass"
     detail = f"{len(samples)} metered, {unlimited} without limits, none above {share:.0%}"
     return Check("resource-usage", "6.2", status, detail, unlimited)
+
+
+def _has_samples(conn: sqlite3.Connection) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples'"
+    return conn.execute(query).fetchone() is not None
