@@ -89,6 +89,14 @@ class DockerConfig(Strict):
     inspect_workers: int = Field(
         4, ge=1, le=64, description="Threads that inspect containers and images."
     )
+    read_engine_files: bool = Field(
+        True,
+        description="Live: describe a new container from the Engine's own files under its "
+        "data root (`config.v2.json`, `hostconfig.json`), read at once, instead of waiting "
+        "for its inspect, which dockerd answers only after a start in progress. Used only "
+        "for a local Engine whose files belong to root alone; otherwise, or when off, "
+        'inspect as before. The event says `attributes.inspect = "engine-files"`.',
+    )
     sweep_interval_secs: float = Field(
         900.0,
         ge=0,

@@ -57,6 +57,7 @@ class DaemonIdentity:
     os: str
     kernel_version: str
     clock_skew_ns: int  # the Engine's clock minus ours, measured at connect
+    data_root: str = ""  # `DockerRootDir`: where the Engine keeps its files
 
     @property
     def clock_offset_ns(self) -> int:
@@ -162,6 +163,7 @@ class EngineClient:
             os=str(info.get("OperatingSystem") or ""),
             kernel_version=str(info.get("KernelVersion") or ""),
             clock_skew_ns=0 if engine_now is None else engine_now - (before + after) // 2,
+            data_root=str(info.get("DockerRootDir") or ""),
         )
 
     def open_events(self, since_ns: int) -> tuple[Any, Callable[[], None]]:

@@ -86,6 +86,7 @@ from listener.sources.docker_engine import (
     parse_engine_time_ns,
     since_arg,
 )
+from listener.sources.docker_files import EngineFiles
 from listener.sources.docker_inspect import (
     _image_attributes,
     container_config_from_inspect,
@@ -408,6 +409,7 @@ class DockerSource:
             engine if engine is not None else EngineClient(config.host, config.timeout_secs)
         )
         self.identity: DaemonIdentity | None = None
+        self.files: EngineFiles | None = None  # where new containers are read at once
         self.stats = SourceStats()
         self.connected = asyncio.Event()  # set while a stream is being followed
         self._emit = emit
@@ -510,6 +512,9 @@ class DockerSource:
         reason = "start" if self.stats.connections == 0 else "reconnect"
         self.stats.connections += 1
         self.identity = identity
+        if self.config.read_engine_files:
+            host = str(getattr(self.engine, "host", ""))
+            self.files = await asyncio.to_thread(EngineFiles.for_engine, host, identity.data_root)
         horizon = self._horizon_ns
         opened_ns = self._engine_now()
         since_ns = (opened_ns if horizon is None else horizon) - _REPLAY_OVERLAP_NS
@@ -626,7 +631,9 @@ class DockerSource:
 
     def _start_enrichment(self, event: Event) -> asyncio.Future[Enrichment] | None:
         """Starts the inspect an event needs at once (a `--rm` job is gone soon)."""
-        if event.type == "container" and event.action in ("create", "start"):
+        if event.type == "container" and event.action == "create":
+            return self._submit(self._describe_created, event.actor.id)
+        if event.type == "container" and event.action == "start":
             return self._submit(self._inspect_container, event.actor.id)
         if event.type == "image" and event.action in _IMAGE_RESOLVE_ACTIONS and event.actor.id:
             return self._submit(self._resolve_image, event.actor.id)
@@ -650,6 +657,20 @@ class DockerSource:
         attributes = {"exec_pid": pid} if isinstance(pid, int) and pid > 0 else {}
         return Enrichment(config=exec_config_from_inspect(data), attributes=attributes)
 
+    def _describe_created(self, container_id: str) -> Enrichment:
+        """Worker thread: a new container's config from the Engine's files when they can
+        be read (at once), else from its inspect (after any start in progress)."""
+        files = self.files
+        data = files.created(container_id) if files is not None else None
+        if data is None:
+            return self._inspect_container(container_id)
+        try:
+            enrichment = self._enrichment(data)
+        except SourceError:  # the image's inspect: the container's then says it all
+            return self._inspect_container(container_id)
+        enrichment.attributes["inspect"] = "engine-files"
+        return enrichment
+
     def _inspect_container(self, container_id: str) -> Enrichment:
         """Worker thread: the container's config, or why there is none."""
         return self._inspect_with_config(container_id)[1]
@@ -660,16 +681,20 @@ class DockerSource:
             data = self.engine.inspect_container(container_id)
             if data is None:
                 return None, Enrichment(attributes={"inspect": "gone"})
-            digests = self._repo_digests(str(data.get("Image") or ""))
+            return data, self._enrichment(data)
         except SourceError as exc:
             return None, Enrichment(attributes={"inspect": "failed", "inspect_error": str(exc)})
+
+    def _enrichment(self, data: Mapping[str, Any]) -> Enrichment:
+        """Worker thread: what a container's inspect data adds to its event."""
+        digests = self._repo_digests(str(data.get("Image") or ""))
         config = container_config_from_inspect(data, digests)
         config.socket_sources = _socket_sources(config)
         if config.image and _is_image_id(config.image):
             with contextlib.suppress(SourceError):  # then judged by the id alone
                 config.image_references, config.image_intermediate = self._image_names(config.image)
         launch = container_launch(data, self._image_launch.get(str(data.get("Image") or "")))
-        return data, Enrichment(config=config.as_event_config(), launch=launch)
+        return Enrichment(config=config.as_event_config(), launch=launch)
 
     def _image_names(self, image_id: str) -> tuple[list[str], bool]:
         """Worker thread: the tags and digests of an image given by id; for an unnamed
