@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from listener.model.containerconfig import ContainerConfig
+from listener.rules.activity import config_fingerprint
 from listener.sources.docker_files import EngineFiles, inspect_shaped
 from listener.sources.docker_inspect import container_config_from_inspect, container_launch
 from tests.dockerd import BUSYBOX_REF, Dockerd
@@ -90,6 +91,10 @@ def test_the_files_say_what_inspect_says(
         container_config_from_inspect(inspected)
     )
     assert container_launch(from_files) == container_launch(inspected)
+    # the sweep re-inspects running containers: the same fingerprint means no second judgement
+    assert config_fingerprint(container_config_from_inspect(from_files).as_event_config()) == (
+        config_fingerprint(container_config_from_inspect(inspected).as_event_config())
+    )
     assert from_files["Name"] == inspected["Name"] and from_files["Image"] == inspected["Image"]
 
 
