@@ -127,6 +127,34 @@ async def test_a_barrier_read_back_releases_the_event_with_its_call(log: Path) -
     assert MARK in log.read_text()
 
 
+async def test_a_stream_of_barriers_does_not_keep_an_open_event_open(log: Path) -> None:
+    """Barrier lines are ours, not activity: with one sent every few ms (a busy Engine),
+    a record of someone else without EOE still counts as complete after a quiet poll."""
+    kernel = KernelStandIn(log)
+    async with running(log, AuditBarriers(kernel), poll_interval_secs=0.05) as live:
+        pam = stamp(time.time_ns(), 50)
+        append(
+            log,
+            [
+                f"type=USER_ACCT msg=audit({pam}): pid=77 uid=0 auid=1001 ses=5 "
+                'msg=\'op=PAM:accounting acct="alice" exe="/usr/bin/sudo" res=success\''
+            ],
+        )
+        engine_event_ns = time.time_ns()
+
+        async def busy_engine() -> None:
+            while True:
+                await live.correlator.wait_for(time.time_ns(), 0.005)
+                await asyncio.sleep(0.003)
+
+        busy = asyncio.create_task(busy_engine())
+        try:
+            assert await live.correlator.wait_for(engine_event_ns, 10.0)
+        finally:
+            busy.cancel()
+        assert len(kernel.sent) > 3  # the stream went on meanwhile
+
+
 async def test_forged_barrier_lines_do_not_move_the_watermark(log: Path) -> None:
     kernel = KernelStandIn(log, writes=False)  # sent, never written: only forgeries come
     barriers = AuditBarriers(kernel)

@@ -82,22 +82,25 @@ class _LiveReader:
         hurried = self.barriers is not None and self.barriers.outstanding
         batch, at_eof = self.follower.read()
         closed: list[AuditEvent] = []
+        ours_only = False  # our barriers alone: the log is as quiet as an empty read says
         if batch is not None:
-            # A read that reached the end counts as the first quiet look: the
-            # cycle sleeps a poll interval instead of reading again at once (an
-            # empty read costs a whole cycle), and an event held back is still
-            # fed after one quiet interval, as before.
-            self._empty_reads = 1 if at_eof else 0
-            self._quiet_since, self._hurried = quiet_now, hurried
             if self.barriers is not None:
                 batch.marks = self.barriers.seen_in(batch.lines)
+                ours_only = len(batch.marks) == len(batch.lines)
+            if not ours_only:
+                # A read that reached the end counts as the first quiet look: the
+                # cycle sleeps a poll interval instead of reading again at once (an
+                # empty read costs a whole cycle), and an event held back is still
+                # fed after one quiet interval, as before.
+                self._empty_reads = 1 if at_eof else 0
+                self._quiet_since, self._hurried = quiet_now, hurried
             pending = [*self._held, (batch, 0, len(batch.lines))]
             # A barrier as the last line releases the event before it; itself is never fed.
             ready, held = _hold_last_event(pending)
             self._held = [] if _only_marks(held) else held
             closed += self._feed(ready)
             closed += self.assembler.flush(self.assembler.newest_ns - self.busy_grace_ns)
-        elif self._quiet_after(quiet_now, hurried):
+        if (batch is None or (ours_only and at_eof)) and self._quiet_after(quiet_now, hurried):
             # Quiet for a whole poll interval (two empty reads in a row): whatever is
             # open or held back is complete, auditd writes an event's records at once.
             closed += self._feed(self._held)
