@@ -292,6 +292,8 @@ async def attribution(trail_path: Path, log: Path | None = None, barrier: bool =
         reader = asyncio.create_task(drain())
         yield Attribution(correlator, hold_secs=config.hold_secs)
         reader.cancel()
+        if tail.barriers is not None:
+            print(f"audit barriers: {tail.barriers.counts}")
 
 
 def main() -> None:

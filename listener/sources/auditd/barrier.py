@@ -130,6 +130,7 @@ class AuditBarriers:
         self._paused_until = 0.0
         self.unavailable: str | None = None  # why barriers cannot be sent
         self._unseen_said = False
+        self.counts = {"sent": 0, "seen": 0, "unseen": 0}  # barriers, for benchmarks and logs
         self._go = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -166,6 +167,7 @@ class AuditBarriers:
                 self._go.set()
 
     def _not_seen(self, now: float) -> None:
+        self.counts["unseen"] += 1
         self._outstanding = None
         self._paused_until = now + self.retry_after_secs
         if not self._unseen_said:
@@ -199,6 +201,7 @@ class AuditBarriers:
                 if number is None:
                     continue
                 sent_ns = time.time_ns()  # after the event that wants it arrived
+                self.counts["sent"] += 1
                 self._sent[number] = sent_ns
                 while len(self._sent) > _KEPT_UNSEEN:  # never seen: forget the oldest
                     del self._sent[next(iter(self._sent))]
@@ -243,6 +246,7 @@ class AuditBarriers:
             if sent_ns is None:
                 return False  # not sent, or seen already: a copy
             self.passed_ns = max(self.passed_ns, sent_ns)
+            self.counts["seen"] += 1
             if self._outstanding is not None and self._outstanding[0] == number:
                 self._outstanding = None
             self._paused_until = 0.0  # seen, if late: they work

@@ -55,7 +55,10 @@ class _LiveReader:
         self.follower = Follower(config.log_file)
         self.converter = converter
         self.assembler = AuditAssembler(
-            str(config.log_file), config.event_timeout_secs, active_limits().max_line_bytes
+            str(config.log_file),
+            config.event_timeout_secs,
+            active_limits().max_line_bytes,
+            proctitle_ends=True,  # the docker CLI's execve is complete without waiting
         )
         self.lag_ns = round(config.audit_lag_secs * NS)
         self.barriers = barriers
@@ -250,11 +253,11 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
     """Split off the trailing run of lines of the last record's event: ``(ready, held)``.
 
     Those lines are held back until more data or an idle poll: the rest of
-    their event may still be on its way.
+    their event may still be on its way (not after its PROCTITLE: nothing is).
     """
     batch, lo, hi = spans[-1]
     stamp = stamp_of(batch.lines[hi - 1]) if hi > lo else None
-    if stamp is None:
+    if stamp is None or _ends_event(batch.lines[hi - 1]):
         return spans, []
     for index in range(len(spans) - 1, -1, -1):
         batch, lo, hi = spans[index]
@@ -266,6 +269,13 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
             held = [(batch, cut, hi)] if cut < hi else []
             return ready, held + spans[index + 1 :]
     raise AssertionError("unreachable")
+
+
+def _ends_event(line: str) -> bool:
+    """PROCTITLE: the kernel's last record of a syscall event (but for an unwritten EOE)."""
+    if line.startswith("node="):
+        line = line[line.find(" ") + 1 :]
+    return line.startswith("type=PROCTITLE ")
 
 
 def _unmarked(batch: _Batch, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -302,7 +312,9 @@ class AuditLogTail(AsyncLifecycle):
     ``async with AuditLogTail(config, host, correlator=c, checkpoint=cp) as tail:
     async for event in tail: await pipeline.put(event)``. Every event handed out
     must be put into the pipeline, in order: the checkpoint of a written batch
-    (`state_for`) is only as far as the events it contains.
+    (`state_for`) is only as far as the events it contains. With `auditd.barrier`
+    the tail hooks the correlator (`on_wait`): an event waiting for the log gets
+    an audit barrier (`barriers`, or one made here).
     """
 
     name = "auditd"
