@@ -49,3 +49,13 @@ def test_offline_assembly_keeps_an_event_open_after_its_proctitle() -> None:
     assembler = AuditAssembler("audit.log")
     assert assembler.feed_lines(cli_lines("8.000:1", ["docker", "rm", "web"])) == []
     assert len(assembler.flush_all()) == 1
+
+
+def test_a_log_line_that_ends_its_event_is_not_held_back(tmp_path: Path) -> None:
+    """EOE at the end of the log (a log without PROCTITLE): the event is complete."""
+    log = tmp_path / "audit.log"
+    call = stamp(time.time_ns(), 12)
+    lines = cli_lines(call, ["docker", "rm", "web"])[:-1]  # PROCTITLE left out by a rule
+    append(log, [*lines, f"type=EOE msg=audit({call}): "])
+    cycle = reader_on(log).cycle()
+    assert [c.call.command for c in cycle.converted if c.call] == ["rm"]

@@ -272,10 +272,11 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
 
 
 def _ends_event(line: str) -> bool:
-    """PROCTITLE: the kernel's last record of a syscall event (but for an unwritten EOE)."""
+    """EOE, or PROCTITLE: the kernel's last record of a syscall event before its EOE
+    (which auditd 3 does not write)."""
     if line.startswith("node="):
         line = line[line.find(" ") + 1 :]
-    return line.startswith("type=PROCTITLE ")
+    return line.startswith(("type=PROCTITLE ", "type=EOE "))
 
 
 def _unmarked(batch: _Batch, lo: int, hi: int) -> list[tuple[int, int]]:
