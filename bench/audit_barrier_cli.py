@@ -103,10 +103,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=15, help="CLI calls per mode and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (modes alternate)")
     args = parser.parse_args()
-    reason = unavailable_reason() or _auditd_unavailable()
+    reason = unavailable_reason()
     if reason is not None:
-        sys.exit(f"cannot run: {reason}")
+        sys.exit(f"cannot start a private dockerd: {reason}")
     with machine_lock("live-audit"), Dockerd() as dockerd:
+        reason = _auditd_unavailable()  # under the lock: another run's auditd is gone
+        if reason is not None:
+            sys.exit(f"cannot start a private auditd: {reason}")
         dockerd.import_busybox()
         daemon = PrivateAuditd()
         daemon.start()
