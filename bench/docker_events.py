@@ -24,7 +24,13 @@ The bursts run three times, each with a fresh trail, in the same run:
 * ``attribution``: group commit plus auditd attribution as `docktrail run`
   holds Engine events for it (`Attribution`, hold 1 s), fed by an audit log
   tail (`AuditLogTail`) on a quiet log: the deliberate wait for the log to be
-  read past each event (``auditd.audit_lag_secs`` + a poll), no audit records.
+  read past each event (``auditd.audit_lag_secs`` + a poll), no audit records,
+  audit barriers off (``auditd.barrier: false``);
+* ``attribution-auditd`` (not run unless named in ``--modes``): the same with
+  a real, private auditd writing the log (started as tests/test_audit_live.py
+  does: needs root and no other audit daemon) and audit barriers on, as
+  `docktrail run` has them: an event waits until the barrier docktrail sends
+  after it is read back from the log.
 
 Container creates are printed apart (``inspected``), as is the delay of every
 other event: an inspect of a create waits until the start that follows has
@@ -41,7 +47,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +222,10 @@ async def bench_mode(
         stages: list[Any] = [clock]
         if mode == "attribution":
             stages.insert(0, await stack.enter_async_context(attribution(trail_path)))
+        elif mode == "attribution-auditd":
+            log = stack.enter_context(private_auditd_log())
+            stage = attribution(trail_path, log=log, barrier=True)
+            stages.insert(0, await stack.enter_async_context(stage))
         pipeline = Pipeline(trail, stages=stages, write_when_idle=mode != "timer")
         config = DockerConfig(host=daemon.host, read_engine_files=not args.inspect_creates)
         source = DockerSource(config, "bench", pipeline.put)
@@ -248,13 +258,32 @@ async def bench_mode(
         print(f"pipeline: {pipeline.stats}")
 
 
+@contextlib.contextmanager
+def private_auditd_log() -> Iterator[Path]:
+    """A private auditd (the tests' one, under their machine-wide lock); its log."""
+    from tests.shared_data import machine_lock
+    from tests.test_audit_live import PrivateAuditd, _auditd_unavailable
+
+    with machine_lock("live-audit"):
+        reason = _auditd_unavailable()
+        if reason is not None:
+            raise SystemExit(f"attribution-auditd: {reason}")
+        daemon = PrivateAuditd()
+        try:
+            daemon.start()
+            yield daemon.log_file
+        finally:
+            daemon.stop()
+
+
 @contextlib.asynccontextmanager
-async def attribution(trail_path: Path) -> Any:
+async def attribution(trail_path: Path, log: Path | None = None, barrier: bool = False) -> Any:
     """The Attribution stage with `docktrail run`'s hold, its watermark moved by a tail
     of a quiet audit log (the Docker events find no calls: only the wait is measured)."""
-    log = trail_path.with_name("audit.log")
-    log.touch()
-    config = AuditdConfig(log_file=log, start_at="end", passwd_file=None)
+    if log is None:
+        log = trail_path.with_name("audit.log")
+        log.touch()
+    config = AuditdConfig(log_file=log, start_at="end", passwd_file=None, barrier=barrier)
     correlator = Correlator.from_config(config)
     tail = AuditLogTail(config, "bench", correlator=correlator)
 
@@ -266,6 +295,8 @@ async def attribution(trail_path: Path) -> Any:
         reader = asyncio.create_task(drain())
         yield Attribution(correlator, hold_secs=config.hold_secs)
         reader.cancel()
+        if tail.barriers is not None:
+            print(f"audit barriers: {tail.barriers.counts}")
 
 
 def main() -> None:
@@ -274,7 +305,11 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=2000, help="volumes to churn")
     parser.add_argument("--workers", type=int, default=4, help="client threads")
     parser.add_argument(
-        "--modes", nargs="+", default=["timer", "idle", "attribution"], help="pipelines to compare"
+        "--modes",
+        nargs="+",
+        default=["timer", "idle", "attribution"],
+        choices=["timer", "idle", "attribution", "attribution-auditd"],
+        help="pipelines to compare",
     )
     parser.add_argument(
         "--inspect-creates", action="store_true", help="inspect creates, not read their files"

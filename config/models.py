@@ -220,6 +220,13 @@ class AuditdConfig(Strict):
     poll_interval_secs: float = Field(
         0.05, gt=0, le=10, description="Live: how often the log is checked for new lines."
     )
+    barrier: bool = Field(
+        True,
+        description="Live: after an Engine event, send an audit barrier (a USER message "
+        "'docktrail-barrier nonce=… n=…', needs CAP_AUDIT_WRITE) and count the log as "
+        "caught up once it is read back, instead of waiting audit_lag_secs; without "
+        "CAP_AUDIT_WRITE, or when barriers are not seen in the log, the wait is as without.",
+    )
     event_timeout_secs: float = Field(
         2.0,
         gt=0,

@@ -65,7 +65,9 @@ def test_unit_validates_before_start_and_is_hardened() -> None:
     assert settings["ReadOnlyPaths"] == ["/var/log/audit"]
     assert settings["NoNewPrivileges"] == ["yes"]
     assert settings["UMask"] == ["0027"]
-    assert settings["CapabilityBoundingSet"] == [""]
+    # the one capability: audit barriers (README, "Audit barriers")
+    assert settings["CapabilityBoundingSet"] == ["CAP_AUDIT_WRITE"]
+    assert "AF_NETLINK" in settings["RestrictAddressFamilies"][0].split()
 
 
 def test_systemd_verifies_the_unit(local_unit: Path) -> None:

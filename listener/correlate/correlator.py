@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from config.models import AuditdConfig
 from listener.argv import (
@@ -86,6 +86,8 @@ class Correlator:
         self._image_owner: Lru[CliCall] = Lru(LINEAGE_CAP)
         self._watermark_ns = -1
         self._changed = asyncio.Event() if has_loop() else None
+        # Told the time a caller waits for (the live tail sends an audit barrier then).
+        self.on_wait: Callable[[int], None] | None = None
 
     @classmethod
     def from_config(cls, config: AuditdConfig) -> Correlator:
@@ -139,6 +141,8 @@ class Correlator:
     async def wait_for(self, time_ns: int, timeout: float) -> bool:
         """Wait until the audit log was read past `time_ns`, at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
+        if self._watermark_ns < time_ns and self.on_wait is not None:
+            self.on_wait(time_ns)
         while self._watermark_ns < time_ns:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

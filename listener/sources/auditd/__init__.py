@@ -46,7 +46,9 @@ have the ids of stored ones and are not stored again. A checkpoint is checked
 against the bytes before its offset, so a file that reuses the inode is not
 mistaken for it. Where records may have been lost (the checkpointed file is
 gone, the log was truncated), a `source="docktrail"`, `type="audit-log"`,
-`action="gap"` event says so.
+`action="gap"` event says so. The log counts as read past an Engine event once
+read to its end `auditd.audit_lag_secs` after it, or at once when docktrail's own
+audit barrier sent after the event is read back (`barrier.py`, `auditd.barrier`).
 """
 
 from listener.sources.auditd.checkpoints import CheckpointedTrail, CheckpointSource, StatefulTrail

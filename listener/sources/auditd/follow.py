@@ -27,7 +27,7 @@ class FileId(NamedTuple):
 class _Batch:
     """Consecutive complete lines of one file, as one read returned them."""
 
-    __slots__ = ("ascii", "file", "lines", "number", "start")
+    __slots__ = ("ascii", "file", "lines", "marks", "number", "start")
 
     def __init__(self, file: FileId, start: int, number: int, lines: list[str], ascii: bool):
         self.file = file
@@ -35,6 +35,7 @@ class _Batch:
         self.number = number  # line number of lines[0] in its file (1-based)
         self.lines = lines  # decoded (surrogateescape), without their "\n"
         self.ascii = ascii  # then characters are bytes
+        self.marks: frozenset[int] = frozenset()  # indices of our barrier lines: never fed
 
     def offset(self, index: int) -> int:
         """Byte offset of lines[index] in the file (worked out only for a checkpoint)."""

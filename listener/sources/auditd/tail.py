@@ -20,9 +20,18 @@ from listener.correlate import Correlator
 from listener.coverage import LiveCoverage
 from listener.model.event import Event, natural_id
 from listener.sessions.service import ExecSessions
+from listener.sources.auditd.barrier import FAST_POLL_SECS, AuditBarriers
 from listener.sources.auditd.convert import AuditConverter
 from listener.sources.auditd.fields import NS, malformed_error
-from listener.sources.auditd.follow import Cycle, FedSpan, FileId, Follower, Span, stamp_of
+from listener.sources.auditd.follow import (
+    Cycle,
+    FedSpan,
+    FileId,
+    Follower,
+    Span,
+    _Batch,
+    stamp_of,
+)
 from listener.sources.auditd.names import IdNames
 from listener.sources.auditparse import (
     AuditAssembler,
@@ -37,19 +46,30 @@ log = logging.getLogger(__name__)
 class _LiveReader:
     """One read cycle of the live tail (runs in a worker thread)."""
 
-    def __init__(self, config: AuditdConfig, converter: AuditConverter) -> None:
+    def __init__(
+        self, config: AuditdConfig, converter: AuditConverter, barriers: AuditBarriers | None = None
+    ) -> None:
         # A cancelled asyncio.to_thread does not stop its thread: close() waits for
         # the cycle in progress before the file descriptor goes away.
         self._lock = threading.Lock()
         self.follower = Follower(config.log_file)
         self.converter = converter
         self.assembler = AuditAssembler(
-            str(config.log_file), config.event_timeout_secs, active_limits().max_line_bytes
+            str(config.log_file),
+            config.event_timeout_secs,
+            active_limits().max_line_bytes,
+            proctitle_ends=True,  # the docker CLI's execve is complete without waiting
         )
         self.lag_ns = round(config.audit_lag_secs * NS)
+        self.barriers = barriers
+        # Reads come every few ms while a barrier is on its way: then "quiet for a poll
+        # interval" is counted in time (less the sleep's slack), not in empty reads.
+        self.quiet_ns = round(config.poll_interval_secs * NS * 0.9)
+        self._quiet_since = 0
+        self._hurried = False  # a read of this quiet stretch came early, for a barrier
+        self._empty_reads = 0
         self.busy_grace_ns = 200_000_000  # interleaved records of one event come within this
         self._held: list[Span] = []  # the last event's lines, not fed yet
-        self._empty_reads = 0
         self._fed: deque[FedSpan] = deque()  # fed since the oldest open event began
         self._global = 0  # lines fed so far: the assembler's line numbers
         self._serial = 0
@@ -61,26 +81,34 @@ class _LiveReader:
 
     def _cycle(self) -> Cycle:
         started = time.time_ns()
+        quiet_now = time.monotonic_ns()
+        hurried = self.barriers is not None and self.barriers.outstanding
         batch, at_eof = self.follower.read()
         closed: list[AuditEvent] = []
+        ours_only = False  # our barriers alone: the log is as quiet as an empty read says
         if batch is not None:
-            # A read that reached the end counts as the first quiet look: the
-            # cycle sleeps a poll interval instead of reading again at once (an
-            # empty read costs a whole cycle), and an event held back is still
-            # fed after one quiet interval, as before.
-            self._empty_reads = 1 if at_eof else 0
+            if self.barriers is not None:
+                batch.marks = self.barriers.seen_in(batch.lines)
+                ours_only = len(batch.marks) == len(batch.lines)
+            if not ours_only:
+                # A read that reached the end counts as the first quiet look: the
+                # cycle sleeps a poll interval instead of reading again at once (an
+                # empty read costs a whole cycle), and an event held back is still
+                # fed after one quiet interval, as before.
+                self._empty_reads = 1 if at_eof else 0
+                self._quiet_since, self._hurried = quiet_now, hurried
             pending = [*self._held, (batch, 0, len(batch.lines))]
-            ready, self._held = _hold_last_event(pending)
+            # A barrier as the last line releases the event before it; itself is never fed.
+            ready, held = _hold_last_event(pending)
+            self._held = [] if _only_marks(held) else held
             closed += self._feed(ready)
             closed += self.assembler.flush(self.assembler.newest_ns - self.busy_grace_ns)
-        else:
+        if (batch is None or (ours_only and at_eof)) and self._quiet_after(quiet_now, hurried):
             # Quiet for a whole poll interval (two empty reads in a row): whatever is
             # open or held back is complete, auditd writes an event's records at once.
-            self._empty_reads += 1
-            if self._empty_reads >= 2:
-                closed += self._feed(self._held)
-                self._held = []
-                closed += self.assembler.flush_all()
+            closed += self._feed(self._held)
+            self._held = []
+            closed += self.assembler.flush_all()
         result = Cycle(idle=at_eof, gap=self.follower.gap, open=self.follower.fd is not None)
         self.follower.gap = None
         result.malformed = self._malformed()
@@ -100,11 +128,21 @@ class _LiveReader:
         result.watermark_ns = self._watermark(started, result.idle)
         return result
 
+    def _quiet_after(self, now_ns: int, hurried: bool) -> bool:
+        """An empty read: whether the log has now been quiet for a poll interval."""
+        self._empty_reads += 1
+        if self._empty_reads == 1:
+            self._quiet_since, self._hurried = now_ns, hurried
+        self._hurried |= hurried
+        if self._empty_reads < 2:
+            return False
+        return not self._hurried or now_ns - self._quiet_since >= self.quiet_ns
+
     def _feed(self, spans: list[Span]) -> list[AuditEvent]:
         closed: list[AuditEvent] = []
         feed_lines, fed = self.assembler.feed_lines, self._fed
-        for batch, lo, hi in spans:
-            if lo < hi:
+        for batch, first, last in spans:
+            for lo, hi in _unmarked(batch, first, last):
                 fed.append((self._global + 1, batch, lo, hi))
                 closed += feed_lines(batch.lines[lo:hi], self._global + 1)
                 self._global += hi - lo
@@ -160,10 +198,18 @@ class _LiveReader:
         }
 
     def _watermark(self, started_ns: int, idle: bool) -> int:
-        """Audit time before which every record has been read and its event emitted."""
+        """Audit time before which every record has been read and its event emitted.
+
+        Read to the end after `started_ns`: auditd has written what the kernel queued
+        until `audit_lag_secs` before; read past our barrier sent at S: everything
+        queued before S. Events still open or held back bound both.
+        """
+        floor = started_ns - self.lag_ns
+        if self.barriers is not None:
+            floor = max(floor, self.barriers.passed_ns)
         if idle and not self._held and self.assembler.open_events == 0:
-            return started_ns - self.lag_ns
-        bounds = [started_ns - self.lag_ns]
+            return floor
+        bounds = [floor]
         oldest = self.assembler.oldest_open_ns
         if oldest is not None:
             bounds.append(oldest - 1)
@@ -207,11 +253,11 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
     """Split off the trailing run of lines of the last record's event: ``(ready, held)``.
 
     Those lines are held back until more data or an idle poll: the rest of
-    their event may still be on its way.
+    their event may still be on its way (not after its PROCTITLE: nothing is).
     """
     batch, lo, hi = spans[-1]
     stamp = stamp_of(batch.lines[hi - 1]) if hi > lo else None
-    if stamp is None:
+    if stamp is None or _ends_event(batch.lines[hi - 1]):
         return spans, []
     for index in range(len(spans) - 1, -1, -1):
         batch, lo, hi = spans[index]
@@ -223,6 +269,33 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
             held = [(batch, cut, hi)] if cut < hi else []
             return ready, held + spans[index + 1 :]
     raise AssertionError("unreachable")
+
+
+def _ends_event(line: str) -> bool:
+    """EOE, or PROCTITLE: the kernel's last record of a syscall event before its EOE
+    (which auditd 3 does not write)."""
+    if line.startswith("node="):
+        line = line[line.find(" ") + 1 :]
+    return line.startswith(("type=PROCTITLE ", "type=EOE "))
+
+
+def _unmarked(batch: _Batch, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Ranges of lines lo..hi-1 without our barrier lines."""
+    if not batch.marks:
+        return [(lo, hi)] if lo < hi else []
+    ranges, start = [], lo
+    for index in sorted(m for m in batch.marks if lo <= m < hi):
+        if start < index:
+            ranges.append((start, index))
+        start = index + 1
+    if start < hi:
+        ranges.append((start, hi))
+    return ranges
+
+
+def _only_marks(spans: list[Span]) -> bool:
+    """Held back lines that are our barrier alone (its event is complete, and not fed)."""
+    return bool(spans) and all(not _unmarked(batch, lo, hi) for batch, lo, hi in spans)
 
 
 def _stamp_time(text: str) -> int | None:
@@ -240,7 +313,9 @@ class AuditLogTail(AsyncLifecycle):
     ``async with AuditLogTail(config, host, correlator=c, checkpoint=cp) as tail:
     async for event in tail: await pipeline.put(event)``. Every event handed out
     must be put into the pipeline, in order: the checkpoint of a written batch
-    (`state_for`) is only as far as the events it contains.
+    (`state_for`) is only as far as the events it contains. With `auditd.barrier`
+    the tail hooks the correlator (`on_wait`): an event waiting for the log gets
+    an audit barrier (`barriers`, or one made here).
     """
 
     name = "auditd"
@@ -255,6 +330,7 @@ class AuditLogTail(AsyncLifecycle):
         names: IdNames | None = None,
         coverage: LiveCoverage | None = None,
         sessions: ExecSessions | None = None,
+        barriers: AuditBarriers | None = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -263,7 +339,13 @@ class AuditLogTail(AsyncLifecycle):
         self.coverage = coverage
         self.converter = AuditConverter(config, host, names)
         self._checkpoint = dict(checkpoint) if checkpoint else None
-        self._reader = _LiveReader(config, self.converter)
+        if barriers is None and config.barrier and correlator is not None:
+            barriers = AuditBarriers()
+        self.barriers = barriers if config.barrier else None
+        self._reader = _LiveReader(config, self.converter, self.barriers)
+        self._wake = asyncio.Event()  # an Engine event waits: read (and send a barrier) now
+        if self.barriers is not None and correlator is not None:
+            correlator.on_wait = self._barrier_wanted
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
         self._task: asyncio.Task[None] | None = None
         self._handed: deque[tuple[str | None, dict[str, Any] | None]] = deque()
@@ -293,6 +375,8 @@ class AuditLogTail(AsyncLifecycle):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(self._reader.close)
+        if self.barriers is not None:
+            self.barriers.close()
         if self.correlator is not None:
             self.correlator.close()
         while self._queue.full():  # not handed out, not checkpointed: read again next time
@@ -334,6 +418,8 @@ class AuditLogTail(AsyncLifecycle):
     async def _pump(self) -> None:
         poll = self.config.poll_interval_secs
         while True:
+            if self.barriers is not None:
+                self.barriers.step()
             try:
                 cycle = await asyncio.to_thread(self._reader.cycle)
             except Exception as exc:  # must not stop the service, nor hold Docker events
@@ -343,7 +429,22 @@ class AuditLogTail(AsyncLifecycle):
             self.failed = None
             await self._deliver(cycle)
             if cycle.idle:
-                await asyncio.sleep(poll)
+                await self._pause(poll)
+
+    async def _pause(self, poll: float) -> None:
+        """A poll interval; a few ms while a barrier is on its way; woken by a waiting event."""
+        barriers = self.barriers
+        delay = FAST_POLL_SECS if barriers is not None and barriers.outstanding else poll
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def _barrier_wanted(self, time_ns: int) -> None:
+        """The correlator's hook: an Engine event of `time_ns` waits for the log."""
+        assert self.barriers is not None
+        self.barriers.want(time_ns)
+        self._wake.set()
 
     def _failing(self, exc: Exception) -> None:
         if repr(exc) != repr(self.failed):
