@@ -58,18 +58,24 @@ def ingest_secs(events: Path, db: Path) -> float:
 
 
 # Run by the `--before` checkout's Python path: argv = checkout, events file, trail.
+# Under that checkout's `tuned_gc` when it has one, as its `docktrail ingest` runs.
 _BEFORE = """
-import asyncio, sys, time
+import asyncio, contextlib, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from config.models import DocktrailConfig
 from listener import redact
 from listener.ingest import ingest_files
+try:
+    from listener.app import tuned_gc
+except ImportError:
+    tuned_gc = contextlib.nullcontext
 config = DocktrailConfig.model_validate({"trail": {"path": sys.argv[3]}})
 redact.load_key(config.redaction_key_path())
-started = time.perf_counter()
-asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
-print(time.perf_counter() - started)
+with tuned_gc():
+    started = time.perf_counter()
+    asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
+    print(time.perf_counter() - started)
 """
 
 

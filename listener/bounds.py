@@ -24,6 +24,8 @@ whole batch:
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any, Literal
 
 import orjson
@@ -77,7 +79,10 @@ def bound_event(
     value cannot be stored: see the module docstring.
     """
     check_time_ns(event.time_ns)
-    bounder = _Bounder(limits or _active_limits, surrogates)
+    limits = limits or _active_limits
+    if _short_ascii_only(event, limits.max_field_bytes // 4):
+        return event  # the usual event: nothing to cut, escape or refuse
+    bounder = _Bounder(limits, surrogates)
     for name in ("id", "host", "type", "action"):
         value = getattr(event, name)
         bounded = bounder.value(value, "", name, 0)
@@ -97,6 +102,38 @@ def bound_event(
         notes = known if isinstance(known, dict) else {}
         event.attributes["truncated"] = {**notes, **bounder.truncated}
     return event
+
+
+_is_set = functools.partial(operator.is_not, None)
+
+
+def _short_ascii_only(event: Event, quick: int) -> bool:
+    """True when `bound_event` certainly has nothing to do: a quick look instead of the walk.
+
+    Every value of the event's parts is None or a string, every string is ASCII
+    of at most `quick` characters (so within the cap, and no lone surrogate),
+    and `attributes` and `config` hold only such strings, None, or objects of
+    such strings: two levels deep, and `max_depth` is at least 4. Anything
+    else (numbers, lists: most audit events) takes the walk.
+    """
+    texts = [event.id, event.host, event.type, event.action]
+    for part in (event.actor, event.who, event.why):
+        texts.extend(filter(_is_set, part.__dict__.values()))
+    for mapping in (event.attributes, event.config):
+        texts.extend(mapping)  # keys: a key that is not a str fails the join below
+        for value in mapping.values():
+            if type(value) is str:
+                texts.append(value)
+            elif type(value) is dict:
+                texts.extend(value)
+                texts.extend(value.values())
+            elif value is not None:
+                return False
+    try:
+        joined = "".join(texts)
+    except TypeError:
+        return False
+    return joined.isascii() and max(map(len, texts)) <= quick
 
 
 def _join(parent: str, key: object) -> str:
