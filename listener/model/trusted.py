@@ -18,16 +18,20 @@ from pydantic import BaseModel
 
 Model = TypeVar("Model", bound=BaseModel)
 
-_set = object.__setattr__
+# The slots BaseModel declares for them, set directly: a third cheaper than setattr.
+_set_dict = object.__setattr__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def trusted(cls: type[Model], values: dict[str, Any], given: set[str]) -> Model:
     """A `cls` holding `values` (every field, in declaration order); `given`: the fields set."""
     model = cls.__new__(cls)
-    _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", given)
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
+    _set_dict(model, "__dict__", values)
+    _set_fields_set(model, given)
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
