@@ -272,7 +272,7 @@ def test_the_usual_events_need_only_the_quick_look() -> None:
 # ------------------------------------------------------------------ decoding
 
 
-LINES = [
+LINES: list[str | bytes] = [
     GOOD % 1,
     '{"timeNano":123456789012345678901234567890,"Type":"c"}',
     '{"Type":"c","Action":"a","timeNano":18446744073709551616}',
@@ -290,6 +290,10 @@ LINES = [
     "[" * 5000 + "]" * 5000,
     '"just text"',
     "-0",
+    "\ufeff" + GOOD % 2,  # a BOM on the first line
+    GOOD % 3 + "\x0c",  # white space to Python, not to JSON
+    "\xa0" + GOOD % 4,
+    " \t" + GOOD % 5 + " \r",
 ]
 
 
@@ -300,14 +304,21 @@ def outcome(path: Path) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("text", LINES)
+BAD_UTF8: list[str | bytes] = [
+    b'{"Type":"c","Action":"a","timeNano":1,"Actor":{"ID":"\xed\xa0\x80"}}',  # a surrogate
+    b'{"Type":"c","Action":"a","timeNano":1,"Actor":{"ID":"\xc0\xaf"}}',  # overlong
+    b'{"Type":"c","Action":"\xe9","timeNano":1}',  # Latin-1
+]
+
+
+@pytest.mark.parametrize("text", LINES + BAD_UTF8)
 def test_lines_read_by_orjson_give_what_the_standard_library_gives(
-    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    text: str | bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "events.jsonl"
-    path.write_text(text + "\n")
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
     found = outcome(path)
-    monkeypatch.setattr(docker, "_decode_one", lambda _text: None)  # the standard library alone
+    monkeypatch.setattr(docker, "_decode_one", lambda _data: None)  # the standard library alone
     assert repr(found) == repr(outcome(path))
 
 
