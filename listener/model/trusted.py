@@ -18,8 +18,10 @@ from pydantic import BaseModel
 
 Model = TypeVar("Model", bound=BaseModel)
 
-# The slots BaseModel declares for them, set directly: a third cheaper than setattr.
-_set_dict = object.__setattr__
+# The slots BaseModel declares for them, set through their descriptors: a third
+# cheaper than setattr, which looks each one up again.
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
@@ -27,8 +29,8 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 def trusted(cls: type[Model], values: dict[str, Any], given: set[str]) -> Model:
     """A `cls` holding `values` (every field, in declaration order); `given`: the fields set."""
-    model = cls.__new__(cls)
-    _set_dict(model, "__dict__", values)
+    model = _new(cls)
+    _set_dict(model, values)
     _set_fields_set(model, given)
     _set_extra(model, None)
     _set_private(model, None)
