@@ -331,3 +331,24 @@ def test_an_event_no_audit_source_covered_says_why_as_validated() -> None:
         assert_as_validated(event)
     assert claimed.who.claimed == "alice" and unclaimed.who.claimed is None
     assert claimed.who.model_fields_set == {"method", "reason", "claimed"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"Type":"c\\ud800","Action":"start","timeNano":1}', "Type"),
+        ('{"Type":"container","Action":"exec_start: \\udc00","timeNano":1}', "Action"),
+        ('{"Type":"container","Action":"start","Actor":{"ID":"\\ud800"},"timeNano":1}', "Actor.ID"),
+    ],
+)
+def test_a_lone_surrogate_in_what_makes_the_id_is_one_bad_line(
+    bad: str, reason: str, tmp_path: Path
+) -> None:
+    """It used to stop the whole ingest (the id could not be made): now one bad record."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([GOOD % 1, bad, GOOD % 2]) + "\n")
+    found = [
+        (item.line, item.reason) if isinstance(item, InputError) else "event"
+        for item in read_events_file(path, "h1")
+    ]
+    assert found == ["event", (2, f"{reason}: not valid Unicode (a lone surrogate)"), "event"]

@@ -189,7 +189,16 @@ _WHY_GIVEN = frozenset(_WHY)
 def _docker_id(time_ns: int, type_: str, raw_action: str, actor_id: str) -> str:
     """`natural_id("docker", time_ns, type_, raw_action, actor_id)`, without its generator."""
     key = f"docker\x1f{time_ns}\x1f{type_}\x1f{raw_action}\x1f{actor_id}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    try:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+    except UnicodeEncodeError:  # a JSON "\\ud800": not text, and the id cannot be made
+        for name, value in (("Type", type_), ("Action", raw_action), ("Actor.ID", actor_id)):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise InputError(f"{name}: not valid Unicode (a lone surrogate)") from None
+        raise
 
 
 def _exact(value: str) -> str:
