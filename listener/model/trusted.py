@@ -6,7 +6,7 @@ with many defaults. `trusted` sets what validation would have set: the field
 values in declaration order, the fields given, no extra and no private
 values. It is only for values whose checks by hand are equivalent to the
 model's (exact `str` where the field is `str`, exact non-bool `int` where it
-is `int`, fresh containers); tests/test_trusted_models.py checks that a
+is `int`, fresh containers); tests/test_docker_normalize_fast.py checks that a
 revalidated copy is identical.
 """
 
