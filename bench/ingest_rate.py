@@ -17,7 +17,9 @@ round (alternating, so a busy moment of the machine hits every variant):
 
 Prints min/median/max events/s of each and the ratio ingest / insert_all
 (target >= 0.3), and with `--before` checks that both stored the same chain
-(seq, id, hash of every event).
+(seq, id, hash of every event). Each variant's events per CPU second (the
+process, every thread) are printed too: on a machine shared with other work
+they move less than the wall-clock figures.
 """
 
 from __future__ import annotations
@@ -47,33 +49,42 @@ from listener import redact  # noqa: E402
 from listener.app import tuned_gc  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 
+Secs = tuple[float, float]
+"""Wall-clock and CPU (the process's, every thread) seconds of one run."""
 
-def ingest_secs(events: Path, db: Path) -> float:
+
+def ingest_secs(events: Path, db: Path) -> Secs:
     config = DocktrailConfig.model_validate({"trail": {"path": str(db)}})
     redact.load_key(config.redaction_key_path())  # made before the clock starts
     with tuned_gc():  # as `docktrail ingest` runs it
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         asyncio.run(ingest_files(config, docker_events=[events], host="h1"))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 # Run by the `--before` checkout's Python path: argv = checkout, events file, trail.
+# Under that checkout's `tuned_gc` when it has one, as its `docktrail ingest` runs.
 _BEFORE = """
-import asyncio, sys, time
+import asyncio, contextlib, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from config.models import DocktrailConfig
 from listener import redact
 from listener.ingest import ingest_files
+try:
+    from listener.app import tuned_gc
+except ImportError:
+    tuned_gc = contextlib.nullcontext
 config = DocktrailConfig.model_validate({"trail": {"path": sys.argv[3]}})
 redact.load_key(config.redaction_key_path())
-started = time.perf_counter()
-asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
-print(time.perf_counter() - started)
+with tuned_gc():
+    started, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
+    print(time.perf_counter() - started, time.process_time() - cpu)
 """
 
 
-def before_secs(checkout: Path, events: Path, db: Path) -> float:
+def before_secs(checkout: Path, events: Path, db: Path) -> Secs:
     done = subprocess.run(
         [sys.executable, "-c", _BEFORE, str(checkout), str(events), str(db)],
         cwd=checkout,
@@ -81,7 +92,8 @@ def before_secs(checkout: Path, events: Path, db: Path) -> float:
         capture_output=True,
         text=True,
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    wall, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def stored_rows(db: Path) -> list[dict[str, Any]]:
@@ -100,13 +112,13 @@ def chain(db: Path) -> list[tuple[int, str, str]]:
         conn.close()
 
 
-def insert_all_secs(db: Path, rows: list[dict[str, Any]], durability: str, batch: int) -> float:
+def insert_all_secs(db: Path, rows: list[dict[str, Any]], durability: str, batch: int) -> Secs:
     database = Database(db)
     database.execute("PRAGMA journal_mode = WAL")
     database.execute(f"PRAGMA synchronous = {durability.upper()}")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     database.table("events").insert_all(rows, batch_size=batch)
-    spent = time.perf_counter() - started
+    spent = time.perf_counter() - started, time.process_time() - cpu
     database.close()
     return spent
 
@@ -130,22 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         rates: dict[str, list[float]] = {"ingest": [], "insert_all": []}
         if args.before is not None:
             rates["before"] = []
+        cpu_rates: dict[str, list[float]] = {variant: [] for variant in rates}
         chains: dict[str, list[tuple[int, str, str]]] = {}
         for round_ in range(args.repeat):
             db = root / f"ingest-{round_}.db"
             secs = ingest_secs(events, db)
             stored = len(chains.setdefault("ingest", chain(db)))
-            rates["ingest"].append(stored / secs)
+            _add(rates, cpu_rates, "ingest", stored, secs)
             rows = stored_rows(db)
             secs = insert_all_secs(
                 root / f"raw-{round_}.db", rows, defaults.durability, defaults.batch_size
             )
-            rates["insert_all"].append(len(rows) / secs)
+            _add(rates, cpu_rates, "insert_all", len(rows), secs)
             if args.before is not None:
                 db = root / f"before-{round_}.db"
                 secs = before_secs(args.before.resolve(), events, db)
                 chains["before"] = chain(db)
-                rates["before"].append(len(chains["before"]) / secs)
+                _add(rates, cpu_rates, "before", len(chains["before"]), secs)
             for path in root.glob(f"*-{round_}.db*"):
                 path.unlink()
         same = all(found == chains["ingest"] for found in chains.values())
@@ -154,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for variant, found in rates.items():
             print(f"{variant:<11} {spread(found)} events/s (min / median / max)")
+        for variant, found in cpu_rates.items():
+            print(f"{variant:<11} {spread(found)} events per CPU second")
+        if args.before is not None:
+            cpu = [i / b for i, b in zip(cpu_rates["ingest"], cpu_rates["before"], strict=True)]
+            print(f"CPU ratio ingest/before: {spread_ratio(cpu)} (min / median / max)")
         print(f"same chain ({', '.join(chains)}): {same}")
         best = {variant: statistics.median(found) for variant, found in rates.items()}
         ratios = [i / r for i, r in zip(rates["ingest"], rates["insert_all"], strict=True)]
@@ -166,6 +184,17 @@ def main(argv: list[str] | None = None) -> int:
             figure("ingest.rate_before", best["before"], "events/s", baseline=best["insert_all"],
                    ratio=statistics.median(earlier))  # fmt: skip
         return 0 if same else 1
+
+
+def _add(
+    rates: dict[str, list[float]],
+    cpu_rates: dict[str, list[float]],
+    variant: str,
+    events: int,
+    secs: Secs,
+) -> None:
+    rates[variant].append(events / secs[0])
+    cpu_rates[variant].append(events / secs[1])
 
 
 def spread_ratio(ratios: list[float]) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from listener.model.event import Event, Who, format_time_ns
+from listener.model.trusted import defaults, trusted
 
 
 class _AuditedCall(Protocol):
@@ -50,7 +51,21 @@ def mark_uncovered(event: Event, coverage: Coverage | None) -> None:
         return  # covered: the audit log showed several logins
     reason = coverage.missing(event)
     if reason is not None:
-        event.who = Who(method="unavailable", reason=reason, claimed=event.who.claimed)
+        event.who = _unavailable(reason, event.who.claimed)
+
+
+_WHO = defaults(Who)
+_UNAVAILABLE_GIVEN = frozenset({"method", "reason", "claimed"})
+
+
+def _unavailable(reason: str, claimed: str | None) -> Who:
+    """`Who(method="unavailable", reason=reason, claimed=claimed)`: on every Engine event of
+    an ingest without an audit log, so built without validating the known values again."""
+    if type(reason) is not str:  # not a plain str: as pydantic makes it
+        return Who(method="unavailable", reason=reason, claimed=claimed)
+    values = dict(_WHO)
+    values.update(method="unavailable", reason=reason, claimed=claimed)
+    return trusted(Who, values, set(_UNAVAILABLE_GIVEN))
 
 
 class CoverageStage:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -67,11 +68,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
+import orjson
+
 from config.errors import InputError, SourceError
 from config.models import InputConfig
 from listener import redact
 from listener.bounds import MAX_TIME_NS, active_limits, bound_event, check_time_ns
-from listener.model.event import Actor, Event, Who, Why, natural_id
+from listener.model.event import Actor, Event, Who, Why
+from listener.model.trusted import defaults, trusted
 from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
 
@@ -97,6 +101,11 @@ _CONTAINER_ENGINE_KEYS: Mapping[str, frozenset[str]] = {
 # Keys the Engine adds to image events (after the image's labels).
 _IMAGE_ENGINE_KEYS: Mapping[str, frozenset[str]] = {"prune": frozenset({"reclaimed"})}
 _IMAGE_COMMON_KEYS = frozenset({"name"})
+# engine_keys() of every known action, made once: the union is asked for on every event.
+_CONTAINER_KEYS = {
+    action: _CONTAINER_COMMON_KEYS | keys for action, keys in _CONTAINER_ENGINE_KEYS.items()
+}
+_IMAGE_KEYS = {action: _IMAGE_COMMON_KEYS | keys for action, keys in _IMAGE_ENGINE_KEYS.items()}
 
 # Types whose human name is the actor id rather than Attributes.name.
 _NAME_IS_ID = frozenset({"volume", "builder"})
@@ -112,9 +121,9 @@ def engine_keys(type_: str, action: str) -> frozenset[str]:
     types raise `ValueError` (every key of theirs is the Engine's).
     """
     if type_ == "container":
-        return _CONTAINER_COMMON_KEYS | _CONTAINER_ENGINE_KEYS.get(action, frozenset())
+        return _CONTAINER_KEYS.get(action, _CONTAINER_COMMON_KEYS)
     if type_ == "image":
-        return _IMAGE_COMMON_KEYS | _IMAGE_ENGINE_KEYS.get(action, frozenset())
+        return _IMAGE_KEYS.get(action, _IMAGE_COMMON_KEYS)
     raise ValueError(f"{type_} events carry no labels")
 
 
@@ -143,24 +152,67 @@ def normalize_engine_event(
     # A `daemon reload` carries the daemon's settings, `labels` among them as a string.
     found = attributes.get("labels")
     labels: Mapping[str, str] = found if isinstance(found, Mapping) else {}
-    event = Event(
-        id=natural_id("docker", time_ns, type_, raw_action, actor_id),
-        time_ns=time_ns,
-        source="docker",
-        host=host,
-        type=type_,
-        action=action,
-        actor=Actor(
-            id=actor_id,
-            name=_actor_name(type_, actor_id, attrs),
-            image=attrs.get("image") if type_ == "container" else None,
-        ),
-        attributes=attributes,
-        who=_who_from_labels(labels),
-        why=_why_from_labels(labels),
-    )
+    image = attrs.get("image") if type_ == "container" else None
+    actor = _actor(actor_id, _actor_name(type_, actor_id, attrs), image)
+    # Every value is checked above as the model would (exact str and int, fresh dicts):
+    # built without validating it again (listener.model.trusted).
+    values = {
+        "seq": None,
+        "id": _docker_id(time_ns, type_, raw_action, actor_id),
+        "time_ns": time_ns,
+        "source": "docker",
+        "host": _exact(host),
+        "type": type_,
+        "action": action,
+        "actor": actor,
+        "attributes": attributes,
+        "who": _who_from_labels(labels),
+        "why": _why_from_labels(labels),
+        "config": {},
+        "hash": None,
+        "prev_hash": None,
+    }
+    event = trusted(Event, values, set(_EVENT_GIVEN))
     (redactor or redact.active()).event(event)
     return bound_event(event, limits, surrogates="reject")
+
+
+_EVENT_GIVEN = frozenset(
+    {"id", "time_ns", "source", "host", "type", "action", "actor", "attributes", "who", "why"}
+)
+_ACTOR_GIVEN = frozenset({"id", "name", "image"})
+_WHO = defaults(Who)
+_WHY = defaults(Why)
+_WHY_GIVEN = frozenset(_WHY)
+
+
+def _docker_id(time_ns: int, type_: str, raw_action: str, actor_id: str) -> str:
+    """`natural_id("docker", time_ns, type_, raw_action, actor_id)`, without its generator."""
+    key = f"docker\x1f{time_ns}\x1f{type_}\x1f{raw_action}\x1f{actor_id}"
+    try:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+    except UnicodeEncodeError:  # a JSON "\\ud800": not text, and the id cannot be made
+        for name, value in (("Type", type_), ("Action", raw_action), ("Actor.ID", actor_id)):
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    raise InputError(f"{name}: not valid Unicode (a lone surrogate)") from None
+        raise
+
+
+def _exact(value: str) -> str:
+    """`value` as a plain str, as pydantic stores a str field (a subclass is copied)."""
+    return value if type(value) is str else str.__str__(value)
+
+
+def _actor(actor_id: str, name: str | None, image: str | None) -> Actor:
+    values = {
+        "id": actor_id,
+        "name": None if name is None else _exact(name),
+        "image": None if image is None else _exact(image),
+    }
+    return trusted(Actor, values, set(_ACTOR_GIVEN))
 
 
 def _json_type(value: object) -> str:
@@ -174,7 +226,7 @@ def _required_str(raw: Mapping[str, Any], key: str) -> str:
         raise InputError(f"missing {key}")
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{key} must be a non-empty string, got {value!r:.60}")
-    return value
+    return _exact(value)
 
 
 def _read_actor(actor: object) -> tuple[str, dict[str, str]]:
@@ -190,10 +242,17 @@ def _read_actor(actor: object) -> tuple[str, dict[str, str]]:
     if not isinstance(attrs, dict):
         raise InputError(f"Actor.Attributes must be an object, got {_json_type(attrs)}")
     for key, value in attrs.items():
-        # The Engine's type is map[string]string: anything else is not from it.
-        if not isinstance(value, str):
-            raise InputError(f"Actor.Attributes.{key} must be a string, got {_json_type(value)}")
-    return actor_id, dict(attrs)
+        if type(value) is not str or type(key) is not str:
+            _check_attribute(key, value)
+    return _exact(actor_id), dict(attrs)
+
+
+def _check_attribute(key: object, value: object) -> None:
+    # The Engine's type is map[string]string: anything else is not from it.
+    if not isinstance(value, str):
+        raise InputError(f"Actor.Attributes.{key} must be a string, got {_json_type(value)}")
+    if not isinstance(key, str):  # never from JSON: a caller's own dict
+        raise InputError(f"Actor.Attributes keys must be strings, got {_json_type(key)}")
 
 
 def _read_scope(raw: Mapping[str, Any]) -> str | None:
@@ -220,7 +279,7 @@ def _read_time_ns(raw: Mapping[str, Any]) -> int:
         if isinstance(time_nano, bool) or not isinstance(time_nano, int) or time_nano < 0:
             raise InputError(f"timeNano must be a non-negative integer, got {time_nano!r:.60}")
         check_time_ns(time_nano)
-        return time_nano
+        return time_nano if type(time_nano) is int else int(time_nano)
     seconds = raw.get("time")
     if seconds is None:
         raise InputError("missing timeNano and time")
@@ -262,7 +321,11 @@ def _label(labels: Mapping[str, str], key: str) -> str | None:
 def _who_from_labels(labels: Mapping[str, str]) -> Who:
     # Anyone who can create a container can set a label: a claim, never the login.
     claimed = _label(labels, "audit.who")
-    return Who(claimed=claimed) if claimed else Who()
+    values = dict(_WHO)
+    if not claimed:
+        return trusted(Who, values, set())
+    values["claimed"] = claimed
+    return trusted(Who, values, {"claimed"})
 
 
 def _why_from_labels(labels: Mapping[str, str]) -> Why:
@@ -270,8 +333,9 @@ def _why_from_labels(labels: Mapping[str, str]) -> Why:
     ticket = _label(labels, "audit.ticket")
     expires = _label(labels, "audit.expires")
     if reason is None and ticket is None and expires is None:
-        return Why()
-    return Why(reason=reason, ticket=ticket, expires=expires, source="label")
+        return trusted(Why, dict(_WHY), set())
+    values = {"reason": reason, "ticket": ticket, "expires": expires, "source": "label"}
+    return trusted(Why, values, set(_WHY_GIVEN))
 
 
 # --------------------------------------------------------------------------- files
@@ -337,8 +401,17 @@ class _LineReader:
                 line_no += 1
                 if isinstance(data, Oversized):
                     yield InputError(data.reason, path=str(self.path), line=line_no)
-                else:
+                    continue
+                record = _decode_one(data)
+                if record is None:  # not one plain object: the careful way, with its errors
                     yield from self._parse_line(data, line_no)
+                    continue
+                try:
+                    event = normalize_engine_event(record, self.host, self.limits)
+                except InputError as exc:
+                    yield InputError(exc.reason, path=str(self.path), line=line_no)
+                else:
+                    yield event
             if raw_file.tell() - reported >= _PROGRESS_EVERY:
                 reported = raw_file.tell()
                 on_progress(reported)
@@ -364,6 +437,9 @@ class _LineReader:
 
 
 _DECODER = json.JSONDecoder()
+# Fields whose error message shows the value: an integer orjson reads as a float
+# (beyond 64 bits) would be reported differently from the standard library's.
+_SHOWN_NUMBERS = ("timeNano", "time", "Type", "Action")
 
 
 def _decode_objects(text: str) -> Iterator[Any | InputError]:
@@ -382,6 +458,24 @@ def _decode_objects(text: str) -> Iterator[Any | InputError]:
         pos = end
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
+
+
+def _decode_one(data: bytes) -> dict[str, Any] | None:
+    """The line as one JSON object by orjson (about 2.5 times faster), or None: then the
+    standard library decides (several objects, bad JSON or UTF-8, a BOM, NaN, lone
+    surrogates, floats where it reads integers), and says what is wrong. orjson checks
+    UTF-8 as strictly; where it reads a value normalisation shows, it reads the same one
+    (an integer beyond 64 bits elsewhere is a "number" to either)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if type(value) is not dict:
+        return None
+    for key in _SHOWN_NUMBERS:
+        if type(value.get(key)) is float:
+            return None
+    return value
 
 
 # --------------------------------------------------------------------------- source
