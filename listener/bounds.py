@@ -157,12 +157,14 @@ class _Bounder:
     def plain(self, value: dict[str, Any]) -> bool:
         """True when `value` certainly needs nothing: a quick look instead of the walk.
 
-        orjson refuses integers beyond 64 bits, lone surrogates and keys that
-        are not strings; what it writes in no more than the field cap holds no
-        longer string; fewer brackets than the depth limit, no deeper nesting.
+        orjson (with OPT_STRICT_INTEGER) refuses integers beyond 53 bits, well
+        inside signed 64 (without it, it writes unsigned 64-bit ones that SQLite
+        cannot hold), lone surrogates and keys that are not strings; what it
+        writes in no more than the field cap holds no longer string; fewer
+        brackets than the depth limit, no deeper nesting.
         """
         try:
-            data = orjson.dumps(value)
+            data = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
         except (orjson.JSONEncodeError, TypeError):
             return False
         return len(data) <= self.cap and data.count(b"[") + data.count(b"{") <= self.depth
