@@ -15,7 +15,10 @@ Variant `events_time_id`: the id index replaced by a time-ordered unique one on
 measured, not the trail's: look-ups by id alone would have no index).
 
 Output: `FIGURE index_cost.<index> <seconds saved> s baseline=<secs with all>
-ratio=<secs without / secs with>` (median of `--repeat`; min and max beside).
+ratio=<secs without / secs with>` (median of `--repeat`; min and max beside),
+and `FIGURE index_cost.growth.<index> <x>`: bench/growth.py's figure (the rate
+into the big trail / the rate into an empty one, measured in the same run) for
+each variant.
 Runs alternate between variants, so a noisy neighbour spreads over all of them.
 
 With `--pages`, no timing: the WAL pages that each commit of 500 of the new
@@ -55,6 +58,7 @@ from sinks.sqlite import SQLiteTrail  # noqa: E402
 from sinks.sqlite.schema import ID_CHUNK  # noqa: E402
 
 ALL = "all"
+EMPTY = "empty"  # the same ingest into an empty trail: the growth figure's baseline
 TIME_ID = "events_time_id"
 """The id index replaced by a time-ordered unique one, dedupe look-ups through it."""
 BATCH = 500  # events per transaction: ingest's default `trail.batch_size`
@@ -106,7 +110,7 @@ def time_id_lookups() -> Iterator[None]:
         with no_lookups("events_id"):
             return original(trail, conn, events)
 
-    SQLiteTrail._insert_events = insert_events  # type: ignore[method-assign]
+    SQLiteTrail._insert_events = insert_events  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -125,15 +129,16 @@ def no_lookups(index: str) -> Iterator[None]:
         yield
         return
     original = SQLiteTrail._stored_ids
+    descriptor = vars(SQLiteTrail)["_stored_ids"]  # the staticmethod itself, put back after
 
     def stored_ids(conn: sqlite3.Connection, of: str, ids: list[str]) -> set[str]:
         return set() if of == table else original(conn, of, ids)
 
-    SQLiteTrail._stored_ids = staticmethod(stored_ids)  # type: ignore[method-assign]
+    setattr(SQLiteTrail, "_stored_ids", staticmethod(stored_ids))  # noqa: B010
     try:
         yield
     finally:
-        SQLiteTrail._stored_ids = staticmethod(original)  # type: ignore[method-assign]
+        setattr(SQLiteTrail, "_stored_ids", descriptor)  # noqa: B010
 
 
 def new_rows(work: Path, new_events: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -155,8 +160,8 @@ def pages_per_commit(
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # every commit's pages stay in the WAL
-        first = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-        frame = conn.execute("PRAGMA page_size").fetchone()[0] + 24
+        first: int = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        frame: int = conn.execute("PRAGMA page_size").fetchone()[0] + 24
         wal = Path(f"{path}-wal")
         before = wal.stat().st_size if wal.exists() else 0
         insert = (
@@ -219,8 +224,9 @@ def main() -> None:
 def measure_secs(
     cached: Path, variants: list[str], work: Path, new_events: Path, repeat: int
 ) -> dict[str, list[float]]:
-    secs: dict[str, list[float]] = {variant: [] for variant in variants}
+    secs: dict[str, list[float]] = {variant: [] for variant in [*variants, EMPTY]}
     for _ in range(repeat):
+        secs[EMPTY].append(ingest_secs(copy_trail(None, work / "t"), new_events))
         for variant in variants:
             path = copy_trail(cached, work / "t")
             without(path, variant)
@@ -233,7 +239,15 @@ def measure_secs(
 
 def report_secs(secs: dict[str, list[float]], what: str) -> None:
     base = statistics.median(secs[ALL])
-    print(f"# {what}: {base:.2f}s with all indexes")
+    empty = statistics.median(secs.pop(EMPTY))
+    print(f"# {what}: {base:.2f}s with all indexes, {empty:.2f}s into an empty trail")
+    for variant in secs:
+        growth = [empty / took for took in secs[variant]]  # rate(big) / rate(empty)
+        print(
+            f"FIGURE index_cost.growth.{variant} {statistics.median(growth):.3f} x "
+            f"min={min(growth):.3f} max={max(growth):.3f} runs={len(growth)} target=>=0.8",
+            flush=True,
+        )
     for variant in secs:
         values = secs[variant]
         saved = base - statistics.median(values)
