@@ -1,7 +1,7 @@
 """Benchmark: what each index of the trail costs an ingest into a big trail.
 
     .venv/bin/python bench/index_cost.py [--size 1M] [--new 20000] [--repeat 3]
-                                         [--cache /tmp/docktrail-growth] [--only a,b]
+                                         [--cache /tmp/docktrail-growth] [--only a,b] [--pages]
 
 On copies of bench/growth.py's cached trail of `--size` events (built there if
 missing), the same `ingest` of `--new` more events (bench/growth.py's mix and
