@@ -14,12 +14,24 @@ container=NAME` lookups of random names, three ways, in the same run:
 
 It prints queries/s and the ratio to the baseline, and the rows found (the
 resolved query finds the network connects the baseline misses).
+
+    .venv/bin/python bench/query_filters.py --trail PATH [--queries Q]
+
+On an existing trail (e.g. bench/growth.py's cached 1M one; read only, never
+written), each documented filter instead: by container name, by image, by
+login, by time range (a minute), by rule (alerts), and the id look-up (the
+ingest's dedupe and the central trail's `seqs_by_id`), each with random values
+taken from the trail, a page of `--page` rows where the filter selects more
+(the CLI's `--limit`). Prints its query plan and `FIGURE query_p95.<filter>
+<ms> ms target=<50` (p50 and max beside).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +46,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 from figures import figure  # noqa: E402
 
 from bench.trail_append import synthetic_events  # noqa: E402
-from sinks.base import EventFilter  # noqa: E402
+from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail, build_query  # noqa: E402
 from sinks.sqlite.queries import prefix_sql  # noqa: E402
 
@@ -56,11 +68,81 @@ def timed(run: Callable[[], int], queries: int) -> tuple[float, int]:
     return queries / (time.perf_counter() - started), rows
 
 
+def sample(conn: sqlite3.Connection, sql: str, count: int, rng: random.Random) -> list[Any]:
+    """`count` values picked at random from the rows of `sql` (its first column)."""
+    values = [row[0] for row in conn.execute(sql)]
+    return [rng.choice(values) for _ in range(count)] if values else [None] * count
+
+
+def documented_filters(
+    conn: sqlite3.Connection, count: int, page: int
+) -> dict[str, list[EventFilter | AlertFilter | list[str]]]:
+    """Per documented filter, `count` filters with values that occur in the trail."""
+    rng = random.Random(7)
+    some = "FROM events WHERE seq % 997 = 0"  # a spread of the trail, cheap to read
+    names = sample(conn, f"SELECT DISTINCT actor_name {some} AND type = 'container'", count, rng)
+    images = sample(conn, f"SELECT DISTINCT actor_image {some} AND actor_image IS NOT NULL",
+                    count, rng)  # fmt: skip
+    logins = sample(conn, "SELECT DISTINCT who_login FROM events WHERE who_login IS NOT NULL",
+                    count, rng)  # fmt: skip
+    times = sample(conn, f"SELECT time_ns {some}", count, rng)
+    rules = sample(conn, "SELECT DISTINCT rule FROM alerts", count, rng)
+    ids = sample(conn, f"SELECT id {some}", count * 20, rng)
+    minute = 60 * 10**9
+    return {
+        "container": [EventFilter(container=name) for name in names],
+        "image": [EventFilter(image=image, limit=page) for image in images],
+        "login": [EventFilter(user=login or "nobody", limit=page) for login in logins],
+        "time_range": [EventFilter(since_ns=t, until_ns=t + minute) for t in times],
+        "rule": [AlertFilter(rule=rule, limit=page) for rule in rules],
+        "id_lookup_20": [ids[i * 20 : i * 20 + 20] for i in range(count)],
+    }
+
+
+def run_documented(path: Path, count: int, page: int) -> None:
+    trail = SQLiteTrail(path)
+    with trail:
+        conn = trail._connection()
+        print(f"{trail.count()} events, {trail.count_alerts()} alerts in {path}")
+        for name, filters in documented_filters(conn, count, page).items():
+            took: list[float] = []
+            rows = 0
+            for f in filters:
+                started = time.perf_counter()
+                if isinstance(f, EventFilter):
+                    rows += sum(1 for _ in trail.query(f))
+                elif isinstance(f, AlertFilter):
+                    rows += sum(1 for _ in trail.query_alerts(f))
+                else:
+                    rows += len(trail.seqs_by_id(f))
+                took.append((time.perf_counter() - started) * 1000)
+            took.sort()
+            p95 = took[int(len(took) * 0.95) - 1]
+            print(f"{name:12} p50 {statistics.median(took):7.2f} ms  p95 {p95:7.2f} ms  "
+                  f"max {took[-1]:7.2f} ms  rows/query {rows / len(filters):.0f}")  # fmt: skip
+            print("  plan: " + " | ".join(plan_of(trail, filters[0])))
+            figure(f"query_p95.{name}", p95, "ms", target="<50")
+
+
+def plan_of(trail: SQLiteTrail, f: EventFilter | AlertFilter | list[str]) -> list[str]:
+    if isinstance(f, EventFilter):
+        return trail.query_plan(f)
+    if isinstance(f, AlertFilter):
+        return trail.alerts_query_plan(f)
+    marks = ", ".join("?" * len(f))
+    return trail._explain(f"SELECT id, seq FROM events WHERE id IN ({marks})", list(f))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2_000)
+    parser.add_argument("--trail", type=Path, help="documented filters on this trail instead")
+    parser.add_argument("--page", type=int, default=100, help="rows of a page (--trail)")
     args = parser.parse_args(argv)
+    if args.trail is not None:
+        run_documented(args.trail, min(args.queries, 200), args.page)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         trail = SQLiteTrail(Path(tmp) / "t.db", durability="normal")
         with trail:
