@@ -41,6 +41,7 @@ from listener.proxy.framing import (
 from listener.proxy.mailbox import Mailbox
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
+from listener.proxy.wire import Wire
 
 log = logging.getLogger("docktrail.proxy")
 
@@ -61,8 +62,8 @@ class Pending:
 @dataclass(slots=True)
 class Client:
     peer: Peer
-    reader: Inbox
-    writer: asyncio.StreamWriter
+    reader: Wire
+    writer: Wire  # the same socket: reads and writes
     queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
     who: Who | None = None  # read before the first response to a recorded request
     identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
@@ -86,8 +87,8 @@ class ProxyServer:
     async def start(self) -> None:
         path = self._config.listen
         await asyncio.to_thread(_remove_stale_socket, path)
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(path), limit=MAX_HEAD_BYTES
+        self._server = await asyncio.get_running_loop().create_unix_server(
+            lambda: Wire(self._accepted), path=str(path)
         )
         await asyncio.to_thread(_set_socket_access, self._config)
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # asyncio, uvloop
@@ -111,27 +112,28 @@ class ProxyServer:
             with contextlib.suppress(OSError):
                 self._config.listen.unlink()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, wire: Wire) -> None:
+        task = asyncio.get_running_loop().create_task(self._accept(wire))
         self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _accept(self, wire: Wire) -> None:
         try:
-            await self._serve(reader, writer)
+            await self._serve(wire)
         except asyncio.CancelledError:
             pass
         finally:
-            self._connections.discard(task)
-            writer.close()
+            wire.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, wire: Wire) -> None:
         # the credentials and the process pinned at once; the rest when a request is recorded
         # (most connections only read), kept if the pinned process had not exited by then
         try:
-            peer = peer_at_accept(writer.get_extra_info("socket"))
+            peer = peer_at_accept(wire.get_extra_info("socket"))
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, Inbox(reader), writer)
+        client = Client(peer, wire, wire)
         try:
             await self._relay(client)
         finally:
@@ -149,7 +151,7 @@ class ProxyServer:
             return
         upstream = asyncio.create_task(self._upstream(client, engine_writer))
         failures: list[BaseException] = []
-        engine = Inbox(engine_reader)
+        engine = engine_reader
         between_messages = False
         try:
             # responses are relayed in this task (one task fewer per client): it ends last, at
@@ -162,7 +164,7 @@ class ProxyServer:
             (ended,) = await asyncio.gather(upstream, return_exceptions=True)
             if isinstance(ended, BaseException):
                 failures.append(ended)
-            reusable = between_messages and client.left_answered and not engine.buffer
+            reusable = between_messages and client.left_answered and not engine.unread()
             if reusable and not failures:
                 self._engines.give_back(engine_reader, engine_writer)
             else:
@@ -190,7 +192,7 @@ class ProxyServer:
 
     # -- client → engine ---------------------------------------------------------------
 
-    async def _upstream(self, client: Client, engine: asyncio.StreamWriter) -> None:
+    async def _upstream(self, client: Client, engine: Wire) -> None:
         try:
             while (head := await read_head(client.reader)) is not None:
                 pending = Pending(parse_request(head), time.time_ns())
@@ -282,7 +284,7 @@ class ProxyServer:
 
     # -- engine → client ---------------------------------------------------------------
 
-    async def _downstream(self, client: Client, engine: Inbox) -> bool:
+    async def _downstream(self, client: Client, engine: Wire) -> bool:
         """Relays the responses in order; True when it ended between them (the client left)."""
         while (pending := await client.queue.get()) is not None:
             if pending.call is not None and client.who is None:
@@ -309,7 +311,7 @@ class ProxyServer:
             client.unanswered -= 1
         return True
 
-    async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
+    async def _relay_response(self, client: Client, engine: Wire, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
         head = await self._final_head(client, engine)
         if head is None:
@@ -346,7 +348,7 @@ class ProxyServer:
         # connection (a client reading to the end would otherwise wait on the proxy forever)
         return (until_close and has_body) or "close" in head.header("connection").lower()
 
-    async def _final_head(self, client: Client, engine: Inbox) -> Head | None:
+    async def _final_head(self, client: Client, engine: Wire) -> Head | None:
         """The response's head, past interim ones: Go's server answers `Expect:
         100-continue` with `100 Continue` first. Those are relayed as they come."""
         while (head := await read_head(engine)) is not None:
