@@ -160,9 +160,11 @@ class ProxyServer:
         except Exception as exc:
             failures.append(exc)
         finally:
-            upstream.cancel()
-            (ended,) = await asyncio.gather(upstream, return_exceptions=True)
-            if isinstance(ended, BaseException):
+            if not upstream.done():  # it usually is: the client's end ended both
+                upstream.cancel()
+                await asyncio.wait([upstream])
+            ended = asyncio.CancelledError() if upstream.cancelled() else upstream.exception()
+            if ended is not None:
                 failures.append(ended)
             reusable = between_messages and client.left_answered and not engine.unread()
             if reusable and not failures:
@@ -196,7 +198,9 @@ class ProxyServer:
         try:
             while (head := await read_head(client.reader)) is not None:
                 pending = Pending(parse_request(head), time.time_ns())
-                body = await self._judge(client, pending)
+                body = None
+                if judge.changes_state(pending.request):  # reads: no coroutine to judge them
+                    body = await self._judge(client, pending)
                 client.unanswered += 1
                 if pending.refused is not None:
                     client.queue.put(pending)
@@ -210,7 +214,8 @@ class ProxyServer:
                     engine.write(head.raw + body)  # one write: one wake-up of the Engine
                 else:
                     engine.write(head.raw)
-                    await BodyRelay(client.reader, engine, 0).relay(head)
+                    if head.chunked or head.content_length:
+                        await BodyRelay(client.reader, engine, 0).relay(head)
                 await flush(engine)
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
@@ -335,6 +340,14 @@ class ProxyServer:
                     pending.peer_call.finish([])
                 return True
         keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
+        length = head.content_length if coalesce and not head.chunked else None
+        if length is not None and len(engine.buffer) >= length:
+            # the whole response is here (most are): one write, no relay of its body
+            body = engine.take(length)
+            client.writer.write(head.raw + body)
+            await flush(client.writer)
+            self._record(client, pending, response.status, _response_id(bytearray(body[:keep])))
+            return "close" in head.header("connection").lower()
         # the head leaves with the body bytes already here (one write, one wake-up of the
         # client), never waiting for more: a stream's head must reach its client at once
         relay = BodyRelay(engine, client.writer, keep, prefix=head.raw if coalesce else b"")
