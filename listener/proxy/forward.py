@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -46,6 +47,7 @@ from listener.proxy.wire import Wire
 log = logging.getLogger("docktrail.proxy")
 
 ID_BYTES = 4096  # of a create's response: `{"Id": …}`
+_PLAIN = ("GET", "HEAD")
 
 
 @dataclass(slots=True)
@@ -195,8 +197,15 @@ class ProxyServer:
     # -- client → engine ---------------------------------------------------------------
 
     async def _upstream(self, client: Client, engine: Wire) -> None:
+        inbox = client.reader
+        forward_read = functools.partial(self._forward_read, client, engine)
         try:
-            while (head := await read_head(client.reader)) is not None:
+            while True:
+                inbox.offer = forward_read  # while it waits at a message's start
+                head = await read_head(inbox)
+                inbox.offer = None
+                if head is None:
+                    break
                 pending = Pending(parse_request(head), time.time_ns())
                 body = None
                 if judge.changes_state(pending.request):  # reads: no coroutine to judge them
@@ -226,6 +235,25 @@ class ProxyServer:
                 engine.write_eof()  # the Engine ends its streams when the client goes
         finally:
             client.queue.put(None)
+
+    def _forward_read(self, client: Client, engine: Wire, data: bytes) -> bool:
+        """A plain read (GET or HEAD, no body, nothing recorded, no upgrade) that came whole
+        in one piece: forwarded from `data_received` itself, without a wake-up of the
+        upstream task (`docker ps` sends two such). False: the task reads it as any other."""
+        if data.find(b"\r\n\r\n") != len(data) - 4 or engine.held_back:
+            return False
+        head = Head(data, data[: data.find(b"\r\n")].decode("latin-1"))
+        try:
+            request = parse_request(head)
+            plain = request.method in _PLAIN and not head.chunked and not head.content_length
+        except FramingError:
+            return False  # the task says what is wrong with it
+        if not plain or judge.changes_state(request) or judge.may_hijack(request):
+            return False
+        client.unanswered += 1
+        client.queue.put(Pending(request, time.time_ns()))
+        engine.write(data)
+        return True
 
     async def _judge(self, client: Client, pending: Pending) -> bytes | None:
         """Reads the body when it is judged; sets `call` and `refused`."""

@@ -38,6 +38,7 @@ class Wire(Buffered, asyncio.Protocol):
         "_read_paused",
         "_waiter",
         "_write_paused",
+        "offer",
         "transport",
     )
 
@@ -53,6 +54,9 @@ class Wire(Buffered, asyncio.Protocol):
         self._closed = False
         self._read_paused = False
         self._write_paused = False
+        # offered the bytes first while a task waits for a message at its start: True when
+        # it dealt with them whole (forwarded a plain request without waking the task)
+        self.offer: Callable[[bytes], bool] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -64,6 +68,9 @@ class Wire(Buffered, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
         if waiter is not None:
+            offer = self.offer
+            if offer is not None and not self.buffer and offer(data):
+                return
             self.buffer += data
             if not waiter.done():
                 waiter.set_result(None)
