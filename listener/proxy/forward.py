@@ -320,6 +320,10 @@ class ProxyServer:
     async def _downstream(self, client: Client, engine: Wire) -> bool:
         """Relays the responses in order; True when it ended between them (the client left)."""
         while (pending := await client.queue.get()) is not None:
+            plain = pending.call is None and pending.verdict is None and not engine.unread()
+            if plain and await self._relayed_whole(client, engine, pending):
+                client.unanswered -= 1
+                continue
             if pending.call is not None and client.who is None:
                 await self._who(client)  # read while the Engine worked; before the response
             if pending.refused is not None:
@@ -343,6 +347,16 @@ class ProxyServer:
                 return False
             client.unanswered -= 1
         return True
+
+    async def _relayed_whole(self, client: Client, engine: Wire, pending: Pending) -> bool:
+        """True when the response came whole in one piece and `_relay_whole` relayed it from
+        the Engine's `data_received` (a read's response, most often); else it is read here."""
+        whole: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        engine.offer = functools.partial(_relay_whole, client.writer, pending, whole)
+        try:
+            return await whole
+        finally:
+            engine.offer = None
 
     async def _relay_response(self, client: Client, engine: Wire, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
@@ -433,6 +447,35 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _relay_whole(client: Wire, pending: Pending, whole: asyncio.Future[bool], data: bytes) -> bool:
+    """Relays `data` when it is exactly one final response, with its whole body, that
+    keeps the connection open; sets `whole` either way (False: the task reads it)."""
+    if whole.done():
+        return False
+    relayed = _is_whole_response(pending, data) and not client.held_back
+    if relayed:
+        client.write(data)
+    whole.set_result(relayed)
+    return relayed
+
+
+def _is_whole_response(pending: Pending, data: bytes) -> bool:
+    end = data.find(b"\r\n\r\n") + 4
+    if end < 4:
+        return False
+    head = Head(data[:end], data[: data.find(b"\r\n")].decode("latin-1"))
+    try:
+        status = parse_response(head).status
+        if 100 <= status < 200 or "close" in head.header("connection").lower():
+            return False  # interim responses and the end of the connection: the task's
+        if not response_has_body(pending.request.method, status):
+            return len(data) == end
+        length = None if head.chunked else head.content_length
+    except FramingError:
+        return False  # the task says what is wrong with it
+    return length is not None and len(data) == end + length
 
 
 def _credentials_only(peer: Peer) -> Who:

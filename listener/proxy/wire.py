@@ -55,7 +55,8 @@ class Wire(Buffered, asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         # offered the bytes first while a task waits for a message at its start: True when
-        # it dealt with them whole (forwarded a plain request without waking the task)
+        # it dealt with them whole (relayed a plain message without waking the task); the
+        # end of the stream is offered as b""
         self.offer: Callable[[bytes], bool] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -66,11 +67,11 @@ class Wire(Buffered, asyncio.Protocol):
             self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        offer = self.offer
+        if offer is not None and not self.buffer and not self._incoming and offer(data):
+            return
         waiter = self._waiter
         if waiter is not None:
-            offer = self.offer
-            if offer is not None and not self.buffer and offer(data):
-                return
             self.buffer += data
             if not waiter.done():
                 waiter.set_result(None)
@@ -82,12 +83,14 @@ class Wire(Buffered, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        self._end_offer()
         self._wake()
         return True  # half-closed: the other direction may still carry bytes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = self._closed = True
         self._lost = exc
+        self._end_offer()
         self._wake()
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
@@ -141,6 +144,10 @@ class Wire(Buffered, asyncio.Protocol):
         self._read_paused = False
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
+
+    def _end_offer(self) -> None:
+        if self.offer is not None:
+            self.offer(b"")
 
     def _wake(self) -> None:
         waiter = self._waiter
