@@ -176,3 +176,72 @@ async def _stalled(count: Callable[[], int]) -> int:
             return now
         last = now
     raise AssertionError(f"the Engine never stopped writing: {count()} bytes")
+
+
+# how the stand-in Engine sends each response: whole, or in pieces with pauses between
+RESPONSES = {
+    "whole": [_reply(b"200 OK", b"[]")],
+    "head then body": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"[]"],
+    "in single bytes": [bytes([b]) for b in _reply(b"200 OK", b"[]")],
+    "chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n"],
+    "body of a HEAD": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"],
+    "no content": [b"HTTP/1.1 204 No Content\r\n\r\n"],
+}
+
+
+@LOOPS
+@pytest.mark.parametrize("shape", RESPONSES)
+def test_each_read_gets_its_own_response_however_it_arrives(loop: str, shape: str) -> None:
+    _run_on(loop, _each_read_gets_its_own_response(shape))
+
+
+async def _each_read_gets_its_own_response(shape: str) -> None:
+    """Three reads on one connection, each answered in `shape`; then the path of a fourth:
+    no byte of one response is taken for another, none is held back."""
+    pieces = RESPONSES[shape]
+    method = b"HEAD" if shape == "body of a HEAD" else b"GET"
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(3):
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.002)
+        await _answer_each(reader, writer)
+
+    async with proxy_before(engine) as proxied:
+        reader, writer = await asyncio.open_unix_connection(str(proxied.config.listen))
+        expected = b"".join(pieces)
+        for n in range(3):
+            writer.write(
+                b"%s /v1.41/containers/json?n=%d HTTP/1.1\r\nHost: d\r\n\r\n" % (method, n)
+            )
+            assert await asyncio.wait_for(reader.readexactly(len(expected)), WAIT) == expected
+        writer.write(b"GET /v1.41/last HTTP/1.1\r\nHost: d\r\n\r\n")
+        last = _reply(b"200 OK", b"/v1.41/last")
+        assert await asyncio.wait_for(reader.readexactly(len(last)), WAIT) == last
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # nothing else came
+        writer.close()
+
+
+@LOOPS
+def test_a_response_with_connection_close_ends_the_client_connection(loop: str) -> None:
+    _run_on(loop, _a_response_with_connection_close_ends_the_client_connection())
+
+
+async def _a_response_with_connection_close_ends_the_client_connection() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n[]"
+
+    async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(closing)
+        await writer.drain()
+        writer.close()
+
+    async with proxy_before(engine) as proxied:
+        reader, writer = await asyncio.open_unix_connection(str(proxied.config.listen))
+        writer.write(b"GET /v1.41/containers/json HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), WAIT) == closing  # then the end
+        writer.close()
