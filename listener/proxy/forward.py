@@ -7,6 +7,13 @@ in order. A request that may switch protocols (`Connection: Upgrade`: attach,
 exec start, build sessions) stops the upstream task until the response says
 whether it did (101, or 200 with the Engine's raw-stream type): then both
 directions become a plain byte pipe, half-closes included.
+
+Most requests are plain reads (`docker ps`: `HEAD /_ping`, `GET
+/containers/json`) that arrive whole in one read, and their responses too:
+those are forwarded from the sockets' `data_received` (`Wire.offer`) while the
+tasks wait at a message's start, without waking them; anything else (a
+recorded call, a body, a split or pipelined message, a stream) is read by the
+tasks as before.
 """
 
 from __future__ import annotations
@@ -240,7 +247,9 @@ class ProxyServer:
         """A plain read (GET or HEAD, no body, nothing recorded, no upgrade) that came whole
         in one piece: forwarded from `data_received` itself, without a wake-up of the
         upstream task (`docker ps` sends two such). False: the task reads it as any other."""
-        if data.find(b"\r\n\r\n") != len(data) - 4 or engine.held_back:
+        if data.find(b"\r\n\r\n") != len(data) - 4 or len(data) > MAX_HEAD_BYTES:
+            return False
+        if engine.held_back:
             return False
         head = Head(data, data[: data.find(b"\r\n")].decode("latin-1"))
         try:
@@ -463,7 +472,7 @@ def _relay_whole(client: Wire, pending: Pending, whole: asyncio.Future[bool], da
 
 def _is_whole_response(pending: Pending, data: bytes) -> bool:
     end = data.find(b"\r\n\r\n") + 4
-    if end < 4:
+    if end < 4 or end > MAX_HEAD_BYTES:
         return False
     head = Head(data[:end], data[: data.find(b"\r\n")].decode("latin-1"))
     try:
