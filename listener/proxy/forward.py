@@ -80,6 +80,8 @@ class Client:
     # it left with every response relayed in full: the Engine connection is between
     # messages and can serve the next client
     left_answered: bool = False
+    # reads the requests that are not plain reads; started by the first of them (or the end)
+    upstream: asyncio.Task[None] | None = None
 
 
 class ProxyServer:
@@ -158,7 +160,9 @@ class ProxyServer:
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        upstream = asyncio.create_task(self._upstream(client, engine_writer))
+        client.reader.offer = functools.partial(self._offer_first, client, engine_writer)
+        if client.reader.unread() or client.reader.at_eof():  # came before the offer
+            self._start_upstream(client, engine_writer)
         failures: list[BaseException] = []
         engine = engine_reader
         between_messages = False
@@ -169,10 +173,8 @@ class ProxyServer:
         except Exception as exc:
             failures.append(exc)
         finally:
-            if not upstream.done():  # it usually is: the client's end ended both
-                upstream.cancel()
-                await asyncio.wait([upstream])
-            ended = asyncio.CancelledError() if upstream.cancelled() else upstream.exception()
+            client.reader.offer = None
+            ended = await _ended(client.upstream)
             if ended is not None:
                 failures.append(ended)
             reusable = between_messages and client.left_answered and not engine.unread()
@@ -236,12 +238,26 @@ class ProxyServer:
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
                     return
-            if client.unanswered == 0:
-                client.left_answered = True  # nothing in flight: no stream to end
-            elif engine.can_write_eof():
-                engine.write_eof()  # the Engine ends its streams when the client goes
+            _client_ended(client, engine)
         finally:
             client.queue.put(None)
+
+    def _offer_first(self, client: Client, engine: Wire, data: bytes) -> bool:
+        """Until a request needs the upstream task, none runs: a client that sends only
+        plain reads (`docker ps`) is served without one, its end included."""
+        if self._forward_read(client, engine, data):
+            return True
+        client.reader.offer = None
+        if not data and not client.reader.unread():
+            _client_ended(client, engine)
+            client.queue.put(None)
+            return True
+        self._start_upstream(client, engine)
+        return False
+
+    def _start_upstream(self, client: Client, engine: Wire) -> None:
+        client.reader.offer = None
+        client.upstream = asyncio.get_running_loop().create_task(self._upstream(client, engine))
 
     def _forward_read(self, client: Client, engine: Wire, data: bytes) -> bool:
         """A plain read (GET or HEAD, no body, nothing recorded, no upgrade) that came whole
@@ -456,6 +472,25 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _client_ended(client: Client, engine: Wire) -> None:
+    """The client's end, at a message's start."""
+    if client.unanswered == 0:
+        client.left_answered = True  # nothing in flight: no stream to end
+    elif engine.can_write_eof():
+        engine.write_eof()  # the Engine ends its streams when the client goes
+
+
+async def _ended(upstream: asyncio.Task[None] | None) -> BaseException | None:
+    """How the upstream task ended: cancelled if it had not yet (it usually has: the
+    client's end ended both)."""
+    if upstream is None:
+        return None
+    if not upstream.done():
+        upstream.cancel()
+        await asyncio.wait([upstream])
+    return asyncio.CancelledError() if upstream.cancelled() else upstream.exception()
 
 
 def _relay_whole(client: Wire, pending: Pending, whole: asyncio.Future[bool], data: bytes) -> bool:
