@@ -65,7 +65,8 @@ class EnginePool:
             self._idle.popleft()[1][1].close()
 
     async def _open(self) -> Connection:
-        _, wire = await asyncio.get_running_loop().create_unix_connection(Wire, self._engine)
+        loop = asyncio.get_running_loop()
+        _, wire = await loop.create_unix_connection(lambda: Wire(loop=loop), self._engine)
         return wire, wire
 
     async def _fill(self) -> None:

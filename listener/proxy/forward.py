@@ -94,12 +94,14 @@ class ProxyServer:
         self._names: dict[str, str | None] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
+        self._loop: asyncio.AbstractEventLoop | None = None  # asked once: a getpid() each time
 
     async def start(self) -> None:
         path = self._config.listen
         await asyncio.to_thread(_remove_stale_socket, path)
-        self._server = await asyncio.get_running_loop().create_unix_server(
-            lambda: Wire(self._accepted), path=str(path)
+        running = self._loop = asyncio.get_running_loop()
+        self._server = await running.create_unix_server(
+            lambda: Wire(self._accepted, running), path=str(path)
         )
         await asyncio.to_thread(_set_socket_access, self._config)
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # asyncio, uvloop
@@ -124,7 +126,8 @@ class ProxyServer:
                 self._config.listen.unlink()
 
     def _accepted(self, wire: Wire) -> None:
-        task = asyncio.get_running_loop().create_task(self._accept(wire))
+        assert self._loop is not None  # started
+        task = self._loop.create_task(self._accept(wire))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
 
@@ -144,7 +147,7 @@ class ProxyServer:
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, wire, wire)
+        client = Client(peer, wire, wire, Mailbox(self._loop))
         try:
             await self._relay(client)
         finally:
@@ -257,7 +260,8 @@ class ProxyServer:
 
     def _start_upstream(self, client: Client, engine: Wire) -> None:
         client.reader.offer = None
-        client.upstream = asyncio.get_running_loop().create_task(self._upstream(client, engine))
+        loop = self._loop or asyncio.get_running_loop()
+        client.upstream = loop.create_task(self._upstream(client, engine))
 
     def _forward_read(self, client: Client, engine: Wire, data: bytes) -> bool:
         """A plain read (GET or HEAD, no body, nothing recorded, no upgrade) that came whole
@@ -376,7 +380,7 @@ class ProxyServer:
     async def _relayed_whole(self, client: Client, engine: Wire, pending: Pending) -> bool:
         """True when the response came whole in one piece and `_relay_whole` relayed it from
         the Engine's `data_received` (a read's response, most often); else it is read here."""
-        whole: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        whole: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
         engine.offer = functools.partial(_relay_whole, client.writer, pending, whole)
         try:
             return await whole

@@ -33,6 +33,7 @@ class Wire(Buffered, asyncio.Protocol):
         "_drained",
         "_eof",
         "_incoming",
+        "_loop",
         "_lost",
         "_on_connect",
         "_read_paused",
@@ -42,8 +43,14 @@ class Wire(Buffered, asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, on_connect: Callable[[Wire], object] | None = None) -> None:
+    def __init__(
+        self,
+        on_connect: Callable[[Wire], object] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__()
+        # given, as asking for the running loop is a getpid() system call each time
+        self._loop = loop
         self.transport: asyncio.Transport | None = None
         self._on_connect = on_connect
         self._waiter: asyncio.Future[None] | None = None
@@ -120,7 +127,7 @@ class Wire(Buffered, asyncio.Protocol):
         if self._eof:
             return False
         had = len(self.buffer)
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._event_loop().create_future()
         try:
             await waiter
         finally:
@@ -144,6 +151,11 @@ class Wire(Buffered, asyncio.Protocol):
         self._read_paused = False
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _end_offer(self) -> None:
         if self.offer is not None:
@@ -171,7 +183,7 @@ class Wire(Buffered, asyncio.Protocol):
             if self._closed:
                 raise ConnectionResetError("Connection lost")
         if self._write_paused:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self._event_loop().create_future()
             await self._drained
 
     def can_write_eof(self) -> bool:
