@@ -4,6 +4,9 @@ Each socket is read by its protocol's `data_received` straight into the parse
 buffer. A request may arrive a byte at a time or several at once; bytes that
 arrive while the proxy writes must not be missed; and a client that stops
 reading a stream must stop the Engine's side, not fill the proxy's memory.
+Plain reads and their responses that arrive whole are relayed from
+`data_received` itself: each read must still get its own response, however
+the Engine sends it.
 """
 
 from __future__ import annotations
