@@ -19,9 +19,11 @@ import logging
 from collections import deque
 from pathlib import Path
 
+from listener.proxy.wire import Wire
+
 log = logging.getLogger("docktrail.proxy")
 
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connection = tuple[Wire, Wire]  # reads and writes of one socket (the same object)
 
 
 class EnginePool:
@@ -41,7 +43,7 @@ class EnginePool:
             writer.close()
         return await self._open()
 
-    def give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def give_back(self, reader: Wire, writer: Wire) -> None:
         """A connection whose client left between messages: kept for the next, when room."""
         if len(self._idle) < self._size and _usable(reader, writer):
             self._idle.append((asyncio.get_running_loop().time(), (reader, writer)))
@@ -63,7 +65,9 @@ class EnginePool:
             self._idle.popleft()[1][1].close()
 
     async def _open(self) -> Connection:
-        return await asyncio.open_unix_connection(self._engine, limit=self._limit)
+        loop = asyncio.get_running_loop()
+        _, wire = await loop.create_unix_connection(lambda: Wire(loop=loop), self._engine)
+        return wire, wire
 
     async def _fill(self) -> None:
         loop = asyncio.get_running_loop()
@@ -76,6 +80,6 @@ class EnginePool:
             self._idle.append((loop.time(), connection))
 
 
-def _usable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+def _usable(reader: Wire, writer: Wire) -> bool:
     # the Engine closed it (restart, timeout): the loop has seen the end by now
     return not reader.at_eof() and not writer.is_closing()

@@ -7,12 +7,20 @@ in order. A request that may switch protocols (`Connection: Upgrade`: attach,
 exec start, build sessions) stops the upstream task until the response says
 whether it did (101, or 200 with the Engine's raw-stream type): then both
 directions become a plain byte pipe, half-closes included.
+
+Most requests are plain reads (`docker ps`: `HEAD /_ping`, `GET
+/containers/json`) that arrive whole in one read, and their responses too:
+those are forwarded from the sockets' `data_received` (`Wire.offer`) while the
+tasks wait at a message's start, without waking them; anything else (a
+recorded call, a body, a split or pipelined message, a stream) is read by the
+tasks as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -41,10 +49,12 @@ from listener.proxy.framing import (
 from listener.proxy.mailbox import Mailbox
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
 from listener.proxy.record import Recorder
+from listener.proxy.wire import Wire
 
 log = logging.getLogger("docktrail.proxy")
 
 ID_BYTES = 4096  # of a create's response: `{"Id": …}`
+_PLAIN = ("GET", "HEAD")
 
 
 @dataclass(slots=True)
@@ -61,8 +71,8 @@ class Pending:
 @dataclass(slots=True)
 class Client:
     peer: Peer
-    reader: Inbox
-    writer: asyncio.StreamWriter
+    reader: Wire
+    writer: Wire  # the same socket: reads and writes
     queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
     who: Who | None = None  # read before the first response to a recorded request
     identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
@@ -70,6 +80,8 @@ class Client:
     # it left with every response relayed in full: the Engine connection is between
     # messages and can serve the next client
     left_answered: bool = False
+    # reads the requests that are not plain reads; started by the first of them (or the end)
+    upstream: asyncio.Task[None] | None = None
 
 
 class ProxyServer:
@@ -82,12 +94,14 @@ class ProxyServer:
         self._names: dict[str, str | None] = {}
         self._connections: set[asyncio.Task[None]] = set()
         self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
+        self._loop: asyncio.AbstractEventLoop | None = None  # asked once: a getpid() each time
 
     async def start(self) -> None:
         path = self._config.listen
         await asyncio.to_thread(_remove_stale_socket, path)
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(path), limit=MAX_HEAD_BYTES
+        running = self._loop = asyncio.get_running_loop()
+        self._server = await running.create_unix_server(
+            lambda: Wire(self._accepted, running), path=str(path)
         )
         await asyncio.to_thread(_set_socket_access, self._config)
         loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # asyncio, uvloop
@@ -111,27 +125,29 @@ class ProxyServer:
             with contextlib.suppress(OSError):
                 self._config.listen.unlink()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, wire: Wire) -> None:
+        assert self._loop is not None  # started
+        task = self._loop.create_task(self._accept(wire))
         self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _accept(self, wire: Wire) -> None:
         try:
-            await self._serve(reader, writer)
+            await self._serve(wire)
         except asyncio.CancelledError:
             pass
         finally:
-            self._connections.discard(task)
-            writer.close()
+            wire.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, wire: Wire) -> None:
         # the credentials and the process pinned at once; the rest when a request is recorded
         # (most connections only read), kept if the pinned process had not exited by then
         try:
-            peer = peer_at_accept(writer.get_extra_info("socket"))
+            peer = peer_at_accept(wire.get_extra_info("socket"))
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        client = Client(peer, Inbox(reader), writer)
+        client = Client(peer, wire, wire, Mailbox(self._loop))
         try:
             await self._relay(client)
         finally:
@@ -147,9 +163,11 @@ class ProxyServer:
         except OSError as exc:
             log.error("proxy: client not served", extra={"fields": {"error": str(exc)}})
             return
-        upstream = asyncio.create_task(self._upstream(client, engine_writer))
+        client.reader.offer = functools.partial(self._offer_first, client, engine_writer)
+        if client.reader.unread() or client.reader.at_eof():  # came before the offer
+            self._start_upstream(client, engine_writer)
         failures: list[BaseException] = []
-        engine = Inbox(engine_reader)
+        engine = engine_reader
         between_messages = False
         try:
             # responses are relayed in this task (one task fewer per client): it ends last, at
@@ -158,11 +176,11 @@ class ProxyServer:
         except Exception as exc:
             failures.append(exc)
         finally:
-            upstream.cancel()
-            (ended,) = await asyncio.gather(upstream, return_exceptions=True)
-            if isinstance(ended, BaseException):
+            client.reader.offer = None
+            ended = await _ended(client.upstream)
+            if ended is not None:
                 failures.append(ended)
-            reusable = between_messages and client.left_answered and not engine.buffer
+            reusable = between_messages and client.left_answered and not engine.unread()
             if reusable and not failures:
                 self._engines.give_back(engine_reader, engine_writer)
             else:
@@ -190,11 +208,20 @@ class ProxyServer:
 
     # -- client → engine ---------------------------------------------------------------
 
-    async def _upstream(self, client: Client, engine: asyncio.StreamWriter) -> None:
+    async def _upstream(self, client: Client, engine: Wire) -> None:
+        inbox = client.reader
+        forward_read = functools.partial(self._forward_read, client, engine)
         try:
-            while (head := await read_head(client.reader)) is not None:
+            while True:
+                inbox.offer = forward_read  # while it waits at a message's start
+                head = await read_head(inbox)
+                inbox.offer = None
+                if head is None:
+                    break
                 pending = Pending(parse_request(head), time.time_ns())
-                body = await self._judge(client, pending)
+                body = None
+                if judge.changes_state(pending.request):  # reads: no coroutine to judge them
+                    body = await self._judge(client, pending)
                 client.unanswered += 1
                 if pending.refused is not None:
                     client.queue.put(pending)
@@ -208,17 +235,54 @@ class ProxyServer:
                     engine.write(head.raw + body)  # one write: one wake-up of the Engine
                 else:
                     engine.write(head.raw)
-                    await BodyRelay(client.reader, engine, 0).relay(head)
+                    if head.chunked or head.content_length:
+                        await BodyRelay(client.reader, engine, 0).relay(head)
                 await flush(engine)
                 if pending.verdict is not None and await pending.verdict:
                     await pipe(client.reader, engine)
                     return
-            if client.unanswered == 0:
-                client.left_answered = True  # nothing in flight: no stream to end
-            elif engine.can_write_eof():
-                engine.write_eof()  # the Engine ends its streams when the client goes
+            _client_ended(client, engine)
         finally:
             client.queue.put(None)
+
+    def _offer_first(self, client: Client, engine: Wire, data: bytes) -> bool:
+        """Until a request needs the upstream task, none runs: a client that sends only
+        plain reads (`docker ps`) is served without one, its end included."""
+        if self._forward_read(client, engine, data):
+            return True
+        client.reader.offer = None
+        if not data and not client.reader.unread():
+            _client_ended(client, engine)
+            client.queue.put(None)
+            return True
+        self._start_upstream(client, engine)
+        return False
+
+    def _start_upstream(self, client: Client, engine: Wire) -> None:
+        client.reader.offer = None
+        loop = self._loop or asyncio.get_running_loop()
+        client.upstream = loop.create_task(self._upstream(client, engine))
+
+    def _forward_read(self, client: Client, engine: Wire, data: bytes) -> bool:
+        """A plain read (GET or HEAD, no body, nothing recorded, no upgrade) that came whole
+        in one piece: forwarded from `data_received` itself, without a wake-up of the
+        upstream task (`docker ps` sends two such). False: the task reads it as any other."""
+        if data.find(b"\r\n\r\n") != len(data) - 4 or len(data) > MAX_HEAD_BYTES:
+            return False
+        if engine.held_back:
+            return False
+        head = Head(data, data[: data.find(b"\r\n")].decode("latin-1"))
+        try:
+            request = parse_request(head)
+            plain = request.method in _PLAIN and not head.chunked and not head.content_length
+        except FramingError:
+            return False  # the task says what is wrong with it
+        if not plain or judge.changes_state(request) or judge.may_hijack(request):
+            return False
+        client.unanswered += 1
+        client.queue.put(Pending(request, time.time_ns()))
+        engine.write(data)
+        return True
 
     async def _judge(self, client: Client, pending: Pending) -> bytes | None:
         """Reads the body when it is judged; sets `call` and `refused`."""
@@ -282,9 +346,13 @@ class ProxyServer:
 
     # -- engine → client ---------------------------------------------------------------
 
-    async def _downstream(self, client: Client, engine: Inbox) -> bool:
+    async def _downstream(self, client: Client, engine: Wire) -> bool:
         """Relays the responses in order; True when it ended between them (the client left)."""
         while (pending := await client.queue.get()) is not None:
+            plain = pending.call is None and pending.verdict is None and not engine.unread()
+            if plain and await self._relayed_whole(client, engine, pending):
+                client.unanswered -= 1
+                continue
             if pending.call is not None and client.who is None:
                 await self._who(client)  # read while the Engine worked; before the response
             if pending.refused is not None:
@@ -309,7 +377,17 @@ class ProxyServer:
             client.unanswered -= 1
         return True
 
-    async def _relay_response(self, client: Client, engine: Inbox, pending: Pending) -> bool:
+    async def _relayed_whole(self, client: Client, engine: Wire, pending: Pending) -> bool:
+        """True when the response came whole in one piece and `_relay_whole` relayed it from
+        the Engine's `data_received` (a read's response, most often); else it is read here."""
+        whole: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
+        engine.offer = functools.partial(_relay_whole, client.writer, pending, whole)
+        try:
+            return await whole
+        finally:
+            engine.offer = None
+
+    async def _relay_response(self, client: Client, engine: Wire, pending: Pending) -> bool:
         """Relays one response; True when the connection is done (hijack or close)."""
         head = await self._final_head(client, engine)
         if head is None:
@@ -333,6 +411,14 @@ class ProxyServer:
                     pending.peer_call.finish([])
                 return True
         keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
+        length = head.content_length if coalesce and not head.chunked else None
+        if length is not None and len(engine.buffer) >= length:
+            # the whole response is here (most are): one write, no relay of its body
+            body = engine.take(length)
+            client.writer.write(head.raw + body)
+            await flush(client.writer)
+            self._record(client, pending, response.status, _response_id(bytearray(body[:keep])))
+            return "close" in head.header("connection").lower()
         # the head leaves with the body bytes already here (one write, one wake-up of the
         # client), never waiting for more: a stream's head must reach its client at once
         relay = BodyRelay(engine, client.writer, keep, prefix=head.raw if coalesce else b"")
@@ -346,7 +432,7 @@ class ProxyServer:
         # connection (a client reading to the end would otherwise wait on the proxy forever)
         return (until_close and has_body) or "close" in head.header("connection").lower()
 
-    async def _final_head(self, client: Client, engine: Inbox) -> Head | None:
+    async def _final_head(self, client: Client, engine: Wire) -> Head | None:
         """The response's head, past interim ones: Go's server answers `Expect:
         100-continue` with `100 Continue` first. Those are relayed as they come."""
         while (head := await read_head(engine)) is not None:
@@ -390,6 +476,54 @@ class ProxyServer:
         if container_id not in self._names:
             self._names[container_id] = await _inspect_name(self._config, container_id)
         return self._names[container_id]
+
+
+def _client_ended(client: Client, engine: Wire) -> None:
+    """The client's end, at a message's start."""
+    if client.unanswered == 0:
+        client.left_answered = True  # nothing in flight: no stream to end
+    elif engine.can_write_eof():
+        engine.write_eof()  # the Engine ends its streams when the client goes
+
+
+async def _ended(upstream: asyncio.Task[None] | None) -> BaseException | None:
+    """How the upstream task ended: cancelled if it had not yet (it usually has: the
+    client's end ended both)."""
+    if upstream is None:
+        return None
+    if not upstream.done():
+        upstream.cancel()
+        await asyncio.wait([upstream])
+    return asyncio.CancelledError() if upstream.cancelled() else upstream.exception()
+
+
+def _relay_whole(client: Wire, pending: Pending, whole: asyncio.Future[bool], data: bytes) -> bool:
+    """Relays `data` when it is exactly one final response, with its whole body, that
+    keeps the connection open; sets `whole` either way (False: the task reads it)."""
+    if whole.done():
+        return False
+    relayed = _is_whole_response(pending, data) and not client.held_back
+    if relayed:
+        client.write(data)
+    whole.set_result(relayed)
+    return relayed
+
+
+def _is_whole_response(pending: Pending, data: bytes) -> bool:
+    end = data.find(b"\r\n\r\n") + 4
+    if end < 4 or end > MAX_HEAD_BYTES:
+        return False
+    head = Head(data[:end], data[: data.find(b"\r\n")].decode("latin-1"))
+    try:
+        status = parse_response(head).status
+        if 100 <= status < 200 or "close" in head.header("connection").lower():
+            return False  # interim responses and the end of the connection: the task's
+        if not response_has_body(pending.request.method, status):
+            return len(data) == end
+        length = None if head.chunked else head.content_length
+    except FramingError:
+        return False  # the task says what is wrong with it
+    return length is not None and len(data) == end + length
 
 
 def _credentials_only(peer: Peer) -> Who:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -21,6 +22,23 @@ RAW_STREAM_TYPES = (
 
 class FramingError(Exception):
     """A message the proxy cannot delimit: the connection is closed."""
+
+
+class Sink(Protocol):
+    """Where relayed bytes go (`wire.Wire`): a transport's writes, with flow control."""
+
+    @property
+    def held_back(self) -> bool:
+        """Writes are paused, or the connection is closing: `drain` before writing more."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
 
 
 class Head:
@@ -131,22 +149,22 @@ class Response:
         return self.head.header("content-type").split(";")[0].strip() in RAW_STREAM_TYPES
 
 
-class Inbox:
-    """A stream reader with our own buffer, so that a body's bytes are parsed in bulk.
+class Buffered:
+    """Bytes read and not yet parsed, so that a body's bytes are parsed in bulk.
 
     Chunked bodies of streams (logs, events) arrive as many small chunks; parsing
     them one await at a time cost more than half the throughput. Bytes read past
-    the end of a message stay here for the next one.
+    the end of a message stay here for the next one. `fill` reads more.
     """
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
         self.buffer = bytearray()
 
     async def fill(self) -> bool:
-        data = await self.reader.read(COPY_BYTES)
-        self.buffer += data
-        return bool(data)
+        """Appends what comes next to `buffer`; False at the end of the stream."""
+        raise NotImplementedError
 
     async def read_some(self, most: int) -> bytes:
         if not self.buffer and not await self.fill():
@@ -167,7 +185,22 @@ class Inbox:
         return data
 
 
-async def read_head(inbox: Inbox) -> Head | None:
+class Inbox(Buffered):
+    """A `Buffered` over an `asyncio.StreamReader` (the proxy itself reads with `Wire`)."""
+
+    __slots__ = ("reader",)
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__()
+        self.reader = reader
+
+    async def fill(self) -> bool:
+        data = await self.reader.read(COPY_BYTES)
+        self.buffer += data
+        return bool(data)
+
+
+async def read_head(inbox: Buffered) -> Head | None:
     """The next head, or None at a clean end of the connection."""
     searched = 0
     while (end := inbox.buffer.find(b"\r\n\r\n", max(0, searched - 3))) < 0:
@@ -210,7 +243,7 @@ class BodyRelay:
     """
 
     def __init__(
-        self, inbox: Inbox, writer: asyncio.StreamWriter | None, keep: int, prefix: bytes = b""
+        self, inbox: Buffered, writer: Sink | None, keep: int, prefix: bytes = b""
     ) -> None:
         self._inbox, self._writer, self._keep = inbox, writer, keep
         self._prefix = prefix
@@ -326,7 +359,7 @@ class _ChunkScan:
         return self.pos
 
 
-async def pipe(inbox: Inbox, writer: asyncio.StreamWriter) -> int:
+async def pipe(inbox: Buffered, writer: Sink) -> int:
     """Raw bytes (what is buffered first) until EOF, then half-closes `writer`."""
     total = 0
     try:
@@ -341,11 +374,10 @@ async def pipe(inbox: Inbox, writer: asyncio.StreamWriter) -> int:
     return total
 
 
-async def flush(writer: asyncio.StreamWriter) -> None:
-    """`drain()` when the transport holds bytes back or is closing, else nothing: a
+async def flush(writer: Sink) -> None:
+    """`drain()` when the writer holds bytes back or is closing, else nothing: a
     drain per write was a coroutine and four calls for the one case that needs none."""
-    transport = writer.transport
-    if transport.get_write_buffer_size() or transport.is_closing():
+    if writer.held_back:
         await writer.drain()
 
 

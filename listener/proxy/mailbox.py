@@ -14,10 +14,11 @@ class Mailbox(Generic[T]):
     counters, `put` coroutine and waiter lists (a put and a get cost the proxy about
     thirty Python calls per request, now six)."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._items: deque[T] = deque()
+        self._loop = loop  # given: asking for the running loop is a getpid() each time
         self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: T) -> None:
@@ -28,7 +29,7 @@ class Mailbox(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:
