@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from bench.figures import figure as print_figure  # noqa: E402
 from config.models import DocktrailConfig  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
@@ -288,12 +289,8 @@ def run_start_secs(path: Path, timeout: float = 600.0) -> float:
 
 
 def figure(name: str, values: list[float], unit: str, baseline: float, ratio: float) -> None:
-    value = statistics.median(values)
-    print(
-        f"FIGURE {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={ratio:.3f} "
-        f"min={min(values):.4g} max={max(values):.4g} runs={len(values)}",
-        flush=True,
-    )
+    median = statistics.median(values)
+    print_figure(name, median, unit, baseline=baseline, ratio=ratio, spread=values)
 
 
 def main() -> None:

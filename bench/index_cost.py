@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from bench.figures import figure  # noqa: E402
 from bench.growth import (  # noqa: E402
     NEW_FIRST_ROUND,
     cached_trail,
@@ -187,11 +188,7 @@ def measure_pages(cached: Path, variants: list[str], work: Path, new_events: Pat
     }
     base = pages[ALL]
     for variant, value in pages.items():
-        print(
-            f"FIGURE index_pages.{variant} {value:.1f} pages baseline={base:.1f} "
-            f"ratio={value / base:.3f} runs=1",
-            flush=True,
-        )
+        figure(f"index_pages.{variant}", value, "pages", baseline=base, ratio=value / base)
 
 
 def main() -> None:
@@ -243,20 +240,13 @@ def report_secs(secs: dict[str, list[float]], what: str) -> None:
     print(f"# {what}: {base:.2f}s with all indexes, {empty:.2f}s into an empty trail")
     for variant in secs:
         growth = [empty / took for took in secs[variant]]  # rate(big) / rate(empty)
-        print(
-            f"FIGURE index_cost.growth.{variant} {statistics.median(growth):.3f} x "
-            f"min={min(growth):.3f} max={max(growth):.3f} runs={len(growth)} target=>=0.8",
-            flush=True,
-        )
+        median = statistics.median(growth)
+        figure(f"index_cost.growth.{variant}", median, "x", target=">=0.8", spread=growth)
     for variant in secs:
         values = secs[variant]
         saved = base - statistics.median(values)
-        print(
-            f"FIGURE index_cost.{variant} {saved:.3f} s baseline={base:.3f} "
-            f"ratio={statistics.median(values) / base:.3f} min={min(values):.3f} "
-            f"max={max(values):.3f} runs={len(values)}",
-            flush=True,
-        )
+        ratio = statistics.median(values) / base
+        figure(f"index_cost.{variant}", saved, "s", baseline=base, ratio=ratio, spread=values)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from docker_events_file import write_events  # noqa: E402
 from figures import figure  # noqa: E402
+from trail_append import stored_rows  # noqa: E402
 
 from config.models import DocktrailConfig  # noqa: E402
 from listener import redact  # noqa: E402
@@ -94,14 +95,6 @@ def before_secs(checkout: Path, events: Path, db: Path) -> Secs:
     )
     wall, cpu = done.stdout.strip().splitlines()[-1].split()
     return float(wall), float(cpu)
-
-
-def stored_rows(db: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(row) for row in conn.execute("SELECT * FROM events ORDER BY seq")]
-    conn.close()
-    return rows
 
 
 def chain(db: Path) -> list[tuple[int, str, str]]:
