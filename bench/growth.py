@@ -54,7 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from bench.figures import figure as print_figure  # noqa: E402
+from figures import figure as print_figure  # noqa: E402
+
 from config.models import DocktrailConfig  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402

@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from bench.figures import figure  # noqa: E402
+from figures import figure  # noqa: E402
+
 from bench.growth import (  # noqa: E402
     NEW_FIRST_ROUND,
     cached_trail,
