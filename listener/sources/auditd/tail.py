@@ -58,7 +58,6 @@ class _LiveReader:
             str(config.log_file),
             config.event_timeout_secs,
             active_limits().max_line_bytes,
-            proctitle_ends=True,  # the docker CLI's execve is complete without waiting
         )
         self.lag_ns = round(config.audit_lag_secs * NS)
         self.barriers = barriers
@@ -253,7 +252,7 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
     """Split off the trailing run of lines of the last record's event: ``(ready, held)``.
 
     Those lines are held back until more data or an idle poll: the rest of
-    their event may still be on its way (not after its PROCTITLE: nothing is).
+    their event may still be on its way (not after its EOE: nothing is).
     """
     batch, lo, hi = spans[-1]
     stamp = stamp_of(batch.lines[hi - 1]) if hi > lo else None
@@ -272,11 +271,11 @@ def _hold_last_event(spans: list[Span]) -> tuple[list[Span], list[Span]]:
 
 
 def _ends_event(line: str) -> bool:
-    """EOE, or PROCTITLE: the kernel's last record of a syscall event before its EOE
-    (which auditd 3 does not write)."""
+    """EOE: nothing of its event comes after it. (PROCTITLE is not taken as an end:
+    closing events there lost records of busybox subshells' commands.)"""
     if line.startswith("node="):
         line = line[line.find(" ") + 1 :]
-    return line.startswith(("type=PROCTITLE ", "type=EOE "))
+    return line.startswith("type=EOE ")
 
 
 def _unmarked(batch: _Batch, lo: int, hi: int) -> list[tuple[int, int]]:

@@ -51,18 +51,9 @@ class AuditAssembler:
     """
 
     def __init__(
-        self,
-        path: str | None = None,
-        window_secs: float = 2.0,
-        max_line: int = MAX_LINE,
-        *,
-        proctitle_ends: bool = False,
+        self, path: str | None = None, window_secs: float = 2.0, max_line: int = MAX_LINE
     ) -> None:
         self.path = path
-        # Live: PROCTITLE is the kernel's last record of a syscall event before EOE
-        # (which auditd 3 does not write): it closes its event, a later EOE is its own.
-        self.proctitle_ends = proctitle_ends
-        self._ended: dict[str, None] = {}  # keys closed by PROCTITLE, newest last
         self.max_line = max_line  # longer lines are malformed (characters)
         self.window_ns = round(window_secs * 1_000_000_000)
         self.malformed: list[Malformed] = []
@@ -249,18 +240,13 @@ class AuditAssembler:
             if event is not None:
                 records += 1
                 event.records.append(rec)
-                if rtype == "EOE" or (rtype == "PROCTITLE" and self.proctitle_ends):
+                if rtype == "EOE":
                     closed.append(self._close(key, event))
                     last_key = None
-                    if rtype == "PROCTITLE":
-                        self._ended_by_proctitle(key)
                 else:
                     last_key, last_event = key, event
                 continue
             if rtype == "EOE":  # its event was closed by the window already
-                if self._ended.pop(key, 0) is None:  # or by its PROCTITLE: fine
-                    records += 1
-                    continue
                 bad(line, lineno, "EOE without an open event")
                 continue
             records += 1
@@ -309,12 +295,6 @@ class AuditAssembler:
             self._bad(line, lineno, "two records on one line (truncated line?)")
             return None
         return node, rest[5:sp], rest[sp + 11 : close], rest[close + 2 :]
-
-    def _ended_by_proctitle(self, key: str) -> None:
-        ended = self._ended
-        ended[key] = None
-        if len(ended) > 1024:  # its EOE, if any, comes right after: keep only recent ones
-            del ended[next(iter(ended))]
 
     def _close(self, key: str, event: AuditEvent) -> AuditEvent:
         del self._open[key]
