@@ -37,7 +37,7 @@ class TrailConfig(Strict):
         "Default: the trail path with `.key` in place of its suffix. Keep it outside the "
         "database's backups so a rewritten database is detected.",
     )
-    batch_size: int = Field(500, ge=1, le=100_000, description="Events per write transaction.")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="Events per write transaction.")
     flush_interval_secs: float = Field(
         0.05,
         gt=0,

@@ -23,8 +23,8 @@ APPEND_ONLY_MESSAGE = "docktrail trail is append-only"
 BUSY_TIMEOUT_SECS = 10.0
 ID_CHUNK = 500  # ids per `IN (...)` lookup, below SQLite's old 999-parameter limit
 CACHE_KIB = 16 * 1024  # page cache: keeps the random-order id index hot during bulk ingest
-# A commit of 500 events dirties ~750 pages, most of them random leaves of the id
-# index. SQLite's default autocheckpoint (1000 pages) would copy them back into the
+# A commit dirties about 1.5 pages per event (measured at 500 events per commit),
+# most of them random leaves of the id index. SQLite's default autocheckpoint (1000 pages) would copy them back into the
 # database after nearly every commit; a larger WAL lets one checkpoint write each
 # page once for many commits (measured: the largest single saving on the append path).
 WAL_AUTOCHECKPOINT_PAGES = 8192
