@@ -31,8 +31,9 @@ from typing import Any
 from sqlite_utils import Database
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO))
+for where in (REPO, REPO / "bench"):
+    if str(where) not in sys.path:  # run as a script from a checkout, or imported by tests
+        sys.path.insert(0, str(where))
 
 from figures import figure  # noqa: E402
 

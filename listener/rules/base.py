@@ -9,6 +9,8 @@ be tested alone. `RULES` in `listener.rules.registry` lists them all.
 from __future__ import annotations
 
 import fnmatch
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 from config.models import RuleConfig, RuleException, RulesConfig, Severity
 from listener.model.event import Event
 from listener.model.finding import SEVERITY_RANK, Finding, RuleMeta
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
@@ -84,12 +88,41 @@ def finding(
 
 
 def judged(rule: Rule, settings: RuleConfig, event: Event, ctx: RuleContext) -> Iterator[Finding]:
-    """The rule's findings on `event` with the configured severity and exception applied."""
-    for found in rule.check(event, ctx):
-        if settings.severity is not None:
-            found.severity = settings.severity
-        found.suppressed_by = exception_reason(settings.exceptions, event)
-        yield found
+    """The rule's findings on `event` with the configured severity and exception applied.
+
+    A rule that fails on one event is logged and gives no finding on it: events
+    read back from the trail (at start, in `replay`) are whatever the file holds,
+    and one odd body must not stop the service from starting or the other rules.
+    """
+    try:
+        for found in rule.check(event, ctx):
+            if settings.severity is not None:
+                found.severity = settings.severity
+            found.suppressed_by = exception_reason(settings.exceptions, event)
+            yield found
+    except Exception as exc:
+        note_failure(rule.meta.id, event, exc)
+
+
+_FAILURES: Counter[str] = Counter()
+_FAILURES_LOGGED = 10  # per rule, then every 1000th: odd rows by the million must not flood the log
+
+
+def rule_failures() -> dict[str, int]:
+    """How many times each rule has failed on an event in this process."""
+    return dict(_FAILURES)
+
+
+def note_failure(what: str, event: Event, exc: Exception) -> None:
+    """Log that `what` (a rule id, or the rules' state tracking) failed on `event`."""
+    _FAILURES[what] += 1
+    count = _FAILURES[what]
+    if count <= _FAILURES_LOGGED or not count % 1000:
+        log.error(
+            "rules: %s failed on event %s (seq %s, %s %s): %s: %.200r (failure %d of it)",
+            what, event.id, event.seq, event.type, event.action,
+            type(exc).__name__, str(exc), count,
+        )  # fmt: skip
 
 
 def exception_reason(exceptions: Iterable[RuleException], event: Event) -> str | None:

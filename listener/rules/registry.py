@@ -15,7 +15,7 @@ from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
 from listener.rules import activity, container, exec_session, image, intent, posture, proxy
-from listener.rules.base import Finding, Rule, RuleContext, judged
+from listener.rules.base import Finding, Rule, RuleContext, judged, note_failure
 
 RULES: tuple[Rule, ...] = (
     Rule(catalogue.PRIVILEGED, container.check_privileged),
@@ -54,8 +54,11 @@ RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
 
 def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     """Findings of every enabled rule on one event (suppressed ones included, marked)."""
-    activity.track_container(event, ctx)
-    image.track_image(event, ctx)
+    for track in (activity.track_container, image.track_image):
+        try:
+            track(event, ctx)
+        except Exception as exc:  # an odd stored body must not stop the rules (see `judged`)
+            note_failure(track.__name__, event, exc)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
         findings.extend(judged(rule, settings, event, ctx))

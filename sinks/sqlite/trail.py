@@ -65,8 +65,9 @@ from sinks.sqlite.schema import (
     CACHE_KIB,
     EVENT_INSERT,
     ID_CHUNK,
+    PAGE_SIZE,
     UPSERT_STATE,
-    WAL_AUTOCHECKPOINT_PAGES,
+    WAL_AUTOCHECKPOINT_BYTES,
     WAL_SIZE_LIMIT,
     alert_copied_values,
     apply_migrations,
@@ -214,10 +215,12 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 raise
 
     def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: a no-op on an existing file
         conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
         conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BYTES // page_size}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         self.applied_migrations = apply_migrations(db)
