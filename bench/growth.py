@@ -69,7 +69,7 @@ SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
 HOST = "bench-host"
 BUILD_BATCH = 20_000
 ROUND_GAP_NS = 1_000_000_000
-FORMAT = 3  # of the cached trails: bump when the generator or the trail changes
+FORMAT = 4  # of the cached trails: bump when the generator or the trail changes (4: 8 KiB pages)
 # New events start after the rounds of the largest trail this bench can build.
 NEW_FIRST_ROUND = 10_000_000
 

@@ -51,6 +51,7 @@ from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
 BATCH = 5_000
+FORMAT = 2  # of the cached trails: bump when the trail's layout changes (2: 8 KiB pages)
 QUERIES = 200
 WINDOW_NS = 5 * 10**9  # a time-range query's window: 4,000 events of the synthetic stream
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
@@ -95,8 +96,8 @@ def _alert(event: Event) -> Alert:
 
 
 def cached_trail(cache: Path, label: str, count: int, rebuild: bool) -> tuple[Path, dict[str, Any]]:
-    path = cache / f"trail-{label}.db"
-    meta_path = cache / f"trail-{label}.json"
+    path = cache / f"trail-v{FORMAT}-{label}.db"
+    meta_path = cache / f"trail-v{FORMAT}-{label}.json"
     if rebuild or not meta_path.exists():
         for suffix in ("", "-wal", "-shm", "-writer"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
