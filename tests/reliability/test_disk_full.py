@@ -38,7 +38,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_disk_full_then_space_returns(small_disk: Path, tmp_path: Path) -> None:
     capture, db = tmp_path / "events.jsonl", small_disk / "trail.db"
     append_capture(capture, 0, EVENTS)
-    (tmp_path / "docktrail.yaml").write_text("trail:\n  durability: full\n")
+    # Batches small enough that several commit before the 2 MB file system is full.
+    (tmp_path / "docktrail.yaml").write_text("trail:\n  durability: full\n  batch_size: 500\n")
     ingest = docktrail(
         tmp_path / "docktrail.yaml",
         "--db",
