@@ -19,7 +19,7 @@ from listener.model.finding import SEVERITY_RANK, Finding, RuleMeta
 
 __all__ = [
     "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
-    "container_name", "engine_sockets", "exception_reason", "finding", "judged",
+    "container_name", "engine_sockets", "exception_reason", "finding", "judged", "settled",
 ]  # fmt: skip
 
 ENGINE_SOCKETS = (
@@ -86,10 +86,15 @@ def finding(
 def judged(rule: Rule, settings: RuleConfig, event: Event, ctx: RuleContext) -> Iterator[Finding]:
     """The rule's findings on `event` with the configured severity and exception applied."""
     for found in rule.check(event, ctx):
-        if settings.severity is not None:
-            found.severity = settings.severity
-        found.suppressed_by = exception_reason(settings.exceptions, event)
-        yield found
+        yield settled(found, settings, event)
+
+
+def settled(found: Finding, settings: RuleConfig, event: Event) -> Finding:
+    """`found` with the configured severity and exception applied (what `judged` yields)."""
+    if settings.severity is not None:
+        found.severity = settings.severity
+    found.suppressed_by = exception_reason(settings.exceptions, event)
+    return found
 
 
 def exception_reason(exceptions: Iterable[RuleException], event: Event) -> str | None:

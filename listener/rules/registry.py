@@ -15,7 +15,7 @@ from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
 from listener.rules import activity, container, exec_session, image, intent, posture, proxy
-from listener.rules.base import Finding, Rule, RuleContext, judged
+from listener.rules.base import Finding, Rule, RuleContext, settled
 
 RULES: tuple[Rule, ...] = (
     Rule(catalogue.PRIVILEGED, container.check_privileged),
@@ -58,7 +58,9 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     image.track_image(event, ctx)
     findings: list[Finding] = []
     for rule, settings in _applicable(event, ctx):
-        findings.extend(judged(rule, settings, event, ctx))
+        # `judged` inlined: a generator per applicable rule was a tenth of replay's rule time.
+        for found in rule.check(event, ctx):
+            findings.append(settled(found, settings, event))
     return findings
 
 
