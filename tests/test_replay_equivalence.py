@@ -29,6 +29,7 @@ from config.models import RulesConfig
 from listener.cli import main
 from listener.model.alert import Alert
 from listener.model.event import Event
+from listener.rules import engine
 from listener.rules.engine import RuleEngine, has_attribution, replay_trail
 from sinks.base import AlertFilter
 from sinks.memory import MemoryTrail
@@ -123,9 +124,11 @@ def copy_of(path: Path, tmp_path: Path) -> Path:
     return tmp_path / "copy" / path.name
 
 
+@pytest.mark.parametrize("chunk", [2_000, 7], ids=["one lookup", "lookups in chunks"])
 def test_replay_skips_what_the_trail_holds_and_honours_the_range(
-    synthetic: Path, tmp_path: Path
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
+    monkeypatch.setattr(engine, "STORED_LOOKUP_CHUNK", chunk)
     bench = _bench_rules()
     path = copy_of(synthetic, tmp_path)
     everything = reference(path, bench.RULES)
