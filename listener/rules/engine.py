@@ -318,11 +318,7 @@ def replay_trail(
     with _fewer_collections():
         for event in _events(trail, EventFilter(), until_seq=head):
             alerts = engine.alerts_for_event(event)
-            if (
-                alerts
-                and (since_ns is None or event.time_ns >= since_ns)
-                and (until_ns is None or event.time_ns < until_ns)
-            ):
+            if alerts and _in_range(event.time_ns, since_ns, until_ns):
                 pending.extend(alerts)
                 if len(pending) >= STORED_LOOKUP_CHUNK:
                     found.extend(_not_stored(trail, pending))
@@ -331,6 +327,10 @@ def replay_trail(
                 on_progress(event.seq, head)
     found.extend(_not_stored(trail, pending))
     return found
+
+
+def _in_range(time_ns: int, since_ns: int | None, until_ns: int | None) -> bool:
+    return (since_ns is None or time_ns >= since_ns) and (until_ns is None or time_ns < until_ns)
 
 
 def _not_stored(trail: Any, alerts: list[Alert]) -> list[Alert]:
