@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ENGINE_SOCKETS", "SEVERITY_RANK", "Finding", "Rule", "RuleContext", "RuleFunc", "RuleMeta",
-    "container_name", "engine_sockets", "exception_reason", "finding", "judged",
+    "container_name", "engine_sockets", "exception_reason", "finding", "judged", "note_failure",
+    "rule_failures", "settled",
 ]  # fmt: skip
 
 ENGINE_SOCKETS = (
@@ -96,12 +97,17 @@ def judged(rule: Rule, settings: RuleConfig, event: Event, ctx: RuleContext) -> 
     """
     try:
         for found in rule.check(event, ctx):
-            if settings.severity is not None:
-                found.severity = settings.severity
-            found.suppressed_by = exception_reason(settings.exceptions, event)
-            yield found
+            yield settled(found, settings, event)
     except Exception as exc:
         note_failure(rule.meta.id, event, exc)
+
+
+def settled(found: Finding, settings: RuleConfig, event: Event) -> Finding:
+    """`found` with the configured severity and exception applied (what `judged` yields)."""
+    if settings.severity is not None:
+        found.severity = settings.severity
+    found.suppressed_by = exception_reason(settings.exceptions, event)
+    return found
 
 
 _FAILURES: Counter[str] = Counter()

@@ -15,7 +15,7 @@ from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
 from listener.rules import activity, container, exec_session, image, intent, posture, proxy
-from listener.rules.base import Finding, Rule, RuleContext, judged, note_failure
+from listener.rules.base import Finding, Rule, RuleContext, note_failure, settled
 
 RULES: tuple[Rule, ...] = (
     Rule(catalogue.PRIVILEGED, container.check_privileged),
@@ -60,8 +60,16 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
         except Exception as exc:  # an odd stored body must not stop the rules (see `judged`)
             note_failure(track.__name__, event, exc)
     findings: list[Finding] = []
-    for rule, settings in _applicable(event, ctx):
-        findings.extend(judged(rule, settings, event, ctx))
+    applicable = ctx.dispatch.get((event.type, event.action))  # `_applicable`, without a call
+    if applicable is None:
+        applicable = _applicable(event, ctx)
+    for rule, settings in applicable:
+        # `judged` inlined: a generator per applicable rule was a tenth of replay's rule time.
+        try:
+            for found in rule.check(event, ctx):
+                findings.append(settled(found, settings, event))
+        except Exception as exc:  # as in `judged`: one odd stored body must not stop the rules
+            note_failure(rule.meta.id, event, exc)
     return findings
 
 
