@@ -213,6 +213,19 @@ def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
     return path
 
 
+def in_cache(cache: Path, events: int) -> bool:
+    """Whether the trail of `events` is cached; if not, a NOTE line says so (bench/all.py)."""
+    bulk = "-bulk" if events >= BULK_FROM else ""
+    if (cache / f"growth-{cache_key()}-{size_name(events)}{bulk}.db").exists():
+        return True
+    print(
+        f"NOTE not measured at {size_name(events)}: no cached trail in {cache} (build it: "
+        f"bench/growth.py --sizes {size_name(events)}; cold, 10M takes about 25 min)",
+        flush=True,
+    )
+    return False
+
+
 def copy_trail(cached: Path | None, work: Path) -> Path:
     """A private copy of a cached trail (with its key), or a fresh directory for an empty one."""
     shutil.rmtree(work, ignore_errors=True)
@@ -342,6 +355,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/docktrail-growth"))
     parser.add_argument("--rebuild", action="store_true", help="build the cached trails again")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="skip (with a NOTE) sizes not in the cache"
+    )
     parser.add_argument("--no-run", action="store_true", help="skip the `run` start-up figures")
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest figures")
     parser.add_argument("--restart", action="store_true", help="also a second ingest")
@@ -353,6 +369,10 @@ def main() -> None:
     mix = load_mix()
     args.cache.mkdir(parents=True, exist_ok=True)
     os.chmod(args.cache, 0o700)
+    if args.cached_only:
+        sizes = [n for n in sizes if in_cache(args.cache, n)]
+        if not sizes:
+            return
     cached = {n: cached_trail(args.cache, mix, n, args.rebuild) for n in sizes}
     with tempfile.TemporaryDirectory(prefix="growth-", dir=args.cache) as tmp:
         work = Path(tmp)

@@ -108,15 +108,35 @@ def _alert(event: Event) -> Alert:
     )
 
 
+def cache_names(cache: Path, label: str, count: int) -> tuple[Path, Path]:
+    """The cached trail and its build record (bulk-built ones have names of their own)."""
+    bulk = "-bulk" if count >= BULK_FROM else ""
+    return (
+        cache / f"trail-v{FORMAT}-{label}{bulk}.db",
+        cache / f"trail-v{FORMAT}-{label}{bulk}.json",
+    )
+
+
+def in_cache(cache: Path, label: str) -> bool:
+    """Whether the trail of `label` is cached; if not, a NOTE line says so (bench/all.py)."""
+    if cache_names(cache, label, SIZES[label])[1].exists():
+        return True
+    print(
+        f"NOTE not measured at {label}: no cached trail in {cache} (build it: "
+        f"bench/trail_scale.py --sizes {label}; cold, 10M takes about 12 min)",
+        flush=True,
+    )
+    return False
+
+
 def cached_trail(cache: Path, label: str, count: int, rebuild: bool) -> tuple[Path, dict[str, Any]]:
-    bulk = "-bulk" if count >= BULK_FROM else ""  # not the incrementally grown one
-    path = cache / f"trail-v{FORMAT}-{label}{bulk}.db"
-    meta_path = cache / f"trail-v{FORMAT}-{label}{bulk}.json"
+    path, meta_path = cache_names(cache, label, count)
+    bulk = count >= BULK_FROM
     if rebuild or not meta_path.exists():
         for suffix in ("", "-wal", "-shm", "-writer"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         spent, raw_bytes = build(path, count)
-        meta = {"append_secs": spent, "raw_bytes": raw_bytes, "events": count, "bulk": bool(bulk)}
+        meta = {"append_secs": spent, "raw_bytes": raw_bytes, "events": count, "bulk": bulk}
         meta_path.write_text(json.dumps(meta))
     return path, json.loads(meta_path.read_text())
 
@@ -259,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "docktrail-scale"
     )
     parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--append-events", type=int, default=100_000)
+    parser.add_argument(
+        "--cached-only", action="store_true", help="skip (with a NOTE) sizes not in the cache"
+    )
+    parser.add_argument("--append-events", type=int, default=100_000, help="0: no append figure")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--label", default="", help=argparse.SUPPRESS)
@@ -272,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         labels.append("10M")
     args.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     print(f"cpus {os.cpu_count()}, cache {args.cache}")
-    append_ratio(args.append_events)
+    if args.append_events:
+        append_ratio(args.append_events)
     for label in labels:
+        if args.cached_only and not in_cache(args.cache, label):
+            continue
         run_size(args.cache, label, SIZES[label], args.rebuild)
     return 0
 
