@@ -17,6 +17,10 @@ bench that needs root when not run as root, a run that failed or hit its cap:
 each is listed with the reason, never fatal. The machine (cores, RAM,
 kernel, Python, SQLite) and its load average before and after are recorded,
 since absolute figures depend on what else runs.
+
+The page ends with the Cost growth table of issue #20 (ingest rate, verify, peak
+RSS, bytes per event and `run` start at 100k, 1M and 10M events; see
+docs/trail-10m.md for the 10M trails, measured last on what is left of the budget).
 """
 
 from __future__ import annotations
