@@ -116,3 +116,22 @@ def test_an_index_that_is_not_the_trails_own_fails_the_build(tmp_path: Path) -> 
 
     with pytest.raises(bulk_trail.BulkBuildError, match="index definitions differ"):
         bulk_trail.build(path, path.with_suffix(".key"), fill)
+
+
+def test_growth_measures_a_large_trail_in_place_with_fresh_events_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_shared("fixtures", "scenario-a", "events.jsonl")
+    growth = _load("growth")
+    monkeypatch.setattr(growth, "BULK_FROM", 2_000)
+    cached = growth.cached_trail(tmp_path, growth.load_mix(), 2_000, rebuild=False)
+    assert cached.name.endswith("-2k-bulk.db")
+    work = tmp_path / "work"
+    work.mkdir()
+    for _ in range(2):  # two runs of the bench: neither ingest may be a duplicate
+        path = growth.in_place(cached)
+        growth.ingest_secs(path, growth.fresh_events(work, path, 500))
+    observed = "SELECT count(*) FROM events WHERE source != 'docktrail'"
+    assert _rows(cached, observed) == [(2_000 + 2 * 500,)]
+    report = verify_file(cached, cached.with_suffix(".key"))
+    assert report.ok, report.problem
