@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from figures import figure as print_figure  # noqa: E402
 
+from bench import bulk_trail  # noqa: E402
 from config.models import DocktrailConfig  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 from listener.pipeline import Pipeline  # noqa: E402
@@ -72,6 +73,11 @@ ROUND_GAP_NS = 1_000_000_000
 FORMAT = 4  # of the cached trails: bump when the generator or the trail changes (4: 8 KiB pages)
 # New events start after the rounds of the largest trail this bench can build.
 NEW_FIRST_ROUND = 10_000_000
+# From this size on a trail is built with its secondary indexes deferred
+# (bench/bulk_trail.py) and measured in place, not in a copy (a 10M trail is
+# ~13 GB): each measured ingest adds its events to the cached trail for good,
+# with rounds of its own, so the trail is a little larger at each run (printed).
+BULK_FROM = 10_000_000
 
 
 def parse_size(text: str) -> int:
@@ -136,13 +142,15 @@ def load_mix() -> Mix:
 # -- building and copying trails -----------------------------------------------
 
 
-def trail_config(path: Path) -> DocktrailConfig:
+def trail_config(path: Path, beside: Path | None = None) -> DocktrailConfig:
+    """`beside`: the directory of the Engine's socket (default: the trail's)."""
+    sock_dir = path.parent if beside is None else beside
     return DocktrailConfig.model_validate(
         {
             "host": HOST,  # the events' host: `run` reads what the trail knows of it
             "trail": {"path": str(path), "signing_key": str(path.with_suffix(".key"))},
             "auditd": {"enabled": False},
-            "docker": {"host": f"unix://{path.parent / 'engine.sock'}", "sweep_interval_secs": 0},
+            "docker": {"host": f"unix://{sock_dir / 'engine.sock'}", "sweep_interval_secs": 0},
             "posture": {"enabled": False},
         }
     )
@@ -180,7 +188,8 @@ def cache_key() -> str:
 
 
 def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
-    path = cache / f"growth-{cache_key()}-{size_name(events)}.db"
+    bulk = "-bulk" if events >= BULK_FROM else ""  # not the incrementally grown one
+    path = cache / f"growth-{cache_key()}-{size_name(events)}{bulk}.db"
     if path.exists() and not rebuild:
         return path
     for old in cache.glob(path.name + "*"):
@@ -190,13 +199,31 @@ def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     started = time.perf_counter()
-    asyncio.run(_build(building / "t.db", mix, events))
+    if bulk:
+        db = building / "t.db"
+        bulk_trail.build(db, db.with_suffix(".key"), lambda: asyncio.run(_build(db, mix, events)))
+    else:
+        asyncio.run(_build(building / "t.db", mix, events))
     took = time.perf_counter() - started
-    print(f"# built {size_name(events)} trail in {took:.0f}s ({events / took:,.0f} events/s)")
+    how = " (bulk: indexes deferred, verified)" if bulk else ""
+    print(f"# built {size_name(events)} trail{how} in {took:.0f}s ({events / took:,.0f} events/s)")
     os.replace(building / "t.db", path)
     os.replace(building / "t.key", path.with_suffix(".key"))
     shutil.rmtree(building)
     return path
+
+
+def in_cache(cache: Path, events: int) -> bool:
+    """Whether the trail of `events` is cached; if not, a NOTE line says so (bench/all.py)."""
+    bulk = "-bulk" if events >= BULK_FROM else ""
+    if (cache / f"growth-{cache_key()}-{size_name(events)}{bulk}.db").exists():
+        return True
+    print(
+        f"NOTE not measured at {size_name(events)}: no cached trail in {cache} (build it: "
+        f"bench/growth.py --sizes {size_name(events)}; cold, 10M takes about 25 min)",
+        flush=True,
+    )
+    return False
 
 
 def copy_trail(cached: Path | None, work: Path) -> Path:
@@ -208,14 +235,39 @@ def copy_trail(cached: Path | None, work: Path) -> Path:
         shutil.copyfile(cached, path)
         shutil.copyfile(cached.with_suffix(".key"), path.with_suffix(".key"))
         os.chmod(path.with_suffix(".key"), 0o600)
-        # On disk before the clock starts: a trail of that size is not a gigabyte of
-        # dirty page cache, which the measured ingest's first fsync would write out.
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _on_disk(path)
     return path
+
+
+def _on_disk(path: Path) -> None:
+    # On disk before the clock starts: a trail of that size is not a gigabyte of
+    # dirty page cache, which the measured ingest's first fsync would write out.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def in_place(path: Path) -> Path:
+    """The cached trail itself, measured where it lies (no 13 GB copy)."""
+    _on_disk(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        events = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    print(f"# measured in place: {path.name}, last event seq {events:,}", flush=True)
+    return path
+
+
+def fresh_events(work: Path, path: Path, count: int) -> Path:
+    """`count` new events of rounds that no earlier in-place run stored in `path`:
+    each run adds more events than it uses rounds, so the stored count keys them."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        stored = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    out_path = work / "fresh.jsonl"
+    with out_path.open("w") as out:
+        for raw in load_mix().rounds(NEW_FIRST_ROUND * 3 + stored, count):
+            out.write(json.dumps(raw) + "\n")
+    return out_path
 
 
 # -- measurements ----------------------------------------------------------------
@@ -258,12 +310,14 @@ class EngineStandIn:
             conn.close()
 
 
-def run_start_secs(path: Path, timeout: float = 600.0) -> float:
-    """Seconds from starting `docktrail run` to its first connection to the Engine."""
-    config = trail_config(path)
-    config_file = path.parent / "docktrail.yaml"
+def run_start_secs(path: Path, beside: Path | None = None, timeout: float = 600.0) -> float:
+    """Seconds from starting `docktrail run` to its first connection to the Engine;
+    `beside`: where its config and the Engine's socket go (default: the trail's directory)."""
+    where = path.parent if beside is None else beside
+    config = trail_config(path, where)
+    config_file = where / "docktrail.yaml"
     config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_defaults=True)))
-    engine = EngineStandIn(path.parent / "engine.sock")
+    engine = EngineStandIn(where / "engine.sock")
     started = time.perf_counter()
     service = subprocess.Popen(
         [sys.executable, "-m", "listener", "--config", str(config_file), "run"],
@@ -301,6 +355,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/docktrail-growth"))
     parser.add_argument("--rebuild", action="store_true", help="build the cached trails again")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="skip (with a NOTE) sizes not in the cache"
+    )
     parser.add_argument("--no-run", action="store_true", help="skip the `run` start-up figures")
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest figures")
     parser.add_argument("--restart", action="store_true", help="also a second ingest")
@@ -312,6 +369,10 @@ def main() -> None:
     mix = load_mix()
     args.cache.mkdir(parents=True, exist_ok=True)
     os.chmod(args.cache, 0o700)
+    if args.cached_only:
+        sizes = [n for n in sizes if in_cache(args.cache, n)]
+        if not sizes:
+            return
     cached = {n: cached_trail(args.cache, mix, n, args.rebuild) for n in sizes}
     with tempfile.TemporaryDirectory(prefix="growth-", dir=args.cache) as tmp:
         work = Path(tmp)
@@ -335,6 +396,10 @@ def measure_ingest(
     for n in sizes:
         rates, again = [], []
         for _ in range(args.repeat):
+            if n >= BULK_FROM:
+                path = in_place(cached[n])
+                rates.append(args.new / ingest_secs(path, fresh_events(work, path, args.new)))
+                continue  # --restart: only on copies (a second start is the next repeat here)
             path = copy_trail(cached[n], work / "t")
             rates.append(args.new / ingest_secs(path, new_events))
             if args.restart:
@@ -357,10 +422,15 @@ def measure_run(
     base = statistics.median(empty)
     figure("growth.run_to_engine.empty", empty, "s", base, 1.0)
     for n in sizes:
-        times = [run_start_secs(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
+        if n >= BULK_FROM:  # its config and the Engine's socket go to `work`, not the cache
+            times = [run_start_secs(in_place(cached[n]), work) for _ in range(repeat)]
+        else:
+            times = [run_start_secs(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
         ratio = statistics.median(times) / base
         figure(f"growth.run_to_engine.{size_name(n)}", times, "s", base, ratio)
-        if cold:  # the first start after an upgrade, or after the saved states were deleted
+        if cold and n >= BULK_FROM:
+            print(f"# {size_name(n)}: no cold start (it would delete the cached trail's states)")
+        elif cold:  # the first start after an upgrade, or after the saved states were deleted
             path = copy_trail(cached[n], work / "r")
             with sqlite3.connect(path) as conn:
                 conn.execute("DELETE FROM rule_state")

@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from bench import bulk_trail  # noqa: E402
 from bench.trail_append import bench_raw, synthetic_events  # noqa: E402
 from listener.model.alert import Alert  # noqa: E402
 from listener.model.event import Event, natural_id  # noqa: E402
@@ -55,6 +56,7 @@ FORMAT = 2  # of the cached trails: bump when the trail's layout changes (2: 8 K
 QUERIES = 200
 WINDOW_NS = 5 * 10**9  # a time-range query's window: 4,000 events of the synthetic stream
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
+BULK_FROM = 10_000_000  # sizes built with deferred secondary indexes (bench/bulk_trail.py)
 
 
 def figure(name: str, value: float, unit: str, baseline: float | None = None) -> None:
@@ -66,6 +68,17 @@ def figure(name: str, value: float, unit: str, baseline: float | None = None) ->
 
 def build(path: Path, count: int) -> tuple[float, int]:
     """Write `count` events with the trail's writer; (seconds appending, raw JSON bytes)."""
+    if count < BULK_FROM:
+        return _fill(path, count)
+    written: list[tuple[float, int]] = []
+    took = bulk_trail.build(
+        path, path.with_suffix(".key"), lambda: written.append(_fill(path, count))
+    )
+    print(f"# built {_label(count)} trail (bulk) in {took:.0f}s", flush=True)
+    return took, written[0][1]
+
+
+def _fill(path: Path, count: int) -> tuple[float, int]:
     raw_bytes = 0
     spent = 0.0
     events = synthetic_events(count)
@@ -95,14 +108,35 @@ def _alert(event: Event) -> Alert:
     )
 
 
+def cache_names(cache: Path, label: str, count: int) -> tuple[Path, Path]:
+    """The cached trail and its build record (bulk-built ones have names of their own)."""
+    bulk = "-bulk" if count >= BULK_FROM else ""
+    return (
+        cache / f"trail-v{FORMAT}-{label}{bulk}.db",
+        cache / f"trail-v{FORMAT}-{label}{bulk}.json",
+    )
+
+
+def in_cache(cache: Path, label: str) -> bool:
+    """Whether the trail of `label` is cached; if not, a NOTE line says so (bench/all.py)."""
+    if cache_names(cache, label, SIZES[label])[1].exists():
+        return True
+    print(
+        f"NOTE not measured at {label}: no cached trail in {cache} (build it: "
+        f"bench/trail_scale.py --sizes {label}; cold, 10M takes about 12 min)",
+        flush=True,
+    )
+    return False
+
+
 def cached_trail(cache: Path, label: str, count: int, rebuild: bool) -> tuple[Path, dict[str, Any]]:
-    path = cache / f"trail-v{FORMAT}-{label}.db"
-    meta_path = cache / f"trail-v{FORMAT}-{label}.json"
+    path, meta_path = cache_names(cache, label, count)
+    bulk = count >= BULK_FROM
     if rebuild or not meta_path.exists():
         for suffix in ("", "-wal", "-shm", "-writer"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         spent, raw_bytes = build(path, count)
-        meta = {"append_secs": spent, "raw_bytes": raw_bytes, "events": count}
+        meta = {"append_secs": spent, "raw_bytes": raw_bytes, "events": count, "bulk": bulk}
         meta_path.write_text(json.dumps(meta))
     return path, json.loads(meta_path.read_text())
 
@@ -218,7 +252,8 @@ def run_size(cache: Path, label: str, count: int, rebuild: bool) -> None:
     )
     raw_per_event = meta["raw_bytes"] / count
     figure(f"trail.bytes_per_event.{label}", on_disk / count, "B", raw_per_event)
-    figure(f"trail.build.{label}", count / meta["append_secs"], "events/s")
+    built = "build_bulk" if meta.get("bulk") else "build"  # bulk: load + indexes + verify
+    figure(f"trail.{built}.{label}", count / meta["append_secs"], "events/s")
     verify_secs, verify_rss = in_child(path, "verify")
     figure(f"trail.verify.{label}", verify_secs, "s")
     figure(f"trail.verify_per_1M.{label}", verify_secs * 1_000_000 / count, "s", 30.0 / 10)
@@ -244,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", type=Path, default=Path(tempfile.gettempdir()) / "docktrail-scale"
     )
     parser.add_argument("--rebuild", action="store_true")
-    parser.add_argument("--append-events", type=int, default=100_000)
+    parser.add_argument(
+        "--cached-only", action="store_true", help="skip (with a NOTE) sizes not in the cache"
+    )
+    parser.add_argument("--append-events", type=int, default=100_000, help="0: no append figure")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--label", default="", help=argparse.SUPPRESS)
@@ -257,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         labels.append("10M")
     args.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     print(f"cpus {os.cpu_count()}, cache {args.cache}")
-    append_ratio(args.append_events)
+    if args.append_events:
+        append_ratio(args.append_events)
     for label in labels:
+        if args.cached_only and not in_cache(args.cache, label):
+            continue
         run_size(args.cache, label, SIZES[label], args.rebuild)
     return 0
 

@@ -1,0 +1,112 @@
+"""`bench/all.py`'s Cost growth table (issue #20): ingest rate, verify time, peak RSS,
+bytes per event and `run` start at 100k, 1M and 10M events; a size that was not
+measured says why (a cold cache, a spent budget, not chosen). The 10M entries run
+last and are skipped with a reason when the budget left is too short. No timing is
+asserted: the benches themselves are not run here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"cost_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load("all")
+
+GROWTH = """\
+FIGURE growth.ingest.empty 20000 events/s baseline=20000 ratio=1
+FIGURE growth.ingest.100k 18000 events/s baseline=20000 ratio=0.9
+FIGURE growth.ingest.1M 12000 events/s baseline=20000 ratio=0.6
+FIGURE growth.run_to_engine.100k 0.33 s baseline=0.3 ratio=1.1
+FIGURE growth.run_to_engine.1M 1.5 s baseline=0.3 ratio=5
+"""
+SCALE = """\
+FIGURE trail.bytes_per_event.100k 1400 B baseline=900 ratio=1.5
+FIGURE trail.verify.100k 0.7 s
+FIGURE trail.verify.peak_rss.100k 40 MB baseline=100 ratio=0.4
+FIGURE trail.replay_read.peak_rss.100k 45 MB baseline=100 ratio=0.45
+FIGURE trail.query.peak_rss.100k 120 MB baseline=100 ratio=1.2
+"""
+
+
+def _outcome(script: str, sizes: str, output: str, notes: list[str]) -> object:
+    outcome = harness.Outcome(harness.Bench(script, ("--sizes", sizes)))
+    outcome.figures = harness.parse_figures(output)
+    outcome.notes = notes
+    return outcome
+
+
+def _rows(page: str) -> dict[str, str]:
+    section = page.split("## Cost growth", 1)[1].split("\n## ", 1)[0]
+    return {
+        line.split(" | ")[0].strip("| "): line
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| events")
+    }
+
+
+def test_each_size_is_a_row_with_its_figures_and_missed_targets_marked() -> None:
+    outcomes = [
+        _outcome("growth.py", "100k,1M", GROWTH, []),
+        _outcome("trail_scale.py", "100k,1M", SCALE, []),
+    ]
+    rows = _rows(harness.render(outcomes, {}, 60.0))
+    assert list(rows) == ["100k", "1M", "10M"]
+    assert rows["100k"].startswith("| 100k | 18000 events/s (0.90x) | 0.7 s | 40 / 45 / 120 MB")
+    assert "120 MB **(target missed)**" in rows["100k"]  # queries above 100 MB
+    assert "1400 B | 0.33 s |" in rows["100k"]
+    assert "12000 events/s (0.60x) **(target missed)**" in rows["1M"]
+    assert "1.5 s **(target missed)**" in rows["1M"]
+    assert "not measured: trail_scale.py printed no figure for 1M" in rows["1M"]
+    assert rows["10M"].count("not measured: growth.py at 10M was not chosen in this run") == 2
+
+
+def test_a_missing_size_gives_the_reason_its_bench_noted() -> None:
+    cold = "no cached trail in /tmp/x"
+    spent = "skipped, the time budget was spent (it needs about 240 s, 12 s were left)"
+    outcomes = [
+        _outcome("growth.py", "10M", "", [f"run 1: not measured at 10M: {cold}"]),
+        _outcome("trail_scale.py", "10M", "", [f"run 1: {spent}"]),
+    ]
+    row = _rows(harness.render(outcomes, {}, 60.0))["10M"]
+    assert row.count(f"not measured: {cold}") == 2  # ingest, run start
+    assert row.count(f"not measured: {spent}") == 3  # verify, RSS, bytes
+
+
+def test_a_note_line_of_a_bench_is_collected(tmp_path: Path) -> None:
+    script = tmp_path / "cold_bench.py"
+    script.write_text("print('NOTE not measured at 10M: no cached trail')\n")
+    outcome = harness.run_bench(harness.Bench(str(script), runs=1), time.monotonic() + 60)
+    assert outcome.notes == ["run 1: not measured at 10M: no cached trail"]
+
+
+def test_a_bench_needing_more_than_is_left_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    script = tmp_path / "big_bench.py"
+    script.write_text("print('FIGURE big.x 1 s')\n")
+    bench = harness.Bench(str(script), runs=1, cap_secs=400, needs_secs=240)
+    outcome = harness.run_bench(bench, time.monotonic() + 100)
+    assert outcome.runs_done == 0
+    [note] = outcome.notes
+    assert note.startswith("run 1: skipped, the time budget was spent (it needs about 240 s, ")
+
+
+def test_the_10m_entries_come_last_and_only_measure_a_warm_cache() -> None:
+    ten = [i for i, b in enumerate(harness.BENCHES) if "10M" in b.args]
+    assert ten == [len(harness.BENCHES) - 2, len(harness.BENCHES) - 1]
+    for index in ten:
+        bench = harness.BENCHES[index]
+        assert bench.script in ("growth.py", "trail_scale.py")
+        assert "--cached-only" in bench.args and bench.needs_secs > 0
