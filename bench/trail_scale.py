@@ -59,10 +59,14 @@ SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
 BULK_FROM = 10_000_000  # sizes built with deferred secondary indexes (bench/bulk_trail.py)
 
 
-def figure(name: str, value: float, unit: str, baseline: float | None = None) -> None:
+def figure(
+    name: str, value: float, unit: str, baseline: float | None = None, target: str | None = None
+) -> None:
     line = f"FIGURE {name} {value:.4g} {unit}"
     if baseline:
         line += f" baseline={baseline:.4g} ratio={value / baseline:.3f}"
+    if target:
+        line += f" target={target}"
     print(line, flush=True)
 
 
@@ -180,7 +184,7 @@ def child(what: str, path: Path, label: str) -> None:
     elif what == "queries":
         with SQLiteTrail(path) as trail:
             query_p95(trail, label, trail.count())
-        figure(f"trail.query.peak_rss.{label}", _peak_kib() / 1024, "MB", 100.0)
+        figure(f"trail.query.peak_rss.{label}", _peak_kib() / 1024, "MB", 100.0, "<100")
         return
     elif what == "plain-read":
         conn = sqlite3.connect(path)
@@ -234,7 +238,7 @@ def query_p95(trail: SQLiteTrail, label: str, count: int) -> None:
             else trail.query_plan(sample)
         )
         print(f"plan {name}: " + " | ".join(plan))
-        figure(f"trail.query.{name}.p95.{label}", p95, "ms", 50.0)
+        figure(f"trail.query.{name}.p95.{label}", p95, "ms", 50.0, "<50")
 
 
 def _name(k: int) -> str:
@@ -251,17 +255,17 @@ def run_size(cache: Path, label: str, count: int, rebuild: bool) -> None:
         Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists()
     )
     raw_per_event = meta["raw_bytes"] / count
-    figure(f"trail.bytes_per_event.{label}", on_disk / count, "B", raw_per_event)
+    figure(f"trail.bytes_per_event.{label}", on_disk / count, "B", raw_per_event, "ratio<=1.5")
     built = "build_bulk" if meta.get("bulk") else "build"  # bulk: load + indexes + verify
     figure(f"trail.{built}.{label}", count / meta["append_secs"], "events/s")
     verify_secs, verify_rss = in_child(path, "verify")
-    figure(f"trail.verify.{label}", verify_secs, "s")
+    figure(f"trail.verify.{label}", verify_secs, "s", target="<30" if count >= 10**7 else None)
     figure(f"trail.verify_per_1M.{label}", verify_secs * 1_000_000 / count, "s", 30.0 / 10)
-    figure(f"trail.verify.peak_rss.{label}", verify_rss / 1024, "MB", 100.0)
+    figure(f"trail.verify.peak_rss.{label}", verify_rss / 1024, "MB", 100.0, "<100")
     plain_secs, _ = in_child(path, "plain-read")
     replay_secs, replay_rss = in_child(path, "replay-read")
     figure(f"trail.replay_read.{label}", count / replay_secs, "events/s", count / plain_secs)
-    figure(f"trail.replay_read.peak_rss.{label}", replay_rss / 1024, "MB", 100.0)
+    figure(f"trail.replay_read.peak_rss.{label}", replay_rss / 1024, "MB", 100.0, "<100")
     result = subprocess.run(
         [sys.executable, __file__, "--child", "queries", "--path", str(path), "--label", label],
         check=True,
