@@ -114,3 +114,17 @@ async def test_it_saves_while_running(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     fold = await run_for_a_while(path, range(0, 1000), stop_cleanly=False)
     assert fold.folded_through - fold.saved_through < known_saved.SAVE_EVERY_EVENTS
+
+
+async def test_the_source_and_the_fold_hold_copies_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    await run_for_a_while(path, range(0, 300), stop_cleanly=True)
+    known, fold = restored(path)
+    assert known == fold.state
+    cid, container = next(iter(known.containers.items()))
+    container.state, container.name = "changed-by-the-source", "renamed"
+    known.removed[cid] = 1
+    known.images["sha256:" + "f" * 64] = 1
+    folded = fold.state.containers[cid]
+    assert (folded.state, folded.name) != ("changed-by-the-source", "renamed")
+    assert cid not in fold.state.removed and "sha256:" + "f" * 64 not in fold.state.images

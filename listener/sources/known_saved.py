@@ -24,6 +24,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ VERSION = 1
 SAVE_EVERY_EVENTS = 5_000
 _PAGE = 2_000
 _FIELDS = [f.name for f in fields(KnownContainer)]
+_values = attrgetter(*_FIELDS)
 
 
 def folded(event: Event, host: str) -> bool:
@@ -91,6 +93,19 @@ def decode_known(body: bytes) -> KnownState:
         images={str(k): int(v) for k, v in data["images"]},
         last_docker_ns=data["last_docker_ns"],
         removed=OrderedDict((str(k), int(v)) for k, v in data["removed"]),
+    )
+
+
+def copy_known(state: KnownState) -> KnownState:
+    """A copy to change independently; the strings are shared (a second decode of the
+    saved body cost as much again in time, and kept a second copy of every string)."""
+    return KnownState(
+        containers={
+            key: KnownContainer(*_values(known)) for key, known in state.containers.items()
+        },
+        images=dict(state.images),
+        last_docker_ns=state.last_docker_ns,
+        removed=OrderedDict(state.removed),
     )
 
 
@@ -159,17 +174,15 @@ def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
     key = mac_key(trail.signing_key) if persists else None
     restored = _restore(trail, host, key, head) if key is not None else None
     if restored is None:
-        folded, body, saved_through = load_known_state(trail, host), None, 0
+        folded, saved_through = load_known_state(trail, host), 0
     else:
-        folded, body, saved_through = restored
+        folded, _, saved_through = restored
         folded = _fold_after(trail, host, folded, saved_through, head)
     fold = KnownFold(trail, host, folded, key, folded_through=head, saved_through=saved_through)
-    if head > saved_through:
-        body = encode_known(folded)
-        if restored is None and head:
-            fold._save(trail)  # rebuilt: the next start need not do it again
+    if restored is None and head:
+        fold._save(trail)  # rebuilt: the next start need not do it again
     # Two copies: the source changes its own as it reads; the fold follows the trail.
-    known = decode_known(body or encode_known(folded))
+    known = copy_known(folded)
     known.last_docker_ns = last_docker_time_ns(trail, host)
     return known, fold
 
