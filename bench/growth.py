@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout
@@ -310,8 +310,21 @@ class EngineStandIn:
             conn.close()
 
 
+class RunStart(NamedTuple):
+    secs: float  # from starting `docktrail run` to its first connection to the Engine
+    rss_mb: float  # the service's resident memory RSS_SETTLE_SECS after that (state restored)
+
+
+RSS_SETTLE_SECS = 1.0
+
+
 def run_start_secs(path: Path, beside: Path | None = None, timeout: float = 600.0) -> float:
-    """Seconds from starting `docktrail run` to its first connection to the Engine;
+    """Seconds from starting `docktrail run` to its first connection to the Engine."""
+    return run_start(path, beside, timeout).secs
+
+
+def run_start(path: Path, beside: Path | None = None, timeout: float = 600.0) -> RunStart:
+    """`docktrail run`'s start on `path`, and its memory once started;
     `beside`: where its config and the Engine's socket go (default: the trail's directory)."""
     where = path.parent if beside is None else beside
     config = trail_config(path, where)
@@ -332,7 +345,8 @@ def run_start_secs(path: Path, beside: Path | None = None, timeout: float = 600.
             if time.perf_counter() - started > timeout:
                 raise SystemExit("docktrail run did not read the Engine in time")
             time.sleep(0.005)
-        return engine.first - started
+        time.sleep(RSS_SETTLE_SECS)
+        return RunStart(engine.first - started, _rss_mb(service.pid))
     finally:
         service.send_signal(signal.SIGTERM)
         try:
@@ -415,19 +429,29 @@ def measure_ingest(
             figure(f"growth.ingest.{name}.restart", again, "events/s", base, ratio)
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for process {pid}")
+
+
 def measure_run(
     sizes: list[int], cached: dict[int, Path], work: Path, repeat: int, *, cold: bool
 ) -> None:
-    empty = [run_start_secs(copy_trail(None, work / "r")) for _ in range(repeat)]
-    base = statistics.median(empty)
-    figure("growth.run_to_engine.empty", empty, "s", base, 1.0)
+    empty = [run_start(copy_trail(None, work / "r")) for _ in range(repeat)]
+    base = statistics.median(start.secs for start in empty)
+    figure("growth.run_to_engine.empty", [start.secs for start in empty], "s", base, 1.0)
+    _rss_figure("empty", empty)
     for n in sizes:
         if n >= BULK_FROM:  # its config and the Engine's socket go to `work`, not the cache
-            times = [run_start_secs(in_place(cached[n]), work) for _ in range(repeat)]
+            starts = [run_start(in_place(cached[n]), work) for _ in range(repeat)]
         else:
-            times = [run_start_secs(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
+            starts = [run_start(copy_trail(cached[n], work / "r")) for _ in range(repeat)]
+        times = [start.secs for start in starts]
         ratio = statistics.median(times) / base
         figure(f"growth.run_to_engine.{size_name(n)}", times, "s", base, ratio)
+        _rss_figure(size_name(n), starts)
         if cold and n >= BULK_FROM:
             print(f"# {size_name(n)}: no cold start (it would delete the cached trail's states)")
         elif cold:  # the first start after an upgrade, or after the saved states were deleted
@@ -436,6 +460,13 @@ def measure_run(
                 conn.execute("DELETE FROM rule_state")
             took = run_start_secs(path)
             figure(f"growth.run_to_engine.{size_name(n)}.cold", [took], "s", base, took / base)
+
+
+def _rss_figure(size: str, starts: list[RunStart]) -> None:
+    rss = [start.rss_mb for start in starts]
+    median = statistics.median(rss)
+    print_figure(f"growth.run_rss.{size}", median, "MB", baseline=100.0, ratio=median / 100.0,
+                 target="<100", spread=rss)  # fmt: skip
 
 
 if __name__ == "__main__":
