@@ -102,6 +102,13 @@ class Mix:
         self.span_ns = last - first + ROUND_GAP_NS
         self.first_ns = first
 
+    def write(self, path: Path, first_round: int, events: int) -> Path:
+        """`events` Engine events from round `first_round` on, as an events file at `path`."""
+        with path.open("w") as out:
+            for raw in self.rounds(first_round, events):
+                out.write(json.dumps(raw) + "\n")
+        return path
+
     def rounds(self, first_round: int, events: int) -> Iterator[dict[str, Any]]:
         produced, round_no = 0, first_round
         while True:
@@ -263,11 +270,7 @@ def fresh_events(work: Path, path: Path, count: int) -> Path:
     each run adds more events than it uses rounds, so the stored count keys them."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         stored = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-    out_path = work / "fresh.jsonl"
-    with out_path.open("w") as out:
-        for raw in load_mix().rounds(NEW_FIRST_ROUND * 3 + stored, count):
-            out.write(json.dumps(raw) + "\n")
-    return out_path
+    return load_mix().write(work / "fresh.jsonl", NEW_FIRST_ROUND * 3 + stored, count)
 
 
 # -- measurements ----------------------------------------------------------------
@@ -390,10 +393,7 @@ def main() -> None:
     cached = {n: cached_trail(args.cache, mix, n, args.rebuild) for n in sizes}
     with tempfile.TemporaryDirectory(prefix="growth-", dir=args.cache) as tmp:
         work = Path(tmp)
-        new_events = work / "new.jsonl"
-        with new_events.open("w") as out:
-            for raw in mix.rounds(NEW_FIRST_ROUND, args.new):
-                out.write(json.dumps(raw) + "\n")
+        new_events = mix.write(work / "new.jsonl", NEW_FIRST_ROUND, args.new)
         if not args.no_ingest:
             measure_ingest(sizes, cached, work, new_events, args)
         if not args.no_run:
@@ -417,10 +417,7 @@ def measure_ingest(
             path = copy_trail(cached[n], work / "t")
             rates.append(args.new / ingest_secs(path, new_events))
             if args.restart:
-                more = work / "more.jsonl"
-                with more.open("w") as out:
-                    for raw in load_mix().rounds(NEW_FIRST_ROUND * 2, args.new):
-                        out.write(json.dumps(raw) + "\n")
+                more = load_mix().write(work / "more.jsonl", NEW_FIRST_ROUND * 2, args.new)
                 again.append(args.new / ingest_secs(path, more))
         name = size_name(n)
         figure(f"growth.ingest.{name}", rates, "events/s", base, statistics.median(rates) / base)

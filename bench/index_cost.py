@@ -29,7 +29,6 @@ deterministic, so one run): `FIGURE index_pages.<index> <pages> pages ...`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics
@@ -208,10 +207,7 @@ def main() -> None:
     variants = [ALL, *chosen]
     with tempfile.TemporaryDirectory(prefix="index-cost-", dir=args.cache) as tmp:
         work = Path(tmp)
-        new_events = work / "new.jsonl"
-        with new_events.open("w") as out:
-            for raw in mix.rounds(NEW_FIRST_ROUND, args.new):
-                out.write(json.dumps(raw) + "\n")
+        new_events = mix.write(work / "new.jsonl", NEW_FIRST_ROUND, args.new)
         if args.pages:
             measure_pages(cached, variants, work, new_events)
             return
