@@ -176,7 +176,7 @@ def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
     if restored is None:
         folded, saved_through = load_known_state(trail, host), 0
     else:
-        folded, _, saved_through = restored
+        folded, saved_through = restored
         folded = _fold_after(trail, host, folded, saved_through, head)
     fold = KnownFold(trail, host, folded, key, folded_through=head, saved_through=saved_through)
     if restored is None and head:
@@ -187,7 +187,7 @@ def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
     return known, fold
 
 
-def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, bytes, int] | None:
+def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, int] | None:
     saved = trail.load_rule_state(state_name(host))
     if saved is None or not 0 < saved.through_seq <= head:
         return None
@@ -202,7 +202,7 @@ def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, 
         state = decode_known(saved.body)
     except (ValueError, TypeError, KeyError):
         return None
-    return state, saved.body, int(saved.through_seq)
+    return state, int(saved.through_seq)
 
 
 def _fold_after(trail: Any, host: str, state: KnownState, after: int, head: int) -> KnownState:
