@@ -41,8 +41,11 @@ from typing import Any
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO))
+for where in (REPO, REPO / "bench"):
+    if str(where) not in sys.path:  # run as a script from a checkout
+        sys.path.insert(0, str(where))
+
+from figures import figure as print_figure  # noqa: E402
 
 from bench import bulk_trail  # noqa: E402
 from bench.trail_append import bench_raw, synthetic_events  # noqa: E402
@@ -62,12 +65,8 @@ BULK_FROM = 10_000_000  # sizes built with deferred secondary indexes (bench/bul
 def figure(
     name: str, value: float, unit: str, baseline: float | None = None, target: str | None = None
 ) -> None:
-    line = f"FIGURE {name} {value:.4g} {unit}"
-    if baseline:
-        line += f" baseline={baseline:.4g} ratio={value / baseline:.3f}"
-    if target:
-        line += f" target={target}"
-    print(line, flush=True)
+    ratio = value / baseline if baseline else None
+    print_figure(name, value, unit, baseline=baseline, ratio=ratio, target=target)
 
 
 def build(path: Path, count: int) -> tuple[float, int]:
