@@ -259,6 +259,41 @@ def test_sprawl_fires_when_stopped_exceed_running_by_margin() -> None:
     assert len(fired) == 1 and fired[0].details == {"stopped": 3, "running": 0, "margin": 2}
 
 
+def _observed(name: str, change: str, state: str) -> Event:
+    attributes = {"change": change, "state": state, "reason": "reconnect"}
+    return event("observed", name=name, actor_id=name, source="docktrail", attributes=attributes)
+
+
+def _stop_cycle(name: str, ctx: RuleContext) -> list[str]:
+    fired = []
+    for action in ("create", "start", "die"):
+        ev = event(action, name=name, actor_id=name, config=SAFE if action == "create" else {})
+        fired += [f.rule for f in evaluate(ev, ctx)]
+    return fired
+
+
+def test_sprawl_forgets_containers_a_reconciliation_found_gone() -> None:
+    ctx = RuleContext(rules=RulesConfig.model_validate({"container-sprawl": {"margin": 2}}))
+    assert "container-sprawl" not in _stop_cycle("a", ctx) + _stop_cycle("b", ctx)
+    for name in ("a", "b"):  # removed while nobody listened
+        evaluate(_observed(name, "disappeared", "gone"), ctx)
+    fired = _stop_cycle("c", ctx) + _stop_cycle("d", ctx)
+    assert "container-sprawl" not in fired  # 2 stopped, not 4
+    state = ctx.state["activity"]
+    assert sorted(state.containers) == ["c", "d"] and state.states["stopped"] == 2
+
+
+def test_activity_follows_states_a_reconciliation_observed() -> None:
+    ctx = RuleContext(rules=RulesConfig.model_validate({}))
+    evaluate(event("create", name="w", actor_id="w", config=SAFE), ctx)
+    evaluate(_observed("w", "started", "running"), ctx)
+    evaluate(_observed("new", "appeared", "exited"), ctx)  # inspect failed: no config
+    state = ctx.state["activity"]
+    assert state.containers["w"].state == "running" and state.containers["new"].state == "stopped"
+    evaluate(_observed("w", "stopped", "exited"), ctx)
+    assert +state.states == {"stopped": 2}
+
+
 def _daemon_file(action: str, login: str | None, time_ns: int) -> Event:
     return event(
         action,

@@ -72,6 +72,11 @@ _NOT_FINGERPRINTED = frozenset(
 )
 # Config actions that may show a configuration judged before (a create is a new container).
 _REJUDGED = CONFIG_ACTIONS - {"create"}
+# Container events that add an unknown container to the table (without a configuration:
+# one seen only by a reconciliation whose inspect failed counts as root, as a create does).
+_ADDING_ACTIONS = frozenset({"create", "observed"})
+# A reconciliation's `state` (docker_state._listed_state) -> the table's.
+_OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "created"}
 # Bounds of the learned churn baselines: closed windows kept per scope (halved, older
 # ones weighing less, beyond this) and scopes kept (least recently active dropped).
 _BASELINE_MAX_WINDOWS = 10_000
@@ -202,29 +207,50 @@ def track_container(event: Event, ctx: RuleContext) -> None:
     if event.type != "container":
         return
     state = activity_state(ctx)
-    known = state.containers.get(event.actor.id)
+    cid = event.actor.id
+    known = state.containers.get(cid)
     if event.action in CONFIG_ACTIONS and event.config:
-        config = event.config
-        state.put(
-            event.actor.id,
-            KnownContainer(
-                name=event.actor.name,
-                root=is_root_user(config.get("user")),
-                privileged=bool(config.get("privileged")),
-                state=known.state if known else "created",
-                judged=config_fingerprint(config),
-                healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
-            ),
-        )
-    elif event.action == "create" and known is None:
-        state.put(event.actor.id, KnownContainer(event.actor.name, True, False))
-    elif known is not None:
-        if event.action == "start":
-            state.move(known, "running")
-        elif event.action == "die":
-            state.move(known, "stopped")
-        elif event.action == "destroy":
-            state.drop(event.actor.id)
+        state.put(cid, _configured(event, known))
+    elif event.action in _ADDING_ACTIONS and known is None and not _disappeared(event):
+        state.put(cid, KnownContainer(event.actor.name, True, False))
+    known = state.containers.get(cid)
+    if known is not None:
+        _follow_lifecycle(event, state, cid, known)
+
+
+def _configured(event: Event, known: KnownContainer | None) -> KnownContainer:
+    config = event.config
+    return KnownContainer(
+        name=event.actor.name,
+        root=is_root_user(config.get("user")),
+        privileged=bool(config.get("privileged")),
+        state=known.state if known else "created",
+        judged=config_fingerprint(config),
+        healthcheck=config.get("healthcheck") or (known.healthcheck if known else None),
+    )
+
+
+def _follow_lifecycle(event: Event, state: ActivityState, cid: str, known: KnownContainer) -> None:
+    action = event.action
+    if action == "observed":
+        # What a reconciliation found changed while nobody listened: without it, a
+        # container removed meanwhile stayed counted (container-sprawl) for ever.
+        if _disappeared(event):
+            state.drop(cid)
+            return
+        observed = _OBSERVED_STATES.get(str(event.attributes.get("state")))
+        if observed is not None and observed != known.state:
+            state.move(known, observed)
+    elif action == "start":
+        state.move(known, "running")
+    elif action == "die":
+        state.move(known, "stopped")
+    elif action == "destroy":
+        state.drop(cid)
+
+
+def _disappeared(event: Event) -> bool:
+    return event.action == "observed" and event.attributes.get("change") == "disappeared"
 
 
 def already_judged(event: Event, ctx: RuleContext) -> bool:

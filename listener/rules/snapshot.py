@@ -54,7 +54,7 @@ from config.models import RulesConfig
 from sinks.signing import load_private_key
 from sinks.sqlite.rulestate import SavedState
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 """Of the body's format; a saved state of another version is rebuilt."""
 STATE_NAME = "host-rules"
 _DOMAIN = b"docktrail rule-state v1\x00"
