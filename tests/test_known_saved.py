@@ -121,10 +121,31 @@ async def test_the_source_and_the_fold_hold_copies_of_their_own(tmp_path: Path) 
     await run_for_a_while(path, range(0, 300), stop_cleanly=True)
     known, fold = restored(path)
     assert known == fold.state
-    cid, container = next(iter(known.containers.items()))
-    container.state, container.name = "changed-by-the-source", "renamed"
-    known.removed[cid] = 1
-    known.images["sha256:" + "f" * 64] = 1
-    folded = fold.state.containers[cid]
-    assert (folded.state, folded.name) != ("changed-by-the-source", "renamed")
-    assert cid not in fold.state.removed and "sha256:" + "f" * 64 not in fold.state.images
+    renamed, removed = list(known.containers.values())[:2]
+    later = max(c.last_event_ns for c in known.containers.values()) + NS
+    known.apply(container_event(renamed.id, "die", later, name="renamed"))
+    known.apply(container_event(removed.id, "destroy", later))
+    known.apply(image_event(1))  # a pull
+    assert (known.containers[renamed.id].state, known.containers[renamed.id].name) == (
+        "exited",
+        "renamed",
+    )
+    assert removed.id not in known.containers and removed.id in known.removed
+    folded = fold.state.containers[renamed.id]
+    assert (folded.state, folded.name) == (renamed.state, renamed.name) != ("exited", "renamed")
+    assert removed.id in fold.state.containers and removed.id not in fold.state.removed
+    assert f"sha256:{1:064x}" not in fold.state.images
+    fold.state.apply(container_event(renamed.id, "start", later + NS))
+    assert known.containers[renamed.id].state == "exited"  # and the other way round
+
+
+def container_event(cid: str, action: str, time_ns: int, name: str | None = None) -> Event:
+    return Event(
+        id=natural_id("known-saved", cid, action, time_ns),
+        time_ns=time_ns,
+        source="docker",
+        host="h1",
+        type="container",
+        action=action,
+        actor=Actor(id=cid, name=name),
+    )

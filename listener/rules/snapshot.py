@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import hmac
 import importlib
+import sys
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
@@ -196,8 +197,17 @@ def _untable(value: dict[str, Any]) -> Any:
     names = [name for name, _ in value["f"]]
     if names != [field.name for field in dataclasses.fields(cls)]:
         raise RuleStateError(f"saved rule state has other fields for {value['c']!r}")
-    rows = zip(*(column for _, column in value["f"]), strict=True)
-    return _MAPPINGS[value["m"]](zip(value["k"], (cls(*row) for row in rows), strict=True))
+    rows = zip(*(shared_strings(column) for _, column in value["f"]), strict=True)
+    keys = shared_strings(value["k"])
+    return _MAPPINGS[value["m"]](zip(keys, (cls(*row) for row in rows), strict=True))
+
+
+def shared_strings(column: list[Any]) -> list[Any]:
+    """`column` with each string interned: a saved table's ids, names and states are held
+    once for the process, not once per saved state (the known containers and the rules'
+    container table) and per row (a state or an image name)."""
+    intern = sys.intern
+    return [intern(item) if type(item) is str else item for item in column]
 
 
 _CONTAINERS: dict[str, Callable[[Any], Any]] = {

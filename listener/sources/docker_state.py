@@ -20,7 +20,8 @@ import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Protocol
 
 from listener.model.catalogue import CONFIG_ACTIONS
@@ -35,6 +36,10 @@ _IMAGE_ADD_ACTIONS = frozenset({"pull", "tag", "import", "load"})
 
 @dataclass(slots=True)
 class KnownContainer:
+    """One container as a `KnownState` has it. Never changed once in a state: a change
+    puts a changed copy in its place, so that two states can share the rest (the
+    service's and the one saved for the next start: `copy_known`)."""
+
     id: str
     name: str | None = None
     image: str | None = None
@@ -42,6 +47,14 @@ class KnownContainer:
     started_ns: int | None = None  # when the last start we know of happened
     last_event_ns: int = 0
     config_fingerprint: str | None = None  # of the last configuration judged (`judged`)
+
+
+_CONTAINER_FIELDS = [f.name for f in fields(KnownContainer)]
+_container_values = attrgetter(*_CONTAINER_FIELDS)
+
+
+def copied(known: KnownContainer) -> KnownContainer:
+    return KnownContainer(*_container_values(known))
 
 
 @dataclass(slots=True)
@@ -83,11 +96,11 @@ class KnownState:
         For events whose `config` is filled after they were applied (the
         inspect of a live `create`). Unknown containers are not added.
         """
-        if event.type != "container" or event.action not in CONFIG_ACTIONS or not event.config:
-            return
+        fingerprint = _judged_fingerprint(event)
         known = self.containers.get(event.actor.id)
-        if known is not None:
-            known.config_fingerprint = config_fingerprint(event.config)
+        if fingerprint is not None and known is not None:
+            known = self.containers[known.id] = copied(known)
+            known.config_fingerprint = fingerprint
 
     def fingerprint(self, container_id: str) -> str | None:
         """The fingerprint of the configuration judged last for a container, if any."""
@@ -106,13 +119,14 @@ class KnownState:
             self.containers.pop(cid, None)
             self._remember_removed(cid, when)
             return
-        known = self.containers.setdefault(cid, KnownContainer(id=cid))
+        known = copied(known) if known is not None else KnownContainer(id=cid)
+        self.containers[cid] = known
         known.last_event_ns = max(known.last_event_ns, when)
         known.name = event.actor.name or known.name
         known.image = event.actor.image or known.image
         if action == "commit":
             self._add_image(str(event.attributes.get("imageID") or ""), when)
-        self.judged(event)
+        known.config_fingerprint = _judged_fingerprint(event) or known.config_fingerprint
         if event.source == "docktrail":
             self._apply_observed(known, event)
         elif action == "create":
@@ -168,6 +182,13 @@ def _observed_change(event: Event) -> str | None:
         return None
     change = event.attributes.get("change")
     return change if isinstance(change, str) else None
+
+
+def _judged_fingerprint(event: Event) -> str | None:
+    """The fingerprint of the configuration a container event gives the config rules."""
+    if event.type != "container" or event.action not in CONFIG_ACTIONS or not event.config:
+        return None
+    return config_fingerprint(event.config)
 
 
 def _listed_state(engine_state: object) -> str:

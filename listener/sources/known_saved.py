@@ -23,15 +23,17 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from listener.model.event import Event
 from listener.rules.engine import SAVED_BYTES_PER_EVENT
-from listener.rules.snapshot import Binding, authentic, mac_key, seal_body
+from listener.rules.snapshot import Binding, authentic, mac_key, seal_body, shared_strings
+from listener.sources.docker_state import (
+    _CONTAINER_FIELDS as _FIELDS,
+)
 from listener.sources.docker_state import (
     _LIFECYCLE_ACTIONS,
     KnownContainer,
@@ -48,8 +50,6 @@ VERSION = 1
 # state, a big state is saved less often (SAVED_BYTES_PER_EVENT: listener.rules.engine).
 SAVE_EVERY_EVENTS = 5_000
 _PAGE = 2_000
-_FIELDS = [f.name for f in fields(KnownContainer)]
-_values = attrgetter(*_FIELDS)
 
 
 def folded(event: Event, host: str) -> bool:
@@ -84,7 +84,7 @@ def encode_known(state: KnownState) -> bytes:
 def decode_known(body: bytes) -> KnownState:
     """Raises ValueError, TypeError or KeyError on a body this module did not write."""
     data = orjson.loads(body)
-    columns = data["containers"]
+    columns = [shared_strings(column) for column in data["containers"]]
     if len(columns) != len(_FIELDS):
         raise ValueError("saved known state has other container fields")
     containers = [KnownContainer(*row) for row in zip(*columns, strict=True)]
@@ -97,12 +97,11 @@ def decode_known(body: bytes) -> KnownState:
 
 
 def copy_known(state: KnownState) -> KnownState:
-    """A copy to change independently; the strings are shared (a second decode of the
-    saved body cost as much again in time, and kept a second copy of every string)."""
+    """A copy to change independently. The containers are shared: a state never changes
+    one in place (`KnownContainer`); a second decode of the saved body cost as much
+    again in time, and kept a second copy of everything."""
     return KnownState(
-        containers={
-            key: KnownContainer(*_values(known)) for key, known in state.containers.items()
-        },
+        containers=dict(state.containers),
         images=dict(state.images),
         last_docker_ns=state.last_docker_ns,
         removed=OrderedDict(state.removed),
