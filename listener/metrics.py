@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter as CountOf
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,6 +36,7 @@ from config.errors import ConfigError
 from config.models import MetricsConfig
 from listener.model.alert import Alert
 from listener.model.event import Event
+from listener.rules.base import rule_failures
 
 if TYPE_CHECKING:
     from listener.pipeline import Pipeline
@@ -217,11 +218,17 @@ class _ScrapeTimeCollector(Collector):
             None,
             {"": _trail_size(m.trail_path)},
         )
+        yield _gauge(
+            "docktrail_rule_failures",
+            "Events a rule (or the rules' state tracking) failed on and gave no finding for.",
+            "rule",
+            rule_failures(),
+        )
         healthy, _ = m.health()
         yield _gauge("docktrail_up", "1 when /healthz says ok.", None, {"": int(healthy)})
 
 
-def _gauge(name: str, doc: str, label: str | None, values: dict[str, float]) -> Metric:
+def _gauge(name: str, doc: str, label: str | None, values: Mapping[str, float]) -> Metric:
     gauge = GaugeMetricFamily(name, doc, labels=[label] if label else None)
     for key, value in values.items():
         gauge.add_metric([key] if label else [], value)
