@@ -15,7 +15,8 @@ from listener.cli.common import State, handles_errors, main, pass_state
                    "(DOCKTRAIL_SERVE_TOKEN) or --behind-proxy.")  # fmt: skip
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--immutable", is_flag=True,
-              help="The file is a copy nothing writes (faster; counts are cached).")  # fmt: skip
+              help="The file is a copy nothing writes (faster; counts are cached). "
+                   "Implied on read-only storage.")  # fmt: skip
 @click.option("--allow-sql", is_flag=True, help="Let visitors run arbitrary read-only SQL.")
 @click.option("--behind-proxy", is_flag=True,
               help="An authenticating reverse proxy is in front: allow a non-loopback "
@@ -34,6 +35,7 @@ def serve(
     from listener.posture.wiring import metering_path
     from listener.serve import TOKEN_ENV, is_loopback, make_datasette
     from listener.serve import serve as run_server
+    from sinks.sqlite.storage import connect_read_only, on_read_only_storage
 
     path = state.config.trail.path
     if not path.exists():
@@ -44,6 +46,9 @@ def serve(
             f"--host {host}: not a loopback address; set {TOKEN_ENV} or put an "
             "authenticating reverse proxy in front and pass --behind-proxy"
         )
+    if not immutable and on_read_only_storage(path):  # SQLite cannot create the WAL index
+        connect_read_only(path, timeout=1.0).close()  # refuses a log it would not read
+        immutable = True
     snapshots = metering_path(state.config)
     metering = snapshots if snapshots.is_file() else None
     datasette = make_datasette(path, immutable=immutable, allow_sql=allow_sql, metering=metering)

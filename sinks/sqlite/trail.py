@@ -74,6 +74,7 @@ from sinks.sqlite.schema import (
     copied_values,
     immediate,
 )
+from sinks.sqlite.storage import connect_read_only, immutable_instead
 from sinks.sqlite.verification import check_tail, verify_connection
 
 log = logging.getLogger(__name__)
@@ -207,12 +208,29 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 return conn
             except sqlite3.OperationalError as exc:
                 conn.close()
+                if immutable_instead(self.path, exc):  # an evidence copy: read it as it is
+                    return self._read_only_storage()
                 if not is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
             except BaseException:
                 conn.close()
                 raise
+
+    def _read_only_storage(self) -> sqlite3.Connection:
+        conn = connect_read_only(self.path, timeout=BUSY_TIMEOUT_SECS)
+        try:
+            self._setup(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY":
+                raise
+            raise TrailError(
+                f"{self.path}: written by an older docktrail and on read-only storage: "
+                "its schema must be brought up to date, which writes to it. Copy the trail "
+                "to writable storage and read the copy (`docktrail verify` reads it as it is)"
+            ) from exc
+        return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: a no-op on an existing file

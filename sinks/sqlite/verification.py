@@ -10,7 +10,6 @@ import json
 import re
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlite_utils import Database
 
-from config.errors import SigningKeyError, TamperError
+from config.errors import SigningKeyError, TamperError, TrailError
 from listener.model.event import GENESIS_HASH, chain_hash
 from sinks import trailcheck, witness
 from sinks.chain import (
@@ -47,6 +46,7 @@ from sinks.sqlite.schema import (
     alert_copied_values,
     copied_values,
 )
+from sinks.sqlite.storage import connect_read_only
 
 Progress = Callable[[int, int], None]
 """Called with (seq reached, last seq) while the events chain is walked."""
@@ -73,9 +73,8 @@ def verify_file(
     `key_path`: a PEM file (public or private) to check signatures with;
     `on_progress(seq, last_seq)` is called as the events chain is walked.
     """
-    uri = _read_only_uri(Path(path))
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_SECS)
+        conn = connect_read_only(Path(path), timeout=BUSY_TIMEOUT_SECS)
     except sqlite3.Error as exc:
         raise trail_error(path, "open", exc) from exc
     try:
@@ -245,14 +244,10 @@ class _IntegrityCheck:
         if path is None:
             return
         try:
-            self.other = sqlite3.connect(
-                _read_only_uri(Path(path)),
-                uri=True,
-                isolation_level=None,
-                timeout=BUSY_TIMEOUT_SECS,
-                check_same_thread=False,
+            self.other = connect_read_only(
+                Path(path), timeout=BUSY_TIMEOUT_SECS, check_same_thread=False
             )
-        except sqlite3.Error:
+        except (sqlite3.Error, TrailError):
             return
         self.thread = threading.Thread(
             target=self._run, args=(self.other,), name="docktrail-verify-integrity", daemon=True
@@ -288,10 +283,6 @@ def _file_of(conn: sqlite3.Connection) -> str | None:
         if name == "main":
             return str(path) or None
     return None
-
-
-def _read_only_uri(path: Path) -> str:
-    return "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
 
 
 def _empty_report(public: Ed25519PublicKey | None, trail_id: str) -> VerifyReport:
