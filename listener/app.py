@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -99,6 +100,16 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def settle_after_start() -> None:
+    """After the saved states are restored: freeze them too (the collector then never
+    walks a big host's hundreds of thousands of state objects again), and hand back to
+    the system what decoding them freed (glibc keeps freed heap pages until trimmed:
+    30 MB at 170,000 known containers)."""
+    tune_gc()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def tuned_gc() -> Iterator[None]:
     """`tune_gc` for one piece of work (`ingest`), then the collector as it was."""
@@ -133,6 +144,7 @@ async def run_service(config: DocktrailConfig) -> int:
         proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
         if proxy is not None:  # after auditd attribution: peer credentials name the client
             wiring.stages.insert(1, proxy.stage)
+        settle_after_start()
         sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
         wiring.stages += [sweeper, known_fold]
         pipeline = Pipeline(
