@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import InputError
-from listener.model.event import Actor, Event, Who, Why, format_time_ns, natural_id
+from listener.model.event import Actor, Event, Who, Why, container_gone, format_time_ns, natural_id
 from listener.timeparse import parse_time_ns
 from sinks.base import EventFilter
 
@@ -291,7 +291,7 @@ class IntentStage:
     async def before_write(self, batch: list[Event]) -> list[Event]:
         if self.expiry is not None:
             for event in batch:
-                if event.type == "container" and event.action == "destroy":
+                if container_gone(event):
                     self.expiry.forget(event.actor.id)
         if not any(_concerns_intents(event) for event in batch):
             return batch

@@ -15,7 +15,7 @@ from typing import Any
 
 from listener.intents import intent_lines
 from listener.model.alert import Alert
-from listener.model.event import Event, format_time_ns
+from listener.model.event import Event, container_gone, format_time_ns
 from listener.safetext import printable
 from listener.sessions.transcript import (
     SESSION_ACTIONS,
@@ -53,7 +53,7 @@ class Life:
 
     @property
     def removed(self) -> Event | None:
-        return next((e for e in self.events if e.action == "destroy"), None)
+        return next((e for e in self.events if container_gone(e)), None)
 
     @property
     def names(self) -> list[str]:
@@ -130,7 +130,9 @@ def _life_lines(life: Life, tz: tzinfo) -> Iterator[str]:
             yield from (f"  {line}" for line in header_lines(orphan, tz))
             yield from _transcript(life, orphan, tz)
     removed = life.removed
-    if removed is not None:
+    if removed is not None and removed.action == "observed":  # removed while nobody listened
+        yield f"  removed  before {format_time_ns(removed.time_ns, tz)} (found gone then)"
+    elif removed is not None:
         yield f"  removed  {format_time_ns(removed.time_ns, tz)} by {_who(removed)}"
     else:
         yield "  (not removed)"

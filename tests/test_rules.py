@@ -22,6 +22,7 @@ SAFE = {
     "pids_limit": 100,
 }
 _counter = iter(range(1, 10**9))
+NS = 1_000_000_000
 
 
 def event(
@@ -292,6 +293,25 @@ def test_activity_follows_states_a_reconciliation_observed() -> None:
     assert state.containers["w"].state == "running" and state.containers["new"].state == "stopped"
     evaluate(_observed("w", "stopped", "exited"), ctx)
     assert +state.states == {"stopped": 2}
+
+
+def _unattributed_start(observed: Event | None) -> list[str]:
+    ctx = RuleContext(attribution_available=True)
+    t = 1_795_346_502_000_000_000
+    for action, when in (("create", t), ("start", t + NS)):
+        evaluate(event(action, name="w", actor_id="w", time_ns=when), ctx)
+    if observed is not None:  # stopped while nobody listened, found by the next start
+        evaluate(observed, ctx)
+    later = event("start", name="w", actor_id="w", login=None, time_ns=t + 600 * NS)
+    return [f.rule for f in evaluate(later, ctx)]
+
+
+def test_a_start_after_a_reconciliation_found_the_container_stopped_is_judged() -> None:
+    assert "unattributed-change" not in _unattributed_start(None)  # daemon restoring it
+    stopped = _observed("w", "stopped", "exited")
+    assert "unattributed-change" in _unattributed_start(stopped)
+    forged = event("observed", name="w", actor_id="w", attributes=stopped.attributes)
+    assert "unattributed-change" not in _unattributed_start(forged)  # only docktrail's own
 
 
 def _daemon_file(action: str, login: str | None, time_ns: int) -> Event:

@@ -132,16 +132,17 @@ def due(state: State, within: str, fmt: str) -> None:
 
 def _live_containers(trail: Any, intent_ids: set[str]) -> dict[str, list[str]]:
     """Per intent: the containers created under it that the trail has not seen removed."""
+    from listener.model.event import container_gone
     from sinks.base import EventFilter
 
     if not intent_ids:
         return {}
     created: dict[str, tuple[str, str]] = {}
-    for event in trail.query(EventFilter(type="container", source="docker")):
-        found = event.attributes.get("intent")
+    for event in trail.query(EventFilter(type="container")):
+        found = event.attributes.get("intent") if event.source == "docker" else None
         if event.action == "create" and isinstance(found, dict) and found.get("id") in intent_ids:
             created[event.actor.id] = (str(found["id"]), event.actor.name or event.actor.id[:12])
-        elif event.action == "destroy":
+        elif container_gone(event):  # destroyed, or found gone by a reconciliation
             created.pop(event.actor.id, None)
     result: dict[str, list[str]] = {}
     for intent_id, name in created.values():

@@ -229,3 +229,20 @@ def format_time_ns(time_ns: int, tz: tzinfo = UTC) -> str:
     if offset in ("+0000", ""):
         return text + "Z"
     return f"{text}{offset[:3]}:{offset[3:]}"
+
+
+def observed_change(event: Event) -> str | None:
+    """What a reconciliation found changed while nobody listened (appeared, disappeared,
+    started, stopped, restarted), for docktrail's own `observed` events only: an Engine
+    event or a captured file cannot claim to be one."""
+    if event.source != "docktrail" or event.action != "observed":
+        return None
+    change = event.attributes.get("change")
+    return change if isinstance(change, str) else None
+
+
+def container_gone(event: Event) -> bool:
+    """A container removed: destroyed, or found gone by a reconciliation."""
+    if event.type != "container":
+        return False
+    return event.action == "destroy" or observed_change(event) == "disappeared"

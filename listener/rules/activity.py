@@ -33,7 +33,7 @@ import orjson
 from config.models import ContainerChurnRule
 from listener.model.catalogue import ATTRIBUTION_MISMATCH as MISMATCH
 from listener.model.catalogue import CHURN, CONFIG_ACTIONS, DAEMON_FILE, EXEC, SPRAWL, UNATTRIBUTED
-from listener.model.event import Event
+from listener.model.event import Event, container_gone, observed_change
 from listener.rules.base import Finding, RuleContext, finding
 from listener.rules.container import is_root_user
 from listener.rules.image import is_build_step
@@ -52,6 +52,7 @@ ATTRIBUTABLE_ACTIONS = frozenset(
 _RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
 _POLICY_RESTART_NS = 90 * 1_000_000_000
 _LIVES_STATE = "unattributed-change/lives"
+_OBSERVED_LIVES = {"running": "running", "exited": "exited"}  # a reconciliation's `state`
 # Operations that read or run a daemon file: not changes (auditd's `-p wa` watches
 # still log them when rules add `r`/`x`, and `ls -l` reads extended attributes).
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
@@ -72,9 +73,6 @@ _NOT_FINGERPRINTED = frozenset(
 )
 # Config actions that may show a configuration judged before (a create is a new container).
 _REJUDGED = CONFIG_ACTIONS - {"create"}
-# Container events that add an unknown container to the table (without a configuration:
-# one seen only by a reconciliation whose inspect failed counts as root, as a create does).
-_ADDING_ACTIONS = frozenset({"create", "observed"})
 # A reconciliation's `state` (docker_state._listed_state) -> the table's.
 _OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "created"}
 # Bounds of the learned churn baselines: closed windows kept per scope (halved, older
@@ -211,11 +209,19 @@ def track_container(event: Event, ctx: RuleContext) -> None:
     known = state.containers.get(cid)
     if event.action in CONFIG_ACTIONS and event.config:
         state.put(cid, _configured(event, known))
-    elif event.action in _ADDING_ACTIONS and known is None and not _disappeared(event):
+    elif known is None and _adds_unknown(event):
         state.put(cid, KnownContainer(event.actor.name, True, False))
     known = state.containers.get(cid)
     if known is not None:
         _follow_lifecycle(event, state, cid, known)
+
+
+def _adds_unknown(event: Event) -> bool:
+    """A create, or a container a reconciliation found (without a configuration when its
+    inspect failed: counted as root, as a create without one is)."""
+    if event.action == "create":
+        return True
+    return observed_change(event) is not None and not container_gone(event)
 
 
 def _configured(event: Event, known: KnownContainer | None) -> KnownContainer:
@@ -232,12 +238,11 @@ def _configured(event: Event, known: KnownContainer | None) -> KnownContainer:
 
 def _follow_lifecycle(event: Event, state: ActivityState, cid: str, known: KnownContainer) -> None:
     action = event.action
-    if action == "observed":
-        # What a reconciliation found changed while nobody listened: without it, a
-        # container removed meanwhile stayed counted (container-sprawl) for ever.
-        if _disappeared(event):
-            state.drop(cid)
-            return
+    if container_gone(event):
+        state.drop(cid)
+    elif observed_change(event) is not None:
+        # What a reconciliation found while nobody listened: without it, a container
+        # stopped or removed meanwhile stayed counted (container-sprawl) as it was.
         observed = _OBSERVED_STATES.get(str(event.attributes.get("state")))
         if observed is not None and observed != known.state:
             state.move(known, observed)
@@ -245,12 +250,6 @@ def _follow_lifecycle(event: Event, state: ActivityState, cid: str, known: Known
         state.move(known, "running")
     elif action == "die":
         state.move(known, "stopped")
-    elif action == "destroy":
-        state.drop(cid)
-
-
-def _disappeared(event: Event) -> bool:
-    return event.action == "observed" and event.attributes.get("change") == "disappeared"
 
 
 def already_judged(event: Event, ctx: RuleContext) -> bool:
@@ -495,9 +494,12 @@ def _recent_change(event: Event, path: str, ctx: RuleContext) -> str | None:
 
 
 def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
-    if not ctx.attribution_available or event.source != "docker":
+    if not ctx.attribution_available or event.type != "container":
         return
-    if event.type != "container" or not _attributable(event, ctx):
+    if observed_change(event) is not None:
+        _follow_observed_life(event, ctx)
+        return
+    if event.source != "docker" or not _attributable(event, ctx):
         return
     if event.who.method != "unknown":
         return  # attributed, or no audit source covered it (`unavailable`)
@@ -531,6 +533,24 @@ def check_attribution_mismatch(event: Event, ctx: RuleContext) -> Iterator[Findi
         login=who.login,
         method=who.method,
     )
+
+
+def _follow_observed_life(event: Event, ctx: RuleContext) -> None:
+    """A reconciliation's finding: a container stopped while nobody listened and started
+    later is a change someone asked for, not the daemon restoring a running one."""
+    lives: dict[str, tuple[str, int, str]] = ctx.state.setdefault(_LIVES_STATE, {})
+    container_id = event.actor.id
+    if container_gone(event):
+        lives.pop(container_id, None)
+        return
+    state = _OBSERVED_LIVES.get(str(event.attributes.get("state")))
+    if state is None:
+        return
+    before = lives.get(container_id)
+    policy = str(event.config.get("restart_policy") or "") or (before[2] if before else "")
+    # "exited", not "stopped": when it ended is not known, so a restart policy's start
+    # soon after the reconciliation stays the daemon's own.
+    lives[container_id] = (state, event.time_ns, policy)
 
 
 def _attributable(event: Event, ctx: RuleContext) -> bool:

@@ -25,7 +25,7 @@ from operator import attrgetter
 from typing import Protocol
 
 from listener.model.catalogue import CONFIG_ACTIONS
-from listener.model.event import Event
+from listener.model.event import Event, container_gone, observed_change
 from listener.rules.activity import config_fingerprint
 from sinks.base import EventFilter
 
@@ -115,7 +115,7 @@ class KnownState:
         known = self.containers.get(cid)
         if self._is_stale(cid, when, known.last_event_ns if known else None):
             return  # a replayed event older than what we know
-        if action == "destroy" or _observed_change(event) == "disappeared":
+        if container_gone(event):
             self.containers.pop(cid, None)
             self._remember_removed(cid, when)
             return
@@ -149,7 +149,7 @@ class KnownState:
         image_id = event.attributes.get("image_id") or event.actor.id
         if not isinstance(image_id, str) or not image_id.startswith("sha256:"):
             return
-        change = _observed_change(event)
+        change = observed_change(event)
         if self._is_stale(image_id, event.time_ns, self.images.get(image_id)):
             return
         if event.action == "delete" or change == "disappeared":
@@ -175,13 +175,6 @@ class KnownState:
         self.removed.move_to_end(object_id)
         while len(self.removed) > _RECENT_IDS:
             self.removed.popitem(last=False)
-
-
-def _observed_change(event: Event) -> str | None:
-    if event.source != "docktrail" or event.action != "observed":
-        return None
-    change = event.attributes.get("change")
-    return change if isinstance(change, str) else None
 
 
 def _judged_fingerprint(event: Event) -> str | None:
