@@ -78,7 +78,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("posture_sweep.py", ("--containers", "40", "--running", "10"), 2, 180, True, "posture"),
     Bench("proxy.py", ("--rounds", "200", "--cycles", "60", "--runs", "2"), 2, 240, True, "proxy"),
     Bench("attribution_mix.py", ("--rounds", "1"), 2, 300, True, "attribution"),
-    Bench("noise.py", ("--rounds", "1"), 2, 300, True, "alert noise"),
+    Bench("noise.py", ("--rounds", "2"), 2, 300, True, "alert noise, a restart"),
     # Last, on what is left of the budget: the 10M-event trails, bulk-built once by the
     # scripts themselves (bench/bulk_trail.py; cold, about 12 + 25 min): a cold cache or a
     # spent budget is a note that says so, and the Cost growth table says "not measured".

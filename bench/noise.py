@@ -14,7 +14,9 @@ process) follows both while two logins work:
 routine (`--rounds` times): rolling deploys of a trusted image, a CI build
 with the classic builder (its intermediate containers) and a push, `ls -l` /
 `ls -la` / `cat` of the Docker files, exec health probes and the Engine's own
-health checks, a container in a restart loop, a stop and a clean-up;
+health checks, a container in a restart loop, a stop and a clean-up; the
+middle round runs while docktrail is stopped (an operator's restart), so its
+start's reconciliation records what changed meanwhile (`--no-restart`: not);
 
 risky, once each: a privileged run, a run with /run mounted (it holds the
 Engine's socket), SYS_ADMIN added, a root shell exec, a write to daemon.json,
@@ -315,6 +317,9 @@ def main() -> None:
     parser.add_argument(
         "--exec-rules", action="store_true", help="also load docktrail-exec.rules (exec sessions)"
     )
+    parser.add_argument(
+        "--no-restart", action="store_true", help="keep docktrail running the whole hour"
+    )
     args = parser.parse_args()
     with (
         private_host() as host,
@@ -331,6 +336,11 @@ def main() -> None:
             routine(host, 0, build_dir)
             steps = risky(host) + (risky_exec(host) if args.exec_rules else [])
             for round_no in range(1, args.rounds):
+                if round_no == args.rounds // 2 and not args.no_restart:
+                    service.stop()  # an operator's restart: this round's work happens unseen
+                    routine(host, round_no, build_dir)
+                    service.start()  # its reconciliation records what changed meanwhile
+                    continue
                 routine(host, round_no, build_dir)
             time.sleep(3)  # the last events through attribution and rules
         finally:

@@ -297,6 +297,9 @@ async def _run_until_stopped(
         await asyncio.wait({source_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         source.stop()
         await source_task  # hands on what was read; raises what made the source fail
+        # Written while the audit source still runs: what was read just before the stop
+        # gets the audit records of its call, not "no audit coverage".
+        await pipeline.flush()
     finally:
         for task in (*tasks, stopped, source_task):
             task.cancel()
