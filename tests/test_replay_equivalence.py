@@ -28,10 +28,11 @@ from config.errors import TamperError
 from config.models import RulesConfig
 from listener.cli import main
 from listener.model.alert import Alert
+from listener.model.catalogue import AUDIT_EVENT_TYPES
 from listener.model.event import Event
 from listener.rules import engine
 from listener.rules.engine import RuleEngine, has_attribution, replay_trail
-from sinks.base import AlertFilter
+from sinks.base import AlertFilter, EventFilter
 from sinks.memory import MemoryTrail
 from sinks.sqlite import SQLiteTrail
 from tests.shared_data import DATA
@@ -147,6 +148,9 @@ def test_replay_of_an_attributed_scenario_finds_what_the_rules_give(scenario: Pa
     expected = reference(scenario, STRICT)
     with SQLiteTrail(scenario) as trail:
         assert has_attribution(trail) and trail.count_alerts() > 0
+        audit_types = {e.type for e in trail.query(EventFilter(source="auditd"))}
+    # has_attribution looks by type: every type of audit record but exec commands.
+    assert "docker-cli" in audit_types and audit_types - {"container"} <= set(AUDIT_EVENT_TYPES)
     rules = {alert.rule for alert in expected}
     assert "runs-as-root" in rules and len(expected) > 5
     assert bodies(replayed(scenario, STRICT)) == bodies(expected)

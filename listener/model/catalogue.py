@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from listener.model.finding import RuleMeta
 
 CONFIG_ACTIONS = frozenset({"create", "observed", "posture"})
+# The types of the events the audit source makes (listener.sources.auditd.convert) but
+# an exec session's commands, which only come with them: an indexed "any audit record?".
+AUDIT_EVENT_TYPES = ("docker-cli", "daemon-file", "audit", "audit-rule")
 
 # --------------------------------------------------------------------------- container
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from config.errors import RuleStateError
 from config.models import RulesConfig
 from listener.model.alert import Alert
-from listener.model.catalogue import CONFIG_ACTIONS
+from listener.model.catalogue import AUDIT_EVENT_TYPES, CONFIG_ACTIONS
 from listener.model.event import Event
 from listener.rules.activity import already_judged, learn_churn, track_container
 from listener.rules.base import RuleContext, engine_sockets
@@ -392,4 +392,6 @@ def store_alerts(trail: Any, alerts: Sequence[Alert], notifications: Any = None)
 
 def has_attribution(trail: Any) -> bool:
     """Whether the trail holds audit records, without which no change can be attributed."""
-    return next(iter(trail.query(EventFilter(source="auditd", limit=1))), None) is not None
+    # By type (indexed): by source alone scans the whole table when there is none.
+    found = EventFilter(source="auditd", type=AUDIT_EVENT_TYPES, limit=1)
+    return next(iter(trail.query(found)), None) is not None
