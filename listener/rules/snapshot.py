@@ -56,7 +56,8 @@ from sinks.signing import load_private_key
 from sinks.sqlite.rulestate import SavedState
 
 STATE_VERSION = 2
-"""Of the body's format; a saved state of another version is rebuilt."""
+"""Of the body's format and of what the rules keep in it (2: the container table follows
+reconciliations); a saved state of another version is rebuilt."""
 STATE_NAME = "host-rules"
 _DOMAIN = b"docktrail rule-state v1\x00"
 _KEY_DOMAIN = b"docktrail rule-state key\x00"

@@ -49,8 +49,8 @@ class KnownContainer:
     config_fingerprint: str | None = None  # of the last configuration judged (`judged`)
 
 
-_CONTAINER_FIELDS = [f.name for f in fields(KnownContainer)]
-_container_values = attrgetter(*_CONTAINER_FIELDS)
+CONTAINER_FIELDS = [f.name for f in fields(KnownContainer)]
+_container_values = attrgetter(*CONTAINER_FIELDS)
 
 
 def copied(known: KnownContainer) -> KnownContainer:

@@ -32,10 +32,8 @@ from listener.model.event import Event
 from listener.rules.engine import SAVED_BYTES_PER_EVENT
 from listener.rules.snapshot import Binding, authentic, mac_key, seal_body, shared_strings
 from listener.sources.docker_state import (
-    _CONTAINER_FIELDS as _FIELDS,
-)
-from listener.sources.docker_state import (
     _LIFECYCLE_ACTIONS,
+    CONTAINER_FIELDS,
     KnownContainer,
     KnownState,
     last_docker_time_ns,
@@ -66,14 +64,16 @@ def state_name(host: str) -> str:
 
 
 def _scope(host: str) -> str:
-    return hashlib.sha256(f"known-state v{VERSION}\x00{host}\x00{_FIELDS}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"known-state v{VERSION}\x00{host}\x00{CONTAINER_FIELDS}".encode()
+    ).hexdigest()
 
 
 def encode_known(state: KnownState) -> bytes:
     rows = list(state.containers.values())
     return orjson.dumps(
         {
-            "containers": [[getattr(row, name) for row in rows] for name in _FIELDS],
+            "containers": [[getattr(row, name) for row in rows] for name in CONTAINER_FIELDS],
             "images": list(state.images.items()),
             "last_docker_ns": state.last_docker_ns,
             "removed": list(state.removed.items()),
@@ -85,7 +85,7 @@ def decode_known(body: bytes) -> KnownState:
     """Raises ValueError, TypeError or KeyError on a body this module did not write."""
     data = orjson.loads(body)
     columns = [shared_strings(column) for column in data["containers"]]
-    if len(columns) != len(_FIELDS):
+    if len(columns) != len(CONTAINER_FIELDS):
         raise ValueError("saved known state has other container fields")
     containers = [KnownContainer(*row) for row in zip(*columns, strict=True)]
     return KnownState(
