@@ -337,7 +337,10 @@ def main() -> None:
             steps = risky(host) + (risky_exec(host) if args.exec_rules else [])
             for round_no in range(1, args.rounds):
                 if round_no == args.rounds // 2 and not args.no_restart:
-                    service.stop()  # an operator's restart: this round's work happens unseen
+                    # An operator's restart, after a quiet moment: an Engine event read only
+                    # by the next start is judged without its audit records (README).
+                    time.sleep(2)
+                    service.stop()  # this round's work happens unseen
                     routine(host, round_no, build_dir)
                     service.start()  # its reconciliation records what changed meanwhile
                     continue

@@ -208,12 +208,14 @@ def track_container(event: Event, ctx: RuleContext) -> None:
     cid = event.actor.id
     known = state.containers.get(cid)
     if event.action in CONFIG_ACTIONS and event.config:
-        state.put(cid, _configured(event, known))
-    elif known is None and _adds_unknown(event):
-        state.put(cid, KnownContainer(event.actor.name, True, False))
-    known = state.containers.get(cid)
-    if known is not None:
-        _follow_lifecycle(event, state, cid, known)
+        known = _configured(event, known)
+        state.put(cid, known)
+    elif known is None:
+        if not _adds_unknown(event):
+            return
+        known = KnownContainer(event.actor.name, True, False)
+        state.put(cid, known)
+    _follow_lifecycle(event, state, cid, known)
 
 
 def _adds_unknown(event: Event) -> bool:
@@ -238,18 +240,21 @@ def _configured(event: Event, known: KnownContainer | None) -> KnownContainer:
 
 def _follow_lifecycle(event: Event, state: ActivityState, cid: str, known: KnownContainer) -> None:
     action = event.action
-    if container_gone(event):
-        state.drop(cid)
-    elif observed_change(event) is not None:
-        # What a reconciliation found while nobody listened: without it, a container
-        # stopped or removed meanwhile stayed counted (container-sprawl) as it was.
-        observed = _OBSERVED_STATES.get(str(event.attributes.get("state")))
-        if observed is not None and observed != known.state:
-            state.move(known, observed)
-    elif action == "start":
+    if action == "start":
         state.move(known, "running")
     elif action == "die":
         state.move(known, "stopped")
+    elif action == "destroy":
+        state.drop(cid)
+    elif action == "observed" and observed_change(event) is not None:
+        # What a reconciliation found while nobody listened: without it, a container
+        # stopped or removed meanwhile stayed counted (container-sprawl) as it was.
+        if container_gone(event):
+            state.drop(cid)
+            return
+        observed = _OBSERVED_STATES.get(str(event.attributes.get("state")))
+        if observed is not None and observed != known.state:
+            state.move(known, observed)
 
 
 def already_judged(event: Event, ctx: RuleContext) -> bool:
