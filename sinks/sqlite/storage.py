@@ -66,15 +66,7 @@ def connect_read_only(
     path: Path, *, timeout: float, check_same_thread: bool = True
 ) -> sqlite3.Connection:
     """A read-only connection to `path`; immutable on read-only storage (see above)."""
-
-    def connect(immutable: bool) -> sqlite3.Connection:
-        uri = read_only_uri(path, immutable=immutable)
-        return sqlite3.connect(
-            uri, uri=True, isolation_level=None, timeout=timeout,
-            check_same_thread=check_same_thread,
-        )  # fmt: skip
-
-    conn = connect(immutable=False)
+    conn = _connect(path, timeout, check_same_thread, immutable=False)
     try:
         conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1")  # opens the file and its index
         return conn
@@ -82,4 +74,20 @@ def connect_read_only(
         conn.close()
         if not immutable_instead(path, exc):
             raise
-    return connect(immutable=True)
+    return connect_immutable(path, timeout=timeout, check_same_thread=check_same_thread)
+
+
+def connect_immutable(
+    path: Path, *, timeout: float, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """For a caller that already knows (`immutable_instead`) that it must."""
+    return _connect(path, timeout, check_same_thread, immutable=True)
+
+
+def _connect(
+    path: Path, timeout: float, check_same_thread: bool, *, immutable: bool
+) -> sqlite3.Connection:
+    uri = read_only_uri(path, immutable=immutable)
+    return sqlite3.connect(
+        uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=check_same_thread
+    )

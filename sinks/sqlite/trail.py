@@ -74,7 +74,7 @@ from sinks.sqlite.schema import (
     copied_values,
     immediate,
 )
-from sinks.sqlite.storage import connect_read_only, immutable_instead
+from sinks.sqlite.storage import connect_immutable, immutable_instead
 from sinks.sqlite.verification import check_tail, verify_connection
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 raise
 
     def _read_only_storage(self) -> sqlite3.Connection:
-        conn = connect_read_only(self.path, timeout=BUSY_TIMEOUT_SECS)
+        conn = connect_immutable(self.path, timeout=BUSY_TIMEOUT_SECS)
         try:
             self._setup(conn)
         except sqlite3.OperationalError as exc:
