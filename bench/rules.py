@@ -136,9 +136,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, help="where the trail goes (temp dir)")
     args = parser.parse_args()
-    folder = args.dir or Path(tempfile.mkdtemp(prefix="docktrail-rules-"))
-    path = folder / "rules.db"
-    n = args.events
+    if args.dir is not None:  # kept, to look at afterwards
+        measure(args.dir / "rules.db", args.events)
+        return
+    with tempfile.TemporaryDirectory(prefix="docktrail-rules-") as folder:
+        measure(Path(folder) / "rules.db", args.events)
+
+
+def measure(path: Path, n: int) -> None:
     built = build(path, n)
     print(f"{n:,} events; trail built in {built:.1f} s ({n / built:,.0f} ev/s appended)")
     plain_secs = collected(lambda: timed_plain_read(path))

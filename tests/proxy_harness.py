@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -83,6 +84,7 @@ class ProxiedEngine:
         with contextlib.suppress(Exception):
             self._stream.close()
         await self.pipeline.aclose()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def api_calls(self, **attrs: object) -> list[Event]:
         return [

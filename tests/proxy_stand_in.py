@@ -9,6 +9,7 @@ collect in `Proxied.events`.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -65,3 +66,4 @@ async def proxy_before(
         await proxy.aclose()
         await recorder.aclose()
         server.close()
+        shutil.rmtree(base, ignore_errors=True)

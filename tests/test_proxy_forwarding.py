@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ async def _start(
         await proxy.aclose()
         await recorder.aclose()
         server.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -318,6 +320,7 @@ async def test_an_attach_without_upgrade_switches_to_raw_bytes_both_ways() -> No
         await proxy.aclose()
         await recorder.aclose()
         engine.close()
+        shutil.rmtree(base, ignore_errors=True)
     assert [(e.attributes["path"], e.attributes["status"]) for e in events] == [
         ("/containers/c1/attach", 200)
     ]
