@@ -98,7 +98,13 @@ def wait_for(service: MetricsService, check: Callable[[Samples], bool]) -> Sampl
         last[0] = service.scrape()
         return check(last[0])
 
-    assert wait_until(moved, 30), {k: v for k, v in last[0].items() if k[0].startswith("docktrail")}
+    if not wait_until(moved, 30):
+        shown = "\n".join(
+            f"{name}{dict(labels)} = {number}"
+            for (name, labels), number in sorted(last[0].items(), key=str)
+            if name.startswith("docktrail") and not name.endswith("_created")
+        )
+        raise AssertionError("the scrape did not move as expected; the last one:\n" + shown)
     return last[0]
 
 
