@@ -116,6 +116,9 @@ def test_counters_move_as_engine_events_arrive(dockerd: Dockerd, running: Runnin
     assert value(before, "docktrail_alerts_total", **critical) == 0
 
     dockerd.docker("create", "--name", "metrics-priv", "--privileged", BUSYBOX_REF, "true")
+    # Removed once judged: removed before the service's inspect, a create has no
+    # configuration to judge (tests/test_run_live.py covers that case).
+    wait_for(service, lambda s: value(s, "docktrail_alerts_total", **critical) >= 1)
     dockerd.docker("rm", "metrics-priv")
 
     after = wait_for(
