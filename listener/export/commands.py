@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from listener.sessions.records import EXEC_COMMAND
+
 
 @dataclass(frozen=True, slots=True)
 class SessionCommand:
@@ -28,8 +30,17 @@ class SessionCommand:
         return f"{self.exec_id}:{self.index}" if self.exec_id and self.index is not None else None
 
     @property
+    def name(self) -> str | None:
+        return self.executable.rsplit("/", 1)[-1] if self.executable else None
+
+    @property
     def command_line(self) -> str | None:
         return shlex.join(self.args) if self.args else None
+
+
+def is_process_event(event_type: str, verb: str) -> bool:
+    """A process started or ended: a docker CLI call, an exec, a session's command."""
+    return event_type == "docker-cli" or verb.startswith("exec_") or verb == EXEC_COMMAND
 
 
 def session_command(attributes: Mapping[str, Any]) -> SessionCommand:

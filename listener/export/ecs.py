@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from listener.export.commands import session_command
+from listener.export.commands import is_process_event, session_command
 from listener.model.alert import Alert
 from listener.model.event import Event, Who
 from listener.sessions.records import EXEC_COMMAND
@@ -77,7 +77,7 @@ def timestamp(time_ns: int) -> str:
 
 def event_document(event: Event) -> dict[str, Any]:
     verb = event.action.partition(":")[0].strip()
-    is_process = event.type == "docker-cli" or verb.startswith("exec_") or verb == EXEC_COMMAND
+    is_process = is_process_event(event.type, verb)
     document: dict[str, Any] = {
         "@timestamp": timestamp(event.time_ns),
         "ecs": {"version": ECS_VERSION},
@@ -123,7 +123,7 @@ def _session_process(attributes: dict[str, Any]) -> dict[str, Any]:
         "args": command.args or None,
         "command_line": command.command_line,
         "executable": command.executable,
-        "name": command.executable.rsplit("/", 1)[-1] if command.executable else None,
+        "name": command.name,
         "working_directory": command.cwd,
         "exit_code": command.exit_code,
         "parent": {"pid": command.ppid} if command.ppid is not None else None,

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from listener.export.commands import session_command
+from listener.export.commands import is_process_event, session_command
 from listener.model.alert import Alert
 from listener.model.event import Event, Who
 from listener.sessions.records import EXEC_COMMAND
@@ -120,7 +120,7 @@ class OcsfWriter:
 def event_record(event: Event, product: dict[str, str]) -> dict[str, Any]:
     """The OCSF record of one trail event."""
     verb = event.action.partition(":")[0].strip()
-    if event.type == "docker-cli" or verb.startswith("exec_") or verb == EXEC_COMMAND:
+    if is_process_event(event.type, verb):
         class_uid, specific = PROCESS_ACTIVITY, _process_activity(event, verb)
     elif event.type == "container" and verb in LIFECYCLE:
         class_uid, specific = APPLICATION_LIFECYCLE, _lifecycle(event, verb)
@@ -243,8 +243,8 @@ def _session_command(attributes: dict[str, Any]) -> dict[str, Any]:
     command = session_command(attributes)
     process: dict[str, Any] = {"pid": command.pid, "cmd_line": command.command_line}
     if command.executable:
-        name = command.executable.rsplit("/", 1)[-1]
-        process |= {"name": name, "file": {"path": command.executable, "name": name, "type_id": 1}}
+        file = {"path": command.executable, "name": command.name, "type_id": 1}
+        process |= {"name": command.name, "file": file}
     if command.uid is not None:
         process["user"] = _user(None, command.uid)
     if command.ppid is not None:
