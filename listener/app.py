@@ -1,7 +1,8 @@
 """`docktrail run`: the live service's wiring and lifecycle.
 
-It opens the trail, loads what the trail knows about this host, and follows
-the Docker Engine (`listener.sources.docker_live.DockerSource`) through the
+It opens the trail, connects to the Docker Engine at once (its events are
+read into a queue while it loads what the trail knows about this host), and
+follows the Engine (`listener.sources.docker_live.DockerSource`) through the
 pipeline into the trail until SIGTERM or SIGINT; then it hands on what was
 read, flushes, signs a checkpoint (the trail's `aclose()`) and exits 0. While
 running, the trail signs its head every `trail.checkpoint_interval_secs`.
@@ -39,7 +40,7 @@ from listener.rules.engine import RuleEngine, RulesStage
 from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
-from listener.sources.docker_state import KnownState
+from listener.sources.docker_state import KnownState, last_docker_time_ns
 from listener.sources.known_saved import restore_known
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
@@ -133,67 +134,90 @@ async def run_service(config: DocktrailConfig) -> int:
     redact.configure(redact.Redactor.from_config(config))
     trail = SQLiteTrail.from_config(config.trail, host)
     async with trail:
-        seq, _ = await trail.call(lambda t: t.head())
-        known, known_fold = await trail.call(lambda t: restore_known(t, host))
-        log.info(
-            "docktrail running",
-            extra={"fields": _start_fields(config, host, seq, known)},
-        )
-        metrics = _service_metrics(config)
-        wiring = await _wire(config, trail, host, metrics)
-        proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
-        if proxy is not None:  # after auditd attribution: peer credentials name the client
-            wiring.stages.insert(1, proxy.stage)
-        settle_after_start()
-        sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
-        wiring.stages += [sweeper, known_fold]
-        pipeline = Pipeline(
-            wiring.sink,
-            stages=wiring.stages,
-            batch_size=config.trail.batch_size,
-            flush_interval_secs=config.trail.flush_interval_secs,
-            write_when_idle=True,  # live: commit delay of one write, not a timer
-        )
-        intents = wiring.intents
-        source = DockerSource(
-            config.docker, host, pipeline.put, known=known, on_running=intents.expiry.on_running,
-            on_sweep=await posture_runner(config, trail, host),
-        )  # fmt: skip
-        sweeper.want = source.want_sweep
-        worker = wiring.worker
-        server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
-        if worker is not None:
-            await worker.start()
-        publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
+        # The Engine first: it keeps only its last 256 events for a reader that comes
+        # late, and restoring what a long trail knows takes a second or more.
+        horizon = await trail.call(lambda t: last_docker_time_ns(t, host))
+        source = DockerSource(config.docker, host, _not_wired)
+        source.wire_later(horizon)
+        source_task = asyncio.create_task(source.run(), name="docker-source")
         try:
-            if proxy is not None:
-                await proxy.start(pipeline.put)
-            async with intents.serving(config, host, pipeline, source):
-                await _run_until_stopped(config, source, wiring.audit, pipeline, stop)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await pipeline.aclose()  # keep what can still be kept
-            if publishing is not None:
-                await publishing.abort()
-            raise
+            await _serve(config, trail, host, source, source_task, stop)
         finally:
-            if proxy is not None:
-                await proxy.aclose()
-            if worker is not None:
-                await worker.aclose()  # what is unsent stays in the outbox for the next start
-            if server is not None:
-                await server.aclose()
-        await pipeline.aclose()
-        await wiring.rules.save_state()  # the next start reads only what comes after
-        await known_fold.save()
-        if publishing is not None:
-            await publishing.finish()  # seals the trail and publishes up to the seal
-        log.info(
-            "stopping: flushed the trail, signing a checkpoint",
-            extra={"fields": {**asdict(source.stats), "stored": pipeline.stats.stored}},
-        )
+            source_task.cancel()  # a no-op once it ended; ends it when the wiring failed
+            await asyncio.gather(source_task, return_exceptions=True)
     log.info("stopped")
     return 0
+
+
+async def _not_wired(event: object) -> None:
+    raise AssertionError("the Docker source handed on an event before it was wired")
+
+
+async def _serve(
+    config: DocktrailConfig,
+    trail: SQLiteTrail,
+    host: str,
+    source: DockerSource,
+    source_task: asyncio.Task[None],
+    stop: asyncio.Event,
+) -> None:
+    """Restores what the trail knows, wires the stages, and runs until `stop`."""
+    seq, _ = await trail.call(lambda t: t.head())
+    known, known_fold = await trail.call(lambda t: restore_known(t, host))
+    log.info("docktrail running", extra={"fields": _start_fields(config, host, seq, known)})
+    metrics = _service_metrics(config)
+    wiring = await _wire(config, trail, host, metrics)
+    proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
+    if proxy is not None:  # after auditd attribution: peer credentials name the client
+        wiring.stages.insert(1, proxy.stage)
+    settle_after_start()
+    sweeper = SweepOnDaemonChange()  # a daemon file changed or reloaded: sweep now
+    wiring.stages += [sweeper, known_fold]
+    pipeline = Pipeline(
+        wiring.sink,
+        stages=wiring.stages,
+        batch_size=config.trail.batch_size,
+        flush_interval_secs=config.trail.flush_interval_secs,
+        write_when_idle=True,  # live: commit delay of one write, not a timer
+    )
+    intents = wiring.intents
+    source.wired(
+        pipeline.put, known, on_running=intents.expiry.on_running,
+        on_sweep=await posture_runner(config, trail, host),
+    )  # fmt: skip
+    sweeper.want = source.want_sweep
+    worker = wiring.worker
+    server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
+    if worker is not None:
+        await worker.start()
+    publishing = await Publishing.start(config, trail, host)  # None without `kafka:`
+    try:
+        if proxy is not None:
+            await proxy.start(pipeline.put)
+        async with intents.serving(config, host, pipeline, source):
+            await _run_until_stopped(config, source, source_task, wiring.audit, pipeline, stop)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await pipeline.aclose()  # keep what can still be kept
+        if publishing is not None:
+            await publishing.abort()
+        raise
+    finally:
+        if proxy is not None:
+            await proxy.aclose()
+        if worker is not None:
+            await worker.aclose()  # what is unsent stays in the outbox for the next start
+        if server is not None:
+            await server.aclose()
+    await pipeline.aclose()
+    await wiring.rules.save_state()  # the next start reads only what comes after
+    await known_fold.save()
+    if publishing is not None:
+        await publishing.finish()  # seals the trail and publishes up to the seal
+    log.info(
+        "stopping: flushed the trail, signing a checkpoint",
+        extra={"fields": {**asdict(source.stats), "stored": pipeline.stats.stored}},
+    )
 
 
 @dataclass(slots=True)
@@ -279,12 +303,14 @@ async def _serve_metrics(
 async def _run_until_stopped(
     config: DocktrailConfig,
     source: DockerSource,
+    source_task: asyncio.Task[None],
     audit: AuditLogTail | None,
     pipeline: Pipeline,
     stop: asyncio.Event,
 ) -> None:
-    """Runs the sources and the problem reports until `stop`; a failed source raises."""
-    source_task = asyncio.create_task(source.run(), name="docker-source")
+    """Runs the sources and the problem reports until `stop`; a failed source raises.
+
+    `source_task` runs `source.run()`; it was started before the wiring."""
     tasks = [asyncio.create_task(_report_problems_forever(config), name="problems")]
     tasks += [asyncio.create_task(job) for job in posture_tasks(source.on_sweep, source.engine)]
     if audit is not None:

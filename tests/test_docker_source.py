@@ -347,6 +347,61 @@ async def test_restart_within_the_buffer_replays_what_was_missed_without_a_gap()
     assert of(stored, "docktrail", "gap") == []
 
 
+async def test_a_source_wired_later_reads_the_engine_at_once_and_hands_on_once_wired() -> None:
+    """The service opens the stream before it restores what a long trail knows: what
+    the Engine sends meanwhile (more than the 256 it keeps for a late reader) is read,
+    and nothing is reconciled or handed on before `wired`."""
+    engine = FakeEngine()
+    first = engine.emit("volume", "create", "before")
+    engine.containers_list = []  # c-gone was removed while the service was stopped
+    stored: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        stored.append(event)
+
+    async def too_early(event: Event) -> None:
+        raise AssertionError(f"handed on before it was wired: {event.action}")
+
+    config = DockerConfig(host=engine.host, reconnect_min_secs=0.05, reconnect_max_secs=0.1)
+    source = DockerSource(config, HOST, too_early, engine=engine)  # type: ignore[arg-type]
+    source.wire_later(first["timeNano"])
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: len(engine.streams) == 1)
+        during = [engine.emit("volume", "create", f"v{i}") for i in range(300)]
+        await asyncio.sleep(0.2)
+        assert source.queue_depth() >= 300 and not source.connected.is_set()
+        known = KnownState(
+            containers={"c-gone": KnownContainer("c-gone", "gone", "busybox", "exited", None, 1)},
+            last_docker_ns=first["timeNano"],
+        )
+        source.wired(emit, known)
+        await eventually(lambda: len(of(stored)) == 301)
+    finally:
+        source.stop()
+        await asyncio.wait_for(task, 5)
+    assert stored[0].action == "connected"
+    assert [e.actor.id for e in of(stored)] == ["before"] + [r["Actor"]["ID"] for r in during]
+    assert [e.actor.id for e in of(stored, "docktrail", "observed")] == ["c-gone"]
+    assert of(stored, "docktrail", "gap") == []
+
+
+async def test_a_source_stopped_before_it_is_wired_ends_and_hands_on_nothing() -> None:
+    engine = FakeEngine()
+    engine.emit("volume", "create", "before")
+
+    async def too_early(event: Event) -> None:
+        raise AssertionError(f"handed on before it was wired: {event.action}")
+
+    config = DockerConfig(host=engine.host)
+    source = DockerSource(config, HOST, too_early, engine=engine)
+    source.wire_later(None)
+    task = asyncio.create_task(source.run())
+    await eventually(lambda: len(engine.streams) == 1)
+    source.stop()
+    await asyncio.wait_for(task, 5)  # raises what too_early raised, had anything been handed on
+
+
 async def test_restart_beyond_the_buffer_records_a_gap_and_the_observed_changes() -> None:
     engine = FakeEngine()
     now = time.time_ns()

@@ -80,8 +80,9 @@ async def test_what_was_read_is_written_before_the_audit_source_closes() -> None
     source = DockerStandIn(pipeline)
     stop = asyncio.Event()
     config = DocktrailConfig.model_validate({"auditd": {"enabled": False}})
+    source_task = asyncio.create_task(source.run())
     running = asyncio.create_task(
-        _run_until_stopped(config, source, audit, pipeline, stop)  # type: ignore[arg-type]
+        _run_until_stopped(config, source, source_task, audit, pipeline, stop)  # type: ignore[arg-type]
     )
     while pipeline.pending == 0:
         await asyncio.sleep(0.01)

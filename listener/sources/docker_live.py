@@ -387,6 +387,12 @@ class DockerSource:
     until `stop()`. Every event goes to `emit` (the pipeline's `put`) in stream
     order per object (`_ObjectOrder`). `known` is what the trail knows about
     this host (`KnownState`): its `last_docker_ns` is where reading resumes.
+
+    The service opens the stream before it has restored what the trail knows
+    (`wire_later`, then `wired`): on a long trail that takes a second or more,
+    and the Engine keeps only its last 256 events for a reader that comes late.
+    The stream is read into the queue meanwhile; nothing is reconciled or handed
+    on before `wired`.
     """
 
     def __init__(
@@ -427,6 +433,27 @@ class DockerSource:
         self._image_launch: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._sweep_wanted = asyncio.Event()  # a connect asks for a sweep
         self._sweep_reason = "periodic"
+        self._wired = asyncio.Event()  # what the trail knows is in hand (see `wire_later`)
+        self._wired.set()
+
+    def wire_later(self, horizon_ns: int | None) -> None:
+        """Before `run()`: read the Engine from `horizon_ns` (the last stored Engine
+        event's time) at once, and hand nothing on until `wired()`."""
+        self._horizon_ns = horizon_ns
+        self._wired.clear()
+
+    def wired(
+        self,
+        emit: Emit,
+        known: KnownState,
+        *,
+        on_running: OnRunning | None = None,
+        on_sweep: OnSweep | None = None,
+    ) -> None:
+        """What `wire_later` waited for: where events go and what the trail knows."""
+        self._emit, self.known = emit, known
+        self.on_running, self.on_sweep = on_running, on_sweep
+        self._wired.set()
 
     def queue_depth(self) -> int:
         """Engine events read and not yet handed on."""
@@ -500,6 +527,8 @@ class DockerSource:
                 delay = min(delay * 2, self.config.reconnect_max_secs)
                 continue
             delay = self.config.reconnect_min_secs
+            if not self._wired.is_set():
+                return
             error = await self._follow()
             if error is not None:
                 log.warning(
@@ -527,10 +556,48 @@ class DockerSource:
                               "daemon_id": identity.id, "version": identity.server_version,
                               "api": identity.api_version, "since": since_arg(since_ns)}},
         )  # fmt: skip
+        waited = not self._wired.is_set()
+        await self._until_wired()  # the stream is read into the queue meanwhile
+        if not self._wired.is_set():
+            return  # stopped first: nothing is handed on
         self._put(self._daemon_event("connected", {"since": since_arg(since_ns)}))
-        await self._reconcile(reason, horizon, replay_from_ns=since_ns)
+        read_oldest = self._hand_on_read() if waited else None
+        await self._reconcile(reason, horizon, replay_from_ns=since_ns, read_oldest=read_oldest)
         self._sweep_reason = reason
         self._sweep_wanted.set()
+
+    async def _until_wired(self) -> None:
+        """Returns at `wired()`, or at `stop()` before it."""
+        if self._wired.is_set():
+            return
+        waits = {asyncio.create_task(event.wait()) for event in (self._wired, self._stopping)}
+        try:
+            await asyncio.wait(waits, return_when=FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def _hand_on_read(self) -> int | None:
+        """Hands on the stream's events read while the source waited for `wired`, in
+        stream order and before the reconciliation's look at the Engine's buffer (which
+        no longer holds the older ones); the oldest one's time.
+
+        An end of the stream or a stall stays queued for `_follow`, with what came after it.
+        """
+        oldest: int | None = None
+        kept: list[object] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if kept or item is _STOP or isinstance(item, StreamEnded | Stall):
+                kept.append(item)
+                continue
+            time_nano = item.get("timeNano") if isinstance(item, dict) else None
+            if isinstance(time_nano, int):
+                oldest = time_nano if oldest is None else min(oldest, time_nano)
+            self._on_stream_event(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+        return oldest
 
     async def _follow(self) -> str | None:
         """Hands on the stream's events until it ends (its error) or `stop()` (None)."""
@@ -738,19 +805,22 @@ class DockerSource:
 
     # ------------------------------------------------------------------ gaps
 
-    async def _reconcile(self, reason: str, horizon: int | None, replay_from_ns: int) -> None:
+    async def _reconcile(
+        self, reason: str, horizon: int | None, replay_from_ns: int, read_oldest: int | None = None
+    ) -> None:
         """Lists the host, reads the Engine's replay buffer, records what may be lost.
 
         The buffer is read after the listing, and its events are handed on
         before comparing, so that a change the listing shows is explained by
-        its event when the Engine still has it.
+        its event when the Engine still has it. `read_oldest`: the oldest event
+        the stream already handed on (`_hand_on_read`); nothing after it is lost.
         """
         listed_at = self._engine_now()
         containers, images = await self._call(self._list_host)
         until = self._engine_now()
         buffer = await self._call(self.engine.buffered_events, until)
         self._replay(buffer, replay_from_ns)
-        oldest = _oldest(buffer)
+        oldest = min((t for t in (_oldest(buffer), read_oldest) if t is not None), default=None)
         if horizon is not None and (oldest is None or oldest > horizon):
             # dockerd only has the events after `oldest` (it restarted, or more than
             # 256 happened): those between the last one we have and it may be lost.
@@ -977,6 +1047,7 @@ class DockerSource:
 
     async def _sweep_loop(self) -> None:
         """A sweep after every connect and every `sweep_interval_secs` after the last one."""
+        await self._until_wired()
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.sweep_interval_secs):
