@@ -141,7 +141,7 @@ async def run_service(config: DocktrailConfig) -> int:
         source.wire_later(horizon)
         source_task = asyncio.create_task(source.run(), name="docker-source")
         try:
-            await _serve(config, trail, host, source, source_task, stop)
+            await _serve(config, trail, host, horizon, source, source_task, stop)
         finally:
             source_task.cancel()  # a no-op once it ended; ends it when the wiring failed
             await asyncio.gather(source_task, return_exceptions=True)
@@ -157,13 +157,16 @@ async def _serve(
     config: DocktrailConfig,
     trail: SQLiteTrail,
     host: str,
+    horizon: int | None,
     source: DockerSource,
     source_task: asyncio.Task[None],
     stop: asyncio.Event,
 ) -> None:
-    """Restores what the trail knows, wires the stages, and runs until `stop`."""
+    """Restores what the trail knows, wires the stages, and runs until `stop`.
+
+    `horizon`: the last stored Engine event's time, where `source` resumes."""
     seq, _ = await trail.call(lambda t: t.head())
-    known, known_fold = await trail.call(lambda t: restore_known(t, host))
+    known, known_fold = await trail.call(lambda t: restore_known(t, host, horizon))
     log.info("docktrail running", extra={"fields": _start_fields(config, host, seq, known)})
     metrics = _service_metrics(config)
     wiring = await _wire(config, trail, host, metrics)

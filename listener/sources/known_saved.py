@@ -24,6 +24,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any
 
 import orjson
@@ -163,9 +164,13 @@ def _binding(trail: Any, host: str, through: int) -> Binding | None:
     return Binding(trail.trail_id, through, event.hash, _scope(host))
 
 
-def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
+def restore_known(
+    trail: Any, host: str, last_docker_ns: int | EllipsisType | None = ...
+) -> tuple[KnownState, KnownFold]:
     """What the trail knows of `host` (for the source), and the stage that keeps it saved.
 
+    `last_docker_ns`: `last_docker_time_ns` when the caller has it already (on a
+    trail without recent Engine events of the host it scans the events table).
     Blocking: run it where the trail may be used (`await trail.call(...)`).
     """
     head, _ = trail.head()
@@ -182,7 +187,11 @@ def restore_known(trail: Any, host: str) -> tuple[KnownState, KnownFold]:
         fold._save(trail)  # rebuilt: the next start need not do it again
     # Two copies: the source changes its own as it reads; the fold follows the trail.
     known = copy_known(folded)
-    known.last_docker_ns = last_docker_time_ns(trail, host)
+    known.last_docker_ns = (
+        last_docker_time_ns(trail, host)
+        if isinstance(last_docker_ns, EllipsisType)
+        else last_docker_ns
+    )
     return known, fold
 
 
