@@ -339,15 +339,18 @@ def cost_growth(outcomes: Sequence[Outcome]) -> list[str]:
         "",
         "The same measures at each trail size (bench/growth.py, bench/trail_scale.py).",
         "Targets: ingest >= 0.8 of the rate into an empty trail; verify < 30 s at 10M;",
-        "peak RSS < 100 MB (`run`: its resident memory 1 s after it reads the Engine);",
-        "`run` start to Engine < 1 s. The 10M trails are bulk-built",
-        "(bench/bulk_trail.py): their indexes are packed fuller than grown ones, so their",
-        "size and query figures are slightly flattering; 100k and 1M are grown as the",
-        "service grows them. The 10M growth trail is measured in place (no 13 GB copy).",
+        "peak RSS < 100 MB (`run`: its resident memory 1 s after it says it is running);",
+        "`run` start to Engine < 1 s. `run` opens the Engine's stream first and reads it",
+        "while it restores what the trail knows; `run` running: when that is done and the",
+        "stages are wired (no target: shown for the cost that moved). The 10M trails are",
+        "bulk-built (bench/bulk_trail.py): their indexes are packed fuller than grown",
+        "ones, so their size and query figures are slightly flattering; 100k and 1M are",
+        "grown as the service grows them. The 10M growth trail is measured in place (no",
+        "13 GB copy).",
         "",
         "| events | ingest into it (x empty) | verify | peak RSS verify / replay / "
-        "queries | bytes / event | `run` to Engine | `run` RSS |",
-        "|---|---|---|---|---|---|---|",
+        "queries | bytes / event | `run` to Engine | `run` running | `run` RSS |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for size in GROWTH_SIZES:
         cells = [_cell(size, medians, outcomes, col) for col in _COLUMNS]
@@ -406,6 +409,11 @@ def _run_start(size: str, got: dict[str, tuple[float, float | None]]) -> str | N
     return None if value is None else f"{_fmt(value)} s{_met(value < 1.0)}"
 
 
+def _run_ready(size: str, got: dict[str, tuple[float, float | None]]) -> str | None:
+    value = got.get(f"growth.run_ready.{size}", (None, None))[0]
+    return None if value is None else f"{_fmt(value)} s"
+
+
 def _run_rss(size: str, got: dict[str, tuple[float, float | None]]) -> str | None:
     value = got.get(f"growth.run_rss.{size}", (None, None))[0]
     return None if value is None else f"{_fmt(value)} MB{_met(value < RSS_TARGET_MB)}"
@@ -417,6 +425,7 @@ _COLUMNS = (
     ("trail_scale.py", _rss),
     ("trail_scale.py", _bytes),
     ("growth.py", _run_start),
+    ("growth.py", _run_ready),
     ("growth.py", _run_rss),
 )
 

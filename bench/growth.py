@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -315,7 +315,8 @@ class EngineStandIn:
 
 class RunStart(NamedTuple):
     secs: float  # from starting `docktrail run` to its first connection to the Engine
-    rss_mb: float  # the service's resident memory RSS_SETTLE_SECS after that (state restored)
+    ready_secs: float  # to its "docktrail running" (states restored, stages wired)
+    rss_mb: float  # the service's resident memory RSS_SETTLE_SECS after it is running
 
 
 RSS_SETTLE_SECS = 1.0
@@ -334,22 +335,22 @@ def run_start(path: Path, beside: Path | None = None, timeout: float = 600.0) ->
     config_file = where / "docktrail.yaml"
     config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_defaults=True)))
     engine = EngineStandIn(where / "engine.sock")
+    log_path = where / "run.log"
     started = time.perf_counter()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "listener", "--config", str(config_file), "run"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log_path.open("wb") as log_file:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "listener", "--config", str(config_file), "run"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
-        while engine.first is None:
-            if service.poll() is not None:
-                raise SystemExit(f"docktrail run exited with {service.returncode} before reading")
-            if time.perf_counter() - started > timeout:
-                raise SystemExit("docktrail run did not read the Engine in time")
-            time.sleep(0.005)
+        _wait_until(lambda: engine.first is not None, service, started, timeout, "read the Engine")
+        _wait_until(lambda: _running(log_path), service, started, timeout, "say it is running")
+        ready = time.perf_counter() - started
         time.sleep(RSS_SETTLE_SECS)
-        return RunStart(engine.first - started, _rss_mb(service.pid))
+        assert engine.first is not None
+        return RunStart(engine.first - started, ready, _rss_mb(service.pid))
     finally:
         service.send_signal(signal.SIGTERM)
         try:
@@ -358,6 +359,25 @@ def run_start(path: Path, beside: Path | None = None, timeout: float = 600.0) ->
             service.kill()
             service.wait()
         engine.close()
+
+
+def _wait_until(
+    done: Callable[[], bool],
+    service: subprocess.Popen[bytes],
+    started: float,
+    timeout: float,
+    what: str,
+) -> None:
+    while not done():
+        if service.poll() is not None:
+            raise SystemExit(f"docktrail run exited with {service.returncode} before it did {what}")
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"docktrail run did not {what} in time")
+        time.sleep(0.005)
+
+
+def _running(log_path: Path) -> bool:
+    return b'"docktrail running"' in log_path.read_bytes()
 
 
 def figure(name: str, values: list[float], unit: str, baseline: float, ratio: float) -> None:
@@ -439,6 +459,8 @@ def measure_run(
     empty = [run_start(copy_trail(None, work / "r")) for _ in range(repeat)]
     base = statistics.median(start.secs for start in empty)
     figure("growth.run_to_engine.empty", [start.secs for start in empty], "s", base, 1.0)
+    ready_base = statistics.median(start.ready_secs for start in empty)
+    _ready_figure("empty", empty, ready_base)
     _rss_figure("empty", empty)
     for n in sizes:
         if n >= BULK_FROM:  # its config and the Engine's socket go to `work`, not the cache
@@ -448,6 +470,7 @@ def measure_run(
         times = [start.secs for start in starts]
         ratio = statistics.median(times) / base
         figure(f"growth.run_to_engine.{size_name(n)}", times, "s", base, ratio)
+        _ready_figure(size_name(n), starts, ready_base)
         _rss_figure(size_name(n), starts)
         if cold and n >= BULK_FROM:
             print(f"# {size_name(n)}: no cold start (it would delete the cached trail's states)")
@@ -457,6 +480,12 @@ def measure_run(
                 conn.execute("DELETE FROM rule_state")
             took = run_start_secs(path)
             figure(f"growth.run_to_engine.{size_name(n)}.cold", [took], "s", base, took / base)
+
+
+def _ready_figure(size: str, starts: list[RunStart], base: float) -> None:
+    """From the start to "docktrail running": the Engine is already being read by then."""
+    ready = [start.ready_secs for start in starts]
+    figure(f"growth.run_ready.{size}", ready, "s", base, statistics.median(ready) / base)
 
 
 def _rss_figure(size: str, starts: list[RunStart]) -> None:

@@ -167,7 +167,6 @@ async def _serve(
     `horizon`: the last stored Engine event's time, where `source` resumes."""
     seq, _ = await trail.call(lambda t: t.head())
     known, known_fold = await trail.call(lambda t: restore_known(t, host, horizon))
-    log.info("docktrail running", extra={"fields": _start_fields(config, host, seq, known)})
     metrics = _service_metrics(config)
     wiring = await _wire(config, trail, host, metrics)
     proxy = ProxyService(config.proxy, host) if config.proxy.enabled else None
@@ -189,6 +188,7 @@ async def _serve(
         on_sweep=await posture_runner(config, trail, host),
     )  # fmt: skip
     sweeper.want = source.want_sweep
+    log.info("docktrail running", extra={"fields": _start_fields(config, host, seq, known)})
     worker = wiring.worker
     server = await _serve_metrics(config, metrics, pipeline, source, wiring.audit)
     if worker is not None:

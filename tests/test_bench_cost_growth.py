@@ -1,5 +1,5 @@
 """`bench/all.py`'s Cost growth table (issue #20): ingest rate, verify time, peak RSS,
-bytes per event, `run` start and `run` RSS at 100k, 1M and 10M events; a size that was not
+bytes per event, `run` start, running and RSS at 100k, 1M and 10M events; a size that was not
 measured says why (a cold cache, a spent budget, not chosen). The 10M entries run
 last and are skipped with a reason when the budget left is too short. No timing is
 asserted: the benches themselves are not run here."""
@@ -17,6 +17,8 @@ FIGURE growth.ingest.100k 18000 events/s baseline=20000 ratio=0.9
 FIGURE growth.ingest.1M 12000 events/s baseline=20000 ratio=0.6
 FIGURE growth.run_to_engine.100k 0.33 s baseline=0.3 ratio=1.1
 FIGURE growth.run_to_engine.1M 1.5 s baseline=0.3 ratio=5
+FIGURE growth.run_ready.100k 0.52 s baseline=0.5 ratio=1.04
+FIGURE growth.run_ready.1M 0.9 s baseline=0.5 ratio=1.8
 FIGURE growth.run_rss.100k 80 MB baseline=100 ratio=0.8 target=<100
 FIGURE growth.run_rss.1M 140 MB baseline=100 ratio=1.4 target=<100
 """
@@ -54,11 +56,11 @@ def test_each_size_is_a_row_with_its_figures_and_missed_targets_marked() -> None
     assert list(rows) == ["100k", "1M", "10M"]
     assert rows["100k"].startswith("| 100k | 18000 events/s (0.90x) | 0.7 s | 40 / 45 / 120 MB")
     assert "120 MB **(target missed)**" in rows["100k"]  # queries above 100 MB
-    assert rows["100k"].endswith("1400 B | 0.33 s | 80 MB |")
+    assert rows["100k"].endswith("1400 B | 0.33 s | 0.52 s | 80 MB |")
     assert "12000 events/s (0.60x) **(target missed)**" in rows["1M"]
-    assert "1.5 s **(target missed)** | 140 MB **(target missed)** |" in rows["1M"]
+    assert "1.5 s **(target missed)** | 0.9 s | 140 MB **(target missed)** |" in rows["1M"]
     assert "not measured: trail_scale.py printed no figure for 1M" in rows["1M"]
-    assert rows["10M"].count("not measured: growth.py at 10M was not chosen in this run") == 3
+    assert rows["10M"].count("not measured: growth.py at 10M was not chosen in this run") == 4
 
 
 def test_a_missing_size_gives_the_reason_its_bench_noted() -> None:
@@ -69,7 +71,7 @@ def test_a_missing_size_gives_the_reason_its_bench_noted() -> None:
         _outcome("trail_scale.py", "10M", "", [f"run 1: {spent}"]),
     ]
     row = _rows(harness.render(outcomes, {}, 60.0))["10M"]
-    assert row.count(f"not measured: {cold}") == 3  # ingest, run start, run RSS
+    assert row.count(f"not measured: {cold}") == 4  # ingest, run start, running, RSS
     assert row.count(f"not measured: {spent}") == 3  # verify, RSS, bytes
 
 
