@@ -198,7 +198,7 @@ def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
     bulk = "-bulk" if events >= BULK_FROM else ""  # not the incrementally grown one
     path = cache / f"growth-{cache_key()}-{size_name(events)}{bulk}.db"
     if path.exists() and not rebuild:
-        return path
+        return bulk_trail.up_to_date(path)
     for old in cache.glob(path.name + "*"):
         old.unlink()
     path.with_suffix(".key").unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Every documented query filter is answered from an index, never by a full scan of
-the events or alerts (README "Query filters": container, login, image, time range;
-alerts: rule, and the same subjects). A full scan is what makes a query's cost grow
+the events or alerts (README "Query filters": container, login, image, time range,
+exec session; alerts: rule, and the same subjects). A full scan is what makes a query's cost grow
 with the trail, so the plan is the behaviour checked here, not a timing.
 """
 
@@ -31,6 +31,8 @@ EVENT_FILTERS = {
     "since and until": EventFilter(since_ns=T0, until_ns=T0 + 60 * 10**9),
     "container in a time range": EventFilter(container="web-1", since_ns=T0, until_ns=T0 + 1),
     "login since": EventFilter(user="alice", since_ns=T0),
+    "session": EventFilter(session="3c1f2a9e7b10"),
+    "session since": EventFilter(session="3c1f2a9e7b10", since_ns=T0),
 }
 ALERT_FILTERS = {
     "rule": AlertFilter(rule="privileged-container"),

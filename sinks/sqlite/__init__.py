@@ -25,6 +25,10 @@ Schema
     (``container`` is ``attributes.container`` when it is a string), kept as
     plain columns so that filters use indexes. They are not hashed, so
     ``verify`` checks each against the body (see below).
+    Index ``events_exec_id`` (migration ``0010_exec_id_index``, for
+    ``query -f session=``) is on ``json_extract(body, '$.attributes.execID')``
+    of the exec events: computed from the hashed body, nothing copied. It is
+    the one migration a trail on read-only storage may lack (``index_only``).
 
 ``alerts`` (one row per alert, never updated or deleted; a chain of its own)
     ``seq INTEGER PRIMARY KEY``: alert seq 1, 2, 3 … without gaps.

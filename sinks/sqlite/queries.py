@@ -178,10 +178,18 @@ def _any_term(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     return clause, [param for _, term_params in terms for param in term_params]
 
 
+# As the exec-id index (`events_exec_id`, migration 0010) computes it, or it is not used.
+_EXEC_ID = "json_extract(events.body, '$.attributes.execID')"
+_TEXT_END = "\U0010ffff"  # the highest code point: every text starting with v sorts below v + it
+
+
 def _session_sql(value: str) -> tuple[str, list[Any]]:
-    """The exec id, whole or a prefix of it (`sinks.filtering._session_matches`)."""
-    clause = "substr(json_extract(events.body, '$.attributes.execID'), 1, ?) = ?"
-    return clause, [len(value), value]
+    """The exec id, whole or a prefix of it (`sinks.filtering._session_matches`).
+
+    The range lets the exec-id index (`events_exec_id`) find the prefix; the
+    `substr` term keeps the match exact whatever the range lets through."""
+    clause = f"({_EXEC_ID} >= ? AND {_EXEC_ID} < ? AND substr({_EXEC_ID}, 1, ?) = ?)"
+    return clause, [value, value + _TEXT_END, len(value), value]
 
 
 def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:

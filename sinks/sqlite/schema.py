@@ -157,6 +157,9 @@ def alert_copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
 class Migration(NamedTuple):
     name: str
     apply: Callable[[Database], None]
+    # An index and nothing else: every read is right without it, only slower. A trail
+    # on read-only storage (an evidence copy) is read without it rather than refused.
+    index_only: bool = False
 
 
 def _m0001_tables(db: Database) -> None:
@@ -251,6 +254,15 @@ def _m0006_checkpoint_alerts_head(db: Database) -> None:
     )
 
 
+def _m0010_exec_id_index(db: Database) -> None:
+    # `query -f session=` (sinks.sqlite.queries, whose expression must match this one).
+    # An index on an expression of the hashed body, not a copied column: nothing to
+    # copy, so nothing to check, and `integrity_check` recomputes every entry. Only the
+    # exec events (a few in a hundred) are in it.
+    exec_id = "json_extract(body, '$.attributes.execID')"
+    db.execute(f"CREATE INDEX events_exec_id ON events ({exec_id}) WHERE {exec_id} IS NOT NULL")
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_tables", _m0001_tables),
     Migration("0002_indexes", _m0002_indexes),
@@ -261,15 +273,23 @@ MIGRATIONS: list[Migration] = [
     Migration("0007_outbox", outbox.migrate),
     Migration("0008_head_seal", headseal.migrate),
     Migration("0009_rule_state", rulestate.migrate),
+    Migration("0010_exec_id_index", _m0010_exec_id_index, index_only=True),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]
 """Applied in every trail created with a genesis checkpoint, from its creation on."""
 
 
-def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
-    """Apply the missing `migrations` in one transaction; return the names applied."""
-    if not _pending(db, migrations):
+def apply_migrations(
+    db: Database, migrations: Sequence[Migration] = MIGRATIONS, *, read_only: bool = False
+) -> list[str]:
+    """Apply the missing `migrations` in one transaction; return the names applied.
+
+    `read_only`: the file cannot be written (read-only storage); missing indexes
+    (`index_only`) are left missing, and any other missing migration is attempted
+    (and fails: the caller says what to do)."""
+    pending = _pending(db, migrations)
+    if not pending or (read_only and all(m.index_only for m in pending)):
         return []  # the common case takes no write lock (read-only copies open too)
     conn = db.conn
     with immediate(conn):

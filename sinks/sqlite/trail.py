@@ -220,7 +220,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def _read_only_storage(self) -> sqlite3.Connection:
         conn = connect_immutable(self.path, timeout=BUSY_TIMEOUT_SECS)
         try:
-            self._setup(conn)
+            self._setup(conn, read_only=True)
         except sqlite3.OperationalError as exc:
             conn.close()
             if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY":
@@ -232,7 +232,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             ) from exc
         return conn
 
-    def _setup(self, conn: sqlite3.Connection) -> None:
+    def _setup(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: a no-op on an existing file
         conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
         conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
@@ -241,7 +241,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BYTES // page_size}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
-        self.applied_migrations = apply_migrations(db)
+        self.applied_migrations = apply_migrations(db, read_only=read_only)
         row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
         if row is None:
             raise TamperError("meta table has no trail_id (database rewritten?)")
