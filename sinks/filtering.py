@@ -56,8 +56,13 @@ def matches(event: Event, f: EventFilter, named_ids: frozenset[str] = frozenset(
 
 
 def _session_matches(event: Event, wanted: Wanted) -> bool:
+    """An exec event (`exec_create` … `exec-command`) of the exec id or a prefix of it."""
     exec_id = event.attributes.get("execID")
-    return isinstance(exec_id, str) and any(exec_id.startswith(v) for v in values_of(wanted))
+    return (
+        event.action.startswith("exec")
+        and isinstance(exec_id, str)
+        and any(exec_id.startswith(v) for v in values_of(wanted))
+    )
 
 
 def _one_of(wanted: Wanted, value: str | None) -> bool:

@@ -17,6 +17,7 @@ from sinks.base import EventFilter
 from sinks.memory import MemoryTrail
 from sinks.sqlite import SQLiteTrail, verify_file
 from sinks.sqlite.schema import MIGRATIONS, apply_migrations
+from sinks.trailcheck import integrity_problem
 
 T0 = 1_767_000_000_000_000_000
 EXEC_A = "3c1f2a9e7b10" + "a" * 52
@@ -46,6 +47,7 @@ EVENTS = [
     _event(5, "exec_die", EXEC_A),
     _event(6, "exec_start", 42),  # not a string: never a session
     _event(7, "exec_die", EXEC_B),
+    _event(8, "start", EXEC_A),  # not an exec event: whatever its attributes say
 ]
 CASES = {
     EXEC_A: [2, 3, 5],
@@ -109,3 +111,25 @@ def test_only_a_missing_index_is_left_missing_on_a_file_that_cannot_be_written(
         ).fetchone()
         assert rows == (0,)
     assert MIGRATIONS[-1].index_only and not any(m.index_only for m in MIGRATIONS[:-1])
+
+
+def test_an_index_that_cannot_be_recomputed_is_a_finding_not_a_crash() -> None:
+    """A body made unreadable behind SQLite's back (a page edited) fails the exec-id
+    index's expression inside `PRAGMA integrity_check`: verify says the file is damaged."""
+    broken = False
+
+    def key_of(value: object) -> object:
+        if broken:
+            raise ValueError("unreadable body")
+        return value
+
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.create_function("key_of", 1, key_of, deterministic=True)
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("CREATE INDEX t_key ON t (key_of(x))")
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert integrity_problem(conn) is None
+        broken = True
+        finding = integrity_problem(conn)
+    assert finding is not None
+    assert "damaged (PRAGMA integrity_check failed" in finding.problem

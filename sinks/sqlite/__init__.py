@@ -27,8 +27,9 @@ Schema
     ``verify`` checks each against the body (see below).
     Index ``events_exec_id`` (migration ``0010_exec_id_index``, for
     ``query -f session=``) is on ``json_extract(body, '$.attributes.execID')``
-    of the exec events: computed from the hashed body, nothing copied. It is
-    the one migration a trail on read-only storage may lack (``index_only``).
+    of the exec events (``action GLOB 'exec*'``): computed from the hashed
+    body, nothing copied. It is the one migration a trail on read-only storage
+    may lack (``index_only``).
 
 ``alerts`` (one row per alert, never updated or deleted; a chain of its own)
     ``seq INTEGER PRIMARY KEY``: alert seq 1, 2, 3 … without gaps.

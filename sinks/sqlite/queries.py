@@ -186,9 +186,13 @@ _TEXT_END = "\U0010ffff"  # the highest code point: every text starting with v s
 def _session_sql(value: str) -> tuple[str, list[Any]]:
     """The exec id, whole or a prefix of it (`sinks.filtering._session_matches`).
 
-    The range lets the exec-id index (`events_exec_id`) find the prefix; the
-    `substr` term keeps the match exact whatever the range lets through."""
-    clause = f"({_EXEC_ID} >= ? AND {_EXEC_ID} < ? AND substr({_EXEC_ID}, 1, ?) = ?)"
+    The `action` term is the exec-id index's (`events_exec_id`) own condition and
+    the range finds the prefix in it; the `substr` term keeps the match exact
+    whatever the range lets through."""
+    clause = (
+        f"(events.action GLOB 'exec*' AND {_EXEC_ID} >= ? AND {_EXEC_ID} < ? "
+        f"AND substr({_EXEC_ID}, 1, ?) = ?)"
+    )
     return clause, [value, value + _TEXT_END, len(value), value]
 
 
