@@ -40,8 +40,8 @@ from listener.rules.engine import RuleEngine, RulesStage
 from listener.sessions.service import ExecSessions
 from listener.sources.auditd import AuditLogTail, CheckpointedTrail
 from listener.sources.docker_live import DockerSource
-from listener.sources.docker_state import KnownState, last_docker_time_ns
-from listener.sources.known_saved import restore_known
+from listener.sources.docker_state import KnownState
+from listener.sources.known_saved import restore_known, resume_point
 from notifiers.routing import Routing
 from notifiers.worker import DeliveryWorker
 from sinks.base import TrailSink
@@ -136,7 +136,7 @@ async def run_service(config: DocktrailConfig) -> int:
     async with trail:
         # The Engine first: it keeps only its last 256 events for a reader that comes
         # late, and restoring what a long trail knows takes a second or more.
-        horizon = await trail.call(lambda t: last_docker_time_ns(t, host))
+        horizon = await trail.call(lambda t: resume_point(t, host))
         source = DockerSource(config.docker, host, _not_wired)
         source.wire_later(horizon)
         source_task = asyncio.create_task(source.run(), name="docker-source")

@@ -3,7 +3,10 @@ state as reading every container event again, from only the events after the sav
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -11,7 +14,14 @@ import orjson
 from listener.model.event import Actor, Event, natural_id
 from listener.sources import known_saved
 from listener.sources.docker_state import load_known_state
-from listener.sources.known_saved import KnownFold, restore_known, state_name
+from listener.sources.known_saved import (
+    KnownFold,
+    horizon_name,
+    restore_known,
+    resume_point,
+    state_name,
+)
+from sinks.base import EventFilter
 from sinks.sqlite import SQLiteTrail
 from tests.test_rule_state import T0, round_events
 
@@ -149,3 +159,81 @@ def container_event(cid: str, action: str, time_ns: int, name: str | None = None
         action=action,
         actor=Actor(id=cid, name=name),
     )
+
+
+# -- where reading resumes (the saved horizon) ---------------------------------------
+
+DAYS = 86_400 * NS
+
+
+def _quiet_host_trail(path: Path) -> int:
+    """Host h1's last Engine event is 60 days old, and 2,500 audit events came after it:
+    beyond the rows and the time windows `last_docker_time_ns` looks at first."""
+    long_ago = time.time_ns() - 60 * DAYS
+    engine = Event(
+        id=natural_id("quiet", "engine"), time_ns=long_ago, source="docker", host="h1",
+        type="network", action="connect", actor=Actor(id="n" * 64, name="bridge"),
+    )  # fmt: skip
+    audits = [
+        Event(
+            id=natural_id("quiet", n),
+            time_ns=long_ago + (n + 1) * NS,
+            source="auditd",
+            host="h1",
+            type="file",
+            action="read",
+            actor=Actor(id="/var/lib/docker", name="ls"),
+        )
+        for n in range(2_500)
+    ]
+    with SQLiteTrail(path) as trail:
+        trail.append([engine, *audits])
+    return long_ago
+
+
+class ScanWatch(SQLiteTrail):
+    """A trail that notes the Engine-event searches `last_docker_time_ns` falls back to."""
+
+    scans: list[EventFilter]
+
+    def query(self, f: EventFilter) -> Iterator[Event]:
+        if f.source == "docker":
+            self.scans.append(f)
+        return super().query(f)
+
+
+def _resume_point(path: Path) -> tuple[int | None, list[EventFilter]]:
+    with ScanWatch(path) as trail:
+        trail.scans = []
+        return resume_point(trail, "h1"), trail.scans
+
+
+async def test_a_quiet_host_resumes_from_its_saved_horizon_without_a_scan(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    long_ago = _quiet_host_trail(path)
+    first, scans = _resume_point(path)
+    assert first == long_ago and scans  # no saved horizon yet: the trail was searched
+    async with SQLiteTrail(path) as trail:  # `run` starts (and saves what it rebuilt)
+        known, _fold = await trail.call(lambda t: restore_known(t, "h1"))
+    assert known.last_docker_ns == long_ago
+    again, scans = _resume_point(path)
+    assert again == long_ago and scans == []
+    later = Event(
+        id=natural_id("quiet", "later"), time_ns=long_ago + 5 * DAYS, source="docker",
+        host="h1", type="volume", action="create", actor=Actor(id="v1", name="v1"),
+    )  # fmt: skip
+    with SQLiteTrail(path) as trail:  # stored after the save, by `docktrail ingest` say
+        trail.append([later])
+    assert _resume_point(path) == (later.time_ns, [])
+
+
+def test_a_horizon_row_that_does_not_authenticate_is_not_believed(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    long_ago = _quiet_host_trail(path)
+    with SQLiteTrail(path) as trail:
+        restore_known(trail, "h1")
+    forged = orjson.dumps({"last_docker_ns": time.time_ns() + 30 * DAYS})  # skip a month
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE rule_state SET body = ? WHERE name = ?", (forged, horizon_name("h1")))
+    point, scans = _resume_point(path)
+    assert point == long_ago and scans  # searched again, not taken from the row

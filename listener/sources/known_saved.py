@@ -8,6 +8,11 @@ then and at a stop, with the seq it was folded through, in the trail's
 `rule_state` table; `restore_known` takes it and folds on only the events
 stored after it. Both give what `load_known_state` would.
 
+With it, the fold saves its horizon (the last stored Engine event's time of
+the host) in a small row of its own, sealed the same way: `run` reads it, and
+the Engine events stored after it, before it opens the Engine's stream
+(`resume_point`), without decoding the whole state first.
+
 As with the rules' saved state (`listener.rules.snapshot`, whose MAC this
 uses), a row is trusted only when it authenticates under the key derived from
 the trail's signing key, for this trail, this host and the event it was folded
@@ -23,7 +28,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import EllipsisType
 from typing import Any
 
@@ -64,10 +69,27 @@ def state_name(host: str) -> str:
     return f"known-state/{host}"
 
 
+def horizon_name(host: str) -> str:
+    return f"known-horizon/{host}"
+
+
 def _scope(host: str) -> str:
     return hashlib.sha256(
         f"known-state v{VERSION}\x00{host}\x00{CONTAINER_FIELDS}".encode()
     ).hexdigest()
+
+
+def _horizon_scope(host: str) -> str:
+    return hashlib.sha256(f"known-horizon v1\x00{host}".encode()).hexdigest()
+
+
+def _fold_one(state: KnownState, event: Event, host: str) -> None:
+    """Folds `event` in; every Engine event of the host moves `last_docker_ns`, so that
+    the saved horizon is where reading resumes (`resume_point`)."""
+    if folded(event, host):
+        state.apply(event)
+    elif event.source == "docker" and event.host == host:
+        state.last_docker_ns = max(state.last_docker_ns or 0, event.time_ns)
 
 
 def encode_known(state: KnownState) -> bytes:
@@ -130,8 +152,7 @@ class KnownFold:
             gap = self.folded_through
             await self.trail.call(lambda t: _fold_after(t, self.host, self.state, gap, first - 1))
         for event in stored:
-            if folded(event, self.host):
-                self.state.apply(event)
+            _fold_one(self.state, event, self.host)
         if stored:
             self.folded_through = max(self.folded_through, stored[-1].seq or 0)
         if self.folded_through - self.saved_through >= self.save_every:
@@ -153,6 +174,11 @@ class KnownFold:
             log.warning("known state not saved", extra={"fields": {"why": str(exc)}})
             return
         trail.save_rule_state(state_name(self.host), seal_body(body, binding, self.key))
+        horizon = orjson.dumps({"last_docker_ns": self.state.last_docker_ns})
+        horizon_binding = replace(binding, scope=_horizon_scope(self.host))
+        trail.save_rule_state(
+            horizon_name(self.host), seal_body(horizon, horizon_binding, self.key)
+        )
         self.saved_through = through
         self.save_every = max(SAVE_EVERY_EVENTS, len(body) // SAVED_BYTES_PER_EVENT)
 
@@ -182,17 +208,60 @@ def restore_known(
     else:
         folded, saved_through = restored
         folded = _fold_after(trail, host, folded, saved_through, head)
+    if isinstance(last_docker_ns, EllipsisType):
+        last_docker_ns = resume_point(trail, host)
+    # Exact from here on: a restored state only followed lifecycle and image events
+    # (before the saved horizon), and the fold must save the very point reading resumes at.
+    folded.last_docker_ns = last_docker_ns
     fold = KnownFold(trail, host, folded, key, folded_through=head, saved_through=saved_through)
     if restored is None and head:
         fold._save(trail)  # rebuilt: the next start need not do it again
     # Two copies: the source changes its own as it reads; the fold follows the trail.
-    known = copy_known(folded)
-    known.last_docker_ns = (
-        last_docker_time_ns(trail, host)
-        if isinstance(last_docker_ns, EllipsisType)
-        else last_docker_ns
-    )
-    return known, fold
+    return copy_known(folded), fold
+
+
+def resume_point(trail: Any, host: str) -> int | None:
+    """`last_docker_time_ns`: the last stored Engine event's time of `host`, where
+    the live source resumes reading.
+
+    From the saved horizon (`KnownFold` saves it, sealed like the known state) and
+    the Engine events stored after it, when there is one that authenticates: a
+    host whose last Engine event is old, or none, would otherwise cost a scan of
+    every event (4 s warm, 33 s cold on a 10M-event trail) before `run` reads the
+    Engine. A deleted or older row only means an earlier point: more of the
+    Engine's buffer replayed (and dropped as already stored).
+
+    Blocking: run it where the trail may be used (`await trail.call(...)`).
+    """
+    saved = _saved_horizon(trail, host)
+    if saved is None:
+        return last_docker_time_ns(trail, host)
+    horizon, through = saved
+    later = trail.newest_engine_time_ns(host, through)
+    return max((t for t in (horizon, later) if t is not None), default=None)
+
+
+def _saved_horizon(trail: Any, host: str) -> tuple[int | None, int] | None:
+    """(saved last Engine event time, seq it holds through), when the row authenticates."""
+    if not hasattr(trail, "newest_engine_time_ns") or not hasattr(trail, "signing_key"):
+        return None
+    key = mac_key(trail.signing_key)
+    saved = trail.load_rule_state(horizon_name(host)) if key is not None else None
+    if key is None or saved is None or not 0 < saved.through_seq <= trail.head()[0]:
+        return None
+    binding = _binding(trail, host, saved.through_seq)
+    if binding is None:
+        return None
+    binding = replace(binding, scope=_horizon_scope(host))
+    if not authentic(saved, binding, key):
+        return None
+    try:
+        value = orjson.loads(saved.body)["last_docker_ns"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if value is not None and not isinstance(value, int):
+        return None
+    return value, int(saved.through_seq)
 
 
 def _restore(trail: Any, host: str, key: bytes, head: int) -> tuple[KnownState, int] | None:
@@ -220,7 +289,7 @@ def _fold_after(trail: Any, host: str, state: KnownState, after: int, head: int)
         if not page:
             break
         for event in page:
-            if event.seq is not None and event.seq <= head and folded(event, host):
-                state.apply(event)
+            if event.seq is not None and event.seq <= head:
+                _fold_one(state, event, host)
         after = page[-1].seq or head
     return state

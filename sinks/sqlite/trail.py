@@ -446,6 +446,14 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def count(self) -> int:
         return self._count("events", "count")
 
+    def newest_engine_time_ns(self, host: str, after_seq: int) -> int | None:
+        """The latest `time_ns` of `host`'s Engine events stored after `after_seq`:
+        reads only the rows after it, in seq order."""
+        sql = "SELECT max(time_ns) FROM events WHERE seq > ? AND source = 'docker' AND host = ?"
+        with self._errors("newest Engine event"):
+            row = self._connection().execute(sql, (after_seq, host)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def _count(self, table: str, doing: str) -> int:
         with self._errors(doing):
             return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
