@@ -379,3 +379,41 @@ def test_sprawl_counts_follow_the_container_table() -> None:
         expected = sum(c.state == state for c in activity.containers.values())
         assert activity.states[state] == expected
     assert activity.states["stopped"] == 125 + 63
+
+
+# -- many events stored without their alerts ------------------------------------------
+
+UNEVALUATED = [e for r in range(0, 600) for e in round_events(r)]  # several pages of BATCH
+
+
+class FailsOnSecondPage(SQLiteTrail):
+    """A trail whose second store of alerts fails (the disk filled up, say)."""
+
+    stores = 0
+
+    def append_alerts(self, *args: Any, **kwargs: Any) -> list[Alert]:
+        self.stores += 1
+        if self.stores == 2:
+            raise OSError("no space left on device")
+        return super().append_alerts(*args, **kwargs)
+
+
+async def test_many_unevaluated_events_are_judged_a_page_at_a_time(tmp_path: Path) -> None:
+    """A trail written without the rules (or a long crash) is evaluated at the next
+    start page by page: the alerts are those of evaluating everything at once, and
+    each page's alerts and mark are stored before the next page is read (memory stays
+    bounded: all 10M events of a bench trail at once took 24 GB)."""
+    assert len(UNEVALUATED) > 2 * engine_module.BATCH
+    path = tmp_path / "t.db"
+    async with FailsOnSecondPage(path) as trail:
+        stored = (await trail.call(lambda t: t.append(UNEVALUATED))).stored
+        expected = judged(RuleEngine(RulesConfig()).alerts_for(stored))
+        stage = RulesStage(trail, RuleEngine(RulesConfig()))
+        with pytest.raises(OSError, match="no space left"):
+            await stage.start()
+        assert await trail.call(lambda t: t.evaluated_through()) == engine_module.BATCH
+    async with SQLiteTrail(path) as trail:
+        stage = RulesStage(trail, RuleEngine(RulesConfig()))
+        await stage.start()
+        assert await trail.call(lambda t: t.evaluated_through() == t.head()[0])
+        assert await trail.call(lambda t: alerts_on(t, stored)) == expected

@@ -60,6 +60,7 @@ CONFIG_RULES = frozenset(rule.meta.id for rule in RULES if rule.meta.actions == 
 _NS = 1_000_000_000
 PRIME_WINDOW_FACTOR = 2  # replay twice the longest rule window before the mark
 BATCH = 2_000
+REPAIR_NOTICE_EVENTS = 100_000  # more unevaluated events than this at a start: say so
 # Events evaluated between two saves of the rules' state: what a start after a crash
 # evaluates again at most (a clean stop saves). A save costs in proportion to the
 # state (the container table), so a big state is saved less often: at least
@@ -273,28 +274,46 @@ class RulesStage:
             self._saved_through = start
             after = EventFilter(after_seq=start)
             self.replayed = self._engine.replay(_events(trail, after, until_seq=through))
-        pending = list(_events(trail, EventFilter(after_seq=through), until_seq=head))
-        if pending:
-            alerts = self._engine.alerts_for(pending)
-            route = self._router(pending)
-            stored = trail.append_alerts(alerts, evaluated_through=pending[-1].seq, route=route)
-            self.alerts_stored += len(stored)
-        self._folded_through = (pending[-1].seq or 0) if pending else through
-        if self.replayed + len(pending) >= SAVE_EVERY_EVENTS:
+        evaluated = self._evaluate_unevaluated(trail, through, head)
+        if self.replayed + evaluated >= SAVE_EVERY_EVENTS:
             self._save(trail)  # the next start need not do this again
-        return len(pending)
+        return evaluated
+
+    def _evaluate_unevaluated(self, trail: Any, through: int, head: int) -> int:
+        """Evaluates the events stored after the mark (a crash, or a writer without
+        rules), a page at a time: memory stays bounded, and each page's alerts and
+        mark are stored before the next page is read."""
+        if head - through > REPAIR_NOTICE_EVENTS:
+            log.info(
+                "evaluating events stored without their alerts",
+                extra={"fields": {"events": head - through, "after_seq": through}},
+            )
+        evaluated, self._folded_through = 0, through
+        for page in _pages(trail, EventFilter(after_seq=through), until_seq=head):
+            alerts = self._engine.alerts_for(page)
+            last = page[-1].seq or through
+            stored = trail.append_alerts(alerts, evaluated_through=last, route=self._router(page))
+            self.alerts_stored += len(stored)
+            evaluated, self._folded_through = evaluated + len(page), last
+        return evaluated
 
 
-def _events(trail: Any, base: EventFilter, *, until_seq: int) -> Iterator[Event]:
-    """Events of `base` up to `until_seq`, read page by page (bounded memory)."""
+def _pages(trail: Any, base: EventFilter, *, until_seq: int) -> Iterator[list[Event]]:
+    """Events of `base` up to `until_seq`, BATCH at a time (bounded memory)."""
     after = base.after_seq or 0
     while after < until_seq:
         page = EventFilter(after_seq=after, limit=BATCH, type=base.type)
         events = [e for e in trail.query(page) if e.seq is not None and e.seq <= until_seq]
         if not events:
             return
-        yield from events
+        yield events
         after = events[-1].seq or until_seq
+
+
+def _events(trail: Any, base: EventFilter, *, until_seq: int) -> Iterator[Event]:
+    """Events of `base` up to `until_seq`, read page by page (bounded memory)."""
+    for page in _pages(trail, base, until_seq=until_seq):
+        yield from page
 
 
 def replay_trail(
