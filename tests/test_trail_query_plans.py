@@ -16,6 +16,7 @@ from listener.model.alert import Alert
 from listener.model.event import Actor, Event, Who, natural_id
 from sinks.base import AlertFilter, EventFilter
 from sinks.sqlite import SQLiteTrail
+from sinks.sqlite.trail import NEWEST_ENGINE_TIME
 
 T0 = 1_795_346_502_000_000_000
 CID = "d00d" + "2" * 60
@@ -201,3 +202,16 @@ def test_alert_pages_select_what_the_whole_query_selects(tmp_path: Path) -> None
                 page = dataclasses.replace(f, limit=limit, after_seq=after)
                 expected = [s for s in whole if after is None or (s or 0) > after][:limit]
                 assert [a.seq for a in pages.query_alerts(page)] == expected, (f, limit, after)
+
+
+def test_where_run_resumes_is_read_from_the_rows_after_the_save_only(
+    trail: SQLiteTrail,
+) -> None:
+    """`resume_point`'s look past the saved horizon: a rowid range, never the time index
+    walked from the top (every entry for a host without Engine events)."""
+    rows = (
+        trail._connection()
+        .execute("EXPLAIN QUERY PLAN " + NEWEST_ENGINE_TIME, (0, "h1"))
+        .fetchall()
+    )
+    assert [row[-1] for row in rows] == ["SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"]

@@ -81,6 +81,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# NOT INDEXED: for max() the planner prefers walking the time index from the top,
+# which for a host without such events is every entry (0.5 s at 10M events).
+NEWEST_ENGINE_TIME = (
+    "SELECT max(time_ns) FROM events NOT INDEXED WHERE seq > ? AND source = 'docker' AND host = ?"
+)
+
+
 class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     """The embedded trail. Sync API for CLI and tests; async API for the service.
 
@@ -449,9 +456,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def newest_engine_time_ns(self, host: str, after_seq: int) -> int | None:
         """The latest `time_ns` of `host`'s Engine events stored after `after_seq`:
         reads only the rows after it, in seq order."""
-        sql = "SELECT max(time_ns) FROM events WHERE seq > ? AND source = 'docker' AND host = ?"
         with self._errors("newest Engine event"):
-            row = self._connection().execute(sql, (after_seq, host)).fetchone()
+            row = self._connection().execute(NEWEST_ENGINE_TIME, (after_seq, host)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def _count(self, table: str, doing: str) -> int:
