@@ -227,7 +227,7 @@ def resume_point(trail: Any, host: str) -> int | None:
     From the saved horizon (`KnownFold` saves it, sealed like the known state) and
     the Engine events stored after it, when there is one that authenticates: a
     host whose last Engine event is old, or none, would otherwise cost a scan of
-    every event (4 s warm, 33 s cold on a 10M-event trail) before `run` reads the
+    every event (4.8 s warm, 13-33 s cold on a 10M-event trail) before `run` reads the
     Engine. A deleted or older row only means an earlier point: more of the
     Engine's buffer replayed (and dropped as already stored).
 
