@@ -16,11 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from listener.cli import main
-from sinks.sqlite import SQLiteTrail
 from tests.shared_data import DATA, missing_component
 from tests.test_serve import CONFIG, Server, get_json
-from tests.test_session_index import EVENTS as SESSION_EVENTS
-from tests.test_session_index import without_the_exec_id_index
+from tests.test_session_index import trail_before_the_index
 
 EVENTS = DATA / "scenario-a" / "events.jsonl"
 OLD_TRAIL = DATA / "trail-v1"
@@ -105,9 +103,7 @@ def test_an_older_trail_on_read_only_storage_says_what_to_do(storage: Storage) -
 def test_a_trail_without_only_the_newest_index_is_read_as_it_is(storage: Storage) -> None:
     """A copy made before the exec-id index (migration 0010) lacks an index, nothing
     else: every read is right without it, so it is read rather than refused."""
-    with SQLiteTrail(storage.writable / "t.db") as trail:
-        trail.append(SESSION_EVENTS)
-    without_the_exec_id_index(storage.writable / "t.db")
+    trail_before_the_index(storage.writable / "t.db")
     files = sorted(p.name for p in storage.writable.iterdir())
     copy = storage.read_only / "t.db"
     found = cli(copy, "query", "-f", "session=3c1f2a9e7b10", "--format", "json")

@@ -75,20 +75,20 @@ def test_a_session_query_reads_the_exec_id_index_and_matches_as_the_memory_trail
         assert [e.seq for e in trail.query(both)] == [5, 7]
 
 
-def without_the_exec_id_index(path: Path) -> None:
-    """The trail as a docktrail before migration 0010 left it."""
+def trail_before_the_index(path: Path) -> Path:
+    """A trail of EVENTS at `path` as a docktrail before migration 0010 left it."""
+    with SQLiteTrail(path) as trail:
+        trail.append(EVENTS)
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("DROP INDEX events_exec_id")
         conn.execute("DELETE FROM _migrations WHERE name = '0010_exec_id_index'")
+    return path
 
 
 def test_a_trail_from_before_the_index_gets_it_when_opened_and_still_verifies(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "t.db"
-    with SQLiteTrail(path) as trail:
-        trail.append(EVENTS)
-    without_the_exec_id_index(path)
+    path = trail_before_the_index(tmp_path / "t.db")
     with SQLiteTrail(path) as trail:
         assert trail.applied_migrations == ["0010_exec_id_index"]
         assert [e.seq for e in trail.query(EventFilter(session=EXEC_B))] == [4, 7]
@@ -99,10 +99,7 @@ def test_a_trail_from_before_the_index_gets_it_when_opened_and_still_verifies(
 def test_only_a_missing_index_is_left_missing_on_a_file_that_cannot_be_written(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "t.db"
-    with SQLiteTrail(path) as trail:
-        trail.append(EVENTS)
-    without_the_exec_id_index(path)
+    path = trail_before_the_index(tmp_path / "t.db")
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         db = Database(conn)
         assert apply_migrations(db, read_only=True) == []  # nothing written, no error

@@ -213,12 +213,18 @@ def load_known_state(trail: QueryableTrail, host: str) -> KnownState:
     Blocking: run it where the trail may be used (`await trail.call(...)`).
     Reads every container lifecycle and image event of the host once.
     """
+    state = fold_known_state(trail, host)
+    state.last_docker_ns = last_docker_time_ns(trail, host)
+    return state
+
+
+def fold_known_state(trail: QueryableTrail, host: str) -> KnownState:
+    """`load_known_state` without looking for where reading resumes (its
+    `last_docker_ns` covers only the folded events): for a caller that has it."""
     filters = [EventFilter(type="container", action=a, host=host) for a in _LIFECYCLE_ACTIONS]
     filters.append(EventFilter(type="image", host=host))
     merged = heapq.merge(*(trail.query(f) for f in filters), key=lambda event: event.seq or 0)
-    state = KnownState.from_events(merged)
-    state.last_docker_ns = last_docker_time_ns(trail, host)
-    return state
+    return KnownState.from_events(merged)
 
 
 def last_docker_time_ns(trail: QueryableTrail, host: str) -> int | None:

@@ -42,8 +42,8 @@ from listener.sources.docker_state import (
     CONTAINER_FIELDS,
     KnownContainer,
     KnownState,
+    fold_known_state,
     last_docker_time_ns,
-    load_known_state,
 )
 from sinks.base import EventFilter
 
@@ -204,7 +204,7 @@ def restore_known(
     key = mac_key(trail.signing_key) if persists else None
     restored = _restore(trail, host, key, head) if key is not None else None
     if restored is None:
-        folded, saved_through = load_known_state(trail, host), 0
+        folded, saved_through = fold_known_state(trail, host), 0
     else:
         folded, saved_through = restored
         folded = _fold_after(trail, host, folded, saved_through, head)
