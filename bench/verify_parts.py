@@ -69,7 +69,7 @@ def column_read(path: Path) -> None:
 
 def chain_walk(path: Path) -> None:
     with _connect(path) as conn:
-        for _, prev_hash, digest, body, columns_ok in conn.execute(VERIFY_ROWS):
+        for _, prev_hash, digest, body, columns_ok, _, _ in conn.execute(VERIFY_ROWS):
             if not columns_ok or chain_hash(prev_hash, body) != digest:
                 raise SystemExit("the bench trail is broken")
 

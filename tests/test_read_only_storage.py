@@ -16,7 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from listener.cli import main
+from listener.model.event import Actor, Event, natural_id
 from tests.shared_data import DATA, missing_component
+from tests.test_label_index import trail_before_the_label_index
 from tests.test_serve import CONFIG, Server, get_json
 from tests.test_session_index import trail_before_the_index
 
@@ -109,6 +111,32 @@ def test_a_trail_without_only_the_newest_index_is_read_as_it_is(storage: Storage
     found = cli(copy, "query", "-f", "session=3c1f2a9e7b10", "--format", "json")
     assert found.exit_code == 0, found.output
     assert [json.loads(line)["seq"] for line in found.stdout.splitlines()] == [2, 3, 5]
+    assert cli(copy, "verify").exit_code == 0
+    assert sorted(p.name for p in storage.writable.iterdir()) == files  # nothing written
+
+
+def test_a_trail_without_the_label_index_is_read_as_it_is(storage: Storage) -> None:
+    """A copy made before the label index (migration 0011): `-f label=` reads the
+    bodies' labels instead, and verify has no index to check."""
+    events = [
+        Event(
+            id=natural_id("read-only-labels", n),
+            time_ns=1_767_000_000_000_000_000 + n,
+            source="docker",
+            host="h1",
+            type="container",
+            action="start",
+            actor=Actor(id=f"{n % 3:x}" * 64, name=f"c{n % 3}"),
+            attributes={"labels": {"team": "shop" if n % 3 else "lab"}},
+        )
+        for n in range(1, 10)
+    ]
+    trail_before_the_label_index(storage.writable / "t.db", events)
+    files = sorted(p.name for p in storage.writable.iterdir())
+    copy = storage.read_only / "t.db"
+    found = cli(copy, "query", "-f", "label=team=lab", "--format", "json")
+    assert found.exit_code == 0, found.output
+    assert [json.loads(line)["seq"] for line in found.stdout.splitlines()] == [3, 6, 9]
     assert cli(copy, "verify").exit_code == 0
     assert sorted(p.name for p in storage.writable.iterdir()) == files  # nothing written
 

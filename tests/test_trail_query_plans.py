@@ -1,7 +1,8 @@
 """Every documented query filter is answered from an index, never by a full scan of
 the events or alerts (README "Query filters": container, login, image, time range,
-exec session; alerts: rule, and the same subjects). A full scan is what makes a query's cost grow
-with the trail, so the plan is the behaviour checked here, not a timing.
+exec session, label; alerts: rule, and the same subjects). A full scan is what makes
+a query's cost grow with the trail, so the plan is the behaviour checked here, not a
+timing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ EVENT_FILTERS = {
     "login since": EventFilter(user="alice", since_ns=T0),
     "session": EventFilter(session="3c1f2a9e7b10"),
     "session since": EventFilter(session="3c1f2a9e7b10", since_ns=T0),
+    "label": EventFilter(labels={"com.docker.compose.project": "shop"}),
+    "a page of a label": EventFilter(labels={"com.docker.compose.project": "shop"}, limit=100),
+    "label no event has": EventFilter(labels={"audit.ticket": "OPS-0000"}),
+    "label since": EventFilter(labels={"com.docker.compose.project": "shop"}, since_ns=T0),
 }
 ALERT_FILTERS = {
     "rule": AlertFilter(rule="privileged-container"),
@@ -57,6 +62,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteTrail]:
         action="create",
         actor=Actor(id=CID, name="web-1", image="registry.internal/web/nginx:1.25"),
         who=Who(login="alice", user="root"),
+        attributes={"labels": {"com.docker.compose.project": "shop"}},
     )
     with SQLiteTrail(path) as opened:
         (stored,) = opened.append([event]).stored

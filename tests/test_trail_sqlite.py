@@ -42,6 +42,7 @@ from sinks.filtering import container_ids_named, matches
 from sinks.memory import MemoryTrail
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
 from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
+from sinks.sqlite.schema import LABEL_TRIGGERS
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -355,7 +356,7 @@ def test_open_applies_only_missing_migrations(tmp_path: Path) -> None:
         assert trail.verify().ok
     db = Database(path)
     assert {"events_id", "events_time"} <= {index.name for index in db.table("events").indexes}
-    assert set(db.triggers_dict) == set(sqlite_module.TRIGGERS)
+    assert set(db.triggers_dict) == set(sqlite_module.TRIGGERS) | set(LABEL_TRIGGERS)
 
 
 def test_refuses_schema_from_a_newer_version(tmp_path: Path) -> None:

@@ -28,8 +28,16 @@ Schema
     Index ``events_exec_id`` (migration ``0010_exec_id_index``, for
     ``query -f session=``) is on ``json_extract(body, '$.attributes.execID')``
     of the exec events (``action GLOB 'exec*'``): computed from the hashed
-    body, nothing copied. It is the one migration a trail on read-only storage
-    may lack (``index_only``).
+    body, nothing copied. A trail on read-only storage may lack it
+    (``index_only``), as it may lack the label index.
+
+``labels(id, key, value)``, ``label_actors(label, actor_seq)`` (migration
+``0011_label_index``, for ``query -f label=``; append-only)
+    Each distinct label once, and for each the actors whose events carried it,
+    an actor being named by the seq of its first event. Derived from the
+    hashed bodies (``sinks.sqlite.labels``): queries use it to narrow where
+    they look and still match every event on its body; ``verify`` checks that
+    it holds every label of every event it walks.
 
 ``alerts`` (one row per alert, never updated or deleted; a chain of its own)
     ``seq INTEGER PRIMARY KEY``: alert seq 1, 2, 3 … without gaps.

@@ -22,17 +22,25 @@ from sinks.base import (
     values_of,
 )
 from sinks.filtering import glob_prefix, is_glob
+from sinks.sqlite.labels import LabelPlan
 
 _MAX_TIME_NS = 2**63 - 1
 
 
 def build_query(
-    f: EventFilter, columns: str = "seq, body, prev_hash, hash"
+    f: EventFilter, columns: str = "seq, body, prev_hash, hash", labels: LabelPlan | None = None
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order."""
+    """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order.
+
+    `labels`: where the label index says `f.labels` can match (`sinks.sqlite.labels.plan`);
+    None reads every body's labels (a trail without the index)."""
+    if labels is not None and labels.nothing:  # seq starts at 1: a search that finds nothing
+        return _select(columns, "events", ["seq < 1"], [], f.limit)
     if f.limit is not None and _pages_by_subject(f):
-        return _first_page(f, columns, f.limit)
-    where, params = _event_where(f)
+        return _first_page(f, columns, f.limit, labels)
+    if f.limit is not None and labels is not None and labels.actors is not None:
+        return _pages_by_actor(f, columns, f.limit, labels.actors)
+    where, params = _event_where(f, labels=labels)
     return _select(columns, "events", where, params, f.limit)
 
 
@@ -43,7 +51,9 @@ def _pages_by_subject(f: EventFilter) -> bool:
     return subject and all(value is None for value in narrower)
 
 
-def _first_page(f: EventFilter, columns: str, limit: int) -> tuple[str, list[Any]]:
+def _first_page(
+    f: EventFilter, columns: str, limit: int, labels: LabelPlan | None
+) -> tuple[str, list[Any]]:
     """A page of a user or image filter: the first `limit` of each index, merged.
 
     Either filter is an OR of two indexed terms (login or user; image or image
@@ -59,12 +69,23 @@ def _first_page(f: EventFilter, columns: str, limit: int) -> tuple[str, list[Any
     else:
         wanted, terms = f.image, _image_terms
         rest = dataclasses.replace(f, limit=None, image=None)
-    where, params = _event_where(rest, narrowed=True)
+    where, params = _event_where(rest, narrowed=True, labels=labels)
     branches = [
         ([*where, term], params + term_params)
         for value in values_of(wanted)
         for term, term_params in terms(value)
     ]
+    return _merged_pages("events", columns, branches, limit)
+
+
+def _pages_by_actor(
+    f: EventFilter, columns: str, limit: int, actors: tuple[str, ...]
+) -> tuple[str, list[Any]]:
+    """A page of a label filter whose labels few actors carry: each actor's first
+    `limit` (an actor-id index walk in seq order), merged. An `IN` of the actors would
+    collect every event of theirs and sort it: a container's millions of health checks."""
+    where, params = _event_where(dataclasses.replace(f, limit=None), narrowed=True)
+    branches = [([*where, "actor_id = ?"], [*params, actor]) for actor in actors]
     return _merged_pages("events", columns, branches, limit)
 
 
@@ -82,13 +103,16 @@ def _merged_pages(
     return _select(columns, table, [f"seq IN ({union})"], params, limit)
 
 
-def _event_where(f: EventFilter, narrowed: bool = False) -> tuple[list[str], list[Any]]:
+def _event_where(
+    f: EventFilter, narrowed: bool = False, labels: LabelPlan | None = None
+) -> tuple[list[str], list[Any]]:
     """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     # Without statistics SQLite favours the (type, action) index even when a far
     # more selective one applies; `+` leaves type/action to the other indexes then.
     narrower = (f.container, f.image, f.user, f.since_ns, f.until_ns)
+    narrowed = narrowed or labels is not None
     plus = "+" if narrowed or any(value is not None for value in narrower) else ""
     equal = (
         (f"{plus}type", f.type),
@@ -112,8 +136,20 @@ def _event_where(f: EventFilter, narrowed: bool = False) -> tuple[list[str], lis
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
+    if labels is not None:
+        _add_label_bounds(where, params, labels)
     _add_any_of(where, params, f.session, _session_sql)
     return where, params
+
+
+def _add_label_bounds(where: list[str], params: list[Any], labels: LabelPlan) -> None:
+    """Where the label index says the labels can match; the bodies still decide."""
+    if labels.actors is not None:
+        where.append(f"actor_id IN ({_marks(labels.actors)})")
+        params.extend(labels.actors)
+    elif labels.from_seq:
+        where.append("seq >= ?")
+        params.append(labels.from_seq)
 
 
 def _select(

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
+import sinks.sqlite.labels as labels
 import sinks.sqlite.rulestate as rulestate
 from config.errors import TrailError
 from listener.model.event import GENESIS_HASH
@@ -94,8 +95,16 @@ COPIED_NAMES = tuple(name for name, _ in _COPIED)
 ALERT_COPIED_NAMES = tuple(name for name, _ in _ALERT_COPIED)
 EVENT_INSERT = _insert_sql("events", _COPIED)
 ALERT_INSERT = _insert_sql("alerts", _ALERT_COPIED)
-VERIFY_ROWS = (
-    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)} FROM events ORDER BY seq"
+_VERIFY_EVENTS = (
+    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)}, {{labels}} "
+    "FROM events ORDER BY seq"
+)
+VERIFY_ROWS = _VERIFY_EVENTS.format(labels="NULL, NULL")
+# With what the label index is checked against (`labels.Completeness`): the actor and
+# its labels as JSON (none when `{}`), from the parse the columns' check has just made.
+VERIFY_LABELLED_ROWS = _VERIFY_EVENTS.format(
+    labels="actor_id, CASE WHEN json_valid(body) THEN "
+    "nullif(body -> '$.attributes.labels', '{}') END"
 )
 # The last column: the alert's event exists and is the one its body names (step 6).
 VERIFY_ALERT_ROWS = (
@@ -157,8 +166,9 @@ def alert_copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
 class Migration(NamedTuple):
     name: str
     apply: Callable[[Database], None]
-    # An index and nothing else: every read is right without it, only slower. A trail
-    # on read-only storage (an evidence copy) is read without it rather than refused.
+    # An index and nothing else, or tables derived from the bodies as an index is: every
+    # read is right without it, only slower. A trail on read-only storage (an evidence
+    # copy) is read without it rather than refused.
     index_only: bool = False
 
 
@@ -212,7 +222,9 @@ def _append_only_triggers(*tables: str) -> dict[str, str]:
 
 
 TRIGGERS: dict[str, str] = _append_only_triggers("events", "checkpoints", "alerts")
-"""Every append-only trigger with its text; verify checks that each is intact."""
+"""Every chain's append-only trigger with its text; verify checks that each is intact."""
+LABEL_TRIGGERS: dict[str, str] = _append_only_triggers(*labels.TABLES)
+"""The label index's (migration 0011; verify's schema check compares them)."""
 
 
 def _m0003_append_only(db: Database) -> None:
@@ -267,6 +279,14 @@ def _m0010_exec_id_index(db: Database) -> None:
     )
 
 
+def _m0011_label_index(db: Database) -> None:
+    # `query -f label=` (sinks.sqlite.labels): derived from the bodies, like an index,
+    # so a trail on read-only storage is read without it; verify checks its content.
+    labels.migrate(db.conn)
+    for sql in LABEL_TRIGGERS.values():
+        db.execute(sql)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_tables", _m0001_tables),
     Migration("0002_indexes", _m0002_indexes),
@@ -278,6 +298,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0008_head_seal", headseal.migrate),
     Migration("0009_rule_state", rulestate.migrate),
     Migration("0010_exec_id_index", _m0010_exec_id_index, index_only=True),
+    Migration("0011_label_index", _m0011_label_index, index_only=True),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]

@@ -21,6 +21,7 @@ from typing import Any, Literal, Self, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlite_utils import Database
 
+import sinks.sqlite.labels as labels
 import sinks.sqlite.rulestate as rulestate
 from config.errors import SigningKeyError, TamperError, TrailError
 from config.models import TrailConfig
@@ -37,6 +38,7 @@ from sinks.base import (
 )
 from sinks.chain import (
     RULES_MARK,
+    Sealed,
     VerifyReport,
     check_mark,
     decode_state,
@@ -79,6 +81,10 @@ from sinks.sqlite.verification import check_tail, verify_connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Labels (actor, key, value) a writer remembers having indexed, so that the events of a
+# container, which all carry its labels, cost one look-up each rather than one per label.
+LABELS_REMEMBERED = 100_000
 
 
 # NOT INDEXED: for max() the planner prefers walking the time index from the top,
@@ -125,6 +131,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
         self._since_checkpoint = 0  # events stored since this instance's last checkpoint
         self._unwitnessed: list[Checkpoint] = []
+        self._indexed_labels: set[labels.Labelled] = set()  # committed to the label index
+        self._indexing_labels: list[labels.Labelled] = []  # in the open transaction
+        self._label_index: bool | None = None  # whether the file has it (`_has_label_index`)
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
@@ -266,6 +275,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 self._checkpoint_if_moved(conn)
         finally:
             self._conn = None
+            self._label_index = None
             conn.close()
             self._writer = False
             self._writer_lock.release()
@@ -287,6 +297,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         if not events and not states:
             return AppendResult()
         self._ensure_writer()
+        self._indexing_labels = []
         with self._errors("append"), immediate(conn):
             self._check_own_heads(conn)
             sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
@@ -294,6 +305,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 self._put_states(conn, states)
             if sealed:
                 self._seal_heads(conn)
+        self._labels_committed()
         if sealed:
             self._dirty = True
             self._since_checkpoint += len(sealed)
@@ -314,7 +326,22 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 for stored, content, body in sealed
             ],
         )
+        self._index_labels(conn, sealed)
         return sealed, duplicates
+
+    def _index_labels(self, conn: sqlite3.Connection, sealed: Sequence[Sealed]) -> None:
+        carried = labels.carried(content for _, content, _ in sealed)
+        new = sorted(carried - self._indexed_labels)
+        if new:
+            labels.record(conn, new)
+            self._indexing_labels = new
+
+    def _labels_committed(self) -> None:
+        # Remembered only once committed: a rolled-back batch's labels are not indexed.
+        if len(self._indexed_labels) > LABELS_REMEMBERED:
+            self._indexed_labels.clear()  # a big host's history: look them up again
+        self._indexed_labels.update(self._indexing_labels)
+        self._indexing_labels = []
 
     @staticmethod
     def _put_states(conn: sqlite3.Connection, states: list[tuple[str, str]]) -> None:
@@ -431,10 +458,20 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def query(self, f: EventFilter) -> Iterator[Event]:
         """Events selected by `f`, in seq order, read lazily."""
         conn = self._connection()
-        sql, params = build_query(f)
         with self._errors("query"):
-            cursor = conn.execute(sql, params)
+            cursor = conn.execute(*self._build_query(conn, f))
         return self._events(cursor)
+
+    def _build_query(self, conn: sqlite3.Connection, f: EventFilter) -> tuple[str, list[Any]]:
+        plan = None
+        if f.labels and self._has_label_index(conn):
+            plan = labels.plan(conn, f.labels)
+        return build_query(f, labels=plan)
+
+    def _has_label_index(self, conn: sqlite3.Connection) -> bool:
+        if self._label_index is None:
+            self._label_index = labels.present(conn)
+        return self._label_index
 
     def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
         with self._errors("query"):
@@ -443,7 +480,10 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     def query_plan(self, f: EventFilter) -> list[str]:
         """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
-        return self._explain(*build_query(f))
+        conn = self._connection()
+        with self._errors("explain"):
+            query = self._build_query(conn, f)
+        return self._explain(*query)
 
     def _explain(self, sql: str, params: list[Any]) -> list[str]:
         with self._errors("explain"):

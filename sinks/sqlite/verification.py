@@ -34,6 +34,7 @@ from sinks.signing import (
     verify_signature,
 )
 from sinks.sqlite.errors import trail_error
+from sinks.sqlite.labels import Completeness
 from sinks.sqlite.schema import (
     ALERT_COPIED_NAMES,
     BUSY_TIMEOUT_SECS,
@@ -42,6 +43,7 @@ from sinks.sqlite.schema import (
     MIGRATIONS,
     TRIGGERS,
     VERIFY_ALERT_ROWS,
+    VERIFY_LABELLED_ROWS,
     VERIFY_ROWS,
     alert_copied_values,
     copied_values,
@@ -50,6 +52,7 @@ from sinks.sqlite.storage import connect_read_only
 
 Progress = Callable[[int, int], None]
 """Called with (seq reached, last seq) while the events chain is walked."""
+LABEL_MIGRATION = "0011_label_index"
 _PROGRESS_MASK = 4095  # report every 4096 events: a call per row would cost more than it shows
 
 Problem = tuple[int | None, str]
@@ -186,7 +189,8 @@ def verify_connection(
         return _failed(_empty_report(public, trail_id), dropped)
     integrity = _IntegrityCheck(conn)  # the costliest check: overlapped with the chain walk
     try:
-        audit = _Audit(conn, trail_id, public, key_path, on_progress)
+        labelled = LABEL_MIGRATION in applied
+        audit = _Audit(conn, trail_id, public, key_path, on_progress, labelled)
         problem = audit.run()
         return _conclude(conn, audit, problem, integrity, applied, expected, public, trail_id)
     finally:
@@ -215,6 +219,7 @@ def _conclude(
         finding = (
             trailcheck.schema_problem(conn, expected)
             or integrity.result()
+            or _label_index_problem(audit.labels)
             or trailcheck.delivery_problem(conn)
         )
     report = _audit_report(conn, audit, problem, public, trail_id)
@@ -276,6 +281,17 @@ class _IntegrityCheck:
         self.thread.join()
         self.other.close()
         self.other = None
+
+
+def _label_index_problem(labels: Completeness | None) -> trailcheck.Finding | None:
+    missing = None if labels is None else labels.finish()
+    if missing is None:
+        return None
+    actor, key, value = missing
+    return trailcheck.Finding(
+        f"label index: label {key}={value} of actor {actor or '(none)'} is missing "
+        "(rows deleted: query -f label= would not find its events)"
+    )
 
 
 def _file_of(conn: sqlite3.Connection) -> str | None:
@@ -348,9 +364,11 @@ class _Audit:
         public: Ed25519PublicKey | None,
         key_path: Path,
         on_progress: Progress | None = None,
+        labelled: bool = False,
     ) -> None:
         self.conn = conn
         self.on_progress = on_progress
+        self.labels = Completeness(conn) if labelled else None
         self.trail_id = trail_id
         self.public = public
         self.key_path = key_path
@@ -393,7 +411,10 @@ class _Audit:
             return problem
         expected_seq, expected_prev = 1, GENESIS_HASH
         progress, last = self.on_progress, self._last_event_seq()
-        for seq, prev_hash, digest, body, columns_ok in self.conn.execute(VERIFY_ROWS):
+        labels = self.labels
+        seen = set() if labels is None else labels.seen  # a local: read on every row
+        rows = self.conn.execute(VERIFY_ROWS if labels is None else VERIFY_LABELLED_ROWS)
+        for seq, prev_hash, digest, body, columns_ok, actor, carried in rows:
             if progress is not None and not seq & _PROGRESS_MASK:
                 progress(seq, last)
             # the fast path holds for intact rows; link_problem says what is wrong otherwise
@@ -405,6 +426,8 @@ class _Audit:
                 return link_problem(seq, expected_seq, prev_hash, expected_prev, digest, body)
             if not columns_ok:
                 return seq, self._column_problem("seq", seq, body)
+            if carried is not None and labels is not None and (actor, carried) not in seen:
+                labels.add((actor, carried))
             self.last_seq, expected_seq, expected_prev = seq, seq + 1, digest
             if self.pending is not None and self.pending[2] <= seq:
                 problem = self._checkpoints_at(seq, digest)

@@ -1,0 +1,190 @@
+"""The label index: which actors ever carried a label, so `query -f label=` need not
+read every body (migration `0011_label_index`).
+
+Derived from the hashed bodies, never the other way round. An event's labels are the
+text values of its `attributes.labels` object, as `sinks.filtering` matches them. Two
+append-only tables hold them:
+
+- `labels (id, key, value)`: each distinct label once;
+- `label_actors (label, actor_seq)`: the label was on an event of the actor whose first
+  event in the trail is at `actor_seq`. The actor is named by that seq rather than by
+  its id: about 10 bytes a row instead of about 80 (a container carries every label on
+  every event, so the rows are per actor, not per event).
+
+A query uses them only to narrow where it looks; every event it returns is still
+matched on its body. A row too many costs a look, never a wrong answer. A row too few
+would hide events: `verify` looks for that (`Completeness`), checking every event's
+labels as it walks the chain, with the same derivation as the migration's.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sinks.base import values_of
+
+TABLES = ("labels", "label_actors")
+CREATE = (
+    "CREATE TABLE labels (id INTEGER PRIMARY KEY, key TEXT NOT NULL, value TEXT NOT NULL, "
+    "UNIQUE (key, value))",
+    "CREATE TABLE label_actors (label INTEGER NOT NULL, actor_seq INTEGER NOT NULL, "
+    "PRIMARY KEY (label, actor_seq)) WITHOUT ROWID",
+)
+
+# Every (actor, labels) pair of the trail once, the labels as JSON (`->` keeps a string
+# a JSON string, so `json_each` never reads a bare text as JSON), and each label of it.
+# `json_each` of an object yields text keys; of an array, integer ones; of a scalar,
+# none: only an object's members with text values are labels.
+_CARRIED = (
+    "FROM (SELECT DISTINCT actor_id, body -> '$.attributes.labels' AS labels FROM events) "
+    "AS carried, json_each(carried.labels) AS label"
+)
+_IS_LABEL = "typeof(label.key) = 'text' AND label.type = 'text'"
+_FIRST_SEQ = "(SELECT min(seq) FROM events AS first WHERE first.actor_id = {actor})"
+_THE_LABEL = "labels.key = label.key AND labels.value = label.value"
+
+POPULATE = (
+    f"INSERT OR IGNORE INTO labels (key, value) SELECT label.key, label.value "
+    f"{_CARRIED} WHERE {_IS_LABEL}",
+    "INSERT OR IGNORE INTO label_actors (label, actor_seq) SELECT labels.id, "
+    f"{_FIRST_SEQ.format(actor='carried.actor_id')} "
+    f"{_CARRIED} JOIN labels ON {_THE_LABEL} WHERE {_IS_LABEL}",
+)
+"""The migration's fill from the events already stored: the definition of the index."""
+
+# A label of the (actor, labels JSON) pairs given as a JSON array that the index lacks.
+# Each pair's actor's first event is looked up once (MATERIALIZED), not once per label.
+_MISSING_AMONG = (
+    "WITH pair AS MATERIALIZED (SELECT value ->> '$[0]' AS actor, value ->> '$[1]' AS labels, "
+    + _FIRST_SEQ.format(actor="value ->> '$[0]'")
+    + " AS first_seq FROM json_each(?)) "
+    f"SELECT pair.actor, label.key, label.value FROM pair, json_each(pair.labels) AS label "
+    f"WHERE {_IS_LABEL} AND NOT EXISTS (SELECT 1 FROM labels JOIN label_actors "
+    f"ON label_actors.label = labels.id WHERE {_THE_LABEL} "
+    "AND label_actors.actor_seq = pair.first_seq) LIMIT 1"
+)
+CHECK_BATCH = 2_000  # pairs per look-up
+CHECKED_KEPT = 65_536  # pairs remembered as checked; then forgotten and looked up again
+
+_ADD_LABEL = "INSERT OR IGNORE INTO labels (key, value) VALUES (?, ?)"
+_ADD_ACTOR = (
+    "INSERT OR IGNORE INTO label_actors (label, actor_seq) SELECT labels.id, "
+    + _FIRST_SEQ.format(actor="?")
+    + " FROM labels WHERE labels.key = ? AND labels.value = ?"
+)
+FEW_ACTORS = 64
+"""Up to this many actors, a page of a label's events is read actor by actor (an index
+walk each, stopping at the page's end); above it, in seq order from the first one."""
+
+Labelled = tuple[str, str, str]  # actor id, label key, label value
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the tables and fill them from the stored events (about 3 s per 1M events)."""
+    for sql in (*CREATE, *POPULATE):
+        conn.execute(sql)
+
+
+def present(conn: sqlite3.Connection) -> bool:
+    """Whether this trail has the index (a trail on read-only storage may lack it)."""
+    sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)"
+    return bool(conn.execute(sql, TABLES).fetchone()[0] == len(TABLES))
+
+
+def carried(contents: Iterable[Mapping[str, Any]]) -> set[Labelled]:
+    """The (actor, key, value) of every label the events' contents carry."""
+    found: set[Labelled] = set()
+    for content in contents:
+        labels = content["attributes"].get("labels")
+        if not labels or not isinstance(labels, dict):
+            continue
+        actor = content["actor"].get("id")
+        found.update((actor, key, value) for key, value in labels.items() if type(value) is str)
+    return found
+
+
+def record(conn: sqlite3.Connection, new: Sequence[Labelled]) -> None:
+    """Index labels of events just inserted (in the same transaction): `new` are the
+    (actor, key, value) this writer has not indexed yet; the others are ignored."""
+    conn.executemany(_ADD_LABEL, sorted({(key, value) for _, key, value in new}))
+    conn.executemany(_ADD_ACTOR, new)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPlan:
+    """Where the events a label filter selects can be, from the index."""
+
+    nothing: bool = False  # some wanted label is on no event
+    from_seq: int = 0  # no selected event is before this seq
+    actors: tuple[str, ...] | None = None  # every selected event is of one of them (few)
+
+
+def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) -> LabelPlan:
+    """The `LabelPlan` of `wanted` (key -> value or values; every key must match)."""
+    narrowest: tuple[int, list[int]] | None = None
+    from_seq = 0
+    for key, values in wanted.items():
+        chosen = values_of(values) or ()
+        marks = ", ".join("?" * len(chosen))
+        sql = f"SELECT id FROM labels WHERE key = ? AND value IN ({marks})"
+        ids = [row[0] for row in conn.execute(sql, (key, *chosen))]
+        if not ids:
+            return LabelPlan(nothing=True)
+        count, first = conn.execute(
+            f"SELECT count(*), min(actor_seq) FROM label_actors WHERE label IN ({_marks(ids)})",
+            ids,
+        ).fetchone()
+        if not count:
+            return LabelPlan(nothing=True)
+        from_seq = max(from_seq, int(first))
+        if narrowest is None or count < narrowest[0]:
+            narrowest = (int(count), ids)
+    if narrowest is None or narrowest[0] > FEW_ACTORS:
+        return LabelPlan(from_seq=from_seq)
+    rows = conn.execute(
+        "SELECT DISTINCT first.actor_id FROM label_actors JOIN events AS first "
+        f"ON first.seq = label_actors.actor_seq WHERE label IN ({_marks(narrowest[1])}) "
+        "ORDER BY 1",
+        narrowest[1],
+    )
+    return LabelPlan(from_seq=from_seq, actors=tuple(row[0] for row in rows))
+
+
+class Completeness:
+    """Verify's check that the index holds every label of the events it is shown.
+
+    The chain walk reads each event's actor and labels (its SQL extracts them from a
+    body it parses anyway) and hands on a pair not in `seen`: a container's events all
+    carry its labels, so most are. New pairs are looked up `CHECK_BATCH` at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seen: set[tuple[str, str]] = set()  # checked, or about to be
+        self.pending: list[tuple[str, str]] = []
+        self.missing: Labelled | None = None
+
+    def add(self, pair: tuple[str, str]) -> None:
+        """An event's actor id and `attributes.labels` as JSON, not in `seen`."""
+        if len(self.seen) > CHECKED_KEPT:  # forget what was checked: a later sight costs a look
+            self.seen.clear()
+            self.seen.update(self.pending)
+        self.seen.add(pair)
+        self.pending.append(pair)
+        if len(self.pending) >= CHECK_BATCH:
+            self.finish()
+
+    def finish(self) -> Labelled | None:
+        """Look up what is pending; the first label found missing, if any."""
+        if self.pending and self.missing is None:
+            row = self.conn.execute(_MISSING_AMONG, (json.dumps(self.pending),)).fetchone()
+            self.missing = None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+        self.pending = []
+        return self.missing
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
