@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sinks.base import values_of
 
@@ -71,16 +71,17 @@ CHECK_BATCH = 2_000  # pairs per look-up
 CHECKED_KEPT = 65_536  # pairs remembered as checked; then forgotten and looked up again
 
 _ADD_LABEL = "INSERT OR IGNORE INTO labels (key, value) VALUES (?, ?)"
-_ADD_ACTOR = (
-    "INSERT OR IGNORE INTO label_actors (label, actor_seq) SELECT labels.id, "
-    + _FIRST_SEQ.format(actor="?")
-    + " FROM labels WHERE labels.key = ? AND labels.value = ?"
-)
+_LABEL_ID = "SELECT id FROM labels WHERE key = ? AND value = ?"
+_ADD_ACTOR = "INSERT OR IGNORE INTO label_actors (label, actor_seq) VALUES (?, ?)"
+_ACTOR_SEQ = _FIRST_SEQ.format(actor="?").strip("()")
+ACTORS_REMEMBERED = 10_000  # a writer's memory of indexed actors (and of label ids)
 FEW_ACTORS = 64
 """Up to this many actors, a page of a label's events is read actor by actor (an index
 walk each, stopping at the page's end); above it, in seq order from the first one."""
 
 Labelled = tuple[str, str, str]  # actor id, label key, label value
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -95,23 +96,65 @@ def present(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute(sql, TABLES).fetchone()[0] == len(TABLES))
 
 
-def carried(contents: Iterable[Mapping[str, Any]]) -> set[Labelled]:
-    """The (actor, key, value) of every label the events' contents carry."""
-    found: set[Labelled] = set()
-    for content in contents:
-        labels = content["attributes"].get("labels")
-        if not labels or not isinstance(labels, dict):
-            continue
-        actor = content["actor"].get("id")
-        found.update((actor, key, value) for key, value in labels.items() if type(value) is str)
-    return found
+class LabelWriter:
+    """Indexes the labels of the events a writer inserts, in the same transaction.
+
+    It remembers, per actor, the labels it indexed last: a container's events all
+    carry its labels, so most events cost a comparison of two dicts. What it learns
+    in a transaction counts only once committed (`committed`): a rolled-back batch's
+    labels were not indexed, and its retry must index them."""
+
+    def __init__(self) -> None:
+        self.indexed: dict[str, dict[str, Any]] = {}  # actor id -> its labels, all indexed
+        self.ids: dict[tuple[str, str], int] = {}  # (key, value) -> label id
+        self._staged: dict[str, dict[str, Any]] = {}
+        self._staged_ids: dict[tuple[str, str], int] = {}
+
+    def stage(self, conn: sqlite3.Connection, contents: Iterable[Mapping[str, Any]]) -> None:
+        """Index the labels of events just inserted, in the open transaction."""
+        self.discard()
+        new: set[Labelled] = set()
+        indexed, staged = self.indexed, self._staged  # locals: read for every event
+        for content in contents:
+            labels = content["attributes"].get("labels")
+            if not labels:
+                continue
+            actor = content["actor"].get("id")
+            if indexed.get(actor) == labels or type(labels) is not dict:
+                continue
+            if staged.get(actor) != labels:
+                new.update(
+                    (actor, key, value) for key, value in labels.items() if type(value) is str
+                )
+                staged[actor] = dict(labels)
+        if new:
+            self._record(conn, new)
+
+    def _record(self, conn: sqlite3.Connection, new: set[Labelled]) -> None:
+        unknown = sorted({(key, value) for _, key, value in new} - self.ids.keys())
+        conn.executemany(_ADD_LABEL, unknown)
+        for pair in unknown:
+            self._staged_ids[pair] = conn.execute(_LABEL_ID, pair).fetchone()[0]
+        first = {actor: conn.execute(_ACTOR_SEQ, (actor,)).fetchone()[0] for actor, _, _ in new}
+        ids = self.ids | self._staged_ids
+        rows = {(ids[key, value], first[actor]) for actor, key, value in new}
+        conn.executemany(_ADD_ACTOR, sorted(rows))
+
+    def committed(self) -> None:
+        """The transaction of the last `stage` committed: remember what it indexed."""
+        _remember(self.indexed, self._staged)
+        _remember(self.ids, self._staged_ids)
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget what the last `stage` did (its transaction rolled back, or none)."""
+        self._staged, self._staged_ids = {}, {}
 
 
-def record(conn: sqlite3.Connection, new: Sequence[Labelled]) -> None:
-    """Index labels of events just inserted (in the same transaction): `new` are the
-    (actor, key, value) this writer has not indexed yet; the others are ignored."""
-    conn.executemany(_ADD_LABEL, sorted({(key, value) for _, key, value in new}))
-    conn.executemany(_ADD_ACTOR, new)
+def _remember(known: dict[K, V], learnt: dict[K, V]) -> None:
+    if len(known) > ACTORS_REMEMBERED:
+        known.clear()  # a big host's history: look them up again
+    known.update(learnt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,6 @@ from sinks.base import (
 )
 from sinks.chain import (
     RULES_MARK,
-    Sealed,
     VerifyReport,
     check_mark,
     decode_state,
@@ -81,10 +80,6 @@ from sinks.sqlite.verification import check_tail, verify_connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Labels (actor, key, value) a writer remembers having indexed, so that the events of a
-# container, which all carry its labels, cost one look-up each rather than one per label.
-LABELS_REMEMBERED = 100_000
 
 
 # NOT INDEXED: for max() the planner prefers walking the time index from the top,
@@ -131,8 +126,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
         self._since_checkpoint = 0  # events stored since this instance's last checkpoint
         self._unwitnessed: list[Checkpoint] = []
-        self._indexed_labels: set[labels.Labelled] = set()  # committed to the label index
-        self._indexing_labels: list[labels.Labelled] = []  # in the open transaction
+        self._labels = labels.LabelWriter()
         self._label_index: bool | None = None  # whether the file has it (`_has_label_index`)
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
@@ -297,7 +291,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         if not events and not states:
             return AppendResult()
         self._ensure_writer()
-        self._indexing_labels = []
+        self._labels.discard()
         with self._errors("append"), immediate(conn):
             self._check_own_heads(conn)
             sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
@@ -305,7 +299,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 self._put_states(conn, states)
             if sealed:
                 self._seal_heads(conn)
-        self._labels_committed()
+        self._labels.committed()
         if sealed:
             self._dirty = True
             self._since_checkpoint += len(sealed)
@@ -326,22 +320,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 for stored, content, body in sealed
             ],
         )
-        self._index_labels(conn, sealed)
+        self._labels.stage(conn, (content for _, content, _ in sealed))
         return sealed, duplicates
-
-    def _index_labels(self, conn: sqlite3.Connection, sealed: Sequence[Sealed]) -> None:
-        carried = labels.carried(content for _, content, _ in sealed)
-        new = sorted(carried - self._indexed_labels)
-        if new:
-            labels.record(conn, new)
-            self._indexing_labels = new
-
-    def _labels_committed(self) -> None:
-        # Remembered only once committed: a rolled-back batch's labels are not indexed.
-        if len(self._indexed_labels) > LABELS_REMEMBERED:
-            self._indexed_labels.clear()  # a big host's history: look them up again
-        self._indexed_labels.update(self._indexing_labels)
-        self._indexing_labels = []
 
     @staticmethod
     def _put_states(conn: sqlite3.Connection, states: list[tuple[str, str]]) -> None:
