@@ -68,7 +68,7 @@ _MISSING_AMONG = (
     "AND label_actors.actor_seq = pair.first_seq) LIMIT 1"
 )
 CHECK_BATCH = 2_000  # pairs per look-up
-CHECKED_KEPT = 65_536  # pairs remembered as checked; then forgotten and looked up again
+CHECKED_KEPT = 8_192  # pairs remembered as checked (about 3 MB); then forgotten, looked up again
 
 _ADD_LABEL = "INSERT OR IGNORE INTO labels (key, value) VALUES (?, ?)"
 _LABEL_ID = "SELECT id FROM labels WHERE key = ? AND value = ?"
