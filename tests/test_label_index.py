@@ -102,9 +102,17 @@ def trails(tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteTrail, Memor
 @pytest.mark.parametrize("name", FILTERS)
 @pytest.mark.parametrize("limit", [None, 1, 5, 1000])
 @pytest.mark.parametrize("since", [None, 100])
+@pytest.mark.parametrize("candidates", [label_index.CANDIDATES, 100])
 def test_a_label_query_selects_what_the_filter_means(
-    trails: tuple[SQLiteTrail, MemoryTrail, Path], name: str, limit: int | None, since: int | None
+    trails: tuple[SQLiteTrail, MemoryTrail, Path],
+    name: str,
+    limit: int | None,
+    since: int | None,
+    candidates: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With 100 candidates at most, the common labels are read in seq order instead."""
+    monkeypatch.setattr(label_index, "CANDIDATES", candidates)
     trail, memory, _ = trails
     f = EventFilter(
         labels=FILTERS[name], limit=limit, since_ns=None if since is None else T0 + since
@@ -113,20 +121,25 @@ def test_a_label_query_selects_what_the_filter_means(
     assert [e.seq for e in trail.query(f)] == want
 
 
-def test_the_filters_cover_each_plan(trails: tuple[SQLiteTrail, MemoryTrail, Path]) -> None:
+def test_the_filters_cover_each_plan(
+    trails: tuple[SQLiteTrail, MemoryTrail, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cases above go down every way the index answers."""
     trail, _, path = trails
     with contextlib.closing(sqlite3.connect(path)) as conn:
         plans = {name: label_index.plan(conn, wanted) for name, wanted in FILTERS.items()}
+        monkeypatch.setattr(label_index, "CANDIDATES", 100)
+        common = label_index.plan(conn, FILTERS["common"])
     assert plans["absent key"].nothing and plans["absent value"].nothing
     assert plans["a key and a value it never has"].nothing
-    assert plans["common"].actors is None and plans["common"].from_seq == 1  # many: seq order
+    assert plans["common"].actors is None and plans["common"].seqs is not None  # its events
+    assert common.actors is None and common.seqs is None and common.from_seq == 1  # seq order
     assert plans["late actor"].actors == (_container(MANY + 50),)
     assert plans["one actor"].actors == (_container(5),)
     assert plans["rare"].actors == (_container(900), _container(905))
     assert plans["two keys"].actors is not None and len(plans["two keys"].actors) == 10
     page = trail.query_plan(EventFilter(labels=FILTERS["common"], limit=5))
-    assert any("INTEGER PRIMARY KEY (rowid>?)" in line for line in page), page
+    assert any("INTEGER PRIMARY KEY (rowid>?)" in line for line in page), page  # CANDIDATES
     one = trail.query_plan(EventFilter(labels=FILTERS["one actor"], limit=5))
     assert any("events_actor_id" in line for line in one), one
 

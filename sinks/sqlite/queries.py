@@ -147,6 +147,9 @@ def _add_label_bounds(where: list[str], params: list[Any], labels: LabelPlan) ->
     if labels.actors is not None:
         where.append(f"actor_id IN ({_marks(labels.actors)})")
         params.extend(labels.actors)
+    elif labels.seqs is not None:
+        where.append("seq IN (SELECT value FROM json_each(?))")
+        params.append(labels.seqs)
     elif labels.from_seq:
         where.append("seq >= ?")
         params.append(labels.from_seq)
