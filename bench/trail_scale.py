@@ -222,14 +222,21 @@ def query_p95(trail: SQLiteTrail, label: str, count: int) -> None:
         # measures the index seek, not the rows of a session.
         "session": lambda: EventFilter(session=f"{rng.getrandbits(48):012x}", limit=100),
         # The label index (sinks.sqlite.labels): a label no event has; a ticket about 1 %
-        # of the containers carry (more than FEW_ACTORS: read in seq order from the
-        # first); the compose project every container carries.
+        # of the containers carry; the compose project every container carries.
         "label": lambda: EventFilter(labels={"audit.ticket": "OPS-0000"}, limit=100),
         "label-rare": lambda: EventFilter(
             labels={"audit.ticket": f"OPS-{1000 + rng.randrange(97)}"}, limit=100
         ),
         "label-common": lambda: EventFilter(
             labels={"com.docker.compose.project": "shop"}, limit=100
+        ),
+        # Two labels, each on many containers, together on few: a service and a ticket.
+        "label-two": lambda: EventFilter(
+            labels={
+                "com.docker.compose.service": _name(rng.randrange(5)).split("-")[0],
+                "audit.ticket": f"OPS-{1000 + rng.randrange(97)}",
+            },
+            limit=100,
         ),
     }
     for name, make in cases.items():

@@ -74,6 +74,7 @@ FILTERS: dict[str, dict[str, Any]] = {
     "one actor": {"number": "5"},
     "two values": {"number": ("5", "60")},
     "two keys": {"project": "shop", "tier": "db"},
+    "two common keys": {"project": "shop", "tier": "web"},
     "a key and a value it never has": {"project": "shop", "number": "lab"},
     "absent key": {"ticket": "OPS-0000"},
     "absent value": {"project": "nowhere"},
@@ -83,6 +84,16 @@ FILTERS: dict[str, dict[str, Any]] = {
     "no actor id": {"project": "daemon"},
     "late actor": {"late": "1"},
 }
+
+
+# (FEW_ACTORS, CANDIDATES): as shipped; then low enough that the common labels are read
+# at their events, among their actors in seq order, and in seq order alone.
+THRESHOLDS = [
+    (label_index.FEW_ACTORS, label_index.CANDIDATES),
+    (5, 250),
+    (5, 100),
+    (5, 50),
+]
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +113,18 @@ def trails(tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteTrail, Memor
 @pytest.mark.parametrize("name", FILTERS)
 @pytest.mark.parametrize("limit", [None, 1, 5, 1000])
 @pytest.mark.parametrize("since", [None, 100])
-@pytest.mark.parametrize("candidates", [label_index.CANDIDATES, 100])
+@pytest.mark.parametrize("few, candidates", THRESHOLDS)
 def test_a_label_query_selects_what_the_filter_means(
     trails: tuple[SQLiteTrail, MemoryTrail, Path],
     name: str,
     limit: int | None,
     since: int | None,
+    few: int,
     candidates: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With 100 candidates at most, the common labels are read in seq order instead."""
+    """Lower thresholds send the same filters down the other ways of reading."""
+    monkeypatch.setattr(label_index, "FEW_ACTORS", few)
     monkeypatch.setattr(label_index, "CANDIDATES", candidates)
     trail, memory, _ = trails
     f = EventFilter(
@@ -128,12 +141,18 @@ def test_the_filters_cover_each_plan(
     trail, _, path = trails
     with contextlib.closing(sqlite3.connect(path)) as conn:
         plans = {name: label_index.plan(conn, wanted) for name, wanted in FILTERS.items()}
-        monkeypatch.setattr(label_index, "CANDIDATES", 100)
-        common = label_index.plan(conn, FILTERS["common"])
+        lowered = {}
+        for few, candidates in THRESHOLDS[1:]:
+            monkeypatch.setattr(label_index, "FEW_ACTORS", few)
+            monkeypatch.setattr(label_index, "CANDIDATES", candidates)
+            lowered[candidates] = label_index.plan(conn, FILTERS["two common keys"])
     assert plans["absent key"].nothing and plans["absent value"].nothing
     assert plans["a key and a value it never has"].nothing
     assert plans["common"].actors is None and plans["common"].seqs is not None  # its events
-    assert common.actors is None and common.seqs is None and common.from_seq == 1  # seq order
+    assert lowered[250].seqs is not None  # the web tier's 60 actors' events, fewer than 250
+    assert lowered[100].among is not None and lowered[100].seqs is None  # more: among them
+    # 50 actors or more: seq order, from the first web container's first event
+    assert lowered[50].among is None and lowered[50].from_seq == 2
     assert plans["late actor"].actors == (_container(MANY + 50),)
     assert plans["one actor"].actors == (_container(5),)
     assert plans["rare"].actors == (_container(900), _container(905))

@@ -76,22 +76,19 @@ _ADD_ACTOR = "INSERT OR IGNORE INTO label_actors (label, actor_seq) VALUES (?, ?
 _ACTOR_SEQ = "SELECT min(seq) FROM events WHERE actor_id = ?"
 ACTORS_REMEMBERED = 10_000  # a writer's memory of indexed actors (and of label ids)
 _FIRST_ACTOR = "SELECT min(actor_seq) FROM label_actors WHERE label = ?"  # the first key
-_ACTORS = (
-    "SELECT DISTINCT first.actor_id FROM label_actors JOIN events AS first "
-    "ON first.seq = label_actors.actor_seq WHERE label IN ({marks}) ORDER BY 1"
+_ACTORS = (  # the ids of the actors whose first events are at the seqs given (JSON)
+    "SELECT DISTINCT first.actor_id FROM json_each(?) AS actor "
+    "JOIN events AS first ON first.seq = actor.value ORDER BY 1"
 )
-_EVENTS = (  # the events of the labels' actors, at most ? of them
-    "SELECT events.seq FROM label_actors JOIN events AS first "
-    "ON first.seq = label_actors.actor_seq JOIN events ON events.actor_id = first.actor_id "
-    "WHERE label_actors.label IN ({marks}) LIMIT ?"
+_EVENTS = (  # the events of those actors, at most ? of them
+    "SELECT events.seq FROM json_each(?) AS actor JOIN events AS first "
+    "ON first.seq = actor.value JOIN events ON events.actor_id = first.actor_id LIMIT ?"
 )
 FEW_ACTORS = 64
 """Up to this many actors, a page of a label's events is read actor by actor (an index
 walk each, stopping at the page's end)."""
 CANDIDATES = 10_000
-"""Below this many events of the labels' actors, their seqs are collected and read. The
-look costs about 0.6 µs an event; past it, at least one event in a thousand of a
-10M-event trail is a candidate, read in seq order."""
+"""Below this many actors, or events of them, they are collected (about 0.6 µs each)."""
 
 Labelled = tuple[str, str, str]  # actor id, label key, label value
 K = TypeVar("K")
@@ -174,23 +171,25 @@ def _remember(known: dict[K, V], learnt: dict[K, V]) -> None:
 @dataclass(frozen=True, slots=True)
 class LabelPlan:
     """Where the events a label filter selects can be, from the index (the narrowest
-    of what is known: `actors`, else `seqs`, else `from_seq`)."""
+    of what is known: `actors`, else `seqs`, else `among`, else `from_seq`)."""
 
     nothing: bool = False  # some wanted label is on no event
     from_seq: int = 0  # no selected event is before this seq
     actors: tuple[str, ...] | None = None  # every selected event is of one of them (few)
     seqs: str | None = None  # every selected event is at one of these seqs (a JSON array)
+    among: str | None = None  # ... is of one of these actors (their ids, a JSON array)
 
 
 def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) -> LabelPlan:
     """The `LabelPlan` of `wanted` (key -> value or values; every key must match).
 
-    A label few actors carry is read actor by actor; one whose actors have fewer than
-    `CANDIDATES` events, at those events; else in seq order from its first actor's
-    first event, where at least `CANDIDATES` of the events after it carry the label
-    (a page of 100 then reads at most 10,000 rows per million events after it; for
-    several labels that rarely meet, more: they are matched on the bodies)."""
-    narrowest: tuple[int, list[int]] | None = None
+    The actors of the key fewest carry, kept when they carry every other key too, are
+    read actor by actor when few; at their events when those are fewer than
+    `CANDIDATES`; else in seq order from the first of them (for several keys, each
+    row's actor looked up among them: they may rarely meet). A key carried by
+    `CANDIDATES` actors or more is read in seq order from its first actor's first
+    event: it is on at least that many events after it."""
+    keys: list[tuple[int, list[int]]] = []
     from_seq = 0
     for key, values in wanted.items():
         ids = _label_ids(conn, key, values_of(values) or ())
@@ -198,21 +197,44 @@ def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) 
         if not any(first is not None for first in firsts):
             return LabelPlan(nothing=True)
         from_seq = max(from_seq, min(first for first in firsts if first is not None))
-        count = _actors_up_to(conn, ids, CANDIDATES)
-        if narrowest is None or count < narrowest[0]:
-            narrowest = (count, ids)
-    if narrowest is None:
+        keys.append((_actors_up_to(conn, ids, CANDIDATES), ids))
+    if not keys:
         return LabelPlan()
-    count, ids = narrowest
-    if count <= FEW_ACTORS:
-        rows = conn.execute(_ACTORS.format(marks=_marks(ids)), ids)
-        return LabelPlan(from_seq=from_seq, actors=tuple(row[0] for row in rows))
-    if count < CANDIDATES:  # else its actors have more events than that: no need to look
-        events = conn.execute(_EVENTS.format(marks=_marks(ids)), (*ids, CANDIDATES))
-        seqs = {row[0] for row in events}
-        if len(seqs) < CANDIDATES:
-            return LabelPlan(from_seq=from_seq, seqs=json.dumps(sorted(seqs)))
-    return LabelPlan(from_seq=from_seq)
+    keys.sort(key=lambda counted: counted[0])
+    if keys[0][0] >= CANDIDATES:
+        return LabelPlan(from_seq=from_seq)
+    actor_seqs = _actors_of_all(conn, [ids for _, ids in keys])
+    if not actor_seqs:
+        return LabelPlan(nothing=True)
+    from_seq, chosen = max(from_seq, actor_seqs[0]), json.dumps(actor_seqs)
+    if len(actor_seqs) <= FEW_ACTORS:
+        return LabelPlan(from_seq=from_seq, actors=tuple(_actor_ids(conn, chosen)))
+    seqs = {row[0] for row in conn.execute(_EVENTS, (chosen, CANDIDATES))}
+    if len(seqs) < CANDIDATES:
+        return LabelPlan(from_seq=from_seq, seqs=json.dumps(sorted(seqs)))
+    if len(keys) == 1:  # the key's own density: a body test of each row costs no more
+        return LabelPlan(from_seq=from_seq)
+    return LabelPlan(from_seq=from_seq, among=json.dumps(_actor_ids(conn, chosen)))
+
+
+def _actors_of_all(conn: sqlite3.Connection, keys: Sequence[list[int]]) -> list[int]:
+    """The actors (first seqs, in order) of the first key's labels that carried one of
+    each other key's labels too: each a look-up in the index, never a set of them all."""
+    sql = (
+        f"SELECT DISTINCT actor_seq FROM label_actors AS carrier WHERE label IN ({_marks(keys[0])})"
+    )
+    params: list[int] = list(keys[0])
+    for ids in keys[1:]:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM label_actors AS other WHERE other.label "
+            f"IN ({_marks(ids)}) AND other.actor_seq = carrier.actor_seq)"
+        )
+        params.extend(ids)
+    return [row[0] for row in conn.execute(sql + " ORDER BY actor_seq", params)]
+
+
+def _actor_ids(conn: sqlite3.Connection, actor_seqs: str) -> list[str]:
+    return [row[0] for row in conn.execute(_ACTORS, (actor_seqs,))]
 
 
 def _label_ids(conn: sqlite3.Connection, key: str, values: Sequence[str]) -> list[int]:

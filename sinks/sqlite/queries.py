@@ -150,9 +150,13 @@ def _add_label_bounds(where: list[str], params: list[Any], labels: LabelPlan) ->
     elif labels.seqs is not None:
         where.append("seq IN (SELECT value FROM json_each(?))")
         params.append(labels.seqs)
-    elif labels.from_seq:
-        where.append("seq >= ?")
-        params.append(labels.from_seq)
+    else:  # read in seq order from the first actor's first event
+        if labels.among is not None:  # `+`: a test of each row read, not an index walk
+            where.append("+actor_id IN (SELECT value FROM json_each(?))")
+            params.append(labels.among)
+        if labels.from_seq:
+            where.append("seq >= ?")
+            params.append(labels.from_seq)
 
 
 def _select(
