@@ -86,14 +86,21 @@ FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
-# (FEW_ACTORS, CANDIDATES): as shipped; then low enough that the common labels are read
-# at their events, among their actors in seq order, and in seq order alone.
+# (FEW_ACTORS, CANDIDATES, SEVERAL_KEYS_FACTOR): as shipped; then low enough that the
+# common labels are read at their events, among their actors in seq order, and in seq
+# order alone.
 THRESHOLDS = [
-    (label_index.FEW_ACTORS, label_index.CANDIDATES),
-    (5, 250),
-    (5, 100),
-    (5, 50),
+    (label_index.FEW_ACTORS, label_index.CANDIDATES, label_index.SEVERAL_KEYS_FACTOR),
+    (5, 250, 1),
+    (5, 100, 1),
+    (5, 50, 1),
 ]
+
+
+def _lower(monkeypatch: pytest.MonkeyPatch, few: int, candidates: int, factor: int) -> None:
+    monkeypatch.setattr(label_index, "FEW_ACTORS", few)
+    monkeypatch.setattr(label_index, "CANDIDATES", candidates)
+    monkeypatch.setattr(label_index, "SEVERAL_KEYS_FACTOR", factor)
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +120,17 @@ def trails(tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteTrail, Memor
 @pytest.mark.parametrize("name", FILTERS)
 @pytest.mark.parametrize("limit", [None, 1, 5, 1000])
 @pytest.mark.parametrize("since", [None, 100])
-@pytest.mark.parametrize("few, candidates", THRESHOLDS)
+@pytest.mark.parametrize("thresholds", THRESHOLDS)
 def test_a_label_query_selects_what_the_filter_means(
     trails: tuple[SQLiteTrail, MemoryTrail, Path],
     name: str,
     limit: int | None,
     since: int | None,
-    few: int,
-    candidates: int,
+    thresholds: tuple[int, int, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Lower thresholds send the same filters down the other ways of reading."""
-    monkeypatch.setattr(label_index, "FEW_ACTORS", few)
-    monkeypatch.setattr(label_index, "CANDIDATES", candidates)
+    _lower(monkeypatch, *thresholds)
     trail, memory, _ = trails
     f = EventFilter(
         labels=FILTERS[name], limit=limit, since_ns=None if since is None else T0 + since
@@ -142,10 +147,9 @@ def test_the_filters_cover_each_plan(
     with contextlib.closing(sqlite3.connect(path)) as conn:
         plans = {name: label_index.plan(conn, wanted) for name, wanted in FILTERS.items()}
         lowered = {}
-        for few, candidates in THRESHOLDS[1:]:
-            monkeypatch.setattr(label_index, "FEW_ACTORS", few)
-            monkeypatch.setattr(label_index, "CANDIDATES", candidates)
-            lowered[candidates] = label_index.plan(conn, FILTERS["two common keys"])
+        for thresholds in THRESHOLDS[1:]:
+            _lower(monkeypatch, *thresholds)
+            lowered[thresholds[1]] = label_index.plan(conn, FILTERS["two common keys"])
     assert plans["absent key"].nothing and plans["absent value"].nothing
     assert plans["a key and a value it never has"].nothing
     assert plans["common"].actors is None and plans["common"].seqs is not None  # its events

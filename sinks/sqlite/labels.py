@@ -89,6 +89,7 @@ FEW_ACTORS = 64
 walk each, stopping at the page's end)."""
 CANDIDATES = 10_000
 """Below this many actors, or events of them, they are collected (about 0.6 µs each)."""
+SEVERAL_KEYS_FACTOR = 5  # events collected for several keys: 50,000 (about 30 ms)
 
 Labelled = tuple[str, str, str]  # actor id, label key, label value
 K = TypeVar("K")
@@ -209,8 +210,11 @@ def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) 
     from_seq, chosen = max(from_seq, actor_seqs[0]), json.dumps(actor_seqs)
     if len(actor_seqs) <= FEW_ACTORS:
         return LabelPlan(from_seq=from_seq, actors=tuple(_actor_ids(conn, chosen)))
-    seqs = {row[0] for row in conn.execute(_EVENTS, (chosen, CANDIDATES))}
-    if len(seqs) < CANDIDATES:
+    # One key past CANDIDATES events is on enough rows to read in order; several may
+    # meet on few of them, so their actors' events are worth collecting further.
+    most = CANDIDATES if len(keys) == 1 else CANDIDATES * SEVERAL_KEYS_FACTOR
+    seqs = {row[0] for row in conn.execute(_EVENTS, (chosen, most))}
+    if len(seqs) < most:
         return LabelPlan(from_seq=from_seq, seqs=json.dumps(sorted(seqs)))
     if len(keys) == 1:  # the key's own density: a body test of each row costs no more
         return LabelPlan(from_seq=from_seq)
