@@ -279,6 +279,9 @@ def _m0010_exec_id_index(db: Database) -> None:
     )
 
 
+LABEL_MIGRATION = "0011_label_index"  # verify checks the index's content once applied
+
+
 def _m0011_label_index(db: Database) -> None:
     # `query -f label=` (sinks.sqlite.labels): derived from the bodies, like an index,
     # so a trail on read-only storage is read without it; verify checks its content.
@@ -298,7 +301,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0008_head_seal", headseal.migrate),
     Migration("0009_rule_state", rulestate.migrate),
     Migration("0010_exec_id_index", _m0010_exec_id_index, index_only=True),
-    Migration("0011_label_index", _m0011_label_index, index_only=True),
+    Migration(LABEL_MIGRATION, _m0011_label_index, index_only=True),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]

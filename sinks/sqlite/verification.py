@@ -40,6 +40,7 @@ from sinks.sqlite.schema import (
     BUSY_TIMEOUT_SECS,
     COPIED_NAMES,
     GENESIS_MIGRATIONS,
+    LABEL_MIGRATION,
     MIGRATIONS,
     TRIGGERS,
     VERIFY_ALERT_ROWS,
@@ -52,7 +53,6 @@ from sinks.sqlite.storage import connect_read_only
 
 Progress = Callable[[int, int], None]
 """Called with (seq reached, last seq) while the events chain is walked."""
-LABEL_MIGRATION = "0011_label_index"
 _PROGRESS_MASK = 4095  # report every 4096 events: a call per row would cost more than it shows
 
 Problem = tuple[int | None, str]
