@@ -10,6 +10,10 @@ its mix) repeated round after round with fresh container ids and names and
 later times, stored through the trail's own pipeline (`Pipeline` with the
 `RulesStage`, 20,000 events per transaction: hash chain, indexes, rules and
 alerts as in the service), so the history holds the alerts it would hold.
+The capture ends with four containers still there; each round first removes
+the previous round's (`die` and `destroy`, as a host that redeploys does), so
+the host keeps a handful of containers however long its trail. What the state
+of many live containers costs is bench/live_state.py's figure.
 
 Then, in this run, against copies of those trails and an empty one:
 
@@ -46,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,7 +74,9 @@ SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
 HOST = "bench-host"
 BUILD_BATCH = 20_000
 ROUND_GAP_NS = 1_000_000_000
-FORMAT = 4  # of the cached trails: bump when the generator or the trail changes (4: 8 KiB pages)
+# Of the cached trails: bump when the generator or the trail changes (4: 8 KiB pages;
+# 5: each round removes the containers the previous one left).
+FORMAT = 5
 # New events start after the rounds of the largest trail this bench can build.
 NEW_FIRST_ROUND = 10_000_000
 # From this size on a trail is built with its secondary indexes deferred
@@ -101,6 +107,8 @@ class Mix:
         first, last = template[0]["timeNano"], template[-1]["timeNano"]
         self.span_ns = last - first + ROUND_GAP_NS
         self.first_ns = first
+        self.last_ns = last
+        self.removals = _removals(template)
 
     def write(self, path: Path, first_round: int, events: int) -> Path:
         """`events` Engine events from round `first_round` on, as an events file at `path`."""
@@ -112,12 +120,24 @@ class Mix:
     def rounds(self, first_round: int, events: int) -> Iterator[dict[str, Any]]:
         produced, round_no = 0, first_round
         while True:
-            for raw in self.template:
+            for raw in self._round(round_no, first=round_no == first_round):
                 if produced == events:
                     return
-                yield self._of_round(raw, round_no)
+                yield raw
                 produced += 1
             round_no += 1
+
+    def _round(self, round_no: int, *, first: bool) -> Iterator[dict[str, Any]]:
+        """The previous round's leftovers removed (half a gap after it), then the scenario."""
+        if not first:
+            removed_at = self.last_ns + (round_no - 1) * self.span_ns + ROUND_GAP_NS // 2
+            for step, raw in enumerate(self.removals):
+                item = self._of_round(raw, round_no - 1)
+                when = removed_at + step * 1_000_000
+                item["timeNano"], item["time"] = when, when // 1_000_000_000
+                yield item
+        for raw in self.template:
+            yield self._of_round(raw, round_no)
 
     def _of_round(self, raw: dict[str, Any], round_no: int) -> dict[str, Any]:
         item: dict[str, Any] = json.loads(json.dumps(raw))
@@ -135,6 +155,34 @@ class Mix:
             attrs = item["Actor"]["Attributes"]
             attrs["container"] = _fresh_id(attrs["container"], round_no)
         return item
+
+
+def _removals(template: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Engine events that remove the containers `template` leaves: `die` for a running
+    one, then `destroy`, each with the attributes of its `create`."""
+    created: dict[str, dict[str, Any]] = {}
+    running: set[str] = set()
+    for raw in template:
+        if raw.get("Type") != "container":
+            continue
+        cid, action = raw["Actor"]["ID"], str(raw.get("Action", "")).split(":")[0]
+        if action == "create":
+            created[cid] = raw
+        elif action == "destroy":
+            created.pop(cid, None)
+        elif action == "start":
+            running.add(cid)
+        elif action == "die":
+            running.discard(cid)
+    removals = []
+    for cid, create in created.items():
+        for action in ("die", "destroy") if cid in running else ("destroy",):
+            item = json.loads(json.dumps(create))
+            item["Action"] = item["status"] = action
+            if action == "die":
+                item["Actor"]["Attributes"]["exitCode"] = "137"
+            removals.append(item)
+    return removals
 
 
 def _fresh_id(old: str, round_no: int) -> str:
@@ -163,8 +211,8 @@ def trail_config(path: Path, beside: Path | None = None) -> DocktrailConfig:
     )
 
 
-async def _build(path: Path, mix: Mix, events: int) -> None:
-    """Stores the events as `run` would: rules and alerts, and the saved states it keeps."""
+async def build_trail(path: Path, raws: Iterable[dict[str, Any]]) -> None:
+    """Stores Engine events as `run` would: rules and alerts, and the saved states it keeps."""
     config = trail_config(path)
     trail = SQLiteTrail.from_config(config.trail)
     async with trail:
@@ -179,7 +227,7 @@ async def _build(path: Path, mix: Mix, events: int) -> None:
             stages.append((await trail.call(lambda t: restore_known(t, HOST)))[1])
         pipeline = Pipeline(trail, stages=stages, batch_size=BUILD_BATCH, flush_interval_secs=60)
         async with pipeline:
-            for raw in mix.rounds(0, events):
+            for raw in raws:
                 await pipeline.put(normalize_engine_event(raw, HOST))
         for saving in stages:  # what the service does at a clean stop
             save = getattr(saving, "save_state", None) or getattr(saving, "save", None)
@@ -208,9 +256,10 @@ def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
     started = time.perf_counter()
     if bulk:
         db = building / "t.db"
-        bulk_trail.build(db, db.with_suffix(".key"), lambda: asyncio.run(_build(db, mix, events)))
+        fill = lambda: asyncio.run(build_trail(db, mix.rounds(0, events)))  # noqa: E731
+        bulk_trail.build(db, db.with_suffix(".key"), fill)
     else:
-        asyncio.run(_build(building / "t.db", mix, events))
+        asyncio.run(build_trail(building / "t.db", mix.rounds(0, events)))
     took = time.perf_counter() - started
     how = " (bulk: indexes deferred, verified)" if bulk else ""
     print(f"# built {size_name(events)} trail{how} in {took:.0f}s ({events / took:,.0f} events/s)")

@@ -99,3 +99,27 @@ def test_the_10m_entries_come_last_and_only_measure_a_warm_cache() -> None:
         bench = harness.BENCHES[index]
         assert bench.script in ("growth.py", "trail_scale.py")
         assert "--cached-only" in bench.args and bench.needs_secs > 0
+
+
+def test_the_memory_of_live_containers_follows_the_table() -> None:
+    live = (
+        "FIGURE live_state.run_rss.empty 66 MB baseline=66 ratio=1\n"
+        "FIGURE live_state.run_rss.170k 204 MB baseline=66 ratio=3.09\n"
+        "FIGURE live_state.kib_per_container.170k 0.831 KiB\n"
+    )
+    outcomes = [
+        _outcome("growth.py", "100k,1M", GROWTH, []),
+        harness.Outcome(harness.Bench("live_state.py", ("--live", "170k"))),
+    ]
+    outcomes[1].figures = harness.parse_figures(live)  # type: ignore[attr-defined]
+    section = harness.render(outcomes, {}, 60.0).split("## Cost growth", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert (
+        "`run` RSS on a trail of containers never removed (an empty trail: 66 MB): "
+        "170k containers: 204 MB (0.831 KiB per container)." in section
+    )
+
+
+def test_without_live_state_figures_there_is_no_such_sentence() -> None:
+    page = harness.render([_outcome("growth.py", "100k,1M", GROWTH, [])], {}, 60.0)
+    assert "never removed" not in page

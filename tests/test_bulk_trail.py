@@ -77,7 +77,9 @@ def test_the_growth_bench_trail_bulk_built_holds_the_rows_rules_and_states(
     require_shared("fixtures", "scenario-a", "events.jsonl")
     growth = _load("growth")
     mix = growth.load_mix()
-    bulk, grown = _build_both(tmp_path, lambda path: asyncio.run(growth._build(path, mix, EVENTS)))
+    bulk, grown = _build_both(
+        tmp_path, lambda path: asyncio.run(growth.build_trail(path, mix.rounds(0, EVENTS)))
+    )
     _assert_same_trail(bulk, grown)
     states = "SELECT name, through_seq FROM rule_state ORDER BY name"
     assert _rows(bulk, states) == _rows(grown, states) != []
