@@ -24,8 +24,9 @@ from config.errors import SourceError
 from config.models import DockerConfig
 from listener.model.event import Event
 from listener.sources.docker_engine import DaemonIdentity, since_arg
-from listener.sources.docker_live import DockerSource, Stall, StallWatchdog
+from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownContainer, KnownState
+from listener.sources.docker_stream import Stall, StallWatchdog
 from tests.dockerd import Dockerd
 
 HOST = "h"
