@@ -24,7 +24,7 @@ import pytest
 from sqlite_utils import Database
 
 import sinks.sqlite as sqlite_module
-import sinks.sqlite.trail as sqlite_trail_module
+import sinks.sqlite.opening as sqlite_opening_module
 from config.errors import SigningKeyError, TrailBusyError, TrailError
 from config.models import TrailConfig
 from listener.model.event import (
@@ -496,7 +496,7 @@ def test_from_config(tmp_path: Path) -> None:
 
 def test_locked_trail_is_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "t.db"
-    monkeypatch.setattr(sqlite_trail_module, "BUSY_TIMEOUT_SECS", 0.05)
+    monkeypatch.setattr(sqlite_opening_module, "BUSY_TIMEOUT_SECS", 0.05)
     with SQLiteTrail(path) as trail:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")

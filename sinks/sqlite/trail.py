@@ -1,5 +1,15 @@
 """`SQLiteTrail`: opening, writing (events, alerts, source state and deliveries in
 one transaction), reading, signed checkpoints and the async API for the service.
+
+The trail owns the connection, every transaction and the writer's state (its
+lock, what no checkpoint covers yet), and keeps the whole API in one place. What
+has a concern of its own lives beside it, called inside those transactions:
+
+- `opening`: creating a trail file sealed from the start, and connecting to it;
+- `heads`: the signing key, the head seal, checkpoints, a crashed writer's tail;
+- `alerting`: the alerts' checks and rows, the outbox's `delivery` events;
+- `reading`: look-ups by seq and id, the sources' state;
+- `worker`: the thread of the async API and its checkpoint timer.
 """
 
 from __future__ import annotations
@@ -7,27 +17,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import secrets
 import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlite_utils import Database
 
+import sinks.sqlite.alerting as alerting
+import sinks.sqlite.heads as heads
 import sinks.sqlite.labels as labels
+import sinks.sqlite.opening as opening
+import sinks.sqlite.reading as reading
 import sinks.sqlite.rulestate as rulestate
-from config.errors import SigningKeyError, TamperError, TrailError
+from config.errors import TamperError, TrailError
 from config.models import TrailConfig
 from listener.model.alert import Alert
-from listener.model.event import GENESIS_HASH, Actor, Event, natural_id
-from sinks import headseal, outbox, trailfiles, witness
+from listener.model.event import Event
+from sinks import outbox, trailfiles, witness
 from sinks.base import (
     AlertFilter,
     AppendResult,
@@ -37,46 +47,28 @@ from sinks.base import (
     SyncLifecycle,
 )
 from sinks.chain import (
-    RULES_MARK,
     VerifyReport,
     check_mark,
-    decode_state,
     encode_states,
-    event_ref_problem,
     mark_state,
-    mark_value,
     seal,
     seal_alerts,
     split_new,
 )
 from sinks.outbox import Router
-from sinks.signing import (
-    Checkpoint,
-    checkpoint_payload,
-    fingerprint,
-    load_or_create_key,
-    load_public_key,
-    sign,
-)
-from sinks.sqlite.errors import is_busy, trail_error
+from sinks.signing import Checkpoint, load_public_key
+from sinks.sqlite.errors import trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
-    ALERT_INSERT,
-    BUSY_TIMEOUT_SECS,
-    CACHE_KIB,
     EVENT_INSERT,
     ID_CHUNK,
-    PAGE_SIZE,
     UPSERT_STATE,
-    WAL_AUTOCHECKPOINT_BYTES,
-    WAL_SIZE_LIMIT,
-    alert_copied_values,
     apply_migrations,
     copied_values,
     immediate,
 )
-from sinks.sqlite.storage import connect_immutable, immutable_instead
-from sinks.sqlite.verification import check_tail, verify_connection
+from sinks.sqlite.verification import verify_connection
+from sinks.sqlite.worker import Worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,7 +115,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self.recovered: Event | None = None  # the trail-recovered event this writer stored
         self._writer_lock = trailfiles.WriterLock(self.path, group)
         self._writer = False  # checked the trail's tail and holds the writers' lock
-        self._own_seal: headseal.Seal | None = None  # the last seal this instance wrote
+        self._signer = heads.Signer(self.signing_key)  # its seals and checkpoints (`heads`)
         self._since_checkpoint = 0  # events stored since this instance's last checkpoint
         self._unwitnessed: list[Checkpoint] = []
         self._labels = labels.LabelWriter()
@@ -131,12 +123,9 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
-        self._key: Ed25519PrivateKey | None = None
-        self._key_fingerprint = ""
         self._dirty = False  # this instance stored events that no checkpoint covers yet
         self._last_checkpoint = time.monotonic()
-        self._executor: ThreadPoolExecutor | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._worker = Worker(self.path)  # the thread of the async API (`start()`)
 
     @classmethod
     def from_config(cls, config: TrailConfig, host: str | None = None) -> Self:
@@ -174,82 +163,19 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
                 "checkpoint (emptied?). `docktrail verify` it; remove it to start a new trail"
             )
         with self._errors("open"):
-            self._conn = self._connect()
+            self._conn = opening.connect(self.path, self._setup)
         self._last_checkpoint = time.monotonic()
         if self._unwitnessed:
             self._checkpointed()  # this instance created the trail: witness its genesis
 
     def _create(self) -> None:
-        """Create the trail sealed by its genesis checkpoint, then put it in place.
-
-        Built under a temporary name and linked to `path` (which never replaces
-        a trail another process created meanwhile), so a crash never leaves a
-        trail file without its genesis: an empty or unsealed file at `path` is
-        never docktrail's doing.
-        """
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
-        trailfiles.create_private(temporary, self.group)
-        try:
-            conn = sqlite3.connect(temporary, isolation_level=None)
-            try:
-                self._setup(conn)
-                with immediate(conn):
-                    self._seal_heads(conn)
-                    self._checkpoint_in(conn)
-            finally:
-                conn.close()  # the last connection: SQLite folds the WAL into the file
-            try:
-                os.link(temporary, self.path)
-            except FileExistsError:
-                self._unwitnessed.clear()  # another process created it first: theirs stands
-        finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{temporary}{suffix}").unlink(missing_ok=True)
-
-    def _connect(self) -> sqlite3.Connection:
-        # Switching a new file to WAL (and WAL recovery) can fail with SQLITE_BUSY
-        # without consulting the busy handler when others open it at the same
-        # moment, so the whole setup is retried until the busy timeout.
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECS
-        while True:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECS, isolation_level=None)
-            try:
-                self._setup(conn)
-                return conn
-            except sqlite3.OperationalError as exc:
-                conn.close()
-                if immutable_instead(self.path, exc):  # an evidence copy: read it as it is
-                    return self._read_only_storage()
-                if not is_busy(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-            except BaseException:
-                conn.close()
-                raise
-
-    def _read_only_storage(self) -> sqlite3.Connection:
-        conn = connect_immutable(self.path, timeout=BUSY_TIMEOUT_SECS)
-        try:
-            self._setup(conn, read_only=True)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY":
-                raise
-            raise TrailError(
-                f"{self.path}: written by an older docktrail and on read-only storage: "
-                "its schema must be brought up to date, which writes to it. Copy the trail "
-                "to writable storage and read the copy (`docktrail verify` reads it as it is)"
-            ) from exc
-        return conn
+        """Create the trail sealed by its genesis checkpoint, then put it in place
+        (`opening.create`: a crash never leaves a trail file without its genesis)."""
+        if not opening.create(self.path, self.group, self._setup, self._seal_genesis):
+            self._unwitnessed.clear()  # another process created it first: theirs stands
 
     def _setup(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
-        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: a no-op on an existing file
-        conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-        conn.execute(f"PRAGMA synchronous = {self.durability.upper()}")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BYTES // page_size}")
-        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        opening.configure(conn, self.durability)
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         self.applied_migrations = apply_migrations(db, read_only=read_only)
         row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
@@ -311,7 +237,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
         known = self._stored_ids(conn, "events", [event.id for event in events])
         fresh, duplicates = split_new(events, known)
-        seq, prev_hash = self._head(conn)
+        seq, prev_hash = heads.head(conn)
         sealed = seal(fresh, seq, prev_hash)
         conn.executemany(
             EVENT_INSERT,
@@ -336,11 +262,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             sql = f"SELECT id FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
             found.update(row[0] for row in conn.execute(sql, chunk))
         return found
-
-    @staticmethod
-    def _head(conn: sqlite3.Connection, table: str = "events") -> tuple[int, str]:
-        row = conn.execute(f"SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
     def append_alerts(
         self,
@@ -368,29 +289,17 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self._check_own_heads(conn)
             known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
             fresh, _duplicates = split_new(alerts, known)
-            self._check_event_refs(conn, fresh)
+            alerting.check_event_refs(conn, fresh)
             if evaluated_through is not None:
-                check_mark(evaluated_through, self._head(conn)[0])
-            sealed = seal_alerts(fresh, *self._head(conn, "alerts"))
-            conn.executemany(
-                ALERT_INSERT,
-                [
-                    (
-                        stored.seq,
-                        *alert_copied_values(content),
-                        body,
-                        stored.prev_hash,
-                        stored.hash,
-                    )
-                    for stored, content, body in sealed
-                ],
-            )
+                check_mark(evaluated_through, heads.head(conn)[0])
+            sealed = seal_alerts(fresh, *heads.head(conn, "alerts"))
+            alerting.insert_alerts(conn, sealed)
             if route is not None and sealed:
                 outbox.enqueue(
                     conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
                 )
                 self._record_queued(conn, sealed[0][0].seq or 0, sealed[-1][0].seq or 0)
-            if evaluated_through is not None and evaluated_through > self._mark(conn):
+            if evaluated_through is not None and evaluated_through > alerting.evaluation_mark(conn):
                 self._put_states(conn, [mark_state(evaluated_through)])
             if sealed:
                 self._seal_heads(conn)
@@ -398,29 +307,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self._dirty = True
             self._periodic_checkpoint()
         return [stored for stored, _, _ in sealed]
-
-    @staticmethod
-    def _check_event_refs(conn: sqlite3.Connection, alerts: Sequence[Alert]) -> None:
-        """Each alert must point at the stored event it names (inside the write transaction)."""
-        seqs = sorted({alert.event_seq for alert in alerts})
-        stored: dict[int, str] = {}
-        for start in range(0, len(seqs), ID_CHUNK):
-            chunk = seqs[start : start + ID_CHUNK]
-            sql = f"SELECT seq, id FROM events WHERE seq IN ({', '.join('?' * len(chunk))})"
-            stored.update(conn.execute(sql, chunk).fetchall())
-        for alert in alerts:
-            problem = event_ref_problem(
-                f"alert {alert.id}", alert.event_seq, alert.event_id, stored.get(alert.event_seq)
-            )
-            if problem is not None:
-                raise TrailError(problem)
-
-    @staticmethod
-    def _mark(conn: sqlite3.Connection) -> int:
-        row = conn.execute(
-            "SELECT value FROM source_state WHERE name = ?", (RULES_MARK,)
-        ).fetchone()
-        return mark_value(None if row is None else row[0])
 
     def save_rule_state(self, name: str, saved: rulestate.SavedState) -> None:
         """Replace the rules' saved state `name` (derived data: `sinks.sqlite.rulestate`)."""
@@ -487,63 +373,39 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last event; (0, GENESIS_HASH) when empty."""
         with self._errors("head"):
-            return self._head(self._connection())
+            return heads.head(self._connection())
 
     def get(self, seq: int) -> Event | None:
         with self._errors("get"):
-            row = (
-                self._connection()
-                .execute("SELECT seq, body, prev_hash, hash FROM events WHERE seq = ?", (seq,))
-                .fetchone()
-            )
-        return None if row is None else event_from_row(*row)
+            return reading.event_at(self._connection(), seq)
 
     def seqs_by_id(
         self, ids: Sequence[str], table: Literal["events", "alerts"] = "events"
     ) -> dict[str, int]:
         """id -> seq of the stored rows among `ids` (the central trail's dedupe and lookups)."""
-        found: dict[str, int] = {}
-        unique = sorted(set(ids))
         with self._errors("look up ids"):
-            conn = self._connection()
-            for start in range(0, len(unique), ID_CHUNK):
-                chunk = unique[start : start + ID_CHUNK]
-                sql = f"SELECT id, seq FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
-                found.update(conn.execute(sql, chunk).fetchall())
-        return found
+            return reading.seqs_by_id(self._connection(), ids, table)
 
     def load_source_state(self, name: str) -> dict[str, Any] | None:
         """The state last stored for source `name`, or None."""
         with self._errors("load source state"):
-            row = (
-                self._connection()
-                .execute("SELECT value FROM source_state WHERE name = ?", (name,))
-                .fetchone()
-            )
-        return None if row is None else decode_state(row[0])
+            return reading.source_state(self._connection(), name)
 
     def source_states(self) -> dict[str, dict[str, Any]]:
         """Every stored state by name, the rules evaluation mark (`RULES_MARK`) included."""
         with self._errors("load source state"):
-            rows = self._connection().execute("SELECT name, value FROM source_state ORDER BY name")
-            return {name: decode_state(value) for name, value in rows}
+            return reading.source_states(self._connection())
 
     def evaluated_through(self) -> int:
         """Every event up to this seq has been evaluated by the rules (0: none)."""
         with self._errors("read evaluation mark"):
-            return self._mark(self._connection())
+            return alerting.evaluation_mark(self._connection())
 
     def last_time_of(self, types: frozenset[str], through: int) -> int | None:
         """`time_ns` of the last event up to seq `through` of one of `types` that a
         source observed (not docktrail's own records), or None when there is none."""
-        wanted = sorted(types)
-        sql = (
-            f"SELECT time_ns FROM events WHERE seq <= ? AND source != 'docktrail' "
-            f"AND type IN ({', '.join('?' * len(wanted))}) ORDER BY seq DESC LIMIT 1"
-        )
         with self._errors("find the last event of a type"):
-            row = self._connection().execute(sql, (through, *wanted)).fetchone()
-        return None if row is None else int(row[0])
+            return reading.last_time_of(self._connection(), types, through)
 
     def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
         """Alerts selected by `f`, in alert seq order, read lazily."""
@@ -559,18 +421,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     def alerts_by_seq(self, seqs: Sequence[int]) -> dict[int, Alert]:
         """The stored alerts of these seqs (missing ones are left out)."""
-        conn = self._connection()
-        found: dict[int, Alert] = {}
-        unique = sorted(set(seqs))
         with self._errors("read alerts"):
-            for start in range(0, len(unique), ID_CHUNK):
-                chunk = unique[start : start + ID_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT seq, body, prev_hash, hash FROM alerts WHERE seq IN ({marks})", chunk
-                )
-                found.update((row[0], alert_from_row(*row)) for row in rows)
-        return found
+            return reading.alerts_by_seq(self._connection(), seqs)
 
     @property
     def outbox(self) -> outbox.Outbox:
@@ -586,16 +438,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def _record_queued(self, conn: sqlite3.Connection, first_seq: int, last_seq: int) -> None:
         """Chain the deliveries just queued for alerts `first_seq`..`last_seq`, per destination
         and status (`queued`, or `deduplicated`: never to be sent)."""
-        rows = conn.execute(
-            "SELECT destination, status, id FROM deliveries WHERE alert_seq BETWEEN ? AND ? "
-            "ORDER BY destination, status, id",
-            (first_seq, last_seq),
-        )
-        groups: dict[tuple[str, str], list[int]] = {}
-        for destination, status, number in rows:
-            action = "queued" if status == "pending" else status
-            groups.setdefault((destination, action), []).append(number)
-        for (destination, action), ids in groups.items():
+        queued = alerting.queued_deliveries(conn, first_seq, last_seq)
+        for (destination, action), ids in queued.items():
             self._chain_delivery(conn, destination, action, ids, None)
 
     def _record_delivery(
@@ -621,16 +465,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         ids: Sequence[int],
         attempt_id: int | None,
     ) -> None:
-        now = time.time_ns()
-        event = Event(
-            id=natural_id("docktrail", "delivery", self._trail_id, attempt_id, action, ids[0]),
-            time_ns=now,
-            source="docktrail",
-            host=self.host,
-            type="delivery",
-            action=action,
-            actor=Actor(id=destination, name=destination),
-            attributes={"attempt": attempt_id, "deliveries": sorted(ids)},
+        event = alerting.delivery_event(
+            self._trail_id, self.host, destination, action, ids, attempt_id
         )
         self._insert_events(conn, [event])
 
@@ -648,7 +484,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     def alerts_head(self) -> tuple[int, str]:
         """(seq, hash) of the last alert; (0, GENESIS_HASH) when there is none."""
         with self._errors("head"):
-            return self._head(self._connection(), "alerts")
+            return heads.head(self._connection(), "alerts")
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -669,40 +505,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
         """Sign the heads inside the caller's write transaction."""
-        last = conn.execute(
-            "SELECT n, key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
-        ).fetchone()
-        key = self._signer(None if last is None else last[1])
-        seq, digest = self._head(conn)
-        alerts_seq, alerts_hash = self._head(conn, "alerts")
-        now = time.time_ns()
-        payload = checkpoint_payload(self._trail_id, seq, digest, now, alerts_seq, alerts_hash)
-        cp = Checkpoint(
-            1 if last is None else last[0] + 1,
-            self._trail_id,
-            seq,
-            digest,
-            now,
-            self._key_fingerprint,
-            sign(key, payload),
-            alerts_seq,
-            alerts_hash,
-        )
-        conn.execute(
-            "INSERT INTO checkpoints (n, trail_id, seq, hash, time_ns, key_fingerprint, "
-            "signature, alerts_seq, alerts_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cp.number,
-                cp.trail_id,
-                cp.seq,
-                cp.hash,
-                cp.time_ns,
-                cp.key_fingerprint,
-                cp.signature,
-                cp.alerts_seq,
-                cp.alerts_hash,
-            ),
-        )
+        cp = self._signer.checkpoint(conn, self._trail_id)
         self._unwitnessed.append(cp)
         return cp
 
@@ -720,39 +523,15 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             # the checkpoint is committed; the witness lags until the next one succeeds
             log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
 
-    def _signer(self, last_fingerprint: str | None) -> Ed25519PrivateKey:
-        """The signing key, refusing one that differs from the key of earlier checkpoints.
-
-        A silently created new key would make every earlier checkpoint fail
-        verification, so a lost key is an error, not a fresh start.
-        """
-        if self._key is None:
-            if last_fingerprint is not None and not self.signing_key.exists():
-                raise SigningKeyError(
-                    f"{self.signing_key}: signing key not found, but this trail was signed "
-                    f"with key {last_fingerprint}; restore that key"
-                )
-            key = load_or_create_key(self.signing_key)
-            self._key, self._key_fingerprint = key, fingerprint(key.public_key())
-        if last_fingerprint is not None and last_fingerprint != self._key_fingerprint:
-            raise SigningKeyError(
-                f"{self.signing_key}: key {self._key_fingerprint} is not key "
-                f"{last_fingerprint} that signed this trail's last checkpoint"
-            )
-        return self._key
-
     def _checkpoint_if_moved(self, conn: sqlite3.Connection) -> None:
         with self._errors("checkpoint"):
-            last = conn.execute(
-                "SELECT seq, hash, alerts_seq, alerts_hash FROM checkpoints ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-            heads = (*self._head(conn), *self._head(conn, "alerts"))
-        if heads != (tuple(last) if last is not None else (0, GENESIS_HASH, 0, GENESIS_HASH)):
+            moved = heads.moved_since_checkpoint(conn)
+        if moved:
             self.checkpoint()
         else:
             self._dirty = False
 
-    # -- the writer's own heads (sinks.headseal) --------------------------------
+    # -- the writer's own heads (sinks.headseal, sinks.sqlite.heads) ----------
 
     def _ensure_writer(self) -> None:
         """Before this instance's first write: seal a new trail, or check and recover its tail.
@@ -768,9 +547,8 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         try:
             self._unwitnessed.clear()
             with self._errors("open for writing"), immediate(conn):
-                if self._is_empty(conn):
-                    self._seal_heads(conn)
-                    self._checkpoint_in(conn)  # genesis: the trail is never unsigned
+                if heads.is_empty(conn):
+                    self._seal_genesis(conn)
                 else:
                     self._check_own_heads(conn)
                     if alone:
@@ -783,89 +561,34 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         self._writer_lock.share()
         self._writer = True
 
-    @staticmethod
-    def _is_empty(conn: sqlite3.Connection) -> bool:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM head_seal)"
-        ).fetchone()
-        return tuple(row) == (0, 0) and headseal.current(conn) == headseal.EMPTY
+    def _seal_genesis(self, conn: sqlite3.Connection) -> None:
+        """Seal and sign a new trail's empty heads: a trail is never unsigned."""
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
 
     def _check_own_heads(self, conn: sqlite3.Connection) -> None:
         """Refuse to write after rows docktrail did not write (inside the write transaction)."""
-        seal = headseal.read(conn)
-        if seal is not None and seal == self._own_seal:
-            sealed = seal.heads  # our own last write: its signature was made here
-        elif seal is not None:
-            key = self._signer(seal.key_fingerprint)
-            if not headseal.signed(seal, self._trail_id, key.public_key()):
-                raise TamperError(
-                    "the head seal's signature is invalid (forged); run docktrail verify"
-                )
-            sealed = seal.heads
-        elif headseal.has_genesis(conn):
-            raise TamperError("the head seal is missing (deleted); run docktrail verify")
-        else:
-            return  # a trail from before head seals: its next write seals it
-        stored = headseal.current(conn)
-        if stored != sealed:
-            bad_seq, bad_alert, message = headseal.foreign_problem(stored, sealed)
-            where = "" if bad_seq is not None or bad_alert is None else f"alert seq {bad_alert}: "
-            raise TamperError(
-                f"{where}foreign rows: {message}; refusing to sign them (run docktrail verify)",
-                seq=bad_seq,
-            )
+        self._signer.check_own_heads(conn, self._trail_id)
 
     def _seal_heads(self, conn: sqlite3.Connection) -> None:
         """Sign the heads as this write leaves them (inside its transaction)."""
-        last = conn.execute(
-            "SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1"
-        ).fetchone()
-        key = self._signer(None if last is None else last[0])
-        heads = headseal.current(conn)
-        self._own_seal = headseal.write(conn, self._trail_id, heads, key, self._key_fingerprint)
+        self._signer.seal_heads(conn, self._trail_id)
 
     def _recover(self, conn: sqlite3.Connection) -> None:
         """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
-        last = conn.execute(
-            "SELECT seq, alerts_seq, time_ns FROM checkpoints ORDER BY n DESC LIMIT 1"
-        ).fetchone()
-        since_seq, since_alert_seq, since_ns = (0, 0, None) if last is None else tuple(last)
-        heads = headseal.current(conn)
-        unsealed, unsealed_alerts = heads.seq - since_seq, heads.alerts_seq - since_alert_seq
-        if unsealed <= 0 and unsealed_alerts <= 0:
+        tail = heads.unsealed_tail(conn, self._trail_id, self.host)
+        if tail is None:
             return
-        check_tail(conn, "events", since_seq)
-        check_tail(conn, "alerts", since_alert_seq)
-        now = time.time_ns()
-        attributes: dict[str, Any] = {
-            "unsealed_events": unsealed,
-            "unsealed_alerts": unsealed_alerts,
-            "first_unsealed_seq": since_seq + 1,
-            "first_unsealed_alert_seq": since_alert_seq + 1,
-            "last_checkpoint_ns": since_ns,
-            "reason": "the previous writer stopped without its final checkpoint (a crash)",
-        }
-        recovered = Event(
-            id=natural_id(
-                "docktrail", "trail-recovered", self._trail_id, heads.seq, heads.alerts_seq
-            ),
-            time_ns=now,
-            source="docktrail",
-            host=self.host,
-            type="trail",
-            action="trail-recovered",
-            attributes=attributes,
-        )
-        self._insert_events(conn, [recovered])
+        self._insert_events(conn, [tail.recovered])
         self._seal_heads(conn)
         self._checkpoint_in(conn)
-        self.recovered = recovered
+        self.recovered = tail.recovered
         log.warning(
             "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
             self.path,
-            unsealed,
-            unsealed_alerts,
-            since_seq + 1,
+            tail.events,
+            tail.alerts,
+            tail.since_seq + 1,
         )
 
     def _periodic_checkpoint(self) -> None:
@@ -914,28 +637,15 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
 
     async def start(self) -> None:
         """Open on the worker thread, check the signing key, start the checkpoint timer."""
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docktrail-trail")
-        try:
-            await self._call(self._start_in_worker)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            raise
-        self._ticker = asyncio.create_task(self._tick(), name="docktrail-trail-checkpoints")
+        await self._worker.start(self._start_in_worker, self._tick)
 
     def _start_in_worker(self) -> None:
         self.open()
         try:
             # fail at start-up, not one interval later, on a missing or wrong key
             with self._errors("start"):
-                row = (
-                    self._connection()
-                    .execute("SELECT key_fingerprint FROM checkpoints ORDER BY n DESC LIMIT 1")
-                    .fetchone()
-                )
-            self._signer(None if row is None else row[0])
+                last = heads.last_key_fingerprint(self._connection())
+            self._signer.key(last)
             self._ensure_writer()  # seal what a crashed writer left, before anything new
         except BaseException:
             self._dirty = False
@@ -947,7 +657,7 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
     ) -> AppendResult:
         # list() and encoding here: the caller may reuse its batch and change its
         # state dicts while the worker is still busy with them
-        return await self._call(self._append, list(batch), encode_states(source_state))
+        return await self._worker.run(self._append, list(batch), encode_states(source_state))
 
     async def write_alerts(
         self,
@@ -960,36 +670,20 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         append = functools.partial(
             self.append_alerts, evaluated_through=evaluated_through, route=route
         )
-        return await self._call(append, list(alerts))
+        return await self._worker.run(append, list(alerts))
 
     async def call(self, fn: Callable[[Self], T]) -> T:
         """Run `fn(self)` on the worker thread that owns the connection."""
-        return await self._call(fn, self)
+        return await self._worker.run(fn, self)
 
     async def aclose(self) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
-        try:
-            await self._call(self.close)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise TrailError(f"{self.path}: trail not started")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        await self._worker.stop(self.close)
 
     async def _tick(self) -> None:
         # Seals the tail when appends stop: append() only checks the interval itself.
         while True:
             await asyncio.sleep(self.checkpoint_interval_secs)
-            await self._call(self._periodic_checkpoint)
+            await self._worker.run(self._periodic_checkpoint)
 
     # -- helpers --------------------------------------------------------------
 
