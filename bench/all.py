@@ -70,7 +70,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("ingest_rate.py", ("--events", "30000", "--repeat", "1"), 3, 120, False, "ingest"),
     Bench("kafka.py", ("--events", "10000"), 2, 120, False, "kafka"),
     Bench("growth.py", ("--sizes", "100k,1M"), 1, 420, False, "trail growth"),
-    Bench("live_state.py", ("--live", "20k,170k"), 1, 240, False, "live containers"),
+    Bench("live_state.py", ("--live", "170k"), 1, 240, False, "live containers"),
     Bench("trail_scale.py", ("--sizes", "100k,1M"), 1, 420, False, "trail scale"),
     Bench("verify_parts.py", ("--size", "1M", "--runs", "1"), 1, 180, False, "verify parts"),
     Bench("exec_sessions.py", (), 2, 120, True, "exec sessions"),
