@@ -256,13 +256,21 @@ def cached_trail(cache: Path, mix: Mix, events: int, rebuild: bool) -> Path:
     started = time.perf_counter()
     if bulk:
         db = building / "t.db"
-        fill = lambda: asyncio.run(build_trail(db, mix.rounds(0, events)))  # noqa: E731
+
+        def fill() -> None:
+            asyncio.run(build_trail(db, mix.rounds(0, events)))
+
         bulk_trail.build(db, db.with_suffix(".key"), fill)
     else:
         asyncio.run(build_trail(building / "t.db", mix.rounds(0, events)))
     took = time.perf_counter() - started
     how = " (bulk: indexes deferred, verified)" if bulk else ""
     print(f"# built {size_name(events)} trail{how} in {took:.0f}s ({events / took:,.0f} events/s)")
+    return install_built(building, path)
+
+
+def install_built(building: Path, path: Path) -> Path:
+    """The trail built in `building` (t.db, t.key) moved to `path` in the cache."""
     os.replace(building / "t.db", path)
     os.replace(building / "t.key", path.with_suffix(".key"))
     shutil.rmtree(building)

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -78,10 +77,7 @@ def cached_trail(cache: Path, containers: int, rebuild: bool) -> Path:
     template = growth.load_mix().template
     asyncio.run(growth.build_trail(building / "t.db", live_events(template, containers)))
     print(f"# built a trail of {containers:,} live containers", flush=True)
-    os.replace(building / "t.db", path)
-    os.replace(building / "t.key", path.with_suffix(".key"))
-    shutil.rmtree(building)
-    return path
+    return growth.install_built(building, path)
 
 
 def rss_mb(path: Path | None, work: Path, repeat: int) -> list[float]:
