@@ -19,11 +19,13 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from config.errors import SourceError
 from config.models import TrailConfig
 from config.posture import MeteringConfig, PostureConfig
 from listener.cli import main
 from listener.event import Actor, Event, Who
 from listener.posture.events import PostureMemory
+from listener.posture.metering import usage_check
 from listener.posture.runner import PostureRunner
 from listener.sources.docker_engine import EngineClient
 from sinks.sqlite import SQLiteTrail
@@ -175,3 +177,45 @@ def test_metering_snapshots_at_the_configured_rate_and_top_shows_them(
     assert mine["pids"] >= 1 and mine["memory_bytes"] > 0
     assert mine["cpu_percent"] is not None and mine["limited"] is False
     assert cli(write_config(tmp_path, dockerd), "top").output.startswith("CONTAINER")
+
+
+class StatsTimingOut:
+    """The real Engine, except that its stats calls fail as they do when dockerd is loaded."""
+
+    def __init__(self, engine: EngineClient) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def api(self, description: str, call: Any) -> Any:
+        if description.startswith("cannot read stats"):
+            raise SourceError(f"{description}: Read timed out")
+        return self._engine.api(description, call)
+
+
+def test_unread_stats_keep_the_previous_judgement_instead_of_nothing_running(
+    tmp_path: Path, engine: EngineClient, workload: str
+) -> None:
+    path = tmp_path / "metering.db"
+    runner = PostureRunner(PostureConfig(), HOST, PostureMemory(), metering_path=path)
+    slow = StatsTimingOut(engine)
+    try:
+        assert runner.meter_once(slow) == 0
+        assert runner.snapshots == 0  # nothing known of the workload yet: nothing judged
+
+        assert runner.meter_once(engine) >= 1
+        (read,) = [s for s in runner.samples if s.container_id == workload]
+        assert runner.snapshots == 1
+
+        runner.meter_once(slow)
+        assert runner.snapshots == 2
+        (kept,) = [s for s in runner.samples if s.container_id == workload]
+        assert kept.time_ns == read.time_ns  # the previous reading, not "nothing running"
+        host = PostureConfig().metering.host_share
+        assert usage_check(runner.samples, 1 << 40, 2, host).status == "warn"  # no limits
+    finally:
+        runner.close()
+    with sqlite3.connect(path) as db:
+        stored = "SELECT COUNT(*) FROM samples WHERE container_id = ?"
+        assert db.execute(stored, (workload,)).fetchone()[0] == 1  # only what was read

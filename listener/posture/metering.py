@@ -168,9 +168,17 @@ def opened(path: Path, *, readonly: bool = False) -> Iterator[MeteringStore]:
         store.close()
 
 
+@dataclass(slots=True)
+class Snapshot:
+    """What one metering round read."""
+
+    samples: list[Sample]
+    unread: list[str]  # running containers whose stats could not be read (a slow Engine)
+
+
 def snapshot(
     engine: Any, listed: Sequence[Mapping[str, Any]], pool: ThreadPoolExecutor
-) -> list[Sample]:
+) -> Snapshot:
     """Blocking: one-shot stats and limits of each running container (gone ones skipped).
 
     dockerd answers a stats call at its collector's next tick (once a second),
@@ -178,11 +186,17 @@ def snapshot(
     takes a few ticks, not one per container.
     """
     running = [c for c in listed if str(c.get("State")) == "running"]
-    found = pool.map(lambda container: _sample_of(engine, container), running)
-    return [sample for sample in found if sample is not None]
+    found = list(pool.map(lambda container: _sample_of(engine, container), running))
+    samples = [sample for sample in found if isinstance(sample, Sample)]
+    unread = [str(c["Id"]) for c, sample in zip(running, found, strict=True) if sample is _UNREAD]
+    return Snapshot(samples, unread)
 
 
-def _sample_of(engine: Any, container: Mapping[str, Any]) -> Sample | None:
+_UNREAD = object()  # the stats call failed: the container may be there, only slow to answer
+
+
+def _sample_of(engine: Any, container: Mapping[str, Any]) -> Sample | object | None:
+    """The container's sample; None when it is gone; `_UNREAD` when its stats failed."""
     from config.errors import SourceError
 
     cid = str(container["Id"])
@@ -191,12 +205,31 @@ def _sample_of(engine: Any, container: Mapping[str, Any]) -> Sample | None:
             f"cannot read stats of {cid[:12]}",
             lambda client: client.stats(cid, stream=False, one_shot=True),
         )
+    except SourceError:
+        return _UNREAD
+    try:
         inspect = engine.inspect_container(cid)
     except SourceError:
-        return None  # stopped or removed meanwhile
-    if inspect is None or not stats:
-        return None
+        return _UNREAD
+    if inspect is None:
+        return None  # removed meanwhile
+    if not stats:
+        return _UNREAD
     return sample_from_stats(container, stats, inspect.get("HostConfig") or {})
+
+
+def judged(fresh: Snapshot, previous: Sequence[Sample]) -> list[Sample] | None:
+    """The samples to judge resource usage on, or None when this snapshot cannot say.
+
+    A stats call that fails under load does not mean the container stopped: it keeps
+    its previous sample, so that a busy Engine does not flip the posture (a usage
+    check that says "nothing running" one round and "warn" the next). Without a
+    previous sample for each unread container, the snapshot judges nothing.
+    """
+    before = {sample.container_id: sample for sample in previous}
+    if any(cid not in before for cid in fresh.unread):
+        return None
+    return fresh.samples + [before[cid] for cid in fresh.unread]
 
 
 def usage_check(samples: Sequence[Sample], host_memory: int, host_cpus: int, share: float) -> Check:

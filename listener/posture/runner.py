@@ -171,12 +171,16 @@ class PostureRunner:
             self._pool = ThreadPoolExecutor(
                 self.config.metering.workers, thread_name_prefix="docker-stats"
             )
-        samples = metering.snapshot(engine, engine.containers(), self._pool)
+        fresh = metering.snapshot(engine, engine.containers(), self._pool)
         with metering.opened(self.metering_path) as store:
-            store.add(samples, self.config.metering.retention_days)
-        self.samples = samples
-        self.snapshots += 1
-        return len(samples)
+            store.add(fresh.samples, self.config.metering.retention_days)
+        if fresh.unread:
+            log.warning(f"metering: stats of {len(fresh.unread)} running container(s) unread")
+        samples = metering.judged(fresh, self.samples)
+        if samples is not None:
+            self.samples = samples
+            self.snapshots += 1
+        return len(fresh.samples)
 
     async def meter_forever(self, engine: Any) -> None:
         """A snapshot every `metering.interval_secs` (from start to start) until cancelled;
