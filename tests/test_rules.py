@@ -440,3 +440,93 @@ def test_posture_events_are_for_the_config_rules_only() -> None:
                     "actor": Actor(id=f"p{i}", name=f"p{i}", image="evil/miner:1")}
         )  # fmt: skip
         assert rules_fired(ev, ctx) == {"privileged-container": "critical"}
+
+
+def _fingerprint_as_first_written(config: dict[str, Any]) -> str:
+    """The fingerprint's first implementation: the trail stores fingerprints
+    (`previous_config_fingerprint`, the rules' saved state), so a faster one must
+    give the same digests."""
+    import hashlib
+
+    import orjson
+
+    skipped = {"origin", "argv_differences", "image_repo_digests", "image_references",
+               "image_intermediate", "socket_sources", "healthcheck"}  # fmt: skip
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): canonical(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [canonical(v) for v in value]
+            return sorted(items, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+        return value
+
+    kept = {k: canonical(v) for k, v in config.items()
+            if k not in skipped and v not in (None, False, "", [], {})}  # fmt: skip
+    return hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {
+            "privileged": True,
+            "cap_add": ["SYS_ADMIN", "NET_ADMIN", "ALL"],
+            "user": "",
+            "memory_bytes": 0,
+            "pids_limit": None,
+            "security_opt": [],
+            "sysctls": {},
+            "origin": "inspect",
+            "healthcheck": "curl -f localhost",
+        },
+        {
+            "mounts": [
+                {"source": "/var/run/docker.sock", "destination": "/s", "mode": "rw"},
+                {"source": "/etc", "destination": "/h/etc", "read_only": True},
+            ],
+            "devices": ["/dev/kmsg"],
+            "env_names": ["B", "A"],
+            "read_only_rootfs": False,
+            "network_mode": "host",
+            "cpu_shares": 0.0,
+            "labels": {"b": ["y", "x"], "a": 1},
+        },
+        {"mounts": [{"source": "/data", "destination": "/data"}], "cap_add": ["NET_RAW"]},
+        {},
+    ],
+)
+def test_config_fingerprints_stay_what_the_trail_already_stores(config: dict[str, Any]) -> None:
+    assert config_fingerprint(config) == _fingerprint_as_first_written(config)
+
+
+def test_a_config_fingerprint_is_pinned() -> None:
+    config = ContainerConfig(
+        origin="inspect",
+        privileged=True,
+        cap_add=["SYS_ADMIN"],
+        mounts=[Mount(source="/etc", destination="/etc", mode="ro", read_only=True)],
+    ).as_event_config()
+    assert config_fingerprint(config) == "00a2119d71a1a648d48c2a5c7707cb50"
+
+
+def test_untrusted_image_is_judged_on_creates_and_image_arrivals_only() -> None:
+    from listener.model.catalogue import UNTRUSTED
+    from listener.rules.image import IMAGE_ACTIONS
+
+    assert UNTRUSTED.actions == IMAGE_ACTIONS | {"create"}
+    untrusted = "evil.example/miner:1"
+    ctx = RuleContext()
+    assert "untrusted-image" in rules_fired(event("create", image=untrusted), ctx)
+    assert "untrusted-image" not in rules_fired(event("start", image=untrusted), ctx)
+
+
+def test_the_dispatch_table_stays_bounded_on_a_file_of_made_up_actions() -> None:
+    from listener.rules import registry
+
+    ctx = RuleContext()
+    for n in range(registry._DISPATCH_MAX + 500):
+        evaluate(event(f"exec_create: sh -c 'echo {n}'"), ctx)
+    assert len(ctx.dispatch) == registry._DISPATCH_MAX
+    # past the bound the rules still apply, only unremembered
+    assert "privileged-container" in rules_fired(container(privileged=True), ctx)

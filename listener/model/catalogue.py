@@ -98,6 +98,8 @@ UNTRUSTED = RuleMeta(
     "(a container created from a bare image id is judged by the names the trail or inspect "
     "gives that id; the steps of a classic build by their base and final tag).",
     types=frozenset({"image", "container"}),
+    # a container's create, an image's arrivals (`listener.rules.image.IMAGE_ACTIONS`)
+    actions=frozenset({"create", "pull", "import", "load", "tag"}),
 )
 
 # --------------------------------------------------------------------------- activity

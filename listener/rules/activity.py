@@ -53,6 +53,7 @@ _RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
 _POLICY_RESTART_NS = 90 * 1_000_000_000
 _LIVES_STATE = "unattributed-change/lives"
 _OBSERVED_LIVES = {"running": "running", "exited": "exited"}  # a reconciliation's `state`
+_LIFE_AFTER = {"die": "exited", "stop": "stopped", "start": "running"}
 # Operations that read or run a daemon file: not changes (auditd's `-p wa` watches
 # still log them when rules add `r`/`x`, and `ls -l` reads extended attributes).
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
@@ -81,6 +82,9 @@ _BASELINE_MAX_WINDOWS = 10_000
 _BASELINE_MAX_SCOPES = 10_000
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """A digest of a container's security configuration (`Event.config`).
 
@@ -91,22 +95,28 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     (None, 0, false, empty) are left out too: a setting added to the model later
     does not change the fingerprint of the containers that do not use it.
     """
-    canonical = {
-        k: _canonical(v)
-        for k, v in config.items()
-        if k not in _NOT_FINGERPRINTED and v not in (None, False, "", [], {})
-    }
+    # `config` holds JSON values (`ContainerConfig.as_event_config`, or a stored body):
+    # the falsy ones are exactly the unset settings (None, 0, false, "", [], {}).
+    canonical = {k: _canonical(v) for k, v in config.items() if v and k not in _NOT_FINGERPRINTED}
     body = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(body).hexdigest()[:32]
 
 
 def _canonical(value: Any) -> Any:
+    if type(value) in _SCALARS:  # most values: no abstract-class check
+        return value
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         items = [_canonical(v) for v in value]
-        return sorted(items, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+        if len(items) < 2:
+            return items
+        return sorted(items, key=_sort_key)
     return value
+
+
+def _sort_key(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass(slots=True)
@@ -395,8 +405,11 @@ def _count_churn(
     """(scope, count in the sliding window, learned threshold) of each scope of `event`."""
     window_ns = settings.window_secs * _NS
     learn = settings.baseline == "learn"
+    windows = state.windows
     for key in keys:
-        times = state.windows.setdefault(key, deque())
+        times = windows.get(key)
+        if times is None:
+            times = windows[key] = deque()
         times.append(event.time_ns)
         while times and times[0] <= event.time_ns - window_ns:
             times.popleft()
@@ -563,13 +576,15 @@ def _attributable(event: Event, ctx: RuleContext) -> bool:
     policy's soon after the container exited by itself (a die with no stop after it),
     or the start of a container whose exit was never seen (a daemon restart: the old
     daemon's last events are lost, the new one starts the containers it restores)."""
-    lives: dict[str, tuple[str, int, str]] = ctx.state.setdefault(_LIVES_STATE, {})
+    lives: dict[str, tuple[str, int, str]] | None = ctx.state.get(_LIVES_STATE)
+    if lives is None:
+        lives = ctx.state[_LIVES_STATE] = {}
     container_id, action = event.actor.id, event.action
     policy = str(event.config.get("restart_policy") or "")
     before = lives.get(container_id)
     if action in ("die", "stop", "start"):
         known_policy = policy or (before[2] if before else "")
-        state = {"die": "exited", "stop": "stopped", "start": "running"}[action]
+        state = _LIFE_AFTER[action]
         lives[container_id] = (state, event.time_ns, known_policy)
     elif action == "destroy":
         lives.pop(container_id, None)

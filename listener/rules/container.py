@@ -54,8 +54,9 @@ def check_privileged(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 def check_socket_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     config = config_of(event) or {}
     sockets = {_normal(s) for s in config.get("socket_sources") or []}
+    engines = {_host_path(s) for s in ctx.engine_sockets}
     for mount in _mounts(event):
-        why = _socket_reason(mount, sockets, ctx.engine_sockets)
+        why = _socket_reason(mount, sockets, engines)
         if why is not None:
             yield finding(
                 SOCKET_MOUNT,
@@ -81,15 +82,13 @@ def check_sensitive_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-def _socket_reason(
-    mount: Mapping[str, Any], sockets: set[str], engine_sockets: tuple[str, ...]
-) -> str | None:
-    """Why this mount hands an Engine's socket to the container, or None."""
+def _socket_reason(mount: Mapping[str, Any], sockets: set[str], engines: set[str]) -> str | None:
+    """Why this mount hands an Engine's socket (`engines`: their host paths) to the
+    container, or None."""
     if mount.get("type", "bind") != "bind":
         return None
     source = _normal(str(mount.get("source") or ""))
     destination = _normal(str(mount.get("destination") or ""))
-    engines = {_host_path(s) for s in engine_sockets}
     if _host_path(source) in engines:
         return "the Engine's socket"
     if posixpath.basename(source) in SOCKET_NAMES:

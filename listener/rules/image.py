@@ -8,6 +8,7 @@ trusted glob patterns, so users write patterns in one canonical form.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import shlex
 from collections.abc import Iterator
 
@@ -46,9 +47,15 @@ def untrusted_reason(reference: str, policy: UntrustedImageRule) -> str | None:
     normal = normalize_reference(reference)
     if policy.require_digest and "@sha256:" not in normal:
         return "not pinned by digest (require_digest)"
-    if any(fnmatch.fnmatchcase(normal, pattern) for pattern in policy.trusted):
+    if _matches_any(normal, tuple(policy.trusted)):
         return None
     return "registry/repository not in the trusted list"
+
+
+@functools.lru_cache(maxsize=4_096)
+def _matches_any(normal: str, patterns: tuple[str, ...]) -> bool:
+    """A host pulls and runs the same few images: each is matched against the globs once."""
+    return any(fnmatch.fnmatchcase(normal, pattern) for pattern in patterns)
 
 
 def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:

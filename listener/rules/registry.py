@@ -52,13 +52,24 @@ RULES: tuple[Rule, ...] = (
 RULES_BY_ID: Mapping[str, Rule] = {rule.meta.id: rule for rule in RULES}
 
 
+# (type, action) pairs whose applicable rules are remembered: the Engine's and ours are a
+# few hundred; an ingested file may bring any number.
+_DISPATCH_MAX = 4_096
+
+
 def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
     """Findings of every enabled rule on one event (suppressed ones included, marked)."""
-    for track in (activity.track_container, image.track_image):
+    # Only container and image events feed the tables (and a build's CLI call, the image's).
+    if event.type == "container":
         try:
-            track(event, ctx)
+            activity.track_container(event, ctx)
         except Exception as exc:  # an odd stored body must not stop the rules (see `judged`)
-            note_failure(track.__name__, event, exc)
+            note_failure("track_container", event, exc)
+    else:
+        try:
+            image.track_image(event, ctx)
+        except Exception as exc:  # as above
+            note_failure("track_image", event, exc)
     findings: list[Finding] = []
     applicable = ctx.dispatch.get((event.type, event.action))  # `_applicable`, without a call
     if applicable is None:
@@ -74,14 +85,13 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
 
 
 def _applicable(event: Event, ctx: RuleContext) -> list[tuple[Rule, RuleConfig]]:
-    key = (event.type, event.action)
-    found = ctx.dispatch.get(key)
-    if found is None:
-        found = ctx.dispatch[key] = [
-            (rule, settings)
-            for rule in RULES
-            if (settings := rule.settings(ctx.rules)).enabled
-            and event.type in rule.meta.types
-            and (rule.meta.actions is None or event.action in rule.meta.actions)
-        ]
+    found = [
+        (rule, settings)
+        for rule in RULES
+        if (settings := rule.settings(ctx.rules)).enabled
+        and event.type in rule.meta.types
+        and (rule.meta.actions is None or event.action in rule.meta.actions)
+    ]
+    if len(ctx.dispatch) < _DISPATCH_MAX:  # types and actions of a hostile file: not kept
+        ctx.dispatch[(event.type, event.action)] = found
     return found
