@@ -73,7 +73,7 @@ _NOT_FINGERPRINTED = frozenset(
     }
 )
 # Config actions that may show a configuration judged before (a create is a new container).
-_REJUDGED = CONFIG_ACTIONS - {"create"}
+REJUDGED_ACTIONS = CONFIG_ACTIONS - {"create"}
 # A reconciliation's `state` (docker_state._listed_state) -> the table's.
 _OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "created"}
 # Bounds of the learned churn baselines: closed windows kept per scope (halved, older
@@ -214,7 +214,7 @@ def track_container(event: Event, ctx: RuleContext) -> None:
     """Keep the container table the exec and sprawl rules need; not a rule itself."""
     if event.type != "container":
         return
-    state = activity_state(ctx)
+    state = ctx.state.get("activity") or activity_state(ctx)  # the call only to create it
     cid = event.actor.id
     known = state.containers.get(cid)
     if event.action in CONFIG_ACTIONS and event.config:
@@ -275,7 +275,7 @@ def already_judged(event: Event, ctx: RuleContext) -> bool:
     observation, a posture sweep): its findings were alerted then. Call it
     before the event is evaluated (evaluating it records its fingerprint).
     """
-    if event.type != "container" or event.action not in _REJUDGED or not event.config:
+    if event.type != "container" or event.action not in REJUDGED_ACTIONS or not event.config:
         return False
     known = activity_state(ctx).containers.get(event.actor.id)
     return known is not None and known.judged == config_fingerprint(event.config)
@@ -514,7 +514,7 @@ def _recent_change(event: Event, path: str, ctx: RuleContext) -> str | None:
 def check_unattributed(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if not ctx.attribution_available or event.type != "container":
         return
-    if observed_change(event) is not None:
+    if event.action == "observed" and observed_change(event) is not None:
         _follow_observed_life(event, ctx)
         return
     if event.source != "docker" or not _attributable(event, ctx):

@@ -34,7 +34,12 @@ from config.models import RulesConfig
 from listener.model.alert import Alert
 from listener.model.catalogue import AUDIT_EVENT_TYPES, CONFIG_ACTIONS
 from listener.model.event import Event
-from listener.rules.activity import already_judged, learn_churn, track_container
+from listener.rules.activity import (
+    REJUDGED_ACTIONS,
+    already_judged,
+    learn_churn,
+    track_container,
+)
 from listener.rules.base import RuleContext, engine_sockets
 from listener.rules.image import track_image
 from listener.rules.registry import RULES, evaluate
@@ -95,7 +100,9 @@ class RuleEngine:
         return alerts
 
     def alerts_for_event(self, event: Event) -> list[Alert]:
-        judged = already_judged(event, self.context)
+        # asked only of the actions that may show a configuration judged before: a call
+        # for every event cost more than the check itself
+        judged = event.action in REJUDGED_ACTIONS and already_judged(event, self.context)
         findings = evaluate(event, self.context)
         if not findings:
             return []  # most events: no dict, no list of alerts
