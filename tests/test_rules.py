@@ -530,3 +530,18 @@ def test_the_dispatch_table_stays_bounded_on_a_file_of_made_up_actions() -> None
     assert len(ctx.dispatch) == registry._DISPATCH_MAX
     # past the bound the rules still apply, only unremembered
     assert "privileged-container" in rules_fired(container(privileged=True), ctx)
+
+
+def test_an_alert_built_from_a_finding_is_what_validation_would_build() -> None:
+    from listener.model.alert import Alert
+
+    ev = container(privileged=True, user="0")
+    ev.seq = 7
+    alerts = RuleEngine(RulesConfig(), attribution_available=True).alerts_for_event(ev)
+    assert len(alerts) >= 2
+    for alert in alerts:
+        validated = Alert.model_validate(alert.model_dump())
+        assert alert == validated
+        assert alert.model_fields_set == validated.model_fields_set - {"seq", "hash", "prev_hash"}
+        assert list(alert.__dict__) == list(Alert.model_fields)  # every field, in order
+        assert alert.model_dump_json() == validated.model_dump_json()
