@@ -17,7 +17,7 @@ from listener.model.alert import Alert
 from listener.model.event import Actor, Event, Who, natural_id
 from sinks.base import AlertFilter, EventFilter
 from sinks.sqlite import SQLiteTrail
-from sinks.sqlite.trail import NEWEST_ENGINE_TIME
+from sinks.sqlite.reading import NEWEST_ENGINE_TIME
 
 T0 = 1_795_346_502_000_000_000
 CID = "d00d" + "2" * 60

@@ -1,26 +1,170 @@
-"""Look-ups behind `SQLiteTrail`'s read API: rows by seq or id, the sources' state,
-the last event of some types.
+"""`SQLiteTrail`'s read API (`TrailReader`, its base) and the look-ups behind it:
+events and alerts by filter, rows by seq or id, the sources' state, the last
+event of some types, query plans.
 
 Apart from `trail` because they only read: none takes a lock, writes, or needs
-the writer's state, so the trail calls them on its connection and translates
-their errors. Ids and seqs are looked up `ID_CHUNK` at a time (SQLite's old
-limit on `?` parameters). Filters as SQL are `sinks.sqlite.queries`.
+the writer's state, so they run on the trail's connection and translate their
+errors as every trail operation does. Ids and seqs are looked up `ID_CHUNK` at
+a time (SQLite's old limit on `?` parameters). Filters as SQL are
+`sinks.sqlite.queries`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
+import sinks.sqlite.labels as labels
+from config.errors import TrailError
 from listener.model.alert import Alert
 from listener.model.event import Event
+from sinks.base import AlertFilter, EventFilter
 from sinks.chain import decode_state
-from sinks.sqlite.queries import alert_from_row, event_from_row
+from sinks.sqlite.errors import trail_error
+from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import ID_CHUNK
 
+# NOT INDEXED: for max() the planner prefers walking the time index from the top,
+# which for a host without such events is every entry (0.5 s at 10M events).
+NEWEST_ENGINE_TIME = (
+    "SELECT max(time_ns) FROM events NOT INDEXED WHERE seq > ? AND source = 'docker' AND host = ?"
+)
 
-def event_at(conn: sqlite3.Connection, seq: int) -> Event | None:
+
+class TrailReader:
+    """The read API of a trail file: `SQLiteTrail` is one, and adds the writing.
+
+    It reads through `_connection()` (the trail's, opened by the trail) and turns
+    SQLite's errors into `TrailError`s naming the file and what was being done.
+    """
+
+    path: Path
+    _conn: sqlite3.Connection | None
+    _label_index: bool | None  # whether the file has the label index (`_has_label_index`)
+
+    def query(self, f: EventFilter) -> Iterator[Event]:
+        """Events selected by `f`, in seq order, read lazily."""
+        conn = self._connection()
+        with self._errors("query"):
+            cursor = conn.execute(*self._build_query(conn, f))
+        return self._events(cursor)
+
+    def _build_query(self, conn: sqlite3.Connection, f: EventFilter) -> tuple[str, list[Any]]:
+        plan = None
+        if f.labels and self._has_label_index(conn):
+            plan = labels.plan(conn, f.labels)
+        return build_query(f, labels=plan)
+
+    def _has_label_index(self, conn: sqlite3.Connection) -> bool:
+        if self._label_index is None:
+            self._label_index = labels.present(conn)
+        return self._label_index
+
+    def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
+        with self._errors("query"):
+            for seq, body, prev_hash, digest in cursor:
+                yield event_from_row(seq, body, prev_hash, digest)
+
+    def query_plan(self, f: EventFilter) -> list[str]:
+        """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
+        conn = self._connection()
+        with self._errors("explain"):
+            query = self._build_query(conn, f)
+        return self._explain(*query)
+
+    def _explain(self, sql: str, params: list[Any]) -> list[str]:
+        with self._errors("explain"):
+            rows = self._connection().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return [row[-1] for row in rows]
+
+    def count(self) -> int:
+        return self._count("events", "count")
+
+    def newest_engine_time_ns(self, host: str, after_seq: int) -> int | None:
+        """The latest `time_ns` of `host`'s Engine events stored after `after_seq`:
+        reads only the rows after it, in seq order."""
+        with self._errors("newest Engine event"):
+            row = self._connection().execute(NEWEST_ENGINE_TIME, (after_seq, host)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _count(self, table: str, doing: str) -> int:
+        with self._errors(doing):
+            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def get(self, seq: int) -> Event | None:
+        with self._errors("get"):
+            return _event_at(self._connection(), seq)
+
+    def seqs_by_id(
+        self, ids: Sequence[str], table: Literal["events", "alerts"] = "events"
+    ) -> dict[str, int]:
+        """id -> seq of the stored rows among `ids` (the central trail's dedupe and lookups)."""
+        with self._errors("look up ids"):
+            return _seqs_by_id(self._connection(), ids, table)
+
+    def load_source_state(self, name: str) -> dict[str, Any] | None:
+        """The state last stored for source `name`, or None."""
+        with self._errors("load source state"):
+            return _source_state(self._connection(), name)
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every stored state by name, the rules evaluation mark (`RULES_MARK`) included."""
+        with self._errors("load source state"):
+            return _source_states(self._connection())
+
+    def last_time_of(self, types: frozenset[str], through: int) -> int | None:
+        """`time_ns` of the last event up to seq `through` of one of `types` that a
+        source observed (not docktrail's own records), or None when there is none."""
+        with self._errors("find the last event of a type"):
+            return _last_time_of(self._connection(), types, through)
+
+    def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
+        """Alerts selected by `f`, in alert seq order, read lazily."""
+        sql, params = build_alert_query(f)
+        with self._errors("query alerts"):
+            cursor = self._connection().execute(sql, params)
+        return self._alerts(cursor)
+
+    def _alerts(self, cursor: sqlite3.Cursor) -> Iterator[Alert]:
+        with self._errors("query alerts"):
+            for row in cursor:
+                yield alert_from_row(*row)
+
+    def alerts_by_seq(self, seqs: Sequence[int]) -> dict[int, Alert]:
+        """The stored alerts of these seqs (missing ones are left out)."""
+        with self._errors("read alerts"):
+            return _alerts_by_seq(self._connection(), seqs)
+
+    def alerts_for_event(self, seq: int) -> list[Alert]:
+        """The alerts raised on the event at `seq`, in alert seq order."""
+        return list(self.query_alerts(AlertFilter(event_seq=seq)))
+
+    def alerts_query_plan(self, f: AlertFilter) -> list[str]:
+        """SQLite's EXPLAIN QUERY PLAN lines for `query_alerts(f)`."""
+        return self._explain(*build_alert_query(f))
+
+    def count_alerts(self) -> int:
+        return self._count("alerts", "count alerts")
+
+    # -- helpers --------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise TrailError(f"{self.path}: trail is not open")
+        return self._conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise trail_error(self.path, doing, exc) from exc
+
+
+def _event_at(conn: sqlite3.Connection, seq: int) -> Event | None:
     """The event stored at `seq`, or None."""
     row = conn.execute(
         "SELECT seq, body, prev_hash, hash FROM events WHERE seq = ?", (seq,)
@@ -28,7 +172,7 @@ def event_at(conn: sqlite3.Connection, seq: int) -> Event | None:
     return None if row is None else event_from_row(*row)
 
 
-def seqs_by_id(
+def _seqs_by_id(
     conn: sqlite3.Connection, ids: Sequence[str], table: Literal["events", "alerts"]
 ) -> dict[str, int]:
     """id -> seq of the rows of `table` among `ids`."""
@@ -41,7 +185,7 @@ def seqs_by_id(
     return found
 
 
-def alerts_by_seq(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, Alert]:
+def _alerts_by_seq(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, Alert]:
     """The stored alerts of these seqs (missing ones are left out)."""
     found: dict[int, Alert] = {}
     unique = sorted(set(seqs))
@@ -55,19 +199,19 @@ def alerts_by_seq(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, Al
     return found
 
 
-def source_state(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+def _source_state(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     """The state last stored for source `name`, or None."""
     row = conn.execute("SELECT value FROM source_state WHERE name = ?", (name,)).fetchone()
     return None if row is None else decode_state(row[0])
 
 
-def source_states(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def _source_states(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Every stored state by name."""
     rows = conn.execute("SELECT name, value FROM source_state ORDER BY name")
     return {name: decode_state(value) for name, value in rows}
 
 
-def last_time_of(conn: sqlite3.Connection, types: frozenset[str], through: int) -> int | None:
+def _last_time_of(conn: sqlite3.Connection, types: frozenset[str], through: int) -> int | None:
     """`time_ns` of the last event up to seq `through` of one of `types` that a source
     observed (not docktrail's own records), or None when there is none."""
     wanted = sorted(types)

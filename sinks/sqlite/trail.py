@@ -2,13 +2,14 @@
 one transaction), reading, signed checkpoints and the async API for the service.
 
 The trail owns the connection, every transaction and the writer's state (its
-lock, what no checkpoint covers yet), and keeps the whole API in one place. What
-has a concern of its own lives beside it, called inside those transactions:
+lock, what no checkpoint covers yet). Its read API is its base class
+(`reading.TrailReader`); what else has a concern of its own lives beside it,
+called inside those transactions:
 
 - `opening`: creating a trail file sealed from the start, and connecting to it;
 - `heads`: the signing key, the head seal, checkpoints, a crashed writer's tail;
 - `alerting`: the alerts' checks and rows, the outbox's `delivery` events;
-- `reading`: look-ups by seq and id, the sources' state;
+- `reading`: the read API (filters, look-ups by seq and id, the sources' state);
 - `worker`: the thread of the async API and its checkpoint timer.
 """
 
@@ -39,10 +40,8 @@ from listener.model.alert import Alert
 from listener.model.event import Event
 from sinks import outbox, trailfiles, witness
 from sinks.base import (
-    AlertFilter,
     AppendResult,
     AsyncLifecycle,
-    EventFilter,
     SourceState,
     SyncLifecycle,
 )
@@ -57,8 +56,6 @@ from sinks.chain import (
 )
 from sinks.outbox import Router
 from sinks.signing import Checkpoint, load_public_key
-from sinks.sqlite.errors import trail_error
-from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import (
     EVENT_INSERT,
     ID_CHUNK,
@@ -74,14 +71,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-# NOT INDEXED: for max() the planner prefers walking the time index from the top,
-# which for a host without such events is every entry (0.5 s at 10M events).
-NEWEST_ENGINE_TIME = (
-    "SELECT max(time_ns) FROM events NOT INDEXED WHERE seq > ? AND source = 'docker' AND host = ?"
-)
-
-
-class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
+class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
     """The embedded trail. Sync API for CLI and tests; async API for the service.
 
     In async use (`start()` … `aclose()`) the connection belongs to one worker
@@ -319,110 +309,17 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
         with self._errors("load rule state"):
             return rulestate.load(self._connection(), name)
 
-    # -- reading --------------------------------------------------------------
-
-    def query(self, f: EventFilter) -> Iterator[Event]:
-        """Events selected by `f`, in seq order, read lazily."""
-        conn = self._connection()
-        with self._errors("query"):
-            cursor = conn.execute(*self._build_query(conn, f))
-        return self._events(cursor)
-
-    def _build_query(self, conn: sqlite3.Connection, f: EventFilter) -> tuple[str, list[Any]]:
-        plan = None
-        if f.labels and self._has_label_index(conn):
-            plan = labels.plan(conn, f.labels)
-        return build_query(f, labels=plan)
-
-    def _has_label_index(self, conn: sqlite3.Connection) -> bool:
-        if self._label_index is None:
-            self._label_index = labels.present(conn)
-        return self._label_index
-
-    def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
-        with self._errors("query"):
-            for seq, body, prev_hash, digest in cursor:
-                yield event_from_row(seq, body, prev_hash, digest)
-
-    def query_plan(self, f: EventFilter) -> list[str]:
-        """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
-        conn = self._connection()
-        with self._errors("explain"):
-            query = self._build_query(conn, f)
-        return self._explain(*query)
-
-    def _explain(self, sql: str, params: list[Any]) -> list[str]:
-        with self._errors("explain"):
-            rows = self._connection().execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-        return [row[-1] for row in rows]
-
-    def count(self) -> int:
-        return self._count("events", "count")
-
-    def newest_engine_time_ns(self, host: str, after_seq: int) -> int | None:
-        """The latest `time_ns` of `host`'s Engine events stored after `after_seq`:
-        reads only the rows after it, in seq order."""
-        with self._errors("newest Engine event"):
-            row = self._connection().execute(NEWEST_ENGINE_TIME, (after_seq, host)).fetchone()
-        return None if row[0] is None else int(row[0])
-
-    def _count(self, table: str, doing: str) -> int:
-        with self._errors(doing):
-            return int(self._connection().execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    # -- reading (the rest: `reading.TrailReader`) -------------------------------
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last event; (0, GENESIS_HASH) when empty."""
         with self._errors("head"):
             return heads.head(self._connection())
 
-    def get(self, seq: int) -> Event | None:
-        with self._errors("get"):
-            return reading.event_at(self._connection(), seq)
-
-    def seqs_by_id(
-        self, ids: Sequence[str], table: Literal["events", "alerts"] = "events"
-    ) -> dict[str, int]:
-        """id -> seq of the stored rows among `ids` (the central trail's dedupe and lookups)."""
-        with self._errors("look up ids"):
-            return reading.seqs_by_id(self._connection(), ids, table)
-
-    def load_source_state(self, name: str) -> dict[str, Any] | None:
-        """The state last stored for source `name`, or None."""
-        with self._errors("load source state"):
-            return reading.source_state(self._connection(), name)
-
-    def source_states(self) -> dict[str, dict[str, Any]]:
-        """Every stored state by name, the rules evaluation mark (`RULES_MARK`) included."""
-        with self._errors("load source state"):
-            return reading.source_states(self._connection())
-
     def evaluated_through(self) -> int:
         """Every event up to this seq has been evaluated by the rules (0: none)."""
         with self._errors("read evaluation mark"):
             return alerting.evaluation_mark(self._connection())
-
-    def last_time_of(self, types: frozenset[str], through: int) -> int | None:
-        """`time_ns` of the last event up to seq `through` of one of `types` that a
-        source observed (not docktrail's own records), or None when there is none."""
-        with self._errors("find the last event of a type"):
-            return reading.last_time_of(self._connection(), types, through)
-
-    def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
-        """Alerts selected by `f`, in alert seq order, read lazily."""
-        sql, params = build_alert_query(f)
-        with self._errors("query alerts"):
-            cursor = self._connection().execute(sql, params)
-        return self._alerts(cursor)
-
-    def _alerts(self, cursor: sqlite3.Cursor) -> Iterator[Alert]:
-        with self._errors("query alerts"):
-            for row in cursor:
-                yield alert_from_row(*row)
-
-    def alerts_by_seq(self, seqs: Sequence[int]) -> dict[int, Alert]:
-        """The stored alerts of these seqs (missing ones are left out)."""
-        with self._errors("read alerts"):
-            return reading.alerts_by_seq(self._connection(), seqs)
 
     @property
     def outbox(self) -> outbox.Outbox:
@@ -469,17 +366,6 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             self._trail_id, self.host, destination, action, ids, attempt_id
         )
         self._insert_events(conn, [event])
-
-    def alerts_for_event(self, seq: int) -> list[Alert]:
-        """The alerts raised on the event at `seq`, in alert seq order."""
-        return list(self.query_alerts(AlertFilter(event_seq=seq)))
-
-    def alerts_query_plan(self, f: AlertFilter) -> list[str]:
-        """SQLite's EXPLAIN QUERY PLAN lines for `query_alerts(f)`."""
-        return self._explain(*build_alert_query(f))
-
-    def count_alerts(self) -> int:
-        return self._count("alerts", "count alerts")
 
     def alerts_head(self) -> tuple[int, str]:
         """(seq, hash) of the last alert; (0, GENESIS_HASH) when there is none."""
@@ -686,15 +572,3 @@ class SQLiteTrail(SyncLifecycle, AsyncLifecycle):
             await self._worker.run(self._periodic_checkpoint)
 
     # -- helpers --------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise TrailError(f"{self.path}: trail is not open")
-        return self._conn
-
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise trail_error(self.path, doing, exc) from exc
