@@ -545,3 +545,52 @@ def test_an_alert_built_from_a_finding_is_what_validation_would_build() -> None:
         assert alert.model_fields_set == validated.model_fields_set - {"seq", "hash", "prev_hash"}
         assert list(alert.__dict__) == list(Alert.model_fields)  # every field, in order
         assert alert.model_dump_json() == validated.model_dump_json()
+
+
+def test_churn_scopes_of_one_off_images_are_swept_and_churn_still_fires() -> None:
+    from listener.rules import activity
+
+    rules = RulesConfig.model_validate({"container-churn": {"threshold": 20}})
+    ctx = RuleContext(rules=rules)
+    window_ns = rules.container_churn.window_secs * 10**9
+    start = 1_795_346_500_000_000_000
+    for i in range(3 * activity._SCOPES_SWEPT_FROM):  # a CI host: a new tag per build
+        t = start + i * window_ns // 4
+        evaluate(event("create", name=f"ci-{i}", image=f"ci/app:build-{i}", time_ns=t), ctx)
+    state = activity.activity_state(ctx)
+    assert len(state.windows) < activity._SCOPES_SWEPT_FROM + 10  # not one per tag ever seen
+    assert len(state.quiet_until) < activity._SCOPES_SWEPT_FROM
+
+    burst = start + 3 * activity._SCOPES_SWEPT_FROM * window_ns
+    fired = []
+    for i in range(30):
+        ev = event("create", name=f"b{i}", image="ci/app:burst", time_ns=burst + i * 10**8)
+        fired += [f for f in evaluate(ev, ctx) if f.rule == "container-churn"]
+    assert len(fired) == 1 and fired[0].details["scopes"]["image h1/ci/app:burst"] == 21
+
+
+def test_fleet_images_gone_quiet_are_swept_and_the_fleet_rule_still_fires() -> None:
+    from listener.rules import fleet
+
+    rules = RulesConfig()
+    ctx = RuleContext(rules=rules)
+    check = FLEET_RULES_BY_ID["fleet-untrusted-image"].check
+    window_ns = rules.fleet_untrusted_image.window_secs * 10**9
+    start = 1_795_346_500_000_000_000
+
+    def created(image: str, host: str, time_ns: int) -> list[Any]:
+        ev = event("create", name=f"{host}-x", image=image, time_ns=time_ns)
+        ev.attributes[fleet.FLEET_KEY] = {"publisher": host}
+        return list(check(ev, ctx))
+
+    for i in range(3 * fleet._IMAGES_SWEPT_FROM):  # one-off untrusted tags on one host
+        created(f"evil.example/app:{i}", "h1", start + i * window_ns // 4)
+    state = fleet.fleet_state(ctx)
+    assert len(state.image_hosts) < fleet._IMAGES_SWEPT_FROM + 10
+
+    later = start + 3 * fleet._IMAGES_SWEPT_FROM * window_ns
+    hosts = [f"h{n}" for n in range(rules.fleet_untrusted_image.min_hosts)]
+    found = [
+        f for n, host in enumerate(hosts) for f in created("evil.example/x:1", host, later + n)
+    ]
+    assert len(found) == 1 and found[0].details["hosts"] == sorted(hosts)

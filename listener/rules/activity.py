@@ -80,6 +80,8 @@ _OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "creat
 # ones weighing less, beyond this) and scopes kept (least recently active dropped).
 _BASELINE_MAX_WINDOWS = 10_000
 _BASELINE_MAX_SCOPES = 10_000
+# Churn scopes (host, image, user) held before those gone quiet are swept away.
+_SCOPES_SWEPT_FROM = 4_096
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -186,6 +188,7 @@ class ActivityState:
     # How many known containers are in each state, kept with the table: container-sprawl
     # reads it on every start/die/destroy, which must not cost a scan of every container.
     states: Counter[str] = field(default_factory=Counter)
+    sweep_scopes_at: int = _SCOPES_SWEPT_FROM  # churn scopes held when the next sweep runs
 
     def put(self, container_id: str, known: KnownContainer) -> None:
         self.drop(container_id)
@@ -419,6 +422,20 @@ def _count_churn(
             learned = baseline.learned  # from closed windows: this one is still open
             baseline.observe(event.time_ns // window_ns, len(times), settings)
         yield key, len(times), learned
+    if len(windows) >= state.sweep_scopes_at:
+        _forget_quiet_scopes(state, event.time_ns, window_ns)
+
+
+def _forget_quiet_scopes(state: ActivityState, now_ns: int, window_ns: int) -> None:
+    """Churn scopes with nothing left in their window and no quiet period to run count as
+    never seen: drop them, so that a CI host's one-off image tags (or an ingested file's
+    made-up ones) do not grow the tables for ever. Swept when the scopes have doubled
+    since the last sweep: a constant cost per new scope. (An event older than the window
+    by then counts without them: events arrive in time order but for seconds.)"""
+    oldest = now_ns - window_ns
+    state.windows = {key: t for key, t in state.windows.items() if t and t[-1] > oldest}
+    state.quiet_until = {key: until for key, until in state.quiet_until.items() if until > now_ns}
+    state.sweep_scopes_at = max(_SCOPES_SWEPT_FROM, 2 * len(state.windows))
 
 
 def _baseline(state: ActivityState, key: tuple[str, ...]) -> ChurnBaseline:

@@ -27,6 +27,8 @@ from listener.rules.image import named_reference, normalize_reference, untrusted
 
 _NS = 1_000_000_000
 FLEET_KEY = "fleet"
+# Untrusted images held (hosts that ran them lately) before those gone quiet are swept.
+_IMAGES_SWEPT_FROM = 4_096
 """Key of `Event.attributes` under which the central trail records how an event arrived."""
 
 CHAIN_BROKEN = RuleMeta(
@@ -91,6 +93,7 @@ class FleetState:
     churn_quiet_until: int = 0
     image_hosts: dict[str, dict[str, int]] = field(default_factory=dict)
     image_alerted_until: dict[str, int] = field(default_factory=dict)
+    sweep_images_at: int = _IMAGES_SWEPT_FROM  # images held when the next sweep runs
 
 
 def fleet_state(ctx: RuleContext) -> FleetState:
@@ -144,6 +147,8 @@ def check_fleet_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     for host, when in list(seen.items()):
         if when <= event.time_ns - window_ns:
             del seen[host]
+    if len(state.image_hosts) >= state.sweep_images_at:
+        _forget_quiet_images(state, event.time_ns, window_ns)
     if len(seen) < settings.min_hosts or event.time_ns < state.image_alerted_until.get(image, 0):
         return
     state.image_alerted_until[image] = event.time_ns + window_ns
@@ -155,6 +160,22 @@ def check_fleet_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
         hosts=sorted(seen),
         window_secs=settings.window_secs,
     )
+
+
+def _forget_quiet_images(state: FleetState, now_ns: int, window_ns: int) -> None:
+    """Images no host ran within the window and not in an alert's quiet period count as
+    never seen: one-off tags across a fleet must not grow the tables for ever. Swept when
+    they have doubled since the last sweep (a constant cost per new image)."""
+    oldest = now_ns - window_ns
+    state.image_hosts = {
+        image: hosts
+        for image, hosts in state.image_hosts.items()
+        if any(when > oldest for when in hosts.values())
+    }
+    state.image_alerted_until = {
+        image: until for image, until in state.image_alerted_until.items() if until > now_ns
+    }
+    state.sweep_images_at = max(_IMAGES_SWEPT_FROM, 2 * len(state.image_hosts))
 
 
 FLEET_RULES: tuple[Rule, ...] = (
