@@ -594,3 +594,19 @@ def test_fleet_images_gone_quiet_are_swept_and_the_fleet_rule_still_fires() -> N
         f for n, host in enumerate(hosts) for f in created("evil.example/x:1", host, later + n)
     ]
     assert len(found) == 1 and found[0].details["hosts"] == sorted(hosts)
+
+
+def test_daemon_file_changes_past_the_window_are_forgotten() -> None:
+    from listener.rules import activity
+
+    ctx = RuleContext()
+    start = 1_795_346_500_000_000_000
+    for i in range(5 * 1_024):  # files created one by one under a watched directory
+        ev = event("create", type_="daemon-file", name=f"/etc/docker/certs.d/{i}", image=None,
+                   time_ns=start + i * activity.DAEMON_FILE_WINDOW_NS // 8)  # fmt: skip
+        assert [f.rule for f in evaluate(ev, ctx)] == ["daemon-config-change"]
+    assert len(ctx.state["daemon-files"]) <= 1_024 + 1
+    again = event("write", type_="daemon-file", name="/etc/docker/certs.d/5119", image=None,
+                  time_ns=start + 5119 * activity.DAEMON_FILE_WINDOW_NS // 8 + 1)  # fmt: skip
+    (follow_up,) = evaluate(again, ctx)
+    assert follow_up.severity == "info"  # the recent change is still remembered

@@ -58,6 +58,7 @@ _LIFE_AFTER = {"die": "exited", "stop": "stopped", "start": "running"}
 # still log them when rules add `r`/`x`, and `ls -l` reads extended attributes).
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
+_DAEMON_FILES_KEPT = 1_024  # changed daemon files remembered before those past the window go
 _NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
 # where they came from, what the CLI said otherwise, the image's names elsewhere.
@@ -525,6 +526,10 @@ def _recent_change(event: Event, path: str, ctx: RuleContext) -> str | None:
     if previous is not None and recent and login in (None, previous[1]):
         return previous[1] or "no login"
     changes[path] = (event.time_ns, login)
+    if len(changes) > _DAEMON_FILES_KEPT:  # a directory watch sees any number of paths
+        oldest = event.time_ns - DAEMON_FILE_WINDOW_NS
+        for stale in [p for p, (when, _) in changes.items() if when < oldest]:
+            del changes[stale]
     return None
 
 
