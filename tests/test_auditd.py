@@ -664,3 +664,18 @@ def test_live_reader_positions_in_bytes_across_small_reads(tmp_path: Path) -> No
         assert offset == 0 or data[offset - 1 : offset] == b"\n"
         assert data[:offset].count(b"\n") == line
     assert checkpoints[-1] is not None and checkpoints[-1]["offset"] == len(data)
+
+
+async def test_the_checkpoint_moves_on_past_a_gap(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "audit.log", rm_call("96.000:1", "a"))
+    trail = StateTrail()
+    async with Running(tail_config(log), trail) as running:
+        await until(lambda: running.actors() == ["a"])
+        log.write_text("")  # copytruncate: a gap event
+        await until(lambda: len(running.handed) == 2)
+        append(log, rm_call("97.000:2", "b") + rm_call("97.500:3", "c"))
+        await until(lambda: running.actors() == ["a", "b", "c"])
+        size = log.stat().st_size
+        await until(lambda: trail.state["auditd"]["offset"] == size)
+        assert trail.state["auditd"]["serial"] == 3
+        assert len(running.tail._handed) <= 2  # what the trail holds is let go

@@ -402,8 +402,13 @@ class AuditLogTail(AsyncLifecycle):
             yield event
 
     def state_for(self, batch: Sequence[Event]) -> dict[str, Any] | None:
-        """The checkpoint to commit with `batch`: as far as every handed-out event is in it."""
-        ids = {e.id for e in batch if e.source == "auditd"}
+        """The checkpoint to commit with `batch`: as far as every handed-out event is in it.
+
+        Every event counts, the tail's own `gap` records (source `docktrail`) too:
+        counting only audit events held the checkpoint at the first gap for good,
+        and the handed-out list grew with every event after it.
+        """
+        ids = {e.id for e in batch}
         handed, state = self._handed, None
         while handed:
             event_id, checkpoint = handed[0]
