@@ -679,3 +679,12 @@ async def test_the_checkpoint_moves_on_past_a_gap(tmp_path: Path) -> None:
         await until(lambda: trail.state["auditd"]["offset"] == size)
         assert trail.state["auditd"]["serial"] == 3
         assert len(running.tail._handed) <= 2  # what the trail holds is let go
+
+
+def test_the_effects_cache_is_bounded_whatever_subcommands_are_made_up() -> None:
+    from listener.correlate import calls
+
+    for n in range(3 * 512):
+        calls._effects_of((f"made-up-{n}",), f"made-up-{n}", (False, False, False, False))
+    info = calls._effects_of.cache_info()
+    assert info.maxsize == 512 and info.currsize <= 512

@@ -219,3 +219,15 @@ def test_unread_stats_keep_the_previous_judgement_instead_of_nothing_running(
     with sqlite3.connect(path) as db:
         stored = "SELECT COUNT(*) FROM samples WHERE container_id = ?"
         assert db.execute(stored, (workload,)).fetchone()[0] == 1  # only what was read
+
+
+def test_the_last_use_of_removed_images_is_forgotten(engine: EngineClient, workload: str) -> None:
+    from listener.posture.runner import read_host
+
+    runner = PostureRunner(PostureConfig(), HOST, PostureMemory())
+    runner._last_used["sha256:" + "0" * 64] = 1  # an image removed since it was last used
+    listings = read_host(engine)
+    runner._host(engine.api("info", lambda c: c.info()), listings, "periodic")
+    listed = {str(image["Id"]) for image in listings[1]}
+    used = str(next(c for c in listings[0] if c["Id"] == workload)["ImageID"])
+    assert used in runner._last_used and set(runner._last_used) <= listed

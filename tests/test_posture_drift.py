@@ -134,3 +134,19 @@ def test_the_round_robin_diffs_each_container_once_before_any_twice(
 
     assert len(first) == 2 and len(set(first)) == 2
     assert second == sorted(set(ids) - set(first))
+
+
+def test_a_removed_containers_fingerprint_goes_a_stopped_ones_stays(
+    dockerd: Dockerd, started: Callable[..., str], engine: EngineClient
+) -> None:
+    stopped, removed = started(), started()
+    for cid in (stopped, removed):
+        dockerd.docker("exec", cid, "sh", "-c", "echo x > /etc/changed")
+    watch = DriftWatch(DriftConfig(), HOST)
+    assert len(watch.sweep(engine, ours(engine, stopped, removed), "periodic")) == 2
+    dockerd.docker("stop", "-t", "0", stopped)
+    dockerd.docker("rm", "--force", removed)
+    assert watch.sweep(engine, ours(engine, stopped, removed), "periodic") == []
+    assert set(watch._last) == {stopped}  # a CI host's removed containers are not kept
+    dockerd.docker("start", stopped)
+    assert watch.sweep(engine, ours(engine, stopped), "periodic") == []  # not recorded again

@@ -324,3 +324,28 @@ async def test_an_attach_without_upgrade_switches_to_raw_bytes_both_ways() -> No
     assert [(e.attributes["path"], e.attributes["status"]) for e in events] == [
         ("/containers/c1/attach", 200)
     ]
+
+
+async def test_peer_names_are_remembered_for_the_latest_peers_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import listener.proxy.forward as forward
+
+    asked: list[str] = []
+
+    async def inspect_name(config: ProxyConfig, container_id: str) -> str | None:
+        asked.append(container_id)  # what the Engine would be asked
+        return f"job-{container_id}"
+
+    monkeypatch.setattr(forward, "_inspect_name", inspect_name)
+    config = ProxyConfig(listen=tmp_path / "p.sock", engine=tmp_path / "e.sock", listen_group=None)
+
+    async def nowhere(event: Event) -> None:
+        raise AssertionError("nothing is recorded here")
+
+    proxy = ProxyServer(config, "h", Recorder(nowhere), PeerLedger())
+    for n in range(3 * forward._NAMES_KEPT):  # a CI job container each
+        assert await proxy._container_name(f"c{n}") == f"job-c{n}"
+    assert len(proxy._names) == forward._NAMES_KEPT
+    last = f"c{3 * forward._NAMES_KEPT - 1}"
+    assert await proxy._container_name(last) == f"job-{last}" and asked.count(last) == 1

@@ -65,9 +65,10 @@ def effects_of_call(call: DockerCall) -> Effects:
     return _effects_of(tuple(_commands_of(call)), call.command, flags)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)
 def _effects_of(commands: tuple[str, ...], command: str, flags: tuple[bool, ...]) -> Effects:
-    """Effects of a command with those flags (a few dozen combinations: cached)."""
+    """Effects of a command with those flags (a few dozen combinations: cached; bounded,
+    since anyone who may run the docker binary can make up any number of subcommands)."""
     removes, force, volumes, attach = flags
     merged: dict[str, set[str]] = {}
     for name in commands:

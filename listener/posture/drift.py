@@ -83,6 +83,10 @@ class DriftWatch:
 
     def sweep(self, engine: Any, listed: Sequence[Mapping[str, Any]], reason: str) -> list[Event]:
         """Blocking: diffs the next running containers within the budget; their events."""
+        # Removed containers' fingerprints go (a CI host removes thousands); stopped ones
+        # stay listed, so a restarted container's drift is not recorded again.
+        present = {str(c["Id"]) for c in listed}
+        self._last = {cid: mark for cid, mark in self._last.items() if cid in present}
         running = sorted(
             (c for c in listed if str(c.get("State")) == "running"), key=lambda c: str(c["Id"])
         )

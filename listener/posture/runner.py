@@ -153,6 +153,8 @@ class PostureRunner:
         now = time.time_ns()
         for container in listings[0]:
             self._last_used[str(container.get("ImageID") or "")] = now
+        listed_images = {str(image.get("Id") or "") for image in listings[1]}
+        self._last_used = {i: t for i, t in self._last_used.items() if i in listed_images}
         samples = self.samples if self.snapshots else None
         checks = host_checks(
             self.config, listings, self._last_used, samples, info, self.sprawl_margin

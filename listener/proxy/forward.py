@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from config.proxy import ProxyConfig
@@ -55,6 +56,7 @@ log = logging.getLogger("docktrail.proxy")
 
 ID_BYTES = 4096  # of a create's response: `{"Id": …}`
 _PLAIN = ("GET", "HEAD")
+_NAMES_KEPT = 1_024  # peer containers whose names are remembered
 
 
 @dataclass(slots=True)
@@ -91,7 +93,7 @@ class ProxyServer:
         self._recorder = recorder
         self._ledger = ledger
         self._server: asyncio.Server | None = None
-        self._names: dict[str, str | None] = {}
+        self._names: OrderedDict[str, str | None] = OrderedDict()  # peer id -> name
         self._connections: set[asyncio.Task[None]] = set()
         self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
         self._loop: asyncio.AbstractEventLoop | None = None  # asked once: a getpid() each time
@@ -473,9 +475,14 @@ class ProxyServer:
         self._recorder.record(event)
 
     async def _container_name(self, container_id: str) -> str | None:
-        if container_id not in self._names:
-            self._names[container_id] = await _inspect_name(self._config, container_id)
-        return self._names[container_id]
+        names = self._names
+        if container_id in names:
+            names.move_to_end(container_id)
+            return names[container_id]
+        name = names[container_id] = await _inspect_name(self._config, container_id)
+        if len(names) > _NAMES_KEPT:  # peers come and go (a CI job each): the oldest goes
+            names.popitem(last=False)
+        return name
 
 
 def _client_ended(client: Client, engine: Wire) -> None:
