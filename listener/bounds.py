@@ -24,7 +24,8 @@ whole batch:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, overload
 
 import orjson
 from pydantic import BaseModel
@@ -275,3 +276,50 @@ def _escaped(value: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MALFORMED_KEPT = 1_000
+"""Malformed inputs kept (to show) of one read; the others are only counted."""
+
+
+class KeptErrors:
+    """The malformed input of a long read: every one counted, the first `keep` kept.
+
+    A file of garbage lines must not become as many error objects in memory.
+    `len()` is how many there were; iterating and indexing give the kept ones.
+    """
+
+    __slots__ = ("count", "first", "keep")
+
+    def __init__(self, keep: int = MALFORMED_KEPT) -> None:
+        self.keep = keep
+        self.first: list[InputError] = []
+        self.count = 0
+
+    def append(self, error: InputError) -> None:
+        self.count += 1
+        if len(self.first) < self.keep:
+            self.first.append(error)
+
+    def extend(self, errors: Iterable[InputError]) -> None:
+        for error in errors:
+            self.append(error)
+
+    def merge(self, other: KeptErrors) -> None:
+        """Another read's: its count, and its kept errors while room is left."""
+        room = max(0, self.keep - len(self.first))
+        self.first.extend(other.first[:room])
+        self.count += other.count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[InputError]:
+        return iter(self.first)
+
+    @overload
+    def __getitem__(self, index: int) -> InputError: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[InputError]: ...
+    def __getitem__(self, index: int | slice) -> InputError | list[InputError]:
+        return self.first[index]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from config.errors import InputError
 from config.models import DocktrailConfig, InputConfig
 from listener import redact
-from listener.bounds import configure_limits
+from listener.bounds import KeptErrors, configure_limits
 from listener.correlate import CorrelationStats, Correlator
 from listener.coverage import FixedCoverage, mark_build_step, mark_uncovered
 from listener.intents import IntentBook, IntentStage
@@ -45,7 +45,7 @@ _MERGE_SLACK_NS = 1_000_000_000
 @dataclass(slots=True)
 class IngestReport:
     stats: PipelineStats = field(default_factory=PipelineStats)
-    malformed: list[InputError] = field(default_factory=list)
+    malformed: KeptErrors = field(default_factory=KeptErrors)  # counted; the first kept
     audit: AuditCounters | None = None
     audit_records: int = 0
     attribution: CorrelationStats | None = None
@@ -199,7 +199,7 @@ async def _correlated(
         await merge.observe(event)
     await merge.read_past(None)
     await merge.finish()
-    report.malformed.extend(audit.malformed)
+    report.malformed.merge(audit.malformed)
     report.audit, report.audit_records = converter.counters, audit.records
     report.attribution = correlator.stats
 

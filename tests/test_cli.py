@@ -211,3 +211,27 @@ def _count(db: Path) -> int:
             return int(conn.execute(sql).fetchone()[0])
     except sqlite3.OperationalError:
         return 0
+
+
+def test_a_file_of_garbage_is_counted_whole_and_kept_in_part(tmp_path: Path) -> None:
+    import asyncio
+
+    from config.models import DocktrailConfig
+    from listener.bounds import MALFORMED_KEPT
+    from listener.ingest import ingest_files
+
+    lines = EVENTS.read_text().splitlines()
+    garbage = 3 * MALFORMED_KEPT
+    broken = tmp_path / "garbage.jsonl"
+    broken.write_text("\n".join([*(f"{{garbage {n}" for n in range(garbage)), *lines[:5]]) + "\n")
+    config = DocktrailConfig.model_validate({"trail": {"path": str(tmp_path / "t.db")}})
+    report = asyncio.run(ingest_files(config, docker_events=[broken], host="h1"))
+    assert len(report.malformed) == garbage and len(list(report.malformed)) == MALFORMED_KEPT
+    assert report.read == garbage + 5 and report.stats.stored == 5
+    assert f"{broken}:{garbage}:" not in str(list(report.malformed))  # only the first are kept
+
+    result = CliRunner().invoke(
+        main, ["--db", str(tmp_path / "u.db"), "ingest", "--docker-events", str(broken)]
+    )
+    assert f"{broken}:1:" in result.output and f"… and {garbage - 20} more" in result.output
+    assert f"read {garbage + 5}, stored 5, duplicates 0, malformed {garbage}" in result.output

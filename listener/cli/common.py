@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from datetime import tzinfo
 
     from config.models import DocktrailConfig
+    from listener.bounds import KeptErrors
     from sinks.base import EventFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -201,7 +202,8 @@ def flush_outbox(state: State) -> Any:
     return asyncio.run(flush())
 
 
-def report_malformed(errors: Sequence[Exception], shown: int = 20) -> None:
+def report_malformed(errors: Sequence[Exception] | KeptErrors, shown: int = 20) -> None:
+    """The first `shown` errors, then how many more (`len(errors)`: all there were)."""
     from listener.safetext import printable
 
     for error in errors[:shown]:

@@ -73,7 +73,7 @@ import orjson
 from config.errors import InputError, SourceError
 from config.models import InputConfig
 from listener import redact
-from listener.bounds import MAX_TIME_NS, active_limits, bound_event, check_time_ns
+from listener.bounds import MAX_TIME_NS, KeptErrors, active_limits, bound_event, check_time_ns
 from listener.model.event import Actor, Event, Who, Why
 from listener.model.trusted import defaults, trusted
 from listener.sources.lines import Oversized, bounded_lines
@@ -500,7 +500,7 @@ class DockerEventsFile(AsyncLifecycle):
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.host = host
-        self.malformed: list[InputError] = []
+        self.malformed = KeptErrors()  # counted; the first kept
         self.count = 0
         self._on_progress = on_progress  # total bytes over all files, called on the loop
         self._done_bytes = 0

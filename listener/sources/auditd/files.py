@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from config.errors import InputError, SourceError
-from listener.bounds import active_limits
+from listener.bounds import KeptErrors, active_limits
 from listener.coverage import SpanCoverage
 from listener.sources.auditd.convert import AuditConverter, Converted
 from listener.sources.auditd.fields import NS, malformed_error
@@ -46,7 +46,7 @@ class AuditLogFiles:
         self.converter = converter
         self.window_ns = round(window_secs * NS)
         self.watermark_ns = -1
-        self.malformed: list[InputError] = []
+        self.malformed = KeptErrors()  # counted; the first kept
         self.records = 0
         self.span = SpanCoverage(converter.host)  # what attribution can rely on
 
