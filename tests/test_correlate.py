@@ -246,6 +246,22 @@ def test_rmi_by_a_reference_seen_before_and_by_id_prefix() -> None:
     assert who(deleted) == ("bob", "auditd-cli", "id")
 
 
+def test_an_image_retagged_by_every_build_keeps_its_newest_references() -> None:
+    from listener.correlate.effects import REFS_PER_IMAGE
+
+    image = "sha256:" + "e5" * 32
+    found = correlator(call(3 * REFS_PER_IMAGE, "rmi ci/app:build-0", "bob"))
+    for n in range(3 * REFS_PER_IMAGE):  # one cached image id, a new tag per build
+        attribute(found, engine(n, "image", "tag", image, name=f"ci/app:build-{n}"))
+    assert len(found._images.get(image) or ()) == REFS_PER_IMAGE
+    newest = call(3 * REFS_PER_IMAGE + 1, f"rmi ci/app:build-{3 * REFS_PER_IMAGE - 1}")
+    found.add_call(newest)
+    (untag,) = attribute(
+        found, engine(3 * REFS_PER_IMAGE + 1.1, "image", "untag", image, name=image)
+    )
+    assert who(untag) == ("alice", "auditd-cli", "image") and untag.who.confidence == "high"
+
+
 def test_rmi_of_an_image_we_know_nothing_about_is_only_medium() -> None:
     image = "sha256:" + "c" * 64
     found = correlator(call(0, "rmi old/thing:1"))

@@ -42,6 +42,7 @@ from listener.correlate.effects import (
     RANK_HIGH,
     RANK_IMAGE,
     RANK_SUBCOMMAND,
+    REFS_PER_IMAGE,
     RUN_LATE,
     RUN_LINEAGE,
     SINGULAR,
@@ -82,7 +83,8 @@ class Correlator:
         self._hex_targets: list[CliCall] = []  # calls naming a container or image by id
         self._containers: Lru[Container] = Lru(LINEAGE_CAP)
         self._execs: Lru[CliCall] = Lru(LINEAGE_CAP)  # exec id -> its exec call
-        self._images: Lru[set[str]] = Lru(LINEAGE_CAP)  # image id -> normalized refs
+        # image id -> its normalized references, oldest first (a dict as an ordered set)
+        self._images: Lru[dict[str, None]] = Lru(LINEAGE_CAP)
         self._image_owner: Lru[CliCall] = Lru(LINEAGE_CAP)
         self._watermark_ns = -1
         self._changed = asyncio.Event() if has_loop() else None
@@ -213,8 +215,12 @@ class Correlator:
         elif event.type == "image" and event.actor.id.startswith("sha256:"):
             name = event.actor.name or ""
             if name and not name.startswith("sha256:"):
-                refs = self._images.get(event.actor.id) or set()
-                refs.add(normalize_image_ref(name))
+                refs = self._images.get(event.actor.id) or {}
+                ref = normalize_image_ref(name)
+                refs.pop(ref, None)
+                refs[ref] = None  # the newest last
+                if len(refs) > REFS_PER_IMAGE:  # one image id retagged by every cached build
+                    del refs[next(iter(refs))]
                 self._images.put(event.actor.id, refs)
 
     def _container(self, container_id: str) -> Container:

@@ -16,6 +16,7 @@ NS = 1_000_000_000
 # (run without --name) or the end of a run's container; only the subcommand.
 RANK_HIGH, RANK_IMAGE, RANK_SUBCOMMAND = 3, 2, 1
 LINEAGE_CAP = 20_000  # containers / execs / images remembered for lineage
+REFS_PER_IMAGE = 256  # references remembered per image id (the newest)
 EVICT_MARGIN_NS = 60 * NS
 
 Effects = dict[str, frozenset[str]]
