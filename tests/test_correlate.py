@@ -283,6 +283,23 @@ def test_compose_by_project_label_and_network_prefix() -> None:
     ] * 3
 
 
+def test_a_disconnect_before_its_containers_create_goes_by_the_network() -> None:
+    found = correlator(call(0, "compose -p shop up -d", "bob"))
+    labels = {"com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
+    early, create = attribute(  # compose v1 disconnects and connects again with aliases
+        found,
+        engine(0.3, "network", "disconnect", "n" * 64, name="shop_default", container=CID),
+        container(0.2, "create", CID, "shop-web-1", image="nginx", **labels),
+    )
+    assert who(early) == who(create) == ("bob", "auditd-cli", "compose-project")
+    unrelated = correlator(call(0, "compose -p other up -d", "bob"))
+    (elsewhere,) = attribute(
+        unrelated,
+        engine(0.3, "network", "disconnect", "n" * 64, name="shop_default", container=CID2),
+    )
+    assert who(elsewhere) == (None, "unknown", None)  # another project's call is not it
+
+
 def test_compose_with_a_project_we_could_only_derive() -> None:
     found = correlator(call(0, "compose up -d", cwd="/srv/app"))
     labels = {"com.docker.compose.project": "app"}

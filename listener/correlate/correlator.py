@@ -386,14 +386,16 @@ class Correlator:
 
     def _object_keys(self, event: Event) -> Iterator[tuple[str, str, int]]:
         container_id = self._event_container(event)
-        if container_id:  # connect/disconnect/mount/unmount: the container decides
-            info = self._containers.get(container_id)
-            if info is not None:
-                if info.name:
-                    yield f"name:{info.name}", "name", RANK_HIGH
-                if info.project:
-                    yield f"project:{info.project}", "compose-project", RANK_HIGH
+        info = self._containers.get(container_id) if container_id else None
+        if info is not None:  # connect/disconnect/mount/unmount: the container decides
+            if info.name:
+                yield f"name:{info.name}", "name", RANK_HIGH
+            if info.project:
+                yield f"project:{info.project}", "compose-project", RANK_HIGH
             return
+        # A container not seen yet (the Engine orders each object's events, not two
+        # objects': compose v1's disconnect can come before its container's create) or
+        # not at all: the network or volume named decides, as for its own events.
         kind = event.type
         name = event.actor.name or event.actor.id
         if name:
