@@ -16,7 +16,7 @@ batch is empty or all duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -76,6 +76,29 @@ class EventFilter:
     until_ns: int | None = None
     after_seq: int | None = None
     limit: int | None = None
+
+
+def stored_after(
+    trail: Any, after_seq: int, until_seq: int, *, page: int, type: Wanted = None
+) -> Iterator[Event]:
+    """The events stored after `after_seq` through `until_seq` (of `type`), in seq order.
+
+    Each page of `page` rows is a statement of its own, so that no read transaction
+    lasts the whole read (a writer's checkpoints wait for it), and its rows are
+    decoded as they are used: a page of models made before the first is used left the
+    caches cold (8.9 µs an event to read instead of 5.3) and its heap behind.
+    """
+    after = after_seq
+    while after < until_seq:
+        last = after
+        for event in trail.query(EventFilter(after_seq=after, limit=page, type=type)):
+            if event.seq is None or event.seq > until_seq:
+                return
+            last = event.seq
+            yield event
+        if last == after:
+            return
+        after = last
 
 
 @dataclass(slots=True)

@@ -205,9 +205,6 @@ def _sample_of(engine: Any, container: Mapping[str, Any]) -> Sample | object | N
             f"cannot read stats of {cid[:12]}",
             lambda client: client.stats(cid, stream=False, one_shot=True),
         )
-    except SourceError:
-        return _UNREAD
-    try:
         inspect = engine.inspect_container(cid)
     except SourceError:
         return _UNREAD

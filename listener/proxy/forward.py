@@ -24,10 +24,10 @@ import functools
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from config.proxy import ProxyConfig
+from listener.correlate.effects import Lru
 from listener.model.event import Who
 from listener.proxy import judge
 from listener.proxy.engines import EnginePool
@@ -93,7 +93,7 @@ class ProxyServer:
         self._recorder = recorder
         self._ledger = ledger
         self._server: asyncio.Server | None = None
-        self._names: OrderedDict[str, str | None] = OrderedDict()  # peer id -> name
+        self._names: Lru[str | None] = Lru(_NAMES_KEPT)  # peer id -> name
         self._connections: set[asyncio.Task[None]] = set()
         self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
         self._loop: asyncio.AbstractEventLoop | None = None  # asked once: a getpid() each time
@@ -475,13 +475,12 @@ class ProxyServer:
         self._recorder.record(event)
 
     async def _container_name(self, container_id: str) -> str | None:
-        names = self._names
+        names = self._names  # peers come and go (a CI job each): the latest are kept
         if container_id in names:
             names.move_to_end(container_id)
             return names[container_id]
-        name = names[container_id] = await _inspect_name(self._config, container_id)
-        if len(names) > _NAMES_KEPT:  # peers come and go (a CI job each): the oldest goes
-            names.popitem(last=False)
+        name = await _inspect_name(self._config, container_id)
+        names.put(container_id, name)
         return name
 
 
