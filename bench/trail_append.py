@@ -37,7 +37,7 @@ for where in (REPO, REPO / "bench"):
 
 from figures import figure  # noqa: E402
 
-from listener.model.event import Actor, Event, Who, Why, natural_id  # noqa: E402
+from listener.model.event import Actor, Event, Who, Why, time_ordered_id  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
 IMAGES = (
@@ -160,7 +160,7 @@ def _construct(
     time_ns = T0 + i * 1_250_000 + (i * 7919) % 1000
     return Event.model_construct(
         seq=None,
-        id=natural_id(host, time_ns, type_, action, actor.id),
+        id=time_ordered_id(time_ns, host, time_ns, type_, action, actor.id),  # as the Engine's
         time_ns=time_ns,
         source="docker",
         host=host,

@@ -55,7 +55,9 @@ from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
 
 BATCH = 5_000
-FORMAT = 2  # of the cached trails: bump when the trail's layout changes (2: 8 KiB pages)
+# Of the cached trails: bump when the trail's layout changes (2: 8 KiB pages;
+# 3: time-ordered event ids, as Docker and audit events now have).
+FORMAT = 3
 QUERIES = 200
 WINDOW_NS = 5 * 10**9  # a time-range query's window: 4,000 events of the synthetic stream
 SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}

@@ -110,6 +110,7 @@ def test_only_a_missing_index_is_left_missing_on_a_file_that_cannot_be_written(
     assert [m.name for m in MIGRATIONS if m.index_only] == [
         "0010_exec_id_index",
         "0011_label_index",
+        "0012_time_ordered_ids",  # a meta row only an append reads
     ]
 
 

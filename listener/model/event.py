@@ -220,6 +220,33 @@ def natural_id(*parts: object) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def time_prefix(time_ns: int) -> str:
+    """The first 8 hex digits of a time-ordered id: the time in steps of 2**32 ns (4.3 s)."""
+    return f"{(time_ns >> 32) & 0xFFFFFFFF:08x}"
+
+
+def time_ordered_id(time_ns: int, *parts: object) -> str:
+    """An event id for a source with its own clock (the Engine, the kernel's audit).
+
+    `time_prefix(time_ns)`, then the first 24 hex digits of `natural_id(*parts)`
+    (which must include the time): as deterministic as `natural_id`, and the ids
+    of one moment sit side by side in the trail's unique id index, so a commit
+    dirties its last leaves instead of one random leaf per event (docs/trail-index-cost.md).
+    The ids of older docktrail were `natural_id(*parts)`: the digest's first 24
+    digits are the same, which is how an upgraded trail still dedupes them
+    (`legacy_id_prefix`).
+    """
+    return time_prefix(time_ns) + natural_id(*parts)[:24]
+
+
+def legacy_id_prefix(event_id: str, time_ns: int) -> str | None:
+    """What an older docktrail's id of the same event began with (its first 24 digits),
+    or None when `event_id` is not time-ordered (`time_ordered_id`)."""
+    if len(event_id) != 32 or not event_id.startswith(time_prefix(time_ns)):
+        return None
+    return event_id[8:]
+
+
 def format_time_ns(time_ns: int, tz: tzinfo = UTC) -> str:
     """RFC 3339 with nanoseconds, in `tz` with its offset (`Z` for UTC)."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)

@@ -6,9 +6,10 @@ Normalisation decisions (one raw Engine event -> one `Event`):
   `timeNano` are read. The legacy `status`, `id` and `from` fields are gone
   from API 1.52 on, so nothing may depend on them.
 * `time_ns` is `timeNano`; `time` * 1e9 only when `timeNano` is absent (old
-  captures). The id is `natural_id("docker", time_ns, Type, raw Action,
-  Actor.ID)`: reading the same capture twice, or the same event through the
-  CLI (`docker events --format '{{json .}}'`) and the raw API, gives one id.
+  captures). The id is `time_ordered_id(time_ns, "docker", time_ns, Type,
+  raw Action, Actor.ID)`: reading the same capture twice, or the same event
+  through the CLI (`docker events --format '{{json .}}'`) and the raw API,
+  gives one id.
 * Exec and health actions carry text after a colon (`exec_start: sh -c id`,
   `health_status: healthy`). `action` is the part before the colon, so rules
   and queries match one word; the rest is kept in `attributes.action_detail`.
@@ -74,7 +75,7 @@ from config.errors import InputError, SourceError
 from config.models import InputConfig
 from listener import redact
 from listener.bounds import MAX_TIME_NS, KeptErrors, active_limits, bound_event, check_time_ns
-from listener.model.event import Actor, Event, Who, Why
+from listener.model.event import Actor, Event, Who, Why, time_prefix
 from listener.model.trusted import defaults, trusted
 from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
@@ -187,10 +188,11 @@ _WHY_GIVEN = frozenset(_WHY)
 
 
 def _docker_id(time_ns: int, type_: str, raw_action: str, actor_id: str) -> str:
-    """`natural_id("docker", time_ns, type_, raw_action, actor_id)`, without its generator."""
+    """`time_ordered_id(time_ns, "docker", time_ns, type_, raw_action, actor_id)`, without
+    its generator."""
     key = f"docker\x1f{time_ns}\x1f{type_}\x1f{raw_action}\x1f{actor_id}"
     try:
-        return hashlib.sha256(key.encode()).hexdigest()[:32]
+        return time_prefix(time_ns) + hashlib.sha256(key.encode()).hexdigest()[:24]
     except UnicodeEncodeError:  # a JSON "\\ud800": not text, and the id cannot be made
         for name, value in (("Type", type_), ("Action", raw_action), ("Actor.ID", actor_id)):
             if not value.isascii():

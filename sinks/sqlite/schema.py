@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from sqlite_utils import Database
 
 import sinks.sqlite.labels as labels
+import sinks.sqlite.legacy_ids as legacy_ids
 import sinks.sqlite.rulestate as rulestate
 from config.errors import TrailError
 from listener.model.event import GENESIS_HASH
@@ -166,9 +167,9 @@ def alert_copied_values(content: dict[str, Any]) -> tuple[Any, ...]:
 class Migration(NamedTuple):
     name: str
     apply: Callable[[Database], None]
-    # An index and nothing else, or tables derived from the bodies as an index is: every
-    # read is right without it, only slower. A trail on read-only storage (an evidence
-    # copy) is read without it rather than refused.
+    # An index and nothing else, or tables derived from the bodies as an index is, or a
+    # row that only appends read: every read is right without it, only slower. A trail
+    # on read-only storage (an evidence copy) is read without it rather than refused.
     index_only: bool = False
 
 
@@ -302,6 +303,7 @@ MIGRATIONS: list[Migration] = [
     Migration("0009_rule_state", rulestate.migrate),
     Migration("0010_exec_id_index", _m0010_exec_id_index, index_only=True),
     Migration(LABEL_MIGRATION, _m0011_label_index, index_only=True),
+    Migration("0012_time_ordered_ids", legacy_ids.migrate, index_only=True),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]

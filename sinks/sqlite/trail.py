@@ -31,6 +31,7 @@ from sqlite_utils import Database
 import sinks.sqlite.alerting as alerting
 import sinks.sqlite.heads as heads
 import sinks.sqlite.labels as labels
+import sinks.sqlite.legacy_ids as legacy_ids
 import sinks.sqlite.opening as opening
 import sinks.sqlite.reading as reading
 import sinks.sqlite.rulestate as rulestate
@@ -113,6 +114,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
+        self._legacy_until: int | None = None  # `legacy_ids`: read when the file is opened
         self._dirty = False  # this instance stored events that no checkpoint covers yet
         self._last_checkpoint = time.monotonic()
         self._worker = Worker(self.path)  # the thread of the async API (`start()`)
@@ -172,6 +174,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         if row is None:
             raise TamperError("meta table has no trail_id (database rewritten?)")
         self._trail_id = row[0]
+        self._legacy_until = legacy_ids.legacy_until(conn)
 
     def close(self) -> None:
         """Seal what this instance appended with a checkpoint, then close."""
@@ -226,6 +229,8 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self, conn: sqlite3.Connection, events: Sequence[Event]
     ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
         known = self._stored_ids(conn, "events", [event.id for event in events])
+        unknown = (event for event in events if event.id not in known)
+        known |= legacy_ids.stored_under_old_id(conn, unknown, self._legacy_until)
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = heads.head(conn)
         sealed = seal(fresh, seq, prev_hash)

@@ -15,9 +15,9 @@ housekeeping, whoever makes it; writes by anyone else, and writes by the daemon
 outside its roots, are always kept. A daemon's relative path (an `openat` on a
 directory descriptor) is taken to be in its own trees.
 
-**What they become** (`source="auditd"`, id `natural_id("auditd", host, serial,
-time_ns)` where host is the record's `node=` if any, so re-reading a log
-stores nothing twice):
+**What they become** (`source="auditd"`, id `time_ordered_id(time_ns, "auditd",
+host, serial, time_ns)` where host is the record's `node=` if any, so re-reading
+a log stores nothing twice):
 
 * `type="docker-cli"`, action = the subcommand (`run`, `rm`, `compose up` …):
   one per docker CLI execution, with argv, cwd and exe in `attributes`, `who`

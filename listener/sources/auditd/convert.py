@@ -18,7 +18,7 @@ from listener import redact
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
 from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall
-from listener.model.event import Actor, Event, Who, natural_id
+from listener.model.event import Actor, Event, Who, time_ordered_id
 from listener.sessions import ProcessRecord
 from listener.sources.auditd.fields import (
     AUID_UNSET,
@@ -419,4 +419,5 @@ class AuditConverter:
         return {"gid": gid, "group": name or self.names.group(gid)}
 
     def _id(self, event: AuditEvent) -> str:
-        return natural_id("auditd", event.node or self.host, event.serial, event.time_ns)
+        node = event.node or self.host
+        return time_ordered_id(event.time_ns, "auditd", node, event.serial, event.time_ns)
