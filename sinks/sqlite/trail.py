@@ -10,6 +10,7 @@ called inside those transactions:
 - `heads`: the signing key, the head seal, checkpoints, a crashed writer's tail;
 - `alerting`: the alerts' checks and rows, the outbox's `delivery` events;
 - `reading`: the read API (filters, look-ups by seq and id, the sources' state);
+- `legacy_ids`: the dedupe of events stored under ids from before time-ordered ones;
 - `worker`: the thread of the async API and its checkpoint timer.
 """
 

@@ -38,6 +38,7 @@ from sinks.sqlite.labels import Completeness
 from sinks.sqlite.schema import (
     ALERT_COPIED_NAMES,
     BUSY_TIMEOUT_SECS,
+    CACHE_KIB,
     COPIED_NAMES,
     GENESIS_MIGRATIONS,
     LABEL_MIGRATION,
@@ -252,7 +253,13 @@ class _IntegrityCheck:
             self.other = connect_read_only(
                 Path(path), timeout=BUSY_TIMEOUT_SECS, check_same_thread=False
             )
+            # Each row seeks every index: with SQLite's default 2 MiB cache the index
+            # leaves come back through the OS at every seek (10M events: 65 s -> 57 s).
+            self.other.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         except (sqlite3.Error, TrailError):
+            if self.other is not None:
+                self.other.close()
+                self.other = None
             return
         self.thread = threading.Thread(
             target=self._run, args=(self.other,), name="docktrail-verify-integrity", daemon=True
