@@ -35,7 +35,7 @@ class IntentService:
             prime_expiry(t, book, expiry)
 
         await trail.call(prime)
-        return cls(trail, book, expiry, IntentStage(trail, book, expiry))
+        return cls(trail, book, expiry, IntentStage(trail, book, expiry, live=True))
 
     @contextlib.asynccontextmanager
     async def serving(

@@ -224,13 +224,31 @@ def _intent_of(event: Event) -> Intent | None:
 # ------------------------------------------------------------------------ the book
 
 
+ENDED_TRIED_NS = 7 * 24 * 3600 * _NS
+"""How long `run` still tries an intent on creates after it ended (closed or expired):
+the Engine replays its last events after a restart, which may be days after they
+happened. Older ones are skipped, so a host that declares an intent per deploy
+matches each create against the last week's, not against its whole history."""
+
+
+def _end_ns(intent: Intent) -> int | None:
+    ends = [t for t in (intent.closed_ns, intent.expires_ns) if t is not None]
+    return min(ends) if ends else None
+
+
 @dataclass(slots=True)
 class IntentBook:
     """Every intent of the trail, folded from its `declare` and `close` events."""
 
     intents: dict[str, Intent] = field(default_factory=dict)
     last_seq: int = 0
-    _ordered: list[Intent] = field(default_factory=list)  # newest first; rebuilt on a declare
+    # `run` only (`IntentStage`): intents that ended before it are not tried on creates.
+    # `ingest` leaves it None: a capture's creates may be of any age.
+    ended_before_ns: int | None = None
+    _tried: list[Intent] = field(default_factory=list)  # newest first
+    _tried_from: int = -1  # len(intents) when `_tried` was made; -1: make it again
+    _tried_floor: int | None = None  # `ended_before_ns` when it was made
+    _drop_at: int | None = None  # the earliest end among `_tried`: past it, one can go
 
     def apply(self, event: Event) -> None:
         if event.source != "docktrail" or event.type != "intent":
@@ -243,6 +261,7 @@ class IntentBook:
             intent = self.intents.get(event.actor.id)
             if intent is not None and intent.closed_ns is None:
                 intent.closed_ns = event.time_ns
+                self._tried_from = -1  # its end moved
         if event.seq is not None:
             self.last_seq = max(self.last_seq, event.seq)
 
@@ -261,14 +280,29 @@ class IntentBook:
         return None
 
     def _newest_first(self) -> list[Intent]:
-        if len(self._ordered) != len(self.intents):
-            self._ordered = sorted(self.intents.values(), key=lambda i: -i.declared_ns)
-        return self._ordered
+        """The intents to try (all but those ended before `ended_before_ns`), newest first."""
+        floor, made_for = self.ended_before_ns, self._tried_floor
+        passed = floor is not None and self._drop_at is not None and floor > self._drop_at
+        lowered = made_for is not None and (floor is None or floor < made_for)
+        if self._tried_from != len(self.intents) or passed or lowered:
+            self._tried = sorted(
+                (i for i in self.intents.values() if not _ended_before(i, floor)),
+                key=lambda i: -i.declared_ns,
+            )
+            ends = [end for i in self._tried if (end := _end_ns(i)) is not None]
+            self._drop_at = min(ends) if ends else None
+            self._tried_from, self._tried_floor = len(self.intents), floor
+        return self._tried
 
     def open_intents(self, now_ns: int) -> list[Intent]:
         return sorted(
             (i for i in self.intents.values() if i.open_at(now_ns)), key=lambda i: i.declared_ns
         )
+
+
+def _ended_before(intent: Intent, floor: int | None) -> bool:
+    end = _end_ns(intent)
+    return floor is not None and end is not None and end < floor
 
 
 def load_book(trail: Any) -> IntentBook:
@@ -283,10 +317,19 @@ def load_book(trail: Any) -> IntentBook:
 class IntentStage:
     """Pipeline stage after attribution: stamps creates with their intent."""
 
-    def __init__(self, trail: Any, book: IntentBook, expiry: ExpiryNotes | None = None) -> None:
+    def __init__(
+        self,
+        trail: Any,
+        book: IntentBook,
+        expiry: ExpiryNotes | None = None,
+        *,
+        live: bool = False,
+    ) -> None:
+        """`live`: `run`'s stage, whose creates are recent (`ENDED_TRIED_NS`)."""
         self._trail = trail
         self.book = book
         self.expiry = expiry
+        self.live = live
 
     async def before_write(self, batch: list[Event]) -> list[Event]:
         if self.expiry is not None:
@@ -296,6 +339,8 @@ class IntentStage:
         if not any(_concerns_intents(event) for event in batch):
             return batch
         await self._trail.call(self.book.refresh)  # intents other processes declared
+        if self.live:  # the wall clock, not an event's time: one odd time must not move it
+            self.book.ended_before_ns = time.time_ns() - ENDED_TRIED_NS
         for event in batch:
             self.book.apply(event)
             if event.source == "docker" and event.type == "container" and event.action == "create":
