@@ -27,6 +27,15 @@ from listener.sources.auditparse.fields import (
 from listener.sources.auditparse.records import AuditEvent, AuditRecord, Malformed
 from listener.sources.lines import Oversized
 
+# Bounds for a log whose audit time stands still (a crafted or broken file given to
+# `ingest`): the window then closes nothing, and memory would follow the file.
+# The kernel's own logs stay far below both: at 1,000 docker CLI calls a second a
+# 2 s window holds about 2,000 events, and an event has a few records, one per path.
+# At twice MAX_OPEN_EVENTS entries by time, the oldest open events beyond it are closed
+# early (the entries are compacted then: O(1) a record, amortized).
+MAX_OPEN_EVENTS = 16_384
+MAX_RECORDS_PER_EVENT = 1_024  # beyond: the record is reported malformed, not kept
+
 # Record prefixes ("type=SYSCALL") seen before -> (type, its entry in TAILS).
 _PREFIXES: dict[str, tuple[str, tuple[str, dict[str, dict[str, str]]] | None]] = {}
 
@@ -63,6 +72,7 @@ class AuditAssembler:
         # Newest audit time fed: every event older than this minus the window is closed.
         self.newest_ns = 0
         self.malformed_count = 0
+        self.closed_early = 0  # events closed by MAX_OPEN_EVENTS (reported as malformed)
         self._open: dict[str, AuditEvent] = {}  # insertion order == first-line order
         # Open events by (time_ns, seq): entries (time_ns, seq, key, event) of events
         # closed by EOE go stale and are skipped when popped.
@@ -238,6 +248,9 @@ class AuditAssembler:
                     closed += self._expire(time_ns)
                 last_key = None  # set again below when this record's event stays open
             if event is not None:
+                if len(event.records) >= MAX_RECORDS_PER_EVENT:
+                    bad(line, lineno, f"more than {MAX_RECORDS_PER_EVENT} records in one event")
+                    continue
                 records += 1
                 event.records.append(rec)
                 if rtype == "EOE":
@@ -261,6 +274,9 @@ class AuditAssembler:
             else:  # older than an event already open: out of order
                 heapq.heappush(late, (time_ns, next(self._seq), key, event))
             last_key, last_event = key, event
+            if len(in_order) + len(late) > 2 * MAX_OPEN_EVENTS:  # rare: see MAX_OPEN_EVENTS
+                closed += self._bound_open(lineno)
+                in_order, late, last_key = self._by_time.in_order, self._by_time.late, None
         self.newest_ns, self.records = newest, self.records + records
         return closed
 
@@ -309,6 +325,30 @@ class AuditAssembler:
             _, _, key, event = by_time.pop()
             if opened.get(key) is event:  # else: stale entry, closed by EOE earlier
                 closed.append(self._close(key, event))
+        return closed
+
+    def _bound_open(self, lineno: int) -> list[AuditEvent]:
+        """Close the oldest open events beyond `MAX_OPEN_EVENTS` (reported once, at
+        `lineno`), and drop the entries of events closed by EOE meanwhile (they pile
+        up too while the time stands still)."""
+        opened = self._open
+        closed: list[AuditEvent] = []
+        by_time = self._by_time
+        while len(opened) > MAX_OPEN_EVENTS and by_time.oldest() is not None:
+            _, _, key, event = by_time.pop()
+            if opened.get(key) is event:
+                closed.append(self._close(key, event))
+        if closed:
+            self.closed_early += len(closed)
+            reason = (
+                f"more than {MAX_OPEN_EVENTS} events open at once (the audit time stands "
+                f"still?): the {len(closed)} oldest closed early"
+            )
+            self._bad("", lineno, reason)
+        live = [entry for entry in by_time.in_order if opened.get(entry[2]) is entry[3]]
+        by_time.in_order = deque(live)
+        by_time.late = [entry for entry in by_time.late if opened.get(entry[2]) is entry[3]]
+        heapq.heapify(by_time.late)
         return closed
 
     def _expire(self, now_ns: int) -> list[AuditEvent]:
