@@ -40,6 +40,10 @@ Progress = Callable[[int], None]
 # An audit record may be written after records of later events (its syscall ran
 # long): read this much past an Engine event before attributing it.
 _MERGE_SLACK_NS = 1_000_000_000
+# Once the Engine events are all read, no owner is still to come: the audit log's
+# rest hands the sessions' due commands on this often, not only at its end (a long
+# log after the last Engine event would otherwise hold every command in memory).
+_DUE_EVERY_PROCESSES = 4096
 
 
 @dataclass(slots=True)
@@ -220,6 +224,7 @@ class _AuditMerge:
         self.sessions = sessions
         self._items: Iterator[Converted] = iter(audit)
         self._done = False
+        self._processes = 0  # process records handed to the sessions
 
     async def read_past(self, time_ns: int | None) -> None:
         """Until the audit log is read past `time_ns` (None: to its end)."""
@@ -235,6 +240,9 @@ class _AuditMerge:
                 self.correlator.add_call(item.call)
             if item.process is not None and self.sessions is not None:
                 self.sessions.add(item.process)
+                self._processes += 1
+                if time_ns is None and not self._processes % _DUE_EVERY_PROCESSES:
+                    await self._put_due(self.audit.watermark_ns)
             if item.event is not None:
                 await self.pipeline.put(item.event)
         if time_ns is not None:
@@ -248,7 +256,12 @@ class _AuditMerge:
         # Owners come from Engine events, exits from the audit log: "now" is the
         # earlier of the two, or a gap in the audit log (a quiet minute) would let
         # commands go out before the exec event naming their owner is read.
-        for command in self.sessions.due(min(self.audit.watermark_ns, event.time_ns)):
+        await self._put_due(min(self.audit.watermark_ns, event.time_ns))
+
+    async def _put_due(self, now_ns: int) -> None:
+        if self.sessions is None:
+            return
+        for command in self.sessions.due(now_ns):
             await self.pipeline.put(command)
 
     async def finish(self) -> None:

@@ -286,3 +286,54 @@ def test_the_execs_own_command_line_is_redacted_in_its_commands(tmp_path: Path) 
     (event,) = run(log.write(tmp_path / "a.log"), [opened])
     assert "S3cretPw" not in json.dumps(event.to_json_object())
     assert event.attributes["session_command"].startswith("mysql -predacted:hmac:")
+
+
+def test_ingest_hands_commands_on_while_the_audit_log_runs_past_the_engine_events(
+    tmp_path: Path,
+) -> None:
+    """After the last Engine event no owner is still to come: the rest of a long audit
+    log must not be held in memory until its end (listener.ingest._AuditMerge)."""
+    import asyncio
+
+    from listener.correlate.correlator import Correlator
+    from listener.ingest import _DUE_EVERY_PROCESSES, _AuditMerge
+
+    log = AuditLog()
+    log.runc_exec(0.0, 400, SHIM, EXEC_A, CONTAINER)
+    log.execve(0.01, 403, 400, ["sh"])
+    commands_run = 3 * _DUE_EVERY_PROCESSES // 2  # each an execve and an exit record
+    for n in range(commands_run):
+        log.execve(0.1 + n * 0.01, 1000 + n, 403, ["/bin/true", str(n)])
+        log.exit(0.1 + n * 0.01, 1000 + n, 403)
+    config = DocktrailConfig()
+    files = AuditLogFiles(
+        [log.write(tmp_path / "a.log")],
+        AuditConverter(config.auditd, "h", limits=config.input),
+        window_secs=2,
+        max_line=1 << 20,
+    )
+    sessions = ExecSessions(
+        ExecSessionsConfig(max_commands_per_session=10 * commands_run),
+        "h",
+        redact.Redactor(b"k" * 32),
+    )
+    sessions.tracker.open(info(EXEC_A, "alice"))
+    stored: list[Event] = []
+    most_held = 0
+
+    class Pipeline:
+        async def put(self, event: Event) -> None:
+            nonlocal most_held
+            stored.append(event)
+            most_held = max(most_held, sessions.tracker.held)
+
+    merge = _AuditMerge(files, Correlator.from_config(config.auditd), Pipeline(), sessions)  # type: ignore[arg-type]
+    asyncio.run(merge.read_past(None))
+    handed_before_the_end = len([e for e in stored if e.action == "exec-command"])
+    asyncio.run(merge.finish())
+
+    assert handed_before_the_end > 0  # not all held until the end
+    assert most_held <= _DUE_EVERY_PROCESSES
+    found = [e for e in stored if e.action == "exec-command"]
+    assert len(found) == commands_run + 1  # sh, then every /bin/true: none lost
+    assert all(e.who.login == "alice" for e in found)
