@@ -588,6 +588,15 @@ class KafkaConsumeConfig(Strict):
         description="Also send the hosts' own alerts to the destinations (each host usually "
         "notifies them itself); fleet and chain alerts are always routed.",
     )
+    max_hosts: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Most publishing hosts whose chains the central trail follows. A record "
+        "of a further host name is malformed (reported with its partition and offset, "
+        "skipped): whoever may write to the topic cannot make the consumer's memory grow "
+        "without end with made-up host names. Raise it for a larger fleet.",
+    )
 
 
 class KafkaConfig(Strict):

@@ -125,7 +125,7 @@ class CentralTrail:
     def __init__(self, config: DocktrailConfig, trail: SQLiteTrail, states: dict[str, Any]):
         self.kafka = _kafka(config)
         self.trail = trail
-        self.chains = FleetChains(states)
+        self.chains = FleetChains(states, self.kafka.consume.max_hosts)
         self.offsets = _offsets(self.offsets_name, states.get(self.offsets_name) or {})
         self.engine = FleetEngine(config.rules)
         self.report = ConsumeReport()

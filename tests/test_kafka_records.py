@@ -110,3 +110,26 @@ def test_a_forged_checkpoint_moves_nothing(tmp_path: Path) -> None:
     accepted = accept([*event_values(host).values(), orjson.dumps(forged), genuine])
     problems = [e.attributes["fleet"].get("problem") for e in accepted.events]
     assert problems == [None, None, "bad-signature", None]  # not a "rewind" after n 999
+
+
+def test_made_up_host_names_beyond_max_hosts_are_refused_and_known_hosts_go_on(
+    tmp_path: Path,
+) -> None:
+    """Whoever may write to the topic cannot grow the consumer's chains without end."""
+    hosts = [HostTrail(tmp_path, f"node-{n}") for n in range(4)]
+    for host in hosts:
+        host.add(2)
+    chains = FleetChains({}, max_hosts=2)
+    values = [event_values(host)[1] for host in hosts] + [event_values(hosts[0])[2]]
+    located = [Located(decode(v, f"t[0]@{i}", 1 << 20), f"t[0]@{i}") for i, v in enumerate(values)]
+    accepted = chains.accept(located, set(), set())
+    assert sorted(chains.hosts) == ["node-0", "node-1"]
+    assert [e.attributes["fleet"]["publisher"] for e in accepted.events] == [
+        "node-0",
+        "node-1",
+        "node-0",
+    ]
+    assert [(m.path, "kafka.consume.max_hosts" in m.reason) for m in accepted.malformed] == [
+        ("t[0]@2", True),
+        ("t[0]@3", True),
+    ]

@@ -164,7 +164,9 @@ class Located:
 class FleetChains:
     """Per-host chain verification over the records of many hosts."""
 
-    def __init__(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, states: Mapping[str, Mapping[str, Any]], max_hosts: int = 10_000) -> None:
+        """`max_hosts`: a record of a host beyond that many is malformed (`consume.max_hosts`)."""
+        self.max_hosts = max_hosts
         self.hosts: dict[str, HostChain] = {}
         for name, state in states.items():
             if name.startswith(STATE_PREFIX):
@@ -225,6 +227,11 @@ class FleetChains:
     def _chain(self, record: Record, batch: _Batch) -> HostChain:
         chain = self.hosts.get(record.host)
         if chain is None:
+            if len(self.hosts) >= self.max_hosts:
+                raise InputError(
+                    f"host {record.host[:64]!r}: a publisher beyond the {self.max_hosts} "
+                    "followed (kafka.consume.max_hosts); record skipped"
+                )
             chain = self.hosts[record.host] = HostChain(record.trail_id)
         elif chain.trail_id != record.trail_id:
             problem = (
