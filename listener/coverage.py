@@ -166,6 +166,10 @@ class LiveCoverage:
         return None
 
 
+HOSTS_KEPT = 1024  # hosts (node= names) of the audit records remembered
+_HOSTS_NAMED = 8  # in a note, per event
+
+
 @dataclass(slots=True)
 class SpanCoverage:
     """The time span and hosts of the audit records read from captured files."""
@@ -175,12 +179,20 @@ class SpanCoverage:
     last_ns: int | None = None
     hosts: set[str] = field(default_factory=set)
 
+    more_hosts: bool = False  # records of more than HOSTS_KEPT hosts were read
+
     def add(self, time_ns: int, node: str | None) -> None:
         if self.first_ns is None or time_ns < self.first_ns:
             self.first_ns = time_ns
         if self.last_ns is None or time_ns > self.last_ns:
             self.last_ns = time_ns
-        self.hosts.add(node or self.default_host)
+        host = node or self.default_host
+        if host in self.hosts:
+            return
+        if len(self.hosts) < HOSTS_KEPT:
+            self.hosts.add(host)
+        else:  # a file's made-up node= names: the rest are not covered (conservative)
+            self.more_hosts = True
 
     def missing(self, event: Event) -> str | None:
         if self.first_ns is None or self.last_ns is None:
@@ -191,5 +203,10 @@ class SpanCoverage:
                 f"{format_time_ns(self.last_ns)})"
             )
         if event.host not in self.hosts:
-            return f"audit records read are of {', '.join(sorted(self.hosts))}, not {event.host}"
+            named = sorted(self.hosts)[:_HOSTS_NAMED]
+            more = len(self.hosts) - len(named)
+            hosts = ", ".join(named) + (f" and {more} more" if more else "")
+            if self.more_hosts:
+                hosts += f" (the first {HOSTS_KEPT} kept)"
+            return f"audit records read are of {hosts}, not {event.host}"
         return None

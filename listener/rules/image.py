@@ -23,6 +23,7 @@ IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag"})
 _KNOWN_IMAGES_MAX = 50_000
 # How long after a `docker build` call its steps may still create containers.
 BUILD_WINDOW_NS = 600 * 1_000_000_000
+BUILD_HOSTS_KEPT = 1024  # hosts whose last build is remembered: the latest ones
 DEFAULT_REGISTRY = "docker.io"
 
 
@@ -99,7 +100,11 @@ def track_image(event: Event, ctx: RuleContext) -> None:
     """Remember the references of image ids (for containers created from a bare id), and
     when a `docker build` ran on each host (its steps' containers come from bare ids)."""
     if event.type == "docker-cli" and event.action == "build":
-        ctx.state.setdefault("builds", {})[event.host] = event.time_ns
+        builds: dict[str, int] = ctx.state.setdefault("builds", {})
+        builds.pop(event.host, None)  # to the end: the least recent host is first
+        builds[event.host] = event.time_ns
+        if len(builds) > BUILD_HOSTS_KEPT:  # a log's made-up node= names
+            del builds[next(iter(builds))]
         return
     if event.type != "image":
         return
