@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.errors import InputError
-from listener.intents import IntentBook, parse_expires_ns
+from listener.intents import ENDED_TRIED_NS, IntentBook, parse_expires_ns
 from listener.model.event import Actor, Event, format_time_ns, natural_id
 from sinks.base import EventFilter
 
@@ -145,11 +145,29 @@ async def expiry_timer(
             want_sweep("expiry")
 
 
-def prime_expiry(trail: Any, book: IntentBook, watch: ExpiryWatch) -> None:
-    """The deadlines of containers created under intents before this start."""
-    starts = [i.declared_ns for i in book.intents.values() if i.expires_ns is not None]
+def prime_expiry(
+    trail: Any, book: IntentBook, watch: ExpiryWatch, now_ns: int | None = None
+) -> None:
+    """The deadlines of containers created under intents before this start, that are
+    still there.
+
+    Only intents whose expiry is to come, or passed less than `ENDED_TRIED_NS` ago,
+    are read for: a container created under an older one was reported when its
+    deadline passed, by the service running then (`expired` is in the trail), and
+    reading every create since a host's first intent would make each start read
+    its whole history.
+    """
+    floor = (time.time_ns() if now_ns is None else now_ns) - ENDED_TRIED_NS
+    starts = [
+        i.declared_ns
+        for i in book.intents.values()
+        if i.expires_ns is not None and i.expires_ns >= floor
+    ]
     if not starts:
         return
-    where = EventFilter(type="container", action="create", since_ns=min(starts))
+    where = EventFilter(type="container", action=("create", "destroy"), since_ns=min(starts))
     for event in trail.query(where):
-        watch.note_create(event)
+        if event.action == "destroy":
+            watch.forget(event.actor.id)  # gone: nothing to report, nothing to keep
+        else:
+            watch.note_create(event)

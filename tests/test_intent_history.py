@@ -101,3 +101,28 @@ def test_an_intent_is_dropped_when_the_floor_passes_its_end_and_newest_still_win
     book.ended_before_ns = now  # a week later
     found = book.match(create)
     assert found is not None and found.id == older.actor.id  # never ends: still tried
+
+
+def test_a_start_primes_the_deadlines_of_recent_intents_containers_still_there(
+    tmp_path: Path,
+) -> None:
+    from listener.expiry import ExpiryWatch, prime_expiry
+    from listener.intents import load_book
+
+    now = time.time_ns()
+    old = _declared("old-*", now - 60 * _DAY, expires="2d")  # passed 58 days ago
+    current = _declared("web-*", now - 2 * _DAY, expires="7d")
+    events = [old, _create("old-1", now - 59 * _DAY), current]
+    events += [_create("web-1", now - _DAY), _create("web-2", now - _DAY)]
+    for event in events[3:] + events[1:2]:  # stamped as the intent stage would
+        intent = old if event.actor.name == "old-1" else current
+        event.attributes = {"intent": {"id": intent.actor.id, "expires_ns": now}}
+    removed = _create("web-2", now - _DAY // 2).model_copy(update={"action": "destroy"})
+    removed.id = natural_id("destroy", "web-2")
+    with SQLiteTrail(tmp_path / "t.db") as trail:
+        trail.append([*events, removed])
+        watch = ExpiryWatch("h")
+        prime_expiry(trail, load_book(trail), watch, now_ns=now)
+    web_1 = events[3].actor.id
+    assert set(watch.deadlines) == {web_1}  # not the removed web-2, not the old intent's
+    assert watch.deadlines[web_1].intent_id == current.actor.id
