@@ -11,18 +11,25 @@ import socket
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from config.base import SEVERITIES as SEVERITIES
+from config.base import Severity as Severity
+from config.base import Strict as Strict
 from config.exec_sessions import ExecSessionsConfig
+from config.kafka import KafkaConfig as KafkaConfig
+from config.kafka import KafkaConsumeConfig as KafkaConsumeConfig
 from config.posture import PostureConfig
 from config.proxy import ProxyConfig
-
-Severity = Literal["critical", "high", "medium", "low", "info"]
-SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+from config.rules import ContainerChurnRule as ContainerChurnRule
+from config.rules import ContainerSprawlRule as ContainerSprawlRule
+from config.rules import FleetChurnRule as FleetChurnRule
+from config.rules import FleetImageRule as FleetImageRule
+from config.rules import RuleConfig as RuleConfig
+from config.rules import RuleException as RuleException
+from config.rules import RulesConfig as RulesConfig
+from config.rules import UndeclaredDeploymentRule as UndeclaredDeploymentRule
+from config.rules import UntrustedImageRule as UntrustedImageRule
 
 
 class TrailConfig(Strict):
@@ -245,225 +252,6 @@ class AuditdConfig(Strict):
     )
 
 
-class RuleException(Strict):
-    image: str | None = Field(None, description="Glob of image references it applies to.")
-    container: str | None = Field(None, description="Glob of container names it applies to.")
-    label: str | None = Field(None, description="`key=value` label the container must carry.")
-    user: str | None = Field(None, description="Login the exception applies to.")
-    reason: str = Field(description="Why this is allowed; stored with every suppressed match.")
-
-
-class RuleConfig(Strict):
-    enabled: bool = Field(True, description="Evaluate this rule.")
-    severity: Severity | None = Field(None, description="Override the rule's default severity.")
-    exceptions: list[RuleException] = Field(
-        default_factory=list, description="Matches that are suppressed, with a reason."
-    )
-
-
-class UntrustedImageRule(RuleConfig):
-    trusted: list[str] = Field(
-        default_factory=lambda: ["docker.io/library/*"],
-        description="Glob patterns of trusted image references.",
-    )
-    require_digest: bool = Field(False, description="Only digest-pinned references are trusted.")
-
-
-class ContainerChurnRule(RuleConfig):
-    threshold: int = Field(
-        20,
-        ge=1,
-        description="Creates/destroys per window above which the rule fires; with a learned "
-        "baseline, the lowest threshold.",
-    )
-    window_secs: int = Field(60, ge=1, description="Sliding window length.")
-    baseline: Literal["learn", "fixed"] = Field(
-        "learn",
-        description="learn: once a scope (host, image or user) has baseline_min_windows "
-        "windows with creates/destroys in the trail's history, its threshold is the higher of "
-        "`threshold` and the learned one (baseline_percentile of its per-window counts times "
-        "baseline_factor), learned at start from the trail and from every event since. "
-        "fixed: `threshold` only.",
-    )
-    baseline_min_windows: int = Field(
-        24,
-        ge=1,
-        description="Windows with creates/destroys a scope's history needs before its learned "
-        "threshold applies.",
-    )
-    baseline_percentile: float = Field(
-        99.0,
-        gt=0,
-        le=100,
-        description="Percentile of the per-window counts in a scope's history that its "
-        "learned threshold starts from.",
-    )
-    baseline_factor: float = Field(
-        1.5, ge=1, description="Head room: the learned threshold is the percentile times this."
-    )
-
-
-class ContainerSprawlRule(RuleConfig):
-    margin: int = Field(25, ge=0, description="Stopped containers allowed beyond running ones.")
-
-
-class FleetChurnRule(RuleConfig):
-    threshold: int = Field(
-        100, ge=1, description="Creates/destroys across the fleet per window above which it fires."
-    )
-    min_hosts: int = Field(3, ge=1, description="Only when at least this many hosts took part.")
-    window_secs: int = Field(60, ge=1, description="Sliding window length.")
-
-
-class FleetImageRule(RuleConfig):
-    min_hosts: int = Field(
-        3, ge=2, description="Fires when one untrusted image reaches this many hosts."
-    )
-    window_secs: int = Field(3600, ge=1, description="Within this many seconds.")
-
-
-class UndeclaredDeploymentRule(RuleConfig):
-    enabled: bool = Field(
-        False, description="Evaluate this rule (off by default: a policy, not a default)."
-    )
-    images: list[str] = Field(
-        default_factory=list,
-        description="Glob patterns of image references in scope; empty: every image.",
-    )
-    names: list[str] = Field(
-        default_factory=list,
-        description="Glob patterns of container names in scope; empty: every name.",
-    )
-
-
-class RulesConfig(Strict):
-    privileged_container: RuleConfig = Field(
-        default_factory=RuleConfig, alias="privileged-container", description="CIS 5.5."
-    )
-    docker_socket_mount: RuleConfig = Field(
-        default_factory=RuleConfig, alias="docker-socket-mount", description="CIS 5.32."
-    )
-    sensitive_mount: RuleConfig = Field(
-        default_factory=RuleConfig, alias="sensitive-mount", description="CIS 5.6."
-    )
-    dangerous_capability: RuleConfig = Field(
-        default_factory=RuleConfig, alias="dangerous-capability", description="CIS 5.4."
-    )
-    host_namespace: RuleConfig = Field(
-        default_factory=RuleConfig, alias="host-namespace", description="CIS 5.10/5.16/5.17/5.21."
-    )
-    security_profile_disabled: RuleConfig = Field(
-        default_factory=RuleConfig, alias="security-profile-disabled", description="CIS 5.2/5.22."
-    )
-    untrusted_image: UntrustedImageRule = Field(
-        default_factory=UntrustedImageRule, alias="untrusted-image", description="CIS 4.x, 6.4."
-    )
-    exec_in_container: RuleConfig = Field(
-        default_factory=RuleConfig, alias="exec-in-container", description="CIS 5.23/5.24."
-    )
-    container_churn: ContainerChurnRule = Field(
-        default_factory=ContainerChurnRule, alias="container-churn", description="CIS 6.5."
-    )
-    container_sprawl: ContainerSprawlRule = Field(
-        default_factory=ContainerSprawlRule, alias="container-sprawl", description="CIS 6.5."
-    )
-    daemon_config_change: RuleConfig = Field(
-        default_factory=RuleConfig, alias="daemon-config-change", description="CIS 1.1.x."
-    )
-    no_resource_limits: RuleConfig = Field(
-        default_factory=RuleConfig, alias="no-resource-limits", description="CIS 5.11/5.29."
-    )
-    writable_rootfs: RuleConfig = Field(
-        default_factory=RuleConfig, alias="writable-rootfs", description="CIS 5.13."
-    )
-    runs_as_root: RuleConfig = Field(
-        default_factory=RuleConfig, alias="runs-as-root", description="CIS 4.1."
-    )
-    unattributed_change: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="unattributed-change",
-        description="A container change no login can be tied to.",
-    )
-    attribution_mismatch: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="attribution-mismatch",
-        description="An audit.who label claims someone other than the login auditd saw.",
-    )
-    # Fleet rules: evaluated by `docktrail consume` on the central trail only.
-    host_chain_broken: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="host-chain-broken",
-        description="Fleet: a host's published chain has a gap, fork, rewind or bad signature.",
-    )
-    fleet_churn: FleetChurnRule = Field(
-        default_factory=lambda: FleetChurnRule(),
-        alias="fleet-churn",
-        description="Fleet: container churn across hosts. CIS 6.5.",
-    )
-    fleet_untrusted_image: FleetImageRule = Field(
-        default_factory=lambda: FleetImageRule(),
-        alias="fleet-untrusted-image",
-        description="Fleet: the same untrusted image on many hosts. CIS 4.2, 6.4.",
-    )
-    intent_mismatch: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="intent-mismatch",
-        description="A create matching a declared intent by another login than the declared one.",
-    )
-    expired_deployment: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="expired-deployment",
-        description="A container still running after its expiry (intent or audit.expires).",
-    )
-    undeclared_deployment: UndeclaredDeploymentRule = Field(
-        default_factory=UndeclaredDeploymentRule,
-        alias="undeclared-deployment",
-        description="A create with no matching intent and no why label (policy, off by default).",
-    )
-    proxy_refusal: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="proxy-refusal",
-        description="The socket proxy refused an API call (policy or an unwritable trail).",
-    )
-    daemon_posture: RuleConfig = Field(
-        default_factory=RuleConfig, alias="daemon-posture", description="CIS 2.x."
-    )
-    audit_rule_posture: RuleConfig = Field(
-        default_factory=RuleConfig, alias="audit-rule-posture", description="CIS 1.1.x."
-    )
-    container_drift: RuleConfig = Field(
-        default_factory=RuleConfig, alias="container-drift", description="CIS 5.13 (drift)."
-    )
-    host_posture: RuleConfig = Field(
-        default_factory=RuleConfig, alias="host-posture", description="CIS 6.2/6.3/6.4/6.5."
-    )
-    exec_code_fetch: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="exec-code-fetch",
-        description="Exec session: code fetched and run (curl|sh).",
-    )
-    exec_package_manager: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="exec-package-manager",
-        description="Exec session: a package manager in a running container.",
-    )
-    exec_credential_read: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="exec-credential-read",
-        description="Exec session: credential files touched.",
-    )
-    exec_binary_edit: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="exec-binary-edit",
-        description="Exec session: binaries or libraries changed by hand.",
-    )
-    exec_root_shell: RuleConfig = Field(
-        default_factory=RuleConfig,
-        alias="exec-root-shell",
-        description="Exec session: an interactive root shell at a terminal.",
-    )
-
-
 Format = Literal["auto", "plain", "markdown", "dingtalk", "html", "json"]
 
 
@@ -565,112 +353,6 @@ class NotificationsConfig(Strict):
             if destination.name in seen:
                 raise ValueError(f"destination name {destination.name!r} is used twice")
             seen.add(destination.name)
-        return self
-
-
-class KafkaConsumeConfig(Strict):
-    group_id: str = Field(
-        "docktrail-central",
-        description="Consumer group of `docktrail consume`; its committed offsets show the lag. "
-        "Where to resume is kept in the central trail itself (same transaction as the records).",
-    )
-    batch_size: int = Field(
-        2_000, ge=1, le=100_000, description="Most records written to the central trail at once."
-    )
-    max_record_bytes: int = Field(
-        1_048_576,
-        ge=1024,
-        description="A record larger than this is malformed (reported with its partition and "
-        "offset, skipped).",
-    )
-    notify_host_alerts: bool = Field(
-        False,
-        description="Also send the hosts' own alerts to the destinations (each host usually "
-        "notifies them itself); fleet and chain alerts are always routed.",
-    )
-    max_hosts: int = Field(
-        10_000,
-        ge=1,
-        le=10_000_000,
-        description="Most publishing hosts whose chains the central trail follows. A record "
-        "of a further host name is malformed (reported with its partition and offset, "
-        "skipped): whoever may write to the topic cannot make the consumer's memory grow "
-        "without end with made-up host names. Raise it for a larger fleet.",
-    )
-
-
-class KafkaConfig(Strict):
-    bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
-    )
-    topic: str = Field("docktrail.events", description="Topic the trail is written to.")
-    client_id: str = Field(
-        "docktrail", description="Client id the producer and consumer give the brokers."
-    )
-    acks: Literal["all", "1", "0"] = Field(
-        "all",
-        description="Acknowledgements a publish waits for: all in-sync replicas, the leader "
-        "only, or none. The published offset only moves past what the brokers acknowledged.",
-    )
-    compression: Literal["none", "gzip"] = Field("none", description="Record batch compression.")
-    linger_ms: int = Field(
-        5, ge=0, le=10_000, description="How long the producer waits to fill a record batch."
-    )
-    max_batch_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest record batch the producer sends."
-    )
-    publish_batch_size: int = Field(
-        10_000, ge=1, le=1_000_000, description="Trail rows read and published per round."
-    )
-    publish_interval_secs: float = Field(
-        0.5, gt=0, le=60, description="How often `run` looks for new trail rows to publish."
-    )
-    retry_max_secs: float = Field(
-        30.0, gt=0, description="Longest wait between attempts while the brokers are unreachable."
-    )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="How clients talk to the brokers."
-    )
-    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certs.")
-    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
-    ssl_keyfile: Path | None = Field(None, description="Private key of the client certificate.")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "SCRAM-SHA-512", description="SASL mechanism with SASL_PLAINTEXT or SASL_SSL."
-    )
-    sasl_username: str | None = Field(None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(
-        None, description="SASL password (never printed); DOCKTRAIL_KAFKA__SASL_PASSWORD."
-    )
-    create_topics: bool = Field(
-        False,
-        description="Development: create the topic when missing, with `partitions` and "
-        "`replication_factor`. In production the topic is made by its owners.",
-    )
-    partitions: int = Field(
-        3,
-        ge=1,
-        le=10_000,
-        description="Partitions of a topic made by create_topics. Each host's records go to one "
-        "partition (keyed by host name), so a host's chain stays in order.",
-    )
-    replication_factor: int = Field(
-        1, ge=1, le=32, description="Replication factor of a topic made by create_topics."
-    )
-    consume: KafkaConsumeConfig = Field(
-        default_factory=KafkaConsumeConfig, description="`docktrail consume` (the central trail)."
-    )
-
-    @model_validator(mode="after")
-    def _credentials_fit_the_protocol(self) -> Self:
-        if self.security_protocol.startswith("SASL") and (
-            self.sasl_username is None or self.sasl_password is None
-        ):
-            raise ValueError(
-                f"security_protocol {self.security_protocol} needs sasl_username and "
-                "sasl_password (DOCKTRAIL_KAFKA__SASL_PASSWORD)"
-            )
-        if self.ssl_keyfile is not None and self.ssl_certfile is None:
-            raise ValueError("ssl_keyfile needs ssl_certfile")
         return self
 
 
