@@ -150,3 +150,28 @@ def test_an_edited_cut_off_only_costs_look_ups(tmp_path: Path) -> None:
     with SQLiteTrail(db) as trail:
         result = trail.append([normalize_engine_event(_engine(2, T0 + 1), "h1")])
         assert len(result.stored) == 1
+
+
+def test_old_ids_an_older_service_kept_storing_after_the_upgrade_are_still_deduped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package is upgraded and `intent declare` opens the trail (migration 0012) while
+    the older `run` still stores Engine events under old ids, until it is restarted."""
+    db = tmp_path / "trail.db"
+    early, after = T0, T0 + 600_000_000_000
+    with monkeypatch.context() as patched:
+        _old_ids(patched)
+        with SQLiteTrail(db) as trail:
+            trail.append([normalize_engine_event(_engine(1, early), "h1")])
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("DELETE FROM _migrations WHERE name = '0012_time_ordered_ids'")
+        with SQLiteTrail(db):  # the newer command: records `early`
+            pass
+        with SQLiteTrail(db) as trail:  # the older service, still running, stores on
+            trail.append([normalize_engine_event(_engine(2, after), "h1")])
+    with SQLiteTrail(db) as trail:  # the newer service; the Engine replays its last events
+        replayed = [
+            normalize_engine_event(_engine(n, at), "h1") for n, at in ((1, early), (2, after))
+        ]
+        result = trail.append(replayed)
+        assert result.stored == [] and result.duplicates == 2

@@ -17,7 +17,7 @@ from typing import Any
 
 from listener import redact
 from listener.bounds import bound_event
-from listener.model.event import Actor, Event, Who, natural_id
+from listener.model.event import Actor, Event, Who, natural_id, time_ordered_id
 from listener.sessions.argv import bounded_argv
 from listener.sessions.records import EXEC_COMMAND, EXEC_OVERFLOW, Command, SessionInfo
 
@@ -56,7 +56,7 @@ def command_event(
         attributes["pipeline"] = sorted(set(command.pipeline))
     attributes.update(_session_attributes(info, redactor or redact.active()))
     event = Event(
-        id=natural_id(host, EXEC_COMMAND, command.exec_id, record.audit_id),
+        id=time_ordered_id(record.time_ns, host, EXEC_COMMAND, command.exec_id, record.audit_id),
         time_ns=record.time_ns,
         source="auditd",
         host=host,

@@ -23,6 +23,11 @@ from listener.model.event import Event, legacy_id_prefix
 
 LEGACY_UNTIL_KEY = "legacy_ids_until_ns"
 _TWIN = "SELECT 1 FROM events WHERE id >= ? AND id < ? AND time_ns = ? AND source = ? LIMIT 1"
+# The sources whose ids became time-ordered: their newest events, newest first.
+_RECENT = (
+    "SELECT id, time_ns FROM events WHERE source IN ('docker', 'auditd') ORDER BY seq DESC LIMIT ?"
+)
+_RECENT_ROWS = 1000
 
 
 def migrate(db: Database) -> None:
@@ -35,14 +40,29 @@ def migrate(db: Database) -> None:
 
 
 def legacy_until(conn: sqlite3.Connection) -> int | None:
-    """The newest event time that an old-format id may have, None when there are none."""
+    """The newest event time that an old-format id may have, None when there are none.
+
+    An older docktrail still running when a newer command first opened the trail (a
+    package upgraded, `intent declare` run before the service restarts) goes on
+    storing old ids after the recorded time: the newest `_RECENT_ROWS` events are
+    looked at too, and the time of the newest old id among them counts as well.
+    """
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (LEGACY_UNTIL_KEY,)).fetchone()
     if row is None:
         return None
     try:
-        return int(row[0])
+        recorded = int(row[0])
     except (TypeError, ValueError):  # an edited meta row: look up every event, to be safe
         return 2**63 - 1
+    recent = conn.execute(_RECENT, (_RECENT_ROWS,))
+    later = [time_ns for event_id, time_ns in recent if _old_format(event_id, time_ns)]
+    return max([recorded, *later])
+
+
+def _old_format(event_id: object, time_ns: object) -> bool:
+    if not isinstance(event_id, str) or not isinstance(time_ns, int):
+        return False
+    return legacy_id_prefix(event_id, time_ns) is None
 
 
 def stored_under_old_id(
