@@ -55,7 +55,7 @@ def legacy_until(conn: sqlite3.Connection) -> int | None:
     except (TypeError, ValueError):  # an edited meta row: look up every event, to be safe
         return 2**63 - 1
     recent = conn.execute(_RECENT, (_RECENT_ROWS,))
-    later = [time_ns for event_id, time_ns in recent if _old_format(event_id, time_ns)]
+    later = [int(time_ns) for event_id, time_ns in recent if _old_format(event_id, time_ns)]
     return max([recorded, *later])
 
 
