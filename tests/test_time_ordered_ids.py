@@ -77,6 +77,16 @@ def _old_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_convert, "time_ordered_id", lambda _time, *key: natural_id(*key))
 
 
+def _trail_of_old_ids(db: Path, monkeypatch: pytest.MonkeyPatch, at_ns: int) -> None:
+    """A trail as an older docktrail left it: one Engine event under its old id."""
+    with monkeypatch.context() as patched:
+        _old_ids(patched)
+        with SQLiteTrail(db) as trail:
+            trail.append([normalize_engine_event(_engine(1, at_ns), "h1")])
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM _migrations WHERE name = '0012_time_ordered_ids'")
+
+
 def _ids(db: Path) -> list[tuple[str, str, int]]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(
@@ -115,12 +125,7 @@ def test_after_the_upgrade_new_events_get_new_ids_and_old_times_are_still_checke
 ) -> None:
     db = tmp_path / "trail.db"
     early, late = T0, T0 + 3_600_000_000_000
-    with monkeypatch.context() as patched:
-        _old_ids(patched)
-        with SQLiteTrail(db) as trail:
-            trail.append([normalize_engine_event(_engine(1, early), "h1")])
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("DELETE FROM _migrations WHERE name = '0012_time_ordered_ids'")
+    _trail_of_old_ids(db, monkeypatch, early)
     with SQLiteTrail(db) as trail:
         replayed = normalize_engine_event(_engine(1, early), "h1")
         unseen_then = normalize_engine_event(_engine(2, early), "h1")  # never stored before
@@ -159,14 +164,11 @@ def test_old_ids_an_older_service_kept_storing_after_the_upgrade_are_still_dedup
     the older `run` still stores Engine events under old ids, until it is restarted."""
     db = tmp_path / "trail.db"
     early, after = T0, T0 + 600_000_000_000
+    _trail_of_old_ids(db, monkeypatch, early)
+    with SQLiteTrail(db):  # the newer command: records `early`
+        pass
     with monkeypatch.context() as patched:
         _old_ids(patched)
-        with SQLiteTrail(db) as trail:
-            trail.append([normalize_engine_event(_engine(1, early), "h1")])
-        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute("DELETE FROM _migrations WHERE name = '0012_time_ordered_ids'")
-        with SQLiteTrail(db):  # the newer command: records `early`
-            pass
         with SQLiteTrail(db) as trail:  # the older service, still running, stores on
             trail.append([normalize_engine_event(_engine(2, after), "h1")])
     with SQLiteTrail(db) as trail:  # the newer service; the Engine replays its last events
