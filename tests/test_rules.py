@@ -554,14 +554,14 @@ def test_churn_scopes_of_one_off_images_are_swept_and_churn_still_fires() -> Non
     ctx = RuleContext(rules=rules)
     window_ns = rules.container_churn.window_secs * 10**9
     start = 1_795_346_500_000_000_000
-    for i in range(3 * activity._SCOPES_SWEPT_FROM):  # a CI host: a new tag per build
+    for i in range(3 * activity.SCOPES_SWEPT_FROM):  # a CI host: a new tag per build
         t = start + i * window_ns // 4
         evaluate(event("create", name=f"ci-{i}", image=f"ci/app:build-{i}", time_ns=t), ctx)
     state = activity.activity_state(ctx)
-    assert len(state.windows) < activity._SCOPES_SWEPT_FROM + 10  # not one per tag ever seen
-    assert len(state.quiet_until) < activity._SCOPES_SWEPT_FROM
+    assert len(state.windows) < activity.SCOPES_SWEPT_FROM + 10  # not one per tag ever seen
+    assert len(state.quiet_until) < activity.SCOPES_SWEPT_FROM
 
-    burst = start + 3 * activity._SCOPES_SWEPT_FROM * window_ns
+    burst = start + 3 * activity.SCOPES_SWEPT_FROM * window_ns
     fired = []
     for i in range(30):
         ev = event("create", name=f"b{i}", image="ci/app:burst", time_ns=burst + i * 10**8)

@@ -4,13 +4,8 @@ and changes no login can be tied to.
 Windowed rules keep their state in `RuleContext.state`, fed in `seq` order,
 so a replay of the trail rebuilds exactly what the live service saw.
 
-container-churn compares the creates/destroys of each scope (host, image,
-user) in a sliding window with a threshold: the configured one, or, once the
-scope's history holds enough windows (`baseline: learn`), the higher of it
-and a learned one: a high percentile of the counts the scope reached per
-window, times a factor. The history is kept as a histogram (peak count per
-window -> windows), never as events; the engine's `prime` feeds it from the
-whole trail at start (`learn_churn`), and every event since adds to it.
+container-churn's rule is `listener.rules.churn`; its state (`ChurnBaseline`, the
+windows in `ActivityState`) stays here, where saved rule state names its classes.
 
 The container table also remembers, per container, the fingerprint of the
 last configuration the container-config rules judged (`config_fingerprint`),
@@ -32,7 +27,7 @@ import orjson
 
 from config.models import ContainerChurnRule
 from listener.model.catalogue import ATTRIBUTION_MISMATCH as MISMATCH
-from listener.model.catalogue import CHURN, CONFIG_ACTIONS, DAEMON_FILE, EXEC, SPRAWL, UNATTRIBUTED
+from listener.model.catalogue import CONFIG_ACTIONS, DAEMON_FILE, EXEC, SPRAWL, UNATTRIBUTED
 from listener.model.event import Event, container_gone, observed_change
 from listener.rules.base import Finding, RuleContext, finding
 from listener.rules.container import is_root_user
@@ -59,7 +54,6 @@ _LIFE_AFTER = {"die": "exited", "stop": "stopped", "start": "running"}
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _DAEMON_FILES_KEPT = 1_024  # changed daemon files remembered before those past the window go
-_NS = 1_000_000_000
 # Settings of a container that say nothing about its own security configuration:
 # where they came from, what the CLI said otherwise, the image's names elsewhere.
 _NOT_FINGERPRINTED = frozenset(
@@ -77,12 +71,11 @@ _NOT_FINGERPRINTED = frozenset(
 REJUDGED_ACTIONS = CONFIG_ACTIONS - {"create"}
 # A reconciliation's `state` (docker_state._listed_state) -> the table's.
 _OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "created"}
-# Bounds of the learned churn baselines: closed windows kept per scope (halved, older
-# ones weighing less, beyond this) and scopes kept (least recently active dropped).
+# Closed windows a learned churn baseline keeps per scope (halved, older ones weighing
+# less, beyond this); the scopes kept are bounded in `listener.rules.churn`.
 _BASELINE_MAX_WINDOWS = 10_000
-_BASELINE_MAX_SCOPES = 10_000
 # Churn scopes (host, image, user) held before those gone quiet are swept away.
-_SCOPES_SWEPT_FROM = 4_096
+SCOPES_SWEPT_FROM = 4_096
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -189,7 +182,7 @@ class ActivityState:
     # How many known containers are in each state, kept with the table: container-sprawl
     # reads it on every start/die/destroy, which must not cost a scan of every container.
     states: Counter[str] = field(default_factory=Counter)
-    sweep_scopes_at: int = _SCOPES_SWEPT_FROM  # churn scopes held when the next sweep runs
+    sweep_scopes_at: int = SCOPES_SWEPT_FROM  # churn scopes held when the next sweep runs
 
     def put(self, container_id: str, known: KnownContainer) -> None:
         self.drop(container_id)
@@ -349,125 +342,6 @@ def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | No
     if config.get("tty") and config.get("interactive") and "interactive shell" not in risks:
         risks.append("interactive terminal")
     return risks
-
-
-def check_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
-    if event.type != "container" or event.action not in CHURN_ACTIONS:
-        return
-    settings = ctx.rules.container_churn
-    window_ns = settings.window_secs * _NS
-    state = activity_state(ctx)
-    crossed = []
-    keys = _churn_keys(event)
-    for key, count, learned in _count_churn(event, keys, settings, state):
-        threshold = max(settings.threshold, learned or 0)
-        quiet = state.quiet_until.get(key, 0)
-        if count > threshold and event.time_ns >= quiet:
-            crossed.append((key, count, threshold, learned))
-    if not crossed:
-        return
-    # One alert per burst: every scope this event counts in goes quiet for a window,
-    # not only those that crossed (the image and user windows of the same burst
-    # would otherwise cross a few events later and alert again).
-    for key in keys:
-        state.quiet_until[key] = event.time_ns + window_ns
-    scope, count, threshold, learned = crossed[0]
-    baseline = "learned" if threshold != settings.threshold else "fixed"
-    over = f"; learned baseline {threshold}" if baseline == "learned" else ""
-    yield finding(
-        CHURN,
-        event,
-        f"{count} container creates/destroys in {settings.window_secs}s "
-        f"({_scope_text(scope)}{over})",
-        window_secs=settings.window_secs,
-        threshold=threshold,
-        baseline=baseline,
-        configured_threshold=settings.threshold,
-        learned_threshold=learned,
-        history_windows=_history_windows(state, scope),
-        scopes={_scope_text(key): n for key, n, _, _ in crossed},
-        thresholds={_scope_text(key): limit for key, _, limit, _ in crossed},
-    )
-
-
-def learn_churn(event: Event, ctx: RuleContext) -> None:
-    """Counts an already evaluated event into the churn windows and baselines, silently.
-
-    For `prime`: history older than the recent window teaches the baselines
-    without being judged again.
-    """
-    settings = ctx.rules.container_churn
-    if event.type != "container" or event.action not in CHURN_ACTIONS or not settings.enabled:
-        return
-    for _ in _count_churn(event, _churn_keys(event), settings, activity_state(ctx)):
-        pass
-
-
-def _count_churn(
-    event: Event, keys: list[tuple[str, ...]], settings: ContainerChurnRule, state: ActivityState
-) -> Iterator[tuple[tuple[str, ...], int, int | None]]:
-    """(scope, count in the sliding window, learned threshold) of each scope of `event`."""
-    window_ns = settings.window_secs * _NS
-    learn = settings.baseline == "learn"
-    windows = state.windows
-    for key in keys:
-        times = windows.get(key)
-        if times is None:
-            times = windows[key] = deque()
-        times.append(event.time_ns)
-        while times and times[0] <= event.time_ns - window_ns:
-            times.popleft()
-        learned = None
-        if learn:
-            baseline = _baseline(state, key)
-            learned = baseline.learned  # from closed windows: this one is still open
-            baseline.observe(event.time_ns // window_ns, len(times), settings)
-        yield key, len(times), learned
-    if len(windows) >= state.sweep_scopes_at:
-        _forget_quiet_scopes(state, event.time_ns, window_ns)
-
-
-def _forget_quiet_scopes(state: ActivityState, now_ns: int, window_ns: int) -> None:
-    """Churn scopes with nothing left in their window and no quiet period to run count as
-    never seen: drop them, so that a CI host's one-off image tags (or an ingested file's
-    made-up ones) do not grow the tables for ever. Swept when the scopes have doubled
-    since the last sweep: a constant cost per new scope. (An event older than the window
-    by then counts without them: events arrive in time order but for seconds.)"""
-    oldest = now_ns - window_ns
-    state.windows = {key: t for key, t in state.windows.items() if t and t[-1] > oldest}
-    state.quiet_until = {key: until for key, until in state.quiet_until.items() if until > now_ns}
-    state.sweep_scopes_at = max(_SCOPES_SWEPT_FROM, 2 * len(state.windows))
-
-
-def _baseline(state: ActivityState, key: tuple[str, ...]) -> ChurnBaseline:
-    baselines = state.baselines
-    baseline = baselines.get(key)
-    if baseline is None:
-        baseline = baselines[key] = ChurnBaseline()
-        if len(baselines) > _BASELINE_MAX_SCOPES:
-            baselines.popitem(last=False)
-    else:
-        baselines.move_to_end(key)
-    return baseline
-
-
-def _history_windows(state: ActivityState, key: tuple[str, ...]) -> int:
-    baseline = state.baselines.get(key)
-    return baseline.windows if baseline is not None else 0
-
-
-def _churn_keys(event: Event) -> list[tuple[str, ...]]:
-    keys: list[tuple[str, ...]] = [("host", event.host)]
-    if event.actor.image:
-        keys.append(("image", event.host, event.actor.image))
-    if event.who.login:
-        keys.append(("user", event.host, event.who.login))
-    return keys
-
-
-def _scope_text(key: tuple[str, ...]) -> str:
-    kind, *values = key
-    return f"{kind} {'/'.join(values)}"
 
 
 def check_sprawl(event: Event, ctx: RuleContext) -> Iterator[Finding]:

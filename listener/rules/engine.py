@@ -34,13 +34,9 @@ from config.models import RulesConfig
 from listener.model.alert import Alert
 from listener.model.catalogue import AUDIT_EVENT_TYPES, CONFIG_ACTIONS
 from listener.model.event import Event
-from listener.rules.activity import (
-    REJUDGED_ACTIONS,
-    already_judged,
-    learn_churn,
-    track_container,
-)
+from listener.rules.activity import REJUDGED_ACTIONS, already_judged, track_container
 from listener.rules.base import RuleContext, engine_sockets
+from listener.rules.churn import learn_churn
 from listener.rules.image import track_image
 from listener.rules.registry import RULES, evaluate
 from listener.rules.snapshot import (

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from config.models import RuleConfig
 from listener.model import catalogue
 from listener.model.event import Event
-from listener.rules import activity, container, exec_session, image, intent, posture, proxy
+from listener.rules import activity, churn, container, exec_session, image, intent, posture, proxy
 from listener.rules.base import Finding, Rule, RuleContext, note_failure, settled
 
 RULES: tuple[Rule, ...] = (
@@ -26,7 +26,7 @@ RULES: tuple[Rule, ...] = (
     Rule(catalogue.SECURITY_PROFILE, container.check_security_profile),
     Rule(catalogue.UNTRUSTED, image.check_untrusted_image),
     Rule(catalogue.EXEC, activity.check_exec),
-    Rule(catalogue.CHURN, activity.check_churn),
+    Rule(catalogue.CHURN, churn.check_churn),
     Rule(catalogue.SPRAWL, activity.check_sprawl),
     Rule(catalogue.DAEMON_FILE, activity.check_daemon_file),
     Rule(catalogue.NO_LIMITS, container.check_no_limits),
