@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 import sinks.sqlite.schema as sqlite_schema
 from config.errors import TrailError
-from listener.model.alert import Alert
+from listener.model.alert import Alert, alert_id
 from listener.model.event import (
     GENESIS_HASH,
     Actor,
@@ -77,7 +77,7 @@ def alert_on(event: Event, rule: str, severity: str, index: int = 0, **fields: A
     """What `Alert.from_finding` would make for `event` (which must be stored)."""
     assert event.seq is not None
     base: dict[str, Any] = {
-        "id": natural_id("alert", event.id, rule, index),
+        "id": alert_id(event, rule, index),
         "time_ns": event.time_ns,
         "rule": rule,
         "severity": severity,

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.models import Severity
-from listener.model.event import Chained, Event, Who, natural_id
+from listener.model.event import Chained, Event, Who, time_ordered_id
 from listener.model.finding import Finding
 from listener.model.trusted import trusted
 
@@ -50,7 +50,7 @@ class Alert(Chained, BaseModel):
         # `model_construct` (defaults resolved one by one) cost nearly as much.
         values = {
             "seq": None,
-            "id": natural_id("alert", event.id, found.rule, index),
+            "id": alert_id(event, found.rule, index),
             "time_ns": event.time_ns,
             "rule": found.rule,
             "severity": found.severity,
@@ -67,6 +67,14 @@ class Alert(Chained, BaseModel):
             "prev_hash": None,
         }
         return trusted(cls, values, set(_FROM_FINDING_GIVEN))
+
+
+def alert_id(event: Event, rule: str, index: int) -> str:
+    """Time-ordered as the Engine's event ids are: a commit's alerts are neighbours in
+    the trail's unique id index, not one random leaf each (docs/trail-index-cost.md).
+    An older docktrail's id of the same alert was `natural_id` of the same parts
+    (`sinks.sqlite.legacy_ids.ALERTS`)."""
+    return time_ordered_id(event.time_ns, "alert", event.id, rule, index)
 
 
 # The fields `from_finding` sets, as validation would record them (the others: defaults).

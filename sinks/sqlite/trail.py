@@ -115,7 +115,9 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._trail_id = ""
-        self._legacy_until: int | None = None  # `legacy_ids`: read when the file is opened
+        # `legacy_ids`: read when the file is opened.
+        self._legacy_until: int | None = None
+        self._legacy_alerts_until: int | None = None
         self._dirty = False  # this instance stored events that no checkpoint covers yet
         self._last_checkpoint = time.monotonic()
         self._worker = Worker(self.path)  # the thread of the async API (`start()`)
@@ -176,6 +178,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             raise TamperError("meta table has no trail_id (database rewritten?)")
         self._trail_id = row[0]
         self._legacy_until = legacy_ids.legacy_until(conn)
+        self._legacy_alerts_until = legacy_ids.legacy_until(conn, legacy_ids.ALERTS)
 
     def close(self) -> None:
         """Seal what this instance appended with a checkpoint, then close."""
@@ -230,7 +233,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self, conn: sqlite3.Connection, events: Sequence[Event]
     ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
         known = self._stored_ids(conn, "events", [event.id for event in events])
-        unknown = (event for event in events if event.id not in known)
+        unknown = ((e.id, e.time_ns, e.source) for e in events if e.id not in known)
         known |= legacy_ids.stored_under_old_id(conn, unknown, self._legacy_until)
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = heads.head(conn)
@@ -284,6 +287,10 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         with self._errors("append alerts"), immediate(conn):
             self._check_own_heads(conn)
             known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
+            unknown = ((a.id, a.time_ns, a.rule) for a in alerts if a.id not in known)
+            known |= legacy_ids.stored_under_old_id(
+                conn, unknown, self._legacy_alerts_until, legacy_ids.ALERTS
+            )
             fresh, _duplicates = split_new(alerts, known)
             alerting.check_event_refs(conn, fresh)
             if evaluated_through is not None:
