@@ -25,6 +25,7 @@ from sinks.signing import fingerprint, load_public_key
 from sinks.sqlite.chainwalk import ChainWalk, Problem, Progress
 from sinks.sqlite.errors import trail_error
 from sinks.sqlite.labels import Completeness
+from sinks.sqlite.readahead import ReadAhead
 from sinks.sqlite.schema import (
     BUSY_TIMEOUT_SECS,
     CACHE_KIB,
@@ -164,6 +165,8 @@ def verify_connection(
     )
     if dropped is not None:  # the checks below read every table
         return _failed(_empty_report(public, trail_id), dropped)
+    path = _file_of(conn)
+    ahead = None if path is None else ReadAhead(Path(path))  # both passes read every page
     integrity = _IntegrityCheck(conn)  # the costliest check: overlapped with the chain walk
     try:
         labelled = LABEL_MIGRATION in applied
@@ -172,6 +175,8 @@ def verify_connection(
         return _conclude(conn, audit, problem, integrity, applied, expected, public, trail_id)
     finally:
         integrity.stop()
+        if ahead is not None:
+            ahead.stop()
 
 
 def _conclude(

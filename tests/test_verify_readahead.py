@@ -1,0 +1,73 @@
+"""Verify reads a cold trail file sequentially ahead of its two passes
+(`sinks.sqlite.readahead`), when the file fits in the memory available."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import sinks.sqlite.readahead as readahead
+from sinks.sqlite.readahead import ReadAhead, available_bytes, worth_reading
+
+MIB = 1024 * 1024
+
+
+def _read_so_far() -> int:
+    """Bytes this process has read through read(2) and the like (all threads)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    2048 kB\n")
+    assert available_bytes(meminfo) == 2 * MIB
+    meminfo.write_text("MemTotal: 1 kB\n")
+    assert available_bytes(meminfo) is None
+    meminfo.write_text("MemAvailable: lots\n")
+    assert available_bytes(meminfo) is None
+    assert available_bytes(tmp_path / "absent") is None
+    assert available_bytes() is not None  # this Linux says
+
+
+def test_only_a_file_that_fits_well_in_memory_is_read_ahead() -> None:
+    assert worth_reading(10 * MIB, 100 * MIB)
+    assert not worth_reading(90 * MIB, 100 * MIB)  # evicted before the passes get there
+    assert not worth_reading(10 * MIB, None)  # unknown memory: leave it to the passes
+    assert not worth_reading(0, 100 * MIB)
+
+
+def test_the_whole_file_is_read_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "trail.db"
+    size = 6 * MIB + 123
+    path.write_bytes(os.urandom(size))
+    before = _read_so_far()
+    ahead = ReadAhead(path)
+    assert ahead.started
+    deadline = time.monotonic() + 30
+    while _read_so_far() - before < size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ahead.stop()
+    assert _read_so_far() - before >= size
+
+
+def test_a_file_too_large_for_memory_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "trail.db"
+    path.write_bytes(b"\0" * MIB)
+    monkeypatch.setattr(readahead, "available_bytes", lambda: MIB)
+    ahead = ReadAhead(path)
+    assert not ahead.started
+    ahead.stop()  # nothing to stop: returns at once
+
+
+def test_a_missing_file_starts_nothing(tmp_path: Path) -> None:
+    ahead = ReadAhead(tmp_path / "gone.db")
+    assert not ahead.started
+    ahead.stop()
