@@ -34,13 +34,13 @@ _RECENT_ROWS = 1000
 
 
 class Chain(NamedTuple):
-    """Where one chain's ids changed format: its table, what tells two rows of one id
-    apart besides their time, and the `meta` row of the time up to which old ids may be."""
+    """Where one chain's ids changed format: its table, the column an old id's row must
+    agree on besides the time, and the `meta` row of the time up to which old ids may be."""
 
     table: str
     kind_column: str
     until_key: str
-    # The tables whose rows may hold old ids, newest first (`legacy_until`).
+    # Its newest rows that may hold old ids, newest first (`legacy_until`).
     recent: str
 
 
