@@ -58,6 +58,7 @@ from sinks.chain import (
 )
 from sinks.outbox import Router
 from sinks.signing import Checkpoint, load_public_key
+from sinks.sqlite.legacy_ids import Chain, Keyed
 from sinks.sqlite.schema import (
     EVENT_INSERT,
     ID_CHUNK,
@@ -232,9 +233,8 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
     def _insert_events(
         self, conn: sqlite3.Connection, events: Sequence[Event]
     ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
-        known = self._stored_ids(conn, "events", [event.id for event in events])
-        unknown = ((e.id, e.time_ns, e.source) for e in events if e.id not in known)
-        known |= legacy_ids.stored_under_old_id(conn, unknown, self._legacy_until)
+        keyed = [(e.id, e.time_ns, e.source) for e in events]
+        known = self._known_ids(conn, legacy_ids.EVENTS, keyed, self._legacy_until)
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = heads.head(conn)
         sealed = seal(fresh, seq, prev_hash)
@@ -252,6 +252,15 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
     def _put_states(conn: sqlite3.Connection, states: list[tuple[str, str]]) -> None:
         now = time.time_ns()
         conn.executemany(UPSERT_STATE, [(name, value, now) for name, value in states])
+
+    @classmethod
+    def _known_ids(
+        cls, conn: sqlite3.Connection, chain: Chain, keyed: Sequence[Keyed], until: int | None
+    ) -> set[str]:
+        """The ids of `keyed` already in `chain`'s table, under them or an older docktrail's."""
+        known = cls._stored_ids(conn, chain.table, [row_id for row_id, _, _ in keyed])
+        unknown = (row for row in keyed if row[0] not in known)
+        return known | legacy_ids.stored_under_old_id(conn, unknown, until, chain)
 
     @staticmethod
     def _stored_ids(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:
@@ -286,11 +295,8 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self._ensure_writer()
         with self._errors("append alerts"), immediate(conn):
             self._check_own_heads(conn)
-            known = self._stored_ids(conn, "alerts", [alert.id for alert in alerts])
-            unknown = ((a.id, a.time_ns, a.rule) for a in alerts if a.id not in known)
-            known |= legacy_ids.stored_under_old_id(
-                conn, unknown, self._legacy_alerts_until, legacy_ids.ALERTS
-            )
+            keyed = [(a.id, a.time_ns, a.rule) for a in alerts]
+            known = self._known_ids(conn, legacy_ids.ALERTS, keyed, self._legacy_alerts_until)
             fresh, _duplicates = split_new(alerts, known)
             alerting.check_event_refs(conn, fresh)
             if evaluated_through is not None:
