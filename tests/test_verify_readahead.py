@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import sinks.sqlite.readahead as readahead
+import sinks.sqlite.verification as verification
+from sinks.sqlite import SQLiteTrail, verify_file
 from sinks.sqlite.readahead import ReadAhead, available_bytes, worth_reading
+from tests.test_trail_verify_concurrent import build
 
 MIB = 1024 * 1024
 
@@ -71,3 +75,22 @@ def test_a_missing_file_starts_nothing(tmp_path: Path) -> None:
     ahead = ReadAhead(tmp_path / "gone.db")
     assert not ahead.started
     ahead.stop()
+
+
+def test_verify_reads_ahead_the_file_it_verifies_and_leaves_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Path] = []
+
+    class Recorded(ReadAhead):
+        def __init__(self, path: Path) -> None:
+            started.append(path)
+            super().__init__(path)
+
+    monkeypatch.setattr(verification, "ReadAhead", Recorded)
+    path = build(tmp_path / "t.db")
+    assert verify_file(path, path.with_suffix(".key")).ok
+    with SQLiteTrail(path) as trail:
+        assert trail.verify().ok
+    assert [p.resolve() for p in started] == [path.resolve(), path.resolve()]
+    assert not [t for t in threading.enumerate() if t.name == "docktrail-verify-readahead"]
