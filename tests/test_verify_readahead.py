@@ -13,7 +13,13 @@ import pytest
 import sinks.sqlite.readahead as readahead
 import sinks.sqlite.verification as verification
 from sinks.sqlite import SQLiteTrail, verify_file
-from sinks.sqlite.readahead import ReadAhead, available_bytes, worth_reading
+from sinks.sqlite.readahead import (
+    ReadAhead,
+    available_bytes,
+    cgroup_room,
+    room_for_pages,
+    worth_reading,
+)
 from tests.test_trail_verify_concurrent import build
 
 MIB = 1024 * 1024
@@ -69,6 +75,65 @@ def test_a_file_too_large_for_memory_is_left_alone(
     ahead = ReadAhead(path)
     assert not ahead.started
     ahead.stop()  # nothing to stop: returns at once
+
+
+def test_a_cgroup_limit_counts_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a container the page cache is charged to its memory limit, not the host's."""
+    path = tmp_path / "trail.db"
+    path.write_bytes(b"\0" * MIB)
+    monkeypatch.setattr(readahead, "available_bytes", lambda: 1024 * MIB)
+    monkeypatch.setattr(readahead, "cgroup_room", lambda: MIB)
+    assert room_for_pages() == MIB
+    assert not ReadAhead(path).started
+    monkeypatch.setattr(readahead, "cgroup_room", lambda: None)  # no limit
+    assert room_for_pages() == 1024 * MIB
+    monkeypatch.setattr(readahead, "available_bytes", lambda: None)
+    assert room_for_pages() is None
+
+
+def _cgroup(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
+    proc = tmp_path / "cgroup"
+    proc.write_text(own)
+    root = tmp_path / "fs"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return proc, root
+
+
+def test_the_room_under_a_cgroup_v2_limit(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "0::/docker/abc\n",
+        {"docker/abc/memory.max": "536870912\n", "docker/abc/memory.current": "134217728\n"},
+    )
+    assert cgroup_room(proc, root) == 384 * MIB
+    (root / "docker/abc/memory.max").write_text("max\n")
+    assert cgroup_room(proc, root) is None
+
+
+def test_the_room_under_a_cgroup_v1_limit(tmp_path: Path) -> None:
+    proc, root = _cgroup(
+        tmp_path,
+        "5:devices:/\n4:memory:/kubepods/pod1\n0::/\n",
+        {
+            "memory/kubepods/pod1/memory.limit_in_bytes": "268435456\n",
+            "memory/kubepods/pod1/memory.usage_in_bytes": "300000000\n",
+        },
+    )
+    assert cgroup_room(proc, root) == 0  # over its limit already: no room
+    (root / "memory/kubepods/pod1/memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_room(proc, root) is None  # v1's "no limit"
+
+
+def test_no_cgroup_memory_files_means_no_limit(tmp_path: Path) -> None:
+    proc, root = _cgroup(tmp_path, "0::/\n3:cpuset:/\n", {})
+    assert cgroup_room(proc, root) is None
+    assert cgroup_room(tmp_path / "absent", root) is None
+    (root / "memory.max").parent.mkdir(parents=True, exist_ok=True)
+    (root / "memory.max").write_text("lots\n")
+    (root / "memory.current").write_text("1\n")
+    assert cgroup_room(proc, root) is None
 
 
 def test_a_missing_file_starts_nothing(tmp_path: Path) -> None:
