@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from figures import figure  # noqa: E402
 
+import sinks.sqlite.dedupe as dedupe  # noqa: E402
 from bench.growth import (  # noqa: E402
     NEW_FIRST_ROUND,
     cached_trail,
@@ -129,17 +130,16 @@ def no_lookups(index: str) -> Iterator[None]:
     if table is None:
         yield
         return
-    original = SQLiteTrail._stored_ids
-    descriptor = vars(SQLiteTrail)["_stored_ids"]  # the staticmethod itself, put back after
+    original = dedupe.stored_ids
 
-    def stored_ids(conn: sqlite3.Connection, of: str, ids: list[str]) -> set[str]:
-        return set() if of == table else original(conn, of, ids)
+    def stored_ids(conn: sqlite3.Connection, of: str, ids: list[str]) -> dict[str, int]:
+        return {} if of == table else original(conn, of, ids)
 
-    setattr(SQLiteTrail, "_stored_ids", staticmethod(stored_ids))  # noqa: B010
+    dedupe.stored_ids = stored_ids
     try:
         yield
     finally:
-        setattr(SQLiteTrail, "_stored_ids", descriptor)  # noqa: B010
+        dedupe.stored_ids = original
 
 
 def new_rows(work: Path, new_events: Path) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -109,16 +109,16 @@ def stored_under_old_id(
     rows: Iterable[Keyed],
     until_ns: int | None,
     chain: Chain = EVENTS,
-) -> set[str]:
-    """The ids of those `rows` whose old-format id is stored in `chain`'s table with
-    the same time and kind."""
+) -> dict[str, int]:
+    """Those of `rows` whose old-format id is stored in `chain`'s table with the same
+    time and kind: each id with the seq of the row found."""
     if until_ns is None:
-        return set()
+        return {}
     twin = (
-        f"SELECT 1 FROM {chain.table} WHERE id >= ? AND id < ? AND time_ns = ? "
+        f"SELECT seq FROM {chain.table} WHERE id >= ? AND id < ? AND time_ns = ? "
         f"AND {chain.kind_column} = ? LIMIT 1"
     )
-    found: set[str] = set()
+    found: dict[str, int] = {}
     for row_id, time_ns, kind in rows:
         if time_ns > until_ns:
             continue
@@ -126,6 +126,7 @@ def stored_under_old_id(
         if prefix is None:
             continue
         # "g" sorts after every hex digit: the range is the ids that begin with `prefix`.
-        if conn.execute(twin, (prefix, prefix + "g", time_ns, kind)).fetchone() is not None:
-            found.add(row_id)
+        twin_row = conn.execute(twin, (prefix, prefix + "g", time_ns, kind)).fetchone()
+        if twin_row is not None:
+            found[row_id] = twin_row[0]
     return found

@@ -30,6 +30,7 @@ from typing import Any, Literal, Self, TypeVar
 from sqlite_utils import Database
 
 import sinks.sqlite.alerting as alerting
+import sinks.sqlite.dedupe as dedupe
 import sinks.sqlite.heads as heads
 import sinks.sqlite.labels as labels
 import sinks.sqlite.legacy_ids as legacy_ids
@@ -58,10 +59,8 @@ from sinks.chain import (
 )
 from sinks.outbox import Router
 from sinks.signing import Checkpoint, load_public_key
-from sinks.sqlite.legacy_ids import Chain, Keyed
 from sinks.sqlite.schema import (
     EVENT_INSERT,
-    ID_CHUNK,
     UPSERT_STATE,
     apply_migrations,
     copied_values,
@@ -234,7 +233,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self, conn: sqlite3.Connection, events: Sequence[Event]
     ) -> tuple[list[tuple[Event, dict[str, Any], str]], int]:
         keyed = [(e.id, e.time_ns, e.source) for e in events]
-        known = self._known_ids(conn, legacy_ids.EVENTS, keyed, self._legacy_until)
+        known = dedupe.known_ids(conn, legacy_ids.EVENTS, keyed, self._legacy_until)
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = heads.head(conn)
         sealed = seal(fresh, seq, prev_hash)
@@ -252,24 +251,6 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
     def _put_states(conn: sqlite3.Connection, states: list[tuple[str, str]]) -> None:
         now = time.time_ns()
         conn.executemany(UPSERT_STATE, [(name, value, now) for name, value in states])
-
-    @classmethod
-    def _known_ids(
-        cls, conn: sqlite3.Connection, chain: Chain, keyed: Sequence[Keyed], until: int | None
-    ) -> set[str]:
-        """The ids of `keyed` already in `chain`'s table, under them or an older docktrail's."""
-        known = cls._stored_ids(conn, chain.table, [row_id for row_id, _, _ in keyed])
-        unknown = (row for row in keyed if row[0] not in known)
-        return known | legacy_ids.stored_under_old_id(conn, unknown, until, chain)
-
-    @staticmethod
-    def _stored_ids(conn: sqlite3.Connection, table: str, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), ID_CHUNK):
-            chunk = ids[start : start + ID_CHUNK]
-            sql = f"SELECT id FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
-            found.update(row[0] for row in conn.execute(sql, chunk))
-        return found
 
     def append_alerts(
         self,
@@ -296,7 +277,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         with self._errors("append alerts"), immediate(conn):
             self._check_own_heads(conn)
             keyed = [(a.id, a.time_ns, a.rule) for a in alerts]
-            known = self._known_ids(conn, legacy_ids.ALERTS, keyed, self._legacy_alerts_until)
+            known = dedupe.known_ids(conn, legacy_ids.ALERTS, keyed, self._legacy_alerts_until)
             fresh, _duplicates = split_new(alerts, known)
             alerting.check_event_refs(conn, fresh)
             if evaluated_through is not None:
