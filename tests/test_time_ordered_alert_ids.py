@@ -5,6 +5,7 @@ again (`sinks.sqlite.legacy_ids.ALERTS`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -12,13 +13,18 @@ from pathlib import Path
 import pytest
 
 import listener.model.alert as alert_model
+from config.models import DocktrailConfig
+from listener.ingest import ingest_files
 from listener.model.alert import Alert, alert_id
 from listener.model.event import Actor, Event, legacy_id_prefix, natural_id, time_ordered_id
 from listener.model.finding import Finding
+from listener.rules.engine import replay_trail
 from sinks.sqlite import SQLiteTrail, verify_file
-from sinks.sqlite.legacy_ids import LEGACY_ALERTS_UNTIL_KEY
+from sinks.sqlite.legacy_ids import ALERTS, EVENTS, LEGACY_ALERTS_UNTIL_KEY, legacy_until
+from tests.shared_data import DATA
 
 T0 = 1_733_400_000_123_456_789
+SCENARIO_EVENTS = DATA / "scenario-a" / "events.jsonl"
 HOUR = 3_600_000_000_000
 
 
@@ -134,3 +140,34 @@ def test_alerts_of_events_after_the_cut_off_cost_no_look_up(tmp_path: Path) -> N
         assert row.fetchone() is None
     rows = _alert_rows(db)
     assert legacy_id_prefix(rows[0][0], T0) is not None
+
+
+def test_replay_reports_nothing_new_on_a_trail_of_older_alert_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docktrail replay` lists the alerts the trail does not hold: an older docktrail's
+    alerts, stored under their old ids, are held."""
+    db = tmp_path / "trail.db"
+    config = DocktrailConfig.model_validate({"trail": {"path": str(db)}})
+    with monkeypatch.context() as patched:
+        _old_alert_ids(patched)
+        first = asyncio.run(ingest_files(config, host="h1", docker_events=[SCENARIO_EVENTS]))
+    assert first.alerts > 10
+    _as_an_older_docktrail_left_it(db)
+    with SQLiteTrail(db) as trail:
+        assert replay_trail(trail, config.rules) == []
+
+
+def test_an_unmigrated_trail_read_only_has_every_alert_id_looked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trail on read-only storage is read without its index-only migrations: all its
+    alert ids are old ones, whatever their time."""
+    db = tmp_path / "trail.db"
+    with monkeypatch.context() as patched:
+        _old_alert_ids(patched)
+        _stored_with_alert(db, _event(1, T0), "r")
+    _as_an_older_docktrail_left_it(db)
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        assert legacy_until(conn, ALERTS) == 2**63 - 1
+        assert legacy_until(conn, EVENTS) is None  # that one was applied

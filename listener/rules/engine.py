@@ -359,9 +359,8 @@ def _not_stored(trail: Any, alerts: list[Alert]) -> list[Alert]:
     reading every stored alert back as a model."""
     if not alerts:
         return []
-    ids = [alert.id for alert in alerts]
-    if hasattr(trail, "seqs_by_id"):
-        stored: Collection[str] = trail.seqs_by_id(ids, "alerts")
+    if hasattr(trail, "stored_alert_ids"):
+        stored: Collection[str] = trail.stored_alert_ids(alerts)
     else:
         from sinks.base import AlertFilter
 

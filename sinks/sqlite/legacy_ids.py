@@ -33,13 +33,18 @@ LEGACY_ALERTS_UNTIL_KEY = "legacy_alert_ids_until_ns"
 _RECENT_ROWS = 1000
 
 
+_EVERY = 2**63 - 1  # every row may have an old id: look each one up
+
+
 class Chain(NamedTuple):
     """Where one chain's ids changed format: its table, the column an old id's row must
-    agree on besides the time, and the `meta` row of the time up to which old ids may be."""
+    agree on besides the time, the `meta` row of the time up to which old ids may be,
+    and the migration that records it."""
 
     table: str
     kind_column: str
     until_key: str
+    migration: str
     # Its newest rows that may hold old ids, newest first (`legacy_until`).
     recent: str
 
@@ -48,14 +53,16 @@ EVENTS = Chain(
     "events",
     "source",
     LEGACY_UNTIL_KEY,
-    # The sources whose ids became time-ordered (migration 0012).
+    "0012_time_ordered_ids",
+    # The sources whose ids became time-ordered.
     "SELECT id, time_ns FROM events WHERE source IN ('docker', 'auditd') ORDER BY seq DESC LIMIT ?",
 )
 ALERTS = Chain(
     "alerts",
     "rule",
     LEGACY_ALERTS_UNTIL_KEY,
-    "SELECT id, time_ns FROM alerts ORDER BY seq DESC LIMIT ?",  # migration 0013
+    "0013_time_ordered_alert_ids",
+    "SELECT id, time_ns FROM alerts ORDER BY seq DESC LIMIT ?",
 )
 
 
@@ -88,14 +95,21 @@ def legacy_until(conn: sqlite3.Connection, chain: Chain = EVENTS) -> int | None:
     """
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (chain.until_key,)).fetchone()
     if row is None:
-        return None
+        # Not migrated (a trail on read-only storage is read without its index-only
+        # migrations): all its ids are old ones.
+        return None if _migrated(conn, chain) else _EVERY
     try:
         recorded = int(row[0])
     except (TypeError, ValueError):  # an edited meta row: look up every row, to be safe
-        return 2**63 - 1
+        return _EVERY
     recent = conn.execute(chain.recent, (_RECENT_ROWS,))
     later = [int(time_ns) for row_id, time_ns in recent if _old_format(row_id, time_ns)]
     return max([recorded, *later])
+
+
+def _migrated(conn: sqlite3.Connection, chain: Chain) -> bool:
+    found = conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (chain.migration,))
+    return found.fetchone() is not None
 
 
 def _old_format(row_id: object, time_ns: object) -> bool:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import sinks.sqlite.dedupe as dedupe
 import sinks.sqlite.labels as labels
 from config.errors import TrailError
 from listener.model.alert import Alert
@@ -175,13 +176,10 @@ def _event_at(conn: sqlite3.Connection, seq: int) -> Event | None:
 def _seqs_by_id(
     conn: sqlite3.Connection, ids: Sequence[str], table: Literal["events", "alerts"]
 ) -> dict[str, int]:
-    """id -> seq of the rows of `table` among `ids`."""
-    found: dict[str, int] = {}
-    unique = sorted(set(ids))
-    for start in range(0, len(unique), ID_CHUNK):
-        chunk = unique[start : start + ID_CHUNK]
-        sql = f"SELECT id, seq FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})"
-        found.update(conn.execute(sql, chunk).fetchall())
+    """id -> seq of the rows of `table` among `ids`, each found row checked
+    (`dedupe.confirm`: the central trail skips what it finds as received before)."""
+    found = dedupe.stored_ids(conn, table, sorted(set(ids)))
+    dedupe.confirm(conn, table, found.values())
     return found
 
 

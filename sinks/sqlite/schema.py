@@ -303,8 +303,8 @@ MIGRATIONS: list[Migration] = [
     Migration("0009_rule_state", rulestate.migrate),
     Migration("0010_exec_id_index", _m0010_exec_id_index, index_only=True),
     Migration(LABEL_MIGRATION, _m0011_label_index, index_only=True),
-    Migration("0012_time_ordered_ids", legacy_ids.migrate, index_only=True),
-    Migration("0013_time_ordered_alert_ids", legacy_ids.migrate_alerts, index_only=True),
+    Migration(legacy_ids.EVENTS.migration, legacy_ids.migrate, index_only=True),
+    Migration(legacy_ids.ALERTS.migration, legacy_ids.migrate_alerts, index_only=True),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]

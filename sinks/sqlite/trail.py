@@ -298,6 +298,14 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             self._periodic_checkpoint()
         return [stored for stored, _, _ in sealed]
 
+    def stored_alert_ids(self, alerts: Sequence[Alert]) -> set[str]:
+        """Which of `alerts` the trail holds, under their ids or an older docktrail's
+        (`docktrail replay` reports only the others)."""
+        keyed = [(a.id, a.time_ns, a.rule) for a in alerts]
+        with self._errors("look up alerts"):
+            conn = self._connection()
+            return dedupe.known_ids(conn, legacy_ids.ALERTS, keyed, self._legacy_alerts_until)
+
     def save_rule_state(self, name: str, saved: rulestate.SavedState) -> None:
         """Replace the rules' saved state `name` (derived data: `sinks.sqlite.rulestate`)."""
         conn = self._connection()

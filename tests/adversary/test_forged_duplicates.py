@@ -90,3 +90,14 @@ def test_a_true_duplicate_is_still_dropped_quietly(tmp_path: Path) -> None:
         assert again.duplicates == 2 and [e.id for e in again.stored] == [event(41).id]
         last = trail.append([event(41)])  # the last row: its seal vouches for it
         assert last.duplicates == 1 and last.stored == []
+
+
+def test_the_central_trails_look_up_by_id_checks_what_it_finds(tmp_path: Path) -> None:
+    """`consume` skips a record whose central id is found (`seqs_by_id`): the same edit."""
+    db = build(tmp_path / "trail.db")
+    coming = event(100)
+    with SQLiteTrail(db) as trail:
+        assert trail.seqs_by_id([event(3).id]) == {event(3).id: 3}
+    _edit_id_column(db, "events", 10, coming.id)
+    with SQLiteTrail(db) as trail, pytest.raises(TamperError, match="events seq 10"):
+        trail.seqs_by_id([coming.id])
