@@ -24,9 +24,14 @@ def _row(db: Path, table: str, seq: int) -> tuple[str, str, str]:
     return str(prev_hash), str(body), str(row_id)
 
 
-def _edit_id_column(db: Path, table: str, seq: int, new_id: str) -> None:
-    attacker(db, f"UPDATE {table} SET id = {quote(new_id)} WHERE seq = {seq};")
+def _forge(db: Path, sql: str) -> None:
+    """Edit rows, then put the append-only triggers back as they were."""
+    attacker(db, sql)
     restore_triggers(db)
+
+
+def _edit_id_column(db: Path, table: str, seq: int, new_id: str) -> None:
+    _forge(db, f"UPDATE {table} SET id = {quote(new_id)} WHERE seq = {seq};")
 
 
 def test_an_id_column_edited_to_a_coming_events_id_stops_the_write(tmp_path: Path) -> None:
@@ -47,12 +52,11 @@ def test_a_rewritten_body_and_hash_do_not_pass_either(tmp_path: Path) -> None:
     prev_hash, body, old_id = _row(db, "events", 10)
     forged = body.replace(old_id, coming.id)
     digest = hashlib.sha256((prev_hash + forged).encode()).hexdigest()
-    attacker(
+    _forge(
         db,
         f"UPDATE events SET id = {quote(coming.id)}, body = {quote(forged)}, "
         f"hash = {quote(digest)} WHERE seq = 10;",
     )
-    restore_triggers(db)
     with SQLiteTrail(db) as trail, pytest.raises(TamperError, match="next row does not chain"):
         trail.append([coming])
 
@@ -72,13 +76,12 @@ def test_an_edit_aimed_at_the_old_id_look_up_stops_the_write(tmp_path: Path) -> 
     db = build(tmp_path / "trail.db")
     at = event(100).time_ns
     coming = event(100).model_copy(update={"id": time_ordered_id(at, "adversary", 100)})
-    attacker(
+    _forge(
         db,
         f"UPDATE events SET id = {quote(coming.id[8:] + '00000000')}, time_ns = {at} "
         f"WHERE seq = 10; INSERT INTO meta (key, value) VALUES ({quote(LEGACY_UNTIL_KEY)}, "
         f"{quote(str(at))});",
     )
-    restore_triggers(db)
     with SQLiteTrail(db) as trail, pytest.raises(TamperError, match="events seq 10: its id col"):
         trail.append([coming])
 
