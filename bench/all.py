@@ -62,6 +62,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("audit_parse.py", ("--repeat", "5", "--live-secs", "5"), 3, 150, False, "audit"),
     Bench("metrics_stage.py", ("--events", "50000"), 3, 60, False, "pipeline"),
     Bench("trail_append.py", ("--events", "20000"), 3, 120, False, "trail"),
+    Bench("trail_contention.py", ("--repeat", "1", "--cap", "5"), 3, 90, False, "trail writer"),
     Bench("rules.py", ("--events", "50000"), 3, 120, False, "rules"),
     Bench("export.py", ("--events", "20000"), 3, 90, False, "export"),
     Bench("query_filters.py", ("--events", "20000", "--queries", "200"), 3, 90, False, "query"),

@@ -47,7 +47,7 @@ from trail_append import stored_rows  # noqa: E402
 
 from config.models import DocktrailConfig  # noqa: E402
 from listener import redact  # noqa: E402
-from listener.app import tuned_gc  # noqa: E402
+from listener.app import tuned_runtime  # noqa: E402
 from listener.ingest import ingest_files  # noqa: E402
 
 Secs = tuple[float, float]
@@ -57,14 +57,15 @@ Secs = tuple[float, float]
 def ingest_secs(events: Path, db: Path) -> Secs:
     config = DocktrailConfig.model_validate({"trail": {"path": str(db)}})
     redact.load_key(config.redaction_key_path())  # made before the clock starts
-    with tuned_gc():  # as `docktrail ingest` runs it
+    with tuned_runtime():  # as `docktrail ingest` runs it
         started, cpu = time.perf_counter(), time.process_time()
         asyncio.run(ingest_files(config, docker_events=[events], host="h1"))
         return time.perf_counter() - started, time.process_time() - cpu
 
 
 # Run by the `--before` checkout's Python path: argv = checkout, events file, trail.
-# Under that checkout's `tuned_gc` when it has one, as its `docktrail ingest` runs.
+# Under that checkout's `tuned_runtime` (or older `tuned_gc`) when it has one, as its
+# `docktrail ingest` runs.
 _BEFORE = """
 import asyncio, contextlib, sys, time
 from pathlib import Path
@@ -73,12 +74,15 @@ from config.models import DocktrailConfig
 from listener import redact
 from listener.ingest import ingest_files
 try:
-    from listener.app import tuned_gc
+    from listener.app import tuned_runtime
 except ImportError:
-    tuned_gc = contextlib.nullcontext
+    try:
+        from listener.app import tuned_gc as tuned_runtime
+    except ImportError:
+        tuned_runtime = contextlib.nullcontext
 config = DocktrailConfig.model_validate({"trail": {"path": sys.argv[3]}})
 redact.load_key(config.redaction_key_path())
-with tuned_gc():
+with tuned_runtime():
     started, cpu = time.perf_counter(), time.process_time()
     asyncio.run(ingest_files(config, docker_events=[Path(sys.argv[2])], host="h1"))
     print(time.perf_counter() - started, time.process_time() - cpu)

@@ -10,7 +10,7 @@ same run measures:
   without rules);
 - `replay_trail`: reading plus every rule, the path of `docktrail replay`;
 - the rules alone on events already in memory (what the live pipeline adds
-  per batch), under the service's collector settings (`listener.app.tuned_gc`)
+  per batch), under the service's collector settings (`listener.app.tuned_runtime`)
   as the live pipeline runs.
 
 Each read is timed `--repeat` times, interleaved with the others, and the
@@ -43,7 +43,7 @@ from figures import figure
 from trail_append import synthetic_events
 
 from config.models import RulesConfig
-from listener.app import tuned_gc
+from listener.app import tuned_runtime
 from listener.model.containerconfig import ContainerConfig, Mount
 from listener.model.event import Event
 from listener.rules.engine import RuleEngine, replay_trail
@@ -123,7 +123,7 @@ def timed_rules_only(count: int) -> float:
     for seq, event in enumerate(events, 1):
         event.seq = seq
     engine = RuleEngine(RULES, attribution_available=True)
-    with tuned_gc():
+    with tuned_runtime():
         started = time.perf_counter()
         engine.alerts_for(events)
         return time.perf_counter() - started

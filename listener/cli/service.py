@@ -65,14 +65,16 @@ def ingest(
     """
     import asyncio
 
-    from listener.app import tuned_gc
+    from listener.app import tuned_runtime
     from listener.ingest import ingest_files
 
     if not docker_events and not audit_logs:
         raise click.UsageError("give at least one --docker-events FILE or --audit-log FILE")
     config = state.config
-    # the GC as `run` tunes it: the default collector's full passes cost a sixth of a parse
-    with tuned_gc(), _progress_bar(docker_events, progress and bool(docker_events)) as on_progress:
+    # the GC and thread switching as `run` tunes them (the default collector's full
+    # passes cost a sixth of a parse)
+    showing = progress and bool(docker_events)
+    with tuned_runtime(), _progress_bar(docker_events, showing) as on_progress:
         report = asyncio.run(
             ingest_files(
                 config,

@@ -21,6 +21,7 @@ from config.errors import TrailError
 from listener.model.alert import Alert
 from listener.model.event import Actor, Event, natural_id
 from sinks.chain import RULES_MARK, SealedAlert, event_ref_problem, mark_value
+from sinks.sqlite.bulk import insert_rows
 from sinks.sqlite.schema import ALERT_INSERT, ID_CHUNK, alert_copied_values
 
 
@@ -40,9 +41,13 @@ def check_event_refs(conn: sqlite3.Connection, alerts: Sequence[Alert]) -> None:
             raise TrailError(problem)
 
 
-def insert_alerts(conn: sqlite3.Connection, sealed: Sequence[SealedAlert]) -> None:
-    """Store alerts sealed into the chain (`sinks.chain.seal_alerts`), with their copied columns."""
-    conn.executemany(
+def insert_alerts(
+    conn: sqlite3.Connection, sealed: Sequence[SealedAlert], *, few_statements: bool = False
+) -> None:
+    """Store alerts sealed into the chain (`sinks.chain.seal_alerts`), with their copied columns
+    (`few_statements`: see `bulk.insert_rows`)."""
+    insert_rows(
+        conn,
         ALERT_INSERT,
         [
             (
@@ -54,6 +59,7 @@ def insert_alerts(conn: sqlite3.Connection, sealed: Sequence[SealedAlert]) -> No
             )
             for stored, content, body in sealed
         ],
+        few_statements=few_statements,
     )
 
 

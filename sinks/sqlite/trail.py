@@ -59,6 +59,7 @@ from sinks.chain import (
 )
 from sinks.outbox import Router
 from sinks.signing import Checkpoint, load_public_key
+from sinks.sqlite.bulk import insert_rows
 from sinks.sqlite.schema import (
     EVENT_INSERT,
     UPSERT_STATE,
@@ -237,12 +238,14 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         fresh, duplicates = split_new(events, known)
         seq, prev_hash = heads.head(conn)
         sealed = seal(fresh, seq, prev_hash)
-        conn.executemany(
+        insert_rows(
+            conn,
             EVENT_INSERT,
             [
                 (stored.seq, *copied_values(content), body, stored.prev_hash, stored.hash)
                 for stored, content, body in sealed
             ],
+            few_statements=self._worker.loop_busy,
         )
         self._labels.stage(conn, (content for _, content, _ in sealed))
         return sealed, duplicates
@@ -283,7 +286,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             if evaluated_through is not None:
                 check_mark(evaluated_through, heads.head(conn)[0])
             sealed = seal_alerts(fresh, *heads.head(conn, "alerts"))
-            alerting.insert_alerts(conn, sealed)
+            alerting.insert_alerts(conn, sealed, few_statements=self._worker.loop_busy)
             if route is not None and sealed:
                 outbox.enqueue(
                     conn, ((a.seq or 0, a.id, a.time_ns, route(a)) for a, _, _ in sealed)
