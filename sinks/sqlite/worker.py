@@ -16,8 +16,8 @@ then never asks the loop to hand the GIL over, and the thread waits for as
 long as the loop stays busy (measured: a write of 50 events did not finish in
 2 minutes while the loop ran Python in 2 ms slices; bench/trail_contention.py).
 So while an operation is on the thread and the loop's own thread used more
-than `BUSY_SHARE` of the last `IDLE_LOOK_SECS` or more (its CPU clock says so),
-the loop naps `GIVE_WAY_SECS` every `GIVE_WAY_EVERY_SECS`: it sleeps without
+than `BUSY_SHARE` of the time while the thread worked (judged over
+`IDLE_LOOK_SECS` or more, on the loop thread's CPU clock), the loop naps `GIVE_WAY_SECS` every `GIVE_WAY_EVERY_SECS`: it sleeps without
 the GIL, and the waiting thread takes it. That is at most a tenth of the
 loop's time, only while the thread works and the loop is busy. Otherwise the
 loop is looked at every `IDLE_LOOK_SECS` only: each look takes the GIL from
@@ -53,6 +53,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._busy = 0  # operations on the thread, awaited
+        self._since = 0.0, 0.0  # wall and loop-thread CPU clocks when last judged
         self._giving_way: asyncio.Task[None] | None = None
         # The loop ran Python most of the time at the last look: the thread then
         # asks for the GIL as seldom as it can (`bulk.insert_rows`).
@@ -80,6 +81,8 @@ class Worker:
         if self._executor is None:
             raise TrailError(f"{self.path}: trail not started")
         job = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        if not self._busy:  # the loop is judged on what it does while the thread works
+            self._since = time.perf_counter(), time.thread_time()
         self._busy += 1
         try:
             return await job
@@ -87,17 +90,19 @@ class Worker:
             self._busy -= 1
 
     async def _give_way(self) -> None:
-        # Busy or not is judged over at least IDLE_LOOK_SECS: within one millisecond
-        # after a nap the thread had the GIL, and the loop would look idle.
-        since_wall, since_cpu = time.perf_counter(), time.thread_time()
+        # Busy or not is judged over at least IDLE_LOOK_SECS while the thread works:
+        # within one millisecond after a nap the thread had the GIL, and the loop would
+        # look idle; and `ingest` reads while no write is under way.
         while True:
-            pause = GIVE_WAY_EVERY_SECS if self.loop_busy and self._busy else IDLE_LOOK_SECS
-            await asyncio.sleep(pause)
+            await asyncio.sleep(GIVE_WAY_EVERY_SECS if self.loop_busy else IDLE_LOOK_SECS)
+            if not self._busy:
+                continue
+            since_wall, since_cpu = self._since
             wall, cpu = time.perf_counter(), time.thread_time()
             if wall - since_wall >= IDLE_LOOK_SECS:
                 self.loop_busy = cpu - since_cpu > BUSY_SHARE * (wall - since_wall)
-                since_wall, since_cpu = wall, cpu
-            if self.loop_busy and self._busy:
+                self._since = wall, cpu
+            if self.loop_busy:
                 _nap()
 
     async def stop(self, last: Callable[[], None]) -> None:
