@@ -17,12 +17,13 @@ long as the loop stays busy (measured: a write of 50 events did not finish in
 2 minutes while the loop ran Python in 2 ms slices; bench/trail_contention.py).
 So while an operation is on the thread and the loop's own thread used more
 than `BUSY_SHARE` of the time while the thread worked (judged over
-`IDLE_LOOK_SECS` or more, on the loop thread's CPU clock), the loop naps `GIVE_WAY_SECS` every `GIVE_WAY_EVERY_SECS`: it sleeps without
-the GIL, and the waiting thread takes it. That is at most a tenth of the
-loop's time, only while the thread works and the loop is busy. Otherwise the
-loop is looked at every `IDLE_LOOK_SECS` only: each look takes the GIL from
-the thread for a moment (a look every 5 ms cost `ingest` about 4 %). What the
-last look saw, `loop_busy`, also tells the thread to insert in few statements
+`IDLE_LOOK_SECS` or more, on the loop thread's CPU clock), the loop naps
+`GIVE_WAY_SECS` every `GIVE_WAY_EVERY_SECS`: it sleeps without the GIL, and
+the waiting thread takes it. That is at most a tenth of the loop's time, only
+while the thread works and the loop is busy. Otherwise the loop is looked at
+every `IDLE_LOOK_SECS` only: each look takes the GIL from the thread for a
+moment (a look every 5 ms cost `ingest` about 4 %). What the last look saw,
+`loop_busy`, also tells the thread to insert in few statements
 (`bulk.insert_rows`).
 """
 
