@@ -7,8 +7,9 @@ it back each time. While another thread runs Python (the event loop of
 `docktrail run`), taking it back waits until that thread gives it up
 (`sinks.sqlite.worker` says why that can take for ever, and how the loop gives
 way). In statements of up to `MAX_ROWS` rows the writer waits once per
-statement instead of twice per row: with the loop busy, 2,000 events written
-at about 14,000 events/s against 6,000 by `executemany` (bench/trail_contention.py).
+statement instead of twice per row: with the loop busy, about 10,000 events/s
+written against 6,000 by `executemany` (bench/trail_contention.py,
+docs/PERFORMANCE.md).
 With the loop idle `executemany` is the cheaper (below).
 """
 

@@ -43,7 +43,7 @@ T = TypeVar("T")
 GIVE_WAY_EVERY_SECS = 0.001
 GIVE_WAY_SECS = 0.0001  # long enough for a waiting thread to wake and take the GIL
 IDLE_LOOK_SECS = 0.025
-BUSY_SHARE = 0.2  # of the time since the last look, on the loop's thread's CPU clock
+BUSY_SHARE = 0.2  # of the time the thread worked, on the loop thread's CPU clock
 
 
 class Worker:
@@ -56,8 +56,9 @@ class Worker:
         self._busy = 0  # operations on the thread, awaited
         self._since = 0.0, 0.0  # wall and loop-thread CPU clocks when last judged
         self._giving_way: asyncio.Task[None] | None = None
-        # The loop ran Python most of the time at the last look: the thread then
-        # asks for the GIL as seldom as it can (`bulk.insert_rows`).
+        # The loop ran Python for more than BUSY_SHARE of the time the thread worked,
+        # when last judged: the thread then asks for the GIL as seldom as it can
+        # (`bulk.insert_rows`).
         self.loop_busy = False
 
     async def start(
