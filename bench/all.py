@@ -63,6 +63,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("metrics_stage.py", ("--events", "50000"), 3, 60, False, "pipeline"),
     Bench("trail_append.py", ("--events", "20000"), 3, 120, False, "trail"),
     Bench("trail_contention.py", ("--repeat", "1", "--cap", "5"), 3, 90, False, "trail writer"),
+    Bench("loop_contention.py", ("--secs", "1", "--repeat", "3"), 1, 90, False, "loop threads"),
     Bench("rules.py", ("--events", "50000"), 3, 120, False, "rules"),
     Bench("export.py", ("--events", "20000"), 3, 90, False, "export"),
     Bench("query_filters.py", ("--events", "20000", "--queries", "200"), 3, 90, False, "query"),

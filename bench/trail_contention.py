@@ -50,9 +50,10 @@ for where in (REPO, REPO / "bench"):
 from figures import figure  # noqa: E402
 from trail_append import synthetic_events  # noqa: E402
 
+from listener import giveway  # noqa: E402
 from listener.app import SWITCH_INTERVAL_SECS  # noqa: E402
 from listener.model.event import Event  # noqa: E402
-from sinks.sqlite import SQLiteTrail, alerting, trail, worker  # noqa: E402
+from sinks.sqlite import SQLiteTrail, alerting, trail  # noqa: E402
 from sinks.sqlite.bulk import insert_rows  # noqa: E402
 
 BUSY_SLICE_SECS = 0.002  # the loop runs Python this long between two yields
@@ -93,15 +94,15 @@ def writing_as(variant: Variant) -> Iterator[None]:
     how = insert_rows if variant.multirow else _executemany
     modules = (trail, alerting)
     saved = [module.insert_rows for module in modules]
-    before, nap = sys.getswitchinterval(), worker._nap
+    before, nap = sys.getswitchinterval(), giveway._nap
     for module in modules:
         module.insert_rows = how  # type: ignore[attr-defined]
     sys.setswitchinterval(variant.interval)
-    worker._nap = nap if variant.give_way else _no_nap
+    giveway._nap = nap if variant.give_way else _no_nap
     try:
         yield
     finally:
-        worker._nap = nap
+        giveway._nap = nap
         sys.setswitchinterval(before)
         for module, original in zip(modules, saved, strict=True):
             module.insert_rows = original  # type: ignore[attr-defined]

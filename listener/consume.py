@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import ConfigError, InputError, SinkError, TrailError
 from config.models import DocktrailConfig, KafkaConfig, RulesConfig
+from listener import giveway
 from listener.model.alert import Alert
 from listener.model.event import Event
 from listener.rules.fleet import (
@@ -149,7 +150,7 @@ class CentralTrail:
         stored_events = set(await self.trail.call(lambda t: t.seqs_by_id(events)))
         stored_alerts = set(await self.trail.call(lambda t: t.seqs_by_id(alerts, "alerts")))
         # CPU work (hashes, signatures, validation): off the loop, so fetching goes on meanwhile
-        accepted = await asyncio.to_thread(
+        accepted = await giveway.to_thread(
             self.chains.accept, located, stored_events, stored_alerts
         )
         await self._add_orphans(accepted.host_alerts, accepted.events, stored_events)

@@ -112,7 +112,7 @@ async def _write(path: Path, events: list[Event], timeout: float, busy: bool) ->
 
 def test_the_writer_stores_while_the_loop_runs_python(tmp_path: Path) -> None:
     """Each write of 100 events takes milliseconds; without the loop giving way
-    (`worker._nap` a no-op) about 13 s on the 2-core machine, the writer winning the
+    (`giveway._nap` a no-op) about 13 s on the 2-core machine, the writer winning the
     GIL back only now and then, and `wait_for` gives up on it after 5 s."""
     interval = sys.getswitchinterval()
     tune_threads()

@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config.errors import InputError, SourceError
+from listener import giveway
 from listener.model.event import Event
 from listener.sources.docker import normalize_engine_event
 from listener.sources.docker_engine import DaemonIdentity, Engine, EngineClient, since_arg
@@ -170,13 +171,16 @@ class DockerSource:
         connection = asyncio.create_task(self._connection_loop(), name="docker-connection")
         if self.config.sweep_interval_secs > 0:
             self._spawn(self._sweeps.loop(self._until_wired, self._stopping))
-        try:
-            done, _ = await asyncio.wait({connection, emitter}, return_when=FIRST_COMPLETED)
-            for task in done:
-                task.result()  # raises what ended it early: a refused write, a bug
-        finally:
-            watchdog.stop()
-            await self._shut_down(connection, emitter)
+        # The stream's reader thread and the API pool: a busy loop gives way to them
+        # (dockerd drops the events of a reader that does not keep up).
+        with giveway.of_running_loop().in_flight():
+            try:
+                done, _ = await asyncio.wait({connection, emitter}, return_when=FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # raises what ended it early: a refused write, a bug
+            finally:
+                watchdog.stop()
+                await self._shut_down(connection, emitter)
 
     def report_stall(self, stall: Stall) -> None:
         """Checks for events the Engine skipped during `stall` (the watchdog finds them)."""

@@ -123,8 +123,9 @@ class StallWatchdog:
 
     dockerd gives each reader a 1024-event queue and drops an event for a reader
     whose queue stays full for 100 ms; nothing tells the reader. A thread of its
-    own, because a busy event loop is not a stall (the reader thread kept
-    reading) while a stopped process is.
+    own, because a busy event loop is not a stall (the reader thread keeps
+    reading: the loop gives way to it, `listener.giveway`) while a stopped
+    process is.
     """
 
     def __init__(

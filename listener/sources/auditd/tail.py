@@ -15,6 +15,7 @@ from typing import Any
 
 from config.errors import InputError
 from config.models import AuditdConfig
+from listener import giveway
 from listener.bounds import active_limits
 from listener.correlate import Correlator
 from listener.coverage import LiveCoverage
@@ -425,7 +426,7 @@ class AuditLogTail(AsyncLifecycle):
             if self.barriers is not None:
                 self.barriers.step()
             try:
-                cycle = await asyncio.to_thread(self._reader.cycle)
+                cycle = await giveway.to_thread(self._reader.cycle)
             except Exception as exc:  # must not stop the service, nor hold Docker events
                 self._failing(exc)
                 await asyncio.sleep(_RETRY_SECS)
