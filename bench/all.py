@@ -56,7 +56,7 @@ class Bench:
 # Sizes are cut down from the scripts' defaults so that everything fits in 20 minutes
 # on 2 cores; the scripts' docstrings say what each figure is.
 DOCKER_EVENTS_ARGS = ("--containers", "100", "--volumes", "1000", "--modes")
-DOCKER_EVENTS_ARGS += ("timer", "idle", "attribution", "attribution-auditd")
+DOCKER_EVENTS_ARGS += ("timer", "idle", "attribution", "attribution-auditd", "busy")
 TEN_MILLION = ("--sizes", "10M", "--cached-only")
 BENCHES: tuple[Bench, ...] = (
     Bench("audit_parse.py", ("--repeat", "5", "--live-secs", "5"), 3, 150, False, "audit"),

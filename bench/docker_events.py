@@ -26,6 +26,11 @@ The bursts run three times, each with a fresh trail, in the same run:
   tail (`AuditLogTail`) on a quiet log: the deliberate wait for the log to be
   read past each event (``auditd.audit_lag_secs`` + a poll), no audit records,
   audit barriers off (``auditd.barrier: false``);
+* ``busy`` (not run unless named in ``--modes``): ``idle`` with the event
+  loop kept busy meanwhile (Python in 0.1 ms slices, then a poll), as a loop
+  under load: the stream's reader thread and the trail's writer must still get
+  the GIL (`listener.giveway`), or dockerd drops the events the reader does not
+  take (the run fails: not every event stored);
 * ``attribution-auditd`` (not run unless named in ``--modes``): the same with
   a real, private auditd writing the log (started as tests/test_audit_live.py
   does: needs root and no other audit daemon) and audit barriers on, as
@@ -178,6 +183,7 @@ async def measure(
 
 
 RUN_MODES = ("idle", "attribution-auditd")  # without auditd, and with it
+BUSY_SLICE_SECS = 0.0001  # mode busy: the loop runs Python this long between two polls
 BASELINES: dict[str, float] = {}  # figure name without the mode -> p99 of the timer mode
 
 
@@ -234,6 +240,9 @@ async def bench_mode(
         task = asyncio.create_task(source.run())
         while not source.connected.is_set():
             await asyncio.sleep(0.01)
+        loaded = asyncio.Event()
+        if mode == "busy":
+            stack.push_async_callback(_stop_busy, loaded, asyncio.create_task(_busy(loaded)))
         with daemon.record_events() as truth:  # the ground truth: a raw /events reader
             containers = args.containers
             await measure(
@@ -257,6 +266,8 @@ async def bench_mode(
         await task
         await pipeline.aclose()
         print(f"source: {source.stats}")
+        # a stall the watchdog saw: the process did not run (or, starved, looked so)
+        figure(f"docker_events.{mode}.stalls", source.stats.stalls, "stalls")
         print(f"pipeline: {pipeline.stats}")
 
 
@@ -301,6 +312,20 @@ async def attribution(trail_path: Path, log: Path | None = None, barrier: bool =
             print(f"audit barriers: {tail.barriers.counts}")
 
 
+async def _busy(done: asyncio.Event) -> None:
+    """The loop under load: Python in short slices, then a poll."""
+    while not done.is_set():
+        end = time.perf_counter() + BUSY_SLICE_SECS
+        while time.perf_counter() < end:
+            sum(range(50))
+        await asyncio.sleep(0)
+
+
+async def _stop_busy(done: asyncio.Event, task: asyncio.Task[None]) -> None:
+    done.set()
+    await task
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--containers", type=int, default=200, help="containers to churn")
@@ -310,7 +335,7 @@ def main() -> None:
         "--modes",
         nargs="+",
         default=["timer", "idle", "attribution"],
-        choices=["timer", "idle", "attribution", "attribution-auditd"],
+        choices=["timer", "idle", "attribution", "attribution-auditd", "busy"],
         help="pipelines to compare",
     )
     parser.add_argument(
