@@ -101,7 +101,7 @@ async def test_the_docker_source_keeps_reading_the_engine_while_the_loop_runs_py
 
 
 async def test_the_audit_tail_keeps_reading_while_the_loop_runs_python(tmp_path: Path) -> None:
-    """Its reading cycles run on a thread through `giveway.to_thread`."""
+    """Its reading cycles run on a thread; its pump holds the loop giving way to it."""
     log = write_log(tmp_path / "audit.log", rm_call("95.000:1", "first"))
     events: list[Event] = []
     async with AuditLogTail(tail_config(log), "h1") as tail:

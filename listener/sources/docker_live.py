@@ -171,8 +171,9 @@ class DockerSource:
         connection = asyncio.create_task(self._connection_loop(), name="docker-connection")
         if self.config.sweep_interval_secs > 0:
             self._spawn(self._sweeps.loop(self._until_wired, self._stopping))
-        # The stream's reader thread and the API pool: a busy loop gives way to them
-        # (dockerd drops the events of a reader that does not keep up).
+        # The stream's reader, its stall watchdog and the API pool: a busy loop gives
+        # way to their threads (dockerd drops the events of a reader that does not keep
+        # up, and a starved watchdog takes its late wake-up for a paused process).
         with giveway.of_running_loop().in_flight():
             try:
                 done, _ = await asyncio.wait({connection, emitter}, return_when=FIRST_COMPLETED)

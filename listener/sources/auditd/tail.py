@@ -421,12 +421,18 @@ class AuditLogTail(AsyncLifecycle):
         return state
 
     async def _pump(self) -> None:
+        # Its reading cycles run on a thread: a busy loop gives way to it. Held for the
+        # pump's life, not per cycle: cycles come hundreds of times a second.
+        with giveway.of_running_loop().in_flight():
+            await self._cycles()
+
+    async def _cycles(self) -> None:
         poll = self.config.poll_interval_secs
         while True:
             if self.barriers is not None:
                 self.barriers.step()
             try:
-                cycle = await giveway.to_thread(self._reader.cycle)
+                cycle = await asyncio.to_thread(self._reader.cycle)
             except Exception as exc:  # must not stop the service, nor hold Docker events
                 self._failing(exc)
                 await asyncio.sleep(_RETRY_SECS)
