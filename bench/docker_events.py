@@ -59,6 +59,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from busyloop import python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 
 from config.models import AuditdConfig, DockerConfig  # noqa: E402
@@ -242,7 +243,9 @@ async def bench_mode(
             await asyncio.sleep(0.01)
         loaded = asyncio.Event()
         if mode == "busy":
-            stack.push_async_callback(_stop_busy, loaded, asyncio.create_task(_busy(loaded)))
+            stack.push_async_callback(
+                _stop_busy, loaded, asyncio.create_task(python_in_slices(loaded, BUSY_SLICE_SECS))
+            )
         with daemon.record_events() as truth:  # the ground truth: a raw /events reader
             containers = args.containers
             await measure(
@@ -312,16 +315,7 @@ async def attribution(trail_path: Path, log: Path | None = None, barrier: bool =
             print(f"audit barriers: {tail.barriers.counts}")
 
 
-async def _busy(done: asyncio.Event) -> None:
-    """The loop under load: Python in short slices, then a poll."""
-    while not done.is_set():
-        end = time.perf_counter() + BUSY_SLICE_SECS
-        while time.perf_counter() < end:
-            sum(range(50))
-        await asyncio.sleep(0)
-
-
-async def _stop_busy(done: asyncio.Event, task: asyncio.Task[None]) -> None:
+async def _stop_busy(done: asyncio.Event, task: asyncio.Task[int]) -> None:
     done.set()
     await task
 

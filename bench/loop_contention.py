@@ -43,6 +43,7 @@ for where in (REPO, REPO / "bench"):
     if str(where) not in sys.path:  # run as a script from a checkout
         sys.path.insert(0, str(where))
 
+from busyloop import python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 
 from listener import giveway  # noqa: E402
@@ -96,17 +97,6 @@ class Feed:
                 yield json.loads(line)
 
 
-async def _busy(done: asyncio.Event) -> int:
-    slices = 0
-    while not done.is_set():
-        end = time.perf_counter() + SLICE_SECS
-        while time.perf_counter() < end:
-            sum(range(50))
-        slices += 1
-        await asyncio.sleep(0)
-    return slices
-
-
 @contextlib.contextmanager
 def giving_way(enabled: bool) -> Iterator[None]:
     nap = giveway._nap
@@ -125,7 +115,7 @@ async def _during(variant: str, secs: float, work: Callable[[], Any]) -> tuple[f
     """Run `work()` (a coroutine) for `secs` beside the loop of `variant`: its count, and
     the loop's slices/s."""
     done = asyncio.Event()
-    busy = None if variant == "idle" else asyncio.create_task(_busy(done))
+    busy = None if variant == "idle" else asyncio.create_task(python_in_slices(done, SLICE_SECS))
     started = time.perf_counter()
     with giving_way(variant != "busy_no_give_way"), giveway.of_running_loop().in_flight():
         count = await work()

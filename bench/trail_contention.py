@@ -47,6 +47,7 @@ for where in (REPO, REPO / "bench"):
     if str(where) not in sys.path:  # run as a script from a checkout
         sys.path.insert(0, str(where))
 
+from busyloop import python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 from trail_append import synthetic_events  # noqa: E402
 
@@ -108,20 +109,6 @@ def writing_as(variant: Variant) -> Iterator[None]:
             module.insert_rows = original  # type: ignore[attr-defined]
 
 
-async def _busy(done: asyncio.Event, cap: float | None) -> int:
-    slices, until = 0, None if cap is None else time.perf_counter() + cap
-    while not done.is_set():
-        if until is not None and time.perf_counter() > until:
-            done.set()  # no more writes; the one under way finishes once the loop idles
-            break
-        end = time.perf_counter() + BUSY_SLICE_SECS
-        while time.perf_counter() < end:
-            sum(range(200))
-        slices += 1
-        await asyncio.sleep(0)
-    return slices
-
-
 async def write_rate(
     path: Path, events: list[Event], batch: int, busy: bool, cap: float | None
 ) -> float:
@@ -131,7 +118,9 @@ async def write_rate(
     try:
         await sink.write(events[:1])  # opened, sealed once: not part of the figure
         done = asyncio.Event()
-        loop_work = asyncio.create_task(_busy(done, cap)) if busy else None
+        loop_work = (
+            asyncio.create_task(python_in_slices(done, BUSY_SLICE_SECS, cap)) if busy else None
+        )
         if loop_work is not None:
             await asyncio.sleep(LOOP_BUSY_BEFORE_SECS)  # as a loop under load: busy already
         started, committed = time.perf_counter(), 0

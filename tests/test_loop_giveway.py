@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.busyloop import python_in_slices
 from bench.loop_contention import Feed
 from listener import giveway
 from listener.app import tune_threads
@@ -38,20 +38,12 @@ def switch_interval() -> Iterator[None]:
     sys.setswitchinterval(interval)
 
 
-async def _python_in_short_slices(done: asyncio.Event) -> None:
-    while not done.is_set():
-        end = time.perf_counter() + SLICE_SECS
-        while time.perf_counter() < end:
-            sum(range(50))
-        await asyncio.sleep(0)
-
-
 class BusyLoop:
     """The running loop kept busy until the block ends."""
 
     async def __aenter__(self) -> BusyLoop:
         self._done = asyncio.Event()
-        self._task = asyncio.create_task(_python_in_short_slices(self._done))
+        self._task = asyncio.create_task(python_in_slices(self._done, SLICE_SECS))
         await asyncio.sleep(0.05)  # busy before the threads start waiting
         return self
 

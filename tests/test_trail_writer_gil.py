@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.busyloop import python_in_slices
 from bench.trail_append import synthetic_events
+from listener import giveway
 from listener.app import SWITCH_INTERVAL_SECS, tune_threads, tuned_runtime
 from listener.model.event import Event
 from sinks.sqlite import SQLiteTrail
@@ -82,26 +84,21 @@ def _events(count: int) -> list[Event]:
     return list(synthetic_events(count))
 
 
-async def _python_in_short_slices(done: asyncio.Event) -> None:
-    """A loop kept busy: Python for less than a switch interval, then a poll."""
-    while not done.is_set():
-        end = time.perf_counter() + SWITCH_INTERVAL_SECS / 5
-        while time.perf_counter() < end:
-            sum(range(100))
-        await asyncio.sleep(0)
-
-
 async def _write(path: Path, events: list[Event], timeout: float, busy: bool) -> tuple[int, bool]:
-    """Events stored, and whether the writer saw the loop busy at the end."""
+    """Events stored, and whether the loop was judged busy while the worker was kept at
+    work for two looks at the end (a quick write may end before the first look)."""
     sink = SQLiteTrail(path, durability="normal", signing_key=path.with_suffix(".key"))
     await sink.start()
     done = asyncio.Event()
-    loop_work = asyncio.create_task(_python_in_short_slices(done)) if busy else None
+    loop_work = (
+        asyncio.create_task(python_in_slices(done, SWITCH_INTERVAL_SECS / 5)) if busy else None
+    )
     try:
         stored = 0
         for start in range(0, len(events), 100):
             result = await asyncio.wait_for(sink.write(events[start : start + 100]), timeout)
             stored += len(result.stored)
+        await sink.call(lambda _: time.sleep(2 * giveway.IDLE_LOOK_SECS))
         return stored, sink._worker.loop_busy
     finally:
         done.set()
@@ -121,7 +118,7 @@ def test_the_writer_stores_while_the_loop_runs_python(tmp_path: Path) -> None:
     finally:
         sys.setswitchinterval(interval)
     assert stored == 1000
-    assert seen_busy  # so the writer went to multi-row statements
+    assert seen_busy  # the writer's cue for multi-row statements
     assert verify_file(tmp_path / "t.db", tmp_path / "t.key").ok
 
 
