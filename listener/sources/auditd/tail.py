@@ -421,13 +421,12 @@ class AuditLogTail(AsyncLifecycle):
         return state
 
     async def _pump(self) -> None:
-        # Its reading cycles run on a thread: a busy loop gives way to it. Held for the
+        # The reading cycles run on a thread: a busy loop gives way to it. Held for the
         # pump's life, not per cycle: cycles come hundreds of times a second.
         with giveway.of_running_loop().in_flight():
-            await self._cycles()
+            await self._cycles(self.config.poll_interval_secs)
 
-    async def _cycles(self) -> None:
-        poll = self.config.poll_interval_secs
+    async def _cycles(self, poll: float) -> None:
         while True:
             if self.barriers is not None:
                 self.barriers.step()
