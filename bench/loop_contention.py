@@ -12,7 +12,7 @@ with the loop:
 
 - ``idle``: waiting (the baseline);
 - ``busy``: running Python in 0.1 ms slices, the reader held `in_flight` (as
-  `DockerLive.run` holds it), the loop giving way;
+  `DockerSource.run` holds it), the loop giving way;
 - ``busy_no_give_way``: the same loop with no give way (as before).
 
 Also the loop's own work while busy (slices/s) with and without giving way:

@@ -9,8 +9,8 @@ takes it back before a waiting thread wakes: CPython then never asks the loop
 to hand the GIL over, and the thread waits for as long as the loop stays busy.
 Measured on the 2-core machine: a write of 50 events did not finish in 2
 minutes while the loop ran Python in 2 ms slices (bench/trail_contention.py);
-a thread reading lines from a socket, as the Docker events reader does, read 37
-lines/s instead of 9,300 while the loop ran Python in 0.1 ms slices
+a thread reading lines from a socket, as the Docker events reader does, read 10
+to 37 lines/s instead of 9,300 while the loop ran Python in 0.1 ms slices
 (bench/loop_contention.py). dockerd drops the events of a reader that does not
 keep up, and says nothing.
 

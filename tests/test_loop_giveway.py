@@ -84,7 +84,7 @@ async def test_to_thread_jobs_finish_while_the_loop_runs_python(tmp_path: Path) 
 
 
 async def test_the_docker_source_keeps_reading_the_engine_while_the_loop_runs_python() -> None:
-    """`DockerLive.run` holds the loop giving way to its threads for as long as it runs."""
+    """`DockerSource.run` holds the loop giving way to its threads for as long as it runs."""
     engine = FakeEngine()
     async with running(engine) as (_, stored), BusyLoop():
         for n in range(2_000):
