@@ -1,12 +1,16 @@
 """A running event loop kept busy as a loop under load is: Python in short slices,
 then a poll (`await asyncio.sleep(0)`). Benches and tests of the loop giving way
-to its threads (`listener.giveway`) run it beside what they measure.
+to its threads (`listener.giveway`) run it beside what they measure, with or without the naps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+
+from listener import giveway
 
 
 async def python_in_slices(
@@ -25,3 +29,18 @@ async def python_in_slices(
         slices += 1
         await asyncio.sleep(0)
     return slices
+
+
+@contextlib.contextmanager
+def giving_way(enabled: bool) -> Iterator[None]:
+    """The loop's naps as docktrail takes them, or none (`enabled` false: as before)."""
+    nap = giveway._nap
+    giveway._nap = nap if enabled else _no_nap
+    try:
+        yield
+    finally:
+        giveway._nap = nap
+
+
+def _no_nap() -> None:
+    pass

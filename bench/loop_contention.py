@@ -43,7 +43,7 @@ for where in (REPO, REPO / "bench"):
     if str(where) not in sys.path:  # run as a script from a checkout
         sys.path.insert(0, str(where))
 
-from busyloop import python_in_slices  # noqa: E402
+from busyloop import giving_way, python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 
 from listener import giveway  # noqa: E402
@@ -95,20 +95,6 @@ class Feed:
         with self.ours.makefile("rb") as lines:
             for line in lines:
                 yield json.loads(line)
-
-
-@contextlib.contextmanager
-def giving_way(enabled: bool) -> Iterator[None]:
-    nap = giveway._nap
-    giveway._nap = nap if enabled else _no_nap
-    try:
-        yield
-    finally:
-        giveway._nap = nap
-
-
-def _no_nap() -> None:
-    pass
 
 
 async def _during(variant: str, secs: float, work: Callable[[], Any]) -> tuple[float, int]:

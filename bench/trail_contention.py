@@ -47,11 +47,10 @@ for where in (REPO, REPO / "bench"):
     if str(where) not in sys.path:  # run as a script from a checkout
         sys.path.insert(0, str(where))
 
-from busyloop import python_in_slices  # noqa: E402
+from busyloop import giving_way, python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 from trail_append import synthetic_events  # noqa: E402
 
-from listener import giveway  # noqa: E402
 from listener.app import SWITCH_INTERVAL_SECS  # noqa: E402
 from listener.model.event import Event  # noqa: E402
 from sinks.sqlite import SQLiteTrail, alerting, trail  # noqa: E402
@@ -85,25 +84,20 @@ VARIANTS = (
 )
 
 
-def _no_nap() -> None:
-    pass
-
-
 @contextlib.contextmanager
 def writing_as(variant: Variant) -> Iterator[None]:
     """The trail's inserts, the switch interval and the giving way of `variant`."""
     how = insert_rows if variant.multirow else _executemany
     modules = (trail, alerting)
     saved = [module.insert_rows for module in modules]
-    before, nap = sys.getswitchinterval(), giveway._nap
+    before = sys.getswitchinterval()
     for module in modules:
         module.insert_rows = how  # type: ignore[attr-defined]
     sys.setswitchinterval(variant.interval)
-    giveway._nap = nap if variant.give_way else _no_nap
     try:
-        yield
+        with giving_way(variant.give_way):
+            yield
     finally:
-        giveway._nap = nap
         sys.setswitchinterval(before)
         for module, original in zip(modules, saved, strict=True):
             module.insert_rows = original  # type: ignore[attr-defined]

@@ -55,8 +55,10 @@ class GiveWay:
         # can (`sinks.sqlite.bulk.insert_rows`).
         self.loop_busy = False
 
-    def begin(self) -> None:
-        """A thread starts work the loop waits on. Call on the loop's thread."""
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """While a thread works for the loop; enter and leave on the loop's thread. The
+        watcher stops at its next look once no thread works."""
         if not self._working:  # the loop is judged on what it does while threads work
             self._since = time.perf_counter(), time.thread_time()
         self._working += 1
@@ -64,18 +66,10 @@ class GiveWay:
             self._watcher = asyncio.get_running_loop().create_task(
                 self._watch(), name="docktrail-give-way"
             )
-
-    def end(self) -> None:
-        """That work is over (the watcher stops at its next look when none is left)."""
-        self._working -= 1
-
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        self.begin()
         try:
             yield
         finally:
-            self.end()
+            self._working -= 1
 
     async def _watch(self) -> None:
         # Judged over at least IDLE_LOOK_SECS while threads work: within one

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from config.errors import TrailError
-from listener import giveway
-from listener.giveway import GiveWay
+from listener.giveway import GiveWay, of_running_loop
 
 T = TypeVar("T")
 
@@ -51,7 +50,7 @@ class Worker:
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docktrail-trail")
-        self._giving_way = giveway.of_running_loop()
+        self._giving_way = of_running_loop()
         try:
             await self.run(first)
         except BaseException:
