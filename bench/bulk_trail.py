@@ -8,8 +8,8 @@ one random insert at a time.
 2. the definitions of its secondary indexes are read from `sqlite_schema` and the
    indexes dropped; the UNIQUE id indexes (`events_id`, `alerts_id`) stay, since every
    append looks its ids up in them to skip duplicates (without them each batch would
-   scan the whole table), and so does `events_actor_id`, in which the label index looks
-   up each newly labelled actor's first event;
+   scan the whole table). The actor index's tables (`sinks.sqlite.actors`) are tables,
+   kept by the writer as it stores the rows; the label index reads first seqs there;
 3. `fill()` writes the events (and alerts, rule states) through the trail's own code:
    hash chain, copied columns, checkpoints and alerts are the service's;
 4. the indexes are created again with the exact SQL that `sqlite_schema` held, and
@@ -35,8 +35,7 @@ from sqlite_utils import Database
 from sinks.sqlite import SQLiteTrail, apply_migrations, verify_file
 
 INDEXED_TABLES = ("events", "alerts")
-# dedupe reads the id indexes on every append; the label index, the actor's
-KEPT_DURING_LOAD = frozenset({"events_id", "alerts_id", "events_actor_id"})
+KEPT_DURING_LOAD = frozenset({"events_id", "alerts_id"})  # dedupe reads them on every append
 INDEX_CACHE_KIB = 256 * 1024  # sort memory for CREATE INDEX (the service's is 16 MiB)
 
 

@@ -14,18 +14,6 @@ Variant `events_time_id`: the id index replaced by a time-ordered unique one on
 (time_ns, id), the dedupe look-ups made by (time_ns, id) pairs (a layout
 measured, not the trail's: look-ups by id alone would have no index).
 
-Variants for the per-container indexes (`events_actor_id`, `events_container`,
-`events_actor_name`, `alerts_container`: one random leaf each per new container),
-layouts measured, not the trail's (docs/trail-index-cost.md):
-
-- `first_appearance`: the four replaced by an `actors` table (each id's first seq)
-  and an `actor_names` table (each name's ids), kept as a writer would (the ids and
-  names not met lately, inserted with each commit), and indexes keyed by a seq
-  bucket first (`(seq >> 13, actor_id)`, `(seq >> 13, container)` for events and
-  alerts), whose new entries land in the newest bucket's small subtree;
-- `actor_tables`: the two tables without the bucketed indexes (what those cost);
-- `per_container_none`: the four dropped and nothing instead, the bound of any layout.
-
 Output: `FIGURE index_cost.<index> <seconds saved> s baseline=<secs with all>
 ratio=<secs without / secs with>` (median of `--repeat`; min and max beside),
 and `FIGURE index_cost.growth.<index> <x>`: bench/growth.py's figure (the rate
@@ -34,8 +22,9 @@ each variant.
 Runs alternate between variants, so a noisy neighbour spreads over all of them.
 
 With `--pages`, no timing: the WAL pages that each commit of 500 of the new
-events' rows writes, with all indexes and without each (the events table only;
-deterministic, so one run): `FIGURE index_pages.<index> <pages> pages ...`.
+events' rows writes, with all indexes and without each (the events table and the
+actor index, kept as the writer keeps it; deterministic, so one run):
+`FIGURE index_pages.<index> <pages> pages ...`.
 """
 
 from __future__ import annotations
@@ -58,8 +47,8 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from figures import figure  # noqa: E402
 
+import sinks.sqlite.actors as actors  # noqa: E402
 import sinks.sqlite.dedupe as dedupe  # noqa: E402
-import sinks.sqlite.labels as labels  # noqa: E402
 from bench.growth import (  # noqa: E402
     NEW_FIRST_ROUND,
     cached_trail,
@@ -76,16 +65,6 @@ ALL = "all"
 EMPTY = "empty"  # the same ingest into an empty trail: the growth figure's baseline
 TIME_ID = "events_time_id"
 """The id index replaced by a time-ordered unique one, dedupe look-ups through it."""
-FIRST_APPEARANCE = "first_appearance"
-"""The per-container indexes keyed by a seq bucket first, with an `actors` table (an id's
-first seq) and an `actor_names` table (a name's ids) to find the buckets: a prototype."""
-ACTOR_TABLES = "actor_tables"
-"""`FIRST_APPEARANCE`'s two tables without its bucketed indexes: what those cost."""
-NO_PER_CONTAINER = "per_container_none"
-"""The per-container indexes dropped and nothing instead: the bound of any layout (the
-label index's first-seq look-ups get the head's seq, wrong but free)."""
-PER_CONTAINER = ("events_actor_id", "events_container", "events_actor_name", "alerts_container")
-BUCKET_BITS = 13  # 8,192 seqs: a bucket's subtree is about as small as an empty trail's index
 BATCH = 500  # events per transaction: ingest's default `trail.batch_size`
 DEDUPE_INDEXES = {"events_id": "events", "alerts_id": "alerts"}
 
@@ -109,109 +88,12 @@ def without(path: Path, index: str) -> None:
             conn.execute("DROP INDEX events_id")
             conn.execute("CREATE UNIQUE INDEX events_time_id ON events (time_ns, id)")
             print(f"# {TIME_ID}: built in {time.perf_counter() - started:.1f}s", flush=True)
-        elif index == NO_PER_CONTAINER:
-            for dropped in PER_CONTAINER:
-                conn.execute(f"DROP INDEX {dropped}")
-        elif index in (FIRST_APPEARANCE, ACTOR_TABLES):
-            started = time.perf_counter()
-            first_appearance_layout(conn, buckets=index == FIRST_APPEARANCE)
-            print(f"# {index}: built in {time.perf_counter() - started:.1f}s", flush=True)
         else:
             conn.execute(f"DROP INDEX {index}")
         conn.commit()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-
-
-def first_appearance_layout(conn: sqlite3.Connection, *, buckets: bool) -> None:
-    """The per-container indexes replaced (`FIRST_APPEARANCE`); `ActorUpkeep` keeps the two
-    tables during the ingest, as a writer would."""
-    for sql in (
-        "CREATE TABLE actors (actor_id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL) WITHOUT ROWID",
-        "INSERT INTO actors SELECT actor_id, min(seq) FROM events GROUP BY actor_id",
-        "INSERT OR IGNORE INTO actors SELECT container, min(seq) FROM events "
-        "WHERE container IS NOT NULL GROUP BY container",
-        "CREATE TABLE actor_names (name TEXT NOT NULL, actor_id TEXT NOT NULL, "
-        "PRIMARY KEY (name, actor_id)) WITHOUT ROWID",
-        "INSERT INTO actor_names SELECT DISTINCT actor_name, actor_id FROM events "
-        "WHERE actor_name IS NOT NULL",
-        *(f"DROP INDEX {index}" for index in PER_CONTAINER),
-    ):
-        conn.execute(sql)
-    if not buckets:
-        return
-    bucket = f"(seq >> {BUCKET_BITS})"
-    for sql in (
-        f"CREATE INDEX events_bucket_actor_id ON events ({bucket}, actor_id)",
-        f"CREATE INDEX events_bucket_container ON events ({bucket}, container) "
-        "WHERE container IS NOT NULL",
-        f"CREATE INDEX alerts_bucket_container ON alerts ({bucket}, container) "
-        "WHERE container IS NOT NULL",
-    ):
-        conn.execute(sql)
-
-
-ActorRow = tuple[int, str, "str | None", "str | None"]  # seq, actor id, container, name
-
-
-class ActorUpkeep:
-    """The `actors` and `actor_names` rows of a commit's events, as a writer would add
-    them: only the ids and names it has not met lately (forgotten past
-    `labels.ACTORS_REMEMBERED`, as the label writer does), `INSERT OR IGNORE` for those."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.names: set[tuple[str, str]] = set()
-
-    def add(self, conn: sqlite3.Connection, rows: list[ActorRow]) -> None:
-        if len(self.ids) > labels.ACTORS_REMEMBERED:
-            self.ids.clear()
-            self.names.clear()
-        new_ids: dict[str, int] = {}
-        new_names: set[tuple[str, str]] = set()
-        for seq, actor, container, name in rows:
-            for key in (actor, container):
-                if key is not None and key not in self.ids and key not in new_ids:
-                    new_ids[key] = seq
-            if name is not None and (name, actor) not in self.names:
-                new_names.add((name, actor))
-        conn.executemany("INSERT OR IGNORE INTO actors VALUES (?, ?)", new_ids.items())
-        conn.executemany("INSERT OR IGNORE INTO actor_names VALUES (?, ?)", sorted(new_names))
-        self.ids.update(new_ids)
-        self.names |= new_names
-
-
-def content_actor_row(content: Any) -> ActorRow:
-    container = content["attributes"].get("container")
-    actor = content["actor"]
-    return (
-        content["seq"],
-        actor["id"],
-        container if isinstance(container, str) else None,
-        actor.get("name"),
-    )
-
-
-@contextmanager
-def actor_tables_kept() -> Iterator[None]:
-    """The ingest keeps `actors` and `actor_names`, before the label writer looks an
-    actor's first seq up there (it runs once a commit's rows are inserted)."""
-    original_stage, original_seq = labels.LabelWriter.stage, labels._ACTOR_SEQ
-    upkeep = ActorUpkeep()
-
-    def stage(writer: Any, conn: sqlite3.Connection, contents: Any) -> None:
-        contents = list(contents)
-        upkeep.add(conn, [content_actor_row(content) for content in contents])
-        original_stage(writer, conn, contents)
-
-    labels.LabelWriter.stage = stage  # type: ignore[method-assign,assignment]
-    labels._ACTOR_SEQ = "SELECT first_seq FROM actors WHERE actor_id = ?"
-    try:
-        yield
-    finally:
-        labels.LabelWriter.stage = original_stage  # type: ignore[method-assign]
-        labels._ACTOR_SEQ = original_seq
 
 
 @contextmanager
@@ -245,18 +127,6 @@ def no_lookups(index: str) -> Iterator[None]:
     if index == TIME_ID:
         with time_id_lookups():
             yield
-        return
-    if index in (FIRST_APPEARANCE, ACTOR_TABLES):
-        with actor_tables_kept():
-            yield
-        return
-    if index == NO_PER_CONTAINER:
-        first_seq_sql = labels._ACTOR_SEQ
-        labels._ACTOR_SEQ = "SELECT max(seq) FROM events WHERE ?1 IS NOT NULL"
-        try:
-            yield
-        finally:
-            labels._ACTOR_SEQ = first_seq_sql
         return
     table = DEDUPE_INDEXES.get(index)
     if table is None:
@@ -301,15 +171,19 @@ def pages_per_commit(
             f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
         commits = 0
-        upkeep = ActorUpkeep() if variant in (FIRST_APPEARANCE, ACTOR_TABLES) else None
+        writer = actors.ActorWriter() if actors.present(conn) else None  # as the trail's
         at = [columns.index(name) for name in ("seq", "actor_id", "container", "actor_name")]
+        at.append(columns.index("type"))
         for start in range(0, len(rows), BATCH):
             batch = [(first + row[0], *row[1:]) for row in rows[start : start + BATCH]]
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(insert, batch)
-            if upkeep is not None:
-                upkeep.add(conn, [tuple(row[i] for i in at) for row in batch])
+            if writer is not None:
+                named = [tuple(row[i] for i in at) for row in batch]
+                writer.stage(conn, named, batch[-1][0])  # type: ignore[arg-type]
             conn.execute("COMMIT")
+            if writer is not None:
+                writer.committed()
             commits += 1
         return (wal.stat().st_size - before) / frame / commits
     finally:
@@ -338,13 +212,7 @@ def main() -> None:
     mix = load_mix()
     args.cache.mkdir(parents=True, exist_ok=True)
     cached = cached_trail(args.cache, mix, parse_size(args.size), rebuild=False)
-    chosen = [name for name in args.only.split(",") if name] or [
-        *trail_indexes(cached),
-        TIME_ID,
-        FIRST_APPEARANCE,
-        ACTOR_TABLES,
-        NO_PER_CONTAINER,
-    ]
+    chosen = [name for name in args.only.split(",") if name] or [*trail_indexes(cached), TIME_ID]
     variants = [ALL, *chosen]
     with tempfile.TemporaryDirectory(prefix="index-cost-", dir=args.cache) as tmp:
         work = Path(tmp)

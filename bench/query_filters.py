@@ -7,10 +7,13 @@ lifecycles, execs, network connects, pulls) and times Q `query -f
 container=NAME` lookups of random names, three ways, in the same run:
 
 - baseline: the previous SQL (the container's name or id prefix, or a network
-  event whose `container` attribute starts with the value);
+  event whose `container` attribute starts with the value), on a copy of the
+  trail with the layout before the actor index (migration 0014: the per-id
+  indexes that SQL was written for);
 - resolved: `build_query` today (also every id that bore the name, renames
-  included, and the network events carrying those ids);
-- two names: `-f container=A -f container=B` (OR).
+  included, and the network events carrying those ids), through the actor index;
+  and (`resolved_per_id`) its SQL for the layout before it, on the copy;
+- two names: `-f container=A -f container=B` (OR), through the actor index.
 
 It prints queries/s and the ratio to the baseline, and the rows found (the
 resolved query finds the network connects the baseline misses).
@@ -29,7 +32,9 @@ taken from the trail, a page of `--page` rows where the filter selects more
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -44,11 +49,14 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
 from figures import figure  # noqa: E402
+from sqlite_utils import Database  # noqa: E402
 
 from bench.trail_append import synthetic_events  # noqa: E402
 from sinks.base import AlertFilter, EventFilter  # noqa: E402
-from sinks.sqlite import SQLiteTrail, build_query  # noqa: E402
+from sinks.sqlite import SQLiteTrail, actors, build_query  # noqa: E402
+from sinks.sqlite.bucketed import actor_index  # noqa: E402
 from sinks.sqlite.queries import prefix_sql  # noqa: E402
+from sinks.sqlite.schema import ACTOR_TRIGGERS, MIGRATIONS, apply_migrations  # noqa: E402
 
 
 def baseline_sql(name: str) -> tuple[str, list[Any]]:
@@ -60,6 +68,27 @@ def baseline_sql(name: str) -> tuple[str, list[Any]]:
     )
     sql = f"SELECT seq, body, prev_hash, hash FROM events WHERE {where} ORDER BY seq"
     return sql, [name, *id_params, *attached_params]
+
+
+def previous_layout(path: Path, copy: Path) -> sqlite3.Connection:
+    """A read-only connection to a copy of the trail at `path` with the layout before
+    the actor index (migration 0014): the per-id indexes, as migration 0002 made them."""
+    shutil.copy(path, copy)
+    with contextlib.closing(sqlite3.connect(":memory:")) as memory:
+        apply_migrations(Database(memory), MIGRATIONS[:2])
+        marks = ", ".join("?" * len(actors.REPLACED))
+        sql = f"SELECT sql FROM sqlite_master WHERE name IN ({marks})"
+        indexes = [row[0] for row in memory.execute(sql, actors.REPLACED)]
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        for name in ACTOR_TRIGGERS:
+            conn.execute(f"DROP TRIGGER {name}")
+        for table in actors.TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        for name in ("events_bucket_actor", "events_bucket_container"):
+            conn.execute(f"DROP INDEX {name}")
+        for index in indexes:
+            conn.execute(index)
+    return sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
 
 
 def timed(run: Callable[[], int], queries: int) -> tuple[float, int]:
@@ -156,23 +185,33 @@ def main(argv: list[str] | None = None) -> int:
             names = sorted({e.actor.name for e in trail.query(EventFilter(type="container"))
                             if e.actor.name})  # fmt: skip
             conn = trail._connection()
+            index = actor_index(conn)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file copied
+            previous = previous_layout(trail.path, Path(tmp) / "previous.db")
             plan = trail.query_plan(EventFilter(container=names[0]))
             rng = random.Random(7)
             picks = [rng.choice(names) for _ in range(args.queries)]
             pairs = [(rng.choice(names), rng.choice(names)) for _ in range(args.queries)]
             cursor = iter(range(10**9))
 
-            def run_sql(sql_params: tuple[str, list[Any]]) -> int:
-                return len(conn.execute(*sql_params).fetchall())
+            def run_sql(sql_params: tuple[str, list[Any]], on: sqlite3.Connection = conn) -> int:
+                return len(on.execute(*sql_params).fetchall())
+
+            def pick() -> EventFilter:
+                return EventFilter(container=picks[next(cursor) % len(picks)])
 
             results = {
-                "baseline": timed(lambda: run_sql(baseline_sql(picks[next(cursor) % len(picks)])),
+                "baseline": timed(lambda: run_sql(baseline_sql(picks[next(cursor) % len(picks)]),
+                                                  previous), args.queries),
+                "resolved": timed(lambda: run_sql(build_query(pick(), actor_index=index)),
                                   args.queries),
-                "resolved": timed(lambda: run_sql(build_query(
-                    EventFilter(container=picks[next(cursor) % len(picks)]))), args.queries),
+                "resolved_per_id": timed(lambda: run_sql(build_query(pick()), previous),
+                                         args.queries),
                 "two names": timed(lambda: run_sql(build_query(
-                    EventFilter(container=pairs[next(cursor) % len(pairs)]))), args.queries),
+                    EventFilter(container=pairs[next(cursor) % len(pairs)]), actor_index=index)),
+                    args.queries),
             }  # fmt: skip
+            previous.close()
     base = results["baseline"][0]
     print(f"{args.events} events, {len(names)} container names, {args.queries} queries each")
     for label, (rate, rows) in results.items():

@@ -9,6 +9,8 @@ and in the same run, with min/median/max of `--runs`:
 - the read with the copied-column check in SQL (SQLite's JSON functions), as
   verify's walk selects it;
 - the chain walk: that read plus sha256 of every row in Python;
+- the same with the actor index's probe of every row (migration 0014), as verify's
+  walk selects it on a trail that has the index;
 - `PRAGMA integrity_check` (every index entry against its row) and, for
   comparison, `PRAGMA quick_check` (structure only);
 - the whole `verify_file`, which runs the walk and the integrity check at once
@@ -38,9 +40,10 @@ for where in (REPO, REPO / "bench"):
 from figures import figure  # noqa: E402
 from trail_scale import SIZES, cached_trail  # noqa: E402
 
+import sinks.sqlite.actors as actors  # noqa: E402
 from listener.model.event import chain_hash  # noqa: E402
 from sinks.sqlite import verify_file  # noqa: E402
-from sinks.sqlite.schema import VERIFY_ROWS  # noqa: E402
+from sinks.sqlite.schema import VERIFY_ROWS, verify_event_rows  # noqa: E402
 
 PLAIN_ROWS = "SELECT seq, prev_hash, hash, body FROM events ORDER BY seq"
 
@@ -69,8 +72,19 @@ def column_read(path: Path) -> None:
 
 def chain_walk(path: Path) -> None:
     with _connect(path) as conn:
-        for _, prev_hash, digest, body, columns_ok, _, _ in conn.execute(VERIFY_ROWS):
+        for _, prev_hash, digest, body, columns_ok, _, _, _ in conn.execute(VERIFY_ROWS):
             if not columns_ok or chain_hash(prev_hash, body) != digest:
+                raise SystemExit("the bench trail is broken")
+
+
+def actor_walk(path: Path) -> None:
+    """`chain_walk` with the actor index's probe (a trail without it: `chain_walk`)."""
+    with _connect(path) as conn:
+        indexed = actors.present(conn)
+        params = (actors.through_seq(conn),) if indexed else ()
+        rows = conn.execute(verify_event_rows(False, indexed), params)
+        for _, prev_hash, digest, body, columns_ok, _, _, held in rows:
+            if not (columns_ok and held) or chain_hash(prev_hash, body) != digest:
                 raise SystemExit("the bench trail is broken")
 
 
@@ -92,6 +106,7 @@ PARTS: dict[str, Callable[[Path], None]] = {
     "plain_read": plain_read,
     "column_read": column_read,
     "chain_walk": chain_walk,
+    "actor_walk": actor_walk,
     "integrity_check": pragma("integrity_check"),
     "quick_check": pragma("quick_check"),
 }

@@ -17,6 +17,7 @@ the migrations list, and arbitrary SQL unless `--allow-sql` is given.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 from base64 import b64decode
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from listener.serve_tables import DATABASE, METERING
+from sinks.sqlite import actors, bucketed
+from sinks.sqlite.storage import connect_read_only
 
 TOKEN_ENV = "DOCKTRAIL_SERVE_TOKEN"
 
@@ -43,14 +46,74 @@ _UNTIL = (
     "* 1000000000"
 )
 
+# A container's timeline: what an event names as `:container` (its actor's name, the
+# container it names, or a container's id prefix of 4 or more).
+_NAMES_CONTAINER = (
+    "actor_name = :container OR container = :container OR (length(:container) >= 4 "
+    "AND type = 'container' AND substr(actor_id, 1, length(:container)) = :container)"
+)
+_TIMELINE = "SELECT {columns} FROM events WHERE {where} ORDER BY seq"
+CONTAINER_TIMELINE = _TIMELINE.format(columns=_EVENT_COLUMNS, where=_NAMES_CONTAINER)
+"""For a trail without the actor index (a read-only copy from before migration 0014):
+the per-id indexes it still has."""
+
+
+def _indexed_timeline() -> str:
+    """`CONTAINER_TIMELINE` through the actor index (`sinks.sqlite.bucketed`), which
+    dropped the per-id indexes (without them, a scan of every event): the actors that
+    bore the name, the container's own id and the ids of the prefix, each walked
+    in the buckets they have rows for; the rows past `actors_through_seq` read as they are."""
+    last = "unicode(substr(:container, -1))"
+    # The least text above every text starting with :container (`queries.prefix_sql`);
+    # none (an empty blob, above every text) when its last character is the highest.
+    upper = (
+        f"coalesce(CASE WHEN {last} < 1114111 THEN substr(:container, 1, "
+        f"length(:container) - 1) || char({last} + 1) END, x'')"
+    )
+    prefix = f"length(:container) >= 4 AND {{column}} >= :container AND {{column}} < {upper}"
+    named = "SELECT actor_id FROM actor_names WHERE name = :container"
+    through = (
+        f"coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{actors.THROUGH_KEY}' "
+        "AND value GLOB '[0-9]*' AND NOT value GLOB '*[^0-9]*'), 0)"
+    )
+    walks = [
+        _walk(f"actor_id IN ({named})", f"actor_id IN ({named}) AND actor_name = :container"),
+        _walk("actor_id = :container", "container = :container", via="container"),
+        _walk(
+            prefix.format(column="actor_id"),
+            f"{prefix.format(column='actor_id')} AND +type = 'container' "
+            "AND substr(actor_id, 1, length(:container)) = :container",
+        ),
+        f"SELECT seq FROM events WHERE seq > {through} AND ({_NAMES_CONTAINER})",
+    ]
+    return _TIMELINE.format(columns=_EVENT_COLUMNS, where=f"seq IN ({' UNION ALL '.join(walks)})")
+
+
+def _walk(ids: str, rows: str, via: str = "actor_id") -> str:
+    """The events meeting `rows`, of the ids in `actors` meeting `ids` (through column
+    `via`), in the buckets they have rows for."""
+    # Named parameters: `in_buckets` repeating the condition repeats no positional one.
+    return bucketed.walk(f"via = '{via}' AND {ids}", (), rows)[0]
+
+
+INDEXED_CONTAINER_TIMELINE = _indexed_timeline()
+
+
+_TIMELINE_QUERY = {
+    "title": "A container's timeline",
+    "description": "Every event of one container (name or id prefix), oldest first.",
+}
+
+
+def canned_queries(actor_index: bool = True) -> dict[str, dict[str, Any]]:
+    """The canned queries, for a trail with the actor index or without it."""
+    timeline = INDEXED_CONTAINER_TIMELINE if actor_index else CONTAINER_TIMELINE
+    return {"container_timeline": {**_TIMELINE_QUERY, "sql": timeline}, **CANNED_QUERIES}
+
+
+# The canned queries besides the container's timeline (`canned_queries`): the same SQL
+# on either layout.
 CANNED_QUERIES: dict[str, dict[str, Any]] = {
-    "container_timeline": {
-        "title": "A container's timeline",
-        "description": "Every event of one container (name or id prefix), oldest first.",
-        "sql": f"SELECT {_EVENT_COLUMNS} FROM events WHERE actor_name = :container "
-        "OR container = :container OR (length(:container) >= 4 AND type = 'container' "
-        "AND substr(actor_id, 1, length(:container)) = :container) ORDER BY seq",
-    },
     "user_activity": {
         "title": "What a user did in a period",
         "description": "Events of one login or effective user; dates like 2026-12-01 "
@@ -139,8 +202,9 @@ METERING_QUERIES: dict[str, dict[str, Any]] = {
 }
 
 
-def metadata(*, metering: bool = False) -> dict[str, Any]:
-    """Datasette metadata: titles, facets, sort orders and the canned queries."""
+def metadata(*, metering: bool = False, actor_index: bool = True) -> dict[str, Any]:
+    """Datasette metadata: titles, facets, sort orders and the canned queries
+    (`actor_index`: the trail has it, `has_actor_index`)."""
     found: dict[str, Any] = {
         "title": "docktrail",
         "description_html": 'Audit trail of this Docker host. <a href="/-/timeline">'
@@ -159,7 +223,7 @@ def metadata(*, metering: bool = False) -> dict[str, Any]:
                     },
                     "checkpoints": {"sort_desc": "n"},
                 },
-                "queries": CANNED_QUERIES,
+                "queries": canned_queries(actor_index),
             }
         },
     }
@@ -200,7 +264,7 @@ def make_datasette(
 
     serve_plugin.register(allow_sql=allow_sql)
     datasette = Datasette(
-        metadata=metadata(metering=metering is not None),
+        metadata=metadata(metering=metering is not None, actor_index=has_actor_index(path)),
         settings={
             "default_allow_sql": allow_sql,
             "allow_download": False,  # the file holds the outbox tables too
@@ -216,6 +280,14 @@ def make_datasette(
         snapshots = Database(datasette, path=str(metering), is_mutable=not immutable)
         datasette.add_database(snapshots, name=METERING)
     return datasette
+
+
+def has_actor_index(path: Path) -> bool:
+    """Whether the trail at `path` has the actor index (migration 0014): a trail is
+    served as it is, and one on read-only storage from before it has the per-id
+    indexes instead, which the canned queries then use."""
+    with contextlib.closing(connect_read_only(path, timeout=1.0)) as conn:
+        return actors.present(conn)
 
 
 class TokenGate:

@@ -28,7 +28,7 @@ class Finding:
 
 
 SchemaItem = tuple[str, str, str, str]  # type, name, table, squashed SQL
-Migrate = tuple[str, Callable[[Database], None], bool]  # name, apply, index only
+Migrate = tuple[str, Callable[[Database], None], bool, str]  # name, apply, index only, note
 
 
 def _squash(sql: str | None) -> str:
@@ -61,7 +61,7 @@ def expected_schema(migrations: Sequence[Migrate], applied: Sequence[str]) -> se
         db.execute(
             "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ns INTEGER)"
         )
-        for name, apply, _ in migrations:
+        for name, apply, _, _ in migrations:
             if name in applied:
                 apply(db)
         return _schema(conn)

@@ -16,9 +16,11 @@ import pytest
 from listener.model.event import Actor, Event, natural_id
 from sinks.base import EventFilter
 from sinks.memory import MemoryTrail
-from sinks.sqlite import SQLiteTrail, verify_file
+from sinks.sqlite import SQLiteTrail, build_query, verify_file
 from sinks.sqlite import labels as label_index
+from sinks.sqlite.bucketed import actor_index
 from sinks.sqlite.schema import LABEL_TRIGGERS
+from tests.actor_layouts import old_plan
 
 T0 = 1_767_000_000_000_000_000
 MANY = label_index.FEW_ACTORS + 6  # containers of the common project: more than FEW_ACTORS
@@ -98,6 +100,8 @@ THRESHOLDS = [
 
 
 def _lower(monkeypatch: pytest.MonkeyPatch, few: int, candidates: int, factor: int) -> None:
+    if candidates < label_index.CANDIDATES:  # the actors' events read several chunks each
+        monkeypatch.setattr(label_index, "PAIRS_PER_LOOK_UP", 7)
     monkeypatch.setattr(label_index, "FEW_ACTORS", few)
     monkeypatch.setattr(label_index, "CANDIDATES", candidates)
     monkeypatch.setattr(label_index, "SEVERAL_KEYS_FACTOR", factor)
@@ -145,11 +149,12 @@ def test_the_filters_cover_each_plan(
     """The cases above go down every way the index answers."""
     trail, _, path = trails
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        plans = {name: label_index.plan(conn, wanted) for name, wanted in FILTERS.items()}
+        index = actor_index(conn)
+        plans = {name: label_index.plan(conn, want, index) for name, want in FILTERS.items()}
         lowered = {}
         for thresholds in THRESHOLDS[1:]:
             _lower(monkeypatch, *thresholds)
-            lowered[thresholds[1]] = label_index.plan(conn, FILTERS["two common keys"])
+            lowered[thresholds[1]] = label_index.plan(conn, FILTERS["two common keys"], index)
     assert plans["absent key"].nothing and plans["absent value"].nothing
     assert plans["a key and a value it never has"].nothing
     assert plans["common"].actors is None and plans["common"].seqs is not None  # its events
@@ -164,7 +169,29 @@ def test_the_filters_cover_each_plan(
     page = trail.query_plan(EventFilter(labels=FILTERS["common"], limit=5))
     assert any("INTEGER PRIMARY KEY (rowid>?)" in line for line in page), page  # CANDIDATES
     one = trail.query_plan(EventFilter(labels=FILTERS["one actor"], limit=5))
-    assert any("events_actor_id" in line for line in one), one
+    assert any("INDEX events_bucket_actor (<expr>=? AND actor_id=?)" in line for line in one), one
+    assert not any("TEMP B-TREE" in line or line.startswith("SCAN events") for line in one), one
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_the_actors_events_are_read_bucket_by_bucket(tmp_path: Path, limit: int | None) -> None:
+    """A label few actors carry: their events through the actor index (migration 0014),
+    each actor from its own first bucket; on a trail from before it, through the
+    per-id index it still has."""
+    f = EventFilter(labels=FILTERS["two keys"], limit=limit)
+    path = tmp_path / "t.db"
+    with SQLiteTrail(path) as trail:
+        trail.append(_events())
+        plan = trail.query_plan(f)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            labelled = label_index.plan(conn, f.labels, None)
+    assert labelled.actors is not None and len(labelled.actors) == 10
+    assert any("INDEX events_bucket_actor (<expr>=? AND actor_id=?)" in line for line in plan)
+    assert not any(line.startswith("SCAN events") for line in plan), plan
+    assert not any("FOR ORDER BY" in line for line in plan if limit), plan  # walked in order
+    before = old_plan(path, build_query(f, labels=labelled))
+    assert any("INDEX events_actor_id (actor_id=?)" in line for line in before), before
+    assert not any(line.startswith("SCAN events") for line in before), before
 
 
 def test_each_actor_has_a_row_per_label_not_per_event(

@@ -112,6 +112,7 @@ def test_only_a_missing_index_is_left_missing_on_a_file_that_cannot_be_written(
         "0011_label_index",
         "0012_time_ordered_ids",  # a meta row only an append reads
         "0013_time_ordered_alert_ids",  # the same, for alerts
+        "0014_actor_index",  # read with the per-container indexes the file has
     ]
 
 

@@ -32,7 +32,8 @@ from sinks.chain import seal
 from sinks.filtering import alert_matches
 from sinks.memory import MemoryTrail
 from sinks.signing import checkpoint_payload, fingerprint, load_or_create_key, sign
-from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
+from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations, build_alert_query
+from tests.actor_layouts import old_plan
 
 T0 = 1_795_346_502_000_000_000
 CID_WEB = "aaa111" + "0" * 58
@@ -384,15 +385,30 @@ def test_sql_alert_filters_agree_with_python_semantics(tmp_path: Path) -> None:
         (AlertFilter(image="docker.io/*"), {"alerts_image"}),
         (
             AlertFilter(container="web-1"),
-            {"alerts_container", "alerts_event_seq", "events_actor_name", "events_actor_id"},
+            {
+                "alerts_container",
+                "alerts_event_seq",
+                "events_bucket_actor",
+                "events_bucket_container",
+            },
         ),
     ],
 )
 def test_alert_filters_use_indexes(tmp_path: Path, f: AlertFilter, indexes: set[str]) -> None:
     with SQLiteTrail(tmp_path / "t.db") as trail:
         plan = " ".join(trail.alerts_query_plan(f))
-    assert "SCAN alerts" not in plan
+    assert "SCAN alerts" not in plan and "SCAN events" not in plan
     for index in indexes:
+        assert f" INDEX {index} " in plan
+
+
+def test_alerts_by_container_on_a_trail_from_before_the_actor_index(tmp_path: Path) -> None:
+    """A read-only copy from before migration 0014 keeps the per-id indexes: today's SQL."""
+    with SQLiteTrail(tmp_path / "t.db"):
+        pass
+    plan = " ".join(old_plan(tmp_path / "t.db", build_alert_query(AlertFilter(container="web-1"))))
+    assert "SCAN alerts" not in plan and "SCAN events" not in plan
+    for index in ("alerts_container", "alerts_event_seq", "events_actor_name", "events_actor_id"):
         assert f"USING INDEX {index}" in plan
 
 

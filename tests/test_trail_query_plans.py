@@ -123,7 +123,13 @@ def test_a_page_of_a_common_login_or_image_walks_the_index_in_seq_order(
     # made its first page cost grow with the trail; each index is in seq order.
     plan = trail.query_plan(PAGES[name])
     assert full_scans(plan, "events") == [], plan
-    assert not any("TEMP B-TREE" in line for line in plan), plan
+    assert not any("TEMP B-TREE" in line and not _one_bucket(line) for line in plan), plan
+
+
+def _one_bucket(line: str) -> bool:
+    """A sort of one bucket's matches at a time (an image name's ids, through the actor
+    index), which stops at the page's end, unlike a sort of every match."""
+    return line == "USE TEMP B-TREE FOR RIGHT PART OF ORDER BY"
 
 
 def test_pages_select_what_the_whole_query_selects(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ from sinks.base import EventFilter
 from sinks.filtering import container_ids_named, matches
 from sinks.memory import MemoryTrail
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
-from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations
-from sinks.sqlite.schema import LABEL_TRIGGERS
+from sinks.sqlite import MIGRATIONS, SQLiteTrail, apply_migrations, build_query
+from sinks.sqlite.schema import ACTOR_TRIGGERS, LABEL_TRIGGERS
+from tests.actor_layouts import old_plan
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -356,7 +357,9 @@ def test_open_applies_only_missing_migrations(tmp_path: Path) -> None:
         assert trail.verify().ok
     db = Database(path)
     assert {"events_id", "events_time"} <= {index.name for index in db.table("events").indexes}
-    assert set(db.triggers_dict) == set(sqlite_module.TRIGGERS) | set(LABEL_TRIGGERS)
+    assert set(db.triggers_dict) == set(sqlite_module.TRIGGERS) | set(LABEL_TRIGGERS) | set(
+        ACTOR_TRIGGERS
+    )
 
 
 def test_refuses_schema_from_a_newer_version(tmp_path: Path) -> None:
@@ -377,26 +380,60 @@ def test_not_a_database(tmp_path: Path) -> None:
         SQLiteTrail(path).open()
 
 
+# The actor index (migration 0014): ids and names from its tables, events bucket by bucket.
+BUCKETED = {"events_bucket_actor", "events_bucket_container", "actors", "actor_names"}
+
+
 @pytest.mark.parametrize(
-    ("f", "indexes"),
+    ("f", "indexes", "old_indexes"),
     [
         (
             EventFilter(container="web-1"),
+            BUCKETED,
             {"events_actor_name", "events_actor_id", "events_container"},
         ),
-        (EventFilter(since_ns=T0, until_ns=T0 + 10), {"events_time"}),
-        (EventFilter(container="web-1", type="container", since_ns=T0), {"events_actor_name"}),
-        (EventFilter(image="docker.io/*"), {"events_actor_image", "events_actor_name"}),
-        (EventFilter(user="alice"), {"events_who_login", "events_who_user"}),
-        (EventFilter(type="container", action="create"), {"events_type_action"}),
+        (EventFilter(since_ns=T0, until_ns=T0 + 10), {"events_time"}, {"events_time"}),
+        (
+            EventFilter(container="web-1", type="container", since_ns=T0),
+            BUCKETED,
+            {"events_actor_name"},
+        ),
+        (
+            EventFilter(image="docker.io/*"),
+            {"events_actor_image", "events_bucket_actor", "actor_names"},
+            {"events_actor_image", "events_actor_name"},
+        ),
+        (
+            EventFilter(user="alice"),
+            {"events_who_login", "events_who_user"},
+            {"events_who_login", "events_who_user"},
+        ),
+        (
+            EventFilter(type="container", action="create"),
+            {"events_type_action"},
+            {"events_type_action"},
+        ),
     ],
 )
-def test_filters_use_indexes(tmp_path: Path, f: EventFilter, indexes: set[str]) -> None:
+def test_filters_use_indexes(
+    tmp_path: Path, f: EventFilter, indexes: set[str], old_indexes: set[str]
+) -> None:
+    """On a trail with the actor index, and with today's SQL on one from before it (a
+    read-only copy keeps its per-id indexes)."""
     with SQLiteTrail(tmp_path / "t.db") as trail:
-        plan = " ".join(trail.query_plan(f))
-    assert "SCAN events" not in plan
+        plan = trail.query_plan(f)
+    assert not [line for line in plan if line.startswith("SCAN events")], plan
     for index in indexes:
-        assert f"USING INDEX {index}" in plan
+        assert any(_uses(line, index) for line in plan), (index, plan)
+    before = old_plan(tmp_path / "t.db", build_query(f))
+    assert not [line for line in before if line.startswith("SCAN events")], before
+    for index in old_indexes:
+        assert any(_uses(line, index) for line in before), (index, before)
+
+
+def _uses(line: str, index: str) -> bool:
+    """A plan line searching with `index` (or the table of that name by its key)."""
+    return line.startswith(f"SEARCH {index} USING") or f" INDEX {index} " in line
 
 
 # -- checkpoints and verify ---------------------------------------------------------

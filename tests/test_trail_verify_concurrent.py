@@ -38,17 +38,18 @@ def build(path: Path, count: int = 400) -> Path:
 
 
 def damage_index(path: Path) -> None:
-    """Rename one container in the name index only: the table no longer agrees."""
+    """Rename one event's image in the image index only: the table no longer agrees.
+    (`events_actor_image`: the name index is gone since migration 0014.)"""
     with sqlite3.connect(path) as conn:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         page = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'events_actor_name' AND pagetype = 'leaf' "
+            "SELECT pageno FROM dbstat WHERE name = 'events_actor_image' AND pagetype = 'leaf' "
             "LIMIT 1"
         ).fetchone()[0]
     data = bytearray(path.read_bytes())
     start = (page - 1) * page_size
-    at = data.index(b"web-", start + 100, start + page_size)
-    data[at : at + 4] = b"WEB-"
+    at = data.index(b"nginx:", start + 100, start + page_size)
+    data[at : at + 6] = b"NGINX:"
     path.write_bytes(bytes(data))
 
 

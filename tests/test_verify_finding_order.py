@@ -79,6 +79,48 @@ def test_an_edited_last_row_comes_before_the_checkpoint_met_after_it(db: Path) -
     )
 
 
+DROP_ACTOR_TRIGGERS = (
+    "DROP TRIGGER actors_append_only_delete; DROP TRIGGER actor_names_append_only_delete;"
+)
+
+
+def test_on_the_same_row_an_edited_column_comes_before_the_actor_index(db: Path) -> None:
+    # The index is probed by the copied columns: with one edited, the index seems to lack
+    # the forged actor, but the column is what was edited.
+    shell(db, DROP_TRIGGERS + "UPDATE events SET actor_id = 'forged' WHERE seq = 12;")
+    assert_tampered(verify(db), 12, "seq 12: column actor_id does not match the body (row edited)")
+
+
+def test_a_row_missing_from_the_actor_index_before_a_later_edited_column(db: Path) -> None:
+    shell(
+        db,
+        DROP_TRIGGERS
+        + DROP_ACTOR_TRIGGERS
+        + f"DELETE FROM actors WHERE actor_id = '{12:064x}';"
+        + "UPDATE events SET who_login = 'mallory' WHERE seq = 40;",
+    )
+    report = verify(db)
+    assert (report.first_bad_seq, report.unsealed) == (12, 11)
+    assert report.problem is not None and "the actor index has no row for actor" in report.problem
+
+
+def test_the_actor_index_of_the_last_row_comes_before_the_checkpoint_met_after_it(
+    db: Path,
+) -> None:
+    shell(
+        db,
+        DROP_TRIGGERS
+        + DROP_ACTOR_TRIGGERS
+        + "DELETE FROM actor_names WHERE name = 'web-60';"
+        + "UPDATE checkpoints SET hash = '"
+        + "0" * 64
+        + "' WHERE n = 2;",
+    )
+    report = verify(db)
+    assert report.first_bad_seq == 60
+    assert report.problem is not None and "the actor index has no name web-60" in report.problem
+
+
 def test_the_read_only_verify_finds_an_edited_column(db: Path) -> None:
     shell(db, DROP_TRIGGERS + "UPDATE events SET container = 'elsewhere' WHERE seq = 7;")
     report = verify_file(db, db.with_suffix(".key"))

@@ -108,13 +108,19 @@ each event row:
 3. ``hash`` equals ``sha256(prev_hash ‖ body)`` (else: the row was edited);
 4. every copied column equals its value in the body, ``seq`` included (else:
    a column was edited; queries would lie even though the chain holds);
+   then, once migration ``0014_actor_index`` is applied, the actor index holds
+   the row: ``actors`` rows for its actor and the container it names, each with
+   a ``first_seq`` at or before it, and its ``actor_names`` row (else: rows
+   deleted or moved, and ``query -f container=`` would miss events). Rows past
+   ``meta.actors_through_seq`` (an older docktrail's) may lack them: a note;
 5. each checkpoint taking effect at this seq: numbered one after the other,
    its seq and alerts seq not below those of the checkpoint before, made
    for this trail's ``trail_id``, its signature (over both heads) valid
    under the verifying key (the public half of the signing key, or the
    auditor's public key file), and its hash equal to the row's hash.
 
-For each alert row, steps 1 to 4 likewise (messages say "alert seq N"), then:
+For each alert row, steps 1 to 4 likewise (messages say "alert seq N"; no actor
+index), then:
 
 6. the event at the alert's ``event_seq`` exists and has the ``event_id``
    the alert's body names (else: the alert or the events were edited);
@@ -129,7 +135,9 @@ names; rows past it are ``foreign-rows``. Then the six append-only triggers
 with their original text, the whole schema against the one the applied
 migrations create on an empty database, ``PRAGMA integrity_check`` (run on a
 second read-only connection while the chains are walked: it costs as much as
-the walk), and the
+the walk), every ``actors.first_seq`` an event naming that id (with step 4:
+the true first, by which the label index names actors), the label index's
+completeness, and the
 outbox (every delivery's status has its chained ``delivery`` event, and no
 queued delivery is gone).
 These come after the rows so that a tampered row, the more precise finding,

@@ -1,6 +1,6 @@
 """Verify's walk over the rows: both hash chains, the signed checkpoints met on the way,
-the copied columns and the label index's completeness, in one streaming pass each
-(`verification` runs it beside the integrity check and concludes).
+the copied columns, the actor index's rows and the label index's completeness, in one
+streaming pass each (`verification` runs it beside the integrity check and concludes).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import sinks.sqlite.actorcheck as actorcheck
+import sinks.sqlite.actors as actors
 from config.errors import SigningKeyError
 from listener.model.event import GENESIS_HASH, chain_hash
 from sinks.chain import event_ref_problem, link_problem
@@ -23,10 +25,9 @@ from sinks.sqlite.schema import (
     ALERT_COPIED_NAMES,
     COPIED_NAMES,
     VERIFY_ALERT_ROWS,
-    VERIFY_LABELLED_ROWS,
-    VERIFY_ROWS,
     alert_copied_values,
     copied_values,
+    verify_event_rows,
 )
 
 Progress = Callable[[int, int], None]
@@ -49,10 +50,13 @@ class ChainWalk:
         key_path: Path,
         on_progress: Progress | None = None,
         labelled: bool = False,
+        actor_index: bool = False,
     ) -> None:
         self.conn = conn
         self.on_progress = on_progress
-        self.labels = Completeness(conn) if labelled else None
+        self.labels = Completeness(conn, actor_index) if labelled else None
+        # The actor index holds the events up to this seq (None: the trail has no index).
+        self.actors_through = actors.through_seq(conn) if actor_index else None
         self.trail_id = trail_id
         self.public = public
         self.key_path = key_path
@@ -97,8 +101,8 @@ class ChainWalk:
         progress, last = self.on_progress, self._last_event_seq()
         labels = self.labels
         seen = set() if labels is None else labels.seen  # a local: read on every row
-        rows = self.conn.execute(VERIFY_ROWS if labels is None else VERIFY_LABELLED_ROWS)
-        for seq, prev_hash, digest, body, columns_ok, actor, carried in rows:
+        rows = self._event_rows()
+        for seq, prev_hash, digest, body, columns_ok, actor, carried, actors_ok in rows:
             if progress is not None and not seq & _PROGRESS_MASK:
                 progress(seq, last)
             # the fast path holds for intact rows; link_problem says what is wrong otherwise
@@ -110,6 +114,8 @@ class ChainWalk:
                 return link_problem(seq, expected_seq, prev_hash, expected_prev, digest, body)
             if not columns_ok:
                 return seq, self._column_problem("seq", seq, body)
+            if not actors_ok:  # after the columns: the probe is keyed by them
+                return seq, actorcheck.row_problem(self.conn, seq, self.actors_through or 0)
             if carried is not None and labels is not None and (actor, carried) not in seen:
                 labels.add((actor, carried))
             self.last_seq, expected_seq, expected_prev = seq, seq + 1, digest
@@ -118,6 +124,11 @@ class ChainWalk:
                 if problem is not None:
                     return problem
         return self._finish()
+
+    def _event_rows(self) -> sqlite3.Cursor:
+        through = self.actors_through
+        sql = verify_event_rows(self.labels is not None, through is not None)
+        return self.conn.execute(sql, () if through is None else (through,))
 
     def _last_event_seq(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])

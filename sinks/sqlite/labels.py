@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sinks.base import values_of
+from sinks.sqlite import bucketed
+from sinks.sqlite.actors import through_seq
+from sinks.sqlite.bucketed import ActorIndex
 
 TABLES = ("labels", "label_actors")
 CREATE = (
@@ -45,6 +48,16 @@ _CARRIED = (
 )
 _IS_LABEL = "typeof(label.key) = 'text' AND label.type = 'text'"
 _FIRST_SEQ = "(SELECT min(seq) FROM events AS first WHERE first.actor_id = {actor})"
+# The same from the actor index (migration 0014), which has no index on `actor_id` alone.
+_INDEXED_FIRST_SEQ = (
+    "(SELECT min(first_seq) FROM actors WHERE actor_id = {actor} AND via = 'actor_id')"
+)
+# An actor only an older docktrail stored (after `actors_through_seq`): its first event
+# is after that seq, a range of the rows.
+_TAIL_FIRST_SEQ = (
+    "(SELECT min(seq) FROM events AS first WHERE first.seq > {through} "
+    "AND first.actor_id = {actor})"
+)
 _THE_LABEL = "labels.key = label.key AND labels.value = label.value"
 
 POPULATE = (
@@ -60,8 +73,7 @@ POPULATE = (
 # Each pair's actor's first event is looked up once (MATERIALIZED), not once per label.
 _MISSING_AMONG = (
     "WITH pair AS MATERIALIZED (SELECT value ->> '$[0]' AS actor, value ->> '$[1]' AS labels, "
-    + _FIRST_SEQ.format(actor="value ->> '$[0]'")
-    + " AS first_seq FROM json_each(?)) "
+    "{first_seq} AS first_seq FROM json_each(?)) "
     f"SELECT pair.actor, label.key, label.value FROM pair, json_each(pair.labels) AS label "
     f"WHERE {_IS_LABEL} AND NOT EXISTS (SELECT 1 FROM labels JOIN label_actors "
     f"ON label_actors.label = labels.id WHERE {_THE_LABEL} "
@@ -73,7 +85,7 @@ CHECKED_KEPT = 8_192  # pairs remembered as checked (about 3 MB); then forgotten
 _ADD_LABEL = "INSERT OR IGNORE INTO labels (key, value) VALUES (?, ?)"
 _LABEL_ID = "SELECT id FROM labels WHERE key = ? AND value = ?"
 _ADD_ACTOR = "INSERT OR IGNORE INTO label_actors (label, actor_seq) VALUES (?, ?)"
-_ACTOR_SEQ = "SELECT min(seq) FROM events WHERE actor_id = ?"
+_ACTOR_SEQ = "SELECT " + _INDEXED_FIRST_SEQ.format(actor="?")  # writers have the actor index
 ACTORS_REMEMBERED = 10_000  # a writer's memory of indexed actors (and of label ids)
 _FIRST_ACTOR = "SELECT min(actor_seq) FROM label_actors WHERE label = ?"  # the first key
 _ACTORS = (  # the ids of the actors whose first events are at the seqs given (JSON)
@@ -84,6 +96,16 @@ _EVENTS = (  # the events of those actors, at most ? of them
     "SELECT events.seq FROM json_each(?) AS actor JOIN events AS first "
     "ON first.seq = actor.value JOIN events ON events.actor_id = first.actor_id LIMIT ?"
 )
+# Through the actor index (migration 0014): the buckets of those actors, and their rows
+# an older docktrail stored after `through_seq` (in no table yet).
+_ACTOR_BUCKETS = (
+    "SELECT bucket, actor_id FROM actors WHERE via = 'actor_id' "
+    "AND actor_id IN (SELECT value FROM json_each(?)) ORDER BY bucket"
+)
+_TAIL_EVENTS = (
+    "SELECT seq FROM events WHERE seq > ? AND actor_id IN (SELECT value FROM json_each(?)) LIMIT ?"
+)
+PAIRS_PER_LOOK_UP = 200  # actors, and OR terms, per statement
 FEW_ACTORS = 64
 """Up to this many actors, a page of a label's events is read actor by actor (an index
 walk each, stopping at the page's end)."""
@@ -181,8 +203,13 @@ class LabelPlan:
     among: str | None = None  # ... is of one of these actors (their ids, a JSON array)
 
 
-def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) -> LabelPlan:
-    """The `LabelPlan` of `wanted` (key -> value or values; every key must match).
+def plan(
+    conn: sqlite3.Connection,
+    wanted: Mapping[str, str | tuple[str, ...]],
+    actor_index: ActorIndex | None,
+) -> LabelPlan:
+    """The `LabelPlan` of `wanted` (key -> value or values; every key must match);
+    `actor_index`: the trail's (`bucketed.actor_index`), None when it has none.
 
     The actors of the key fewest carry, kept when they carry every other key too, are
     read actor by actor when few; at their events when those are fewer than
@@ -213,7 +240,7 @@ def plan(conn: sqlite3.Connection, wanted: Mapping[str, str | tuple[str, ...]]) 
     # One key past CANDIDATES events is on enough rows to read in order; several may
     # meet on few of them, so their actors' events are worth collecting further.
     most = CANDIDATES if len(keys) == 1 else CANDIDATES * SEVERAL_KEYS_FACTOR
-    seqs = {row[0] for row in conn.execute(_EVENTS, (chosen, most))}
+    seqs = set(_events_of(conn, chosen, most, actor_index))
     if len(seqs) < most:
         return LabelPlan(from_seq=from_seq, seqs=json.dumps(sorted(seqs)))
     if len(keys) == 1:  # the key's own density: a body test of each row costs no more
@@ -237,6 +264,45 @@ def _actors_of_all(conn: sqlite3.Connection, keys: Sequence[list[int]]) -> list[
     return [row[0] for row in conn.execute(sql + " ORDER BY actor_seq", params)]
 
 
+def _events_of(
+    conn: sqlite3.Connection, actor_seqs: str, most: int, actor_index: ActorIndex | None
+) -> list[int]:
+    """Seqs of events of the actors whose first events are at `actor_seqs` (JSON), at
+    most `most` of them (all of them when fewer)."""
+    if actor_index is None:
+        return [row[0] for row in conn.execute(_EVENTS, (actor_seqs, most))]
+    # An index search per (actor, bucket) row, as OR terms of constants (SQLite then
+    # searches the bucketed index for each; a join or an `IN` of the buckets it scans),
+    # then the rows after `through_seq`, which may be in no table yet.
+    # A chunk of actors at a time: their ids are row look-ups, stopped at `most` events.
+    found: list[int] = []
+    firsts = json.loads(actor_seqs)
+    for start in range(0, len(firsts), PAIRS_PER_LOOK_UP):
+        ids = json.dumps(_actor_ids(conn, json.dumps(firsts[start : start + PAIRS_PER_LOOK_UP])))
+        found += _bucketed_events(conn, ids, most - len(found))
+        tail = conn.execute(_TAIL_EVENTS, (actor_index.through_seq, ids, most - len(found)))
+        found += [row[0] for row in tail]
+        if len(found) >= most:
+            break
+    return found
+
+
+def _bucketed_events(conn: sqlite3.Connection, ids: str, most: int) -> list[int]:
+    """Seqs of the events of the actors `ids` (JSON) in the buckets they have rows for,
+    at most `most`."""
+    pairs = [tuple(row) for row in conn.execute(_ACTOR_BUCKETS, (ids,))]
+    found: list[int] = []
+    for start in range(0, len(pairs), PAIRS_PER_LOOK_UP):
+        chunk = pairs[start : start + PAIRS_PER_LOOK_UP]
+        terms = " OR ".join([bucketed.BUCKET_AND_ACTOR] * len(chunk))
+        params = [value for pair in chunk for value in pair]
+        sql = f"SELECT seq FROM events WHERE {terms} LIMIT ?"
+        found += [row[0] for row in conn.execute(sql, (*params, most - len(found)))]
+        if len(found) >= most:
+            break
+    return found
+
+
 def _actor_ids(conn: sqlite3.Connection, actor_seqs: str) -> list[str]:
     return [row[0] for row in conn.execute(_ACTORS, (actor_seqs,))]
 
@@ -253,8 +319,17 @@ class Completeness:
     body it parses anyway) and hands on a pair not in `seen`: a container's events all
     carry its labels, so most are. New pairs are looked up `CHECK_BATCH` at a time."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, actor_index: bool = True) -> None:
         self.conn = conn
+        # An older docktrail's rows past `actors_through_seq` are not in the actor index
+        # yet: their actors' first seqs are scanned for (short-circuit: only for those).
+        first_seq = _FIRST_SEQ
+        if actor_index:
+            tail = _TAIL_FIRST_SEQ.format(through=through_seq(conn), actor="{actor}")
+            first_seq = f"coalesce({_INDEXED_FIRST_SEQ}, {tail})"
+        self._missing_among = _MISSING_AMONG.format(
+            first_seq=first_seq.format(actor="value ->> '$[0]'")
+        )
         self.seen: set[tuple[str, str]] = set()  # checked, or about to be
         self.pending: list[tuple[str, str]] = []
         self.missing: Labelled | None = None
@@ -272,7 +347,7 @@ class Completeness:
     def finish(self) -> Labelled | None:
         """Look up what is pending; the first label found missing, if any."""
         if self.pending and self.missing is None:
-            row = self.conn.execute(_MISSING_AMONG, (json.dumps(self.pending),)).fetchone()
+            row = self.conn.execute(self._missing_among, (json.dumps(self.pending),)).fetchone()
             self.missing = None if row is None else (str(row[0]), str(row[1]), str(row[2]))
         self.pending = []
         return self.missing

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -22,25 +22,41 @@ from sinks.base import (
     values_of,
 )
 from sinks.filtering import glob_prefix, is_glob
+from sinks.sqlite import bucketed
+from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.labels import LabelPlan
 
 _MAX_TIME_NS = 2**63 - 1
 
 
+class Term(NamedTuple):
+    """One condition of a query, its parameters, and the order its rows are walked in
+    when it is a page's branch of its own (`_merged_pages`)."""
+
+    clause: str
+    params: list[Any]
+    order: str = "seq"
+
+
 def build_query(
-    f: EventFilter, columns: str = "seq, body, prev_hash, hash", labels: LabelPlan | None = None
+    f: EventFilter,
+    columns: str = "seq, body, prev_hash, hash",
+    labels: LabelPlan | None = None,
+    actor_index: ActorIndex | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL and parameters selecting what `sinks.filtering.matches` selects, in seq order.
 
     `labels`: where the label index says `f.labels` can match (`sinks.sqlite.labels.plan`);
-    None reads every body's labels (a trail without the index)."""
+    None reads every body's labels (a trail without the index). `actor_index`: the
+    trail has the actor index (`sinks.sqlite.bucketed.actor_index`); None: it has the
+    per-id indexes of before (a read-only trail from before migration 0014)."""
     if labels is not None and labels.nothing:  # seq starts at 1: a search that finds nothing
         return _select(columns, "events", ["seq < 1"], [], f.limit)
     if f.limit is not None and _pages_by_subject(f):
-        return _first_page(f, columns, f.limit, labels)
+        return _first_page(f, columns, f.limit, labels, actor_index)
     if f.limit is not None and labels is not None and labels.actors is not None:
-        return _pages_by_actor(f, columns, f.limit, labels.actors)
-    where, params = _event_where(f, labels=labels)
+        return _pages_by_actor(f, columns, f.limit, labels.actors, actor_index)
+    where, params = _event_where(f, labels=labels, actor_index=actor_index)
     return _select(columns, "events", where, params, f.limit)
 
 
@@ -52,7 +68,11 @@ def _pages_by_subject(f: EventFilter) -> bool:
 
 
 def _first_page(
-    f: EventFilter, columns: str, limit: int, labels: LabelPlan | None
+    f: EventFilter,
+    columns: str,
+    limit: int,
+    labels: LabelPlan | None,
+    actor_index: ActorIndex | None,
 ) -> tuple[str, list[Any]]:
     """A page of a user or image filter: the first `limit` of each index, merged.
 
@@ -63,40 +83,58 @@ def _first_page(
     are among those.
     """
     wanted: Wanted
+    terms: Callable[[str], list[Term]]
     if f.user is not None:
         wanted, terms = f.user, _user_terms
         rest = dataclasses.replace(f, limit=None, user=None)
     else:
-        wanted, terms = f.image, _image_terms
+        wanted, terms = f.image, functools.partial(_image_terms, actor_index=actor_index)
         rest = dataclasses.replace(f, limit=None, image=None)
-    where, params = _event_where(rest, narrowed=True, labels=labels)
+    where, params = _event_where(rest, narrowed=True, labels=labels, actor_index=actor_index)
     branches = [
-        ([*where, term], params + term_params)
+        Term(" AND ".join([*where, term.clause]), params + term.params, term.order)
         for value in values_of(wanted)
-        for term, term_params in terms(value)
+        for term in terms(value)
     ]
     return _merged_pages("events", columns, branches, limit)
 
 
 def _pages_by_actor(
-    f: EventFilter, columns: str, limit: int, actors: tuple[str, ...]
+    f: EventFilter,
+    columns: str,
+    limit: int,
+    actors: tuple[str, ...],
+    actor_index: ActorIndex | None,
 ) -> tuple[str, list[Any]]:
     """A page of a label filter whose labels few actors carry: each actor's first
     `limit` (an actor-id index walk in seq order), merged. An `IN` of the actors would
     collect every event of theirs and sort it: a container's millions of health checks."""
-    where, params = _event_where(dataclasses.replace(f, limit=None), narrowed=True)
-    branches = [([*where, "actor_id = ?"], [*params, actor]) for actor in actors]
+    rest = dataclasses.replace(f, limit=None)
+    where, params = _event_where(rest, narrowed=True, actor_index=actor_index)
+    branches = [
+        Term(" AND ".join([*where, term.clause]), params + term.params, term.order)
+        for term in map(functools.partial(_actor_walk, actor_index=actor_index), actors)
+    ]
     return _merged_pages("events", columns, branches, limit)
 
 
+def _actor_walk(actor: str, actor_index: ActorIndex | None) -> Term:
+    """One actor's events, walked in seq order (an index walk that stops at the page's
+    end): bucket by bucket from its first, through the actor index."""
+    if actor_index is None:
+        return Term("actor_id = ?", [actor])
+    return Term(*bucketed.one_actor(actor, actor_index.through_seq), bucketed.BUCKET_ORDER)
+
+
 def _merged_pages(
-    table: str, columns: str, branches: list[tuple[list[str], list[Any]]], limit: int
+    table: str, columns: str, branches: list[Term], limit: int
 ) -> tuple[str, list[Any]]:
-    """The first `limit` rows of the union of `branches` (each: conditions, parameters)."""
+    """The first `limit` rows of the union of `branches` (each: its conditions, AND-ed)."""
     selects: list[str] = []
     params: list[Any] = []
-    for where, where_params in branches:
-        sql, sql_params = _select("seq", table, where, list(where_params), limit)
+    for branch in branches:
+        where = [branch.clause] if branch.clause else []
+        sql, sql_params = _select("seq", table, where, list(branch.params), limit, branch.order)
         selects.append(f"SELECT seq FROM ({sql})")
         params.extend(sql_params)
     union = " UNION ALL ".join(selects)
@@ -104,7 +142,10 @@ def _merged_pages(
 
 
 def _event_where(
-    f: EventFilter, narrowed: bool = False, labels: LabelPlan | None = None
+    f: EventFilter,
+    narrowed: bool = False,
+    labels: LabelPlan | None = None,
+    actor_index: ActorIndex | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
@@ -131,20 +172,28 @@ def _event_where(
         if number is not None:
             where.append(clause)
             params.append(number)
-    _add_all_of(where, params, f.container, _container_sql)
-    _add_any_of(where, params, f.image, _image_sql)
+    container = functools.partial(_container_sql, actor_index=actor_index)
+    _add_all_of(where, params, f.container, container)
+    _add_any_of(where, params, f.image, functools.partial(_image_sql, actor_index=actor_index))
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
     if labels is not None:
-        _add_label_bounds(where, params, labels)
+        _add_label_bounds(where, params, labels, actor_index)
     _add_any_of(where, params, f.session, _session_sql)
     return where, params
 
 
-def _add_label_bounds(where: list[str], params: list[Any], labels: LabelPlan) -> None:
+def _add_label_bounds(
+    where: list[str], params: list[Any], labels: LabelPlan, actor_index: ActorIndex | None
+) -> None:
     """Where the label index says the labels can match; the bodies still decide."""
-    if labels.actors is not None:
+    if labels.actors is not None and actor_index is not None:  # few: an exact walk each
+        walks = [bucketed.one_actor(actor, actor_index.through_seq) for actor in labels.actors]
+        union = " UNION ALL ".join(f"SELECT seq FROM events WHERE {walk}" for walk, _ in walks)
+        where.append(f"seq IN ({union})")
+        params.extend(param for _, walk_params in walks for param in walk_params)
+    elif labels.actors is not None:
         where.append(f"actor_id IN ({_marks(labels.actors)})")
         params.extend(labels.actors)
     elif labels.seqs is not None:
@@ -160,13 +209,19 @@ def _add_label_bounds(where: list[str], params: list[Any], labels: LabelPlan) ->
 
 
 def _select(
-    columns: str, table: str, where: list[str], params: list[Any], limit: int | None
+    columns: str,
+    table: str,
+    where: list[str],
+    params: list[Any],
+    limit: int | None,
+    order: str = "seq",
 ) -> tuple[str, list[Any]]:
-    """The statement of a query: its conditions (all must hold), in seq order, at most `limit`."""
+    """The statement of a query: its conditions (all must hold), in `order` (seq order,
+    as SQLite is to read it), at most `limit`."""
     sql = f"SELECT {columns} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq"
+    sql += f" ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(max(limit, 0))
@@ -211,14 +266,14 @@ def _user_sql(value: str) -> tuple[str, list[Any]]:
     return _any_term(_user_terms(value))
 
 
-def _user_terms(value: str) -> list[tuple[str, list[Any]]]:
-    return [("who_login = ?", [value]), ("who_user = ?", [value])]
+def _user_terms(value: str) -> list[Term]:
+    return [Term("who_login = ?", [value]), Term("who_user = ?", [value])]
 
 
-def _any_term(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+def _any_term(terms: list[Term]) -> tuple[str, list[Any]]:
     """One condition: any of `terms`."""
-    clause = "(" + " OR ".join(f"({term})" for term, _ in terms) + ")"
-    return clause, [param for _, term_params in terms for param in term_params]
+    clause = "(" + " OR ".join(f"({term.clause})" for term in terms) + ")"
+    return clause, [param for term in terms for param in term.params]
 
 
 # As the exec-id index (`events_exec_id`, migration 0010) computes it, or it is not used.
@@ -247,8 +302,12 @@ def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
     return clause, [key, value]
 
 
-def _container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+def _container_sql(
+    values: tuple[str, ...], actor_index: ActorIndex | None = None
+) -> tuple[str, list[Any]]:
     """Events of the containers named (names through renames) or id-prefixed by `values`."""
+    if actor_index is not None:
+        return _indexed_container_sql(values, actor_index)
     # A flat OR of indexable terms lets SQLite answer each term from its own index.
     # `+type` keeps the planner off the (type, action) index, which for a common
     # type would mean scanning every container event.
@@ -278,55 +337,157 @@ def _ids_named_sql(names: tuple[str, ...]) -> tuple[str, list[Any]]:
     container; its `oldName` ("/a1") names it too, should the trail lack the
     earlier events. Network events carry only these ids.
     """
-    old = (*names, *(f"/{name}" for name in names))
+    renamed, old = _renamed_sql(names)
     sql = (
         "SELECT actor_id FROM events WHERE +type = 'container' "
-        f"AND actor_name IN ({_marks(names)}) "
-        "UNION SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
-        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
+        f"AND actor_name IN ({_marks(names)}) UNION {renamed}"
     )
     return sql, [*names, *old]
+
+
+def _renamed_sql(names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The ids of the containers renamed from one of `names` (through the (type,
+    action) index: renames are few), and its parameters."""
+    old = (*names, *(f"/{name}" for name in names))
+    sql = (
+        "SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
+        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
+    )
+    return sql, old
+
+
+def _indexed_container_sql(values: tuple[str, ...], index: ActorIndex) -> tuple[str, list[Any]]:
+    """`_container_sql` through the actor index: the ids named (`_named_cte`) and each
+    id prefix, through each column, walked in the buckets they have rows for; the
+    rows not in the tables yet (`through_seq`) read as they are, where the terms of
+    `_container_sql` decide."""
+    named = Term("actor_id IN (SELECT id FROM named)", [])
+    walks = [_walk(via, named, Term(f"{via} IN (SELECT id FROM named)", [])) for via in _VIAS]
+    tail = [
+        Term("(+type = 'container' AND actor_id IN (SELECT id FROM named))", []),
+        Term("container IN (SELECT id FROM named)", []),
+    ]
+    for value in values:
+        for via in _VIAS:
+            rows = Term(*prefix_sql(via, value))
+            walks.append(_walk(via, Term(*prefix_sql("actor_id", value)), rows))
+            tail.append(Term(f"{_TYPED[via]}{rows.clause}", rows.params))
+    rest, rest_params = _any_term(tail)
+    past = f"SELECT seq FROM events WHERE seq > ? AND {rest}"
+    walks.append(Term(past, [index.through_seq, *rest_params]))
+    cte = _named_cte(values, index)
+    sql = f"WITH {cte.clause} " + " UNION ALL ".join(walk.clause for walk in walks)
+    return f"seq IN ({sql})", [*cte.params, *(param for walk in walks for param in walk.params)]
+
+
+_VIAS = ("actor_id", "container")  # the columns that name a container (`actors.VIAS`)
+_TYPED = {"actor_id": "+type = 'container' AND ", "container": ""}  # as `_container_sql`
+
+
+def _walk(via: str, ids: Term, rows: Term) -> Term:
+    """The events whose column `via` names an id of `ids` (a condition on the ids in
+    `actors`; `rows`: the same on the events' column), in the buckets the ids have rows
+    for: an index search per bucket (and id, when they are a list)."""
+    walk, params = bucketed.walk(
+        f"via = '{via}' AND {ids.clause}", ids.params, _TYPED[via] + rows.clause
+    )
+    return Term(walk, [*params, *rows.params])
+
+
+def _named_cte(values: tuple[str, ...], index: ActorIndex) -> Term:
+    """CTE `named(id)`: `_ids_named_sql` through the actor index, the names from
+    `actor_names` and from the rows not in it yet."""
+    names = _marks(values)
+    renamed, old = _renamed_sql(values)
+    sql = (
+        "named(id) AS (SELECT actor_id FROM actor_names WHERE name IN "
+        f"({names}) AND type = 'container' UNION {renamed} UNION SELECT actor_id FROM "
+        f"events WHERE seq > ? AND +type = 'container' AND actor_name IN ({names}))"
+    )
+    return Term(sql, [*values, *old, index.through_seq, *values])
 
 
 def _marks(values: tuple[str, ...]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _image_sql(value: str) -> tuple[str, list[Any]]:
-    return _any_term(_image_terms(value))
+def _image_sql(value: str, actor_index: ActorIndex | None = None) -> tuple[str, list[Any]]:
+    terms = _image_terms(value, actor_index)
+    if actor_index is None:
+        return _any_term(terms)
+    # One OR term of the by-name ones: as a flat OR, the planner would scan.
+    image, *by_name = terms
+    union = " UNION ALL ".join(f"SELECT seq FROM events WHERE {term.clause}" for term in by_name)
+    by_name_params = [param for term in by_name for param in term.params]
+    return _any_term([image, Term(f"seq IN ({union})", by_name_params)])
 
 
-def _image_terms(value: str) -> list[tuple[str, list[Any]]]:
+def _image_terms(value: str, actor_index: ActorIndex | None = None) -> list[Term]:
+    """The event's image, or (an image's own events) its name: one term each, or, through
+    the actor index, a term of the name's ids and one of the rows not in it yet."""
+    if actor_index is not None:
+        return [_image_term(value), *_indexed_image_name_terms(value, actor_index)]
     if not is_glob(value):
-        return [("actor_image = ?", [value]), ("+type = 'image' AND actor_name = ?", [value])]
+        return [_image_term(value), Term("+type = 'image' AND actor_name = ?", [value])]
     # GLOB plus the literal prefix as a range: the range is what uses the index.
-    prefix = glob_prefix(value)
-    image_range, image_params = prefix_sql("actor_image", prefix)
-    name_range, name_params = prefix_sql("actor_name", prefix)
+    name_range, name_params = prefix_sql("actor_name", glob_prefix(value))
+    by_name = f"+type = 'image' AND actor_name GLOB ? AND {name_range}"
+    return [_image_term(value), Term(by_name, [value, *name_params])]
+
+
+def _image_term(value: str) -> Term:
+    if not is_glob(value):
+        return Term("actor_image = ?", [value])
+    image_range, image_params = prefix_sql("actor_image", glob_prefix(value))
+    return Term(f"actor_image GLOB ? AND {image_range}", [value, *image_params])
+
+
+def _indexed_image_name_terms(value: str, index: ActorIndex) -> list[Term]:
+    """An image's events by name: those of the ids `actor_names` says bore it, walked
+    in the buckets they have rows for, in seq order; and the rows after
+    `through_seq`, read as they are."""
+    if is_glob(value):
+        name_range, range_params = prefix_sql("name", glob_prefix(value))
+        names, name_params = f"{name_range} AND name GLOB ?", [*range_params, value]
+        row = "actor_name GLOB ?"
+    else:
+        names, name_params, row = "name = ?", [value], "actor_name = ?"
+    ids = f"SELECT actor_id FROM actor_names WHERE {names} AND type = 'image'"
+    buckets, bucket_params = bucketed.in_buckets(
+        f"via = 'actor_id' AND actor_id IN ({ids})", name_params
+    )
+    walk = f"{buckets} AND actor_id IN ({ids}) AND +type = 'image' AND {row}"
     return [
-        (f"actor_image GLOB ? AND {image_range}", [value, *image_params]),
-        (f"+type = 'image' AND actor_name GLOB ? AND {name_range}", [value, *name_params]),
+        Term(walk, [*bucket_params, *name_params, value], bucketed.BUCKET_ORDER),
+        Term(f"seq > ? AND +type = 'image' AND {row}", [index.through_seq, value]),
     ]
 
 
 def build_alert_query(
-    f: AlertFilter, columns: str = "seq, body, prev_hash, hash"
+    f: AlertFilter,
+    columns: str = "seq, body, prev_hash, hash",
+    actor_index: ActorIndex | None = None,
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order."""
+    """SQL and parameters selecting what `sinks.filtering.alert_matches` selects, in seq order.
+
+    `actor_index`: as for `build_query` (an alert's event by container)."""
     narrower = (f.container, f.since_ns, f.until_ns, f.event_seq)
     if f.limit is not None and f.user is not None and all(v is None for v in narrower):
         # A page of a login's alerts: as for events (`_first_page`).
-        where, params = _alert_where(dataclasses.replace(f, limit=None, user=None))
+        rest = dataclasses.replace(f, limit=None, user=None)
+        where, params = _alert_where(rest, actor_index)
         branches = [
-            ([*where, term], params + term_params)
+            Term(" AND ".join([*where, term.clause]), params + term.params)
             for value in values_of(f.user)
-            for term, term_params in _user_terms(value)
+            for term in _user_terms(value)
         ]
         return _merged_pages("alerts", columns, branches, f.limit)
-    return _select(columns, "alerts", *_alert_where(f), f.limit)
+    return _select(columns, "alerts", *_alert_where(f, actor_index), f.limit)
 
 
-def _alert_where(f: AlertFilter) -> tuple[list[str], list[Any]]:
+def _alert_where(
+    f: AlertFilter, actor_index: ActorIndex | None = None
+) -> tuple[list[str], list[Any]]:
     """The conditions of `f` (all must hold) and their parameters."""
     where: list[str] = []
     params: list[Any] = []
@@ -350,15 +511,18 @@ def _alert_where(f: AlertFilter) -> tuple[list[str], list[Any]]:
         params.extend(names)
     if not f.include_suppressed:
         where.append("suppressed = 0")
-    _add_all_of(where, params, f.container, _alert_container_sql)
+    container = functools.partial(_alert_container_sql, actor_index=actor_index)
+    _add_all_of(where, params, f.container, container)
     _add_any_of(where, params, f.image, functools.partial(_glob_or_equal_sql, "image"))
     _add_any_of(where, params, f.user, _user_sql)
     return where, params
 
 
-def _alert_container_sql(values: tuple[str, ...]) -> tuple[str, list[Any]]:
+def _alert_container_sql(
+    values: tuple[str, ...], actor_index: ActorIndex | None = None
+) -> tuple[str, list[Any]]:
     """The alert's own container name, or an event of that container (as for events)."""
-    by_event, event_params = _container_sql(values)
+    by_event, event_params = _container_sql(values, actor_index)
     clause = (
         f"(container IN ({_marks(values)}) "
         f"OR event_seq IN (SELECT seq FROM events WHERE {by_event}))"

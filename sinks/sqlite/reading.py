@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import sinks.sqlite.actors as actors
 import sinks.sqlite.dedupe as dedupe
 import sinks.sqlite.labels as labels
 from config.errors import TrailError
@@ -24,6 +25,7 @@ from listener.model.alert import Alert
 from listener.model.event import Event
 from sinks.base import AlertFilter, EventFilter
 from sinks.chain import decode_state
+from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.errors import trail_error
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import ID_CHUNK
@@ -45,6 +47,9 @@ class TrailReader:
     path: Path
     _conn: sqlite3.Connection | None
     _label_index: bool | None  # whether the file has the label index (`_has_label_index`)
+    # Whether the file has the actor index, and the connection that said so: a trail
+    # reopened (perhaps migrated meanwhile) is asked again (`_actor_index`).
+    _actor_layout: tuple[sqlite3.Connection, bool] | None = None
 
     def query(self, f: EventFilter) -> Iterator[Event]:
         """Events selected by `f`, in seq order, read lazily."""
@@ -55,14 +60,23 @@ class TrailReader:
 
     def _build_query(self, conn: sqlite3.Connection, f: EventFilter) -> tuple[str, list[Any]]:
         plan = None
+        actor_index = self._actor_index(conn)
         if f.labels and self._has_label_index(conn):
-            plan = labels.plan(conn, f.labels)
-        return build_query(f, labels=plan)
+            plan = labels.plan(conn, f.labels, actor_index)
+        return build_query(f, labels=plan, actor_index=actor_index)
 
     def _has_label_index(self, conn: sqlite3.Connection) -> bool:
         if self._label_index is None:
             self._label_index = labels.present(conn)
         return self._label_index
+
+    def _actor_index(self, conn: sqlite3.Connection) -> ActorIndex | None:
+        """The file's actor index as a query reads it, None when it has none.
+        `through_seq` moves with every write, so it is read each time; a write between
+        this read and the query's only makes the query read more rows directly."""
+        if self._actor_layout is None or self._actor_layout[0] is not conn:
+            self._actor_layout = (conn, actors.present(conn))
+        return ActorIndex(actors.through_seq(conn)) if self._actor_layout[1] else None
 
     def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
         with self._errors("query"):
@@ -124,10 +138,13 @@ class TrailReader:
 
     def query_alerts(self, f: AlertFilter) -> Iterator[Alert]:
         """Alerts selected by `f`, in alert seq order, read lazily."""
-        sql, params = build_alert_query(f)
+        conn = self._connection()
         with self._errors("query alerts"):
-            cursor = self._connection().execute(sql, params)
+            cursor = conn.execute(*self._build_alert_query(conn, f))
         return self._alerts(cursor)
+
+    def _build_alert_query(self, conn: sqlite3.Connection, f: AlertFilter) -> tuple[str, list[Any]]:
+        return build_alert_query(f, actor_index=self._actor_index(conn))
 
     def _alerts(self, cursor: sqlite3.Cursor) -> Iterator[Alert]:
         with self._errors("query alerts"):
@@ -145,7 +162,10 @@ class TrailReader:
 
     def alerts_query_plan(self, f: AlertFilter) -> list[str]:
         """SQLite's EXPLAIN QUERY PLAN lines for `query_alerts(f)`."""
-        return self._explain(*build_alert_query(f))
+        conn = self._connection()
+        with self._errors("explain"):
+            query = self._build_alert_query(conn, f)
+        return self._explain(*query)
 
     def count_alerts(self) -> int:
         return self._count("alerts", "count alerts")

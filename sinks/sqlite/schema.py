@@ -5,6 +5,7 @@ settings.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import time
@@ -14,12 +15,15 @@ from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
+import sinks.sqlite.actors as actors
 import sinks.sqlite.labels as labels
 import sinks.sqlite.legacy_ids as legacy_ids
 import sinks.sqlite.rulestate as rulestate
 from config.errors import TrailError
 from listener.model.event import GENESIS_HASH
 from sinks import headseal, outbox
+
+_log = logging.getLogger(__name__)
 
 APPEND_ONLY_MESSAGE = "docktrail trail is append-only"
 BUSY_TIMEOUT_SECS = 10.0
@@ -97,16 +101,46 @@ ALERT_COPIED_NAMES = tuple(name for name, _ in _ALERT_COPIED)
 EVENT_INSERT = _insert_sql("events", _COPIED)
 ALERT_INSERT = _insert_sql("alerts", _ALERT_COPIED)
 _VERIFY_EVENTS = (
-    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)}, {{labels}} "
+    f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_COPIED)}, {{labels}}, {{actors}} "
     "FROM events ORDER BY seq"
 )
-VERIFY_ROWS = _VERIFY_EVENTS.format(labels="NULL, NULL")
+_UNLABELLED = "NULL, NULL"
 # With what the label index is checked against (`labels.Completeness`): the actor and
 # its labels as JSON (none when `{}`), from the parse the columns' check has just made.
-VERIFY_LABELLED_ROWS = _VERIFY_EVENTS.format(
-    labels="actor_id, CASE WHEN json_valid(body) THEN "
-    "nullif(body -> '$.attributes.labels', '{}') END"
+_LABELLED = (
+    "actor_id, CASE WHEN json_valid(body) THEN nullif(body -> '$.attributes.labels', '{}') END"
 )
+# The actor index (migration 0014) holds the row's ids in its bucket, each with a first
+# seq at or before it, and its name: a primary-key probe per table, keyed by the copied columns
+# (checked against the body just before). Rows after ?1 (`actors.through_seq`) may be
+# missing (an older docktrail stored them); a row there, present, must still be early
+# enough: the writer adds every row with `through_seq` at or past its first seq.
+_ID_HELD = (
+    "coalesce((SELECT first_seq FROM actors WHERE actors.actor_id = events.{column} "
+    f"AND actors.via = '{{column}}' AND actors.bucket = events.{actors.BUCKET[1:-1]}) <= seq, "
+    "seq > ?1)"
+)
+_ACTOR_HELD = (
+    f"{_ID_HELD.format(column='actor_id')} "
+    f"AND CASE WHEN container IS NULL THEN 1 ELSE {_ID_HELD.format(column='container')} END "
+    "AND CASE WHEN actor_name IS NULL OR seq > ?1 THEN 1 ELSE EXISTS (SELECT 1 FROM actor_names "
+    "WHERE actor_names.name = events.actor_name AND actor_names.type = events.type "
+    "AND actor_names.actor_id = events.actor_id) END"
+)
+VERIFY_ROWS = _VERIFY_EVENTS.format(labels=_UNLABELLED, actors="1")
+VERIFY_LABELLED_ROWS = _VERIFY_EVENTS.format(labels=_LABELLED, actors="1")
+
+
+def verify_event_rows(labelled: bool, actor_index: bool) -> str:
+    """The chain walk's SELECT of the events: seq, prev_hash, hash, body, whether the
+    copied columns match the body, the actor and its labels (when `labelled`, else
+    NULLs), whether the actor index holds the row (when `actor_index`, bound to
+    `(actors.through_seq,)`; else 1)."""
+    return _VERIFY_EVENTS.format(
+        labels=_LABELLED if labelled else _UNLABELLED, actors=_ACTOR_HELD if actor_index else "1"
+    )
+
+
 # The last column: the alert's event exists and is the one its body names (step 6).
 VERIFY_ALERT_ROWS = (
     f"SELECT seq, prev_hash, hash, body, {_columns_match_sql(_ALERT_COPIED)}, event_seq, "
@@ -171,6 +205,8 @@ class Migration(NamedTuple):
     # row that only appends read: every read is right without it, only slower. A trail
     # on read-only storage (an evidence copy) is read without it rather than refused.
     index_only: bool = False
+    # Said before a migration that takes long on a big trail (a one-off wait at the upgrade).
+    note: str = ""
 
 
 def _m0001_tables(db: Database) -> None:
@@ -226,6 +262,8 @@ TRIGGERS: dict[str, str] = _append_only_triggers("events", "checkpoints", "alert
 """Every chain's append-only trigger with its text; verify checks that each is intact."""
 LABEL_TRIGGERS: dict[str, str] = _append_only_triggers(*labels.TABLES)
 """The label index's (migration 0011; verify's schema check compares them)."""
+ACTOR_TRIGGERS: dict[str, str] = _append_only_triggers(*actors.TABLES)
+"""The actor index's (migration 0014; verify's schema check compares them)."""
 
 
 def _m0003_append_only(db: Database) -> None:
@@ -291,6 +329,14 @@ def _m0011_label_index(db: Database) -> None:
         db.execute(sql)
 
 
+def _m0014_actor_index(db: Database) -> None:
+    # Derived from the bodies, like an index (`sinks.sqlite.actors`): a trail on read-only
+    # storage is read with the per-container indexes it has; verify checks the tables.
+    actors.migrate(db.conn)
+    for sql in ACTOR_TRIGGERS.values():
+        db.execute(sql)
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_tables", _m0001_tables),
     Migration("0002_indexes", _m0002_indexes),
@@ -305,6 +351,12 @@ MIGRATIONS: list[Migration] = [
     Migration(LABEL_MIGRATION, _m0011_label_index, index_only=True),
     Migration(legacy_ids.EVENTS.migration, legacy_ids.migrate, index_only=True),
     Migration(legacy_ids.ALERTS.migration, legacy_ids.migrate_alerts, index_only=True),
+    Migration(
+        actors.MIGRATION,
+        _m0014_actor_index,
+        index_only=True,
+        note="building the actor index (once; a few seconds per 1M events)",
+    ),
 ]
 """Schema history, oldest first. Append new ones; never edit an applied one."""
 GENESIS_MIGRATIONS = [m.name for m in MIGRATIONS[:8]]
@@ -329,9 +381,17 @@ def apply_migrations(
         )
         pending = _pending(db, migrations)  # again, now under the lock: others may have won
         for migration in pending:
+            if migration.note and _holds_events(db):  # a new trail: nothing to wait for
+                _log.warning("upgrading the trail's schema: %s", migration.note)
             migration.apply(db)
             db.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.name, time.time_ns()])
     return [m.name for m in pending]
+
+
+def _holds_events(db: Database) -> bool:
+    return "events" in db.table_names() and bool(
+        db.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()[0]
+    )
 
 
 def _pending(db: Database, migrations: Sequence[Migration]) -> list[Migration]:

@@ -29,6 +29,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from sqlite_utils import Database
 
+import sinks.sqlite.actors as actors
 import sinks.sqlite.alerting as alerting
 import sinks.sqlite.dedupe as dedupe
 import sinks.sqlite.heads as heads
@@ -112,6 +113,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         self._since_checkpoint = 0  # events stored since this instance's last checkpoint
         self._unwitnessed: list[Checkpoint] = []
         self._labels = labels.LabelWriter()
+        self._actors = actors.ActorWriter()
         self._label_index: bool | None = None  # whether the file has it (`_has_label_index`)
         self.applied_migrations: list[str] = []
         self._conn: sqlite3.Connection | None = None
@@ -216,6 +218,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             return AppendResult()
         self._ensure_writer()
         self._labels.discard()
+        self._actors.discard()
         with self._errors("append"), immediate(conn):
             self._check_own_heads(conn)
             sealed, duplicates = self._insert_events(conn, events) if events else ([], 0)
@@ -224,6 +227,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             if sealed:
                 self._seal_heads(conn)
         self._labels.committed()
+        self._actors.committed()
         if sealed:
             self._dirty = True
             self._since_checkpoint += len(sealed)
@@ -247,6 +251,9 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
             ],
             few_statements=self._worker.loop_busy,
         )
+        if sealed:  # the actor index first: the label index reads an actor's first seq in it
+            rows = (actors.content_row(content) for _, content, _ in sealed)
+            self._actors.stage(conn, rows, sealed[-1][0].seq or 0)
         self._labels.stage(conn, (content for _, content, _ in sealed))
         return sealed, duplicates
 

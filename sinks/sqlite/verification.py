@@ -16,6 +16,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlite_utils import Database
 
+import sinks.sqlite.actorcheck as actorcheck
+import sinks.sqlite.actors as actors
 from config.errors import TamperError, TrailError
 from listener.model.event import GENESIS_HASH, chain_hash
 from sinks import trailcheck, witness
@@ -169,8 +171,8 @@ def verify_connection(
     ahead = None if path is None else ReadAhead(Path(path))  # both passes read every page
     integrity = _IntegrityCheck(conn)  # the costliest check: overlapped with the chain walk
     try:
-        labelled = LABEL_MIGRATION in applied
-        audit = ChainWalk(conn, trail_id, public, key_path, on_progress, labelled)
+        labelled, actor_index = LABEL_MIGRATION in applied, actors.MIGRATION in applied
+        audit = ChainWalk(conn, trail_id, public, key_path, on_progress, labelled, actor_index)
         problem = audit.run()
         return _conclude(conn, audit, problem, integrity, applied, expected, public, trail_id)
     finally:
@@ -201,6 +203,7 @@ def _conclude(
         finding = (
             trailcheck.schema_problem(conn, expected)
             or integrity.result()
+            or _actor_index_problem(conn, audit)
             or _label_index_problem(audit.labels)
             or trailcheck.delivery_problem(conn)
         )
@@ -209,7 +212,8 @@ def _conclude(
         return _failed(report, finding)
     if not report.ok:
         return report
-    return dataclasses.replace(report, notes=_tail_notes(report, vouched))
+    notes = (*_tail_notes(report, vouched), *_actor_index_notes(audit))
+    return dataclasses.replace(report, notes=notes)
 
 
 class _IntegrityCheck:
@@ -269,6 +273,18 @@ class _IntegrityCheck:
         self.thread.join()
         self.other.close()
         self.other = None
+
+
+def _actor_index_problem(conn: sqlite3.Connection, audit: ChainWalk) -> trailcheck.Finding | None:
+    # Before the label index's: a first seq too early makes its look-ups miss too.
+    return None if audit.actors_through is None else actorcheck.first_seq_problem(conn)
+
+
+def _actor_index_notes(audit: ChainWalk) -> tuple[str, ...]:
+    if audit.actors_through is None:
+        return ()
+    note = actorcheck.tail_note(audit.actors_through, audit.last_seq)
+    return () if note is None else (note,)
 
 
 def _label_index_problem(labels: Completeness | None) -> trailcheck.Finding | None:

@@ -46,13 +46,13 @@ def test_a_damaged_index_page_fails_the_integrity_check(tmp_path: Path) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     page = conn.execute(
-        "SELECT pageno FROM dbstat WHERE name = 'events_actor_name' AND pagetype = 'leaf' LIMIT 1"
+        "SELECT pageno FROM dbstat WHERE name = 'events_actor_image' AND pagetype = 'leaf' LIMIT 1"
     ).fetchone()[0]
     conn.close()
     data = bytearray(db.read_bytes())
     start = (page - 1) * page_size
-    at = data.index(b"web-", start + 100, start + page_size)
-    data[at : at + 4] = b"WEB-"  # the index now names containers the table does not hold
+    at = data.index(b"registry.", start + 100, start + page_size)
+    data[at : at + 9] = b"REGISTRY."  # the index now names images the table does not hold
     db.write_bytes(bytes(data))
     verdict = verify(db)
     assert verdict.code == 1, verdict.text
