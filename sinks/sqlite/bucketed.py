@@ -34,11 +34,21 @@ class ActorIndex:
     """A trail with the actor index, as a query reads it."""
 
     through_seq: int  # the rows after it may be in no table yet: they are read directly
+    behind: bool = True  # there are rows after it (else no query looks for them by bucket)
+
+    @property
+    def tail_from(self) -> int | None:
+        """`through_seq` when rows follow it, for `in_buckets`' `through`; else None."""
+        return self.through_seq if self.behind else None
 
 
 def actor_index(conn: sqlite3.Connection) -> ActorIndex | None:
     """The trail's `ActorIndex`, None when it has no actor index."""
-    return ActorIndex(through_seq(conn)) if present(conn) else None
+    if not present(conn):
+        return None
+    through = through_seq(conn)
+    head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    return ActorIndex(through, behind=through < head)
 
 
 def in_buckets(
@@ -86,8 +96,9 @@ BUCKET_AND_ACTOR = f"({BUCKET} = ? AND actor_id = ?)"
 """One actor's events in one bucket: as an OR term of several, a search each."""
 
 
-def one_actor(actor: str, through: int) -> tuple[str, list[Any]]:
+def one_actor(actor: str, through: int | None) -> tuple[str, list[Any]]:
     """The condition: the event is `actor`'s (its own, as `actor_id`), searched in the
-    buckets it has rows for and those after `through`; read in `BUCKET_ORDER`."""
+    buckets it has rows for and those after `through` (None: none); read in
+    `BUCKET_ORDER`."""
     clause, params = in_buckets(ONE_ACTOR, [actor], through)
     return f"{clause} AND actor_id = ?", [*params, actor]

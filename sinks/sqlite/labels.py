@@ -280,8 +280,9 @@ def _events_of(
     for start in range(0, len(firsts), PAIRS_PER_LOOK_UP):
         ids = json.dumps(_actor_ids(conn, json.dumps(firsts[start : start + PAIRS_PER_LOOK_UP])))
         found += _bucketed_events(conn, ids, most - len(found))
-        tail = conn.execute(_TAIL_EVENTS, (actor_index.through_seq, ids, most - len(found)))
-        found += [row[0] for row in tail]
+        if actor_index.behind:
+            tail = conn.execute(_TAIL_EVENTS, (actor_index.through_seq, ids, most - len(found)))
+            found += [row[0] for row in tail]
         if len(found) >= most:
             break
     return found

@@ -123,7 +123,7 @@ def _actor_walk(actor: str, actor_index: ActorIndex | None) -> Term:
     end): bucket by bucket from its first, through the actor index."""
     if actor_index is None:
         return Term("actor_id = ?", [actor])
-    return Term(*bucketed.one_actor(actor, actor_index.through_seq), bucketed.BUCKET_ORDER)
+    return Term(*bucketed.one_actor(actor, actor_index.tail_from), bucketed.BUCKET_ORDER)
 
 
 def _merged_pages(
@@ -189,7 +189,7 @@ def _add_label_bounds(
 ) -> None:
     """Where the label index says the labels can match; the bodies still decide."""
     if labels.actors is not None and actor_index is not None:  # few: an exact walk each
-        walks = [bucketed.one_actor(actor, actor_index.through_seq) for actor in labels.actors]
+        walks = [bucketed.one_actor(actor, actor_index.tail_from) for actor in labels.actors]
         union = " UNION ALL ".join(f"SELECT seq FROM events WHERE {walk}" for walk, _ in walks)
         where.append(f"seq IN ({union})")
         params.extend(param for _, walk_params in walks for param in walk_params)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sinks.sqlite.actors as actors
+import sinks.sqlite.bucketed as bucketed
 import sinks.sqlite.dedupe as dedupe
 import sinks.sqlite.labels as labels
 from config.errors import TrailError
@@ -76,7 +77,7 @@ class TrailReader:
         this read and the query's only makes the query read more rows directly."""
         if self._actor_layout is None or self._actor_layout[0] is not conn:
             self._actor_layout = (conn, actors.present(conn))
-        return ActorIndex(actors.through_seq(conn)) if self._actor_layout[1] else None
+        return bucketed.actor_index(conn) if self._actor_layout[1] else None
 
     def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
         with self._errors("query"):
