@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlite_utils import Database
 
 import sinks.sqlite.actors as actors
 import sinks.sqlite.labels as labels
 from listener.model.event import Actor, Event, natural_id
 from sinks.sqlite import SQLiteTrail, verify_file
-from sinks.sqlite.schema import MIGRATIONS, apply_migrations
+from tests.actor_layouts import trail_before_the_actor_index
 
 T0 = 1_767_000_000_000_000_000
 # The index's definition, from the rows (what `actors.migrate` computes).
@@ -142,40 +141,13 @@ def test_an_older_writers_rows_are_added_by_the_next_writer(
     assert verify_file(path, tmp_path / "t.key").ok
 
 
-def _old_indexes() -> list[str]:
-    """The per-container indexes as migration 0002 wrote them (the schema check compares
-    their text)."""
-    db = Database(sqlite3.connect(":memory:"))
-    apply_migrations(db, MIGRATIONS[:2])
-    names = ", ".join(f"'{name}'" for name in actors.REPLACED)
-    return [row[0] for row in db.execute(f"SELECT sql FROM sqlite_master WHERE name IN ({names})")]
-
-
-def _old_layout(path: Path) -> None:
-    """The trail as a docktrail before migration 0014 left it."""
-    with sqlite3.connect(path) as conn:
-        for name in ("events_bucket_actor", "events_bucket_container"):
-            conn.execute(f"DROP INDEX {name}")
-        for trigger in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN (?, ?)",
-            actors.TABLES,
-        ).fetchall():
-            conn.execute(f"DROP TRIGGER {trigger[0]}")
-        for table in actors.TABLES:
-            conn.execute(f"DROP TABLE {table}")
-        for sql in _old_indexes():
-            conn.execute(sql)
-        conn.execute("DELETE FROM _migrations WHERE name = ?", (actors.MIGRATION,))
-        conn.execute("DELETE FROM meta WHERE key = ?", (actors.THROUGH_KEY,))
-
-
 def test_the_upgrade_builds_the_index_and_drops_the_old_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "t.db"
     with SQLiteTrail(path) as trail:
         _append_batches(trail, BATCHES)
-    _old_layout(path)
+    trail_before_the_actor_index(path)
     assert not verify_file(path, tmp_path / "t.key").problem  # an old trail verifies as such
     with SQLiteTrail(path) as trail:
         assert trail.applied_migrations == [actors.MIGRATION]

@@ -20,7 +20,7 @@ import sinks.sqlite.actors as actors
 from listener.model.event import Actor, Event, natural_id
 from sinks.sqlite import SQLiteTrail, VerifyReport, verify_file
 from sinks.sqlite.schema import ACTOR_TRIGGERS, LABEL_TRIGGERS
-from tests.test_actor_index import _old_layout
+from tests.actor_layouts import trail_before_the_actor_index
 from tests.test_trail_tamper import assert_tampered, shell
 
 T0 = 1_767_000_000_000_000_000
@@ -315,7 +315,7 @@ def test_dropped_index_triggers_are_found_by_the_schema_check(db: Path) -> None:
 def test_the_label_check_with_and_without_the_actor_index(db: Path, migrated: bool) -> None:
     """Before migration 0014 the label index's check reads first seqs from the events."""
     if not migrated:
-        _old_layout(db)
+        trail_before_the_actor_index(db)
     assert verify(db).ok
     tamper(db, f"DELETE FROM label_actors WHERE actor_seq = {first_own_seq(6)}", LABEL_TRIGGERS)
     report = verify(db)

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sinks.sqlite.bucketed as bucketed
 from sinks.base import values_of
-from sinks.sqlite import bucketed
 from sinks.sqlite.actors import through_seq
 from sinks.sqlite.bucketed import ActorIndex
 

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+import sinks.sqlite.bucketed as bucketed
 from config.errors import TamperError
 from listener.model.alert import Alert
 from listener.model.event import Event
@@ -22,7 +23,6 @@ from sinks.base import (
     values_of,
 )
 from sinks.filtering import glob_prefix, is_glob
-from sinks.sqlite import bucketed
 from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.labels import LabelPlan
 
