@@ -44,8 +44,12 @@ class ActorIndex:
 
 def actor_index(conn: sqlite3.Connection) -> ActorIndex | None:
     """The trail's `ActorIndex`, None when it has no actor index."""
-    if not present(conn):
-        return None
+    return index_of(conn) if present(conn) else None
+
+
+def index_of(conn: sqlite3.Connection) -> ActorIndex:
+    """The `ActorIndex` of a trail known to have the index (`through_seq` moves with every
+    write: read for each query)."""
     through = through_seq(conn)
     head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     return ActorIndex(through, behind=through < head)

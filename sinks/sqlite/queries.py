@@ -23,6 +23,7 @@ from sinks.base import (
     values_of,
 )
 from sinks.filtering import glob_prefix, is_glob
+from sinks.sqlite.actors import VIAS
 from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.labels import LabelPlan
 
@@ -362,13 +363,13 @@ def _indexed_container_sql(values: tuple[str, ...], index: ActorIndex) -> tuple[
     rows not in the tables yet (`through_seq`) read as they are, where the terms of
     `_container_sql` decide."""
     named = Term("actor_id IN (SELECT id FROM named)", [])
-    walks = [_walk(via, named, Term(f"{via} IN (SELECT id FROM named)", [])) for via in _VIAS]
+    walks = [_walk(via, named, Term(f"{via} IN (SELECT id FROM named)", [])) for via in VIAS]
     tail = [
         Term("(+type = 'container' AND actor_id IN (SELECT id FROM named))", []),
         Term("container IN (SELECT id FROM named)", []),
     ]
     for value in values:
-        for via in _VIAS:
+        for via in VIAS:
             rows = Term(*prefix_sql(via, value))
             walks.append(_walk(via, Term(*prefix_sql("actor_id", value)), rows))
             tail.append(Term(f"{_TYPED[via]}{rows.clause}", rows.params))
@@ -380,7 +381,6 @@ def _indexed_container_sql(values: tuple[str, ...], index: ActorIndex) -> tuple[
     return f"seq IN ({sql})", [*cte.params, *(param for walk in walks for param in walk.params)]
 
 
-_VIAS = ("actor_id", "container")  # the columns that name a container (`actors.VIAS`)
 _TYPED = {"actor_id": "+type = 'container' AND ", "container": ""}  # as `_container_sql`
 
 

@@ -77,7 +77,7 @@ class TrailReader:
         this read and the query's only makes the query read more rows directly."""
         if self._actor_layout is None or self._actor_layout[0] is not conn:
             self._actor_layout = (conn, actors.present(conn))
-        return bucketed.actor_index(conn) if self._actor_layout[1] else None
+        return bucketed.index_of(conn) if self._actor_layout[1] else None
 
     def _events(self, cursor: sqlite3.Cursor) -> Iterator[Event]:
         with self._errors("query"):
