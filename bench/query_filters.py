@@ -55,8 +55,8 @@ from bench.trail_append import synthetic_events  # noqa: E402
 from sinks.base import AlertFilter, EventFilter  # noqa: E402
 from sinks.sqlite import SQLiteTrail, actors, build_query  # noqa: E402
 from sinks.sqlite.bucketed import actor_index  # noqa: E402
-from sinks.sqlite.queries import prefix_sql  # noqa: E402
 from sinks.sqlite.schema import ACTOR_TRIGGERS, MIGRATIONS, apply_migrations  # noqa: E402
+from sinks.sqlite.sqlterms import prefix_sql  # noqa: E402
 
 
 def baseline_sql(name: str) -> tuple[str, list[Any]]:

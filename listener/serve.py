@@ -64,7 +64,7 @@ def _indexed_timeline() -> str:
     bore the name, the container's own id and the ids of the prefix, each walked
     in the buckets they have rows for; the rows past `actors_through_seq` read as they are."""
     last = "unicode(substr(:container, -1))"
-    # The least text above every text starting with :container (`queries.prefix_sql`);
+    # The least text above every text starting with :container (`sqlterms.prefix_sql`);
     # none (an empty blob, above every text) when its last character is the highest.
     upper = (
         f"coalesce(CASE WHEN {last} < 1114111 THEN substr(:container, 1, "

@@ -7,11 +7,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import ValidationError
 
 import sinks.sqlite.bucketed as bucketed
+import sinks.sqlite.subjects as subjects
 from config.errors import TamperError
 from listener.model.alert import Alert
 from listener.model.event import Event
@@ -23,20 +24,11 @@ from sinks.base import (
     values_of,
 )
 from sinks.filtering import glob_prefix, is_glob
-from sinks.sqlite.actors import VIAS
 from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.labels import LabelPlan
+from sinks.sqlite.sqlterms import Term, any_term, marks, prefix_sql
 
 _MAX_TIME_NS = 2**63 - 1
-
-
-class Term(NamedTuple):
-    """One condition of a query, its parameters, and the order its rows are walked in
-    when it is a page's branch of its own (`_merged_pages`)."""
-
-    clause: str
-    params: list[Any]
-    order: str = "seq"
 
 
 def build_query(
@@ -89,7 +81,7 @@ def _first_page(
         wanted, terms = f.user, _user_terms
         rest = dataclasses.replace(f, limit=None, user=None)
     else:
-        wanted, terms = f.image, functools.partial(_image_terms, actor_index=actor_index)
+        wanted, terms = f.image, functools.partial(subjects.image_terms, actor_index=actor_index)
         rest = dataclasses.replace(f, limit=None, image=None)
     where, params = _event_where(rest, narrowed=True, labels=labels, actor_index=actor_index)
     branches = [
@@ -173,9 +165,11 @@ def _event_where(
         if number is not None:
             where.append(clause)
             params.append(number)
-    container = functools.partial(_container_sql, actor_index=actor_index)
+    container = functools.partial(subjects.container_sql, actor_index=actor_index)
     _add_all_of(where, params, f.container, container)
-    _add_any_of(where, params, f.image, functools.partial(_image_sql, actor_index=actor_index))
+    _add_any_of(
+        where, params, f.image, functools.partial(subjects.image_sql, actor_index=actor_index)
+    )
     _add_any_of(where, params, f.user, _user_sql)
     for key, wanted in f.labels.items():
         _add_any_of(where, params, wanted, functools.partial(_label_sql, key))
@@ -195,7 +189,7 @@ def _add_label_bounds(
         where.append(f"seq IN ({union})")
         params.extend(param for _, walk_params in walks for param in walk_params)
     elif labels.actors is not None:
-        where.append(f"actor_id IN ({_marks(labels.actors)})")
+        where.append(f"actor_id IN ({marks(labels.actors)})")
         params.extend(labels.actors)
     elif labels.seqs is not None:
         where.append("seq IN (SELECT value FROM json_each(?))")
@@ -264,17 +258,11 @@ def _equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
 
 
 def _user_sql(value: str) -> tuple[str, list[Any]]:
-    return _any_term(_user_terms(value))
+    return any_term(_user_terms(value))
 
 
 def _user_terms(value: str) -> list[Term]:
     return [Term("who_login = ?", [value]), Term("who_user = ?", [value])]
-
-
-def _any_term(terms: list[Term]) -> tuple[str, list[Any]]:
-    """One condition: any of `terms`."""
-    clause = "(" + " OR ".join(f"({term.clause})" for term in terms) + ")"
-    return clause, [param for term in terms for param in term.params]
 
 
 # As the exec-id index (`events_exec_id`, migration 0010) computes it, or it is not used.
@@ -301,166 +289,6 @@ def _label_sql(key: str, value: str) -> tuple[str, list[Any]]:
         "WHERE label.key = ? AND label.type = 'text' AND label.value = ?)"
     )
     return clause, [key, value]
-
-
-def _container_sql(
-    values: tuple[str, ...], actor_index: ActorIndex | None = None
-) -> tuple[str, list[Any]]:
-    """Events of the containers named (names through renames) or id-prefixed by `values`."""
-    if actor_index is not None:
-        return _indexed_container_sql(values, actor_index)
-    # A flat OR of indexable terms lets SQLite answer each term from its own index.
-    # `+type` keeps the planner off the (type, action) index, which for a common
-    # type would mean scanning every container event.
-    names = _marks(values)
-    terms = [f"(+type = 'container' AND actor_name IN ({names}))"]
-    params: list[Any] = list(values)
-    for column, typed in (("actor_id", "+type = 'container' AND "), ("container", "")):
-        for value in values:
-            prefix, prefix_params = prefix_sql(column, value)
-            terms.append(f"({typed}{prefix})")
-            params.extend(prefix_params)
-    bore, bore_params = _ids_named_sql(values)
-    terms += [f"(+type = 'container' AND actor_id IN ({bore}))", f"container IN ({bore})"]
-    params += bore_params * 2
-    if len(values) == 1:
-        return "(" + " OR ".join(terms) + ")", params
-    # Several values make more OR terms than the planner will answer index by
-    # index (it scans instead): a union of one indexed select per term does.
-    union = " UNION ".join(f"SELECT seq FROM events WHERE {term}" for term in terms)
-    return f"seq IN ({union})", params
-
-
-def _ids_named_sql(names: tuple[str, ...]) -> tuple[str, list[Any]]:
-    """The ids of the containers that ever bore one of `names`.
-
-    A rename changes the name the Engine puts in later events, not the
-    container; its `oldName` ("/a1") names it too, should the trail lack the
-    earlier events. Network events carry only these ids.
-    """
-    renamed, old = _renamed_sql(names)
-    sql = (
-        "SELECT actor_id FROM events WHERE +type = 'container' "
-        f"AND actor_name IN ({_marks(names)}) UNION {renamed}"
-    )
-    return sql, [*names, *old]
-
-
-def _renamed_sql(names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """The ids of the containers renamed from one of `names` (through the (type,
-    action) index: renames are few), and its parameters."""
-    old = (*names, *(f"/{name}" for name in names))
-    sql = (
-        "SELECT actor_id FROM events WHERE type = 'container' AND action = 'rename' "
-        f"AND json_extract(body, '$.attributes.oldName') IN ({_marks(old)})"
-    )
-    return sql, old
-
-
-def _indexed_container_sql(values: tuple[str, ...], index: ActorIndex) -> tuple[str, list[Any]]:
-    """`_container_sql` through the actor index: the ids named (`_named_cte`) and each
-    id prefix, through each column, walked in the buckets they have rows for; the
-    rows not in the tables yet (`through_seq`) read as they are, where the terms of
-    `_container_sql` decide."""
-    named = Term("actor_id IN (SELECT id FROM named)", [])
-    walks = [_walk(via, named, Term(f"{via} IN (SELECT id FROM named)", [])) for via in VIAS]
-    tail = [
-        Term("(+type = 'container' AND actor_id IN (SELECT id FROM named))", []),
-        Term("container IN (SELECT id FROM named)", []),
-    ]
-    for value in values:
-        for via in VIAS:
-            rows = Term(*prefix_sql(via, value))
-            walks.append(_walk(via, Term(*prefix_sql("actor_id", value)), rows))
-            tail.append(Term(f"{_TYPED[via]}{rows.clause}", rows.params))
-    rest, rest_params = _any_term(tail)
-    past = f"SELECT seq FROM events WHERE seq > ? AND {rest}"
-    walks.append(Term(past, [index.through_seq, *rest_params]))
-    cte = _named_cte(values, index)
-    sql = f"WITH {cte.clause} " + " UNION ALL ".join(walk.clause for walk in walks)
-    return f"seq IN ({sql})", [*cte.params, *(param for walk in walks for param in walk.params)]
-
-
-_TYPED = {"actor_id": "+type = 'container' AND ", "container": ""}  # as `_container_sql`
-
-
-def _walk(via: str, ids: Term, rows: Term) -> Term:
-    """The events whose column `via` names an id of `ids` (a condition on the ids in
-    `actors`; `rows`: the same on the events' column), in the buckets the ids have rows
-    for: an index search per bucket (and id, when they are a list)."""
-    walk, params = bucketed.walk(
-        f"via = '{via}' AND {ids.clause}", ids.params, _TYPED[via] + rows.clause
-    )
-    return Term(walk, [*params, *rows.params])
-
-
-def _named_cte(values: tuple[str, ...], index: ActorIndex) -> Term:
-    """CTE `named(id)`: `_ids_named_sql` through the actor index, the names from
-    `actor_names` and from the rows not in it yet."""
-    names = _marks(values)
-    renamed, old = _renamed_sql(values)
-    sql = (
-        "named(id) AS (SELECT actor_id FROM actor_names WHERE name IN "
-        f"({names}) AND type = 'container' UNION {renamed} UNION SELECT actor_id FROM "
-        f"events WHERE seq > ? AND +type = 'container' AND actor_name IN ({names}))"
-    )
-    return Term(sql, [*values, *old, index.through_seq, *values])
-
-
-def _marks(values: tuple[str, ...]) -> str:
-    return ", ".join("?" * len(values))
-
-
-def _image_sql(value: str, actor_index: ActorIndex | None = None) -> tuple[str, list[Any]]:
-    terms = _image_terms(value, actor_index)
-    if actor_index is None:
-        return _any_term(terms)
-    # One OR term of the by-name ones: as a flat OR, the planner would scan.
-    image, *by_name = terms
-    union = " UNION ALL ".join(f"SELECT seq FROM events WHERE {term.clause}" for term in by_name)
-    by_name_params = [param for term in by_name for param in term.params]
-    return _any_term([image, Term(f"seq IN ({union})", by_name_params)])
-
-
-def _image_terms(value: str, actor_index: ActorIndex | None = None) -> list[Term]:
-    """The event's image, or (an image's own events) its name: one term each, or, through
-    the actor index, a term of the name's ids and one of the rows not in it yet."""
-    if actor_index is not None:
-        return [_image_term(value), *_indexed_image_name_terms(value, actor_index)]
-    if not is_glob(value):
-        return [_image_term(value), Term("+type = 'image' AND actor_name = ?", [value])]
-    # GLOB plus the literal prefix as a range: the range is what uses the index.
-    name_range, name_params = prefix_sql("actor_name", glob_prefix(value))
-    by_name = f"+type = 'image' AND actor_name GLOB ? AND {name_range}"
-    return [_image_term(value), Term(by_name, [value, *name_params])]
-
-
-def _image_term(value: str) -> Term:
-    if not is_glob(value):
-        return Term("actor_image = ?", [value])
-    image_range, image_params = prefix_sql("actor_image", glob_prefix(value))
-    return Term(f"actor_image GLOB ? AND {image_range}", [value, *image_params])
-
-
-def _indexed_image_name_terms(value: str, index: ActorIndex) -> list[Term]:
-    """An image's events by name: those of the ids `actor_names` says bore it, walked
-    in the buckets they have rows for, in seq order; and the rows after
-    `through_seq`, read as they are."""
-    if is_glob(value):
-        name_range, range_params = prefix_sql("name", glob_prefix(value))
-        names, name_params = f"{name_range} AND name GLOB ?", [*range_params, value]
-        row = "actor_name GLOB ?"
-    else:
-        names, name_params, row = "name = ?", [value], "actor_name = ?"
-    ids = f"SELECT actor_id FROM actor_names WHERE {names} AND type = 'image'"
-    buckets, bucket_params = bucketed.in_buckets(
-        f"via = 'actor_id' AND actor_id IN ({ids})", name_params
-    )
-    walk = f"{buckets} AND actor_id IN ({ids}) AND +type = 'image' AND {row}"
-    return [
-        Term(walk, [*bucket_params, *name_params, value], bucketed.BUCKET_ORDER),
-        Term(f"seq > ? AND +type = 'image' AND {row}", [index.through_seq, value]),
-    ]
 
 
 def build_alert_query(
@@ -522,9 +350,9 @@ def _alert_container_sql(
     values: tuple[str, ...], actor_index: ActorIndex | None = None
 ) -> tuple[str, list[Any]]:
     """The alert's own container name, or an event of that container (as for events)."""
-    by_event, event_params = _container_sql(values, actor_index)
+    by_event, event_params = subjects.container_sql(values, actor_index)
     clause = (
-        f"(container IN ({_marks(values)}) "
+        f"(container IN ({marks(values)}) "
         f"OR event_seq IN (SELECT seq FROM events WHERE {by_event}))"
     )
     return clause, [*values, *event_params]
@@ -535,26 +363,6 @@ def _glob_or_equal_sql(column: str, value: str) -> tuple[str, list[Any]]:
         return f"{column} = ?", [value]
     prefix, prefix_params = prefix_sql(column, glob_prefix(value))
     return f"({column} GLOB ? AND {prefix})", [value, *prefix_params]
-
-
-def prefix_sql(column: str, prefix: str) -> tuple[str, list[Any]]:
-    """`column` starts with `prefix`, as an index-friendly range."""
-    upper = _prefix_upper(prefix)
-    if upper is None:
-        return f"{column} >= ?", [prefix]
-    return f"{column} >= ? AND {column} < ?", [prefix, upper]
-
-
-def _prefix_upper(prefix: str) -> str | None:
-    """The least string above every string starting with `prefix` (UTF-8 byte order)."""
-    while prefix:
-        nxt = ord(prefix[-1]) + 1
-        if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
-            nxt = 0xE000
-        if nxt <= 0x10FFFF:
-            return prefix[:-1] + chr(nxt)
-        prefix = prefix[:-1]
-    return None
 
 
 # What `model_validate_json` calls, without its Python wrapper (a tenth of the validation).
