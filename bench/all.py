@@ -19,7 +19,8 @@ kernel, Python, SQLite) and its load average before and after are recorded,
 since absolute figures depend on what else runs.
 
 The page ends with the Cost growth table of issue #20 (ingest rate, verify, peak
-RSS, bytes per event and `run` start at 100k, 1M and 10M events; see
+RSS, bytes per event, `run` start and its delay from an Engine event to the commit
+at 100k, 1M and 10M events; see
 docs/trail-10m.md for the 10M trails, measured last on what is left of the budget).
 """
 
@@ -88,6 +89,8 @@ BENCHES: tuple[Bench, ...] = (
     # Growth first: it needs less and is over in about a minute; trail_scale's verify of
     # 13 GB takes 2-4 minutes, depending on how much of the file the page cache holds.
     Bench("growth.py", TEN_MILLION, 1, 240, False, "trail growth 10M", needs_secs=90),
+    Bench("docker_events.py", (*DOCKER_EVENTS_ARGS[:4], "idle", "--sizes", "1M,10M"), 1, 180,
+          True, "docker into 1M and 10M trails", needs_secs=60),
     Bench("trail_scale.py", (*TEN_MILLION, "--append-events", "0"), 1, 420, False,
           "trail scale 10M", needs_secs=240),
 )  # fmt: skip
@@ -357,15 +360,26 @@ def cost_growth(outcomes: Sequence[Outcome]) -> list[str]:
         "13 GB copy). Its host removes the containers each round leaves in the next, so it",
         "keeps a handful at any size: what `run` holds grows with the containers a host",
         "keeps, not with its trail, and is measured apart (bench/live_state.py, below).",
+        "The delay from an Engine event to its commit is bench/docker_events.py's idle",
+        "mode (as `docktrail run` writes) into the cached trail of that size; into a",
+        f"fresh one: {_empty_commit_p99(medians)} (target < 100 ms).",
         "",
         "| events | ingest into it (x empty) | verify | peak RSS verify / replay / "
-        "queries | bytes / event | `run` to Engine | `run` running | `run` RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "queries | bytes / event | `run` to Engine | `run` running | `run` RSS "
+        "| `run` Engine event to commit p99, containers / volumes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for size in GROWTH_SIZES:
         cells = [_cell(size, medians, outcomes, col) for col in _COLUMNS]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     return lines + _live_state(medians)
+
+
+def _empty_commit_p99(got: dict[str, tuple[float, float | None]]) -> str:
+    values = [got.get(f"docker_events.idle.{burst}.all.p99", (None, None))[0] for burst in _BURSTS]
+    if all(v is None for v in values):
+        return "not measured in this run"
+    return " / ".join("-" if v is None else _fmt(v) for v in values) + " ms"
 
 
 def _live_state(got: dict[str, tuple[float, float | None]]) -> list[str]:
@@ -431,6 +445,18 @@ def _bytes(size: str, got: dict[str, tuple[float, float | None]]) -> str | None:
     return None if value is None else f"{_fmt(value)} B"
 
 
+def _commit_p99(size: str, got: dict[str, tuple[float, float | None]]) -> str | None:
+    prefix = f"docker_events.idle.{size}"
+    values = [got.get(f"{prefix}.{burst}.all.p99", (None, None))[0] for burst in _BURSTS]
+    if all(v is None for v in values):
+        return None
+    shown = " / ".join("-" if v is None else _fmt(v) for v in values)
+    return f"{shown} ms{_met(all(v is None or v < 100.0 for v in values))}"
+
+
+_BURSTS = ("containers", "volumes")
+
+
 def _run_start(size: str, got: dict[str, tuple[float, float | None]]) -> str | None:
     value = got.get(f"growth.run_to_engine.{size}", (None, None))[0]
     return None if value is None else f"{_fmt(value)} s{_met(value < 1.0)}"
@@ -454,6 +480,7 @@ _COLUMNS = (
     ("growth.py", _run_start),
     ("growth.py", _run_ready),
     ("growth.py", _run_rss),
+    ("docker_events.py", _commit_p99),
 )
 
 

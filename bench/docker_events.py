@@ -37,6 +37,11 @@ The bursts run three times, each with a fresh trail, in the same run:
   `docktrail run` has them: an event waits until the barrier docktrail sends
   after it is read back from the log.
 
+With ``--sizes 1M,10M`` each mode writes instead into bench/trail_scale.py's
+cached trail of that size, in place (a few thousand events more each run; a size
+not cached is a NOTE): the same figures, named ``<mode>.<size>``, say whether the
+delay to commit grows with the trail, as ``docktrail run`` writes into it.
+
 Container creates are printed apart (``inspected``), as is the delay of every
 other event: an inspect of a create waits until the start that follows has
 released the container's lock, which reading the Engine's files avoids
@@ -59,6 +64,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import trail_scale  # noqa: E402
 from busyloop import python_in_slices  # noqa: E402
 from figures import figure  # noqa: E402
 
@@ -218,13 +224,27 @@ def percentile(values: list[int], pct: float) -> float:
 
 async def bench(daemon: Dockerd, args: argparse.Namespace, trail_path: Path) -> None:
     for mode in args.modes:
-        print(f"mode {mode}:")
-        await bench_mode(daemon, args, trail_path.with_name(f"{mode}.db"), mode)
+        if not args.sizes:
+            print(f"mode {mode}:")
+            await bench_mode(daemon, args, trail_path.with_name(f"{mode}.db"), mode)
+        for size, path in sized_trails(args.sizes, args.cache).items():
+            print(f"mode {mode}, into the cached {size} trail {path.name}:")
+            await bench_mode(daemon, args, path, mode, size)
+
+
+def sized_trails(sizes: str, cache: Path) -> dict[str, Path]:
+    """bench/trail_scale.py's cached trail of each size (a NOTE for each one not cached)."""
+    found = {}
+    for size in (s.strip() for s in sizes.split(",") if s.strip()):
+        if trail_scale.in_cache(cache, size):
+            found[size] = trail_scale.cache_names(cache, size, trail_scale.SIZES[size])[0]
+    return found
 
 
 async def bench_mode(
-    daemon: Dockerd, args: argparse.Namespace, trail_path: Path, mode: str
+    daemon: Dockerd, args: argparse.Namespace, trail_path: Path, mode: str, size: str = ""
 ) -> None:
+    tag = f"{size}." if size else ""  # in the figures' names: docker_events.<mode>.<size>.…
     clock = CommitClock()
     async with contextlib.AsyncExitStack() as stack:
         trail = await stack.enter_async_context(SQLiteTrail(trail_path))
@@ -249,7 +269,7 @@ async def bench_mode(
         with daemon.record_events() as truth:  # the ground truth: a raw /events reader
             containers = args.containers
             await measure(
-                "containers",
+                f"{tag}containers",
                 lambda: container_burst(daemon, containers, args.workers),
                 clock,
                 source,
@@ -258,7 +278,7 @@ async def bench_mode(
             )
             volumes = args.volumes
             await measure(
-                "volumes",
+                f"{tag}volumes",
                 lambda: volume_burst(daemon, volumes, args.workers),
                 clock,
                 source,
@@ -270,7 +290,7 @@ async def bench_mode(
         await pipeline.aclose()
         print(f"source: {source.stats}")
         # a stall the watchdog saw: the process did not run (or, starved, looked so)
-        figure(f"docker_events.{mode}.stalls", source.stats.stalls, "stalls")
+        figure(f"docker_events.{mode}.{tag}stalls", source.stats.stalls, "stalls")
         print(f"pipeline: {pipeline.stats}")
 
 
@@ -334,6 +354,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--inspect-creates", action="store_true", help="inspect creates, not read their files"
+    )
+    parser.add_argument(
+        "--sizes", default="", help="write into the cached trails of these sizes (e.g. 1M,10M)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=Path("/tmp/docktrail-scale"), help="trail_scale's cache"
     )
     args = parser.parse_args()
     bench_on_private_dockerd(lambda daemon, trail_path: bench(daemon, args, trail_path))
