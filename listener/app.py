@@ -1,9 +1,11 @@
 """`docktrail run`: the live service's wiring and lifecycle.
 
-It opens the trail, connects to the Docker Engine at once (its events are
-read into a queue while it loads what the trail knows about this host), and
-follows the Engine (`listener.sources.docker_live.DockerSource`) through the
-pipeline into the trail until SIGTERM or SIGINT; then it hands on what was
+It reads where to resume from the trail file as it is, connects to the Docker
+Engine at once (its events are read into a queue while it opens the trail,
+whose upgrade can take a minute on a big trail, and loads what the trail knows
+about this host), and follows the Engine
+(`listener.sources.docker_live.DockerSource`) through the pipeline into the
+trail until SIGTERM or SIGINT; then it hands on what was
 read, flushes, signs a checkpoint (the trail's `aclose()`) and exits 0. While
 running, the trail signs its head every `trail.checkpoint_interval_secs`.
 
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from config.errors import TrailError
 from config.models import DocktrailConfig
 from listener import redact
 from listener.bounds import configure_limits
@@ -150,20 +153,58 @@ async def run_service(config: DocktrailConfig) -> int:
     configure_limits(config.input)
     redact.configure(redact.Redactor.from_config(config))
     trail = SQLiteTrail.from_config(config.trail, host)
-    async with trail:
-        # The Engine first: it keeps only its last 256 events for a reader that comes
-        # late, and restoring what a long trail knows takes a second or more.
-        horizon = await trail.call(lambda t: resume_point(t, host))
-        source = DockerSource(config.docker, host, _not_wired)
-        source.wire_later(horizon)
-        source_task = asyncio.create_task(source.run(), name="docker-source")
-        try:
-            await _serve(config, trail, host, horizon, source, source_task, stop)
-        finally:
-            source_task.cancel()  # a no-op once it ended; ends it when the wiring failed
-            await asyncio.gather(source_task, return_exceptions=True)
+    # The Engine first: it keeps only its last 256 events for a reader that comes late,
+    # and opening the trail can take a minute (an upgrade's migrations on a big trail),
+    # restoring what it knows a second or more. Where to resume is read from the file
+    # as it is; one that cannot be read so (a new trail) is opened first.
+    early = await asyncio.to_thread(_resume_as_is, config, host)
+    source = DockerSource(config.docker, host, _not_wired)
+    reading = None if early is None else _read_from(source, early.horizon)
+    try:
+        async with trail:
+            try:
+                horizon = None if early is None else early.horizon
+                if reading is None:
+                    horizon = await trail.call(lambda t: resume_point(t, host))
+                    reading = _read_from(source, horizon)
+                await _serve(config, trail, host, horizon, source, reading, stop)
+            finally:
+                await _ended(reading)  # before the trail closes
+    finally:
+        await _ended(reading)  # opening the trail failed
     log.info("stopped")
     return 0
+
+
+@dataclass(frozen=True)
+class _Resume:
+    horizon: int | None  # the last stored Engine event's time (None: none stored)
+
+
+def _resume_as_is(config: DocktrailConfig, host: str) -> _Resume | None:
+    """Where the live source resumes, read from the trail file as it is (not migrated);
+    None when it cannot be read so: the trail is then opened first, as for a new one."""
+    peek = SQLiteTrail.from_config(config.trail, host)
+    try:
+        peek.open_as_is()
+        return _Resume(resume_point(peek, host))
+    except TrailError as exc:
+        log.debug("resume point not read before opening the trail: %s", exc)
+        return None
+    finally:
+        peek.close()
+
+
+def _read_from(source: DockerSource, horizon: int | None) -> asyncio.Task[None]:
+    """Start reading the Engine from `horizon` into the source's queue (wired later)."""
+    source.wire_later(horizon)
+    return asyncio.create_task(source.run(), name="docker-source")
+
+
+async def _ended(reading: asyncio.Task[None] | None) -> None:
+    if reading is not None:
+        reading.cancel()  # a no-op once it ended; ends it when the wiring failed
+        await asyncio.gather(reading, return_exceptions=True)
 
 
 async def _not_wired(event: object) -> None:

@@ -258,11 +258,13 @@ class DockerSource:
                               "api": identity.api_version, "since": since_arg(since_ns)}},
         )  # fmt: skip
         waited = not self._wired.is_set()
+        held = await self._reconciler.oldest_held(self.engine_now()) if waited else None
         await self._until_wired()  # the stream is read into the queue meanwhile
         if not self._wired.is_set():
             return  # stopped first: nothing is handed on
         self.hand_on(self._reconciler.daemon_event("connected", {"since": since_arg(since_ns)}))
-        read_oldest = self._hand_on_read() if waited else None
+        read = self._hand_on_read() if waited else None
+        read_oldest = min((t for t in (held, read) if t is not None), default=None)
         await self._reconciler.reconcile(
             reason, horizon, replay_from_ns=since_ns, read_oldest=read_oldest
         )

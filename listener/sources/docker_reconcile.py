@@ -103,6 +103,17 @@ class Reconciler:
 
     # ------------------------------------------------------------------ gaps
 
+    async def oldest_held(self, until_ns: int) -> int | None:
+        """The oldest event the Engine holds up to `until_ns`, read as the stream opens
+        (None when it cannot say). dockerd replays to the stream what it holds after
+        `since`, so nothing after this one is lost, however long the source then waits
+        for `wired` (a trail being upgraded) while newer events push it out of the buffer."""
+        try:
+            return _oldest(await self._source.call(self._source.engine.buffered_events, until_ns))
+        except SourceError as exc:
+            log.warning(f"could not read the Engine's replay buffer: {exc}")
+            return None
+
     async def reconcile(
         self, reason: str, horizon: int | None, replay_from_ns: int, read_oldest: int | None = None
     ) -> None:

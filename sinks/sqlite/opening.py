@@ -29,7 +29,7 @@ from sinks.sqlite.schema import (
     WAL_SIZE_LIMIT,
     immediate,
 )
-from sinks.sqlite.storage import connect_immutable, immutable_instead
+from sinks.sqlite.storage import connect_immutable, connect_read_only, immutable_instead
 
 
 class Setup(Protocol):
@@ -105,6 +105,18 @@ def connect(path: Path, setup: Setup) -> sqlite3.Connection:
         except BaseException:
             conn.close()
             raise
+
+
+def connect_as_is(path: Path, identify: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
+    """A read-only connection to the trail at `path` as it is: nothing created, set or
+    migrated; `identify` reads what the trail needs to know of the file."""
+    conn = connect_read_only(path, timeout=BUSY_TIMEOUT_SECS)
+    try:
+        identify(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _read_only_storage(path: Path, setup: Setup) -> sqlite3.Connection:

@@ -166,6 +166,15 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         if self._unwitnessed:
             self._checkpointed()  # this instance created the trail: witness its genesis
 
+    def open_as_is(self) -> None:
+        """Open the file read-only as it is: no migration, no writer's checks, nothing
+        created. For a look at what a trail holds before `open()` upgrades it, which on a
+        big trail can take a minute. What an older schema lacks fails as a `TrailError`."""
+        if self._conn is not None:
+            return
+        with self._errors("open"):
+            self._conn = opening.connect_as_is(self.path, self._identify)
+
     def _create(self) -> None:
         """Create the trail sealed by its genesis checkpoint, then put it in place
         (`opening.create`: a crash never leaves a trail file without its genesis)."""
@@ -176,6 +185,9 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         opening.configure(conn, self.durability)
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         self.applied_migrations = apply_migrations(db, read_only=read_only)
+        self._identify(conn)
+
+    def _identify(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'trail_id'").fetchone()
         if row is None:
             raise TamperError("meta table has no trail_id (database rewritten?)")
