@@ -100,12 +100,14 @@ def test_the_10m_entries_come_last_and_only_measure_a_warm_cache() -> None:
     ten = [i for i, b in enumerate(harness.BENCHES) if any("10M" in a for a in b.args)]
     assert ten == [len(harness.BENCHES) - 3, len(harness.BENCHES) - 2, len(harness.BENCHES) - 1]
     scripts = [harness.BENCHES[index].script for index in ten]
-    assert scripts == ["growth.py", "docker_events.py", "trail_scale.py"]
+    assert scripts == ["growth.py", "trail_scale.py", "docker_events.py"]
     for index in ten:
         bench = harness.BENCHES[index]
         # docker_events.py writes only into cached trails (a NOTE for a size not cached)
         assert "--cached-only" in bench.args or bench.script == "docker_events.py"
         assert bench.needs_secs > 0
+    docker = harness.BENCHES[ten[-1]]  # as `docktrail run` writes: the idle mode, into each size
+    assert docker.args[docker.args.index("--modes") + 1 :][:3] == ("idle", "--sizes", "1M,10M")
 
 
 def test_the_delay_to_commit_into_each_size_and_into_a_fresh_trail() -> None:
