@@ -13,13 +13,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import listener.sources.docker_live as docker_live
 from config.errors import SourceError
 from config.models import DockerConfig
 from listener.model.event import Event
@@ -348,13 +349,11 @@ async def test_restart_within_the_buffer_replays_what_was_missed_without_a_gap()
     assert of(stored, "docktrail", "gap") == []
 
 
-async def test_a_source_wired_later_reads_the_engine_at_once_and_hands_on_once_wired() -> None:
-    """The service opens the stream before it restores what a long trail knows: what
-    the Engine sends meanwhile (more than the 256 it keeps for a late reader) is read,
-    and nothing is reconciled or handed on before `wired`."""
-    engine = FakeEngine()
-    first = engine.emit("volume", "create", "before")
-    engine.containers_list = []  # c-gone was removed while the service was stopped
+def _wired_later(
+    engine: FakeEngine, horizon_ns: int
+) -> tuple[DockerSource, list[Event], Callable[[Event], Awaitable[None]]]:
+    """A source reading `engine` from `horizon_ns` at once and wired later (as `docktrail
+    run` starts it); what it hands on once wired, and where to: `wired(emit, …)`."""
     stored: list[Event] = []
 
     async def emit(event: Event) -> None:
@@ -364,8 +363,19 @@ async def test_a_source_wired_later_reads_the_engine_at_once_and_hands_on_once_w
         raise AssertionError(f"handed on before it was wired: {event.action}")
 
     config = DockerConfig(host=engine.host, reconnect_min_secs=0.05, reconnect_max_secs=0.1)
-    source = DockerSource(config, HOST, too_early, engine=engine)  # type: ignore[arg-type]
-    source.wire_later(first["timeNano"])
+    source = DockerSource(config, HOST, too_early, engine=engine)
+    source.wire_later(horizon_ns)
+    return source, stored, emit
+
+
+async def test_a_source_wired_later_reads_the_engine_at_once_and_hands_on_once_wired() -> None:
+    """The service opens the stream before it restores what a long trail knows: what
+    the Engine sends meanwhile (more than the 256 it keeps for a late reader) is read,
+    and nothing is reconciled or handed on before `wired`."""
+    engine = FakeEngine()
+    first = engine.emit("volume", "create", "before")
+    engine.containers_list = []  # c-gone was removed while the service was stopped
+    source, stored, emit = _wired_later(engine, first["timeNano"])
     task = asyncio.create_task(source.run())
     try:
         await eventually(lambda: len(engine.streams) == 1)
@@ -385,6 +395,36 @@ async def test_a_source_wired_later_reads_the_engine_at_once_and_hands_on_once_w
     assert [e.actor.id for e in of(stored)] == ["before"] + [r["Actor"]["ID"] for r in during]
     assert [e.actor.id for e in of(stored, "docktrail", "observed")] == ["c-gone"]
     assert of(stored, "docktrail", "gap") == []
+
+
+async def test_a_long_wait_for_wiring_keeps_its_bound_and_records_the_rest_as_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trail being upgraded can hold `wired` for a minute: meanwhile the source keeps at
+    most `UNWIRED_EVENTS_MAX` of the Engine's events. At wiring, what the Engine still
+    holds is read again, and the events between the last one kept and it are a gap."""
+    monkeypatch.setattr(docker_live, "UNWIRED_EVENTS_MAX", 20)
+    engine = FakeEngine()
+    first = engine.emit("volume", "create", "before")
+    source, stored, emit = _wired_later(engine, first["timeNano"])
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: len(engine.streams) == 1)
+        during = [engine.emit("volume", "create", f"v{i}") for i in range(300)]
+        await eventually(lambda: source.queue_depth() == 20)
+        await asyncio.sleep(0.2)  # the rest is read, and not kept
+        assert source.queue_depth() == 20
+        source.wired(emit, KnownState(last_docker_ns=first["timeNano"]))
+        await eventually(lambda: len(of(stored)) == 20 + 256)
+    finally:
+        source.stop()
+        await asyncio.wait_for(task, 5)
+    kept = ["before", *(f"v{i}" for i in range(19))]
+    still_held = [raw["Actor"]["ID"] for raw in engine.buffer()]  # its last 256: v44 on
+    assert [e.actor.id for e in of(stored)] == kept + still_held
+    [gap] = of(stored, "docktrail", "gap")
+    assert gap.attributes["from_ns"] == during[18]["timeNano"]
+    assert gap.attributes["until_ns"] == engine.buffer()[0]["timeNano"]
 
 
 async def test_a_source_stopped_before_it_is_wired_ends_and_hands_on_nothing() -> None:

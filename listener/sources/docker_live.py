@@ -76,6 +76,8 @@ log = logging.getLogger("listener.sources.docker")
 
 Emit = Callable[[Event], Awaitable[None]]
 _STOP = object()
+# Engine events kept while the trail opens (`wire_later`): about 2 KB each, 100 MB.
+UNWIRED_EVENTS_MAX = 50_000
 
 
 class DockerSource:
@@ -132,6 +134,7 @@ class DockerSource:
         self._sweeps = PostureSweep(self, self._inspector, self._order)
         self._wired = asyncio.Event()  # what the trail knows is in hand (see `wire_later`)
         self._wired.set()
+        self._dropped = 0  # Engine events not queued while `wired` was awaited (the bound)
 
     def wire_later(self, horizon_ns: int | None) -> None:
         """Before `run()`: read the Engine from `horizon_ns` (the last stored Engine
@@ -265,6 +268,13 @@ class DockerSource:
         self.hand_on(self._reconciler.daemon_event("connected", {"since": since_arg(since_ns)}))
         read = self._hand_on_read() if waited else None
         read_oldest = min((t for t in (held, read) if t is not None), default=None)
+        if self._dropped:  # the Engine's buffer says what is still there after the last kept
+            horizon, read_oldest = self.horizon_ns, None
+            log.warning(
+                "Engine events read while the trail opened were more than are kept",
+                extra={"fields": {"kept": UNWIRED_EVENTS_MAX, "not_kept": self._dropped}},
+            )
+            self._dropped = 0
         await self._reconciler.reconcile(
             reason, horizon, replay_from_ns=since_ns, read_oldest=read_oldest
         )
@@ -336,7 +346,17 @@ class DockerSource:
         if loop is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            loop.call_soon_threadsafe(self._enqueue, item)
+
+    def _enqueue(self, item: object) -> None:
+        # Before `wired` (a trail being upgraded can take a minute) at most
+        # UNWIRED_EVENTS_MAX Engine events wait: at the Engine's top rate the rest would
+        # fill memory. What is not kept is a gap the reconciliation records.
+        waiting = isinstance(item, dict) and not self._wired.is_set()
+        if waiting and self._queue.qsize() >= UNWIRED_EVENTS_MAX:
+            self._dropped += 1
+            return
+        self._queue.put_nowait(item)
 
     def _on_stream_event(self, raw: object) -> None:
         time_nano = raw.get("timeNano") if isinstance(raw, dict) else None
