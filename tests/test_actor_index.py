@@ -4,6 +4,7 @@ an older docktrail writing after the upgrade, and the upgrade itself."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -158,6 +159,30 @@ def test_the_upgrade_builds_the_index_and_drops_the_old_ones(
     assert not indexes & {"events_actor_id", "events_actor_name", "events_container"}
     assert {"events_bucket_actor", "events_bucket_container"} <= indexes
     assert verify_file(path, tmp_path / "t.key").ok
+
+
+def test_a_vacuum_gives_back_the_pages_of_the_indexes_the_upgrade_dropped(
+    tmp_path: Path,
+) -> None:
+    """docs/operators.md: an upgraded trail keeps the dropped indexes' pages free until a
+    `VACUUM` (the service stopped), after which it verifies and is written as before."""
+    path, key = tmp_path / "t.db", tmp_path / "t.key"
+    with SQLiteTrail(path) as trail:
+        _append_batches(trail, [_batch(1 + 100 * n, range(n * 40, n * 40 + 40)) for n in range(8)])
+    trail_before_the_actor_index(path)
+    with SQLiteTrail(path) as trail:
+        assert trail.applied_migrations == [actors.MIGRATION]
+    upgraded = path.stat().st_size
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] > 0
+        conn.execute("VACUUM")
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert path.stat().st_size < upgraded
+    assert verify_file(path, key).ok
+    with SQLiteTrail(path) as trail:
+        trail.append(_batch(10_000, range(500, 510)))
+    _assert_index_as_defined(path)
+    assert verify_file(path, key).ok
 
 
 def test_a_new_trail_has_nothing_to_upgrade(
