@@ -6,7 +6,7 @@ Where reading resumes is read from the trail file as it is, before the migration
 In-process, against the session's private dockerd: the actor index's migration (0014)
 is held until the service has connected to the Engine and 600 Engine events have
 happened, more than the Engine keeps for a late reader; every one must be stored, and
-no `gap` recorded."""
+no `gap` recorded. Past `UNWIRED_EVENTS_MAX`, what was not kept is a recorded gap."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
 import listener.app as app
+import listener.sources.docker_live as docker_live
 import sinks.sqlite.actors as actors
 import sinks.sqlite.schema as schema
 from config.models import DocktrailConfig
@@ -147,12 +149,11 @@ async def _until(predicate: object, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_the_engine_is_read_while_an_upgrade_migrates_the_trail(
-    dockerd: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def _upgraded_by_run(
+    daemon: Dockerd, path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch, stored: int
 ) -> None:
-    path = tmp_path / "docktrail.db"
-    prefix = f"upgrade-{os.getpid()}-{time.time_ns()}"
-    stored_ns = _trail_of_before_the_upgrade(path, dockerd, prefix)
+    """`run_service` on the trail at `path`, its migration held (`_migration_held`), until
+    the trail is migrated and `stored` volume events of `prefix` are in it; then SIGTERM."""
     # the service's own process-wide settings stay out of the rest of the test session
     monkeypatch.setattr(app, "tune_gc", lambda: None)
     monkeypatch.setattr(app, "tune_threads", lambda: None)
@@ -160,32 +161,71 @@ async def test_the_engine_is_read_while_an_upgrade_migrates_the_trail(
         {
             "host": HOST,
             "trail": {"path": str(path), "flush_interval_secs": 0.02},
-            "docker": {"host": dockerd.host, "reconnect_min_secs": 0.2},
+            "docker": {"host": daemon.host, "reconnect_min_secs": 0.2},
             "auditd": {"enabled": False},
         }
     )
     with (
         _watching("connected to the Docker Engine") as connected,
-        _migration_held(connected, dockerd, prefix),
+        _migration_held(connected, daemon, prefix),
     ):
         service = asyncio.create_task(app.run_service(config))
         try:
             await _until(lambda: service.done() or _migrated(path), "the trail migrated")
             await _until(
-                lambda: service.done() or len(_volume_events(path, prefix)) == 2 * VOLUMES,
-                "every volume event stored",
+                lambda: service.done() or len(_volume_events(path, prefix)) == stored,
+                f"{stored} volume events stored",
             )
         finally:
             if not service.done():  # through the service's own handler: a clean stop
                 os.kill(os.getpid(), signal.SIGTERM)
             assert await asyncio.wait_for(service, WAIT_SECS) == 0
+
+
+def _gaps(path: Path) -> list[Event]:
+    with SQLiteTrail(path) as trail:
+        return list(trail.query(EventFilter(source="docktrail", action="gap")))
+
+
+async def test_the_engine_is_read_while_an_upgrade_migrates_the_trail(
+    dockerd: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "docktrail.db"
+    prefix = f"upgrade-{os.getpid()}-{time.time_ns()}"
+    stored_ns = _trail_of_before_the_upgrade(path, dockerd, prefix)
+    await _upgraded_by_run(dockerd, path, prefix, monkeypatch, 2 * VOLUMES)
     stored = _volume_events(path, prefix)
     assert sorted((e.actor.id, e.action) for e in stored) == sorted(
         (f"{prefix}-{n}", action) for n in range(VOLUMES) for action in ("create", "destroy")
     )
     with SQLiteTrail(path) as trail:
-        gaps = list(trail.query(EventFilter(source="docktrail", action="gap")))
         [connected_event] = trail.query(EventFilter(source="docktrail", action="connected"))
-    assert gaps == []
+    assert _gaps(path) == []
     # resumed where the file said before it was migrated: at its last Engine event
     assert connected_event.attributes["since"] == since_arg(stored_ns - REPLAY_OVERLAP_NS)
+
+
+async def test_past_its_bound_the_wait_keeps_the_first_events_and_records_the_rest_as_a_gap(
+    dockerd: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most `UNWIRED_EVENTS_MAX` Engine events wait while the trail is upgraded (here
+    100 of 600): those are stored, then what the Engine still holds (its last 256), and
+    what lies between is a gap, from the last event kept to the oldest one still held."""
+    monkeypatch.setattr(docker_live, "UNWIRED_EVENTS_MAX", 100)
+    path = tmp_path / "docktrail.db"
+    prefix = f"bound-{os.getpid()}-{time.time_ns()}"
+    _trail_of_before_the_upgrade(path, dockerd, prefix)
+    with dockerd.record_events() as truth:  # the ground truth: a raw /events reader
+        await _upgraded_by_run(dockerd, path, prefix, monkeypatch, 100 + 256)
+        said = [raw for raw in truth.events if str(raw["Actor"]["ID"]).startswith(f"{prefix}-")]
+    said = [raw for raw in said if "marker" not in raw["Actor"]["ID"]]
+    assert len(said) == 2 * VOLUMES
+
+    def of(raws: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+        return [(r["Actor"]["ID"], r["Action"], int(r["timeNano"])) for r in raws]
+
+    stored = [(e.actor.id, e.action, e.time_ns) for e in _volume_events(path, prefix)]
+    assert stored == of(said[:100]) + of(said[-256:])
+    [gap] = _gaps(path)
+    assert gap.attributes["from_ns"] == int(said[99]["timeNano"])
+    assert gap.attributes["until_ns"] == int(said[-256]["timeNano"])
