@@ -3,10 +3,11 @@
 One engine connection per client connection. Two tasks per connection: the
 upstream task reads each request head (and the bodies that are judged) and
 writes the same bytes to the engine; the downstream task relays each response
-in order. A request that may switch protocols (`Connection: Upgrade`: attach,
-exec start, build sessions) stops the upstream task until the response says
-whether it did (101, or 200 with the Engine's raw-stream type): then both
-directions become a plain byte pipe, half-closes included.
+in order (`downstream.Downstream`). A request that may switch protocols
+(`Connection: Upgrade`: attach, exec start, build sessions) stops the upstream
+task until the response says whether it did (101, or 200 with the Engine's
+raw-stream type): then both directions become a plain byte pipe, half-closes
+included.
 
 Most requests are plain reads (`docker ps`: `HEAD /_ping`, `GET
 /containers/json`) that arrive whole in one read, and their responses too:
@@ -24,28 +25,25 @@ import functools
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 
 from config.proxy import ProxyConfig
 from listener.correlate.effects import Lru
 from listener.model.event import Who
 from listener.proxy import judge
+from listener.proxy.downstream import Client, Downstream, Pending
 from listener.proxy.engines import EnginePool
-from listener.proxy.events import PeerCall, PeerLedger, api_call_event, api_call_id, peer_who
+from listener.proxy.events import PeerCall, PeerLedger, api_call_id, peer_who
 from listener.proxy.framing import (
     MAX_HEAD_BYTES,
     BodyRelay,
     FramingError,
     Head,
     Inbox,
-    Request,
-    error_response,
     flush,
     parse_request,
     parse_response,
     pipe,
     read_head,
-    response_has_body,
 )
 from listener.proxy.mailbox import Mailbox
 from listener.proxy.peer import Peer, confirm_details, peer_at_accept, read_details
@@ -54,36 +52,8 @@ from listener.proxy.wire import Wire
 
 log = logging.getLogger("docktrail.proxy")
 
-ID_BYTES = 4096  # of a create's response: `{"Id": …}`
 _PLAIN = ("GET", "HEAD")
 _NAMES_KEPT = 1_024  # peer containers whose names are remembered
-
-
-@dataclass(slots=True)
-class Pending:
-    request: Request
-    start_ns: int
-    event_id: str = ""
-    call: judge.Call | None = None
-    peer_call: PeerCall | None = None
-    refused: str | None = None
-    verdict: asyncio.Future[bool] | None = None
-
-
-@dataclass(slots=True)
-class Client:
-    peer: Peer
-    reader: Wire
-    writer: Wire  # the same socket: reads and writes
-    queue: Mailbox[Pending | None] = field(default_factory=Mailbox)
-    who: Who | None = None  # read before the first response to a recorded request
-    identity: asyncio.Task[Who] | None = None  # reading it, while the Engine works
-    unanswered: int = 0  # requests sent on whose responses the client still waits
-    # it left with every response relayed in full: the Engine connection is between
-    # messages and can serve the next client
-    left_answered: bool = False
-    # reads the requests that are not plain reads; started by the first of them (or the end)
-    upstream: asyncio.Task[None] | None = None
 
 
 class ProxyServer:
@@ -97,11 +67,13 @@ class ProxyServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._engines = EnginePool(config.engine, MAX_HEAD_BYTES)
         self._loop: asyncio.AbstractEventLoop | None = None  # asked once: a getpid() each time
+        self._downstream: Downstream | None = None  # given the loop at the start
 
     async def start(self) -> None:
         path = self._config.listen
         await asyncio.to_thread(_remove_stale_socket, path)
         running = self._loop = asyncio.get_running_loop()
+        self._downstream = Downstream(self._host, self._recorder, self._who, running)
         self._server = await running.create_unix_server(
             lambda: Wire(self._accepted, running), path=str(path)
         )
@@ -160,6 +132,7 @@ class ProxyServer:
                 peer.release()
 
     async def _relay(self, client: Client) -> None:
+        assert self._downstream is not None  # started
         try:
             engine_reader, engine_writer = await self._engines.connect()
         except OSError as exc:
@@ -174,7 +147,7 @@ class ProxyServer:
         try:
             # responses are relayed in this task (one task fewer per client): it ends last, at
             # the upstream's end, a hijack's end, or an error
-            between_messages = await self._downstream(client, engine)
+            between_messages = await self._downstream.relay(client, engine)
         except Exception as exc:
             failures.append(exc)
         finally:
@@ -346,134 +319,6 @@ class ProxyServer:
             client.identity.add_done_callback(lambda task: _identified(opened, task))
         return opened
 
-    # -- engine → client ---------------------------------------------------------------
-
-    async def _downstream(self, client: Client, engine: Wire) -> bool:
-        """Relays the responses in order; True when it ended between them (the client left)."""
-        while (pending := await client.queue.get()) is not None:
-            plain = pending.call is None and pending.verdict is None and not engine.unread()
-            if plain and await self._relayed_whole(client, engine, pending):
-                client.unanswered -= 1
-                continue
-            if pending.call is not None and client.who is None:
-                await self._who(client)  # read while the Engine worked; before the response
-            if pending.refused is not None:
-                client.writer.write(error_response(403, "Forbidden", pending.refused))
-                await flush(client.writer)
-                self._record(client, pending, 403)
-                log.warning(
-                    "proxy refused a request",
-                    extra={"fields": {"who": client.peer.login, "reason": pending.refused}},
-                )
-                client.unanswered -= 1
-                continue
-            try:
-                ended = await self._relay_response(client, engine, pending)
-            except BaseException:
-                self._record(client, pending, None)
-                if pending.verdict is not None and not pending.verdict.done():
-                    pending.verdict.set_result(False)
-                raise
-            if ended:
-                return False
-            client.unanswered -= 1
-        return True
-
-    async def _relayed_whole(self, client: Client, engine: Wire, pending: Pending) -> bool:
-        """True when the response came whole in one piece and `_relay_whole` relayed it from
-        the Engine's `data_received` (a read's response, most often); else it is read here."""
-        whole: asyncio.Future[bool] = (self._loop or asyncio.get_running_loop()).create_future()
-        engine.offer = functools.partial(_relay_whole, client.writer, pending, whole)
-        try:
-            return await whole
-        finally:
-            engine.offer = None
-
-    async def _relay_response(self, client: Client, engine: Wire, pending: Pending) -> bool:
-        """Relays one response; True when the connection is done (hijack or close)."""
-        head = await self._final_head(client, engine)
-        if head is None:
-            self._record(client, pending, None)
-            if pending.verdict is not None:
-                pending.verdict.set_result(False)
-            return True
-        response = parse_response(head)
-        has_body = response_has_body(pending.request.method, response.status)
-        coalesce = has_body and pending.verdict is None and bool(engine.buffer)
-        if not coalesce:
-            client.writer.write(head.raw)
-            await flush(client.writer)
-        if pending.verdict is not None:
-            hijacked = response.status == 101 or (response.status == 200 and response.raw_stream)
-            pending.verdict.set_result(hijacked)
-            if hijacked:  # the call lasts as long as the stream: its events come during it
-                self._record(client, pending, response.status, finish=False)
-                await pipe(engine, client.writer)
-                if pending.peer_call is not None:
-                    pending.peer_call.finish([])
-                return True
-        keep = ID_BYTES if pending.peer_call is not None and pending.peer_call.awaiting_id else 0
-        length = head.content_length if coalesce and not head.chunked else None
-        if length is not None and len(engine.buffer) >= length:
-            # the whole response is here (most are): one write, no relay of its body
-            body = engine.take(length)
-            client.writer.write(head.raw + body)
-            await flush(client.writer)
-            self._record(client, pending, response.status, _response_id(bytearray(body[:keep])))
-            return "close" in head.header("connection").lower()
-        # the head leaves with the body bytes already here (one write, one wake-up of the
-        # client), never waiting for more: a stream's head must reach its client at once
-        relay = BodyRelay(engine, client.writer, keep, prefix=head.raw if coalesce else b"")
-        until_close = not head.chunked and head.content_length is None
-        if has_body:
-            await relay.relay(head, until_close=True)
-        else:
-            until_close = False
-        self._record(client, pending, response.status, _response_id(relay.kept))
-        # `Connection: close`: the Engine closes after this response, and so does the client's
-        # connection (a client reading to the end would otherwise wait on the proxy forever)
-        return (until_close and has_body) or "close" in head.header("connection").lower()
-
-    async def _final_head(self, client: Client, engine: Wire) -> Head | None:
-        """The response's head, past interim ones: Go's server answers `Expect:
-        100-continue` with `100 Continue` first. Those are relayed as they come."""
-        while (head := await read_head(engine)) is not None:
-            status = parse_response(head).status
-            if not 100 <= status < 200 or status == 101:
-                return head
-            client.writer.write(head.raw)
-            await flush(client.writer)
-        return None
-
-    def _record(
-        self,
-        client: Client,
-        pending: Pending,
-        status: int | None,
-        response_id: str | None = None,
-        *,
-        finish: bool = True,
-    ) -> None:
-        if pending.call is None:
-            return
-        assert client.who is not None  # set by `_judge` before any call is described
-        event = api_call_event(
-            self._host,
-            client.peer,
-            client.who,
-            pending.request.method,
-            pending.request.target,
-            pending.call,
-            status=status,
-            start_ns=pending.start_ns,
-            refused=pending.refused,
-            response_id=response_id,
-        )
-        if pending.peer_call is not None and finish:
-            kind = "exec" if pending.call.path.endswith("/exec") else pending.call.kind
-            pending.peer_call.finish([(kind, response_id or "")])
-        self._recorder.record(event)
-
     async def _container_name(self, container_id: str) -> str | None:
         names = self._names  # peers come and go (a CI job each): the latest are kept
         if container_id in names:
@@ -503,35 +348,6 @@ async def _ended(upstream: asyncio.Task[None] | None) -> BaseException | None:
     return asyncio.CancelledError() if upstream.cancelled() else upstream.exception()
 
 
-def _relay_whole(client: Wire, pending: Pending, whole: asyncio.Future[bool], data: bytes) -> bool:
-    """Relays `data` when it is exactly one final response, with its whole body, that
-    keeps the connection open; sets `whole` either way (False: the task reads it)."""
-    if whole.done():
-        return False
-    relayed = _is_whole_response(pending, data) and not client.held_back
-    if relayed:
-        client.write(data)
-    whole.set_result(relayed)
-    return relayed
-
-
-def _is_whole_response(pending: Pending, data: bytes) -> bool:
-    end = data.find(b"\r\n\r\n") + 4
-    if end < 4 or end > MAX_HEAD_BYTES:
-        return False
-    head = Head(data[:end], data[: data.find(b"\r\n")].decode("latin-1"))
-    try:
-        status = parse_response(head).status
-        if 100 <= status < 200 or "close" in head.header("connection").lower():
-            return False  # interim responses and the end of the connection: the task's
-        if not response_has_body(pending.request.method, status):
-            return len(data) == end
-        length = None if head.chunked else head.content_length
-    except FramingError:
-        return False  # the task says what is wrong with it
-    return length is not None and len(data) == end + length
-
-
 def _credentials_only(peer: Peer) -> Who:
     return peer_who(Peer(peer.pid, peer.uid, peer.gid))
 
@@ -540,17 +356,6 @@ def _identified(call: PeerCall, identity: asyncio.Task[Who]) -> None:
     if not identity.cancelled() and identity.exception() is None:
         call.who = identity.result()
     call.identified.set()
-
-
-def _response_id(kept: bytearray) -> str | None:
-    if not kept:
-        return None
-    try:
-        data = json.loads(bytes(kept))
-    except ValueError:
-        return None
-    value = data.get("Id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
 
 
 async def _inspect_name(config: ProxyConfig, container_id: str) -> str | None:
