@@ -6,25 +6,33 @@ rule of it is a refusal: never sign rows docktrail did not write (`foreign-rows`
 `sinks.headseal`), never sign with a key other than the one that signed the trail
 before (a new key would make every earlier checkpoint fail verification), never
 seal a crashed writer's tail without checking that it chains on. `SQLiteTrail`
-owns one `Signer` and decides when to sign (every write, every interval, at close)
-and when to recover (a writer alone on the trail); this module says what is
-signed, and how, inside the caller's write transaction, on its connection.
+owns one `Signer` and, through its base `Sealing`, decides when to sign (every
+write, every interval, at close) and when to recover (a writer alone on the
+trail); the rest of this module says what is signed, and how, inside the
+caller's write transaction, on its connection.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from config.errors import SigningKeyError, TamperError
+from config.errors import SigningKeyError, TamperError, TrailError
 from listener.model.event import GENESIS_HASH, Event, natural_id
-from sinks import headseal
+from sinks import headseal, trailfiles, witness
 from sinks.signing import Checkpoint, checkpoint_payload, fingerprint, load_or_create_key, sign
+from sinks.sqlite.schema import immediate
 from sinks.sqlite.verification import check_tail
+
+# The trail's logger, as before `Sealing` moved here: the JSON logs name it (`listener.logs`).
+log = logging.getLogger("sinks.sqlite.trail")
 
 
 def head(conn: sqlite3.Connection, table: str = "events") -> tuple[int, str]:
@@ -207,3 +215,159 @@ def unsealed_tail(conn: sqlite3.Connection, trail_id: str, host: str) -> Unseale
         attributes=attributes,
     )
     return UnsealedTail(recovered, since_seq, unsealed, unsealed_alerts)
+
+
+class Sealing:
+    """When `SQLiteTrail` signs: its base, for the checkpoints and the writer's own heads.
+
+    Every write checks the heads it finds (`_check_own_heads`) and seals those it
+    leaves (`_seal_heads`); a checkpoint is signed when asked, when due (an
+    interval, a number of events) and at close; the first write seals a new
+    trail or a crashed writer's tail (`_ensure_writer`). Apart from `SQLiteTrail`
+    because this is one concern, the writer's signing, with its own counters and
+    the witness; the trail still owns the connection and the transactions, and
+    its state used here is declared below as `reading.TrailReader` declares its own.
+    """
+
+    path: Path
+    host: str
+    group: str | None
+    witness_path: Path | None
+    checkpoint_interval_secs: float
+    checkpoint_every_events: int
+    recovered: Event | None  # the trail-recovered event this writer stored
+    _conn: sqlite3.Connection | None
+    _trail_id: str
+    _signer: Signer
+    _writer_lock: trailfiles.WriterLock
+    _writer: bool  # checked the trail's tail and holds the writers' lock
+    _dirty: bool  # this instance stored events that no checkpoint covers yet
+    _since_checkpoint: int  # events stored since this instance's last checkpoint
+    _unwitnessed: list[Checkpoint]
+    _last_checkpoint: float
+    # The trail's connection, its errors and its insert of events (`SQLiteTrail`).
+    _connection: Callable[[], sqlite3.Connection]
+    _errors: Callable[[str], AbstractContextManager[None]]
+    _insert_events: Callable[[sqlite3.Connection, Sequence[Event]], object]
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current heads of both chains and store the signature.
+
+        Refuses (`TamperError`) when the heads are not the ones this writer (or
+        another docktrail writer) sealed: foreign rows are never signed.
+        """
+        conn = self._connection()
+        self._ensure_writer()
+        self._unwitnessed.clear()
+        with self._errors("checkpoint"), immediate(conn):
+            self._check_own_heads(conn)
+            cp = self._checkpoint_in(conn)
+        self._checkpointed()
+        return cp
+
+    def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
+        """Sign the heads inside the caller's write transaction."""
+        cp = self._signer.checkpoint(conn, self._trail_id)
+        self._unwitnessed.append(cp)
+        return cp
+
+    def _checkpointed(self) -> None:
+        """After a commit that stored checkpoints: reset the counters, tell the witness."""
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
+        made, self._unwitnessed = self._unwitnessed, []
+        if self.witness_path is None:
+            return
+        try:
+            witness.append(self.witness_path, made, self.group)
+        except TrailError as exc:
+            # the checkpoint is committed; the witness lags until the next one succeeds
+            log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
+
+    def _checkpoint_if_moved(self, conn: sqlite3.Connection) -> None:
+        with self._errors("checkpoint"):
+            moved = moved_since_checkpoint(conn)
+        if moved:
+            self.checkpoint()
+        else:
+            self._dirty = False
+
+    # -- the writer's own heads (sinks.headseal, `Signer`) -------------------
+
+    def _ensure_writer(self) -> None:
+        """Before this instance's first write: seal a new trail, or check and recover its tail.
+
+        A new trail gets its genesis checkpoint. Otherwise the stored heads must
+        be the sealed ones (`_check_own_heads`), and a writer alone on the
+        trail seals the tail a crashed writer left (`_recover`).
+        """
+        if self._writer:
+            return
+        conn = self._connection()
+        alone = self._writer_lock.acquire()
+        try:
+            self._unwitnessed.clear()
+            with self._errors("open for writing"), immediate(conn):
+                if is_empty(conn):
+                    self._seal_genesis(conn)
+                else:
+                    self._check_own_heads(conn)
+                    if alone:
+                        self._recover(conn)
+            if self._unwitnessed:
+                self._checkpointed()
+        except BaseException:
+            self._writer_lock.release()
+            raise
+        self._writer_lock.share()
+        self._writer = True
+
+    def _seal_genesis(self, conn: sqlite3.Connection) -> None:
+        """Seal and sign a new trail's empty heads: a trail is never unsigned."""
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
+
+    def _check_own_heads(self, conn: sqlite3.Connection) -> None:
+        """Refuse to write after rows docktrail did not write (inside the write transaction)."""
+        self._signer.check_own_heads(conn, self._trail_id)
+
+    def _seal_heads(self, conn: sqlite3.Connection) -> None:
+        """Sign the heads as this write leaves them (inside its transaction)."""
+        self._signer.seal_heads(conn, self._trail_id)
+
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
+        tail = unsealed_tail(conn, self._trail_id, self.host)
+        if tail is None:
+            return
+        self._insert_events(conn, [tail.recovered])
+        self._seal_heads(conn)
+        self._checkpoint_in(conn)
+        self.recovered = tail.recovered
+        log.warning(
+            "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
+            self.path,
+            tail.events,
+            tail.alerts,
+            tail.since_seq + 1,
+        )
+
+    def _periodic_checkpoint(self) -> None:
+        """Checkpoint when due. Never raises: the append it follows has committed."""
+        if not self._dirty or self._conn is None:
+            return
+        if (
+            time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs
+            and self._since_checkpoint < self.checkpoint_every_events
+        ):
+            return
+        try:
+            self.checkpoint()
+        except TrailError as exc:
+            self._last_checkpoint = time.monotonic()  # retry next interval, not every append
+            log.error(
+                "trail checkpoint failed (retrying in %ss): %s", self.checkpoint_interval_secs, exc
+            )

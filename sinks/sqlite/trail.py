@@ -2,9 +2,9 @@
 one transaction), reading, signed checkpoints and the async API for the service.
 
 The trail owns the connection, every transaction and the writer's state (its
-lock, what no checkpoint covers yet). Its read API is its base class
-(`reading.TrailReader`); what else has a concern of its own lives beside it,
-called inside those transactions:
+lock, what no checkpoint covers yet). Its bases are its read API
+(`reading.TrailReader`) and when it signs (`heads.Sealing`); what else has a
+concern of its own lives beside it, called inside those transactions:
 
 - `opening`: creating a trail file sealed from the start, and connecting to it;
 - `heads`: the signing key, the head seal, checkpoints, a crashed writer's tail;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import socket
 import sqlite3
 import time
@@ -42,7 +41,7 @@ from config.errors import TamperError, TrailError
 from config.models import TrailConfig
 from listener.model.alert import Alert
 from listener.model.event import Event
-from sinks import outbox, trailfiles, witness
+from sinks import outbox, trailfiles
 from sinks.base import (
     AppendResult,
     AsyncLifecycle,
@@ -71,11 +70,10 @@ from sinks.sqlite.schema import (
 from sinks.sqlite.verification import verify_connection
 from sinks.sqlite.worker import Worker
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
+class SQLiteTrail(reading.TrailReader, heads.Sealing, SyncLifecycle, AsyncLifecycle):
     """The embedded trail. Sync API for CLI and tests; async API for the service.
 
     In async use (`start()` … `aclose()`) the connection belongs to one worker
@@ -402,127 +400,7 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         with self._errors("head"):
             return heads.head(self._connection(), "alerts")
 
-    # -- checkpoints ----------------------------------------------------------
-
-    def checkpoint(self) -> Checkpoint:
-        """Sign the current heads of both chains and store the signature.
-
-        Refuses (`TamperError`) when the heads are not the ones this writer (or
-        another docktrail writer) sealed: foreign rows are never signed.
-        """
-        conn = self._connection()
-        self._ensure_writer()
-        self._unwitnessed.clear()
-        with self._errors("checkpoint"), immediate(conn):
-            self._check_own_heads(conn)
-            cp = self._checkpoint_in(conn)
-        self._checkpointed()
-        return cp
-
-    def _checkpoint_in(self, conn: sqlite3.Connection) -> Checkpoint:
-        """Sign the heads inside the caller's write transaction."""
-        cp = self._signer.checkpoint(conn, self._trail_id)
-        self._unwitnessed.append(cp)
-        return cp
-
-    def _checkpointed(self) -> None:
-        """After a commit that stored checkpoints: reset the counters, tell the witness."""
-        self._dirty = False
-        self._last_checkpoint = time.monotonic()
-        self._since_checkpoint = 0
-        made, self._unwitnessed = self._unwitnessed, []
-        if self.witness_path is None:
-            return
-        try:
-            witness.append(self.witness_path, made, self.group)
-        except TrailError as exc:
-            # the checkpoint is committed; the witness lags until the next one succeeds
-            log.error("checkpoint %s not witnessed: %s", made[-1].number if made else "?", exc)
-
-    def _checkpoint_if_moved(self, conn: sqlite3.Connection) -> None:
-        with self._errors("checkpoint"):
-            moved = heads.moved_since_checkpoint(conn)
-        if moved:
-            self.checkpoint()
-        else:
-            self._dirty = False
-
-    # -- the writer's own heads (sinks.headseal, sinks.sqlite.heads) ----------
-
-    def _ensure_writer(self) -> None:
-        """Before this instance's first write: seal a new trail, or check and recover its tail.
-
-        A new trail gets its genesis checkpoint. Otherwise the stored heads must
-        be the sealed ones (`_check_own_heads`), and a writer alone on the
-        trail seals the tail a crashed writer left (`_recover`).
-        """
-        if self._writer:
-            return
-        conn = self._connection()
-        alone = self._writer_lock.acquire()
-        try:
-            self._unwitnessed.clear()
-            with self._errors("open for writing"), immediate(conn):
-                if heads.is_empty(conn):
-                    self._seal_genesis(conn)
-                else:
-                    self._check_own_heads(conn)
-                    if alone:
-                        self._recover(conn)
-            if self._unwitnessed:
-                self._checkpointed()
-        except BaseException:
-            self._writer_lock.release()
-            raise
-        self._writer_lock.share()
-        self._writer = True
-
-    def _seal_genesis(self, conn: sqlite3.Connection) -> None:
-        """Seal and sign a new trail's empty heads: a trail is never unsigned."""
-        self._seal_heads(conn)
-        self._checkpoint_in(conn)
-
-    def _check_own_heads(self, conn: sqlite3.Connection) -> None:
-        """Refuse to write after rows docktrail did not write (inside the write transaction)."""
-        self._signer.check_own_heads(conn, self._trail_id)
-
-    def _seal_heads(self, conn: sqlite3.Connection) -> None:
-        """Sign the heads as this write leaves them (inside its transaction)."""
-        self._signer.seal_heads(conn, self._trail_id)
-
-    def _recover(self, conn: sqlite3.Connection) -> None:
-        """Seal what a crashed writer left after the last checkpoint, saying so in the trail."""
-        tail = heads.unsealed_tail(conn, self._trail_id, self.host)
-        if tail is None:
-            return
-        self._insert_events(conn, [tail.recovered])
-        self._seal_heads(conn)
-        self._checkpoint_in(conn)
-        self.recovered = tail.recovered
-        log.warning(
-            "trail %s: sealed %d events and %d alerts left unsealed by a crash (since seq %d)",
-            self.path,
-            tail.events,
-            tail.alerts,
-            tail.since_seq + 1,
-        )
-
-    def _periodic_checkpoint(self) -> None:
-        """Checkpoint when due. Never raises: the append it follows has committed."""
-        if not self._dirty or self._conn is None:
-            return
-        if (
-            time.monotonic() - self._last_checkpoint < self.checkpoint_interval_secs
-            and self._since_checkpoint < self.checkpoint_every_events
-        ):
-            return
-        try:
-            self.checkpoint()
-        except TrailError as exc:
-            self._last_checkpoint = time.monotonic()  # retry next interval, not every append
-            log.error(
-                "trail checkpoint failed (retrying in %ss): %s", self.checkpoint_interval_secs, exc
-            )
+    # -- checkpoints and the writer's own heads: `heads.Sealing`, the base ----
 
     # -- verify ---------------------------------------------------------------
 
@@ -600,5 +478,3 @@ class SQLiteTrail(reading.TrailReader, SyncLifecycle, AsyncLifecycle):
         while True:
             await asyncio.sleep(self.checkpoint_interval_secs)
             await self._worker.run(self._periodic_checkpoint)
-
-    # -- helpers --------------------------------------------------------------
