@@ -1,5 +1,6 @@
-"""`Correlator`: matches the Engine's events to the docker CLI calls auditd recorded,
-and remembers lineage (which call made which container, exec and image).
+"""`Correlator`: matches the Engine's events to the docker CLI calls auditd recorded
+(finding the candidates here; `verdict` chooses among them), and remembers lineage
+(which call made which container, exec and image).
 """
 
 from __future__ import annotations
@@ -11,14 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from config.models import AuditdConfig
-from listener.argv import (
-    DockerCall,
-    container_config,
-    exec_options,
-    normalize_image_ref,
-)
+from listener.argv import DockerCall, normalize_image_ref
 from listener.correlate.calls import (
-    agreeing,
     cli_causes,
     container_names,
     effects_of_call,
@@ -26,8 +21,6 @@ from listener.correlate.calls import (
     hex_image_args,
     image_refs,
     is_hex,
-    login_name,
-    merged_config,
     object_names,
     project_keys,
     project_prefixes,
@@ -45,7 +38,6 @@ from listener.correlate.effects import (
     REFS_PER_IMAGE,
     RUN_LATE,
     RUN_LINEAGE,
-    SINGULAR,
     TIMEOUT_COMMANDS,
     Candidate,
     CliCall,
@@ -53,7 +45,8 @@ from listener.correlate.effects import (
     CorrelationStats,
     Lru,
 )
-from listener.model.event import Event, Who
+from listener.correlate.verdict import apply_choice, choose
+from listener.model.event import Event
 
 
 class Correlator:
@@ -197,9 +190,9 @@ class Correlator:
         claimed = event.who.claimed  # a label's claim stays beside the evidence
         self._observe(event)
         candidates = self._candidates(event)
-        chosen = self._choose(event, candidates)
+        chosen = choose(event, candidates, self.stats)
         if chosen is not None:
-            self._apply(event, chosen)
+            apply_choice(event, chosen)
         self._remember(event, chosen.call if chosen else None)
         if claimed is not None:
             event.who.claimed = claimed
@@ -402,59 +395,6 @@ class Correlator:
             yield f"{kind}:{name}", "name", RANK_HIGH
             for prefix in project_prefixes(name):
                 yield f"project:{prefix}", "compose-project", RANK_HIGH
-
-    def _choose(self, event: Event, candidates: list[Candidate]) -> Candidate | None:
-        effect = (event.type, event.action)
-        # A call that already caused its one create (start, exec_create …) causes no other.
-        candidates = [c for c in candidates if effect not in c.call.claimed]
-        if not candidates:
-            event.who = self._unknown(event.who)
-            self.stats.unattributed += event.who.method == "unknown"
-            return None
-        best = max(c.score for c in candidates)
-        top = agreeing(event, [c for c in candidates if c.score == best])
-        singular = any(effect in SINGULAR.get(c.call.command, ()) for c in top)
-        logins = {c.call.login_key for c in top}
-        if len(logins) > 1:
-            names = sorted({login_name(c.call.who) for c in top})
-            event.who = self._unknown(event.who).model_copy(update={"candidates": names})
-            self.stats.ambiguous += 1
-            return None
-        # The same login either way: FIFO for a singular effect (calls are served in
-        # order), else the closest call before the event.
-        top.sort(key=lambda c: c.call.time_ns)
-        chosen = top[0] if singular else top[-1]
-        if len(top) > 1:
-            chosen = Candidate(chosen.call, chosen.evidence, chosen.score, sure=False)
-        if effect in SINGULAR.get(chosen.call.command, ()):
-            chosen.call.claimed.add(effect)
-        self.stats.attributed += 1
-        return chosen
-
-    def _unknown(self, who: Who) -> Who:
-        # A declared who (label, intent) stays; otherwise the method says we do not know.
-        return who if who.method not in ("unknown", "") else Who(method="unknown")
-
-    def _apply(self, event: Event, chosen: Candidate) -> None:
-        cli = chosen.call
-        event.who = cli.who.model_copy(
-            update={
-                "method": "auditd-cli",
-                "matched_by": chosen.evidence,
-                "confidence": "high" if chosen.sure else "medium",
-                "candidates": None,
-            }
-        )
-        if event.type != "container":
-            return
-        if event.action == "create" and cli.command in ("run", "create"):
-            argv_config = container_config(cli.call)
-            if argv_config is not None:
-                event.config = merged_config(event.config, argv_config)
-        elif event.action in ("exec_create", "exec_start") and cli.command == "exec":
-            options = exec_options(cli.call)
-            if options is not None and not event.config:
-                event.config = options.model_dump(mode="json")
 
     def _remember(self, event: Event, owner: CliCall | None) -> None:
         """Lineage for the events that follow; forget what is gone."""

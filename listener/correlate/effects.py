@@ -98,7 +98,7 @@ LONG_COMMANDS = frozenset({"run", "create", "pull", "push", "build", "import", "
                             "save", "commit"})  # fmt: skip
 TIMEOUT_COMMANDS = {"stop": 10, "restart": 10}  # the Engine's default stop timeout
 # Lineage: events of a run's own container that it causes while it runs; the
-# ones in _LATE only while attached or shortly after the call.
+# ones in RUN_LATE only while attached or shortly after the call.
 RUN_LINEAGE = frozenset({"attach", "start", "resize", "connect", "mount"})
 RUN_LATE = frozenset({"die", "kill", "destroy", "disconnect", "unmount"})
 # Calls whose stop of a --rm container makes the Engine destroy it.
