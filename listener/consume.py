@@ -44,14 +44,8 @@ from listener.rules.fleet import (
     prime_fleet,
 )
 from sinks.base import EventFilter
-from sinks.kafka.chains import (
-    Accepted,
-    FleetChains,
-    HostAlert,
-    Located,
-    central_alert,
-    orphan_event,
-)
+from sinks.kafka.chains import FleetChains, central_alert, orphan_event
+from sinks.kafka.chainstate import Accepted, HostAlert, Located
 from sinks.kafka.client import consumer_options, ensure_topic, kafka_errors
 from sinks.kafka.records import decode
 from sinks.kafka.standby import active_consumer

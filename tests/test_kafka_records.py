@@ -9,7 +9,8 @@ import pytest
 
 from config.errors import InputError
 from listener.model.event import Actor, canonical_json, chain_hash
-from sinks.kafka.chains import Accepted, FleetChains, Located, host_content
+from sinks.kafka.chains import FleetChains, host_content
+from sinks.kafka.chainstate import Accepted, Located
 from sinks.kafka.records import decode
 from sinks.signing import load_or_create_key
 from tests.kafka_hosts import HostTrail, checkpoint_value, event_values

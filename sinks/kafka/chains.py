@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -61,17 +60,23 @@ from pydantic import ValidationError
 
 from config.errors import InputError, TrailError
 from listener.model.alert import Alert
-from listener.model.event import GENESIS_HASH, Actor, Event, canonical_json, chain_hash, natural_id
+from listener.model.event import Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
+from sinks.kafka.chainstate import (
+    STATE_PREFIX,
+    Accepted,
+    Batch,
+    Head,
+    HostAlert,
+    HostChain,
+    Located,
+    Problem,
+)
 from sinks.kafka.records import Kind, Record
 from sinks.signing import checkpoint_payload, fingerprint, verify_signature
 
-STATE_PREFIX = "fleet.host:"
 FLEET_KEY = "fleet"
 CHECKPOINT_TYPE, CHECKPOINT_ACTION = "trail", "checkpoint"
-Head = tuple[int, str]
-Problem = tuple[str, str]
-"""(problem, detail) of a record that does not extend its host chain."""
 
 
 def central_event_id(trail_id: str, seq: int, digest: str) -> str:
@@ -84,81 +89,6 @@ def central_alert_id(trail_id: str, seq: int, digest: str) -> str:
 
 def _checkpoint_id(trail_id: str, number: int, signature: str) -> str:
     return natural_id("fleet-checkpoint", trail_id, number, signature)
-
-
-@dataclass(slots=True)
-class HostChain:
-    """What the central trail knows of one host's chains."""
-
-    trail_id: str
-    events: Head = (0, GENESIS_HASH)
-    alerts: Head = (0, GENESIS_HASH)
-    checkpoint: tuple[int, int, int] = (0, 0, 0)  # number, events seq, alerts seq
-    key: str | None = None  # fingerprint of the key its checkpoints are signed with
-    pending: Problem | None = None  # new-trail: told on this host's next stored row
-    # A new database signs with a key of its own: its first checkpoint re-pins the key,
-    # as part of the new-trail incident rather than a second alert.
-    repin: bool = False
-
-    def take_pending(self) -> Problem | None:
-        problem, self.pending = self.pending, None
-        return problem
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> HostChain:
-        events, alerts, checkpoint = state["events"], state["alerts"], state["checkpoint"]
-        return cls(
-            trail_id=state["trail_id"],
-            events=(int(events[0]), str(events[1])),
-            alerts=(int(alerts[0]), str(alerts[1])),
-            checkpoint=(int(checkpoint[0]), int(checkpoint[1]), int(checkpoint[2])),
-            key=state.get("key"),
-            pending=_problem(state.get("pending")),
-            repin=bool(state.get("repin", False)),
-        )
-
-    def as_state(self) -> dict[str, Any]:
-        return {
-            "trail_id": self.trail_id,
-            "events": list(self.events),
-            "alerts": list(self.alerts),
-            "checkpoint": list(self.checkpoint),
-            "key": self.key,
-            "pending": list(self.pending) if self.pending else None,
-            "repin": self.repin,
-        }
-
-
-def _problem(value: Any) -> Problem | None:
-    return None if not value else (str(value[0]), str(value[1]))
-
-
-@dataclass(slots=True)
-class HostAlert:
-    """A host's alert, to be stored once its event's central seq is known."""
-
-    alert: Alert
-    event_id: str  # central id of the event it points at
-    origin: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Accepted:
-    """What one batch of records becomes."""
-
-    events: list[Event] = field(default_factory=list)
-    host_alerts: list[HostAlert] = field(default_factory=list)
-    duplicates: int = 0
-    malformed: list[InputError] = field(default_factory=list)
-    problems: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Located:
-    """A record with where it came from (topic/partition/offset), for messages."""
-
-    record: Record
-    where: str
 
 
 class FleetChains:
@@ -206,7 +136,7 @@ class FleetChains:
         self, records: Sequence[Located], stored_events: set[str], stored_alerts: set[str]
     ) -> Accepted:
         """Check each record against its host's chain and turn it into central rows."""
-        batch = _Batch(stored_events, stored_alerts)
+        batch = Batch(stored_events, stored_alerts)
         for located in records:
             try:
                 self._accept(located.record, batch)
@@ -214,7 +144,7 @@ class FleetChains:
                 batch.out.malformed.append(InputError(exc.reason, path=located.where))
         return batch.out
 
-    def _accept(self, record: Record, batch: _Batch) -> None:
+    def _accept(self, record: Record, batch: Batch) -> None:
         chain = self._chain(record, batch)
         if record.kind == "event":
             _RowCheck(record, chain, batch).run()
@@ -224,7 +154,7 @@ class FleetChains:
             _CheckpointCheck(record, chain, batch).run()
         self._changed.add(record.host)
 
-    def _chain(self, record: Record, batch: _Batch) -> HostChain:
+    def _chain(self, record: Record, batch: Batch) -> HostChain:
         chain = self.hosts.get(record.host)
         if chain is None:
             if len(self.hosts) >= self.max_hosts:
@@ -243,13 +173,6 @@ class FleetChains:
             chain = HostChain(record.trail_id, key=chain.key, pending=problem, repin=True)
             self.hosts[record.host] = chain
         return chain
-
-
-@dataclass(slots=True)
-class _Batch:
-    stored_events: set[str]
-    stored_alerts: set[str]
-    out: Accepted = field(default_factory=Accepted)
 
 
 def _origin(record: Record) -> dict[str, Any]:
@@ -277,7 +200,7 @@ class _RowCheck:
 
     kind: Kind = "event"
 
-    def __init__(self, record: Record, chain: HostChain, batch: _Batch) -> None:
+    def __init__(self, record: Record, chain: HostChain, batch: Batch) -> None:
         self.record, self.chain, self.batch = record, chain, batch
 
     def run(self) -> None:
@@ -417,7 +340,7 @@ _CHECKPOINT_TYPES: dict[str, type] = {
 
 
 class _CheckpointCheck:
-    def __init__(self, record: Record, chain: HostChain, batch: _Batch) -> None:
+    def __init__(self, record: Record, chain: HostChain, batch: Batch) -> None:
         self.record, self.chain, self.batch = record, chain, batch
         self.cp = _checkpoint_body(record)
 
