@@ -20,7 +20,10 @@ Then, in this run, against copies of those trails and an empty one:
 - `ingest` of `--new` more events of the same mix (`ingest_files`, end to end:
   parse, rules, trail, alerts; under `docktrail ingest`'s collector settings and
   switch interval, `listener.app.tuned_runtime`) into each trail vs into the
-  empty one;
+  empty one. A copy is in the page cache as it is written; a 10M trail, measured
+  in place, has its actor index read first (`warmed`: as a running service keeps
+  it), and is measured once more per round with none of its pages cached
+  (`evicted`: as after a reboot; the `.cold` figure);
 - `docktrail run` (a real process) from its start to its first connection to
   the Engine's socket (a local stand-in that only records the connection),
   on each trail vs on the empty one;
@@ -74,6 +77,7 @@ from listener.rules.registry import RULES  # noqa: E402
 from listener.rules.snapshot import STATE_VERSION  # noqa: E402
 from listener.sources.docker import normalize_engine_event  # noqa: E402
 from sinks.sqlite import SQLiteTrail  # noqa: E402
+from sinks.sqlite.actors import TABLES  # noqa: E402
 
 SCENARIO = Path("/work/shared/fixtures/scenario-a/events.jsonl")
 HOST = "bench-host"
@@ -327,6 +331,35 @@ def in_place(path: Path) -> Path:
     return path
 
 
+def evicted(path: Path) -> Path:
+    """`path` with none of its pages in the OS page cache: as after a reboot.
+
+    Only this file's pages (`POSIX_FADV_DONTNEED`, after an fsync so none is dirty):
+    what else the machine caches is left as it is."""
+    _on_disk(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return path
+
+
+def warmed(path: Path) -> Path:
+    """`path` with its actor index in the OS page cache: as a running service keeps it.
+
+    A writer inserts each new container's rows at a random place in the actor index
+    (`sinks.sqlite.actors`), so over a few thousand containers a running service has
+    read every page of it; an ingest into a cold 10M trail reads most of its pages
+    from disk instead (34 of the 43 MB one ingest read, measured with mincore(2)).
+    The 100k and 1M trails are copied before each ingest, so all their pages are
+    cached: warmed, the 10M trail is measured as they are."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        for table in TABLES:
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return path
+
+
 def fresh_events(work: Path, path: Path, count: int) -> Path:
     """`count` new events of rounds that no earlier in-place run stored in `path`:
     each run adds more events than it uses rounds, so the stored count keys them."""
@@ -500,6 +533,9 @@ def measure_ingest(
     rates: dict[int, list[float]] = {n: [] for n in sizes}
     ratios: dict[int, list[float]] = {n: [] for n in sizes}
     again: dict[int, list[float]] = {n: [] for n in sizes}
+    cold = [n for n in sizes if n >= BULK_FROM]
+    cold_rates: dict[int, list[float]] = {n: [] for n in cold}
+    cold_ratios: dict[int, list[float]] = {n: [] for n in cold}
     for round_no in range(args.repeat):
         order: list[int | None] = [None, *sizes] if round_no % 2 == 0 else [*sizes, None]
         measured = {n: _ingest_rate(n, cached, work, new_events, args, again) for n in order}
@@ -507,6 +543,11 @@ def measure_ingest(
         for n in sizes:
             rates[n].append(measured[n])
             ratios[n].append(measured[n] / measured[None])
+        for n in cold:  # after the round: the empty trail's rate it is compared with is known
+            path = evicted(in_place(cached[n]))
+            rate = args.new / ingest_secs(path, fresh_events(work, path, args.new))
+            cold_rates[n].append(rate)
+            cold_ratios[n].append(rate / measured[None])
     base = statistics.median(empty)
     figure("growth.ingest.empty", empty, "events/s", base, 1.0)
     for n in sizes:
@@ -515,6 +556,9 @@ def measure_ingest(
         if again[n]:
             ratio = statistics.median(again[n]) / base
             figure(f"growth.ingest.{name}.restart", again[n], "events/s", base, ratio)
+    for n in cold:
+        ratio = statistics.median(cold_ratios[n])
+        figure(f"growth.ingest.{size_name(n)}.cold", cold_rates[n], "events/s", base, ratio)
 
 
 def _ingest_rate(
@@ -529,7 +573,7 @@ def _ingest_rate(
     if n is None:
         return float(args.new / ingest_secs(copy_trail(None, work / "t"), new_events))
     if n >= BULK_FROM:
-        path = in_place(cached[n])
+        path = warmed(in_place(cached[n]))
         return float(args.new / ingest_secs(path, fresh_events(work, path, args.new)))
     path = copy_trail(cached[n], work / "t")
     rate = float(args.new / ingest_secs(path, new_events))
