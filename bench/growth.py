@@ -351,7 +351,7 @@ def warmed(path: Path) -> Path:
     A writer inserts each new container's rows at a random place in the actor index
     (`sinks.sqlite.actors`), so over a few thousand containers a running service has
     read every page of it; an ingest into a cold 10M trail reads most of its pages
-    from disk instead (34 of the 43 MB one ingest read, measured with mincore(2)).
+    from disk instead (34 of the 41 MB one ingest read, measured with mincore(2)).
     The 100k and 1M trails are copied before each ingest, so all their pages are
     cached: warmed, the 10M trail is measured as they are."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
