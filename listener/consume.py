@@ -44,6 +44,7 @@ from listener.rules.fleet import (
     prime_fleet,
 )
 from sinks.base import EventFilter
+from sinks.kafka.centralids import IDS_STATE, CentralIds
 from sinks.kafka.chains import FleetChains, central_alert, orphan_event
 from sinks.kafka.chainstate import Accepted, HostAlert, Located
 from sinks.kafka.client import consumer_options, ensure_topic, kafka_errors
@@ -117,10 +118,15 @@ class FleetEngine:
 class CentralTrail:
     """Turns batches of Kafka messages into central rows (steps 1 to 4 above)."""
 
-    def __init__(self, config: DocktrailConfig, trail: SQLiteTrail, states: dict[str, Any]):
+    def __init__(
+        self, config: DocktrailConfig, trail: SQLiteTrail, states: dict[str, Any], *, empty: bool
+    ):
+        """`states`: the trail's `source_state`; `empty`: whether it holds no event yet."""
         self.kafka = _kafka(config)
         self.trail = trail
-        self.chains = FleetChains(states, self.kafka.consume.max_hosts)
+        ids = CentralIds.of_trail(states, empty=empty)
+        self._unrecorded_ids = None if IDS_STATE in states else ids
+        self.chains = FleetChains(states, self.kafka.consume.max_hosts, ids)
         self.offsets = _offsets(self.offsets_name, states.get(self.offsets_name) or {})
         self.engine = FleetEngine(config.rules)
         self.report = ConsumeReport()
@@ -133,6 +139,9 @@ class CentralTrail:
         return OFFSETS_PREFIX + self.kafka.topic
 
     async def start(self) -> None:
+        if self._unrecorded_ids is not None:  # before the first row: a restart names alike
+            await self.trail.write([], source_state={IDS_STATE: self._unrecorded_ids.state()})
+            self._unrecorded_ids = None
         alerts = await self.trail.call(self.engine.prime_and_repair)
         if alerts:
             head = await self.trail.call(lambda t: t.head()[0])
@@ -140,7 +149,7 @@ class CentralTrail:
 
     async def handle(self, batch: dict[Any, list[Any]]) -> None:
         located = self._decode(batch)
-        events, alerts = FleetChains.ids_to_look_up(item.record for item in located)
+        events, alerts = self.chains.ids_to_look_up(item.record for item in located)
         stored_events = set(await self.trail.call(lambda t: t.seqs_by_id(events)))
         stored_alerts = set(await self.trail.call(lambda t: t.seqs_by_id(alerts, "alerts")))
         # CPU work (hashes, signatures, validation): off the loop, so fetching goes on meanwhile
@@ -250,7 +259,8 @@ async def _consume_trail(
     trail = SQLiteTrail.from_config(config.trail, config.host_name())
     async with trail:
         states = await trail.call(lambda t: t.source_states())
-        central = CentralTrail(config, trail, states)
+        empty = await trail.call(lambda t: t.head()[0] == 0)
+        central = CentralTrail(config, trail, states, empty=empty)
         worker = _delivery(config, trail, central)
         await central.start()
         if worker is not None:

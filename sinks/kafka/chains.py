@@ -42,7 +42,7 @@ its chain is still stored (it is evidence) but carries `attributes.fleet`
 
 Records received again (a publisher that crashed before storing its
 position) have central ids already stored and are dropped silently: central
-ids derive from the host's (trail_id, seq, hash).
+ids derive from the host's (trail_id, seq, hash) (`sinks.kafka.centralids`).
 
 Signed heads are stored as central events (`type` ``trail``, `action`
 ``checkpoint``, `attributes.checkpoint`), so they are covered by the central
@@ -62,6 +62,7 @@ from config.errors import InputError, TrailError
 from listener.model.alert import Alert
 from listener.model.event import Actor, Event, canonical_json, chain_hash, natural_id
 from sinks.base import EventFilter
+from sinks.kafka.centralids import HOST_ORDERED, CentralIds
 from sinks.kafka.chainstate import (
     STATE_PREFIX,
     Accepted,
@@ -79,14 +80,6 @@ FLEET_KEY = "fleet"
 CHECKPOINT_TYPE, CHECKPOINT_ACTION = "trail", "checkpoint"
 
 
-def central_event_id(trail_id: str, seq: int, digest: str) -> str:
-    return natural_id("fleet-event", trail_id, seq, digest)
-
-
-def central_alert_id(trail_id: str, seq: int, digest: str) -> str:
-    return natural_id("fleet-alert", trail_id, seq, digest)
-
-
 def _checkpoint_id(trail_id: str, number: int, signature: str) -> str:
     return natural_id("fleet-checkpoint", trail_id, number, signature)
 
@@ -94,9 +87,16 @@ def _checkpoint_id(trail_id: str, number: int, signature: str) -> str:
 class FleetChains:
     """Per-host chain verification over the records of many hosts."""
 
-    def __init__(self, states: Mapping[str, Mapping[str, Any]], max_hosts: int = 10_000) -> None:
-        """`max_hosts`: a record of a host beyond that many is malformed (`consume.max_hosts`)."""
+    def __init__(
+        self,
+        states: Mapping[str, Mapping[str, Any]],
+        max_hosts: int = 10_000,
+        ids: CentralIds = HOST_ORDERED,
+    ) -> None:
+        """`max_hosts`: a record of a host beyond that many is malformed (`consume.max_hosts`);
+        `ids`: how the central trail names host rows (`CentralIds.of_trail`)."""
         self.max_hosts = max_hosts
+        self.ids = ids
         self.hosts: dict[str, HostChain] = {}
         for name, state in states.items():
             if name.startswith(STATE_PREFIX):
@@ -113,30 +113,30 @@ class FleetChains:
         changed, self._changed = self._changed, set()
         return {STATE_PREFIX + host: self.hosts[host].as_state() for host in sorted(changed)}
 
-    @staticmethod
-    def ids_to_look_up(records: Iterable[Record]) -> tuple[list[str], list[str]]:
+    def ids_to_look_up(self, records: Iterable[Record]) -> tuple[list[str], list[str]]:
         """Central (event ids, alert ids) whose presence `accept` needs to know."""
         events: list[str] = []
         alerts: list[str] = []
+        ids = self.ids
         for record in records:
             if record.kind == "event":
-                events.append(central_event_id(record.trail_id, record.seq, record.hash))
+                events.append(ids.event(record.trail_id, record.seq, record.hash))
             elif record.kind == "alert":
-                alerts.append(central_alert_id(record.trail_id, record.seq, record.hash))
+                alerts.append(ids.alert(record.trail_id, record.seq, record.hash))
             else:
                 body = record.body
                 events.append(
                     _checkpoint_id(record.trail_id, record.seq, str(body.get("signature")))
                 )
                 if isinstance(body.get("seq"), int) and isinstance(body.get("hash"), str):
-                    events.append(central_event_id(record.trail_id, body["seq"], body["hash"]))
+                    events.append(ids.event(record.trail_id, body["seq"], body["hash"]))
         return events, alerts
 
     def accept(
         self, records: Sequence[Located], stored_events: set[str], stored_alerts: set[str]
     ) -> Accepted:
         """Check each record against its host's chain and turn it into central rows."""
-        batch = Batch(stored_events, stored_alerts)
+        batch = Batch(self.ids, stored_events, stored_alerts)
         for located in records:
             try:
                 self._accept(located.record, batch)
@@ -225,7 +225,7 @@ class _RowCheck:
         setattr(chain, f"{self.kind}s", (record.seq, record.hash))
 
     def central_id(self) -> str:
-        return central_event_id(self.record.trail_id, self.record.seq, self.record.hash)
+        return self.batch.ids.event(self.record.trail_id, self.record.seq, self.record.hash)
 
     def stored_ids(self) -> set[str]:
         return self.batch.stored_events
@@ -248,7 +248,7 @@ class _AlertCheck(_RowCheck):
     kind: Kind = "alert"
 
     def central_id(self) -> str:
-        return central_alert_id(self.record.trail_id, self.record.seq, self.record.hash)
+        return self.batch.ids.alert(self.record.trail_id, self.record.seq, self.record.hash)
 
     def stored_ids(self) -> set[str]:
         return self.batch.stored_alerts
@@ -263,7 +263,7 @@ class _AlertCheck(_RowCheck):
         origin["event_seq"] = alert.event_seq
         if problem is not None:
             out.events.append(_trail_event(record, "alert", alert.time_ns, origin, problem, out))
-        event_id = central_event_id(record.trail_id, alert.event_seq, record.event_hash)
+        event_id = self.batch.ids.event(record.trail_id, alert.event_seq, record.event_hash)
         update = {"id": central_id, "seq": None, "hash": None, "prev_hash": None}
         out.host_alerts.append(HostAlert(alert.model_copy(update=update), event_id, origin))
 
@@ -391,7 +391,7 @@ class _CheckpointCheck:
             return "checkpoint-mismatch", (
                 f"checkpoint {cp['n']} names seq {cp['seq']}, only {chain.events[0]} received"
             )
-        at_seq = central_event_id(self.record.trail_id, cp["seq"], cp["hash"])
+        at_seq = self.batch.ids.event(self.record.trail_id, cp["seq"], cp["hash"])
         if cp["seq"] and at_seq not in self.batch.stored_events:
             return "checkpoint-mismatch", (
                 f"checkpoint {cp['n']}: seq {cp['seq']} received with another hash"

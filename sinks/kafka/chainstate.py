@@ -17,6 +17,7 @@ from typing import Any
 from config.errors import InputError
 from listener.model.alert import Alert
 from listener.model.event import GENESIS_HASH, Event
+from sinks.kafka.centralids import CentralIds
 from sinks.kafka.records import Record
 
 STATE_PREFIX = "fleet.host:"
@@ -94,9 +95,10 @@ class Accepted:
 
 @dataclass(slots=True)
 class Batch:
-    """One `accept` call: the central ids stored so far (those looked up before
-    it and the rows it adds) and what the batch becomes."""
+    """One `accept` call: how central ids are made, those stored so far (looked up
+    before it, and the rows it adds) and what the batch becomes."""
 
+    ids: CentralIds
     stored_events: set[str]
     stored_alerts: set[str]
     out: Accepted = field(default_factory=Accepted)
