@@ -88,8 +88,7 @@ BENCHES: tuple[Bench, ...] = (
     # spent budget is a note that says so, and the Cost growth table says "not measured".
     # Growth first: it needs less and is over in about a minute; trail_scale's verify of
     # 13 GB takes 2-4 minutes, depending on how much of the file the page cache holds.
-    Bench("growth.py", (*TEN_MILLION, "--repeat", "3"), 1, 240, False, "trail growth 10M",
-          needs_secs=90),
+    Bench("growth.py", TEN_MILLION, 1, 240, False, "trail growth 10M", needs_secs=90),
     Bench("trail_scale.py", (*TEN_MILLION, "--append-events", "0"), 1, 420, False,
           "trail scale 10M", needs_secs=240),
     # Into the cached 1M and 10M trails, in place (a few thousand events each run).

@@ -533,21 +533,18 @@ def measure_ingest(
     rates: dict[int, list[float]] = {n: [] for n in sizes}
     ratios: dict[int, list[float]] = {n: [] for n in sizes}
     again: dict[int, list[float]] = {n: [] for n in sizes}
-    cold = [n for n in sizes if n >= BULK_FROM]
-    cold_rates: dict[int, list[float]] = {n: [] for n in cold}
+    cold: dict[int, list[float]] = {n: [] for n in sizes if n >= BULK_FROM}
     cold_ratios: dict[int, list[float]] = {n: [] for n in cold}
     for round_no in range(args.repeat):
         order: list[int | None] = [None, *sizes] if round_no % 2 == 0 else [*sizes, None]
-        measured = {n: _ingest_rate(n, cached, work, new_events, args, again) for n in order}
+        measured = {n: _ingest_rate(n, cached, work, new_events, args, again, cold)
+                    for n in order}  # fmt: skip
         empty.append(measured[None])
         for n in sizes:
             rates[n].append(measured[n])
             ratios[n].append(measured[n] / measured[None])
-        for n in cold:  # after the round: the empty trail's rate it is compared with is known
-            path = evicted(in_place(cached[n]))
-            rate = args.new / ingest_secs(path, fresh_events(work, path, args.new))
-            cold_rates[n].append(rate)
-            cold_ratios[n].append(rate / measured[None])
+        for n in cold:
+            cold_ratios[n].append(cold[n][-1] / measured[None])
     base = statistics.median(empty)
     figure("growth.ingest.empty", empty, "events/s", base, 1.0)
     for n in sizes:
@@ -558,7 +555,7 @@ def measure_ingest(
             figure(f"growth.ingest.{name}.restart", again[n], "events/s", base, ratio)
     for n in cold:
         ratio = statistics.median(cold_ratios[n])
-        figure(f"growth.ingest.{size_name(n)}.cold", cold_rates[n], "events/s", base, ratio)
+        figure(f"growth.ingest.{size_name(n)}.cold", cold[n], "events/s", base, ratio)
 
 
 def _ingest_rate(
@@ -568,12 +565,19 @@ def _ingest_rate(
     new_events: Path,
     args: Any,
     again: dict[int, list[float]],
+    cold: dict[int, list[float]],
 ) -> float:
-    """Events/s of `--new` events into an empty trail (`n` None) or one of `n` events."""
+    """Events/s of `--new` events into an empty trail (`n` None) or one of `n` events.
+
+    In place, cold first (none of the trail's pages cached, added to `cold[n]`), then
+    warm: the pages an ingest reads at the trail's ends are cached by the cold one, the
+    actor index by `warmed`, and `run`, measured after the rounds, finds them so too."""
     if n is None:
         return float(args.new / ingest_secs(copy_trail(None, work / "t"), new_events))
     if n >= BULK_FROM:
-        path = warmed(in_place(cached[n]))
+        path = evicted(in_place(cached[n]))
+        cold[n].append(args.new / ingest_secs(path, fresh_events(work, path, args.new)))
+        path = warmed(path)
         return float(args.new / ingest_secs(path, fresh_events(work, path, args.new)))
     path = copy_trail(cached[n], work / "t")
     rate = float(args.new / ingest_secs(path, new_events))
