@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from listener.sources.auditd.tail import _LiveReader
+from listener.sources.auditd.reader import LiveReader
 from listener.sources.auditparse import AuditAssembler
 from tests.test_audit_barrier import stamp
 from tests.test_auditd import append, cli_lines, converter, tail_config
 
 
-def reader_on(log: Path) -> _LiveReader:
-    reader = _LiveReader(tail_config(log, audit_lag_secs=30.0), converter())
+def reader_on(log: Path) -> LiveReader:
+    reader = LiveReader(tail_config(log, audit_lag_secs=30.0), converter())
     reader.follower.open(None, "start")
     return reader
 

@@ -24,7 +24,7 @@ from listener.sources.auditd import (
     Converted,
     IdNames,
 )
-from listener.sources.auditd.tail import _LiveReader
+from listener.sources.auditd.reader import LiveReader
 from listener.sources.auditparse import AuditAssembler, AuditEvent
 from sinks.base import AppendResult, EventFilter
 from sinks.memory import MemoryTrail
@@ -637,14 +637,14 @@ def test_live_reader_positions_in_bytes_across_small_reads(tmp_path: Path) -> No
     start = len(b"\n".join(lines)) + 1  # where "c" begins, after multi-byte characters
     config = tail_config(log)
 
-    whole = _LiveReader(config, converter())  # one read; "a" and "b" open, "c" held
+    whole = LiveReader(config, converter())  # one read; "a" and "b" open, "c" held
     whole.follower.open(None, "start")
     first = whole.cycle()
     assert first.converted == [] and first.checkpoint is not None
     # the oldest open event begins on line 2, after 21 characters in 22 bytes
     assert (first.checkpoint["offset"], first.checkpoint["line"]) == (len(lines[0]) + 1, 1)
 
-    small = _LiveReader(config, converter())
+    small = LiveReader(config, converter())
     small.follower.chunk = 37  # lines cross reads, and reads end mid-character
     small.follower.open(None, "start")
     converted: list[Converted] = []

@@ -13,12 +13,8 @@ import pytest
 
 from config.errors import InputError, SourceError
 from listener.model.event import Event
-from listener.sources.docker import (
-    DockerEventsFile,
-    engine_keys,
-    normalize_engine_event,
-    read_events_file,
-)
+from listener.sources.docker import DockerEventsFile, normalize_engine_event, read_events_file
+from listener.sources.docker_labels import engine_keys
 from tests.dockerd import BUSYBOX_REF, Dockerd
 from tests.shared_data import DATA
 

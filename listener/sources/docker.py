@@ -57,12 +57,7 @@ from listener import redact
 from listener.bounds import MAX_TIME_NS, KeptErrors, active_limits, bound_event, check_time_ns
 from listener.model.event import Actor, Event, time_prefix
 from listener.model.trusted import trusted
-from listener.sources.docker_labels import _split_labels
-
-# Imported from here by others (`x as x`: re-exported, for mypy).
-from listener.sources.docker_labels import _who_from_labels as _who_from_labels
-from listener.sources.docker_labels import _why_from_labels as _why_from_labels
-from listener.sources.docker_labels import engine_keys as engine_keys
+from listener.sources.docker_labels import split_labels, who_from_labels, why_from_labels
 from listener.sources.lines import Oversized, bounded_lines
 from sinks.base import AsyncLifecycle
 
@@ -116,8 +111,8 @@ def normalize_engine_event(
         "action": action,
         "actor": actor,
         "attributes": attributes,
-        "who": _who_from_labels(labels),
-        "why": _why_from_labels(labels),
+        "who": who_from_labels(labels),
+        "why": why_from_labels(labels),
         "config": {},
         "hash": None,
         "prev_hash": None,
@@ -213,7 +208,7 @@ def _read_scope(raw: Mapping[str, Any]) -> str | None:
 def _attributes(
     type_: str, action: str, attrs: dict[str, str], detail: str, scope: str | None
 ) -> dict[str, Any]:
-    attributes = _split_labels(type_, action, attrs)
+    attributes = split_labels(type_, action, attrs)
     if detail:
         attributes["action_detail"] = detail
     if scope is not None:

@@ -80,7 +80,7 @@ def engine_keys(type_: str, action: str) -> frozenset[str]:
     raise ValueError(f"{type_} events carry no labels")
 
 
-def _split_labels(type_: str, action: str, attrs: dict[str, str]) -> dict[str, Any]:
+def split_labels(type_: str, action: str, attrs: dict[str, str]) -> dict[str, Any]:
     """Engine keys stay top-level; for containers and images the rest are labels."""
     if type_ not in ("container", "image"):
         return dict(attrs)
@@ -95,7 +95,7 @@ def _label(labels: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
-def _who_from_labels(labels: Mapping[str, str]) -> Who:
+def who_from_labels(labels: Mapping[str, str]) -> Who:
     # Anyone who can create a container can set a label: a claim, never the login.
     claimed = _label(labels, "audit.who")
     values = dict(_WHO)
@@ -105,7 +105,7 @@ def _who_from_labels(labels: Mapping[str, str]) -> Who:
     return trusted(Who, values, {"claimed"})
 
 
-def _why_from_labels(labels: Mapping[str, str]) -> Why:
+def why_from_labels(labels: Mapping[str, str]) -> Why:
     reason = _label(labels, "audit.why")
     ticket = _label(labels, "audit.ticket")
     expires = _label(labels, "audit.expires")

@@ -32,7 +32,6 @@ from typing import Any, Protocol, TypeVar
 
 from config.errors import SourceError
 from listener.model.event import Actor, Event, format_time_ns, natural_id
-from listener.sources.docker import _who_from_labels, _why_from_labels
 from listener.sources.docker_engine import (
     DaemonIdentity,
     Engine,
@@ -41,6 +40,7 @@ from listener.sources.docker_engine import (
 )
 from listener.sources.docker_enrich import Enrichment, Inspector
 from listener.sources.docker_inspect import _image_attributes
+from listener.sources.docker_labels import who_from_labels, why_from_labels
 from listener.sources.docker_state import KnownState, _listed_state
 from listener.sources.docker_stats import SourceStats
 from listener.sources.docker_stream import REPLAY_OVERLAP_NS, WATCHDOG_TICK_NS, Stall
@@ -356,8 +356,8 @@ class Reconciler:
             action="observed",
             actor=Actor(id=object_id, name=name, image=image),
             attributes=attributes,
-            who=_who_from_labels(labels),
-            why=_why_from_labels(labels),
+            who=who_from_labels(labels),
+            why=why_from_labels(labels),
         )
 
 

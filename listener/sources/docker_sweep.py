@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from config.errors import SourceError
 from listener.model.event import Actor, Event, natural_id
 from listener.rules.activity import config_fingerprint
-from listener.sources.docker import _who_from_labels, _why_from_labels
 from listener.sources.docker_engine import Engine, parse_engine_time_ns
 from listener.sources.docker_enrich import Enrichment, Inspector
+from listener.sources.docker_labels import who_from_labels, why_from_labels
 from listener.sources.docker_order import ObjectOrder, Pending
 from listener.sources.docker_reconcile import container_name, state_attributes
 from listener.sources.docker_state import KnownState, _listed_state
@@ -195,7 +195,7 @@ class PostureSweep:
                 image=listed.get("Image") or known.image,
             ),
             attributes=attributes,
-            who=_who_from_labels(labels),
-            why=_why_from_labels(labels),
+            who=who_from_labels(labels),
+            why=why_from_labels(labels),
             config=enrichment.config,
         )

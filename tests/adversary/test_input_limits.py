@@ -276,14 +276,14 @@ def test_audit_gzip_bomb_is_one_malformed_line(tmp_path: Path) -> None:
 def test_live_audit_tail_skips_a_huge_line_in_bounded_memory(tmp_path: Path) -> None:
     from config.models import AuditdConfig
     from listener.sources.auditd import AuditConverter
-    from listener.sources.auditd.tail import _LiveReader
+    from listener.sources.auditd.reader import LiveReader
 
     path = tmp_path / "audit.log"
     big = "type=USER_CMD msg=audit(1700000000.150:7): cmd=" + "41" * (3 * MiB)
     lines = [*audit_lines(1), big, *audit_lines(2)]
     _write_audit(path, lines)
     config = AuditdConfig(log_file=path, start_at="start")
-    reader = _LiveReader(config, AuditConverter(config, "h1"))
+    reader = LiveReader(config, AuditConverter(config, "h1"))
     reader.follower.chunk = 64 * 1024  # the big line spans many reads
     reader.follower.max_line = reader.assembler.max_line = MiB
     reader.follower.open(None, "start")

@@ -1,4 +1,4 @@
-"""`_LiveReader`: one read cycle of the live audit tail, on a worker thread.
+"""`LiveReader`: one read cycle of the live audit tail, on a worker thread.
 
 A cycle reads the new lines, holds the last event's lines back until it is complete,
 assembles and converts the events closed, and says where a restart must begin (the
@@ -36,7 +36,7 @@ from listener.sources.auditparse import (
 )
 
 
-class _LiveReader:
+class LiveReader:
     """One read cycle of the live tail (runs in a worker thread)."""
 
     def __init__(

@@ -26,9 +26,7 @@ from listener.sources.auditd.convert import AuditConverter
 from listener.sources.auditd.fields import NS
 from listener.sources.auditd.follow import Cycle
 from listener.sources.auditd.names import IdNames
-
-# Imported from here by others (`x as x`: re-exported, for mypy).
-from listener.sources.auditd.reader import _LiveReader as _LiveReader
+from listener.sources.auditd.reader import LiveReader
 from sinks.base import AsyncLifecycle
 
 log = logging.getLogger(__name__)
@@ -73,7 +71,7 @@ class AuditLogTail(AsyncLifecycle):
         if barriers is None and config.barrier and correlator is not None:
             barriers = AuditBarriers()
         self.barriers = barriers if config.barrier else None
-        self._reader = _LiveReader(config, self.converter, self.barriers)
+        self._reader = LiveReader(config, self.converter, self.barriers)
         self._wake = asyncio.Event()  # an Engine event waits: read (and send a barrier) now
         if self.barriers is not None and correlator is not None:
             correlator.on_wait = self._barrier_wanted
