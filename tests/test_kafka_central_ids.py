@@ -59,6 +59,8 @@ def test_the_scheme_of_a_trail() -> None:
     assert CentralIds.of_trail(recorded, empty=True).scheme == "digest"
     with pytest.raises(TrailError, match="unknown id scheme 'sorted'"):
         CentralIds.of_trail({IDS_STATE: {"scheme": "sorted"}}, empty=True)
+    with pytest.raises(TrailError, match=r"unknown id scheme \['host-seq'\]"):
+        CentralIds.of_trail({IDS_STATE: ["host-seq"]}, empty=True)  # type: ignore[dict-item]
 
 
 def _host_rows(central: Path) -> list[tuple[int, str]]:

@@ -52,7 +52,7 @@ class CentralIds:
         state = states.get(IDS_STATE)
         if state is None:
             return cls("host-seq" if empty else "digest")
-        scheme = state.get("scheme")
+        scheme = state.get("scheme") if isinstance(state, Mapping) else state
         for known in _SCHEMES:
             if scheme == known:
                 return cls(known)
