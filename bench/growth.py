@@ -21,9 +21,9 @@ Then, in this run, against copies of those trails and an empty one:
   parse, rules, trail, alerts; under `docktrail ingest`'s collector settings and
   switch interval, `listener.app.tuned_runtime`) into each trail vs into the
   empty one. A copy is in the page cache as it is written; a 10M trail, measured
-  in place, has its actor index read first (`warmed`: as a running service keeps
-  it), and is measured once more per round with none of its pages cached
-  (`evicted`: as after a reboot; the `.cold` figure);
+  in place, is measured twice a round: first with none of its pages cached
+  (`evicted`: as after a reboot; the `.cold` figure), then with its actor index
+  read first (`warmed`: as a running service keeps it);
 - `docktrail run` (a real process) from its start to its first connection to
   the Engine's socket (a local stand-in that only records the connection),
   on each trail vs on the empty one;
