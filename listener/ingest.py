@@ -129,6 +129,7 @@ async def ingest_files(
             stages=[IntentStage(trail, IntentBook()), rules],
             batch_size=config.trail.batch_size,
             flush_interval_secs=config.trail.flush_interval_secs,
+            write_behind=True,
         )
         report.stats = pipeline.stats
         async with pipeline:
