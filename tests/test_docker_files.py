@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from listener.model.containerconfig import ContainerConfig
-from listener.rules.activity import config_fingerprint
+from listener.rules.fingerprint import config_fingerprint
 from listener.sources.docker_files import EngineFiles, inspect_shaped
 from listener.sources.docker_inspect import container_config_from_inspect, container_launch
 from tests.dockerd import BUSYBOX_REF, Dockerd

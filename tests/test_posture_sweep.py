@@ -21,8 +21,8 @@ import pytest
 
 from config.models import DockerConfig, RulesConfig
 from listener.model.event import Actor, Event
-from listener.rules.activity import config_fingerprint
 from listener.rules.engine import RuleEngine
+from listener.rules.fingerprint import config_fingerprint
 from listener.sources.docker_live import DockerSource
 from listener.sources.docker_state import KnownState, load_known_state
 from sinks.memory import MemoryTrail

@@ -9,9 +9,9 @@ import pytest
 from config.models import RulesConfig
 from listener.model.containerconfig import ContainerConfig, Mount
 from listener.model.event import Actor, Event, Who, natural_id
-from listener.rules.activity import config_fingerprint
 from listener.rules.base import RuleContext
 from listener.rules.engine import RuleEngine
+from listener.rules.fingerprint import config_fingerprint
 from listener.rules.fleet import FLEET_RULES_BY_ID
 from listener.rules.registry import RULES, RULES_BY_ID, evaluate
 

@@ -15,7 +15,6 @@ already judged (`already_judged`).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import posixpath
 from collections import Counter, OrderedDict, deque
@@ -23,14 +22,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from config.models import ContainerChurnRule
 from listener.model.catalogue import ATTRIBUTION_MISMATCH as MISMATCH
 from listener.model.catalogue import CONFIG_ACTIONS, DAEMON_FILE, EXEC, SPRAWL, UNATTRIBUTED
 from listener.model.event import Event, container_gone, observed_change
 from listener.rules.base import Finding, RuleContext, finding
 from listener.rules.container import is_root_user
+from listener.rules.fingerprint import config_fingerprint
 from listener.rules.image import is_build_step
 
 # How `who` was found from evidence (auditd records), as opposed to unknown/unavailable.
@@ -54,19 +52,6 @@ _LIFE_AFTER = {"die": "exited", "stop": "stopped", "start": "running"}
 READ_OPERATIONS = frozenset({"read", "open", "execute", "exec", "stat"})
 DAEMON_FILE_WINDOW_NS = 10 * 1_000_000_000
 _DAEMON_FILES_KEPT = 1_024  # changed daemon files remembered before those past the window go
-# Settings of a container that say nothing about its own security configuration:
-# where they came from, what the CLI said otherwise, the image's names elsewhere.
-_NOT_FINGERPRINTED = frozenset(
-    {
-        "origin",
-        "argv_differences",
-        "image_repo_digests",
-        "image_references",
-        "image_intermediate",
-        "socket_sources",
-        "healthcheck",
-    }
-)
 # Config actions that may show a configuration judged before (a create is a new container).
 REJUDGED_ACTIONS = CONFIG_ACTIONS - {"create"}
 # A reconciliation's `state` (docker_state._listed_state) -> the table's.
@@ -76,43 +61,6 @@ _OBSERVED_STATES = {"running": "running", "exited": "stopped", "created": "creat
 _BASELINE_MAX_WINDOWS = 10_000
 # Churn scopes (host, image, user) held before those gone quiet are swept away.
 SCOPES_SWEPT_FROM = 4_096
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def config_fingerprint(config: Mapping[str, Any]) -> str:
-    """A digest of a container's security configuration (`Event.config`).
-
-    Canonical: keys sorted, lists in a fixed order (inspect lists mounts in no
-    particular order), bookkeeping left out (`origin`, `argv_differences`,
-    `image_repo_digests`), so that the same configuration read by inspect at
-    create time and by a later sweep has the same fingerprint. Unset settings
-    (None, 0, false, empty) are left out too: a setting added to the model later
-    does not change the fingerprint of the containers that do not use it.
-    """
-    # `config` holds JSON values (`ContainerConfig.as_event_config`, or a stored body):
-    # the falsy ones are exactly the unset settings (None, 0, false, "", [], {}).
-    canonical = {k: _canonical(v) for k, v in config.items() if v and k not in _NOT_FINGERPRINTED}
-    body = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(body).hexdigest()[:32]
-
-
-def _canonical(value: Any) -> Any:
-    if type(value) in _SCALARS:  # most values: no abstract-class check
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        items = [_canonical(v) for v in value]
-        if len(items) < 2:
-            return items
-        return sorted(items, key=_sort_key)
-    return value
-
-
-def _sort_key(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass(slots=True)
@@ -145,7 +93,8 @@ class ChurnBaseline:
             if self.peak:
                 self._close(settings)
             self.bucket, self.peak = bucket, 0
-        self.peak = max(self.peak, count)
+        if count > self.peak:  # max(), without the call
+            self.peak = count
 
     def _close(self, settings: ContainerChurnRule) -> None:
         self.histogram[self.peak] = self.histogram.get(self.peak, 0) + 1
@@ -347,7 +296,7 @@ def _exec_risks(command: str, config: dict[str, Any], known: KnownContainer | No
 def check_sprawl(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if event.type != "container" or event.action not in ("die", "start", "destroy"):
         return
-    state = activity_state(ctx)
+    state = ctx.state.get("activity") or activity_state(ctx)  # the call only to create it
     # Created-but-never-started containers are a passing state of every `run`: not counted.
     stopped, running = state.states["stopped"], state.states["running"]
     margin = ctx.rules.container_sprawl.margin
@@ -355,7 +304,8 @@ def check_sprawl(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     if excess <= margin:
         # Hysteresis: re-arm only once clearly below the margin, so a host
         # hovering at the margin does not alert on every start and stop.
-        if excess <= margin - max(1, margin // 5):
+        fifth = margin // 5  # below by max(1, margin // 5), without the builtin's call
+        if excess <= margin - (fifth if fifth > 1 else 1):
             state.sprawl_alerted = False
         return
     if state.sprawl_alerted:

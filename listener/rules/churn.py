@@ -28,6 +28,8 @@ from listener.rules.base import Finding, RuleContext, finding
 
 _NS = 1_000_000_000
 _BASELINE_MAX_SCOPES = 10_000  # scopes with a learned baseline (least recently active dropped)
+# A scope over its threshold: (scope, count in the window, threshold, learned threshold).
+Crossed = tuple[tuple[str, ...], int, int, int | None]
 
 
 def check_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
@@ -36,13 +38,9 @@ def check_churn(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     settings = ctx.rules.container_churn
     window_ns = settings.window_secs * _NS
     state = activity_state(ctx)
-    crossed = []
+    crossed: list[Crossed] = []
     keys = _churn_keys(event)
-    for key, count, learned in _count_churn(event, keys, settings, state):
-        threshold = max(settings.threshold, learned or 0)
-        quiet = state.quiet_until.get(key, 0)
-        if count > threshold and event.time_ns >= quiet:
-            crossed.append((key, count, threshold, learned))
+    _count_churn(event, keys, settings, state, crossed)
     if not crossed:
         return
     # One alert per burst: every scope this event counts in goes quiet for a window,
@@ -78,32 +76,50 @@ def learn_churn(event: Event, ctx: RuleContext) -> None:
     settings = ctx.rules.container_churn
     if event.type != "container" or event.action not in CHURN_ACTIONS or not settings.enabled:
         return
-    for _ in _count_churn(event, _churn_keys(event), settings, activity_state(ctx)):
-        pass
+    _count_churn(event, _churn_keys(event), settings, activity_state(ctx), None)
 
 
 def _count_churn(
-    event: Event, keys: list[tuple[str, ...]], settings: ContainerChurnRule, state: ActivityState
-) -> Iterator[tuple[tuple[str, ...], int, int | None]]:
-    """(scope, count in the sliding window, learned threshold) of each scope of `event`."""
+    event: Event,
+    keys: list[tuple[str, ...]],
+    settings: ContainerChurnRule,
+    state: ActivityState,
+    crossed: list[Crossed] | None,
+) -> None:
+    """Counts `event` in the window of each of its scopes; with `crossed`, adds to it each
+    scope over its threshold and not quiet (scope, count, threshold, learned threshold)."""
+    now = event.time_ns
     window_ns = settings.window_secs * _NS
+    oldest = now - window_ns
     learn = settings.baseline == "learn"
-    windows = state.windows
+    bucket = now // window_ns if learn else 0
+    windows, baselines, fixed = state.windows, state.baselines, settings.threshold
     for key in keys:
         times = windows.get(key)
         if times is None:
             times = windows[key] = deque()
-        times.append(event.time_ns)
-        while times and times[0] <= event.time_ns - window_ns:
+        times.append(now)
+        while times and times[0] <= oldest:
             times.popleft()
         learned = None
         if learn:
-            baseline = _baseline(state, key)
+            # `_baseline` inlined for the scopes seen before (a call per scope and event)
+            baseline = baselines.get(key)
+            if baseline is None:
+                baseline = _baseline(state, key)
+            else:
+                baselines.move_to_end(key)
             learned = baseline.learned  # from closed windows: this one is still open
-            baseline.observe(event.time_ns // window_ns, len(times), settings)
-        yield key, len(times), learned
+            baseline.observe(bucket, len(times), settings)
+        if crossed is not None:
+            # as each scope is counted: before the sweep below, which drops quiet periods
+            # max(fixed, learned or 0), without the builtin's call (a tenth of the rule)
+            floor = learned or 0
+            threshold = floor if floor > fixed else fixed
+            if len(times) > threshold and now >= state.quiet_until.get(key, 0):
+                crossed.append((key, len(times), threshold, learned))
     if len(windows) >= state.sweep_scopes_at:
-        _forget_quiet_scopes(state, event.time_ns, window_ns)
+        _forget_quiet_scopes(state, now, window_ns)
 
 
 def _forget_quiet_scopes(state: ActivityState, now_ns: int, window_ns: int) -> None:

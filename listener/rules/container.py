@@ -7,6 +7,7 @@ section 5.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -36,6 +37,11 @@ DANGEROUS_CAPS = frozenset(
      "DAC_OVERRIDE", "SETFCAP", "LINUX_IMMUTABLE", "SYSLOG"}
 )  # fmt: skip
 NAMESPACES = ("network", "pid", "ipc", "uts", "userns")
+_NAMESPACE_KEYS = tuple((ns, f"{ns}_mode") for ns in NAMESPACES)
+# Paths up to this long are remembered (`_normpath`, `_remembered_reasons`): a host
+# mounts the same few again and again; a made-up long one is only worked out.
+CACHED_TEXT_MAX = 1_024
+_CACHED_ITEMS = 2_048
 
 
 def config_of(event: Event) -> Mapping[str, Any] | None:
@@ -53,8 +59,9 @@ def check_privileged(event: Event, ctx: RuleContext) -> Iterator[Finding]:
 
 def check_socket_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     config = config_of(event) or {}
-    sockets = {_normal(s) for s in config.get("socket_sources") or []}
-    engines = {_host_path(s) for s in ctx.engine_sockets}
+    sources = config.get("socket_sources")
+    sockets = {_normal(s) for s in sources} if sources else set()
+    engines = _engine_paths(ctx.engine_sockets)
     for mount in _mounts(event):
         why = _socket_reason(mount, sockets, engines)
         if why is not None:
@@ -82,25 +89,52 @@ def check_sensitive_mount(event: Event, ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-def _socket_reason(mount: Mapping[str, Any], sockets: set[str], engines: set[str]) -> str | None:
+def _socket_reason(
+    mount: Mapping[str, Any], sockets: set[str], engines: frozenset[str]
+) -> str | None:
     """Why this mount hands an Engine's socket (`engines`: their host paths) to the
     container, or None."""
     if mount.get("type", "bind") != "bind":
         return None
     source = _normal(str(mount.get("source") or ""))
     destination = _normal(str(mount.get("destination") or ""))
+    long = len(source) + len(destination) > CACHED_TEXT_MAX
+    before, after = (_path_reasons if long else _remembered_reasons)(source, destination, engines)
+    if before is not None:
+        return before
+    return "a Unix socket" if source in sockets else after
+
+
+def _path_reasons(
+    source: str, destination: str, engines: frozenset[str]
+) -> tuple[str | None, str | None]:
+    """`_socket_reason`'s answers that depend on the paths alone, those it gives before
+    and after asking the container's own sockets (which differ per container)."""
     if _host_path(source) in engines:
-        return "the Engine's socket"
+        return "the Engine's socket", None
     if posixpath.basename(source) in SOCKET_NAMES:
-        return "a Docker or containerd socket"
-    if source in sockets:
-        return "a Unix socket"
+        return "a Docker or containerd socket", None
     # "/" holds everything: it alerts as sensitive-mount, not as one more socket alert.
     if source not in ("", "/") and any(_contains(_host_path(source), s) for s in engines):
-        return "a directory holding the Engine's socket"
+        return None, "a directory holding the Engine's socket"
     if posixpath.basename(destination) in SOCKET_NAMES:
-        return "mounted where clients look for the Docker socket"
-    return None
+        return None, "mounted where clients look for the Docker socket"
+    return None, None
+
+
+_remembered_reasons = functools.lru_cache(maxsize=_CACHED_ITEMS)(_path_reasons)
+
+
+def _engine_paths(sockets: tuple[str, ...]) -> frozenset[str]:
+    """The host paths of the Engines' sockets (the context's, the same all along)."""
+    if type(sockets) is tuple:
+        return _engine_paths_of(sockets)
+    return frozenset(_host_path(s) for s in sockets)
+
+
+@functools.lru_cache(maxsize=16)
+def _engine_paths_of(sockets: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_host_path(s) for s in sockets)
 
 
 def _host_path(path: str) -> str:
@@ -123,7 +157,10 @@ def check_dangerous_capability(event: Event, ctx: RuleContext) -> Iterator[Findi
     config = config_of(event)
     if not config:
         return
-    added = sorted({_cap(c) for c in config.get("cap_add") or []} & DANGEROUS_CAPS)
+    caps = config.get("cap_add")
+    if not caps:  # most containers: no set to build
+        return
+    added = sorted({_cap(c) for c in caps} & DANGEROUS_CAPS)
     if added:
         yield finding(
             DANGEROUS_CAPABILITY,
@@ -137,7 +174,7 @@ def check_host_namespace(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     config = config_of(event)
     if not config:
         return
-    shared = [ns for ns in NAMESPACES if config.get(f"{ns}_mode") == "host"]
+    shared = [ns for ns, key in _NAMESPACE_KEYS if config.get(key) == "host"]
     if shared:
         yield finding(
             HOST_NAMESPACE,
@@ -230,7 +267,12 @@ def _base(path: str) -> str:
 
 
 def _normal(path: str) -> str:
-    return posixpath.normpath(path) if path else ""
+    if type(path) is str and len(path) <= CACHED_TEXT_MAX:
+        return _normpath(path) if path else ""
+    return posixpath.normpath(path) if path else ""  # odd values fail here as they always did
+
+
+_normpath = functools.lru_cache(maxsize=_CACHED_ITEMS)(posixpath.normpath)
 
 
 def _is_sensitive(source: str) -> bool:

@@ -35,7 +35,7 @@ from listener.model.alert import Alert
 from listener.model.catalogue import AUDIT_EVENT_TYPES, CONFIG_ACTIONS
 from listener.model.event import Event
 from listener.rules.activity import REJUDGED_ACTIONS, already_judged, track_container
-from listener.rules.base import RuleContext, engine_sockets
+from listener.rules.base import RuleContext, engine_sockets, note_failure
 from listener.rules.churn import learn_churn
 from listener.rules.image import track_image
 from listener.rules.registry import RULES, evaluate
@@ -91,14 +91,17 @@ class RuleEngine:
 
     def alerts_for(self, events: Iterable[Event]) -> list[Alert]:
         alerts: list[Alert] = []
+        alerts_for_event = self.alerts_for_event  # looked up once, not per event
         for event in events:
-            alerts.extend(self.alerts_for_event(event))
+            found = alerts_for_event(event)
+            if found:
+                alerts.extend(found)
         return alerts
 
     def alerts_for_event(self, event: Event) -> list[Alert]:
         # asked only of the actions that may show a configuration judged before: a call
         # for every event cost more than the check itself
-        judged = event.action in REJUDGED_ACTIONS and already_judged(event, self.context)
+        judged = event.action in REJUDGED_ACTIONS and self._already_judged(event)
         findings = evaluate(event, self.context)
         if not findings:
             return []  # most events: no dict, no list of alerts
@@ -111,6 +114,13 @@ class RuleEngine:
             seen[found.rule] = index + 1
             alerts.append(Alert.from_finding(found, event, index))
         return alerts
+
+    def _already_judged(self, event: Event) -> bool:
+        try:
+            return already_judged(event, self.context)
+        except Exception as exc:  # as in `evaluate`: one odd stored body must not stop the
+            note_failure("already_judged", event, exc)  # rules; its findings are alerted
+            return False
 
     def prime(self, history: Iterable[Event], *, recent_from_ns: int) -> None:
         """Rebuild rule state from events already evaluated, without alerting.

@@ -21,6 +21,7 @@ from listener.rules.base import Finding, RuleContext, finding
 # Push sends an image that is already here: it was judged when it came.
 IMAGE_ACTIONS = frozenset({"pull", "import", "load", "tag"})
 _KNOWN_IMAGES_MAX = 50_000
+_CACHED_MAX = 1_024  # references up to this long have their verdict remembered
 # How long after a `docker build` call its steps may still create containers.
 BUILD_WINDOW_NS = 600 * 1_000_000_000
 BUILD_HOSTS_KEPT = 1024  # hosts whose last build is remembered: the latest ones
@@ -43,14 +44,24 @@ def normalize_reference(reference: str) -> str:
 
 def untrusted_reason(reference: str, policy: UntrustedImageRule) -> str | None:
     """Why `reference` is outside the policy, or None when it is trusted."""
+    # A host pulls and runs the same few images: each is judged once (a long made-up
+    # reference, or an odd value, is judged afresh, and fails as it always did).
+    judge = _cached_reason if type(reference) is str and len(reference) <= _CACHED_MAX else _reason
+    return judge(reference, policy.require_digest, tuple(policy.trusted))
+
+
+def _reason(reference: str, require_digest: bool, trusted: tuple[str, ...]) -> str | None:
     if reference.startswith("sha256:") or not reference:
         return "referenced by image id: no registry to trust"
     normal = normalize_reference(reference)
-    if policy.require_digest and "@sha256:" not in normal:
+    if require_digest and "@sha256:" not in normal:
         return "not pinned by digest (require_digest)"
-    if _matches_any(normal, tuple(policy.trusted)):
+    if _matches_any(normal, trusted):
         return None
     return "registry/repository not in the trusted list"
+
+
+_cached_reason = functools.lru_cache(maxsize=4_096)(_reason)
 
 
 @functools.lru_cache(maxsize=4_096)
@@ -66,7 +77,7 @@ def check_untrusted_image(event: Event, ctx: RuleContext) -> Iterator[Finding]:
     references, how = judged
     policy = ctx.rules.untrusted_image
     reasons = [untrusted_reason(ref, policy) for ref in references]
-    if not references or any(reason is None for reason in reasons):
+    if not references or None in reasons:
         return  # trusted under one of its names, or a build step of a trusted base
     reference, reason = references[0], reasons[0]
     shown = event.actor.image or reference if event.type == "container" else reference
@@ -94,6 +105,10 @@ def _container_verb(event: Event) -> str:
     except ValueError:
         return "create"
     return parse_docker_argv(argv).command or "create"
+
+
+# The event types `track_image` learns from: the engine does not call it for the others.
+TRACKED_TYPES = ("image", "docker-cli")
 
 
 def track_image(event: Event, ctx: RuleContext) -> None:
@@ -145,8 +160,9 @@ def _names_id_prefix(reference: str, event: Event) -> bool:
     """`docker run 3f4a9c0b1d2e`: a short image id (inspect says which image it was), not a
     Docker Hub repository that would be trusted as docker.io/library/3f4a9c0b1d2e."""
     digest = str(event.config.get("image_digest") or "")
-    hexadecimal = len(reference) >= 4 and all(c in "0123456789abcdef" for c in reference)
-    return hexadecimal and digest.startswith(f"sha256:{reference}")
+    if not digest.startswith(f"sha256:{reference}"):  # most creates: no digest to compare
+        return False
+    return len(reference) >= 4 and all(c in "0123456789abcdef" for c in reference)
 
 
 def _resolve_id(image_id: str, event: Event, ctx: RuleContext) -> tuple[list[str], str] | None:

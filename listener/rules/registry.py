@@ -65,7 +65,7 @@ def evaluate(event: Event, ctx: RuleContext) -> list[Finding]:
             activity.track_container(event, ctx)
         except Exception as exc:  # an odd stored body must not stop the rules (see `judged`)
             note_failure("track_container", event, exc)
-    else:
+    elif event.type in image.TRACKED_TYPES:  # no call for the others, which it passes over
         try:
             image.track_image(event, ctx)
         except Exception as exc:  # as above

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from listener.model.catalogue import CONFIG_ACTIONS
 from listener.model.event import Event, container_gone, observed_change
-from listener.rules.activity import config_fingerprint
+from listener.rules.fingerprint import config_fingerprint
 from sinks.base import EventFilter
 
 _NS = 1_000_000_000

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from config.errors import SourceError
 from listener.model.event import Actor, Event, natural_id
-from listener.rules.activity import config_fingerprint
+from listener.rules.fingerprint import config_fingerprint
 from listener.sources.docker_engine import Engine, parse_engine_time_ns
 from listener.sources.docker_enrich import Enrichment, Inspector
 from listener.sources.docker_labels import who_from_labels, why_from_labels

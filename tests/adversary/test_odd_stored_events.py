@@ -17,8 +17,9 @@ from bench.docker_events_file import write_events
 from bench.trail_append import synthetic_events
 from config.models import DocktrailConfig, RulesConfig
 from listener.ingest import ingest_files
+from listener.model.event import Actor, Event, natural_id
 from listener.rules.base import rule_failures as failure_counts
-from listener.rules.engine import replay_trail
+from listener.rules.engine import RuleEngine, replay_trail
 from sinks.sqlite import SQLiteTrail
 from tests.shared_data import DATA
 
@@ -95,3 +96,40 @@ def test_replay_of_odd_bodies_completes(tmp_path: Path) -> None:
         assert after[rule] - before.get(rule, 0) == len(creates)
     for what in ("runs-as-root", "track_container"):
         assert after[what] - before.get(what, 0) == 1
+
+
+def test_a_config_too_odd_to_fingerprint_does_not_stop_the_other_events_rules(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An integer beyond 64 bits (the standard library's JSON stores it) cannot be
+    fingerprinted: the check of whether the configuration was judged before says so and
+    counts it unjudged, so its findings are alerted, and the batch's other events are
+    still judged."""
+
+    def container(n: int, action: str, config: dict[str, object]) -> Event:
+        return Event(
+            seq=n,
+            id=natural_id("odd-fingerprint", n),
+            time_ns=1_795_000_000_000_000_000 + n,
+            source="docker",
+            host="h1",
+            type="container",
+            action=action,
+            actor=Actor(id="c" * 64, name="odd", image="docker.io/library/redis:7"),
+            config=config,
+        )
+
+    engine = RuleEngine(RulesConfig())
+    engine.alerts_for([container(1, "create", {"privileged": True})])
+    caplog.set_level(logging.ERROR)
+    odd = container(2, "observed", {"privileged": True, "cap_add": ["NET_ADMIN", 2**70]})
+    other = container(3, "create", {"privileged": True})
+    other.actor = Actor(id="d" * 64, name="other", image="docker.io/library/redis:7")
+
+    alerts = engine.alerts_for([odd, other])
+
+    assert {(a.event_id, a.rule) for a in alerts} >= {
+        (odd.id, "privileged-container"),
+        (other.id, "privileged-container"),
+    }
+    assert any("already_judged failed on event" in m for m in rule_failures(caplog))
