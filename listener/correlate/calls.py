@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
-from listener.argv import DockerCall
+from listener.argv import DockerCall, normalize_image_ref
 from listener.argvmatch import argv_agrees
 from listener.correlate.effects import (
     BASE_EFFECTS,
@@ -184,3 +185,47 @@ def merged_config(current: dict[str, object], argv_config: ContainerConfig) -> d
         inspect = ContainerConfig.model_validate(current)
         return merge_configs(inspect, argv_config).as_event_config()
     return argv_config.as_event_config()
+
+
+# Distinct calls whose derived data is kept (a few hundred bytes each); cleared when full.
+DERIVED_CAP = 1024
+
+
+class DerivedCall(NamedTuple):
+    """What the correlator derives from a call's parsed argv alone."""
+
+    call: DockerCall
+    names: frozenset[str]
+    refs: frozenset[str]
+    objects: frozenset[str]
+    effects: Effects
+    window_ns: int
+    keys: tuple[str, ...]  # index keys (call_keys)
+    hex_target: bool  # names a container or image by id
+
+
+def call_keys(
+    call: DockerCall, names: frozenset[str], refs: frozenset[str], objects: frozenset[str]
+) -> Iterator[str]:
+    for name in names:
+        yield f"name:{name}"
+    if call.command in ("run", "create") and not call.name:
+        for ref in refs:
+            yield f"run-image:{ref}"
+    for ref in refs:
+        yield f"ref:{ref}"
+    kind = "volume" if call.command.startswith("volume") else "network"
+    for name in objects:
+        yield f"{kind}:{name}"
+    if call.compose is not None and call.compose.project:
+        yield f"project:{call.compose.project}"
+
+
+def derive_call(call: DockerCall, window_ns: int) -> DerivedCall:
+    names = frozenset(container_names(call))
+    refs = frozenset(normalize_image_ref(r) for r in image_refs(call))
+    objects = frozenset(object_names(call))
+    hex_target = any(is_hex(n) for n in names) or bool(hex_image_args(call))
+    keys = tuple(call_keys(call, names, refs, objects))
+    effects = effects_of_call(call)
+    return DerivedCall(call, names, refs, objects, effects, window_ns, keys, hex_target)

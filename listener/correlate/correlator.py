@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 from config.models import AuditdConfig
 from listener.argv import DockerCall, normalize_image_ref
 from listener.correlate.calls import (
+    DERIVED_CAP,
+    DerivedCall,
+    call_keys,
     cli_causes,
-    container_names,
-    effects_of_call,
+    derive_call,
     has_loop,
     hex_image_args,
-    image_refs,
     is_hex,
-    object_names,
     project_keys,
     project_prefixes,
     remove_call,
@@ -80,6 +80,7 @@ class Correlator:
         self._images: Lru[dict[str, None]] = Lru(LINEAGE_CAP)
         self._image_owner: Lru[CliCall] = Lru(LINEAGE_CAP)
         self._watermark_ns = -1
+        self._calls_derived: dict[int, DerivedCall] = {}  # id(DockerCall) -> see _derived
         self._changed = asyncio.Event() if has_loop() else None
         # Told the time a caller waits for (the live tail sends an audit barrier then).
         self.on_wait: Callable[[int], None] | None = None
@@ -98,15 +99,16 @@ class Correlator:
         """Index a CLI call (read-only commands and calls to other Engines are ignored)."""
         if cli.call.read_only or cli.call.remote or cli.audit_id in self._seen:
             return
-        self._prepare(cli)
+        derived = self._prepare(cli)
         self._seen.add(cli.audit_id)
         self._calls.append(cli)
-        for key in self._keys_of(cli):
-            self._by_key.setdefault(key, []).append(cli)
+        by_key = self._by_key
+        for key in derived.keys:
+            by_key.setdefault(key, []).append(cli)
         pool = self._pool(cli)
         if pool is not None:
             pool.append(cli)
-        if any(is_hex(n) for n in cli.names) or hex_image_args(cli.call):
+        if derived.hex_target:
             self._hex_targets.append(cli)
         self.stats.calls += 1
         if len(self._calls) > self.max_calls:
@@ -421,13 +423,27 @@ class Correlator:
 
     # ------------------------------------------------------------------ calls
 
-    def _prepare(self, cli: CliCall) -> None:
-        call = cli.call
-        cli.names = frozenset(container_names(call))
-        cli.refs = frozenset(normalize_image_ref(r) for r in image_refs(call))
-        cli.objects = frozenset(object_names(call))
-        cli.effects = effects_of_call(call)
-        cli.expires_ns = cli.time_ns + self._window_ns(call)
+    def _prepare(self, cli: CliCall) -> DerivedCall:
+        """Fill what the correlator reads of a call from its parsed argv."""
+        derived = self._derived(cli.call)
+        cli.names, cli.refs, cli.objects = derived.names, derived.refs, derived.objects
+        cli.effects = derived.effects
+        cli.expires_ns = cli.time_ns + derived.window_ns
+        return derived
+
+    def _derived(self, call: DockerCall) -> DerivedCall:
+        """What a call's argv alone decides, worked out once per `DockerCall`: the
+        converter hands out the same object for the same argv and working directory
+        (a host runs the same commands over and over). Kept with its call, so an id
+        seen again is that call's."""
+        known = self._calls_derived.get(id(call))
+        if known is not None and known.call is call:
+            return known
+        derived = derive_call(call, self._window_ns(call))
+        if len(self._calls_derived) >= DERIVED_CAP:
+            self._calls_derived.clear()
+        self._calls_derived[id(call)] = derived
+        return derived
 
     def _window_ns(self, call: DockerCall) -> int:
         if call.command in LONG_COMMANDS or call.compose is not None:
@@ -440,16 +456,4 @@ class Correlator:
         return self.window_ns
 
     def _keys_of(self, cli: CliCall) -> Iterator[str]:
-        call = cli.call
-        for name in cli.names:
-            yield f"name:{name}"
-        if call.command in ("run", "create") and not call.name:
-            for ref in cli.refs:
-                yield f"run-image:{ref}"
-        for ref in cli.refs:
-            yield f"ref:{ref}"
-        kind = "volume" if call.command.startswith("volume") else "network"
-        for name in cli.objects:
-            yield f"{kind}:{name}"
-        if call.compose is not None and call.compose.project:
-            yield f"project:{call.compose.project}"
+        return call_keys(cli.call, cli.names, cli.refs, cli.objects)

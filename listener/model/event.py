@@ -216,7 +216,7 @@ def chain_hash(prev_hash: str, canonical: str) -> str:
 
 def natural_id(*parts: object) -> str:
     """The event id: a digest of the natural key, so re-reading an input dedupes."""
-    key = "\x1f".join(str(part) for part in parts)
+    key = "\x1f".join(map(str, parts))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -24,6 +24,7 @@ tail keeps the wall-clock watermark, as without barriers.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
@@ -37,6 +38,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 MARK = "docktrail-barrier"
+_CANDIDATES = ("type=USER msg=audit(", "node=")  # how a line of ours starts (number_of)
 AUDIT_USER = 1005
 NETLINK_AUDIT = 9
 _NLMSG_ERROR = 2
@@ -232,7 +234,11 @@ class AuditBarriers:
         """Indices of our barrier lines among `lines`; moves `passed_ns` past them."""
         found: list[int] = []
         mark = MARK
-        for index, line in enumerate(lines):
+        # Only a USER record (maybe after node=) can be ours (number_of): the other lines
+        # of a busy log are passed over with one C call each, not searched for the mark.
+        candidates = map(str.startswith, lines, itertools.repeat(_CANDIDATES))
+        for index in itertools.compress(itertools.count(), candidates):
+            line = lines[index]
             if mark in line and self._ours(line):
                 found.append(index)
         return frozenset(found)

@@ -47,6 +47,7 @@ from listener.sources.auditparse import (
     AuditEvent,
     AuditRecord,
 )
+from listener.sources.auditparse.fields import as_id
 
 
 @dataclass(slots=True)
@@ -98,9 +99,22 @@ class _ParsedCall(NamedTuple):
     cwd: str | None
     command_line: str
     config: _FrozenConfig
+    target: str | None  # the actor: cli_target(call)
+    argv_source: dict[str, Any]  # argv_source_of(event): decided by the same texts
 
 
 _CALL_CACHE_MAX = 1024
+_Lookup = Callable[[str], str | None]
+
+
+def _first_in(values: dict[str, str], otherwise: _Lookup) -> _Lookup:
+    """A look-up in `values` (the SYSCALL record's), else `otherwise` (the event's)."""
+
+    def lookup(name: str) -> str | None:
+        value = values.get(name)
+        return value if value is not None else otherwise(name)
+
+    return lookup
 
 
 @dataclass(slots=True)
@@ -200,7 +214,15 @@ class AuditConverter:
         parsed = self._parsed_call(event)
         call = parsed.call
         audit_id = event_audit_id(event)
-        who = self._who_of(event, syscall, parsed.command_line, audit_id)
+        field: _Lookup = event.field
+        names: _Lookup = event.enriched_field
+        if syscall is None:
+            who = self._who_from(field, names, audit_id, parsed.command_line)
+        else:  # its dicts, read once (as _who_of reads them; the rest as event.field would)
+            fields, enriched = syscall.fields, syscall.enriched
+            who = self._who_from(fields.get, enriched.get, audit_id, parsed.command_line)
+            field = _first_in(fields, event.field)
+            names = _first_in(enriched, event.enriched_field)
         event_id = self._id(event)
         cli = CliCall(event.time_ns, audit_id, call, who, event_id)
         self.counters.kept += 1
@@ -208,7 +230,7 @@ class AuditConverter:
         wanted = self.config.cli_events
         if wanted == "none" or (wanted == "changes" and call.read_only):
             return Converted(None, cli)
-        return Converted(self._cli_event(event, keys, cli, parsed.cwd, parsed.config), cli)
+        return Converted(self._cli_event(event, keys, cli, parsed, (field, names)), cli)
 
     def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
@@ -225,7 +247,9 @@ class AuditConverter:
             # configuration it asks for are all made of the redacted argv.
             argv = event.argv if event.argv is not None else event.proctitle
             call = parse_docker_argv(self.redactor.argv(argv or []), cwd=cwd)
-            parsed = _ParsedCall(call, cwd, call.command_line, _FrozenConfig(_call_config(call)))
+            config = _FrozenConfig(_call_config(call))
+            target, source = cli_target(call), argv_source_of(event)
+            parsed = _ParsedCall(call, cwd, call.command_line, config, target, source)
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
                     self._calls.clear()
@@ -237,20 +261,21 @@ class AuditConverter:
         event: AuditEvent,
         keys: frozenset[str],
         cli: CliCall,
-        cwd: str | None,
-        frozen_config: _FrozenConfig,
+        parsed: _ParsedCall,
+        lookups: tuple[_Lookup, _Lookup],  # event.field and event.enriched_field
     ) -> Event:
         call = cli.call
-        config = frozen_config.copy()
+        config = parsed.config.copy()
+        field = lookups[0]
         attributes: dict[str, Any] = {
             "argv": list(call.argv),
-            "cwd": cwd,
-            "exe": event.exe,
-            "ppid": event.ppid,
-            **self._group(event),
+            "cwd": parsed.cwd,
+            "exe": field("exe"),  # event.exe
+            "ppid": as_id(field("ppid")),  # event.ppid
+            **self._group(*lookups),
             "keys": sorted(keys),
             "audit_id": cli.audit_id,
-            **argv_source_of(event),
+            **parsed.argv_source,
         }
         if call.errors:
             attributes["argv_errors"] = list(call.errors)
@@ -263,7 +288,7 @@ class AuditConverter:
             host=event.node or self.host,
             type="docker-cli",
             action=call.command or "help",
-            actor=Actor(name=cli_target(call), image=call.image),
+            actor=Actor(name=parsed.target, image=call.image),
             attributes=attributes,
             who=cli.who,
             config=config,
@@ -287,7 +312,7 @@ class AuditConverter:
             "exit": event.field("exit"),
             "comm": event.comm,
             "cwd": event.cwd,
-            **self._group(event),
+            **self._group(event.field, event.enriched_field),
             "keys": sorted(keys),
             "audit_id": event_audit_id(event),
         }
@@ -385,8 +410,8 @@ class AuditConverter:
 
     def _who_from(
         self,
-        raw: Callable[[str], str | None],
-        names: Callable[[str], str | None],
+        raw: _Lookup,
+        names: _Lookup,
         audit_id: str,
         command: str | None,
     ) -> Who:
@@ -411,11 +436,12 @@ class AuditConverter:
             audit_id=audit_id,
         )
 
-    def _group(self, event: AuditEvent) -> dict[str, Any]:
-        """The effective group: ENRICHED name, else the group file."""
-        gid, name = id_number(event.field("egid")), id_name(event.enriched_field("EGID"))
+    def _group(self, field: _Lookup, names: _Lookup) -> dict[str, Any]:
+        """The effective group (`field`, `names`: the event's raw and ENRICHED fields):
+        ENRICHED name, else the group file."""
+        gid, name = id_number(field("egid")), id_name(names("EGID"))
         if gid is None:
-            gid, name = id_number(event.field("gid")), id_name(event.enriched_field("GID"))
+            gid, name = id_number(field("gid")), id_name(names("GID"))
         return {"gid": gid, "group": name or self.names.group(gid)}
 
     def _id(self, event: AuditEvent) -> str:

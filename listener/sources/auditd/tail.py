@@ -116,9 +116,10 @@ class AuditLogTail(AsyncLifecycle):
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
-        handed = self._handed
+        handed, queue = self._handed, self._queue
         while True:
-            item = await self._queue.get()
+            # queue.get() without a coroutine per event when one is waiting (the same)
+            item = await queue.get() if queue.empty() else queue.get_nowait()
             if item is _END:
                 self._queue.put_nowait(_END)  # for other iterators
                 return
@@ -198,17 +199,22 @@ class AuditLogTail(AsyncLifecycle):
         for error in cycle.malformed:
             self.malformed += 1
             log.warning("skipped: %s", error)
+        queue = self._queue
         if cycle.gap is not None:
-            await self._queue.put((self._gap_event(cycle.gap), None))
+            await queue.put((self._gap_event(cycle.gap), None))
         for item in cycle.converted:
             if item.call is not None and self.correlator is not None:
                 self.correlator.add_call(item.call)
             if item.process is not None and self.sessions is not None:
                 self.sessions.add(item.process)
             if item.event is not None:
-                await self._queue.put((item.event, None))
+                # queue.put() without a coroutine per event while there is room (the same)
+                if queue.full():
+                    await queue.put((item.event, None))
+                else:
+                    queue.put_nowait((item.event, None))
         if cycle.checkpoint is not None:
-            await self._queue.put((None, cycle.checkpoint))
+            await queue.put((None, cycle.checkpoint))
         if self.correlator is not None:
             self.correlator.advance(cycle.watermark_ns)
         self._cover(cycle)

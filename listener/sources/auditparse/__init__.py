@@ -52,13 +52,17 @@ filter that drops most events reads a key or two, a docker CLI call needs three
 records of six. When a line is fed only its header is read, with
 ``str.partition``, and its text checked for what would make the parse fail (an
 unterminated quote: the line is reported malformed right away, as before).
-Fields are split with ``str.split`` and a C-level ``dict(map(...))``; quoted
+Fields are split with ``str.split`` and a C-level ``dict(...)``; quoted
 values with spaces, ``msg='...'``, ``{ ... }`` and unusual EXECVE records go
 through an exact but slower scanner. The ENRICHED part, the tail of SYSCALL/PATH
 records (``auid= ... key=``, ``dev= ...``), whole CWD/PROCTITLE/EXECVE records
 repeat heavily on a host, so each distinct text is parsed once and copied
 (bounded module-level caches); ``AuditRecord.get`` answers from a cached tail
-without parsing the rest. ``feed_lines`` takes a block of lines at once.
+without parsing the rest. ``feed_lines`` takes a block of lines at once; a line
+whose text after its tail anchor was fed before takes a quick path (``bodies``):
+only its head and stamp are left to check, and its records share that text. A
+SYSCALL head is new every time but names the same fields in the same order: its
+fields fill a template of its tail's (``heads``).
 
 Accounting: for every input, ``records + malformed + blank`` equals the number
 of lines fed, and every record ends up in exactly one emitted event.

@@ -7,22 +7,21 @@ import itertools
 from collections import deque
 from collections.abc import Iterable
 
+from listener.sources.auditparse.bodies import record_parts, remember_body
 from listener.sources.auditparse.fields import (
-    CACHE_MAX,
-    ENRICHED_CACHE,
-    EXECVE_CACHE,
     INT64_MAX,
     LATEST_TIME_NS,
     MALFORMED_TEXT_MAX,
     MAX_LINE,
     SAFE_HEADS,
-    TAILS,
     Truncated,
-    enriched_fields,
-    execve_fast,
     head_parses_later,
-    parses_later,
-    record_fields,
+)
+from listener.sources.auditparse.headers import (
+    PREFIXES,
+    close_without_colon,
+    remember_prefix,
+    stamp_error,
 )
 from listener.sources.auditparse.records import AuditEvent, AuditRecord, Malformed
 from listener.sources.lines import Oversized
@@ -35,9 +34,6 @@ from listener.sources.lines import Oversized
 # early (the entries are compacted then: O(1) a record, amortized).
 MAX_OPEN_EVENTS = 16_384
 MAX_RECORDS_PER_EVENT = 1_024  # beyond: the record is reported malformed, not kept
-
-# Record prefixes ("type=SYSCALL") seen before -> (type, its entry in TAILS).
-_PREFIXES: dict[str, tuple[str, tuple[str, dict[str, dict[str, str]]] | None]] = {}
 
 
 def _printable(line: str) -> str:
@@ -124,121 +120,109 @@ class AuditAssembler:
         Per line only the header is read (type, ``msg=audit(TIME:SERIAL)``) and
         the record's text checked: its fields are parsed when first asked for
         (see ``AuditRecord``), so what a consumer drops unread costs little.
+        A line whose text after its tail anchor was fed before (see `bodies`)
+        takes the quick path: only its head is left to check.
         """
         closed: list[AuditEvent] = []
         opened, window = self._open, self.window_ns
         in_order, late = self._by_time.in_order, self._by_time.late
         newest, records, path = self.newest_ns, 0, self.path
         bad = self._bad
-        tails_of, enriched_known, safe_heads = TAILS.get, ENRICHED_CACHE, SAFE_HEADS
-        prefixes = _PREFIXES
-        execves = EXECVE_CACHE.get
+        prefixes, safe_heads = PREFIXES, SAFE_HEADS
         max_line = self.max_line
+        new_record = object.__new__
         lineno = first - 1
         # The event of the record before, while it is open: the next record of the
         # same event (the usual case) needs no look-up and no window check.
         last_key: str | None = None
         last_event: AuditEvent | None = None
+        # The time part of the last valid stamp, and its time: the events of one moment.
+        known_seconds: str | None = None
+        known_ns = 0
         for line in lines:
             lineno += 1
             if len(line) > max_line:
                 self.skip_oversized(lineno, Oversized(len(line), max_line))
                 continue
             # The header: [node=NODE ]type=TYPE msg=audit(STAMP): ... Partitions are the
-            # quick way; any doubt goes through _header, which names what is wrong.
+            # quick way; any doubt goes through _line_header, then _header.
             head, close, body = line.partition("):")
             pre, msg, stamp = head.partition(" msg=audit(")
-            known_pre = prefixes.get(pre)
-            if known_pre is not None:  # "type=SYSCALL" seen before: its type and tail spec
-                node, (rtype, spec) = None, known_pre
-            elif pre[:5] == "type=" and " " not in pre:
-                node, rtype = None, pre[5:]
-                spec = tails_of(rtype)
-                if len(prefixes) >= CACHE_MAX:
-                    prefixes.clear()
-                prefixes[pre] = (rtype, spec)
-            elif pre[:5] == "node=":
-                node, _, rtype = pre.partition(" ")
-                node = node[5:]
-                if rtype[:5] != "type=" or " " in rtype:
-                    msg = ""  # not the quick kind
-                rtype = rtype[5:]
-                spec = tails_of(rtype)
-            else:
-                msg = ""
-            if not (close and msg) or "\x00" in line or "msg=audit(" in body:
-                parsed_header = self._header(line, lineno)
-                if parsed_header is None:
+            prefix = prefixes.get(pre) if close and msg else None
+            hit = None
+            if prefix is not None:
+                node, rtype, anchor, bodies = prefix
+                if bodies is not None:
+                    cut, found, rest = body.partition(anchor) if anchor else ("", "=", body)
+                    hit = bodies.get(rest) if found else None
+                    # The rest is known clean; the head must be too (a NUL byte, the
+                    # ENRICHED separator, a second record or an unsafe quote: slow path).
+                    if (
+                        hit is not None
+                        and cut
+                        and (
+                            "\x00" in cut
+                            or "\x1d" in cut
+                            or ("(" in cut and "msg=audit(" in cut)
+                            or (
+                                ('"' in cut or "'" in cut or "{" in cut)
+                                and cut not in safe_heads
+                                and not head_parses_later(cut)
+                            )
+                        )
+                    ):
+                        hit = None
+            if hit is None:
+                header = self._line_header(line, lineno, pre, bool(close and msg), stamp, body)
+                if header is None:
                     continue
-                node, rtype, stamp, body = parsed_header
-                spec = tails_of(rtype)
+                node, rtype, stamp, body = header
             key = stamp if node is None else f"{node} {stamp}"
             same = key == last_key
             event = last_event if same else opened.get(key)
             if event is None:  # time and serial (as parse_time_ns reads the time)
                 seconds, colon, number = stamp.partition(":")
-                whole, dot, frac = seconds.partition(".")
+                if seconds != known_seconds:  # a new moment (the events of one share it)
+                    whole, dot, frac = seconds.partition(".")
+                    known_seconds = None
+                    if (
+                        dot
+                        and whole.isdigit()
+                        and frac.isdigit()
+                        and len(frac) <= 9
+                        and len(whole) <= 11  # int() of a huge text is slow
+                        and seconds.isascii()
+                    ):
+                        known_ns = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0"))
+                        if known_ns < LATEST_TIME_NS:
+                            known_seconds = seconds
                 if not (
-                    colon
-                    and dot
+                    seconds == known_seconds
+                    and colon
                     and number.isdigit()
-                    and whole.isdigit()
-                    and frac.isdigit()
-                    and len(frac) <= 9
-                    and stamp.isascii()
+                    and number.isascii()
+                    and len(number) <= 19
+                    and (serial := int(number)) <= INT64_MAX
                 ):
-                    bad(line, lineno, "garbled time or serial in msg=audit(...)")
+                    self._bad_stamp(line, lineno, stamp)
                     continue
-                if len(whole) > 11 or len(number) > 19:  # int() of a huge text is slow
-                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
-                    continue
-                time_ns = int(whole) * 1_000_000_000 + int(frac.ljust(9, "0"))
-                serial = int(number)
-                if time_ns >= LATEST_TIME_NS or serial > INT64_MAX:
-                    bad(line, lineno, "time or serial in msg=audit(...) out of range")
-                    continue
+                time_ns = known_ns
             else:
                 time_ns = event.time_ns
-            raw, gs, extra_text = body.partition("\x1d")
-            extra = extra_text if gs else None
-            # Parse now only what might not parse (rare: see parses_later) and
-            # EXECVE (quick, and wanted by every docker CLI event); the rest waits.
-            fields = enriched = tail = None
-            cut = 0
-            try:
-                found = ""
-                if spec is not None:
-                    anchor, known = spec
-                    head, found, rest = raw.partition(anchor) if anchor else ("", "=", raw)
-                if found:
-                    tail = known.get(rest)  # it parsed before, and plainly: it will again
-                    if tail is None or (
-                        head
-                        and ('"' in head or "'" in head or "{" in head)
-                        and head not in safe_heads
-                        and not head_parses_later(head)
-                    ):
-                        fields, tail = record_fields(rtype, raw), None
-                    else:
-                        cut = len(head)
-                elif rtype == "EXECVE":
-                    tail = execves(raw)
-                    if tail is None:
-                        fields = execve_fast(raw)
-                        if fields is not None:
-                            if len(EXECVE_CACHE) >= CACHE_MAX:
-                                EXECVE_CACHE.clear()
-                            EXECVE_CACHE[raw] = fields.copy()
-                        elif not parses_later(raw):
-                            fields = record_fields(rtype, raw)
-                elif not parses_later(raw):
-                    fields = record_fields(rtype, raw)
-                if extra is not None and extra not in enriched_known:
-                    enriched = enriched_fields(extra)
-            except Truncated:
-                bad(line, lineno, "unterminated quote (truncated line?)")
-                continue
-            rec = AuditRecord(rtype, fields, enriched, lineno, raw, extra, tail, cut)
+            if hit is not None:  # AuditRecord(rtype, None, None, lineno, rest, extra, tail, cut)
+                rec = new_record(AuditRecord)  # without the call to __init__: a third of its cost
+                rec.type, rec.line, rec._rest, rec._head = rtype, lineno, hit[2], cut
+                rec._tail, rec._extra, rec._fields, rec._enriched = hit[0], hit[1], None, None
+            else:
+                raw, gs, extra_text = body.partition("\x1d")
+                extra = extra_text if gs else None
+                try:
+                    fields, enriched, tail, cut = record_parts(rtype, raw, extra)
+                except Truncated:
+                    bad(line, lineno, "unterminated quote (truncated line?)")
+                    continue
+                rest = body if tail is None else remember_body(rtype, body, tail, extra, cut)
+                rec = AuditRecord(rtype, fields, enriched, lineno, rest, extra, tail, cut)
             if not same:  # (the record before did both with this time: nothing would change)
                 if time_ns > newest:
                     newest = time_ns
@@ -280,6 +264,39 @@ class AuditAssembler:
         self.newest_ns, self.records = newest, self.records + records
         return closed
 
+    def _line_header(
+        self, line: str, lineno: int, pre: str, closed: bool, stamp: str, body: str
+    ) -> tuple[str | None, str, str, str] | None:
+        """``(node, type, stamp, body)`` of a line off the quick path, from its partitions
+        when they are sound (`closed`: ``):`` and `` msg=audit(`` were found); None
+        (reported) when it is not a record."""
+        prefix = PREFIXES.get(pre)
+        node: str | None = None
+        if prefix is not None:
+            node, rtype = prefix[0], prefix[1]
+        elif pre[:5] == "type=" and " " not in pre:
+            rtype = pre[5:]
+            remember_prefix(pre, None, rtype)
+        elif pre[:5] == "node=":
+            node, _, rtype = pre.partition(" ")
+            node = node[5:]
+            if rtype[:5] != "type=" or " " in rtype:
+                closed = False  # not the quick kind
+            else:
+                remember_prefix(pre, node, rtype[5:])
+            rtype = rtype[5:]
+        else:
+            closed = False
+        if not closed or "\x00" in line or "msg=audit(" in body:
+            return self._header(line, lineno)
+        return node, rtype, stamp, body
+
+    def _bad_stamp(self, line: str, lineno: int, stamp: str) -> None:
+        if "\x00" in stamp:  # (a quick path line): what the header check says first
+            self._header(line, lineno)
+        else:
+            self._bad(line, lineno, stamp_error(stamp))
+
     def _header(self, line: str, lineno: int) -> tuple[str | None, str, str, str] | None:
         """``(node, type, stamp, body)`` of a record line; None (reported) when it is not one."""
         if line.startswith("type="):
@@ -300,7 +317,7 @@ class AuditAssembler:
             return None
         close = rest.find("):", sp + 11)
         if close < 0:
-            close = _close_without_colon(rest, sp + 11)
+            close = close_without_colon(rest, sp + 11)
         if close < 0:
             self._bad(line, lineno, "msg=audit(...) not closed (truncated line?)")
             return None
@@ -321,9 +338,18 @@ class AuditAssembler:
         """Close open events whose time is below ``limit_ns``, in (time, arrival) order."""
         by_time, opened = self._by_time, self._open
         closed: list[AuditEvent] = []
+        in_order = by_time.in_order
+        if not by_time.late:  # the usual case, times in order: the deque alone
+            while in_order and in_order[0][0] < limit_ns:
+                _, _, key, event = in_order.popleft()
+                if opened.get(key) is event:  # else: stale entry, closed by EOE earlier
+                    del opened[key]
+                    closed.append(event)
+            self.events += len(closed)
+            return closed
         while (oldest := by_time.oldest()) is not None and oldest[0] < limit_ns:
             _, _, key, event = by_time.pop()
-            if opened.get(key) is event:  # else: stale entry, closed by EOE earlier
+            if opened.get(key) is event:
                 closed.append(self._close(key, event))
         return closed
 
@@ -424,16 +450,3 @@ class _ByTime:
         if in_order and (not late or in_order[0] < late[0]):
             return in_order.popleft()
         return heapq.heappop(late)
-
-
-def _close_without_colon(rest: str, start: int) -> int:
-    """Where ``msg=audit(...)`` closes when auditd 2.x wrote no colon after it, else -1.
-
-    ``type=DAEMON_CONFIG msg=audit(1490239800.477:34) config changed, auid=0 …``:
-    the stamp ends at the first ``)`` followed by a space or the end of the line.
-    Returned as the index of a ``):`` would be (the body starts two further on).
-    """
-    end = rest.find(")", start)
-    if end < 0 or rest[end + 1 : end + 2] not in ("", " ", "\n", "\r"):
-        return -1
-    return end

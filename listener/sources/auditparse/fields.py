@@ -24,6 +24,8 @@ _ENCODED_FIELDS = frozenset(
 
 _str_split = str.split
 _EQ = itertools.repeat("=")  # endless: map() stops at the shorter input
+# ASCII bytes but "=" and what str.split() splits at (see _pairs).
+_NOT_SEPARATORS = bytes(c for c in range(128) if c != ord("=") and not chr(c).isspace())
 # Entries per parse cache (a few MB at most); cleared when full, no LRU bookkeeping.
 CACHE_MAX = 2048
 # PATH heads (item, name, inode: a few hundred bytes each) are more varied: a busy
@@ -98,7 +100,7 @@ def fields_fast(text: str) -> dict[str, str] | None:
     if "'" in text or "{" in text:
         return None
     try:
-        fields = dict(map(_str_split, text.split(), _EQ))
+        fields = _pairs(text)
     except ValueError:  # a bare word, or "=" inside a value
         return None
     quotes = text.count('"')
@@ -117,6 +119,21 @@ def fields_fast(text: str) -> dict[str, str] | None:
     if unquoted != quotes and not _unquote_rest(fields):
         return None
     return fields
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """``dict(map(str.split, text.split(), repeat("=")))``, ValueError included.
+
+    A plain text, `` k=v k=v``, with its separators in that order and nothing but
+    single spaces between words, is split in two C calls instead of one per word.
+    """
+    if text[:1] == " " and text.isascii():
+        separators = text.encode().translate(None, _NOT_SEPARATORS)
+        if separators == b" =" * (len(separators) >> 1):
+            words = iter(text.replace(" ", "=").split("="))
+            next(words)  # "": before the first space
+            return dict(zip(words, words, strict=True))  # (pairs: the separators said so)
+    return dict(map(_str_split, text.split(), _EQ))
 
 
 def _unquote_rest(fields: dict[str, str]) -> bool:
@@ -335,21 +352,6 @@ def parses_later(text: str) -> bool:
 # Heads of PATH records (item, name, inode) with quotes that parses_later accepted:
 # the same files come up again and again.
 SAFE_HEADS: set[str] = set()
-# ... and the fields of those heads, parsed once per distinct text (see path_head_fields).
-PATH_HEADS: dict[str, dict[str, str]] = {}
-
-
-def path_head_fields(head: str) -> dict[str, str] | None:
-    """``fields_fast(head)`` of a PATH record's head, from the cache when seen before."""
-    known = PATH_HEADS.get(head)
-    if known is not None:
-        return known.copy()
-    fields = fields_fast(head)
-    if fields is not None:
-        if len(PATH_HEADS) >= HEAD_CACHE_MAX:
-            PATH_HEADS.clear()
-        PATH_HEADS[head] = fields.copy()
-    return fields
 
 
 def head_parses_later(head: str) -> bool:

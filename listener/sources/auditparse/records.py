@@ -12,11 +12,10 @@ from listener.sources.auditparse.fields import (
     as_id,
     assemble_argv,
     enriched_fields,
-    fields_fast,
     parse_fields,
-    path_head_fields,
     record_fields,
 )
+from listener.sources.auditparse.heads import merged_fields, path_fields
 
 
 class AuditRecord:
@@ -31,7 +30,7 @@ class AuditRecord:
     ``get``/``enriched_get`` answer for a missing name without parsing.
     """
 
-    __slots__ = ("_cut", "_enriched", "_extra", "_fields", "_raw", "_tail", "line", "type")
+    __slots__ = ("_enriched", "_extra", "_fields", "_head", "_rest", "_tail", "line", "type")
 
     def __init__(
         self,
@@ -39,36 +38,35 @@ class AuditRecord:
         fields: dict[str, str] | None,
         enriched: dict[str, str] | None,
         line: int,  # 1-based line number in its source
-        raw: str | None = None,  # text of the raw fields, parsed into `fields` when None
-        extra: str | None = None,  # text after \x1d, parsed into `enriched` when None
-        tail: dict[str, str] | None = None,  # the parsed fields of raw[cut:], shared
-        cut: int = 0,
+        rest: str | None = None,  # text after msg=audit(...): and `head`, ENRICHED part and all
+        extra: str | None = None,  # its text after \x1d, parsed into `enriched` when None
+        tail: dict[str, str] | None = None,  # the parsed fields of `rest`, shared
+        head: str = "",  # the text before the tail ("": the tail has every field)
     ) -> None:
         self.type = type
         self.line = line
-        self._raw = raw
+        self._rest = rest  # (shared by the records of equal texts: see bodies.BODIES)
         self._extra = extra
         self._fields = fields
         self._enriched = enriched
         self._tail = tail
-        self._cut = cut
+        self._head = head
 
     @property
     def fields(self) -> dict[str, str]:
         fields = self._fields
         if fields is None:
-            tail, cut, raw = self._tail, self._cut, self._raw or ""
+            tail, head = self._tail, self._head
             if tail is None:
-                fields = record_fields(self.type, raw)
-            elif cut == 0:
+                fields = record_fields(self.type, self._raw())
+            elif not head:
                 fields = tail.copy()
+            elif self.type == "PATH":
+                fields = path_fields(head, tail)
             else:
-                head = raw[:cut]
-                fields = path_head_fields(head) if self.type == "PATH" else fields_fast(head)
-                if fields is None:
-                    fields = parse_fields(self.type, raw)
-                else:
-                    fields.update(tail)
+                fields = merged_fields(head, tail)
+            if fields is None:  # the head needs the exact scanner
+                fields = parse_fields(self.type, self._raw())
             self._fields = fields
         return fields
 
@@ -93,27 +91,38 @@ class AuditRecord:
     def enriched(self, value: dict[str, str]) -> None:
         self._enriched = value
 
+    def _raw(self) -> str:
+        """The text of the raw fields: head and rest, before the ENRICHED part."""
+        return self.text or ""
+
     @property
     def text(self) -> str | None:
         """The record's raw text after ``msg=audit(...):`` (None if it was built from fields).
 
         Equal texts give equal ``fields``: a consumer may cache what it derives from them.
         """
-        return self._raw
+        rest, extra = self._rest, self._extra
+        if rest is None:
+            return None
+        if extra is not None:
+            rest = rest[: len(rest) - len(extra) - 1]
+        return self._head + rest if self._head else rest
 
     def get(self, name: str) -> str | None:
         """``fields.get(name)``; without parsing when the text does not name it."""
         fields = self._fields
         if fields is None and name != "_text":  # other names are in the text, before "="
-            tail, raw = self._tail, self._raw or ""
-            if tail is None:
-                if name not in raw:
+            tail = self._tail
+            if tail is None:  # (then there is no head: the rest is the whole text)
+                rest, extra = self._rest or "", self._extra
+                end = len(rest) if extra is None else len(rest) - len(extra) - 1
+                if rest.find(name, 0, end) < 0:
                     return None
             else:
-                cut = self._cut  # the tail has all fields, or the head has not this one:
-                if cut == 0 or raw.find(name, 0, cut) < 0:
+                head = self._head  # the tail has all fields, or the head has not this one:
+                if not head or name not in head:
                     return tail.get(name)
-        return self.fields.get(name)
+        return (self.fields if fields is None else fields).get(name)
 
     def enriched_get(self, name: str) -> str | None:
         """``enriched.get(name)``; without parsing when the text does not name it."""
@@ -228,11 +237,13 @@ class AuditEvent:
         """
         found: frozenset[str] | set[str] = NO_KEYS
         for rec in self.records:
-            fields = rec._fields
+            fields, tail = rec._fields, rec._tail
             if fields is not None:
                 value = fields.get("key")
-            elif "key" in (rec._raw or ""):
-                value = rec.get("key")  # from the cached tail of a SYSCALL, no parse
+            elif tail is not None:  # as get("key") answers, without its call when it can
+                value = tail.get("key") if "key" not in rec._head else rec.get("key")
+            elif "key" in (rec._rest or ""):  # (the ENRICHED part too: get decides)
+                value = rec.get("key")
             else:
                 continue
             if not value or value == "(null)":
