@@ -138,12 +138,17 @@ def cli_templates(path: Path, argv: list[str] | None = None) -> list[str]:
     With `argv`, every event runs that command instead (EXECVE and PROCTITLE
     rewritten), e.g. the `docker ps` of a monitoring loop.
     """
+    events = [
+        item
+        for item in read_audit_file(path)
+        if isinstance(item, AuditEvent) and "docker-cli" in item.key
+    ]
+    # One pass over the log for every event's lines (it was read once per event).
+    lines = _lines_of(path, [record.line for event in events for record in event.records])
     found = []
-    for item in read_audit_file(path):
-        if isinstance(item, AuditEvent) and "docker-cli" in item.key:
-            lines = _lines_of(path, [r.line for r in item.records])
-            text = "".join(line.replace(item.id, _STAMP) for line in lines)
-            found.append(text if argv is None else _with_argv(text, argv))
+    for event in events:
+        text = "".join(lines[r.line].replace(event.id, _STAMP) for r in event.records)
+        found.append(text if argv is None else _with_argv(text, argv))
     return found
 
 
@@ -160,10 +165,10 @@ def _with_argv(text: str, argv: list[str]) -> str:
     return "".join(out)
 
 
-def _lines_of(path: Path, numbers: Sequence[int]) -> list[str]:
+def _lines_of(path: Path, numbers: Sequence[int]) -> dict[int, str]:
     wanted = set(numbers)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as stream:
-        return [line for n, line in enumerate(stream, 1) if n in wanted]
+        return {n: line for n, line in enumerate(stream, 1) if n in wanted}
 
 
 class NullTrail:
