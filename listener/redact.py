@@ -113,21 +113,30 @@ class Redactor:
     def text(self, text: str) -> str:
         """Secret `NAME=VALUE` values (up to white space), URL passwords and the
         programs' password flags (`mysql -pX`, `curl -u u:pw` …) in free text."""
+        # Looked up first, texts with nothing to hide included: the same command lines
+        # come with every call of a monitoring loop, and the scan for hints cost more
+        # than the look-up. The result depends on the text alone (key and names fixed);
+        # only exact str are keys: a subclass may compare and hash as it likes.
+        exact = type(text) is str
+        known = self._texts.get(text) if exact else None
+        if known is not None:
+            return known
+        redacted = self._redacted_text(text)
+        if exact and len(text) <= _CACHED_TEXT:
+            if len(self._texts) >= _CACHE_MAX:
+                self._texts.clear()
+            self._texts[text] = redacted
+        return redacted
+
+    def _redacted_text(self, text: str) -> str:
         scripted = any(hint in text for hint in _SCRIPT_HINTS)
         if "=" not in text and "@" not in text and not scripted:
             return text
-        known = self._texts.get(text)
-        if known is not None:
-            return known
         redacted = _NAME_VALUE.sub(self._name_value, text) if "=" in text else text
         if "@" in redacted:
             redacted = _URL_PASSWORD.sub(self._url, redacted)
         if scripted:
             redacted = self.script(redacted)
-        if len(text) <= _CACHED_TEXT:
-            if len(self._texts) >= _CACHE_MAX:
-                self._texts.clear()
-            self._texts[text] = redacted
         return redacted
 
     def _name_value(self, match: re.Match[str]) -> str:
