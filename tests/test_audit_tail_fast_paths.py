@@ -17,7 +17,7 @@ from config.models import AuditdConfig, InputConfig
 from listener import redact
 from listener.model.event import canonical_json
 from listener.model.trusted import trusted
-from listener.sources.auditd import convert
+from listener.sources.auditd import unvalidated
 from listener.sources.auditd.convert import AuditConverter, Converted
 from listener.sources.auditd.names import IdNames
 from listener.sources.auditparse import AuditEvent
@@ -135,8 +135,8 @@ def _converter(limits: InputConfig | None = None, host: str = "h1") -> AuditConv
 
 def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every docker CLI event and `who` validated by pydantic, as before the quick path."""
-    monkeypatch.setattr(convert, "_exact_who", lambda values: False)
-    monkeypatch.setattr(convert, "_exact_cli_event", lambda values: False)
+    monkeypatch.setattr(unvalidated, "_exact_who", lambda values: False)
+    monkeypatch.setattr(unvalidated, "_exact_cli_event", lambda values: False)
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -146,7 +146,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         built.append(cls.__name__)
         return trusted(cls, values, given)
 
-    monkeypatch.setattr(convert, "trusted", counted)
+    monkeypatch.setattr(unvalidated, "trusted", counted)
     return built
 
 

@@ -18,9 +18,9 @@ from listener import redact
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
 from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall
-from listener.model.event import Actor, Event, Who, Why, time_ordered_id
-from listener.model.trusted import defaults, trusted
+from listener.model.event import Actor, Event, Who, time_ordered_id
 from listener.sessions import ProcessRecord
+from listener.sources.auditd import unvalidated
 from listener.sources.auditd.fields import (
     AUID_UNSET,
     CLI_PROGRAMS,
@@ -116,21 +116,6 @@ def _first_in(values: dict[str, str], otherwise: _Lookup) -> _Lookup:
         return value if value is not None else otherwise(name)
 
     return lookup
-
-
-# A docker CLI call's event and every `who` are built without validating them again
-# (`listener.model.trusted`) when each value is of the exact type its field declares:
-# pydantic keeps such values as they are (and copies the two fresh dicts of the event).
-# Validating them was about a tenth of the live tail's time per call.
-_WHO_GIVEN = frozenset(
-    {"login", "auid", "user", "uid", "pid", "command", "method", "ses", "tty", "exe", "audit_id"}
-)
-_WHY = defaults(Why)
-_ACTOR_GIVEN = frozenset({"name", "image"})
-_CLI_EVENT_GIVEN = frozenset(
-    {"id", "time_ns", "source", "host", "type", "action", "actor", "attributes", "who", "config"}
-)
-_STR_OR_NONE = (str, type(None))
 
 
 @dataclass(slots=True)
@@ -297,7 +282,7 @@ class AuditConverter:
             attributes["argv_errors"] = list(call.errors)
         if call.remote:
             attributes["remote_engine"] = True
-        return _cli_event_model(
+        return unvalidated.cli_event_model(
             {  # every field of Event, in its order; the actor's fields, in theirs
                 "seq": None,
                 "id": cli.event_id,
@@ -462,9 +447,7 @@ class AuditConverter:
             "confidence": None,
             "candidates": None,
         }
-        if _exact_who(values):
-            return trusted(Who, values, set(_WHO_GIVEN))
-        return Who(**{name: value for name, value in values.items() if name in _WHO_GIVEN})
+        return unvalidated.who_model(values)
 
     def _group(self, field: _Lookup, names: _Lookup) -> dict[str, Any]:
         """The effective group (`field`, `names`: the event's raw and ENRICHED fields):
@@ -477,47 +460,3 @@ class AuditConverter:
     def _id(self, event: AuditEvent) -> str:
         node = event.node or self.host
         return time_ordered_id(event.time_ns, "auditd", node, event.serial, event.time_ns)
-
-
-def _exact_who(values: dict[str, Any]) -> bool:
-    """The texts of `Who` exact `str` (or None), what pydantic keeps as they are. Its
-    numbers need no look: `id_number` gives an exact int or None."""
-    str_or_none = _STR_OR_NONE
-    return (
-        type(values["login"]) in str_or_none
-        and type(values["user"]) in str_or_none
-        and type(values["command"]) in str_or_none
-        and type(values["tty"]) in str_or_none
-        and type(values["exe"]) in str_or_none
-        and type(values["audit_id"]) is str
-    )
-
-
-def _cli_event_model(values: dict[str, Any]) -> Event:
-    """The `Event` of a docker CLI call: `values` as `Event(**given)` would hold them.
-
-    Built without validating again when every value is of the exact type its field
-    declares (`_exact_cli_event`): pydantic keeps such values as they are, and copies
-    `attributes` and `config` (fresh, string keys). Anything else goes through pydantic.
-    """
-    actor = values["actor"]
-    if not _exact_cli_event(values):
-        given = {name: value for name, value in values.items() if name in _CLI_EVENT_GIVEN}
-        given["actor"] = Actor(name=actor["name"], image=actor["image"])
-        return Event(**given)
-    values["actor"] = trusted(Actor, actor, set(_ACTOR_GIVEN))
-    values["why"] = trusted(Why, dict(_WHY), set())
-    return trusted(Event, values, set(_CLI_EVENT_GIVEN))
-
-
-def _exact_cli_event(values: dict[str, Any]) -> bool:
-    actor = values["actor"]
-    return (
-        type(values["id"]) is str
-        and type(values["time_ns"]) is int
-        and type(values["host"]) is str
-        and type(values["action"]) is str
-        and type(actor["name"]) in _STR_OR_NONE
-        and type(actor["image"]) in _STR_OR_NONE
-        and type(values["who"]) is Who
-    )
