@@ -20,7 +20,6 @@ from listener.bounds import active_limits, bound_event
 from listener.correlate import CliCall
 from listener.model.event import Actor, Event, Who, time_ordered_id
 from listener.sessions import ProcessRecord
-from listener.sources.auditd import unvalidated
 from listener.sources.auditd.fields import (
     AUID_UNSET,
     CLI_PROGRAMS,
@@ -44,6 +43,7 @@ from listener.sources.auditd.fields import (
 )
 from listener.sources.auditd.names import IdNames
 from listener.sources.auditd.processes import process_record
+from listener.sources.auditd.unvalidated import cli_event_model, who_model
 from listener.sources.auditparse import (
     AuditEvent,
     AuditRecord,
@@ -282,7 +282,7 @@ class AuditConverter:
             attributes["argv_errors"] = list(call.errors)
         if call.remote:
             attributes["remote_engine"] = True
-        return unvalidated.cli_event_model(
+        return cli_event_model(
             {  # every field of Event, in its order; the actor's fields, in theirs
                 "seq": None,
                 "id": cli.event_id,
@@ -447,7 +447,7 @@ class AuditConverter:
             "confidence": None,
             "candidates": None,
         }
-        return unvalidated.who_model(values)
+        return who_model(values)
 
     def _group(self, field: _Lookup, names: _Lookup) -> dict[str, Any]:
         """The effective group (`field`, `names`: the event's raw and ENRICHED fields):
