@@ -166,8 +166,18 @@ class PrivateAuditd:
         )
 
     def rotate(self) -> None:
+        """Rotate the log and wait until auditd has: it handles the signal in its own time."""
         assert self.process is not None
+        before = self._log_inode()
         os.kill(self.process.pid, signal.SIGUSR1)
+        if not _wait(lambda: self._log_inode() not in (None, before), 10):
+            raise RuntimeError("auditd did not rotate its log within 10 s of SIGUSR1")
+
+    def _log_inode(self) -> int | None:
+        try:
+            return self.log_file.stat().st_ino
+        except FileNotFoundError:  # between the rename and the new file
+            return None
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -572,7 +582,7 @@ async def test_restart_resumes_at_the_checkpoint(
         assert live.trail.state["auditd"]["offset"] > 0
     for name in ("while-down-1", "while-down-2"):
         await asyncio.to_thread(as_login, alice, engine, "volume", "create", name)
-    audit_daemon.rotate()  # and the log rotates meanwhile
+    await asyncio.to_thread(audit_daemon.rotate)  # and the log rotates meanwhile
     await asyncio.to_thread(as_login, alice, engine, "volume", "create", "while-down-3")
     async with LiveService(config, engine, trail) as live:
         assert await _await(lambda: len(calls()) == 4, 5), [e.actor.name for e in calls()]
