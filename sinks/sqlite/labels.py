@@ -19,6 +19,7 @@ labels as it walks the chain, with the same derivation as the migration's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -201,15 +202,25 @@ class LabelPlan:
     actors: tuple[str, ...] | None = None  # every selected event is of one of them (few)
     seqs: str | None = None  # every selected event is at one of these seqs (a JSON array)
     among: str | None = None  # ... is of one of these actors (their ids, a JSON array)
+    # A page read in two steps (`plan(..., split=True)`, `rest`): the selected events
+    # before `split_seq` are all of the `head` actors (the first FEW_ACTORS to appear:
+    # every other one's first event is at `split_seq` or later), read actor by actor;
+    # the rest, from `split_seq` on, only when that does not fill the page.
+    head: tuple[str, ...] | None = None
+    split_seq: int = 0
+    chosen: str = "[]"  # the first seqs of every actor it may be (a JSON array), for `rest`
+    keys: int = 1  # how many label keys are wanted, for `rest`
 
 
 def plan(
     conn: sqlite3.Connection,
     wanted: Mapping[str, str | tuple[str, ...]],
     actor_index: ActorIndex | None,
+    split: bool = False,
 ) -> LabelPlan:
     """The `LabelPlan` of `wanted` (key -> value or values; every key must match);
     `actor_index`: the trail's (`bucketed.actor_index`), None when it has none.
+    `split`: a page is wanted, and may be read in two steps (`LabelPlan.head`).
 
     The actors of the key fewest carry, kept when they carry every other key too, are
     read actor by actor when few; at their events when those are fewer than
@@ -237,13 +248,36 @@ def plan(
     from_seq, chosen = max(from_seq, actor_seqs[0]), json.dumps(actor_seqs)
     if len(actor_seqs) <= FEW_ACTORS:
         return LabelPlan(from_seq=from_seq, actors=tuple(_actor_ids(conn, chosen)))
+    if split:  # a page often ends among the first actors' events: the rest is read if not
+        head = tuple(_actor_ids(conn, json.dumps(actor_seqs[:FEW_ACTORS])))
+        split_seq = actor_seqs[FEW_ACTORS]
+        return LabelPlan(
+            from_seq=from_seq, head=head, split_seq=split_seq, chosen=chosen, keys=len(keys)
+        )
+    return _widened(conn, from_seq, chosen, len(keys), actor_index)
+
+
+def rest(conn: sqlite3.Connection, split: LabelPlan, actor_index: ActorIndex | None) -> LabelPlan:
+    """The second step of a `split` plan: where its events from `split.split_seq` on can be."""
+    widened = _widened(conn, split.from_seq, split.chosen, split.keys, actor_index)
+    return dataclasses.replace(widened, split_seq=split.split_seq)
+
+
+def _widened(
+    conn: sqlite3.Connection,
+    from_seq: int,
+    chosen: str,
+    keys: int,
+    actor_index: ActorIndex | None,
+) -> LabelPlan:
+    """The plan of more than FEW_ACTORS actors (their first seqs: `chosen`, a JSON array)."""
     # One key past CANDIDATES events is on enough rows to read in order; several may
     # meet on few of them, so their actors' events are worth collecting further.
-    most = CANDIDATES if len(keys) == 1 else CANDIDATES * SEVERAL_KEYS_FACTOR
+    most = CANDIDATES if keys == 1 else CANDIDATES * SEVERAL_KEYS_FACTOR
     seqs = set(_events_of(conn, chosen, most, actor_index))
     if len(seqs) < most:
         return LabelPlan(from_seq=from_seq, seqs=json.dumps(sorted(seqs)))
-    if len(keys) == 1:  # the key's own density: a body test of each row costs no more
+    if keys == 1:  # the key's own density: a body test of each row costs no more
         return LabelPlan(from_seq=from_seq)
     return LabelPlan(from_seq=from_seq, among=json.dumps(_actor_ids(conn, chosen)))
 

@@ -49,6 +49,11 @@ def build_query(
         return _first_page(f, columns, f.limit, labels, actor_index)
     if f.limit is not None and labels is not None and labels.actors is not None:
         return _pages_by_actor(f, columns, f.limit, labels.actors, actor_index)
+    if f.limit is not None and labels is not None and labels.head is not None:
+        # A parameter, not in the text: one compiled statement serves every page (the
+        # connection keeps 128, and one of 64 walks is large).
+        before = Term("seq < ?", [labels.split_seq])
+        return _pages_by_actor(f, columns, f.limit, labels.head, actor_index, before)
     where, params = _event_where(f, labels=labels, actor_index=actor_index)
     return _select(columns, "events", where, params, f.limit)
 
@@ -98,12 +103,16 @@ def _pages_by_actor(
     limit: int,
     actors: tuple[str, ...],
     actor_index: ActorIndex | None,
+    also: Term | None = None,
 ) -> tuple[str, list[Any]]:
     """A page of a label filter whose labels few actors carry: each actor's first
     `limit` (an actor-id index walk in seq order), merged. An `IN` of the actors would
-    collect every event of theirs and sort it: a container's millions of health checks."""
+    collect every event of theirs and sort it: a container's millions of health checks.
+    `also`: conditions every event must meet too."""
     rest = dataclasses.replace(f, limit=None)
     where, params = _event_where(rest, narrowed=True, actor_index=actor_index)
+    if also is not None:
+        where, params = [*where, also.clause], [*params, *also.params]
     branches = [
         Term(" AND ".join([*where, term.clause]), params + term.params, term.order)
         for term in map(functools.partial(_actor_walk, actor_index=actor_index), actors)
@@ -183,6 +192,12 @@ def _add_label_bounds(
     where: list[str], params: list[Any], labels: LabelPlan, actor_index: ActorIndex | None
 ) -> None:
     """Where the label index says the labels can match; the bodies still decide."""
+    if labels.head is not None:  # the first step of a page read in two: before split_seq
+        first = dataclasses.replace(labels, actors=labels.head, head=None, split_seq=0)
+        _add_label_bounds(where, params, first, actor_index)
+        where.append("seq < ?")
+        params.append(labels.split_seq)
+        return
     if labels.actors is not None and actor_index is not None:  # few: an exact walk each
         walks = [bucketed.one_actor(actor, actor_index.tail_from) for actor in labels.actors]
         union = " UNION ALL ".join(f"SELECT seq FROM events WHERE {walk}" for walk, _ in walks)
@@ -201,6 +216,9 @@ def _add_label_bounds(
         if labels.from_seq:
             where.append("seq >= ?")
             params.append(labels.from_seq)
+    if labels.split_seq:  # the second step of a page read in two: from split_seq on
+        where.append("seq >= ?")
+        params.append(labels.split_seq)
 
 
 def _select(

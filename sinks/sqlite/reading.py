@@ -11,6 +11,7 @@ a time (SQLite's old limit on `?` parameters). Filters as SQL are
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from sinks.base import AlertFilter, EventFilter
 from sinks.chain import decode_state
 from sinks.sqlite.bucketed import ActorIndex
 from sinks.sqlite.errors import trail_error
+from sinks.sqlite.labels import LabelPlan
 from sinks.sqlite.queries import alert_from_row, build_alert_query, build_query, event_from_row
 from sinks.sqlite.schema import ID_CHUNK
 
@@ -56,15 +58,39 @@ class TrailReader:
         """Events selected by `f`, in seq order, read lazily."""
         conn = self._connection()
         with self._errors("query"):
-            cursor = conn.execute(*self._build_query(conn, f))
-        return self._events(cursor)
+            plan, actor_index = self._label_plan(conn, f)
+            cursor = conn.execute(*build_query(f, labels=plan, actor_index=actor_index))
+        if plan is None or plan.head is None:
+            return self._events(cursor)
+        return self._then_the_rest(conn, f, plan, self._events(cursor))
 
-    def _build_query(self, conn: sqlite3.Connection, f: EventFilter) -> tuple[str, list[Any]]:
-        plan = None
+    def _then_the_rest(
+        self, conn: sqlite3.Connection, f: EventFilter, split: LabelPlan, first: Iterator[Event]
+    ) -> Iterator[Event]:
+        """A page read in two steps (`labels.LabelPlan.head`): the first step's events,
+        then the rest's only when they leave the page short."""
+        read = 0
+        for event in first:
+            read += 1
+            yield event
+        if f.limit is not None and read >= f.limit:
+            return
+        with self._errors("query"):
+            actor_index = self._actor_index(conn)
+            later = dataclasses.replace(f, limit=None if f.limit is None else f.limit - read)
+            plan = labels.rest(conn, split, actor_index)
+            cursor = conn.execute(*build_query(later, labels=plan, actor_index=actor_index))
+        yield from self._events(cursor)
+
+    def _label_plan(
+        self, conn: sqlite3.Connection, f: EventFilter
+    ) -> tuple[LabelPlan | None, ActorIndex | None]:
+        """Where the label index says `f`'s labels can be (None: no labels, or no index);
+        a page may be read in two steps."""
         actor_index = self._actor_index(conn)
-        if f.labels and self._has_label_index(conn):
-            plan = labels.plan(conn, f.labels, actor_index)
-        return build_query(f, labels=plan, actor_index=actor_index)
+        if not (f.labels and self._has_label_index(conn)):
+            return None, actor_index
+        return labels.plan(conn, f.labels, actor_index, split=f.limit is not None), actor_index
 
     def _has_label_index(self, conn: sqlite3.Connection) -> bool:
         if self._label_index is None:
@@ -85,11 +111,17 @@ class TrailReader:
                 yield event_from_row(seq, body, prev_hash, digest)
 
     def query_plan(self, f: EventFilter) -> list[str]:
-        """SQLite's EXPLAIN QUERY PLAN lines for `query(f)`."""
+        """SQLite's EXPLAIN QUERY PLAN lines for `query(f)` (a page read in two steps:
+        the second's after a `then, if the page is not full:` line)."""
         conn = self._connection()
         with self._errors("explain"):
-            query = self._build_query(conn, f)
-        return self._explain(*query)
+            plan, actor_index = self._label_plan(conn, f)
+            lines = self._explain(*build_query(f, labels=plan, actor_index=actor_index))
+            if plan is None or plan.head is None:
+                return lines
+            later = labels.rest(conn, plan, actor_index)
+        second = self._explain(*build_query(f, labels=later, actor_index=actor_index))
+        return [*lines, "then, if the page is not full:", *second]
 
     def _explain(self, sql: str, params: list[Any]) -> list[str]:
         with self._errors("explain"):
