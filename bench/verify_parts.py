@@ -9,12 +9,13 @@ and in the same run, with min/median/max of `--runs`:
 - the read with the copied-column check in SQL (SQLite's JSON functions), as
   verify's walk selects it;
 - the chain walk: that read plus sha256 of every row in Python;
-- the same with the actor index's probe of every row (migration 0014), as verify's
-  walk selects it on a trail that has the index;
+- the same with the actor index's probe of every row (migration 0014) in the walk,
+  as verify ran it before the probe moved beside the integrity check (and still
+  does when that finds a row lacking);
 - `PRAGMA integrity_check` (every index entry against its row) and, for
   comparison, `PRAGMA quick_check` (structure only);
-- the whole `verify_file`, which runs the walk and the integrity check at once
-  on two connections.
+- the whole `verify_file`, which runs the walk on one connection and, at once on
+  a second, the integrity check then the actor probe.
 
 Figures are CPU seconds per 1M events (wall for the whole verify), with the
 ratio to the plain read.

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+import sinks.sqlite.actorcheck as actorcheck
 import sinks.sqlite.actors as actors
+import sinks.sqlite.verification as verification
 from listener.model.event import Actor, Event, natural_id
 from sinks.sqlite import SQLiteTrail, VerifyReport, verify_file
-from sinks.sqlite.schema import ACTOR_TRIGGERS, LABEL_TRIGGERS
+from sinks.sqlite.schema import ACTOR_TRIGGERS, LABEL_TRIGGERS, TRIGGERS
 from tests.actor_layouts import trail_before_the_actor_index
 from tests.test_trail_tamper import assert_tampered, shell
 
@@ -322,3 +324,83 @@ def test_the_label_check_with_and_without_the_actor_index(db: Path, migrated: bo
     assert not report.ok and report.problem is not None
     assert report.problem.startswith("label index: label ")
     assert f"of actor {container(6)} is missing" in report.problem
+
+
+class _Walks:
+    """Records each chain walk verify makes: whether it probed the actor index itself."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.probed: list[bool] = []
+        real = verification.ChainWalk
+        record = self.probed
+
+        class Recorded(real):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, probe_actors: bool = True, **kwargs: Any) -> None:
+                record.append(probe_actors)
+                super().__init__(*args, probe_actors=probe_actors, **kwargs)
+
+        monkeypatch.setattr(verification, "ChainWalk", Recorded)
+
+
+def _probed_in_the_walk(db: Path, monkeypatch: pytest.MonkeyPatch) -> VerifyReport:
+    """verify as before the screen: the walk probes every row itself."""
+    with monkeypatch.context() as patch:
+        patch.setattr(verification._IntegrityCheck, "screens_actors", property(lambda _: False))
+        return verify(db)
+
+
+def test_an_intact_index_is_screened_beside_the_walk(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks = _Walks(monkeypatch)
+    screened: list[int | None] = []
+    real = actorcheck.first_unheld
+    monkeypatch.setattr(actorcheck, "first_unheld", lambda *a: screened.append(real(*a)))
+    report = verify(db)
+    assert report.ok, report.problem
+    assert (walks.probed, screened) == ([False], [None])
+
+
+EDITS = {
+    "an actor row": f"DELETE FROM actors WHERE actor_id = '{container(3)}' AND via = 'actor_id'",
+    "a name row": "DELETE FROM actor_names WHERE name = 'renamed'",
+    "a first seq later": f"UPDATE actors SET first_seq = 30 WHERE actor_id = '{container(6)}'",
+    "a column before the row": "UPDATE events SET action = 'kill' WHERE seq = 2; "
+    f"DELETE FROM actors WHERE actor_id = '{container(3)}' AND via = 'actor_id'",
+    "a column at the row": "UPDATE events SET actor_name = 'x' WHERE seq = 31",
+    "a column after the row": "UPDATE events SET action = 'kill' WHERE seq = 20; "
+    f"DELETE FROM actors WHERE actor_id = '{container(3)}' AND via = 'actor_id'",
+    "a checkpoint after the row": "UPDATE checkpoints SET hash = 'x' WHERE n = 2; "
+    f"DELETE FROM actors WHERE actor_id = '{container(9)}' AND via = 'container'",
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_what_the_screen_finds_is_reported_as_the_walk_would(
+    db: Path, monkeypatch: pytest.MonkeyPatch, edit: str
+) -> None:
+    """The screen only says that something is wrong: the walk then probes each row
+    itself, so the finding, its seq and the counts are what they always were, whichever
+    of a column, a checkpoint or the index comes first."""
+    tamper(db, EDITS[edit], {**ACTOR_TRIGGERS, **TRIGGERS})
+    expected = _probed_in_the_walk(db, monkeypatch)
+    walks = _Walks(monkeypatch)
+    report = verify(db)
+    assert not report.ok
+    assert report == expected
+    assert walks.probed == [False, True]
+
+
+def test_a_screen_that_fails_leaves_the_probe_to_the_walk(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*_: Any) -> None:
+        raise sqlite3.OperationalError("interrupted")
+
+    monkeypatch.setattr(actorcheck, "first_unheld", fails)
+    walks = _Walks(monkeypatch)
+    assert verify(db).ok
+    assert walks.probed == [False, True]
+    edit_row(db, "actor_id", 3, "DELETE")
+    assert verify(db) == _probed_in_the_walk(db, monkeypatch)
+    assert not verify(db).ok

@@ -51,8 +51,11 @@ class ChainWalk:
         on_progress: Progress | None = None,
         labelled: bool = False,
         actor_index: bool = False,
+        probe_actors: bool = True,
     ) -> None:
         self.conn = conn
+        # False: the actor index's rows are screened beside the walk (`verification`).
+        self.probe_actors = probe_actors
         self.on_progress = on_progress
         self.labels = Completeness(conn, actor_index) if labelled else None
         # The actor index holds the events up to this seq (None: the trail has no index).
@@ -126,7 +129,7 @@ class ChainWalk:
         return self._finish()
 
     def _event_rows(self) -> sqlite3.Cursor:
-        through = self.actors_through
+        through = self.actors_through if self.probe_actors else None
         sql = verify_event_rows(self.labels is not None, through is not None)
         return self.conn.execute(sql, () if through is None else (through,))
 

@@ -127,6 +127,11 @@ _ACTOR_HELD = (
     "WHERE actor_names.name = events.actor_name AND actor_names.type = events.type "
     "AND actor_names.actor_id = events.actor_id) END"
 )
+# The first row the walk's probe would stop at, up to ?2 (the walk's last seq): the same
+# test, run beside the walk on the integrity check's connection (`verification`).
+FIRST_UNHELD = (
+    f"SELECT seq FROM events WHERE seq <= ?2 AND ({_ACTOR_HELD}) IS NOT 1 ORDER BY seq LIMIT 1"
+)
 VERIFY_ROWS = _VERIFY_EVENTS.format(labels=_UNLABELLED, actors="1")
 VERIFY_LABELLED_ROWS = _VERIFY_EVENTS.format(labels=_LABELLED, actors="1")
 
