@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-import sinks.sqlite.actorcheck as actorcheck
 import sinks.sqlite.actors as actors
 import sinks.sqlite.verification as verification
 from listener.model.event import Actor, Event, natural_id
@@ -354,8 +353,8 @@ def test_an_intact_index_is_screened_beside_the_walk(
 ) -> None:
     walks = _Walks(monkeypatch)
     screened: list[int | None] = []
-    real = actorcheck.first_unheld
-    monkeypatch.setattr(actorcheck, "first_unheld", lambda *a: screened.append(real(*a)))
+    real = verification.first_unheld
+    monkeypatch.setattr(verification, "first_unheld", lambda *a: screened.append(real(*a)))
     report = verify(db)
     assert report.ok, report.problem
     assert (walks.probed, screened) == ([False], [None])
@@ -397,7 +396,7 @@ def test_a_screen_that_fails_leaves_the_probe_to_the_walk(
     def fails(*_: Any) -> None:
         raise sqlite3.OperationalError("interrupted")
 
-    monkeypatch.setattr(actorcheck, "first_unheld", fails)
+    monkeypatch.setattr(verification, "first_unheld", fails)
     walks = _Walks(monkeypatch)
     assert verify(db).ok
     assert walks.probed == [False, True]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sqlite3
 
 from sinks.sqlite.actors import BUCKET_BITS
-from sinks.sqlite.schema import FIRST_UNHELD
 from sinks.trailcheck import Finding
 
 # Each column that names an actor (`actors.VIAS`), and what the messages call the id.
@@ -39,13 +38,6 @@ _INEXACT = (
     f"OR actors.first_seq >> {BUCKET_BITS} IS NOT actors.bucket "
     "ORDER BY actors.first_seq LIMIT 1"
 )
-
-
-def first_unheld(conn: sqlite3.Connection, through: int, last_seq: int) -> int | None:
-    """The first event up to `last_seq` that the walk's probe would stop at (None: none);
-    `through`: `actors.through_seq`, as for the probe."""
-    row = conn.execute(FIRST_UNHELD, (through, last_seq)).fetchone()
-    return None if row is None else int(row[0])
 
 
 def row_problem(conn: sqlite3.Connection, seq: int, through: int) -> str:

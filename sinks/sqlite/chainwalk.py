@@ -24,6 +24,7 @@ from sinks.sqlite.labels import Completeness
 from sinks.sqlite.schema import (
     ALERT_COPIED_NAMES,
     COPIED_NAMES,
+    FIRST_UNHELD,
     VERIFY_ALERT_ROWS,
     alert_copied_values,
     copied_values,
@@ -36,6 +37,13 @@ _PROGRESS_MASK = 4095  # report every 4096 events: a call per row would cost mor
 
 Problem = tuple[int | None, str]
 """(first bad seq or None, what is wrong and where)."""
+
+
+def first_unheld(conn: sqlite3.Connection, through: int, last_seq: int) -> int | None:
+    """The first event up to `last_seq` that the walk's actor probe would stop at (None:
+    none); `through`: `actors.through_seq`, as for the probe."""
+    row = conn.execute(FIRST_UNHELD, (through, last_seq)).fetchone()
+    return None if row is None else int(row[0])
 
 
 class ChainWalk:

@@ -25,7 +25,7 @@ from sinks import trailcheck, witness
 from sinks.chain import VerifyReport
 from sinks.headseal import Heads
 from sinks.signing import fingerprint, load_public_key
-from sinks.sqlite.chainwalk import ChainWalk, Problem, Progress
+from sinks.sqlite.chainwalk import ChainWalk, Problem, Progress, first_unheld
 from sinks.sqlite.errors import trail_error
 from sinks.sqlite.labels import Completeness
 from sinks.sqlite.readahead import ReadAhead
@@ -242,7 +242,7 @@ class _IntegrityCheck:
     snapshot than the walk's (a writer appending meanwhile) is as good: the check is
     of the file's structure. Without a file (or a second connection), it runs inline.
 
-    The probe (`actorcheck.first_unheld`) is the walk's own test, screened here up to
+    The probe (`chainwalk.first_unheld`) is the walk's own test, screened here up to
     the walk's last seq and `through_seq` (`_actor_bounds`): the rows of those events
     are the same in a later snapshot, as the writer only adds rows. Only when it finds
     a row lacking, or fails, does the walk probe again itself (`verify_connection`).
@@ -284,7 +284,7 @@ class _IntegrityCheck:
             self.outcome = exc
         if self.actor_bounds is not None:
             with contextlib.suppress(sqlite3.Error):  # not clear: the walk probes itself
-                self._actors_clear = actorcheck.first_unheld(other, *self.actor_bounds) is None
+                self._actors_clear = first_unheld(other, *self.actor_bounds) is None
 
     @property
     def screens_actors(self) -> bool:
