@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import sinks.sqlite.actorcheck as actorcheck
 import sinks.sqlite.actors as actors
 import sinks.sqlite.verification as verification
 from listener.model.event import Actor, Event, natural_id
@@ -403,3 +405,31 @@ def test_a_screen_that_fails_leaves_the_probe_to_the_walk(
     edit_row(db, "actor_id", 3, "DELETE")
     assert verify(db) == _probed_in_the_walk(db, monkeypatch)
     assert not verify(db).ok
+
+
+def test_first_seqs_checked_on_the_thread_or_else_by_verify_itself(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first seqs are checked on the integrity check's connection; when that fails,
+    verify checks them itself, and finds the same."""
+    edit_row(db, "actor_id", 6, "first_seq = 1")
+    real = actorcheck.first_seq_problem
+    threads: list[str] = []
+
+    def once_failing(conn: sqlite3.Connection) -> Any:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            raise sqlite3.OperationalError("interrupted")
+        return real(conn)
+
+    monkeypatch.setattr(actorcheck, "first_seq_problem", once_failing)
+    report = verify(db)
+    assert threads == ["docktrail-verify-integrity", threading.main_thread().name]
+    assert (report.first_bad_seq, report.problem) == (
+        1,
+        f"seq 1: the actor index has actor "
+        f"{container(6)} first at this event, which does not name it (actors table edited: "
+        "the label index would name another actor by it)",
+    )
+    monkeypatch.setattr(actorcheck, "first_seq_problem", real)
+    assert verify(db) == report

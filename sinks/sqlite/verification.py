@@ -213,7 +213,7 @@ def _conclude(
         finding = (
             trailcheck.schema_problem(conn, expected)
             or integrity.result()
-            or _actor_index_problem(conn, audit)
+            or _actor_index_problem(integrity, audit)
             or _label_index_problem(audit.labels)
             or trailcheck.delivery_problem(conn)
         )
@@ -257,6 +257,7 @@ class _IntegrityCheck:
         self.thread: threading.Thread | None = None
         self.actor_bounds = actor_bounds
         self._actors_clear = False  # the screen ran and found every row held
+        self._first_seqs: tuple[trailcheck.Finding | None] | None = None  # once checked
         path = _file_of(conn)
         if path is None:
             return
@@ -285,6 +286,8 @@ class _IntegrityCheck:
         if self.actor_bounds is not None:
             with contextlib.suppress(sqlite3.Error):  # not clear: the walk probes itself
                 self._actors_clear = first_unheld(other, *self.actor_bounds) is None
+            with contextlib.suppress(sqlite3.Error):  # unchecked: the verifying thread checks
+                self._first_seqs = (actorcheck.first_seq_problem(other),)
 
     @property
     def screens_actors(self) -> bool:
@@ -296,6 +299,15 @@ class _IntegrityCheck:
         if self.thread is not None:
             self.thread.join()
         return self._actors_clear
+
+    def first_seq_problem(self) -> trailcheck.Finding | None:
+        """`actorcheck.first_seq_problem`, from the thread when it could tell (it only adds
+        rows: a later snapshot's first seqs are the walk's, and the new rows' own)."""
+        if self.thread is not None:
+            self.thread.join()
+        if self._first_seqs is not None:
+            return self._first_seqs[0]
+        return actorcheck.first_seq_problem(self.conn)
 
     def result(self) -> trailcheck.Finding | None:
         if self.thread is None:
@@ -315,9 +327,9 @@ class _IntegrityCheck:
         self.other = None
 
 
-def _actor_index_problem(conn: sqlite3.Connection, audit: ChainWalk) -> trailcheck.Finding | None:
+def _actor_index_problem(integrity: _IntegrityCheck, audit: ChainWalk) -> trailcheck.Finding | None:
     # Before the label index's: a first seq too early makes its look-ups miss too.
-    return None if audit.actors_through is None else actorcheck.first_seq_problem(conn)
+    return None if audit.actors_through is None else integrity.first_seq_problem()
 
 
 def _actor_index_notes(audit: ChainWalk) -> tuple[str, ...]:
