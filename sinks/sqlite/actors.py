@@ -73,7 +73,6 @@ _FILL_FROM = (
 )
 _THROUGH = f"SELECT value FROM meta WHERE key = '{THROUGH_KEY}'"
 _SET_THROUGH = f"INSERT OR REPLACE INTO meta (key, value) VALUES ('{THROUGH_KEY}', ?)"
-_HEAD = "SELECT coalesce(max(seq), 0) FROM events"
 
 ActorRow = tuple[int, str, "str | None", "str | None", str]
 """seq, actor id, the container it names, actor name, type."""
@@ -95,7 +94,12 @@ def fill_from(conn: sqlite3.Connection, after_seq: int) -> None:
     """Add the ids and names of the events after `after_seq`; they are then all in."""
     for sql in _FILL_FROM:
         conn.execute(sql, (after_seq,))
-    conn.execute(_SET_THROUGH, (str(conn.execute(_HEAD).fetchone()[0]),))
+    conn.execute(_SET_THROUGH, (str(last_event_seq(conn)),))
+
+
+def last_event_seq(conn: sqlite3.Connection) -> int:
+    """The seq of the trail's last event (0: none)."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
 def present(conn: sqlite3.Connection) -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sinks.sqlite.actors import BUCKET, BUCKET_BITS, present, through_seq
+from sinks.sqlite.actors import BUCKET, BUCKET_BITS, last_event_seq, present, through_seq
 
 # Evaluated once per statement (an uncorrelated scalar subquery): a rowid look-up.
 HEAD_BUCKET = f"((SELECT max(seq) FROM events) >> {BUCKET_BITS})"
@@ -51,7 +51,7 @@ def index_of(conn: sqlite3.Connection) -> ActorIndex:
     """The `ActorIndex` of a trail known to have the index (`through_seq` moves with every
     write: read for each query)."""
     through = through_seq(conn)
-    head = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    head = last_event_seq(conn)
     return ActorIndex(through, behind=through < head)
 
 

@@ -109,7 +109,7 @@ class ChainWalk:
         if problem is not None:
             return problem
         expected_seq, expected_prev = 1, GENESIS_HASH
-        progress, last = self.on_progress, self._last_event_seq()
+        progress, last = self.on_progress, actors.last_event_seq(self.conn)
         labels = self.labels
         seen = set() if labels is None else labels.seen  # a local: read on every row
         rows = self._event_rows()
@@ -140,9 +140,6 @@ class ChainWalk:
         through = self.actors_through if self.probe_actors else None
         sql = verify_event_rows(self.labels is not None, through is not None)
         return self.conn.execute(sql, () if through is None else (through,))
-
-    def _last_event_seq(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def _checkpoints_at(self, seq: int, digest: str | None) -> Problem | None:
         while self.pending is not None and self.pending[2] <= seq:

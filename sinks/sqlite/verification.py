@@ -228,8 +228,7 @@ def _conclude(
 
 def _actor_bounds(conn: sqlite3.Connection) -> tuple[int, int]:
     """The walk's snapshot's `actors.through_seq` and last seq, for `_IntegrityCheck`."""
-    last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    return actors.through_seq(conn), int(last_seq)
+    return actors.through_seq(conn), actors.last_event_seq(conn)
 
 
 class _IntegrityCheck:
