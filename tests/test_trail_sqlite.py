@@ -38,6 +38,7 @@ from listener.model.event import (
     natural_id,
 )
 from sinks.base import EventFilter
+from sinks.chain import seal
 from sinks.filtering import container_ids_named, matches
 from sinks.memory import MemoryTrail
 from sinks.signing import export_public_key, fingerprint, load_or_create_key
@@ -305,6 +306,28 @@ def test_same_hashes_as_memory_trail_and_reference_encoding(tmp_path: Path) -> N
         assert_chain(list(trail.query(EventFilter())))  # 4 reads back as a dict: same JSON
     memory = MemoryTrail()
     assert [e.hash for e in memory.append(tricky).stored] == [e.hash for e in stored]
+
+
+def test_sealing_sets_the_chain_fields_as_assignment_does() -> None:
+    """`seal` writes seq, hash and prev_hash past pydantic's assignment for a plain
+    Event: the model must come out as if they had been assigned."""
+
+    class Subclassed(Event):
+        pass
+
+    plain, subclassed = make_event(1), Subclassed.model_validate(make_event(2).model_dump())
+    expected = []
+    for event in (plain, subclassed):
+        copy = event.model_copy(deep=True)
+        copy.seq, copy.hash, copy.prev_hash = 7, "h" * 64, "p" * 64
+        expected.append((copy.model_dump(), copy.model_fields_set))
+    seal([plain], 6, "p" * 64)
+    seal([subclassed], 6, "p" * 64)
+    for event, (dumped, fields) in zip((plain, subclassed), expected, strict=True):
+        assert event.seq == 7 and event.prev_hash == "p" * 64
+        assert event.model_dump() == {**dumped, "hash": event.hash}
+        assert event.model_fields_set == fields
+        assert "seq" in event.model_dump(exclude_unset=True)
 
 
 @pytest.mark.parametrize(

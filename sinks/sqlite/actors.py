@@ -156,9 +156,11 @@ class ActorWriter:
         for seq, actor, container, name, kind in rows:
             first = seq if first is None else first
             bucket = seq >> BUCKET_BITS
-            for named, via in ((actor, "actor_id"), (container, "container")):
-                if named is not None and (named, via, bucket) not in known_ids:
-                    ids.setdefault((named, via, bucket), seq)
+            # Spelled out for the two: a loop over them cost a tuple per event.
+            if actor is not None and (key := (actor, "actor_id", bucket)) not in known_ids:
+                ids.setdefault(key, seq)
+            if container is not None and (key := (container, "container", bucket)) not in known_ids:
+                ids.setdefault(key, seq)
             if name is not None and (name, kind, actor) not in known_names:
                 names.add((name, kind, actor))
         if first is not None and behind < first - 1:  # an older writer's rows: theirs first

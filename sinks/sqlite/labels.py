@@ -170,7 +170,8 @@ class LabelWriter:
         conn.executemany(_ADD_LABEL, unknown)
         for pair in unknown:
             self._staged_ids[pair] = conn.execute(_LABEL_ID, pair).fetchone()[0]
-        first = {actor: conn.execute(_ACTOR_SEQ, (actor,)).fetchone()[0] for actor, _, _ in new}
+        actors = {actor for actor, _, _ in new}  # a look-up per actor, not per label
+        first = {actor: conn.execute(_ACTOR_SEQ, (actor,)).fetchone()[0] for actor in actors}
         ids = self.ids | self._staged_ids
         rows = {(ids[key, value], first[actor]) for actor, key, value in new}
         conn.executemany(_ADD_ACTOR, sorted(rows))
