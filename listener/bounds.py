@@ -103,6 +103,11 @@ def bound_event(
     return event
 
 
+def within_bounds(event: Event, limits: InputConfig | None = None) -> bool:
+    """True when `bound_event` certainly leaves `event` as it is (its time aside)."""
+    return _nothing_to_bound(event, limits or _active_limits)
+
+
 def _nothing_to_bound(event: Event, limits: InputConfig) -> bool:
     """True when `bound_event` certainly has nothing to do: one quick look instead of the walk.
 

@@ -16,7 +16,7 @@ from config.errors import InputError
 from config.models import AuditdConfig, InputConfig
 from listener import redact
 from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
-from listener.bounds import active_limits, bound_event
+from listener.bounds import active_limits, bound_event, check_time_ns, within_bounds
 from listener.correlate import CliCall
 from listener.model.event import Actor, Event, Who, time_ordered_id
 from listener.sessions import ProcessRecord
@@ -43,6 +43,7 @@ from listener.sources.auditd.fields import (
 )
 from listener.sources.auditd.names import IdNames
 from listener.sources.auditd.processes import process_record
+from listener.sources.auditd.templates import CliTemplates, Pending, template_key
 from listener.sources.auditd.unvalidated import cli_event_model, who_model
 from listener.sources.auditparse import (
     AuditEvent,
@@ -58,6 +59,8 @@ class Converted:
     event: Event | None
     call: CliCall | None = None
     process: ProcessRecord | None = None  # for exec sessions (auditd.exec_key)
+    settled: bool = False  # `event` is redacted and bounded already (made from a template)
+    template: Pending | None = None  # the template to make of it once it is settled
 
 
 def _call_config(call: DockerCall) -> dict[str, Any]:
@@ -152,6 +155,7 @@ class AuditConverter:
         # EXECVE and CWD texts -> (call, cwd, command line): a host runs the same few
         # commands over and over (monitoring loops), parsing them once is enough.
         self._calls: dict[tuple[tuple[str | None, ...], str | None], _ParsedCall] = {}
+        self.templates = CliTemplates()
 
     def convert_bounded(self, event: AuditEvent) -> Converted | None:
         """`convert`, and the trail event bounded (`listener.bounds`), secrets redacted.
@@ -160,15 +164,32 @@ class AuditConverter:
         cannot be stored (the event is then counted malformed, not kept).
         """
         converted = self.convert(event)
-        if converted is not None and converted.event is not None:
+        if converted is None or converted.event is None:
+            return converted
+        trail_event = converted.event
+        try:
+            if converted.settled:  # from a template: only its time is new
+                check_time_ns(trail_event.time_ns)
+                return converted
             # argv was redacted before it was parsed (_parsed_call)
-            self.redactor.event(converted.event, argv_done=True)
-            try:
-                bound_event(converted.event, self.limits, surrogates="escape")
-            except InputError as exc:
-                self.counters.malformed += 1
-                raise InputError(exc.reason, path=event.path, line=event.line) from None
+            self.redactor.event(trail_event, argv_done=True)
+            bound_event(trail_event, self.limits, surrogates="escape")
+        except InputError as exc:
+            self.counters.malformed += 1
+            raise InputError(exc.reason, path=event.path, line=event.line) from None
+        if converted.template is not None and self._template_worthy(trail_event.who, trail_event):
+            generation = self.names.generation
+            self.templates.remember(converted.template, generation, trail_event.who, trail_event)
         return converted
+
+    def _template_worthy(self, who: Who, event: Event | None) -> bool:
+        """Nothing bounded, no name to look up again (a user added while running)."""
+        users = ((who.auid, who.login), (who.uid, who.user))
+        if event is None:
+            return self.names.final(users, ())
+        attributes = event.attributes
+        groups = ((attributes.get("gid"), attributes.get("group")),)
+        return self.names.final(users, groups) and within_bounds(event, self.limits)
 
     def convert(self, event: AuditEvent) -> Converted | None:
         """None when the event is not kept."""
@@ -215,23 +236,51 @@ class AuditConverter:
         parsed = self._parsed_call(event)
         call = parsed.call
         audit_id = event_audit_id(event)
-        field: _Lookup = event.field
-        names: _Lookup = event.enriched_field
-        if syscall is None:
-            who = self._who_from(field, names, audit_id, parsed.command_line)
-        else:  # its dicts, read once (as _who_of reads them; the rest as event.field would)
-            fields, enriched = syscall.fields, syscall.enriched
-            who = self._who_from(fields.get, enriched.get, audit_id, parsed.command_line)
-            field = _first_in(fields, event.field)
-            names = _first_in(enriched, event.enriched_field)
-        event_id = self._id(event)
-        cli = CliCall(event.time_ns, audit_id, call, who, event_id)
         self.counters.kept += 1
         self.counters.calls += 1
         wanted = self.config.cli_events
-        if wanted == "none" or (wanted == "changes" and call.read_only):
+        kept = not (wanted == "none" or (wanted == "changes" and call.read_only))
+        event_id = self._id(event)
+        if syscall is None:
+            in_event = (event.field, event.enriched_field)
+            who = self._who_from(*in_event, audit_id, parsed.command_line)
+            cli = CliCall(event.time_ns, audit_id, call, who, event_id)
+            return self._cli_converted(event, keys, parsed, cli, in_event, kept)
+        # its dicts, read once (as _who_of reads them; the rest as event.field would)
+        fields, enriched = syscall.fields, syscall.enriched
+        field = _first_in(fields, event.field)
+        names = _first_in(enriched, event.enriched_field)
+        lookups = (fields.get, enriched.get, field, names)
+        key = template_key(parsed, event.node, keys, lookups)
+        pids = (id_number(fields.get("pid")), as_id(field("ppid")))
+        ids = (event_id, event.time_ns, audit_id)
+        made = self.templates.made(key, self.names.generation, parsed, ids, pids)
+        if made is not None:
+            who, trail_event = made
+            cli = CliCall(event.time_ns, audit_id, call, who, event_id)
+            return Converted(trail_event, cli, settled=trail_event is not None)
+        who = self._who_from(fields.get, enriched.get, audit_id, parsed.command_line)
+        cli = CliCall(event.time_ns, audit_id, call, who, event_id)
+        converted = self._cli_converted(event, keys, parsed, cli, (field, names), kept)
+        if converted.event is None:  # nothing to redact or bound: the template at once
+            if self._template_worthy(who, None):
+                self.templates.remember(Pending(key, parsed), self.names.generation, who, None)
+        else:
+            converted.template = Pending(key, parsed)
+        return converted
+
+    def _cli_converted(
+        self,
+        event: AuditEvent,
+        keys: frozenset[str],
+        parsed: _ParsedCall,
+        cli: CliCall,
+        lookups: tuple[_Lookup, _Lookup],  # event.field and event.enriched_field
+        kept: bool,
+    ) -> Converted:
+        if not kept:
             return Converted(None, cli)
-        return Converted(self._cli_event(event, keys, cli, parsed, (field, names)), cli)
+        return Converted(self._cli_event(event, keys, cli, parsed, lookups), cli)
 
     def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""

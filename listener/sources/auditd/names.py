@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,20 @@ class IdNames:
     def group(self, gid: int | None) -> str | None:
         return self._groups.name(gid)
 
+    def final(
+        self,
+        users: Iterable[tuple[int | None, str | None]],
+        groups: Iterable[tuple[int | None, str | None]],
+    ) -> bool:
+        """Whether these (id, name) pairs are final: no id lacks a name that a later
+        look-up could find (its file is there to be read again)."""
+        return self._users.final(users) and self._groups.final(groups)
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever a file is read again (a name may have changed)."""
+        return self._users.reads, self._groups.reads
+
 
 class _IdFile:
     def __init__(self, path: Path | None) -> None:
@@ -37,6 +52,7 @@ class _IdFile:
         self.names: dict[int, str] = {}
         self.mtime_ns: int | None = None
         self.checked: float | None = None  # time.monotonic() of the last look at the mtime
+        self.reads = 0
 
     def name(self, number: int | None) -> str | None:
         if number is None or self.path is None:
@@ -44,8 +60,14 @@ class _IdFile:
         found = self.names.get(number)
         if found is None and self._changed():
             self.names = _read_id_file(self.path)
+            self.reads += 1
             found = self.names.get(number)
         return found
+
+    def final(self, pairs: Iterable[tuple[int | None, str | None]]) -> bool:
+        return self.path is None or all(
+            number is None or name is not None for number, name in pairs
+        )
 
     def _changed(self) -> bool:
         assert self.path is not None
