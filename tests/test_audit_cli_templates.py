@@ -106,11 +106,16 @@ def call_lines(n: int, argv: list[str], pid: int = 0) -> list[str]:
     ]
 
 
-def test_a_user_added_while_running_is_named_as_without_templates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def passwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A passwd file the converter looks at again at once when an id is missing."""
     monkeypatch.setattr(names_module, "RECHECK_SECS", 0.0)
-    passwd = tmp_path / "passwd"
+    return tmp_path / "passwd"
+
+
+def test_a_user_added_while_running_is_named_as_without_templates(
+    tmp_path: Path, passwd: Path
+) -> None:
     passwd.write_text("root:x:0:0::/root:/bin/sh\n")
     conv = converter(tmp_path, passwd_file=passwd, group_file=None)
     first = conv.convert_bounded(assembled(call_lines(1, ["docker", "ps"])))
@@ -124,11 +129,7 @@ def test_a_user_added_while_running_is_named_as_without_templates(
     assert third.event.who.login == "alice" and third.event.who.pid == 203
 
 
-def test_a_passwd_file_read_again_names_the_next_call_anew(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(names_module, "RECHECK_SECS", 0.0)
-    passwd = tmp_path / "passwd"
+def test_a_passwd_file_read_again_names_the_next_call_anew(tmp_path: Path, passwd: Path) -> None:
     passwd.write_text("alice:x:1000:1000::/home/alice:/bin/sh\n")
     conv = converter(tmp_path, passwd_file=passwd, group_file=None)
     conv.convert_bounded(assembled(call_lines(1, ["docker", "ps"])))

@@ -13,7 +13,8 @@ import pytest
 from config.models import AuditdConfig
 from listener.model.event import Event
 from listener.sources.auditd import names
-from listener.sources.auditd.convert import AuditConverter, _FrozenConfig
+from listener.sources.auditd.calls import FrozenConfig
+from listener.sources.auditd.convert import AuditConverter
 from listener.sources.auditd.names import IdNames
 from tests.test_auditd import assemble, file_lines
 
@@ -54,7 +55,7 @@ def test_a_missing_id_looks_at_the_passwd_file_at_most_once_per_recheck_interval
     ],
 )
 def test_each_event_gets_its_own_exact_copy_of_the_call_config(config: dict[str, object]) -> None:
-    frozen = _FrozenConfig(config)
+    frozen = FrozenConfig(config)
     first, second = frozen.copy(), frozen.copy()
     assert first == config and first is not second
     assert [type(v) for v in first.values()] == [type(v) for v in config.values()]
@@ -63,7 +64,7 @@ def test_each_event_gets_its_own_exact_copy_of_the_call_config(config: dict[str,
 
 
 def test_a_nan_in_the_call_config_stays_nan() -> None:
-    copied = _FrozenConfig({"cpus": math.nan}).copy()["cpus"]
+    copied = FrozenConfig({"cpus": math.nan}).copy()["cpus"]
     assert isinstance(copied, float) and math.isnan(copied)
 
 

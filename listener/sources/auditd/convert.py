@@ -4,22 +4,20 @@ each kept event becomes (docker CLI calls, daemon-file hits, audit-rule changes)
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-import orjson
+from typing import Any
 
 from config.errors import InputError
 from config.models import AuditdConfig, InputConfig
 from listener import redact
-from listener.argv import DockerCall, container_config, exec_options, parse_docker_argv
+from listener.argv import parse_docker_argv
 from listener.bounds import active_limits, bound_event, check_time_ns, within_bounds
 from listener.correlate import CliCall
 from listener.model.event import Actor, Event, Who, time_ordered_id
 from listener.sessions import ProcessRecord
+from listener.sources.auditd.calls import FrozenConfig, ParsedCall, call_config
 from listener.sources.auditd.fields import (
     AUID_UNSET,
     CLI_PROGRAMS,
@@ -61,50 +59,6 @@ class Converted:
     process: ProcessRecord | None = None  # for exec sessions (auditd.exec_key)
     settled: bool = False  # `event` is redacted and bounded already (made from a template)
     template: Pending | None = None  # the template to make of it once it is settled
-
-
-def _call_config(call: DockerCall) -> dict[str, Any]:
-    """The container or exec configuration a CLI call asks for (JSON types), else empty."""
-    container = container_config(call)
-    if container is not None:
-        return container.as_event_config()
-    options = exec_options(call)
-    return {} if options is None else options.model_dump(mode="json")
-
-
-class _FrozenConfig:
-    """The configuration a call asks for, kept as JSON: each event gets its own copy
-    (loading JSON is far cheaper than building and dumping the pydantic models again).
-
-    orjson loads about three times faster than the standard library; it is used only
-    when it gives back exactly what was dumped (it refuses integers beyond 64 bits
-    and lone surrogates, and writes NaN as null: such configurations stay with json).
-    """
-
-    __slots__ = ("_data", "_loads")
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self._loads: Callable[[str | bytes], Any] = json.loads
-        self._data: str | bytes = json.dumps(config)
-        try:
-            data = orjson.dumps(config)
-        except (orjson.JSONEncodeError, TypeError):
-            return
-        if orjson.loads(data) == json.loads(self._data):
-            self._loads, self._data = orjson.loads, data
-
-    def copy(self) -> dict[str, Any]:
-        copied: dict[str, Any] = self._loads(self._data)
-        return copied
-
-
-class _ParsedCall(NamedTuple):
-    call: DockerCall
-    cwd: str | None
-    command_line: str
-    config: _FrozenConfig
-    target: str | None  # the actor: cli_target(call)
-    argv_source: dict[str, Any]  # argv_source_of(event): decided by the same texts
 
 
 _CALL_CACHE_MAX = 1024
@@ -154,7 +108,7 @@ class AuditConverter:
         self.counters = AuditCounters()
         # EXECVE and CWD texts -> (call, cwd, command line): a host runs the same few
         # commands over and over (monitoring loops), parsing them once is enough.
-        self._calls: dict[tuple[tuple[str | None, ...], str | None], _ParsedCall] = {}
+        self._calls: dict[tuple[tuple[str | None, ...], str | None], ParsedCall] = {}
         self.templates = CliTemplates()
 
     def convert_bounded(self, event: AuditEvent) -> Converted | None:
@@ -273,7 +227,7 @@ class AuditConverter:
         self,
         event: AuditEvent,
         keys: frozenset[str],
-        parsed: _ParsedCall,
+        parsed: ParsedCall,
         cli: CliCall,
         lookups: tuple[_Lookup, _Lookup],  # event.field and event.enriched_field
         kept: bool,
@@ -282,7 +236,7 @@ class AuditConverter:
             return Converted(None, cli)
         return Converted(self._cli_event(event, keys, cli, parsed, lookups), cli)
 
-    def _parsed_call(self, event: AuditEvent) -> _ParsedCall:
+    def _parsed_call(self, event: AuditEvent) -> ParsedCall:
         """The docker CLI call of an event, parsed once per distinct EXECVE and CWD text."""
         cwd_record = event.first("CWD")
         argv_texts = tuple(r.text for r in event.records if r.type == "EXECVE")
@@ -297,9 +251,9 @@ class AuditConverter:
             # configuration it asks for are all made of the redacted argv.
             argv = event.argv if event.argv is not None else event.proctitle
             call = parse_docker_argv(self.redactor.argv(argv or []), cwd=cwd)
-            config = _FrozenConfig(_call_config(call))
+            config = FrozenConfig(call_config(call))
             target, source = cli_target(call), argv_source_of(event)
-            parsed = _ParsedCall(call, cwd, call.command_line, config, target, source)
+            parsed = ParsedCall(call, cwd, call.command_line, config, target, source)
             if cacheable:
                 if len(self._calls) >= _CALL_CACHE_MAX:
                     self._calls.clear()
@@ -311,7 +265,7 @@ class AuditConverter:
         event: AuditEvent,
         keys: frozenset[str],
         cli: CliCall,
-        parsed: _ParsedCall,
+        parsed: ParsedCall,
         lookups: tuple[_Lookup, _Lookup],  # event.field and event.enriched_field
     ) -> Event:
         call = cli.call
