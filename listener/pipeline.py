@@ -114,15 +114,19 @@ class Pipeline(AsyncLifecycle):
             self._send()
 
     async def _written(self) -> None:
-        """Wait for the batch on its way (write-behind), raising what its write raised."""
-        writing = self._writing
-        if writing is None:
-            return
-        await writing  # a failed write stays: every later put and flush raises it again
-        if self._writing is writing:
-            self._writing = None
+        """Wait until no batch is on its way (write-behind), raising what a write raised.
+
+        The timer may send the partial batch in the turn of the loop in which the
+        write awaited here ends: that one is waited for too."""
+        while (writing := self._writing) is not None:
+            await writing  # a failed write stays: every later put and flush raises it again
+            if self._writing is writing:
+                self._writing = None
 
     async def flush(self) -> None:
+        # The partial batch goes with this flush: the timer must not send it on its own
+        # while the flush waits for the write before (aclose would return before it).
+        self._cancel_timer()
         await self._written()
         async with self._lock:
             self._cancel_timer()
