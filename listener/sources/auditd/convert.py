@@ -216,6 +216,8 @@ class AuditConverter:
         who = self._who_from(fields.get, enriched.get, audit_id, parsed.command_line)
         cli = CliCall(event.time_ns, audit_id, call, who, event_id)
         converted = self._cli_converted(event, keys, parsed, cli, (field, names), kept)
+        if not self.templates.seen(key, self.names.generation, parsed):
+            return converted
         if converted.event is None:  # nothing to redact or bound: the template at once
             if self._template_worthy(who, None):
                 self.templates.remember(Pending(key, parsed), self.names.generation, who, None)

@@ -4,8 +4,10 @@ A busy host runs the same few docker commands over and over (monitoring loops, C
 jobs, health scripts). Two such calls give trail events that differ only in the
 event's id and time, the process ids and the audit id: building, redacting and
 bounding the rest again was about a third of the cost of converting a call. The
-first call of a kind is converted in full; its result, redacted and bounded,
-becomes the template; the next calls copy it and set what differs.
+first two calls of a kind are converted in full; the second's result, redacted
+and bounded, becomes the template; the next calls copy it and set what differs.
+Making a template costs about 20 µs: a kind seen once (a call with a name of
+its own, say) does not pay it.
 
 A template is keyed by everything the full conversion reads besides those: the
 parsed call (by identity: the converter's call cache holds it), the node, the
@@ -83,7 +85,18 @@ class CliTemplates:
     def __init__(self) -> None:
         # by the names files' read generation (`IdNames.generation`) and the key
         self._known: dict[tuple[Hashable, TemplateKey], CliTemplate] = {}
+        self._seen: dict[tuple[Hashable, TemplateKey], object] = {}  # kinds seen once
         self.hits = 0
+
+    def seen(self, key: TemplateKey, generation: Hashable, parsed: object) -> bool:
+        """Whether this kind of call came before (a template is then worth making);
+        noted otherwise."""
+        if self._seen.get((generation, key)) is parsed:
+            return True
+        if len(self._seen) >= TEMPLATES_MAX:
+            self._seen.clear()
+        self._seen[generation, key] = parsed
+        return False
 
     def remember(
         self, pending: Pending, generation: Hashable, who: Who, event: Event | None
