@@ -6,7 +6,6 @@ templates."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from config.models import AuditdConfig
@@ -17,33 +16,11 @@ from tests.test_audit_cli_templates import shape
 from tests.test_audit_live import (  # noqa: F401 (fixtures)
     Person,
     PrivateAuditd,
-    _docker_gid,
+    as_login,
     audit_daemon,
     engine,
     people,
 )
-
-
-def in_one_session(
-    person: Person, dockerd: Dockerd, argv: list[str], times: int, *, own_uid: bool
-) -> None:
-    """`docker ARGV` `times` times in one login session of `person` (one loginuid write:
-    the same audit session, as a shell's commands are)."""
-    command = ["docker", *argv]
-    if own_uid:
-        command = [
-            "setpriv",
-            f"--reuid={person.uid}",
-            f"--regid={person.gid}",
-            f"--groups={_docker_gid()}",
-            *command,
-        ]
-    script = (
-        f"echo {person.uid} > /proc/self/loginuid && "
-        f'for _ in $(seq {times}); do "$@" > /dev/null || exit 1; done'
-    )
-    env = dict(dockerd.env, DOCKER_CONFIG=str(person.home / ".docker"), HOME=str(person.home))
-    subprocess.run(["sh", "-c", script, "_", *command], env=env, check=True, timeout=120)
 
 
 def cli_events(log: AuditdConfig, wanted: int) -> list[AuditEvent]:
@@ -68,9 +45,9 @@ def test_real_repeated_calls_from_templates_equal_their_full_conversion(
     people: dict[str, Person],  # noqa: F811
 ) -> None:
     alice, bob = people["dt-alice"], people["dt-bob"]
-    in_one_session(alice, engine, ["ps", "-a"], 4, own_uid=False)
-    in_one_session(alice, engine, ["volume", "ls"], 3, own_uid=False)
-    in_one_session(bob, engine, ["ps", "-a"], 4, own_uid=True)
+    as_login(alice, engine, "ps", "-a", times=4)
+    as_login(alice, engine, "volume", "ls", times=3)
+    as_login(bob, engine, "ps", "-a", own_uid=True, times=4)
     config = AuditdConfig(log_file=audit_daemon.log_file, start_at="start")
     events = cli_events(config, 11)
     assert len(events) >= 11

@@ -261,8 +261,11 @@ def _docker_gid() -> int:
         return grp.getgrnam("docker").gr_gid
 
 
-def as_login(person: Person, dockerd: Dockerd, *argv: str, own_uid: bool = False) -> str:
-    """Run the docker CLI with the person's login uid: as root (sudo) or as them (group)."""
+def as_login(
+    person: Person, dockerd: Dockerd, *argv: str, own_uid: bool = False, times: int = 1
+) -> str:
+    """Run the docker CLI with the person's login uid: as root (sudo) or as them (group);
+    `times` times in one login session (one loginuid write), as a shell's commands are."""
     env = dict(dockerd.env, DOCKER_CONFIG=str(person.home / ".docker"), HOME=str(person.home))
     command = ["docker", *argv]
     if own_uid:
@@ -274,6 +277,9 @@ def as_login(person: Person, dockerd: Dockerd, *argv: str, own_uid: bool = False
             *command,
         ]
     script = f'echo {person.uid} > /proc/self/loginuid && exec "$@"'
+    if times > 1:
+        repeat = f'for _ in $(seq {times}); do "$@" || exit 1; done'
+        script = f"echo {person.uid} > /proc/self/loginuid && {repeat}"
     result = subprocess.run(
         ["sh", "-c", script, "_", *command], env=env, capture_output=True, text=True, timeout=60
     )
