@@ -142,6 +142,16 @@ def parse_figures(text: str) -> list[Figure]:
     return found
 
 
+def parse_plans(text: str) -> dict[tuple[str, str], str]:
+    """The PLAN lines of a bench's output (bench/figures.py): (size, filter) -> plan."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.strip().split(" ", 3)
+        if len(parts) == 4 and parts[0] == "PLAN":
+            found[parts[1], parts[2]] = parts[3]
+    return found
+
+
 def _number(text: str | None) -> float | None:
     return None if text is None else float(text)
 
@@ -171,6 +181,7 @@ class Outcome:
     runs_done: int = 0
     notes: list[str] = field(default_factory=list)
     secs: float = 0.0
+    plans: dict[tuple[str, str], str] = field(default_factory=dict)  # (size, filter) -> plan
 
 
 def run_bench(bench: Bench, deadline: float, runs: int | None = None) -> Outcome:
@@ -220,6 +231,7 @@ def _one_run(outcome: Outcome, script: Path, number: int, cap: float) -> None:
     if status not in (0, None):
         err = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
         outcome.notes.append(f"run {number}: exit status {status}: {err[0][:160]}")
+    outcome.plans.update(parse_plans(output))
     said = [line[5:].strip() for line in output.splitlines() if line.startswith("NOTE ")]
     outcome.notes.extend(f"run {number}: {note}" for note in said)
     if not figures and not said:
@@ -330,6 +342,7 @@ def render(
     for outcome in outcomes:
         lines.extend(figure_rows(outcome.figures))
     lines += cost_growth(outcomes)
+    lines += query_plans(outcomes)
     lines += ["", "## Benches", "", "| bench | runs | time (s) | notes |", "|---|---|---|---|"]
     for outcome in outcomes:
         notes = "; ".join(outcome.notes) or "-"
@@ -344,6 +357,7 @@ def render(
 
 GROWTH_SIZES = ("100k", "1M", "10M")
 RSS_TARGET_MB = 100.0
+QUERY_P95_TARGET_MS = 50.0
 
 
 def cost_growth(outcomes: Sequence[Outcome]) -> list[str]:
@@ -385,6 +399,32 @@ def cost_growth(outcomes: Sequence[Outcome]) -> list[str]:
         cells = [_cell(size, medians, outcomes, col) for col in _COLUMNS]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     return lines + _live_state(medians)
+
+
+def query_plans(outcomes: Sequence[Outcome]) -> list[str]:
+    """Each documented filter's p95 and plan on the largest trail that has plans."""
+    plans = {key: plan for outcome in outcomes for key, plan in outcome.plans.items()}
+    sizes = [size for size in GROWTH_SIZES if any(key[0] == size for key in plans)]
+    if not sizes:
+        return []
+    size, medians = sizes[-1], _medians(outcomes)
+    lines = [
+        "",
+        "## Query plans",
+        "",
+        f"Each documented filter on the {size}-event trail (bench/trail_scale.py): the p95 of",
+        "its first page (LIMIT 100, target < 50 ms) and SQLite's EXPLAIN QUERY PLAN.",
+        "",
+        "| filter | p95 | plan |",
+        "|---|---|---|",
+    ]
+    for (at, name), plan in plans.items():
+        if at == size:
+            p95 = medians.get(f"trail.query.{name}.p95.{size}", (None, None))[0]
+            shown = "-" if p95 is None else f"{_fmt(p95)} ms{_met(p95 < QUERY_P95_TARGET_MS)}"
+            steps = "; ".join(f"`{step}`".replace("|", "\\|") for step in plan.split(" | "))
+            lines.append(f"| {name} | {shown} | {steps} |")
+    return lines
 
 
 def _empty_commit_p99(got: dict[str, tuple[float, float | None]]) -> str:

@@ -12,7 +12,10 @@
   (against the ratio); any other text is shown as it is and not checked.
 * ``min``/``max``/``runs``: the spread of the runs a median value was taken from.
 
-Benchmarks keep their own human-readable output and add these lines.
+Benchmarks keep their own human-readable output and add these lines. A query's
+plan has a line of its own, shown under "Query plans" in docs/PERFORMANCE.md:
+
+    PLAN <size> <filter> <EXPLAIN QUERY PLAN lines, joined by " | ">
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ def figure(
     if spread:
         parts += [f"min={min(spread):.6g}", f"max={max(spread):.6g}", f"runs={len(spread)}"]
     print(" ".join(parts), flush=True)
+
+
+def plan(size: str, name: str, lines: Sequence[str]) -> None:
+    """Print one PLAN line: the query plan of filter `name` on the trail of `size`."""
+    print(f"PLAN {size} {name} " + " | ".join(lines), flush=True)
 
 
 def slug(text: str) -> str:

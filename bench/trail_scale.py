@@ -46,6 +46,7 @@ for where in (REPO, REPO / "bench"):
         sys.path.insert(0, str(where))
 
 from figures import figure as print_figure  # noqa: E402
+from figures import plan as print_plan  # noqa: E402
 
 from bench import bulk_trail  # noqa: E402
 from bench.trail_append import bench_raw, synthetic_events  # noqa: E402
@@ -258,7 +259,7 @@ def query_p95(trail: SQLiteTrail, label: str, count: int) -> None:
             if isinstance(sample, AlertFilter)
             else trail.query_plan(sample)
         )
-        print(f"plan {name}: " + " | ".join(plan))
+        print_plan(label, name, plan)
         figure(f"trail.query.{name}.p95.{label}", p95, "ms", 50.0, "<50")
 
 

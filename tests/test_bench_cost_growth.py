@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.test_bench_harness import harness
+import pytest
+
+from tests.test_bench_harness import figures, harness
 
 GROWTH = """\
 FIGURE growth.ingest.empty 20000 events/s baseline=20000 ratio=1
@@ -164,3 +166,35 @@ def test_the_memory_of_live_containers_follows_the_table() -> None:
 def test_without_live_state_figures_there_is_no_such_sentence() -> None:
     page = harness.render([_outcome("growth.py", "100k,1M", GROWTH, [])], {}, 60.0)
     assert "never removed" not in page
+
+
+def test_the_largest_trail_s_query_plans_are_shown_with_their_p95(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures.plan("1M", "container", ["SEARCH events USING INDEX events_container (container=?)"])
+    figures.plan("10M", "container", ["SEARCH events USING INDEX events_container (container=?)"])
+    figures.plan("10M", "label", ["SCAN labels", "then, if the page is not full:", "SCAN a|b"])
+    printed = capsys.readouterr().out
+    output = printed + (
+        "FIGURE trail.query.container.p95.10M 2.5 ms baseline=50 ratio=0.05 target=<50\n"
+        "FIGURE trail.query.label.p95.10M 75 ms baseline=50 ratio=1.5 target=<50\n"
+    )
+    outcome = _outcome("trail_scale.py", "1M,10M", output, [])
+    outcome.plans = harness.parse_plans(output)  # type: ignore[attr-defined]
+    section = harness.render([outcome], {}, 60.0).split("## Query plans", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert "on the 10M-event trail" in section
+    assert (
+        "| container | 2.5 ms | `SEARCH events USING INDEX events_container (container=?)` |"
+        in section
+    )
+    assert (
+        "| label | 75 ms **(target missed)** | `SCAN labels`; "
+        "`then, if the page is not full:`; `SCAN a\\|b` |" in section
+    )
+    assert section.count("| container |") == 1  # the 1M plan is not shown beside it
+
+
+def test_without_plans_there_is_no_query_plans_section() -> None:
+    page = harness.render([_outcome("growth.py", "100k,1M", GROWTH, [])], {}, 60.0)
+    assert "## Query plans" not in page

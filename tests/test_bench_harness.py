@@ -99,6 +99,19 @@ def test_a_run_collects_figures_and_the_page_names_the_machine(tmp_path: Path) -
         assert f"- {key}: " in page
 
 
+def test_a_run_collects_the_plans_it_prints(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        "print('PLAN 10M rule SEARCH alerts USING INDEX alerts_rule (rule=?) | SCAN x')\n"
+        "print('FIGURE trail.query.rule.p95.10M 0.8 ms target=<50')\n",
+    )
+    outcome = harness.run_bench(harness.Bench(script, (), 1, 30.0), time.monotonic() + 60)
+    plan = "SEARCH alerts USING INDEX alerts_rule (rule=?) | SCAN x"
+    assert outcome.plans == {("10M", "rule"): plan}
+    page = harness.render([outcome], {}, 12.0)
+    assert "| rule | 0.8 ms | `SEARCH alerts USING INDEX alerts_rule (rule=?)`; `SCAN x` |" in page
+
+
 def test_missing_script_root_failure_and_cap_are_notes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
