@@ -329,7 +329,9 @@ def render(
         f"`make bench` wall time {wall_secs / 60:.1f} min",
         "",
         "Absolute figures are noisy: the machine may be shared with other work",
-        "(load average above). Compare ratios.",
+        "(load average above). Compare ratios. The targets a 2-core machine does not",
+        "reach, what their time is spent on and what they would take:",
+        "[performance-limits.md](performance-limits.md).",
         *([note, ""] if note else []),
         "",
         "## Figures",
@@ -413,7 +415,9 @@ def query_plans(outcomes: Sequence[Outcome]) -> list[str]:
         "## Query plans",
         "",
         f"Each documented filter on the {size}-event trail (bench/trail_scale.py): the p95 of",
-        "its first page (LIMIT 100, target < 50 ms) and SQLite's EXPLAIN QUERY PLAN.",
+        "its first page (LIMIT 100, target < 50 ms) and what each step of SQLite's",
+        "EXPLAIN QUERY PLAN reads (its SEARCH, SCAN and sort lines; `xN`: N lines alike but",
+        "for a subquery's number). The bench prints the whole plans.",
         "",
         "| filter | p95 | plan |",
         "|---|---|---|",
@@ -422,9 +426,28 @@ def query_plans(outcomes: Sequence[Outcome]) -> list[str]:
         if at == size:
             p95 = medians.get(f"trail.query.{name}.p95.{size}", (None, None))[0]
             shown = "-" if p95 is None else f"{_fmt(p95)} ms{_met(p95 < QUERY_P95_TARGET_MS)}"
-            steps = "; ".join(f"`{step}`".replace("|", "\\|") for step in plan.split(" | "))
-            lines.append(f"| {name} | {shown} | {steps} |")
+            lines.append(f"| {name} | {shown} | {plan_steps(plan)} |")
     return lines
+
+
+_NEXT_PAGE = "then, if the page is not full:"  # a label query's second step (query_plan)
+_READS = re.compile(r"^(SEARCH|SCAN|USE TEMP B-TREE) ")
+_NUMBERED = re.compile(r"(SUBQUERY |subquery-)\d+")
+
+
+def plan_steps(plan: str) -> str:
+    """What each step of a plan reads (its SEARCH, SCAN and sort lines), repeats counted:
+    a label query unrolls a subquery per actor, hundreds of lines alike but for a number."""
+    phases = []
+    for phase in plan.split(_NEXT_PAGE):
+        counts: dict[str, int] = {}
+        for line in phase.split(" | "):
+            line = _NUMBERED.sub(r"\1n", line.strip())
+            if _READS.match(line):
+                counts[line] = counts.get(line, 0) + 1
+        shown = (f"`{line}`" + (f" x{n}" if n > 1 else "") for line, n in counts.items())
+        phases.append("; ".join(shown).replace("|", "\\|"))
+    return f"; {_NEXT_PAGE} ".join(phases)
 
 
 def _empty_commit_p99(got: dict[str, tuple[float, float | None]]) -> str:

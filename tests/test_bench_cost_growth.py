@@ -173,7 +173,12 @@ def test_the_largest_trail_s_query_plans_are_shown_with_their_p95(
 ) -> None:
     figures.plan("1M", "container", ["SEARCH events USING INDEX events_container (container=?)"])
     figures.plan("10M", "container", ["SEARCH events USING INDEX events_container (container=?)"])
-    figures.plan("10M", "label", ["SCAN labels", "then, if the page is not full:", "SCAN a|b"])
+    actors = "SEARCH actors USING PRIMARY KEY (actor_id=?)"
+    figures.plan("10M", "label", [
+        "COMPOUND QUERY", actors, "LIST SUBQUERY 4", "CO-ROUTINE (subquery-6)",
+        "SCAN (subquery-6)", "SCAN (subquery-13)", actors, "USE TEMP B-TREE FOR ORDER BY",
+        "then, if the page is not full:", "SCAN a|b", actors,
+    ])  # fmt: skip
     printed = capsys.readouterr().out
     output = printed + (
         "FIGURE trail.query.container.p95.10M 2.5 ms baseline=50 ratio=0.05 target=<50\n"
@@ -189,8 +194,9 @@ def test_the_largest_trail_s_query_plans_are_shown_with_their_p95(
         in section
     )
     assert (
-        "| label | 75 ms **(target missed)** | `SCAN labels`; "
-        "`then, if the page is not full:`; `SCAN a\\|b` |" in section
+        "| label | 75 ms **(target missed)** | `SEARCH actors USING PRIMARY KEY (actor_id=?)` x2; "
+        "`SCAN (subquery-n)` x2; `USE TEMP B-TREE FOR ORDER BY`; then, if the page is not full: "
+        "`SCAN a\\|b`; `SEARCH actors USING PRIMARY KEY (actor_id=?)` |" in section
     )
     assert section.count("| container |") == 1  # the 1M plan is not shown beside it
 
